@@ -1,0 +1,176 @@
+"""One error hierarchy for daemon, client and wire.
+
+Every error a user can meet is an `IxError` subclass with a stable wire `code`. The daemon
+sends `{code, message}`; the client rebuilds the same class from the code with
+`error_from_wire`. Messages name the offending value and say what to do. This module imports
+nothing but the standard library, because `ixc` imports it on its way to the socket.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class IxError(Exception):
+    """Root of every error ix reports to a user."""
+
+    code: ClassVar[str] = "E_IX"
+    #: process exit status `ixc` uses for this error
+    exit_status: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.code}]"
+
+
+# --- the wire and requests ---------------------------------------------------------------
+
+
+class ProtocolError(IxError):
+    """The peer broke the framing or the message schema."""
+
+    code = "E_PROTOCOL"
+
+
+class FrameTooLarge(ProtocolError):
+    code = "E_FRAME_TOO_LARGE"
+
+
+class VersionMismatch(ProtocolError):
+    code = "E_VERSION"
+
+
+class BadRequest(IxError):
+    """A well-formed frame whose request makes no sense."""
+
+    code = "E_BAD_REQUEST"
+    exit_status = 2
+
+
+class UnknownOp(BadRequest):
+    code = "E_UNKNOWN_OP"
+
+
+class UsageError(BadRequest):
+    """The command line of `ixc` is wrong."""
+
+    code = "E_USAGE"
+
+
+class DaemonUnavailable(IxError):
+    """`ixc` could not reach `ixd`."""
+
+    code = "E_NO_DAEMON"
+    exit_status = 3
+
+
+class ConnectionLost(IxError):
+    code = "E_CONNECTION_LOST"
+    exit_status = 3
+
+
+# --- names, selectors, recipes -------------------------------------------------------------
+
+
+class BadName(BadRequest):
+    """A package name or selector that is refused before any file is opened."""
+
+    code = "E_BAD_NAME"
+
+
+class BadRealmName(BadRequest):
+    code = "E_BAD_REALM_NAME"
+
+
+class RecipeNotFound(IxError):
+    code = "E_NO_RECIPE"
+
+
+class RecipeError(IxError):
+    """A template failed to load or render; the message names file and line."""
+
+    code = "E_RECIPE"
+
+
+class DependencyCycle(RecipeError):
+    code = "E_CYCLE"
+
+
+# --- fetching, building --------------------------------------------------------------------
+
+
+class FetchError(IxError):
+    code = "E_FETCH"
+
+
+class ChecksumMismatch(FetchError):
+    code = "E_CHECKSUM"
+
+
+class BuildFailed(IxError):
+    code = "E_BUILD_FAILED"
+
+
+class ConfinementUnavailable(IxError):
+    code = "E_NO_CONFINEMENT"
+
+
+class StaticPolicyViolation(IxError):
+    code = "E_DYNAMIC_BINARY"
+
+
+# --- realms --------------------------------------------------------------------------------
+
+
+class RealmError(IxError):
+    code = "E_REALM"
+
+
+class NoSuchRealm(RealmError):
+    code = "E_NO_REALM"
+
+
+class NotInRealm(RealmError):
+    """Removing a package or flag the realm does not have."""
+
+    code = "E_NOT_IN_REALM"
+
+
+class PermissionDenied(IxError):
+    code = "E_PERMISSION"
+
+
+# --- the daemon ----------------------------------------------------------------------------
+
+
+class InternalError(IxError):
+    """A bug in ix: the daemon logged the traceback and keeps serving."""
+
+    code = "E_INTERNAL"
+
+
+def _all_subclasses(cls: type[IxError]) -> list[type[IxError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+ERRORS_BY_CODE: dict[str, type[IxError]] = {c.code: c for c in _all_subclasses(IxError)}
+assert len(ERRORS_BY_CODE) == len(_all_subclasses(IxError)), "wire codes must be unique"
+
+
+def error_from_wire(code: str, message: str) -> IxError:
+    """The error class a wire code names; an unknown code still becomes an IxError."""
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        err = IxError(message)
+        err.code = code  # type: ignore[misc]
+        return err
+    return cls(message)
