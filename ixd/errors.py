@@ -117,6 +117,16 @@ class BuildFailed(IxError):
     code = "E_BUILD_FAILED"
 
 
+class DependencyFailed(BuildFailed):
+    """A node not started because something it needs failed."""
+
+    code = "E_DEPENDENCY_FAILED"
+
+
+class BuildCancelled(BuildFailed):
+    code = "E_CANCELLED"
+
+
 class ConfinementUnavailable(IxError):
     code = "E_NO_CONFINEMENT"
 

@@ -1,0 +1,134 @@
+"""The words of `ixc mut` as realm patches (RECIPES.md, "Realms"). Pure: no I/O.
+
+    ixc mut [REALM] [+|-]PKG [--k=v|--k|--k=-]... [REALM ...] ...
+
+- A bare word (no `/`, not starting with `-` or `+`) names a realm and makes it the current
+  one; naming a realm again continues its patch. Before any realm is named the current realm is
+  the default one (the user's login name).
+- A word with a `/` is a package, possibly in selector form (`bin/foo(k=v)`, an entry distinct
+  from `bin/foo`): `+PKG` or `PKG` adds it, `-PKG` removes it.
+- `--k=v` sets flag `k` on the package named last in the current realm, or on the realm itself
+  if no package has been named since the realm word; `--k` means `k=1`; `--k=-` removes the
+  flag. A flag after a removed package is a usage error.
+
+Flags right after an added package ride on its `AddPackage`; a flag that cannot (because a
+removal came in between) becomes its own operation, so applying the patch in order always means
+what the words said in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ixd.errors import BadName, UsageError
+from ixd.realm_model import (
+    AddPackage,
+    Op,
+    RealmPatch,
+    RemovePackage,
+    RemovePackageFlag,
+    RemoveRealmFlag,
+    SetPackageFlag,
+    SetRealmFlag,
+)
+from ixd.selector import (
+    Selector,
+    merge_flags,
+    parse_selector,
+    validate_flag_key,
+    validate_flag_value,
+    validate_realm_name,
+)
+
+__all__ = ["lex_mutation"]
+
+#: the value of `--k=-`: remove flag k
+REMOVE_VALUE = "-"
+
+
+@dataclass
+class _Context:
+    """Where flags go: the package named last in the current realm, and whether it was
+    removed; `package is None` means the realm."""
+
+    realm: str
+    package: Selector | None = None
+    removed: bool = False
+
+
+def _flag(word: str) -> tuple[str, str | None]:
+    """`--k=v` → (k, v); `--k` → (k, "1"); `--k=-` → (k, None)."""
+    key, sep, value = word[2:].partition("=")
+    try:
+        validate_flag_key(key)
+        if not sep:
+            return key, "1"
+        if value == REMOVE_VALUE:
+            return key, None
+        return key, validate_flag_value(value, key)
+    except BadName as err:
+        raise UsageError(
+            f"{word!r} is not a flag of the form --k=v, --k or --k=-: {err.message}"
+        ) from None
+
+
+def _package(word: str) -> tuple[Selector, bool]:
+    """`[+|-]PKG` → (selector, removing)."""
+    removing = word.startswith("-")
+    body = word[1:] if word[0] in "+-" else word
+    selector = parse_selector(body)
+    if "/" not in selector.name:
+        raise UsageError(f"{word!r} is not a package: a package name has a '/' (bin/foo)")
+    return selector, removing
+
+
+def _add_flag(ops: list[Op], context: _Context, word: str) -> None:
+    key, value = _flag(word)
+    package = context.package
+    if package is None:
+        ops.append(SetRealmFlag(key, value) if value is not None else RemoveRealmFlag(key))
+        return
+    if context.removed:
+        raise UsageError(f"{word!r} follows -{package}, which is being removed: it has no flags")
+    if value is None:
+        ops.append(RemovePackageFlag(package, key))
+        return
+    last = ops[-1] if ops else None
+    if isinstance(last, AddPackage) and last.selector == package:
+        ops[-1] = AddPackage(package, tuple(merge_flags(last.flags, {key: value}).items()))
+    else:
+        ops.append(SetPackageFlag(package, key, value))
+
+
+def lex_mutation(words: Sequence[str], default_realm: str) -> list[RealmPatch]:
+    """The patches the words of `ixc mut` ask for, one per realm in the order first named.
+
+    Raises `UsageError` naming a word that is none of a realm, a package or a flag,
+    `BadRealmName` for a bad realm name (`default_realm` included, when it is used) and
+    `BadName` for a bad package selector. No words give no patches.
+    """
+    patches: dict[str, list[Op]] = {}
+    context: _Context | None = None
+    for word in words:
+        if not word:
+            raise UsageError("an empty word is neither a realm, a package nor a flag")
+        if word.startswith("--"):
+            if context is None:
+                context = _Context(validate_realm_name(default_realm))
+            _add_flag(patches.setdefault(context.realm, []), context, word)
+        elif "/" in word:
+            if context is None:
+                context = _Context(validate_realm_name(default_realm))
+            selector, removing = _package(word)
+            op = RemovePackage(selector) if removing else AddPackage(selector)
+            patches.setdefault(context.realm, []).append(op)
+            context.package, context.removed = selector, removing
+        elif word[0] in "+-":
+            raise UsageError(
+                f"{word!r} is neither a package (no '/', as in +bin/foo) nor a flag (--k=v)"
+            )
+        else:
+            context = _Context(validate_realm_name(word))
+            patches.setdefault(context.realm, [])
+    return [RealmPatch(realm, tuple(ops)) for realm, ops in patches.items()]

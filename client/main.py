@@ -1,0 +1,224 @@
+"""`ixc`: the user's command line. Light on purpose: stdlib, msgpack and the protocol only.
+
+    ixc [--socket PATH] COMMAND ...
+      mut [REALM] [+|-]PKG [--k=v] ...   change realms (default realm: your login)
+      let [REALM] PKG [--k=v] ...        set a realm to exactly these packages
+      build PKG...                       build packages, print their store dirs
+      run PKG... -- CMD [ARGS]           run CMD in an ephemeral realm of PKG...
+      list [REALM]                       realms, or the packages of one realm
+      purge REALM                        remove a realm
+      dep PKG...                         the package names of the whole closure
+      plan PKG...                        the build plan as JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from client.lexer import lex_mutation
+from client.transport import Client
+from ixd.errors import IxError, UsageError
+from ixd.protocol import Event
+from ixd.realm_model import patch_to_wire
+
+USAGE = __doc__ or ""
+
+
+def socket_path(option: str | None, environ: dict[str, str]) -> str:
+    """`--socket`, then `$IX_SOCKET`, then the system daemon's socket."""
+    return option or environ.get("IX_SOCKET") or "/ix/var/ixd.sock"
+
+
+def login_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid{os.getuid()}"
+
+
+class Progress:
+    """Shows what the daemon reports while a request waits: N of M built, what runs now."""
+
+    def __init__(self, out: TextIO, verbose: bool) -> None:
+        self.out = out
+        self.verbose = verbose
+        self.total = 0
+        self.done = 0
+        self.running: dict[str, str] = {}
+
+    def __call__(self, event: Event) -> None:
+        data = event.data
+        if event.kind == "plan":
+            self.total = int(data.get("todo", 0))
+            if self.total:
+                self._say(f"{self.total} of {data.get('total')} nodes to build")
+        elif event.kind in ("started", "joined"):
+            self.running[data["uid"]] = data["name"]
+            verb = "building" if event.kind == "started" else "waiting for (shared)"
+            self._say(f"[{self.done}/{self.total}] {verb} {data['name']}")
+        elif event.kind == "finished":
+            self.running.pop(data["uid"], None)
+            self.done += 1
+            self._say(f"[{self.done}/{self.total}] built {data['name']} "
+                      f"in {float(data.get('duration', 0)):.1f}s")
+        elif event.kind == "log" and self.verbose:
+            self._say(f"  | {data.get('line', '')}")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def _split_options(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """Global options before the command: --socket PATH, --json, -v."""
+    options: dict[str, Any] = {"socket": None, "json": False, "verbose": False}
+    rest = list(argv)
+    while rest and rest[0].startswith("-"):
+        word = rest.pop(0)
+        if word == "--socket" and rest:
+            options["socket"] = rest.pop(0)
+        elif word.startswith("--socket="):
+            options["socket"] = word.split("=", 1)[1]
+        elif word == "--json":
+            options["json"] = True
+        elif word in ("-v", "--verbose"):
+            options["verbose"] = True
+        elif word in ("-h", "--help"):
+            rest = ["help"]
+            break
+        else:
+            raise UsageError(f"unknown option {word!r}; see `ixc help`")
+    return options, rest
+
+
+def _take_flag(words: list[str], flag: str) -> bool:
+    if flag in words:
+        words.remove(flag)
+        return True
+    return False
+
+
+def _packages(words: list[str], command: str) -> list[str]:
+    if not words:
+        raise UsageError(f"`ixc {command}` needs at least one package, e.g. bin/greet")
+    for word in words:
+        if word.startswith("-"):
+            raise UsageError(f"`ixc {command}`: unexpected option {word!r}")
+    return words
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
+         err: TextIO | None = None, execute: Callable[[list[str]], None] | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv), out, err, execute)
+    except IxError as exc:
+        print(f"ixc: error: {exc.message} [{exc.code}]", file=err)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("ixc: interrupted", file=err)
+        return 130
+
+
+def _main(argv: list[str], out: TextIO, err: TextIO,
+          execute: Callable[[list[str]], None] | None) -> int:
+    options, rest = _split_options(argv)
+    if not rest or rest[0] == "help":
+        print(USAGE.strip(), file=out)
+        return 0 if rest else 2
+    command, words = rest[0], rest[1:]
+    as_json = options["json"] or _take_flag(words, "--json")
+    verbose = options["verbose"] or _take_flag(words, "-v")
+    progress = Progress(err, verbose)
+
+    def call(op: str, args: dict[str, Any]) -> Any:
+        path = socket_path(options["socket"], dict(os.environ))
+        with Client.connect(path) as client:
+            return client.request(op, args, progress)
+
+    def show(value: Any, human: Callable[[Any], None]) -> int:
+        if as_json:
+            print(json.dumps(value, indent=1, sort_keys=True), file=out)
+        else:
+            human(value)
+        return 0
+
+    if command in ("mut", "let"):
+        patches = lex_mutation(words, login_name())
+        if not patches:
+            raise UsageError(f"`ixc {command}` needs a realm or a package, e.g. "
+                             f"`ixc {command} +bin/greet`")
+        value = call(command, {"patches": [patch_to_wire(p) for p in patches]})
+        return show(value, lambda v: _print_realms(v, out))
+    if command == "build":
+        value = call("build", {"packages": _packages(words, command)})
+        return show(value, lambda v: [print(p["out"] or p["selector"], file=out)
+                                      for p in v["packages"]])
+    if command == "run":
+        if "--" not in words:
+            raise UsageError("usage: ixc run PKG... -- CMD [ARGS...]")
+        cut = words.index("--")
+        packages, cmd = _packages(words[:cut], command), words[cut + 1:]
+        if not cmd:
+            raise UsageError("`ixc run`: no command after --")
+        value = call("run", {"packages": packages})
+        argv = ["/bin/sh", "-c", '. "$0/env" && exec "$@"', value["path"], *cmd]
+        if execute is not None:
+            execute(argv)
+            return 0
+        out.flush()
+        os.execv(argv[0], argv)
+    if command == "list":
+        if len(words) > 1:
+            raise UsageError("usage: ixc list [REALM]")
+        value = call("list", {"realm": words[0]} if words else {})
+        return show(value, lambda v: _print_list(v, out))
+    if command == "purge":
+        if len(words) != 1:
+            raise UsageError("usage: ixc purge REALM")
+        value = call("purge", {"realm": words[0]})
+        return show(value, lambda v: print(f"purged realm {v['realm']}", file=out))
+    if command == "dep":
+        value = call("dep", {"packages": _packages(words, command)})
+        return show(value, lambda v: _print_unique_names(v, out))
+    if command == "plan":
+        value = call("plan", {"packages": _packages(words, command)})
+        print(json.dumps(value, indent=1, sort_keys=True), file=out)
+        return 0
+    raise UsageError(f"unknown command {command!r}; see `ixc help`")
+
+
+def _print_realms(value: dict[str, Any], out: TextIO) -> None:
+    for realm in value["realms"]:
+        what = f"generation {realm['generation']}" if realm["changed"] else "unchanged"
+        print(f"realm {realm['realm']}: {what} -> {realm['path']}", file=out)
+
+
+def _print_list(value: dict[str, Any], out: TextIO) -> None:
+    if "realms" in value:
+        for realm in value["realms"]:
+            print(realm["name"], file=out)
+        return
+    state = value["state"]
+    for key, flag in sorted(state["flags"].items()):
+        print(f"--{key}={flag}", file=out)
+    for entry in state["entries"]:
+        flags = "".join(f" --{k}={v}" for k, v in sorted(entry["flags"].items()))
+        print(f"{entry['selector']}{flags}", file=out)
+
+
+def _print_unique_names(value: dict[str, Any], out: TextIO) -> None:
+    seen: set[str] = set()
+    for package in value["packages"]:
+        if package["name"] not in seen:
+            seen.add(package["name"])
+            print(package["name"], file=out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Realm assembly and switching: the file-system side of realms.
+
+A realm is a store entry: a symlink per file of its packages (the first package providing a
+path wins), `meta.json` and an `env` that sources each package's `env`. The realm link
+`<root>/realm/<name>` is switched with one rename, so a reader sees the old or the new realm,
+never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from ixd.builder import make_read_only, remove_tree
+from ixd.errors import RealmError
+from ixd.nodes import Node
+
+#: files at a package's root that belong to the package itself, not to the realm
+_PACKAGE_OWN = frozenset({"env", "meta.json"})
+
+
+def assemble_realm(node: Node) -> None:
+    """Build a realm node's store entry (blocking; the daemon runs it in a thread)."""
+    out = Path(node.outputs[0])
+    remove_tree(out)
+    out.mkdir()
+    try:
+        linked: set[str] = set()
+        dirs: set[str] = {""}
+        for package_dir in node.inputs:
+            _link_package(Path(package_dir), out, linked, dirs)
+        meta = {**node.meta, "store_dirs": list(node.inputs), "uid": node.uid}
+        (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        (out / "env").write_text(realm_env(out, node.inputs))
+        make_read_only(out)
+    except BaseException:
+        remove_tree(out)
+        raise
+
+
+def _link_package(package: Path, out: Path, linked: set[str], dirs: set[str]) -> None:
+    for top, subdirs, files in os.walk(package):
+        rel_top = os.path.relpath(top, package)
+        rel_top = "" if rel_top == "." else rel_top
+        kept = []
+        for d in subdirs:
+            rel = os.path.join(rel_top, d)
+            full = os.path.join(top, d)
+            if os.path.islink(full):  # a symlinked folder is linked like a file
+                files.append(d)
+            elif rel in linked:  # a file of an earlier package wins over this folder
+                continue
+            else:
+                kept.append(d)
+                if rel not in dirs:
+                    dirs.add(rel)
+                    (out / rel).mkdir()
+        subdirs[:] = kept
+        for name in files:
+            rel = os.path.join(rel_top, name)
+            if (not rel_top and name in _PACKAGE_OWN) or rel in linked or rel in dirs:
+                continue
+            linked.add(rel)
+            os.symlink(os.path.join(top, name), out / rel)
+
+
+def realm_env(realm_dir: Path, package_dirs: list[str] | tuple[str, ...]) -> str:
+    """The realm's `env`: the realm's bin/ first on PATH, then every package's own `env`
+    (sourced back to front, so the front package's settings end up first)."""
+    lines = [
+        "# sourced by shells and `ixc run` to enter this realm",
+        f'export IX_REALM="{realm_dir}"',
+    ]
+    for package_dir in reversed(package_dirs):
+        if (Path(package_dir) / "env").is_file():
+            lines.append(f'. "{package_dir}/env"')
+    lines.append(f'export PATH="{realm_dir}/bin:${{PATH:-/usr/bin:/bin}}"')
+    return "\n".join(lines) + "\n"
+
+
+def switch_realm_link(link: Path, target: Path) -> None:
+    """Point `link` at `target` atomically (a new symlink renamed over the old one)."""
+    if not target.is_dir():
+        raise RealmError(f"cannot switch {link.name} to {target}: it is not a store entry")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{secrets.token_hex(6)}.tmp")
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_realm_link(link: Path) -> None:
+    link.unlink(missing_ok=True)

@@ -1,0 +1,195 @@
+"""The build database: valid store entries, builds, realms and their generations.
+
+SQLite in WAL mode through sqlite-utils. One connection, guarded by a lock, so the daemon can
+call it from worker threads (`trio.to_thread`); every method is one short transaction. The
+schema is versioned in `meta` and migrated forward on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Generation:
+    realm: str
+    number: int
+    path: str
+    state: dict[str, Any]
+    created: float
+    created_by: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "realm": self.realm, "number": self.number, "path": self.path,
+            "state": self.state, "created": self.created, "created_by": self.created_by,
+        }
+
+
+def _create_schema_v1(db: sqlite_utils.Database) -> None:
+    db["store"].create(
+        {"uid": str, "path": str, "name": str, "kind": str, "registered": float},
+        pk="uid",
+    )
+    db["builds"].create(
+        {
+            "id": int, "uid": str, "name": str, "state": str, "started": float,
+            "ended": float, "duration": float, "exit_status": int, "log": str,
+            "requested_by": int, "error": str,
+        },
+        pk="id",
+    )
+    db["builds"].create_index(["uid"])
+    db["realms"].create(
+        {"name": str, "owner": int, "current": int, "created": float}, pk="name"
+    )
+    db["generations"].create(
+        {"realm": str, "number": int, "path": str, "state": str, "created": float,
+         "created_by": int},
+        pk=("realm", "number"),
+    )
+
+
+_MIGRATIONS = {1: _create_schema_v1}
+
+
+class BuildDatabase:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
+                               isolation_level=None)
+        self._db = sqlite_utils.Database(conn)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.enable_wal()
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite_utils.Database]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        if "meta" not in self._db.table_names():
+            self._db["meta"].create({"key": str, "value": str}, pk="key")
+        row = list(self._db.query("SELECT value FROM meta WHERE key = 'schema_version'"))
+        version = int(row[0]["value"]) if row else 0
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            _MIGRATIONS[target](self._db)
+            self._db["meta"].upsert({"key": "schema_version", "value": str(target)}, pk="key")
+            self._db.execute("COMMIT")
+
+    # --- store entries -----------------------------------------------------------------
+
+    def valid_uids(self) -> set[str]:
+        with self._lock:
+            return {r["uid"] for r in self._db.query("SELECT uid FROM store")}
+
+    def register_valid(self, uid: str, path: str, name: str, kind: str) -> None:
+        with self._transaction() as db:
+            db["store"].upsert(
+                {"uid": uid, "path": path, "name": name, "kind": kind,
+                 "registered": time.time()},
+                pk="uid",
+            )
+
+    # --- builds --------------------------------------------------------------------------
+
+    def build_started(self, uid: str, name: str, log: str, requested_by: int) -> int:
+        with self._transaction() as db:
+            table = db["builds"]
+            table.insert({"uid": uid, "name": name, "state": "building",
+                          "started": time.time(), "log": log, "requested_by": requested_by})
+            return int(table.last_rowid or 0)
+
+    def build_ended(self, build_id: int, state: str, exit_status: int | None,
+                    error: str = "") -> None:
+        with self._transaction() as db:
+            row = db["builds"].get(build_id)
+            ended = time.time()
+            db["builds"].update(build_id, {
+                "state": state, "ended": ended, "duration": ended - row["started"],
+                "exit_status": exit_status, "error": error,
+            })
+
+    def builds(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._db.query(
+                "SELECT * FROM builds ORDER BY id DESC LIMIT ?", [limit]))
+
+    # --- realms --------------------------------------------------------------------------
+
+    def realm(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = list(self._db.query("SELECT * FROM realms WHERE name = ?", [name]))
+        return rows[0] if rows else None
+
+    def realms(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._db.query("SELECT * FROM realms ORDER BY name"))
+
+    def current_generation(self, realm: str) -> Generation | None:
+        with self._lock:
+            rows = list(self._db.query(
+                "SELECT g.* FROM generations g JOIN realms r ON r.name = g.realm "
+                "AND r.current = g.number WHERE r.name = ?", [realm]))
+        return _generation(rows[0]) if rows else None
+
+    def generations(self, realm: str) -> list[Generation]:
+        with self._lock:
+            rows = self._db.query(
+                "SELECT * FROM generations WHERE realm = ? ORDER BY number", [realm])
+            return [_generation(r) for r in rows]
+
+    def add_generation(self, realm: str, path: str, state: dict[str, Any], by: int,
+                       owner: int) -> Generation:
+        """Record a new generation and make it the realm's current one."""
+        now = time.time()
+        with self._transaction() as db:
+            rows = list(db.query(
+                "SELECT MAX(number) AS n FROM generations WHERE realm = ?", [realm]))
+            number = (rows[0]["n"] or 0) + 1
+            db["generations"].insert({
+                "realm": realm, "number": number, "path": path,
+                "state": json.dumps(state, sort_keys=True), "created": now, "created_by": by,
+            })
+            if db["realms"].count_where("name = ?", [realm]):
+                db["realms"].update(realm, {"current": number})
+            else:
+                db["realms"].insert({"name": realm, "owner": owner, "current": number,
+                                     "created": now})
+        return Generation(realm, number, path, state, now, by)
+
+    def drop_realm(self, realm: str) -> None:
+        """Forget a realm's current pointer (its generations stay, for history)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM realms WHERE name = ?", [realm])
+
+
+def _generation(row: dict[str, Any]) -> Generation:
+    return Generation(row["realm"], row["number"], row["path"], json.loads(row["state"]),
+                      row["created"], row["created_by"])

@@ -1,0 +1,97 @@
+"""`ixd`: the daemon's command line. Serves in the foreground until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from ixd.confine import probe_confinement
+from ixd.daemon import VERSION, Config, Daemon
+from ixd.errors import ConfinementUnavailable, IxError
+from ixd.server import Server, open_unix_listener
+
+log = logging.getLogger("ixd")
+
+DEFAULT_OVERLAY = Path(__file__).resolve().parent.parent / "pkgs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ixd", description="The ix daemon: owns the store, builds, switches realms.")
+    parser.add_argument("--root", type=Path, required=True,
+                        help="the store and state root (e.g. /ix); created if missing")
+    parser.add_argument("--overlay", type=Path, action="append", default=[],
+                        help="a recipe overlay, searched in order (default: the project's pkgs/)")
+    parser.add_argument("--mirror", action="append", default=[],
+                        help="a source mirror template, {sha} is the sha256; tried before URLs")
+    parser.add_argument("--socket", type=Path, help="the socket path (default ROOT/var/ixd.sock)")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="concurrent builds (default: the number of cores)")
+    parser.add_argument("--no-confine", action="store_true",
+                        help="run builds unconfined (only where namespaces are unavailable)")
+    parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overlays = tuple(p.resolve() for p in args.overlay) or (DEFAULT_OVERLAY,)
+    for overlay in overlays:
+        if not overlay.is_dir():
+            raise IxError(f"overlay {overlay} is not a directory")
+    if args.jobs < 0:
+        raise IxError(f"--jobs must be at least 1, not {args.jobs}")
+    return Config(root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
+                  jobs=args.jobs, confine=not args.no_confine, socket=args.socket)
+
+
+async def serve(daemon: Daemon, socket_path: Path, *,
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    listener = await open_unix_listener(socket_path)
+    server = Server(daemon.handle)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.scheduler.serve)
+        await nursery.start(server.serve, listener)
+        log.info("ixd %s serving on %s (root %s, jobs %d, confined %s)", VERSION, socket_path,
+                 daemon.config.root, daemon.config.job_count, daemon.config.confine)
+        task_status.started()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("ixd stopping on signal %d", signum)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if config.confine:
+            reason = probe_confinement()
+            if reason is not None:
+                raise ConfinementUnavailable(
+                    f"builds cannot be confined here: {reason}. Fix user namespaces or "
+                    f"bubblewrap, or start ixd with --no-confine to build unconfined")
+        else:
+            log.warning("--no-confine: builds run unconfined and can write anywhere "
+                        "this account can")
+        os.umask(0o022)
+        daemon = Daemon(config)
+        socket_path = config.socket or daemon.layout.socket
+        trio.run(serve, daemon, socket_path)
+    except IxError as exc:
+        print(f"ixd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

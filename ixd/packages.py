@@ -1,0 +1,303 @@
+"""Packages: selectors loaded into a graph with closures and content-addressed uids.
+
+`PackageGraph.load(selector)` renders a recipe, loads its dependencies along each kind of
+edge with the flags RECIPES.md prescribes, and computes the package's uid from what can
+change its output. Packages are cached by (name, flags); `invalidate_files` drops exactly the
+packages whose render read a changed file, and every package depending on them.
+
+Closures are lists in post-order: a package's dependencies come before it, each uid once, so
+sourcing their `env` files in list order lets dependents prepend their link flags last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ixd import platforms
+from ixd.descriptor import Descriptor, parse_descriptor
+from ixd.errors import DependencyCycle
+from ixd.fetch import url_basename
+from ixd.nodes import Node, Source
+from ixd.recipes import RecipeTree, recipe_file
+from ixd.selector import EdgeKind, Selector, child_flags, kind_of, validate_package_name
+
+PackageKey = tuple[str, tuple[tuple[str, str], ...]]
+
+UID_LENGTH = 32
+
+
+def content_hash(data: Any) -> str:
+    """The uid of any JSON-able value: sha256 of its canonical JSON, shortened."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]
+
+
+def store_name(name: str) -> str:
+    """`bin/hello` → `hello`; `bld/host/cc` → `host-cc`; `bin/x/t.sh` → `x-t`."""
+    parts = name.removesuffix(".sh").split("/")[1:] or [name]
+    return "-".join(p for p in parts if p)
+
+
+@dataclass(eq=False)
+class Package:
+    key: PackageKey
+    name: str
+    flags: dict[str, str]
+    descriptor: Descriptor
+    uid: str
+    #: the store dir of a buildable package; None for a hub
+    out_dir: str | None
+    tools: tuple[Package, ...] = ()
+    host_libs: tuple[Package, ...] = ()
+    target_libs: tuple[Package, ...] = ()
+    data: tuple[Package, ...] = ()
+    #: lib.deps, recursively (without the package itself)
+    lib_closure: tuple[Package, ...] = ()
+    #: what must be present at run time, the package itself last
+    run_closure: tuple[Package, ...] = ()
+    #: the node that builds it (None for a hub)
+    node: Node | None = None
+    files: frozenset[Path] = field(default_factory=frozenset)
+
+    @property
+    def kind(self) -> str:
+        return self.flags["kind"]
+
+    @property
+    def buildable(self) -> bool:
+        return self.out_dir is not None
+
+    @property
+    def selector(self) -> Selector:
+        return Selector(self.name, self.key[1])
+
+    def build_inputs(self) -> tuple[Package, ...]:
+        return self.tools + self.host_libs + self.target_libs + self.data
+
+    def __repr__(self) -> str:
+        return f"Package({self.selector}, uid={self.uid})"
+
+
+def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
+    seen: set[str] = set()
+    result = []
+    for p in packages:
+        if p.uid not in seen:
+            seen.add(p.uid)
+            result.append(p)
+    return tuple(result)
+
+
+def _dirs(packages: Iterable[Package]) -> list[str]:
+    return [p.out_dir for p in packages if p.out_dir is not None]
+
+
+class PackageGraph:
+    """Loads and caches packages for one daemon configuration."""
+
+    def __init__(self, tree: RecipeTree, store: Path, host: str | None = None) -> None:
+        self.tree = tree
+        self.store = Path(store)
+        self.host = host or platforms.host_name()
+        self._packages: dict[PackageKey, Package] = {}
+        self._dependents: dict[PackageKey, set[PackageKey]] = {}
+        self._by_file: dict[Path, set[PackageKey]] = {}
+        self._lock = threading.RLock()
+        self.renders = 0
+
+    # --- loading ------------------------------------------------------------------------
+
+    def load(self, selector: Selector) -> Package:
+        """A top-level package: `target` defaults to the host, `kind` to its name's kind."""
+        validate_package_name(selector.name)
+        flags = dict(selector.flags)
+        flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
+        flags.setdefault("kind", kind_of(selector.name))
+        with self._lock:
+            return self._load(selector.name, flags, ())
+
+    def load_all(self, selectors: Sequence[Selector]) -> list[Package]:
+        return [self.load(s) for s in selectors]
+
+    def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...]) -> Package:
+        key: PackageKey = (name, tuple(sorted(flags.items())))
+        cached = self._packages.get(key)
+        if cached is not None:
+            return cached
+        if key in stack:
+            chain = " -> ".join(Selector(k[0], k[1]).__str__() for k in (*stack, key))
+            raise DependencyCycle(f"dependency cycle: {chain}")
+        stack = (*stack, key)
+        validate_package_name(name)
+        rendered = self.tree.render(name, self._context(name, flags))
+        self.renders += 1
+        descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
+        is_hub = descriptor.is_hub
+
+        def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
+            loaded = []
+            for sel in selectors:
+                child = child_flags(kind, flags, is_hub, dict(sel.flags), self.host)
+                child["target"] = platforms.resolve(child.get("target", "host"), self.host)
+                dep = self._load(sel.name, child, stack)
+                self._dependents.setdefault(dep.key, set()).add(key)
+                loaded.append(dep)
+            return loaded
+
+        tool_roots = edge("bld_tool", descriptor.bld_deps)
+        tools = _unique(p for t in tool_roots for p in t.run_closure)
+        induced = [s for t in tool_roots for s in t.descriptor.ind_deps]
+        target_libs = _unique(
+            p for lib in edge("target_lib", [*descriptor.target_libs, *induced])
+            for p in (*lib.lib_closure, lib)
+        )
+        host_libs = _unique(
+            p for lib in edge("host_lib", descriptor.host_libs) for p in (*lib.lib_closure, lib)
+        )
+        data = _unique(p for d in edge("data", descriptor.bld_data) for p in d.run_closure)
+        lib_closure = _unique(
+            p for lib in edge("lib_dep", descriptor.lib_deps) for p in (*lib.lib_closure, lib)
+        )
+        run_parts: list[Package] = []
+        for dep in edge("run_dep", descriptor.run_deps) + edge("data", descriptor.run_data):
+            run_parts.extend(dep.run_closure)
+        if flags["kind"] == "lib":
+            for lib in lib_closure:
+                run_parts.extend(lib.run_closure)
+            for lib in target_libs:
+                for d in edge("data", lib.descriptor.run_data):
+                    run_parts.extend(d.run_closure)
+
+        package = Package(
+            key=key, name=name, flags=flags, descriptor=descriptor, uid="", out_dir=None,
+            tools=tools, host_libs=host_libs, target_libs=target_libs, data=data,
+            lib_closure=lib_closure, files=rendered.files,
+        )
+        if is_hub:
+            package.uid = content_hash(
+                {"hub": name, "kind": flags["kind"], "run": [p.uid for p in _unique(run_parts)]}
+            )
+        else:
+            self._make_buildable(package)
+        package.run_closure = _unique((*run_parts, package))
+        self._packages[key] = package
+        for path in rendered.files:
+            self._by_file.setdefault(path, set()).add(key)
+        return package
+
+    def _context(self, name: str, flags: Mapping[str, str]) -> dict[str, Any]:
+        target = platforms.describe(flags["target"])
+        host = platforms.describe(self.host)
+        kind = flags["kind"]
+        context: dict[str, Any] = dict(flags)
+        context.update(
+            host=host,
+            target=target,
+            name=name,
+            basename=posixpath.basename(name.removesuffix(".sh").removesuffix("/ix")),
+            uniq_id=content_hash([name, sorted(flags.items())]),
+            native=host["name"] == target["name"],
+            tool=name.startswith("bld/"),
+            kind=kind,
+        )
+        context[kind] = True
+        context[target["os"]] = True
+        context[target["arch"]] = True
+        return context
+
+    def _make_buildable(self, package: Package) -> None:
+        """The build node decides the uid: everything that can change the output."""
+        d = package.descriptor
+        tool_dirs = _dirs(package.tools)
+        env = {
+            "IX_B_DIR": ":".join(tool_dirs),
+            "IX_H_DIR": ":".join(_dirs(package.host_libs)),
+            "IX_T_DIR": ":".join(_dirs(package.target_libs)),
+            "PATH": ":".join(f"{t}/bin" for t in tool_dirs) or "/nonexistent",
+        }
+        sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
+        inputs = package.build_inputs()
+        package.uid = content_hash({
+            "name": package.name,
+            "kind": package.kind,
+            "target": package.flags["target"],
+            "exec": d.script_exec,
+            "script": d.script_data,
+            "env": env,
+            "inputs": [p.uid for p in inputs],
+            "sources": [[s.filename, s.sha256] for s in sources],
+            "net": d.net,
+        })
+        out = str(self.store / f"{package.uid}-{package.kind}-{store_name(package.name)}")
+        package.out_dir = out
+        package.node = Node(
+            uid=package.uid,
+            kind="build",
+            name=str(package.selector),
+            deps=(*[s.sha256 for s in sources], *[p.uid for p in inputs if p.buildable]),
+            inputs=(*_dirs(inputs), *[str(self.store.parent / "src" / s.sha256) for s in sources]),
+            outputs=(out,),
+            command=d.script_exec,
+            stdin=d.script_data,
+            env=env,
+            pool=d.task_pool,
+            net=d.net,
+            sources=sources,
+        )
+
+    # --- cache invalidation ---------------------------------------------------------------
+
+    def invalidate_files(self, paths: Iterable[Path]) -> int:
+        """Drop the packages whose render read any of `paths`, and their dependents."""
+        with self._lock:
+            stale: set[PackageKey] = set()
+            todo = [k for p in paths for k in self._by_file.get(Path(p), ())]
+            while todo:
+                key = todo.pop()
+                if key in stale:
+                    continue
+                stale.add(key)
+                todo.extend(self._dependents.get(key, ()))
+            for key in stale:
+                package = self._packages.pop(key, None)
+                if package is not None:
+                    for path in package.files:
+                        keys = self._by_file.get(path)
+                        if keys is not None:
+                            keys.discard(key)
+            self.tree.invalidate()
+            return len(stale)
+
+    def invalidate_all(self) -> None:
+        with self._lock:
+            self._packages.clear()
+            self._dependents.clear()
+            self._by_file.clear()
+            self.tree.invalidate()
+
+    def __len__(self) -> int:
+        return len(self._packages)
+
+
+def walk_closure(targets: Iterable[Package]) -> Iterator[Package]:
+    """Every package needed to build and run `targets`, dependencies first, each uid once."""
+    seen: set[str] = set()
+    stack: list[tuple[Package, bool]] = [(p, False) for p in reversed(list(targets))]
+    while stack:
+        package, expanded = stack.pop()
+        if expanded:
+            yield package
+            continue
+        if package.uid in seen:
+            continue
+        seen.add(package.uid)
+        stack.append((package, True))
+        children = [*package.build_inputs(), *package.run_closure[:-1]]
+        stack.extend((c, False) for c in reversed(children) if c.uid not in seen)

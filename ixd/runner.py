@@ -1,0 +1,86 @@
+"""The node runner of a real store: fetch, build or assemble, then register the result.
+
+This is the only place that turns a plan node into effects on the store and the build
+database; the scheduler decides what runs and when.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from ixd import builder, fetch
+from ixd.assemble import assemble_realm
+from ixd.db import BuildDatabase
+from ixd.errors import IxError
+from ixd.layout import Layout
+from ixd.nodes import Node
+from ixd.scheduler import Listener
+
+log = logging.getLogger("ixd.runner")
+
+
+class StoreRunner:
+    def __init__(self, layout: Layout, db: BuildDatabase, *, confine: bool,
+                 mirrors: Sequence[str], make_thrs: int) -> None:
+        self.layout = layout
+        self.db = db
+        self.confine = confine
+        self.mirrors = tuple(mirrors)
+        self.make_thrs = make_thrs
+        #: mirror of the database's valid uids, so validity checks cost no query
+        self.valid: set[str] = db.valid_uids()
+
+    def is_valid(self, node: Node) -> bool:
+        if node.kind == "fetch":
+            return self.layout.source_path(node.uid).is_file()
+        return node.uid in self.valid
+
+    async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None:
+        if node.kind == "fetch":
+            await self._fetch(node)
+        elif node.kind == "build":
+            await self._build(node, emit, requested_by)
+        else:
+            await trio.to_thread.run_sync(assemble_realm, node)
+            await self._register(node, "rlm")
+
+    async def _fetch(self, node: Node) -> None:
+        source = node.sources[0]
+        await trio.to_thread.run_sync(
+            lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
+                                       self.mirrors)
+        )
+
+    async def _build(self, node: Node, emit: Listener, requested_by: int) -> None:
+        log_path = str(self.layout.log_path(node.uid))
+        build_id = await trio.to_thread.run_sync(
+            self.db.build_started, node.uid, node.name, log_path, requested_by)
+        log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+        try:
+            await builder.run_build(
+                node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
+                on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
+            )
+        except IxError as exc:
+            await self._ended(build_id, "failed", exc)
+            raise
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "cancelled", None)
+            raise
+        await self._register(node, Path(node.outputs[0]).name.split("-", 2)[1])
+        await self._ended(build_id, "valid", None)
+        log.info("build finished: %s uid=%s", node.name, node.uid)
+
+    async def _ended(self, build_id: int, state: str, error: IxError | None) -> None:
+        await trio.to_thread.run_sync(
+            self.db.build_ended, build_id, state, None, error.message if error else "")
+
+    async def _register(self, node: Node, kind: str) -> None:
+        await trio.to_thread.run_sync(
+            self.db.register_valid, node.uid, node.outputs[0], node.name, kind)
+        self.valid.add(node.uid)

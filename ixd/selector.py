@@ -1,0 +1,323 @@
+"""Package names, selectors and flags (RECIPES.md, "Selectors and flags").
+
+A selector is `name` or `name(k=v,k2=v2)`: a package name plus string flags. Everything here is
+pure and imports only the standard library and `ixd.errors`, because `ixc` imports it to lex
+its command line before it reaches the socket.
+
+The canonical text of a selector has its flags sorted by key and every flag written `k=v`, so
+`parse_selector(str(s)) == s` for every `Selector`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from ixd.errors import BadName, BadRealmName
+
+__all__ = [
+    "KINDS",
+    "ONE_LEVEL_FLAGS",
+    "EdgeKind",
+    "Flags",
+    "Selector",
+    "child_flags",
+    "flags_text",
+    "kind_of",
+    "merge_flags",
+    "normalize_flags",
+    "parse_selector",
+    "validate_flag_key",
+    "validate_flag_value",
+    "validate_package_name",
+    "validate_realm_name",
+]
+
+#: flags as stored in frozen records: (key, value) pairs sorted by key, keys unique
+Flags = tuple[tuple[str, str], ...]
+
+PACKAGE_NAME_MAX = 200
+REALM_NAME_MAX = 64
+
+_PACKAGE_CHARS = re.compile(r"[A-Za-z0-9_.+/-]*")
+_PACKAGE_FIRST = re.compile(r"[A-Za-z0-9_]")
+_REALM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_FLAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FLAG_VALUE_FORBIDDEN = frozenset(",()")
+#: control characters, surrogates and line/paragraph separators: nothing a flag value may hold
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+#: a selector's text: a name, then optionally one parenthesised flag list and nothing after it
+_SELECTOR = re.compile(r"(?P<name>[^()]*)(?:\((?P<flags>[^()]*)\))?")
+
+#: flags that apply to one level of the dependency graph only and are never passed on
+ONE_LEVEL_FLAGS = frozenset(
+    {"setx", "help", "verbose", "stage", "rebuild", "nostrip", "show_script", "simulate_failure"}
+)
+
+#: the package kinds, by the first path component of a name
+KINDS: Mapping[str, str] = {
+    "bin": "bin",
+    "bld": "bin",
+    "etc": "bin",
+    "lib": "lib",
+    "aux": "aux",
+    "set": "set",
+}
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def validate_package_name(name: str) -> str:
+    """Return `name` if it is a safe package name, else raise `BadName` saying why.
+
+    A package name is a relative path inside an overlay (`bin/hello`, `bin/foo/t.sh`): at most
+    200 characters of `[A-Za-z0-9_.+/-]`, starting with a letter, digit or `_`, without empty,
+    `.` or `..` components (so no leading, trailing or doubled `/`).
+    """
+    if not isinstance(name, str):
+        raise BadName(f"package name {name!r} is not a string")
+    if not name:
+        raise BadName("package name is empty")
+    if len(name) > PACKAGE_NAME_MAX:
+        raise BadName(
+            f"package name {name[:40]!r}... is {len(name)} characters long;"
+            f" the limit is {PACKAGE_NAME_MAX}"
+        )
+    if _PACKAGE_CHARS.fullmatch(name) is None:
+        bad = next(c for c in name if _PACKAGE_CHARS.fullmatch(c) is None)
+        raise BadName(
+            f"package name {name!r} contains {bad!r}; only letters, digits and _ . + / - are"
+            " allowed"
+        )
+    if name.startswith("/"):
+        raise BadName(f"package name {name!r} starts with '/'; names are relative paths")
+    if name.endswith("/"):
+        raise BadName(f"package name {name!r} ends with '/'")
+    if "//" in name:
+        raise BadName(f"package name {name!r} contains '//'")
+    for part in name.split("/"):
+        if part in (".", ".."):
+            raise BadName(f"package name {name!r} has a {part!r} path component")
+    if _PACKAGE_FIRST.fullmatch(name[0]) is None:
+        raise BadName(f"package name {name!r} must start with a letter, a digit or '_'")
+    return name
+
+
+def validate_realm_name(name: str) -> str:
+    """Return `name` if it is a realm name (`[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 64
+    characters), else raise `BadRealmName`."""
+    if not isinstance(name, str):
+        raise BadRealmName(f"realm name {name!r} is not a string")
+    if len(name) > REALM_NAME_MAX:
+        raise BadRealmName(
+            f"realm name {name[:40]!r}... is {len(name)} characters long;"
+            f" the limit is {REALM_NAME_MAX}"
+        )
+    if _REALM_NAME.fullmatch(name) is None:
+        raise BadRealmName(
+            f"realm name {name!r} is not valid: a realm name is a letter, digit or _ followed by"
+            " letters, digits, _ . or -"
+        )
+    return name
+
+
+def validate_flag_key(key: str) -> str:
+    """Return `key` if it is a flag name (`[A-Za-z_][A-Za-z0-9_]*`), else raise `BadName`."""
+    if not isinstance(key, str) or _FLAG_KEY.fullmatch(key) is None:
+        raise BadName(
+            f"flag name {key!r} is not valid: a flag name is a letter or _ followed by letters,"
+            " digits or _"
+        )
+    return key
+
+
+def validate_flag_value(value: str, key: str = "") -> str:
+    """Return `value` if it can be a flag value, else raise `BadName`.
+
+    A value is any string (empty included) without `,`, `(`, `)`, control characters or line
+    separators, and without leading or trailing whitespace (which the selector syntax could not
+    carry). `=` is allowed. `key` only makes the message better.
+    """
+    what = f"value of flag {key!r}" if key else "flag value"
+    if not isinstance(value, str):
+        raise BadName(f"{what} {value!r} is not a string")
+    for char in value:
+        if char in _FLAG_VALUE_FORBIDDEN:
+            raise BadName(f"{what} {value!r} contains {char!r}; flag values cannot hold , ( )")
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise BadName(f"{what} {value!r} contains the control character {char!r}")
+    if value != value.strip():
+        raise BadName(f"{what} {value!r} has leading or trailing whitespace")
+    return value
+
+
+def kind_of(name: str) -> str:
+    """The kind of a package from its first path component: `bld` and `etc` are `bin`; `lib`,
+    `aux`, `set` and `bin` are themselves; anything else raises `BadName`."""
+    first = name.split("/", 1)[0]
+    kind = KINDS.get(first)
+    if kind is None:
+        raise BadName(
+            f"{first!r} in {name!r} is not a package kind; a package name starts with one of"
+            f" {', '.join(sorted(KINDS))}"
+        )
+    return kind
+
+
+# --- flags ---------------------------------------------------------------------------------
+
+
+def normalize_flags(flags: Mapping[str, str] | Iterable[tuple[str, str]]) -> Flags:
+    """Validate flags and return them as sorted (key, value) pairs.
+
+    A mapping is taken as it is; pairs must have unique keys (`BadName` otherwise).
+    """
+    pairs = list(flags.items()) if isinstance(flags, Mapping) else list(flags)
+    seen: set[str] = set()
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise BadName(f"flag {pair!r} is not a (key, value) pair")
+        key, value = pair
+        validate_flag_key(key)
+        validate_flag_value(value, key)
+        if key in seen:
+            raise BadName(f"flag {key!r} is given twice")
+        seen.add(key)
+    return tuple(sorted(pairs))
+
+
+def merge_flags(*layers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Merge flag layers into one dict; a later layer wins on a shared key."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        merged.update(layer.items() if isinstance(layer, Mapping) else layer)
+    return merged
+
+
+def flags_text(flags: Iterable[tuple[str, str]]) -> str:
+    """`k=v,k2=v2` for flags (in the order given)."""
+    return ",".join(f"{key}={value}" for key, value in flags)
+
+
+# --- selectors -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A package name with its flags. Construction validates and sorts the flags, so every
+    `Selector` holds a valid name and flags in canonical order."""
+
+    name: str
+    flags: Flags = ()
+
+    def __post_init__(self) -> None:
+        validate_package_name(self.name)
+        object.__setattr__(self, "flags", normalize_flags(self.flags))
+
+    @property
+    def flags_dict(self) -> dict[str, str]:
+        return dict(self.flags)
+
+    def with_flags(self, flags: Mapping[str, str] | None = None, /, **more: str) -> Selector:
+        """This selector with `flags`, then `more`, merged on top of its own flags."""
+        return Selector(self.name, tuple(merge_flags(self.flags, flags or {}, more).items()))
+
+    def __str__(self) -> str:
+        if not self.flags:
+            return self.name
+        return f"{self.name}({flags_text(self.flags)})"
+
+
+def parse_selector(text: str) -> Selector:
+    """Parse `name` or `name(k=v,k2=v2)` into a `Selector`.
+
+    Inside the parentheses a bare `k` means `k=1`, spaces and tabs around items, keys and values
+    are ignored, and a key given twice takes its later value. Anything else (unbalanced or nested
+    parentheses, text after `)`, an empty item, a bad name, key or value) raises `BadName`
+    naming the text.
+    """
+    if not isinstance(text, str):
+        raise BadName(f"selector {text!r} is not a string")
+    match = _SELECTOR.fullmatch(text)
+    if match is None:
+        raise BadName(
+            f"selector {text!r} is not of the form name or name(k=v,...): unbalanced or"
+            " misplaced parentheses"
+        )
+    name = match["name"]
+    try:
+        validate_package_name(name)
+        flags: dict[str, str] = {}
+        body = match["flags"]
+        if body is not None and body.strip():
+            for item in body.split(","):
+                key, sep, value = (part.strip(" \t") for part in item.partition("="))
+                if not key and not sep:
+                    raise BadName("an empty flag item")
+                flags[validate_flag_key(key)] = validate_flag_value(value, key) if sep else "1"
+    except BadName as err:
+        raise BadName(f"selector {text!r}: {err.message}") from None
+    return Selector(name, tuple(flags.items()))
+
+
+# --- flag propagation ----------------------------------------------------------------------
+
+EdgeKind = Literal["target_lib", "lib_dep", "bld_tool", "host_lib", "data", "run_dep"]
+
+
+def _passed_on(flags: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in flags.items() if key not in ONE_LEVEL_FLAGS}
+
+
+def child_flags(
+    edge: EdgeKind,
+    parent: Mapping[str, str],
+    parent_is_hub: bool,
+    written: Mapping[str, str],
+    host_target: str,
+) -> dict[str, str]:
+    """The flags a dependency is loaded with, along one edge from its parent.
+
+    `parent` is the parent's full flags (its `target` included, if it has one); `written` is
+    the flags the recipe wrote in the dependency's selector; `host_target` is the host's
+    `target` value. Following RECIPES.md:
+
+    | edge                                  | the dependency is loaded with                   |
+    |---------------------------------------|-------------------------------------------------|
+    | `target_lib` (bld.target_libs),       | all the parent's flags, `kind=lib`              |
+    | `lib_dep` (lib.deps)                  |                                                 |
+    | `bld_tool` (bld.deps)                 | only `target=host`, `kind=bin`; a hub passes    |
+    |                                       | all its flags too (host/bin still on top)       |
+    | `host_lib` (bld.host_libs)            | only `target=host`, `kind=lib`                  |
+    | `data` (bld.data, run.data)           | only `target=host`, `kind=aux`                  |
+    | `run_dep` (run.deps), buildable parent| only the parent's `target`, `kind=bin`          |
+    | `run_dep`, hub parent                 | all the hub's flags, `kind=bin`                 |
+
+    "All the parent's flags" never includes the one-level flags (`ONE_LEVEL_FLAGS`). The
+    parent's `target` is passed on only if the parent has one (no `target` means the host's,
+    for parent and child alike). The `written` flags go on top of the row and win.
+    """
+    row: dict[str, str]
+    if edge in ("target_lib", "lib_dep"):
+        row = {**_passed_on(parent), "kind": "lib"}
+    elif edge == "bld_tool":
+        row = _passed_on(parent) if parent_is_hub else {}
+        row.update(target=host_target, kind="bin")
+    elif edge == "host_lib":
+        row = {"target": host_target, "kind": "lib"}
+    elif edge == "data":
+        row = {"target": host_target, "kind": "aux"}
+    elif edge == "run_dep":
+        if parent_is_hub:
+            row = {**_passed_on(parent), "kind": "bin"}
+        else:
+            row = {"target": parent["target"]} if "target" in parent else {}
+            row["kind"] = "bin"
+    else:
+        raise ValueError(f"unknown edge kind {edge!r}")
+    row.update(written)
+    return row

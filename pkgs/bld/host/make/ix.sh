@@ -1,0 +1,5 @@
+{#- GNU make from the host. -#}
+{% extends '//die/host.sh' %}
+{% block host_tools %}
+make
+{% endblock %}

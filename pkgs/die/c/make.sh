@@ -1,0 +1,15 @@
+{#- A C package built with make: `make` then `make install PREFIX=$out`. -#}
+{% extends '//die/c/ix.sh' %}
+{% block std_tools %}
+{{ super() }}
+bld/host/make
+{% endblock %}
+{% block build %}
+make -j "$make_thrs" {{ self.make_flags() | fix_list }}
+{% endblock %}
+{% block install %}
+make install PREFIX="$out" {{ self.make_flags() | fix_list }}
+{% endblock %}
+{% if false %}
+{% block make_flags %}{% endblock %}
+{% endif %}

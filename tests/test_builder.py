@@ -1,0 +1,511 @@
+"""The builder runs real build scripts, confined by real bubblewrap."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from ixd.builder import make_read_only, remove_tree, run_build
+from ixd.confine import confinement_argv, probe_confinement
+from ixd.errors import BuildFailed
+from ixd.layout import Layout
+from ixd.nodes import Node, Source
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+SET_BY_BUILDER = {"out", "tmp", "src", "uid", "make_thrs"}
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+both_modes = pytest.mark.parametrize(
+    "confine",
+    [pytest.param(True, marks=needs_bwrap, id="confined"), pytest.param(False, id="bare")],
+)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    layout = Layout(tmp_path / "ix")
+    layout.ensure()
+    return layout
+
+
+def make_node(
+    layout: Layout,
+    script: str,
+    *,
+    stdin: bool = False,
+    net: bool = False,
+    sources: tuple[Source, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Node:
+    uid = uuid.uuid4().hex
+    command = ("/bin/sh", "-e", "-s") if stdin else ("/bin/sh", "-ec", script)
+    return Node(
+        uid=uid,
+        kind="build",
+        name="bin/test",
+        deps=(),
+        inputs=(),
+        outputs=(str(layout.store_dir(uid, "bin", "test")),),
+        command=command,
+        stdin=script if stdin else "",
+        env=dict(BUILD_ENV if env is None else env),
+        net=net,
+        sources=sources,
+    )
+
+
+def out_of(node: Node) -> Path:
+    return Path(node.outputs[0])
+
+
+def log_of(layout: Layout, node: Node) -> str:
+    return layout.log_path(node.uid).read_text(errors="replace")
+
+
+def assert_cleaned_up(layout: Layout, node: Node) -> None:
+    assert not out_of(node).exists()
+    assert not layout.scratch(node.uid).exists()
+
+
+# --- success and failure -------------------------------------------------------------------
+
+
+@both_modes
+async def test_success_writes_a_read_only_output(layout: Layout, confine: bool) -> None:
+    script = """
+        echo "hello from the build"
+        echo "to stderr" >&2
+        mkdir -p "$out/bin"
+        printf '#!/bin/sh\\necho x\\n' > "$out/bin/x"
+        chmod 755 "$out/bin/x"
+        echo data > "$out/data"
+        ln -s bin/x "$out/link"
+        tr '\\0' '\\n' < /proc/$$/environ > "$out/env.txt"
+        pwd > "$out/pwd.txt"
+    """
+    node = make_node(layout, script, stdin=True, env={**BUILD_ENV, "out": "/ignored"})
+    lines: list[str] = []
+    await run_build(node, layout, confine=confine, make_thrs=7, on_log_line=lines.append)
+
+    out = out_of(node)
+    assert (out / "bin" / "x").read_text() == "#!/bin/sh\necho x\n"
+    assert not layout.scratch(node.uid).exists()
+    # read-only, exec bits kept, the symlink left alone
+    assert stat.S_IMODE(out.stat().st_mode) == 0o555
+    assert stat.S_IMODE((out / "bin").stat().st_mode) == 0o555
+    assert stat.S_IMODE((out / "bin" / "x").stat().st_mode) == 0o555
+    assert stat.S_IMODE((out / "data").stat().st_mode) == 0o444
+    assert os.readlink(out / "link") == "bin/x"
+    # the log and the callback both get stdout and stderr
+    log = log_of(layout, node)
+    assert "hello from the build" in log
+    assert "to stderr" in log
+    assert "hello from the build" in lines
+    assert "to stderr" in lines
+    # exactly the node's environment plus what the builder sets; ours win
+    env = dict(line.split("=", 1) for line in (out / "env.txt").read_text().splitlines() if line)
+    assert set(env) == set(BUILD_ENV) | SET_BY_BUILDER
+    assert env["out"] == str(out)
+    assert env["tmp"] == str(layout.scratch(node.uid) / "tmp")
+    assert env["src"] == str(layout.scratch(node.uid) / "src")
+    assert env["uid"] == node.uid
+    assert env["make_thrs"] == "7"
+    assert (out / "pwd.txt").read_text().strip() == env["tmp"]
+
+
+@both_modes
+async def test_failure_raises_with_the_log_tail_and_cleans_up(
+    layout: Layout, confine: bool
+) -> None:
+    script = """
+        mkdir -p "$out/bin"; echo half > "$out/bin/half"
+        i=1; while [ $i -le 30 ]; do echo "line$i"; i=$((i + 1)); done
+        exit 3
+    """
+    node = make_node(layout, script)
+    with pytest.raises(BuildFailed) as caught:
+        await run_build(node, layout, confine=confine, make_thrs=1)
+    err = caught.value
+    assert err.code == "E_BUILD_FAILED"
+    assert "bin/test" in err.message
+    assert node.uid in err.message
+    assert "exit status 3" in err.message
+    assert str(layout.log_path(node.uid)) in err.message
+    quoted = [line.strip() for line in err.message.splitlines()]
+    assert "line30" in quoted
+    assert "line11" in quoted
+    assert "line10" not in quoted  # only the last 20 lines
+    assert_cleaned_up(layout, node)
+
+
+@both_modes
+async def test_missing_command_is_a_build_failure(layout: Layout, confine: bool) -> None:
+    node = dataclasses.replace(make_node(layout, ""), command=("/nonexistent/ix-no-such-tool",))
+    with pytest.raises(BuildFailed, match="bin/test"):
+        await run_build(node, layout, confine=confine, make_thrs=1)
+    assert_cleaned_up(layout, node)
+
+
+@both_modes
+async def test_stale_output_and_scratch_are_replaced(layout: Layout, confine: bool) -> None:
+    node = make_node(layout, 'echo new > "$out/file"; ls "$tmp" > "$out/tmp-listing"')
+    stale = out_of(node)
+    (stale / "old").mkdir(parents=True)
+    (stale / "old" / "file").write_text("stale")
+    make_read_only(stale)
+    junk = layout.scratch(node.uid) / "tmp" / "junk"
+    junk.parent.mkdir(parents=True)
+    junk.write_text("junk")
+
+    await run_build(node, layout, confine=confine, make_thrs=1)
+    assert sorted(p.name for p in stale.iterdir()) == ["file", "tmp-listing"]
+    assert (stale / "tmp-listing").read_text() == ""
+
+
+@both_modes
+async def test_background_process_does_not_keep_the_build_alive(
+    layout: Layout, confine: bool
+) -> None:
+    node = make_node(layout, 'sleep 1000 & echo "left $!"; echo ok > "$out/ok"')
+    with trio.fail_after(4):  # well below the 1000 s the background sleep would hold stdout
+        await run_build(node, layout, confine=confine, make_thrs=1)
+    assert (out_of(node) / "ok").exists()
+    assert processes_of(node) == []
+
+
+# --- confinement ---------------------------------------------------------------------------
+
+
+@needs_bwrap
+def test_probe_confinement_works_here() -> None:
+    assert probe_confinement() is None
+
+
+@needs_bwrap
+async def test_build_cannot_write_outside_out_and_scratch(layout: Layout) -> None:
+    tag = uuid.uuid4().hex
+    targets = {
+        "store": layout.store / f"evil-{tag}",
+        "sources": layout.sources / f"evil-{tag}",
+        "etc": Path(f"/etc/ix-evil-{tag}"),
+        "root": Path(f"/root/ix-evil-{tag}"),
+        "home": Path.home() / f"ix-evil-{tag}",
+    }
+    harmless = {"tmp": Path(f"/tmp/ix-evil-{tag}"), "var": layout.var / f"evil-{tag}"}
+    checks = [f'try_write "$out/../evil-{tag}" store']
+    checks += [f'try_write "{path}" {key}' for key, path in {**targets, **harmless}.items()]
+    script = (
+        """
+        try_write() {
+            if ( echo evil > "$1" ) 2>/dev/null; then echo "WROTE $2"; else echo "DENIED $2"; fi
+        }
+        """
+        + "\n".join(checks)
+        + '\necho fine > "$out/ok"\nexit 0\n'
+    )
+    node = make_node(layout, script)
+    await run_build(node, layout, confine=True, make_thrs=1)
+
+    log = log_of(layout, node).splitlines()
+    for key in targets:
+        assert f"DENIED {key}" in log
+    # a private /tmp and a tmpfs over the daemon's var/: writes succeed, and vanish
+    assert "WROTE tmp" in log
+    assert "WROTE var" in log
+    for path in [*targets.values(), *harmless.values()]:
+        assert not path.exists(), path
+    assert (out_of(node) / "ok").read_text() == "fine\n"
+
+
+@needs_bwrap
+@pytest.mark.parametrize("net", [False, True])
+async def test_network_only_when_the_node_asks(layout: Layout, net: bool) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        script = (
+            "python3 -c 'import socket; "
+            f'socket.create_connection(("127.0.0.1", {port}), timeout=5)\' '
+            "&& echo NET-OK || echo NET-DENIED"
+        )
+        node = make_node(layout, script, net=net)
+        await run_build(node, layout, confine=True, make_thrs=1)
+        log = log_of(layout, node)
+        if net:
+            assert "NET-OK" in log
+            listener.accept()[0].close()
+        else:
+            assert "NET-DENIED" in log
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+
+
+@needs_bwrap
+async def test_daemon_socket_is_hidden(layout: Layout) -> None:
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(layout.socket))
+        server.listen(1)
+        server.setblocking(False)
+        script = (
+            "python3 -c 'import socket, sys; "
+            "socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "
+            f'"{layout.socket}" && echo SOCKET-OK || echo SOCKET-HIDDEN'
+        )
+        node = make_node(layout, script)
+        await run_build(node, layout, confine=True, make_thrs=1)
+        assert "SOCKET-HIDDEN" in log_of(layout, node)
+        with pytest.raises(BlockingIOError):
+            server.accept()
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+@both_modes
+async def test_sources_are_linked_into_src(layout: Layout, confine: bool) -> None:
+    sha = "ab" * 32
+    layout.source_path(sha).write_bytes(b"tarball bytes\n")
+    source = Source(
+        url="https://example.invalid/hello-1.0.tar.gz", sha256=sha, filename="hello.tgz"
+    )
+    node = make_node(
+        layout, 'ls "$src" > "$out/names"; cat "$src/hello.tgz" > "$out/copy"', sources=(source,)
+    )
+    await run_build(node, layout, confine=confine, make_thrs=1)
+    assert (out_of(node) / "names").read_text() == "hello.tgz\n"
+    assert (out_of(node) / "copy").read_bytes() == b"tarball bytes\n"
+
+
+async def test_bad_source_file_name_is_refused(layout: Layout) -> None:
+    source = Source(url="https://example.invalid/x", sha256="cd" * 32, filename="../escape")
+    node = make_node(layout, "true", sources=(source,))
+    with pytest.raises(BuildFailed, match="escape"):
+        await run_build(node, layout, confine=False, make_thrs=1)
+    assert_cleaned_up(layout, node)
+
+
+# --- cancellation --------------------------------------------------------------------------
+
+
+def processes_of(node: Node) -> list[int]:
+    """Live host processes whose environment carries this node's uid (a build's processes)."""
+    needle = f"\0uid={node.uid}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if needle in b"\0" + environ and is_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def find_line(path: Path, prefix: str) -> str | None:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    return next((line for line in text.splitlines() if line.startswith(prefix)), None)
+
+
+async def wait_for_log_line(path: Path, prefix: str) -> str:
+    """Poll the log (with a deadline) until a line starts with prefix."""
+    with trio.fail_after(10):
+        while True:
+            line = find_line(path, prefix)
+            if line is not None:
+                return line
+            await trio.sleep(0.01)
+
+
+@both_modes
+async def test_cancellation_kills_the_build_and_cleans_up(layout: Layout, confine: bool) -> None:
+    script = 'mkdir -p "$out/partial"; sleep 1000 & echo "started $$ $!"; wait'
+    node = make_node(layout, script)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_build(node, layout, confine=confine, make_thrs=1))
+        started = await wait_for_log_line(layout.log_path(node.uid), "started ")
+        assert processes_of(node), "the build's processes should be running"
+        nursery.cancel_scope.cancel()
+
+    assert processes_of(node) == []
+    if not confine:  # inside the sandbox, $$ and $! are pids of its own pid namespace
+        for pid in map(int, started.split()[1:]):
+            assert not is_alive(pid)
+    assert_cleaned_up(layout, node)
+
+
+# --- unprivileged daemon -------------------------------------------------------------------
+
+BUILD_USER = "ixtestbuild"
+
+
+@pytest.fixture(scope="module")
+def build_user() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("creating a throwaway account needs root")
+    if shutil.which("useradd") is None or shutil.which("runuser") is None:
+        pytest.skip("useradd/runuser not available")
+    subprocess.run(["userdel", BUILD_USER], capture_output=True, check=False)  # a leftover
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", BUILD_USER],
+        check=True,
+    )
+    try:
+        yield BUILD_USER
+    finally:
+        subprocess.run(["userdel", BUILD_USER], check=False)
+
+
+UNPRIVILEGED_SCRIPT = """
+import json, os, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from ixd.confine import confinement_argv, probe_confinement
+base = Path(sys.argv[2])
+out = base / "store" / "u-out"
+result = {"uid": os.getuid(), "probe": probe_confinement()}
+argv = confinement_argv(writable=[out], net=False, readable=[base]) + ["/bin/sh", "-c", sys.argv[3]]
+done = subprocess.run(
+    argv, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "out": str(out)}
+)
+result.update(status=done.returncode, output=done.stdout + done.stderr)
+print(json.dumps(result))
+"""
+
+
+def python_for(user: str) -> str:
+    """A Python interpreter the other account can run (root's own may sit in /root)."""
+    for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+        probe = subprocess.run(
+            ["runuser", "-u", user, "--", candidate, "-c", "pass"], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            return candidate
+    pytest.skip(f"no Python interpreter that {user} may run")
+
+
+@needs_bwrap
+def test_confinement_works_for_an_unprivileged_daemon(build_user: str) -> None:
+    base = Path(tempfile.mkdtemp(prefix="ix-unpriv-", dir="/tmp"))
+    try:
+        (base / "store" / "u-out").mkdir(parents=True)
+        for path in (base, base / "store", base / "store" / "u-out"):
+            shutil.chown(path, build_user, build_user)
+        script = """
+            echo ok > "$out/ok"
+            for p in "$out/../evil" /etc/ix-evil-unpriv /tmp/ix-evil-unpriv; do
+                if ( echo evil > "$p" ) 2>/dev/null; then echo "WROTE $p"; else echo "DENIED $p"; fi
+            done
+        """
+        done = subprocess.run(
+            [
+                "runuser", "-u", build_user, "--", python_for(build_user), "-c",
+                UNPRIVILEGED_SCRIPT, str(PROJECT_ROOT), str(base), script,
+            ],
+            capture_output=True, text=True, check=False, cwd="/",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["uid"] != 0
+        assert result["probe"] is None
+        assert result["status"] == 0, result["output"]
+        assert (base / "store" / "u-out" / "ok").read_text() == "ok\n"
+        # the store dir belongs to this account, yet the sandbox keeps it read-only
+        assert f"DENIED {base}/store/u-out/../evil" in result["output"]
+        assert not (base / "store" / "evil").exists()
+        assert "DENIED /etc/ix-evil-unpriv" in result["output"]
+        assert "WROTE /tmp/ix-evil-unpriv" in result["output"]
+        assert not Path("/tmp/ix-evil-unpriv").exists()
+    finally:
+        shutil.rmtree(base)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def test_make_read_only_and_remove_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text("not ours")
+    outside.chmod(0o664)
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "tool").write_text("#!/bin/sh\n")
+    (tree / "a" / "b" / "tool").chmod(0o4775)  # setuid must not survive
+    (tree / "a" / "file").write_text("data")
+    (tree / "link-out").symlink_to(outside)
+    (tree / "link-dir").symlink_to(tmp_path)
+    for i in range(300):
+        (tree / "a" / f"f{i}").write_text("x")
+
+    make_read_only(tree)
+    assert stat.S_IMODE(tree.stat().st_mode) == 0o555
+    assert stat.S_IMODE((tree / "a" / "b").stat().st_mode) == 0o555
+    assert stat.S_IMODE((tree / "a" / "b" / "tool").stat().st_mode) == 0o555
+    assert stat.S_IMODE((tree / "a" / "file").stat().st_mode) == 0o444
+    assert stat.S_IMODE((tree / "a" / "f299").stat().st_mode) == 0o444
+    # symlinks were not followed
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o664
+    assert stat.S_IMODE(tmp_path.stat().st_mode) & 0o200
+
+    remove_tree(tree)
+    assert not tree.exists()
+    assert outside.read_text() == "not ours"
+    remove_tree(tree)  # missing is fine
+
+
+def test_remove_tree_handles_unreadable_dirs_and_files(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "locked" / "inner").mkdir(parents=True)
+    (tree / "locked" / "inner" / "f").write_text("x")
+    (tree / "locked" / "inner").chmod(0)
+    (tree / "locked").chmod(0)
+    remove_tree(tree)
+    assert not tree.exists()
+
+    single = tmp_path / "single"
+    single.write_text("x")
+    single.chmod(0o444)
+    remove_tree(single)
+    assert not single.exists()
+
+
+def test_confinement_argv_shape(tmp_path: Path) -> None:
+    argv = confinement_argv(writable=[tmp_path / "out"], net=False)
+    assert Path(argv[0]).name == "bwrap"
+    assert argv[-1] == "--"
+    assert "--share-net" not in argv
+    assert ["--cap-drop", "ALL"] == argv[argv.index("--cap-drop") : argv.index("--cap-drop") + 2]
+    assert ["--ro-bind", "/", "/"] == argv[argv.index("--ro-bind") : argv.index("--ro-bind") + 3]
+    bind = argv.index("--bind")
+    assert argv[bind : bind + 3] == ["--bind", str(tmp_path / "out"), str(tmp_path / "out")]
+    # writable binds come after the tmpfs mounts, or a bind under /tmp would be hidden
+    assert bind > max(i for i, a in enumerate(argv) if a == "--tmpfs")
+    assert "--share-net" in confinement_argv(writable=[], net=True)
