@@ -123,6 +123,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     except KeyboardInterrupt:
         print("ixc: interrupted", file=err)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`ixc plan ... | head`); keep Python quiet at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _main(argv: list[str], out: TextIO, err: TextIO,
@@ -157,8 +161,7 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         return show(value, lambda v: _print_realms(v, out))
     if command == "build":
         value = call("build", {"packages": _packages(words, command)})
-        return show(value, lambda v: [print(p["out"] or p["selector"], file=out)
-                                      for p in v["packages"]])
+        return show(value, lambda v: _print_built(v, out))
     if command == "run":
         if "--" not in words:
             raise UsageError("usage: ixc run PKG... -- CMD [ARGS...]")
@@ -197,6 +200,11 @@ def _print_realms(value: dict[str, Any], out: TextIO) -> None:
     for realm in value["realms"]:
         what = f"generation {realm['generation']}" if realm["changed"] else "unchanged"
         print(f"realm {realm['realm']}: {what} -> {realm['path']}", file=out)
+
+
+def _print_built(value: dict[str, Any], out: TextIO) -> None:
+    for package in value["packages"]:
+        print(package["out"] or package["selector"], file=out)
 
 
 def _print_list(value: dict[str, Any], out: TextIO) -> None:

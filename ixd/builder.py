@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -100,9 +101,9 @@ async def run_build(
             ) + _unset_pwd(env)
 
     try:
-        _prepare(node, layout, out=out, scratch=scratch, tmp=tmp, src=src)
         # Log writes are small and go to a local file: plain blocking I/O is fine here.
         with open(log_path, "wb") as log_file:  # noqa: ASYNC230
+            _prepare(node, layout, out=out, scratch=scratch, tmp=tmp, src=src)
             status = await _run_logged(
                 list(node.command),
                 env=env,
@@ -233,73 +234,125 @@ async def _run_logged(
     killed (background processes of an unconfined build; a confined build's pid namespace
     dies with it anyway). If this is cancelled, the whole build is killed and waited for.
     """
-    info_stream: trio.lowlevel.FdStream | None = None
-    pass_fds: tuple[int, ...] = ()
-    if sandbox is not None:
-        info_r, info_w = os.pipe()
-        info_stream = trio.lowlevel.FdStream(info_r)
-        pass_fds = (info_w,)
-        argv = [*sandbox(info_w), *argv]
-    try:
-        try:
-            proc = await trio.lowlevel.open_process(
-                argv,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=os.fspath(cwd),
-                start_new_session=True,
-                pass_fds=pass_fds,
-            )
-        finally:
-            for fd in pass_fds:
-                os.close(fd)
-    except BaseException:
-        if info_stream is not None:
-            with trio.CancelScope(shield=True):
-                await info_stream.aclose()
-        raise
-
-    # Our own pidfd lets us see the exit without reaping, so the process group id cannot be
-    # reused before we kill what is left of the group.
-    pidfd = os.pidfd_open(proc.pid)
+    child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox)
+    popen = child.popen
     sandbox_pidfd: int | None = None
     try:
-        assert proc.stdout is not None
         output_done = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, proc.stdout, log_file, on_line, output_done)
-            if proc.stdin is not None:
-                nursery.start_soon(_feed, proc.stdin, stdin)
-            if info_stream is not None:
-                sandbox_pidfd = await _sandbox_pidfd(info_stream)
-            await trio.lowlevel.wait_readable(pidfd)
-            _kill_group(proc.pid)
-            status: int = await proc.wait()
+            nursery.start_soon(_pump, child.output, log_file, on_line, output_done)
+            if child.stdin is not None:
+                nursery.start_soon(_feed, child.stdin, stdin)
+            if child.info is not None:
+                sandbox_pidfd = await _sandbox_pidfd(child.info)
+            # Exited but not yet reaped: its pid (= process group id) cannot be reused
+            # before we kill what is left of the group.
+            await trio.lowlevel.wait_readable(child.pidfd)
+            _kill_group(popen.pid)
+            status = popen.poll()
+            assert status is not None
             with trio.move_on_after(EOF_GRACE):
                 await output_done.wait()
             nursery.cancel_scope.cancel()
         return status
     finally:
         with trio.CancelScope(shield=True):
-            if proc.returncode is None:
+            if popen.returncode is None:
                 if sandbox_pidfd is not None:
                     # Killing the sandbox's pid 1 ends its whole pid namespace.
                     _pidfd_kill(sandbox_pidfd)
-                _kill_group(proc.pid)
+                _kill_group(popen.pid)
                 with trio.move_on_after(KILL_GRACE):
-                    await proc.wait()
+                    await trio.lowlevel.wait_readable(child.pidfd)
+                popen.poll()
             if sandbox_pidfd is not None:
                 with trio.move_on_after(KILL_GRACE):
                     await trio.lowlevel.wait_readable(sandbox_pidfd)
                 os.close(sandbox_pidfd)
-            os.close(pidfd)
-            if info_stream is not None:
-                await info_stream.aclose()
-            for stream in (proc.stdin, proc.stdout):
+            os.close(child.pidfd)
+            for stream in (child.output, child.stdin, child.info):
                 if stream is not None:
                     await stream.aclose()
+
+
+@dataclass
+class _Child:
+    popen: subprocess.Popen[bytes]
+    #: a pidfd of the process, readable once it has exited
+    pidfd: int
+    #: stdout and stderr
+    output: trio.lowlevel.FdStream
+    stdin: trio.lowlevel.FdStream | None
+    #: bwrap's --info-fd
+    info: trio.lowlevel.FdStream | None
+
+
+def _spawn(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    with_stdin: bool,
+    sandbox: SandboxArgv | None,
+) -> _Child:
+    """Start the command from the calling thread (trio's), with pipes trio can read.
+
+    Not `trio.lowlevel.open_process`: that forks from a worker thread, and bwrap's
+    --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked it exits. trio
+    retires idle worker threads after 10 s, which killed every confined build running longer.
+    Forking takes a millisecond; the loop does not notice.
+    """
+    parent_ends: list[int] = []
+    child_ends: list[int] = []
+    try:
+        out_r, out_w = os.pipe()
+        parent_ends.append(out_r)
+        child_ends.append(out_w)
+        in_r, in_w = subprocess.DEVNULL, -1
+        if with_stdin:
+            in_r, in_w = os.pipe()
+            parent_ends.append(in_w)
+            child_ends.append(in_r)
+        info_r = -1
+        pass_fds: tuple[int, ...] = ()
+        if sandbox is not None:
+            info_r, info_w = os.pipe()
+            parent_ends.append(info_r)
+            child_ends.append(info_w)
+            pass_fds = (info_w,)
+            argv = [*sandbox(info_w), *argv]
+        popen = subprocess.Popen(
+            argv,
+            stdin=in_r,
+            stdout=out_w,
+            stderr=out_w,
+            env=env,
+            cwd=os.fspath(cwd),
+            start_new_session=True,
+            pass_fds=pass_fds,
+        )
+    except BaseException:
+        for fd in parent_ends:
+            os.close(fd)
+        raise
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except BaseException:
+        popen.kill()
+        popen.wait()
+        for fd in parent_ends:
+            os.close(fd)
+        raise
+    return _Child(
+        popen=popen,
+        pidfd=pidfd,
+        output=trio.lowlevel.FdStream(out_r),
+        stdin=trio.lowlevel.FdStream(in_w) if in_w >= 0 else None,
+        info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
+    )
 
 
 async def _pump(
@@ -357,10 +410,9 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
 
 
 def _unset_pwd(env: dict[str, str]) -> list[str]:
-    """bwrap always exports PWD; `env -u PWD` keeps the build's environment exactly `env`."""
-    if "PWD" in env:
-        return []
-    return [shutil.which("env") or "/usr/bin/env", "-u", "PWD", "--"]
+    """bwrap always exports PWD (its working directory); `env` restores exactly `env`."""
+    restore = [f"PWD={env['PWD']}"] if "PWD" in env else []
+    return [shutil.which("env") or "/usr/bin/env", "-u", "PWD", "--", *restore]
 
 
 def _kill_group(pgid: int) -> None:

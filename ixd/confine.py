@@ -108,7 +108,7 @@ def probe_confinement() -> str | None:
             f"({os.environ.get('PATH', os.defpath)}); install bubblewrap or run ixd without "
             "confinement"
         )
-    argv = [*confinement_argv(writable=[], net=False), "true"]
+    argv = [*confinement_argv(writable=[], net=False), shutil.which("true") or "/bin/true"]
     try:
         done = subprocess.run(
             argv,
@@ -149,7 +149,7 @@ def _resolver_binds() -> list[str]:
         target = Path("/etc/resolv.conf").resolve(strict=True)
     except OSError:
         return []
-    if target.is_relative_to("/run") or target.is_relative_to("/var/tmp"):
+    if target.is_relative_to("/run"):
         p = os.fspath(target)
         return ["--ro-bind-try", p, p]
     return []

@@ -116,7 +116,9 @@ class Daemon:
     # --- helpers ---------------------------------------------------------------------------
 
     async def _load(self, selectors: Sequence[Selector]) -> list[Package]:
-        return await trio.to_thread.run_sync(self.graph.load_all, list(selectors))
+        packages: list[Package] = await trio.to_thread.run_sync(
+            self.graph.load_all, list(selectors))
+        return packages
 
     def _selectors(self, args: dict[str, Any]) -> list[Selector]:
         raw = args.get("packages")

@@ -39,11 +39,11 @@ class Generation:
 
 
 def _create_schema_v1(db: sqlite_utils.Database) -> None:
-    db["store"].create(
+    db.table("store").create(
         {"uid": str, "path": str, "name": str, "kind": str, "registered": float},
         pk="uid",
     )
-    db["builds"].create(
+    db.table("builds").create(
         {
             "id": int, "uid": str, "name": str, "state": str, "started": float,
             "ended": float, "duration": float, "exit_status": int, "log": str,
@@ -51,11 +51,11 @@ def _create_schema_v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["builds"].create_index(["uid"])
-    db["realms"].create(
+    db.table("builds").create_index(["uid"])
+    db.table("realms").create(
         {"name": str, "owner": int, "current": int, "created": float}, pk="name"
     )
-    db["generations"].create(
+    db.table("generations").create(
         {"realm": str, "number": int, "path": str, "state": str, "created": float,
          "created_by": int},
         pk=("realm", "number"),
@@ -94,13 +94,13 @@ class BuildDatabase:
 
     def _migrate(self) -> None:
         if "meta" not in self._db.table_names():
-            self._db["meta"].create({"key": str, "value": str}, pk="key")
+            self._db.table("meta").create({"key": str, "value": str}, pk="key")
         row = list(self._db.query("SELECT value FROM meta WHERE key = 'schema_version'"))
         version = int(row[0]["value"]) if row else 0
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self._db.execute("BEGIN IMMEDIATE")
             _MIGRATIONS[target](self._db)
-            self._db["meta"].upsert({"key": "schema_version", "value": str(target)}, pk="key")
+            self._db.table("meta").upsert({"key": "schema_version", "value": str(target)}, pk="key")
             self._db.execute("COMMIT")
 
     # --- store entries -----------------------------------------------------------------
@@ -111,7 +111,7 @@ class BuildDatabase:
 
     def register_valid(self, uid: str, path: str, name: str, kind: str) -> None:
         with self._transaction() as db:
-            db["store"].upsert(
+            db.table("store").upsert(
                 {"uid": uid, "path": path, "name": name, "kind": kind,
                  "registered": time.time()},
                 pk="uid",
@@ -121,7 +121,7 @@ class BuildDatabase:
 
     def build_started(self, uid: str, name: str, log: str, requested_by: int) -> int:
         with self._transaction() as db:
-            table = db["builds"]
+            table = db.table("builds")
             table.insert({"uid": uid, "name": name, "state": "building",
                           "started": time.time(), "log": log, "requested_by": requested_by})
             return int(table.last_rowid or 0)
@@ -129,9 +129,9 @@ class BuildDatabase:
     def build_ended(self, build_id: int, state: str, exit_status: int | None,
                     error: str = "") -> None:
         with self._transaction() as db:
-            row = db["builds"].get(build_id)
+            row = db.table("builds").get(build_id)
             ended = time.time()
-            db["builds"].update(build_id, {
+            db.table("builds").update(build_id, {
                 "state": state, "ended": ended, "duration": ended - row["started"],
                 "exit_status": exit_status, "error": error,
             })
@@ -173,14 +173,14 @@ class BuildDatabase:
             rows = list(db.query(
                 "SELECT MAX(number) AS n FROM generations WHERE realm = ?", [realm]))
             number = (rows[0]["n"] or 0) + 1
-            db["generations"].insert({
+            db.table("generations").insert({
                 "realm": realm, "number": number, "path": path,
                 "state": json.dumps(state, sort_keys=True), "created": now, "created_by": by,
             })
-            if db["realms"].count_where("name = ?", [realm]):
-                db["realms"].update(realm, {"current": number})
+            if db.table("realms").count_where("name = ?", [realm]):
+                db.table("realms").update(realm, {"current": number})
             else:
-                db["realms"].insert({"name": realm, "owner": owner, "current": number,
+                db.table("realms").insert({"name": realm, "owner": owner, "current": number,
                                      "created": now})
         return Generation(realm, number, path, state, now, by)
 

@@ -61,7 +61,8 @@ def _selectors(section: dict[str, Any], key: str, where: str) -> tuple[Selector,
         try:
             result.append(parse_selector(text.strip()))
         except BadName as exc:
-            raise RecipeError(f"{where}: bad dependency {text!r} in {key!r}: {exc.message}") from None
+            raise RecipeError(
+                f"{where}: bad dependency {text!r} in {key!r}: {exc.message}") from None
     return tuple(result)
 
 

@@ -60,7 +60,7 @@ def strip_suffix(value: str, suffix: str) -> str:
 def field(value: str, sep: str | int | None = None, index: int = 0) -> str:
     """`x|field('=', 1)`: the index-th field split by sep; `x|field(1)` splits on blanks."""
     if isinstance(sep, int):
-        sep, index = None, sep
+        return str(value).split()[sep]
     return str(value).split(sep)[index]
 
 

@@ -78,6 +78,13 @@ class Package:
     def selector(self) -> Selector:
         return Selector(self.name, self.key[1])
 
+    @property
+    def display_name(self) -> str:
+        """The selector without the flags every package has anyway (host target, own kind)."""
+        shown = [(k, v) for k, v in self.key[1]
+                 if not (k == "kind" and v == kind_of(self.name)) and k != "target"]
+        return str(Selector(self.name, tuple(shown)))
+
     def build_inputs(self) -> tuple[Package, ...]:
         return self.tools + self.host_libs + self.target_libs + self.data
 
@@ -240,7 +247,7 @@ class PackageGraph:
         package.node = Node(
             uid=package.uid,
             kind="build",
-            name=str(package.selector),
+            name=package.display_name,
             deps=(*[s.sha256 for s in sources], *[p.uid for p in inputs if p.buildable]),
             inputs=(*_dirs(inputs), *[str(self.store.parent / "src" / s.sha256) for s in sources]),
             outputs=(out,),

@@ -208,6 +208,7 @@ def decode_body(body: bytes) -> Message:
 
 
 def encode_body(msg: Message) -> bytes:
+    """The msgpack body of `msg`; `ProtocolError` if it holds what the peer would refuse."""
     wire = {"t": msg.TYPE, **{field.name: getattr(msg, field.name) for field in fields(msg)}}
     _check_plain(wire)
     body: bytes = msgpack.packb(wire, use_bin_type=True)

@@ -110,7 +110,7 @@ class RecipeEnvironment(jinja2.Environment):
     def join_path(self, template: str, parent: str) -> str:
         return join_template_path(template, parent)
 
-    def get_template(self, name: Any, parent: Any = None, globals: Any = None) -> Any:  # noqa: A002
+    def get_template(self, name: Any, parent: Any = None, globals: Any = None) -> Any:
         if isinstance(name, str):
             if parent is not None:
                 name = self.join_path(name, parent)

@@ -187,6 +187,51 @@ async def test_background_process_does_not_keep_the_build_alive(
     assert processes_of(node) == []
 
 
+@needs_bwrap
+async def test_build_outlives_idle_worker_threads(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bwrap --die-with-parent uses PR_SET_PDEATHSIG, which fires when the *thread* that
+    # forked bwrap exits. Spawned from a trio worker thread, a build was SIGKILLed as soon as
+    # that thread idled out (10 s). Make idle workers exit almost at once to show it is not.
+    import trio._core._thread_cache as thread_cache
+
+    monkeypatch.setattr(thread_cache, "IDLE_TIMEOUT", 0.01)
+    await trio.to_thread.run_sync(lambda: None)  # idle workers now expire quickly
+    node = make_node(layout, 'sleep 0.5; echo survived > "$out/ok"')
+    await run_build(node, layout, confine=True, make_thrs=1)
+    assert (out_of(node) / "ok").read_text() == "survived\n"
+
+
+DAEMON = """
+import json, sys, trio
+from pathlib import Path
+from ixd.builder import run_build
+from ixd.layout import Layout
+from ixd.nodes import Node
+node, layout = Node.from_json(json.loads(sys.argv[1])), Layout(Path(sys.argv[2]))
+trio.run(lambda: run_build(node, layout, confine=True, make_thrs=1))
+"""
+
+
+@needs_bwrap
+async def test_confined_build_dies_with_the_daemon(layout: Layout) -> None:
+    node = make_node(layout, "echo started; sleep 1000")
+    argv = [sys.executable, "-c", DAEMON, json.dumps(node.to_json()), str(layout.root)]
+    daemon = await trio.lowlevel.open_process(argv, cwd=PROJECT_ROOT)
+    try:
+        await wait_for_log_line(layout.log_path(node.uid), "started")
+        assert processes_of(node)
+    finally:
+        daemon.kill()
+        await daemon.wait()
+    with trio.fail_after(10):
+        while True:
+            if not processes_of(node):
+                break
+            await trio.sleep(0.01)
+
+
 # --- confinement ---------------------------------------------------------------------------
 
 
@@ -509,3 +554,21 @@ def test_confinement_argv_shape(tmp_path: Path) -> None:
     # writable binds come after the tmpfs mounts, or a bind under /tmp would be hidden
     assert bind > max(i for i, a in enumerate(argv) if a == "--tmpfs")
     assert "--share-net" in confinement_argv(writable=[], net=True)
+
+
+def test_probe_reports_missing_bwrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reason = probe_confinement()
+    assert reason is not None
+    assert "not installed" in reason
+
+
+def test_probe_reports_bwrap_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    reason = probe_confinement()
+    assert reason is not None
+    assert "No permissions to create new namespace" in reason
+    assert "exit status 1" in reason

@@ -36,7 +36,7 @@ from ixd.protocol import (
 )
 
 HELLO = Hello(version=PROTOCOL_VERSION, agent="test 0")
-HELLO_WIRE = {"t": "hello", "version": PROTOCOL_VERSION, "agent": "test 0"}
+HELLO_WIRE: dict[Any, Any] = {"t": "hello", "version": PROTOCOL_VERSION, "agent": "test 0"}
 
 
 def framed(body: bytes) -> bytes:

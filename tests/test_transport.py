@@ -238,8 +238,10 @@ def test_server_closing_during_the_handshake_is_connection_lost(sock_path: Path)
 def test_a_server_of_another_version_is_refused(sock_path: Path) -> None:
     other = Hello(version=PROTOCOL_VERSION + 1, agent="ixd 9")
 
-    # The script waits for the client to hang up.
-    with serve(sock_path, lambda peer: peer.receive() and None, hello=other):
+    def wait_for_hang_up(peer: Peer) -> None:
+        assert peer.receive() is None
+
+    with serve(sock_path, wait_for_hang_up, hello=other):
         with pytest.raises(VersionMismatch, match=f"version {PROTOCOL_VERSION + 1}"):
             Client.connect(sock_path)
 

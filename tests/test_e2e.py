@@ -1,0 +1,147 @@
+"""One realm change end to end: a real ixd process, the real ixc command, real builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_harness import RunningDaemon, start_daemon
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    running = start_daemon(tmp_path_factory.mktemp("e2e") / "root")
+    yield running
+    assert running.stop() == 0, running.log.read_text()
+
+
+def run_in_realm(realm: Path, program: str, *args: str) -> str:
+    return subprocess.run([str(realm / "bin" / program), *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def realm_target(daemon: RunningDaemon, name: str) -> str:
+    return os.readlink(daemon.realm(name))
+
+
+def test_install_flags_remove_purge(daemon: RunningDaemon) -> None:
+    done = daemon.ixc("mut", "e2e", "+bin/greet")
+    assert "realm e2e: generation 1" in done.stdout
+    assert "built bin/greet" in done.stderr  # progress shown while building
+    realm = daemon.realm("e2e")
+    assert run_in_realm(realm, "greet") == "Hello, world!\n"
+    assert realm_target(daemon, "e2e").startswith("../store/")
+    meta = json.loads((realm / "meta.json").read_text())
+    assert [p.split("(")[0] for p in meta["packages"]] == ["bin/greet"]
+
+    # a flag on the package
+    daemon.ixc("mut", "e2e", "bin/greet", "--greeting=Howdy")
+    assert run_in_realm(realm, "greet", "you") == "Howdy, you!\n"
+    # a flag on the realm reaches the package and its libraries (lib/greet shouts)
+    daemon.ixc("mut", "e2e", "--shout")
+    assert run_in_realm(realm, "greet") == "HOWDY, world!\n"
+    listing = daemon.ixc("list", "e2e").stdout.splitlines()
+    assert listing == ["--shout=1", "bin/greet --greeting=Howdy"]
+    # removing the realm flag goes back to the earlier realm
+    daemon.ixc("mut", "e2e", "--shout=-")
+    assert run_in_realm(realm, "greet") == "Howdy, world!\n"
+
+    daemon.ixc("mut", "e2e", "+set/greetings")
+    assert run_in_realm(realm, "wave", "x") == "o/ x\n"
+    daemon.ixc("mut", "e2e", "-bin/greet", "-set/greetings", "+bin/wave")
+    assert not (realm / "bin" / "greet").exists()
+    assert (realm / "bin" / "wave").exists()
+
+    assert "e2e" in daemon.ixc("list").stdout.split()
+    daemon.ixc("purge", "e2e")
+    assert not os.path.lexists(daemon.realm("e2e"))
+    assert "e2e" not in daemon.ixc("list").stdout.split()
+
+
+def test_realms_share_store_entries(daemon: RunningDaemon) -> None:
+    daemon.ixc("mut", "share1", "+bin/greet")
+    second = daemon.ixc("mut", "share2", "+bin/greet")
+    assert "building" not in second.stderr.replace("building realm", "")
+    one = json.loads((daemon.realm("share1") / "meta.json").read_text())["store_dirs"]
+    two = json.loads((daemon.realm("share2") / "meta.json").read_text())["store_dirs"]
+    assert one == two
+
+
+def test_run_in_an_ephemeral_realm(daemon: RunningDaemon) -> None:
+    result = daemon.ixc("run", "bin/wave", "bin/greet", "--", "sh", "-c", "wave run; greet ix")
+    assert result.stdout == "o/ run\nHello, ix!\n"
+    assert not os.path.lexists(daemon.realm("run"))
+
+
+def test_failing_build_leaves_the_realm_as_it_was(daemon: RunningDaemon) -> None:
+    daemon.ixc("mut", "stable", "+bin/greet")
+    before = realm_target(daemon, "stable")
+    generations = daemon.ixc("list", "stable", "--json").stdout
+    failed = daemon.ixc("mut", "stable", "+bin/fails", "+bin/wave", check=False)
+    assert failed.returncode != 0
+    assert "bin/fails" in failed.stderr
+    assert "the thing is broken on purpose" in failed.stderr  # the log's last lines
+    assert "[E_BUILD_FAILED]" in failed.stderr
+    assert realm_target(daemon, "stable") == before
+    assert daemon.ixc("list", "stable", "--json").stdout == generations
+    assert run_in_realm(daemon.realm("stable"), "greet") == "Hello, world!\n"
+    # nothing of the failed build is left in the store
+    assert not [p for p in (daemon.root / "store").iterdir() if p.name.endswith("-bin-fails")]
+
+
+def test_build_cannot_write_outside_its_output(daemon: RunningDaemon, tmp_path: Path) -> None:
+    markers = tmp_path / "home"
+    markers.mkdir()
+    markers.chmod(0o777)
+    result = daemon.ixc("build", "bin/escape", "-v", f"--marker_dir={markers}", check=False)
+    # flags go in selector form for build: bin/escape(marker_dir=...)
+    assert result.returncode != 0 and "unexpected option" in result.stderr
+    built = daemon.ixc("build", f"bin/escape(marker_dir={markers})")
+    out = Path(built.stdout.strip())
+    assert (out / "share" / "escape-result").read_text() == "confined\n"
+    log = (daemon.root / "var" / "log" / f"{out.name.split('-')[0]}.log").read_text()
+    assert "WROTE" not in log.replace("WROTE /tmp/ix-escape-tmp", "")  # /tmp is private
+    for leaked in (out.parent / "ix-escape-store", Path("/tmp/ix-escape-tmp"),
+                   Path("/root/ix-escape-home"), Path("/etc/ix-escape-etc"),
+                   markers / "ix-escape-marker"):
+        assert not leaked.exists(), leaked
+    # the output is read-only once valid: no write bit anywhere in it
+    for path in (out, out / "share", out / "share" / "escape-result"):
+        assert path.stat().st_mode & 0o222 == 0, path
+
+
+def test_bad_input_gets_clear_errors_and_the_daemon_keeps_serving(
+        daemon: RunningDaemon) -> None:
+    cases = [
+        (["mut", "+../etc/passwd"], "E_BAD_NAME"),
+        (["mut", "+bin/nope"], "E_NO_RECIPE"),
+        (["mut", "bad!realm", "+bin/greet"], "E_BAD_REALM_NAME"),
+        (["mut", "errs", "-bin/greet"], "E_NOT_IN_REALM"),
+        (["mut", "errs", "--nothere=-"], "E_NOT_IN_REALM"),
+        (["purge", "no-such-realm"], "E_NO_REALM"),
+        (["list", "no-such-realm"], "E_NO_REALM"),
+        (["frobnicate"], "E_USAGE"),
+        (["dep"], "E_USAGE"),
+    ]
+    for words, code in cases:
+        result = daemon.ixc(*words, check=False)
+        assert result.returncode != 0, words
+        assert f"[{code}]" in result.stderr, (words, result.stderr)
+    assert daemon.ixc("dep", "bin/greet").returncode == 0
+    assert daemon.process.poll() is None
+
+
+def test_dep_and_plan(daemon: RunningDaemon) -> None:
+    names = daemon.ixc("dep", "bin/greet").stdout.split()
+    assert names[-1] == "bin/greet"
+    assert {"lib/greet", "lib/shout", "bld/host/cc"} <= set(names)
+    assert names.index("lib/shout") < names.index("lib/greet")
+    plan = json.loads(daemon.ixc("plan", "bin/greet").stdout)
+    greet = [n for n in plan["nodes"] if n["name"] == "bin/greet"]
+    assert len(greet) == 1 and greet[0]["uid"] in plan["targets"]
+    assert set(greet[0]) >= {"uid", "inputs", "outputs", "command", "pool", "deps"}
