@@ -9,6 +9,7 @@
       purge REALM                        remove a realm
       dep PKG...                         the package names of the whole closure
       plan PKG...                        the build plan as JSON
+      ping                               check that ixd answers, and who you are to it
 """
 
 from __future__ import annotations
@@ -189,6 +190,10 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
     if command == "dep":
         value = call("dep", {"packages": _packages(words, command)})
         return show(value, lambda v: _print_unique_names(v, out))
+    if command == "ping":
+        value = call("ping", {})
+        return show(value, lambda v: print(f"ixd {v['version']} answers {v['login']} "
+                                           f"(uid {v['uid']})", file=out))
     if command == "plan":
         value = call("plan", {"packages": _packages(words, command)})
         print(json.dumps(value, indent=1, sort_keys=True), file=out)
