@@ -142,7 +142,8 @@ class Daemon:
     # --- ops -------------------------------------------------------------------------------
 
     async def op_ping(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        return {"version": VERSION, "uid": caller.uid, "login": caller.login}
+        return {"version": VERSION, "uid": caller.uid, "login": caller.login,
+                "root": str(self.config.root)}
 
     async def op_mut(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         return await self._change(args, caller, emit, fresh=False)
