@@ -9,6 +9,11 @@
       purge REALM                        remove a realm
       dep PKG...                         the package names of the whole closure
       plan PKG...                        the build plan as JSON
+      generations [REALM]                a realm's generations (* = current)
+      rollback [REALM] [--to N]          switch back to the previous (or given) generation
+      status                             the builds queued and running, for all users
+      builds [--limit N]                 build history
+      log PKG|UID [-f]                   a build's log; -f follows a running build
       ping                               check that ixd answers, and who you are to it
 """
 
@@ -18,6 +23,7 @@ import json
 import os
 import pwd
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -43,32 +49,46 @@ def login_name() -> str:
 
 
 class Progress:
-    """Shows what the daemon reports while a request waits: N of M built, what runs now."""
+    """Shows what the daemon reports while a request waits: N of M built, the builds running
+    now, and an ETA from the durations of earlier builds of the same packages."""
 
     def __init__(self, out: TextIO, verbose: bool) -> None:
         self.out = out
         self.verbose = verbose
         self.total = 0
         self.done = 0
+        self.jobs = 1
+        self.expected: dict[str, float] = {}
         self.running: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
         data = event.data
         if event.kind == "plan":
             self.total = int(data.get("todo", 0))
+            self.jobs = max(1, int(data.get("jobs", 1)))
+            self.expected = {n["uid"]: float(n["expected"]) for n in data.get("nodes", [])
+                             if n.get("expected") is not None}
             if self.total:
-                self._say(f"{self.total} of {data.get('total')} nodes to build")
+                self._say(f"{self.total} of {data.get('total')} nodes to build{self._eta()}")
         elif event.kind in ("started", "joined"):
             self.running[data["uid"]] = data["name"]
             verb = "building" if event.kind == "started" else "waiting for (shared)"
-            self._say(f"[{self.done}/{self.total}] {verb} {data['name']}")
+            self._say(f"[{self.done}/{self.total}] {verb} {data['name']}{self._eta()}")
         elif event.kind == "finished":
             self.running.pop(data["uid"], None)
+            self.expected.pop(data["uid"], None)
             self.done += 1
+            now = ", ".join(sorted(self.running.values()))
             self._say(f"[{self.done}/{self.total}] built {data['name']} "
-                      f"in {float(data.get('duration', 0)):.1f}s")
+                      f"in {float(data.get('duration', 0)):.1f}s"
+                      + (f"; running: {now}" if now else "") + self._eta())
         elif event.kind == "log" and self.verbose:
             self._say(f"  | {data.get('line', '')}")
+
+    def _eta(self) -> str:
+        if not self.expected:
+            return ""
+        return f" (ETA {sum(self.expected.values()) / self.jobs:.0f}s)"
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -190,6 +210,61 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
     if command == "dep":
         value = call("dep", {"packages": _packages(words, command)})
         return show(value, lambda v: _print_unique_names(v, out))
+    if command == "generations":
+        realm = _at_most_one(words, "usage: ixc generations [REALM]")
+        value = call("generations", {"realm": realm} if realm else {})
+        return show(value, lambda v: _print_generations(v, out))
+    if command == "rollback":
+        to = None
+        if "--to" in words:
+            at = words.index("--to")
+            try:
+                to = int(words[at + 1])
+            except (IndexError, ValueError):
+                raise UsageError("usage: ixc rollback [REALM] [--to N]") from None
+            del words[at:at + 2]
+        realm = _at_most_one(words, "usage: ixc rollback [REALM] [--to N]")
+        args: dict[str, Any] = {"realm": realm} if realm else {}
+        if to is not None:
+            args["to"] = to
+        value = call("rollback", args)
+        return show(value, lambda v: print(
+            f"realm {v['realm']}: generation {v['previous']} -> {v['generation']}", file=out))
+    if command == "status":
+        if words:
+            raise UsageError("usage: ixc status")
+        value = call("status", {})
+        return show(value, lambda v: _print_status(v, out))
+    if command == "builds":
+        limit = 50
+        if "--limit" in words:
+            at = words.index("--limit")
+            try:
+                limit = int(words[at + 1])
+            except (IndexError, ValueError):
+                raise UsageError("usage: ixc builds [--limit N]") from None
+            del words[at:at + 2]
+        if words:
+            raise UsageError("usage: ixc builds [--limit N]")
+        value = call("builds", {"limit": limit})
+        return show(value, lambda v: _print_builds(v, out))
+    if command == "log":
+        follow = _take_flag(words, "-f") or _take_flag(words, "--follow")
+        if len(words) != 1:
+            raise UsageError("usage: ixc log PKG|UID [-f]")
+
+        def print_line(event: Event) -> None:
+            if event.kind == "log":
+                print(event.data["line"], file=out, flush=True)
+
+        path = socket_path(options["socket"], dict(os.environ))
+        with Client.connect(path) as client:
+            value = client.request("log", {"target": words[0], "follow": follow}, print_line)
+        if as_json:
+            print(json.dumps(value, indent=1, sort_keys=True), file=out)
+        elif value["log"]:
+            out.write(value["log"])
+        return 1 if value.get("error") else 0
     if command == "ping":
         value = call("ping", {})
         return show(value, lambda v: print(f"ixd {v['version']} answers {v['login']} "
@@ -199,6 +274,40 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         print(json.dumps(value, indent=1, sort_keys=True), file=out)
         return 0
     raise UsageError(f"unknown command {command!r}; see `ixc help`")
+
+
+def _at_most_one(words: list[str], usage: str) -> str | None:
+    if len(words) > 1 or any(w.startswith("-") for w in words):
+        raise UsageError(usage)
+    return words[0] if words else None
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _print_generations(value: dict[str, Any], out: TextIO) -> None:
+    for g in value["generations"]:
+        mark = "*" if g["number"] == value["current"] else " "
+        packages = ", ".join(e["selector"] for e in g["state"]["entries"]) or "(empty)"
+        print(f"{mark}{g['number']:>4}  {_when(g['created'])}  {g['by']:<12} {packages}",
+              file=out)
+
+
+def _print_status(value: dict[str, Any], out: TextIO) -> None:
+    if not value["builds"]:
+        print(f"idle ({value['jobs']} build slots)", file=out)
+    for b in value["builds"]:
+        expected = f", expected {b['expected']:.0f}s" if b["expected"] else ""
+        print(f"{b['state']:<8} {b['name']}  for {b['elapsed']:.0f}s{expected}; "
+              f"waiting: {', '.join(b['waiting'])}", file=out)
+
+
+def _print_builds(value: dict[str, Any], out: TextIO) -> None:
+    for b in value["builds"]:
+        duration = f"{b['duration']:.1f}s" if b["duration"] is not None else "-"
+        print(f"{_when(b['started'])}  {b['state']:<11} {duration:>8}  {b['name']}  "
+              f"{b['uid']}  by {b['requested_by']}", file=out)
 
 
 def _print_realms(value: dict[str, Any], out: TextIO) -> None:

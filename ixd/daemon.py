@@ -7,10 +7,14 @@ socket server around it only moves frames.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import pwd
+import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +22,11 @@ from typing import Any
 
 import trio
 
+from ixd import auth
 from ixd import plan as planning
 from ixd.assemble import remove_realm_link, switch_realm_link
 from ixd.db import BuildDatabase
-from ixd.errors import BadRequest, IxError, NoSuchRealm, UnknownOp
+from ixd.errors import BadRequest, NoSuchBuild, NoSuchRealm, RealmError, UnknownOp
 from ixd.layout import Layout
 from ixd.packages import Package, PackageGraph, walk_closure
 from ixd.realm_model import (
@@ -65,6 +70,7 @@ class Config:
     jobs: int = 0
     confine: bool = True
     socket: Path | None = None
+    admin_group: str | None = None
 
     @property
     def layout(self) -> Layout:
@@ -84,6 +90,9 @@ class Daemon:
         self.layout = config.layout
         self.layout.ensure()
         self.db = BuildDatabase(self.layout.database)
+        interrupted = self.db.interrupt_running_builds()
+        if interrupted:
+            log.info("recovery: %d builds were interrupted by the last stop", interrupted)
         self.graph = PackageGraph(RecipeTree(config.overlays), self.layout.store)
         self.runner = StoreRunner(
             self.layout, self.db, confine=config.confine, mirrors=config.mirrors,
@@ -103,6 +112,11 @@ class Daemon:
             "purge": self.op_purge,
             "dep": self.op_dep,
             "plan": self.op_plan,
+            "generations": self.op_generations,
+            "rollback": self.op_rollback,
+            "status": self.op_status,
+            "builds": self.op_builds,
+            "log": self.op_log,
         }
 
     async def handle(self, op: str, args: dict[str, Any], caller: Caller,
@@ -132,6 +146,23 @@ class Daemon:
         if not isinstance(name, str):
             raise BadRequest("'realm' must be a string")
         return validate_realm_name(name)
+
+    def identity(self, caller: Caller) -> auth.Identity:
+        login = caller.login
+        admin = caller.uid == auth.ROOT or auth.in_group(login, caller.gid,
+                                                         self.config.admin_group)
+        return auth.Identity(caller.uid, login, admin)
+
+    def authorize(self, realm: str, caller: Caller, doing: str) -> int:
+        """The realm's owner, once `caller` is known to be allowed to change it."""
+        row = self.db.realm(realm)
+        who = self.identity(caller)
+        if row is not None:
+            owner = int(row["owner"])
+        else:
+            owner = auth.owner_of_new_realm(realm, who)
+        auth.check_may_change(realm, owner, who, doing)
+        return owner
 
     def current_state(self, realm: str) -> RealmState:
         generation = self.db.current_generation(realm)
@@ -170,6 +201,11 @@ class Daemon:
     async def _change_locked(self, patches: list[RealmPatch], caller: Caller,
                              emit: Listener, fresh: bool) -> Any:
         # Decide everything, build everything, then switch: a failure switches nothing.
+        owners = {}
+        for patch in patches:
+            if patch.realm not in owners:
+                owners[patch.realm] = await trio.to_thread.run_sync(
+                    self.authorize, patch.realm, caller, "change")
         states: dict[str, RealmState] = {}
         for patch in patches:
             base = states.get(patch.realm)
@@ -193,7 +229,8 @@ class Daemon:
             changed = current is None or current.path != path or current.state != state.to_json()
             if changed:
                 generation = await trio.to_thread.run_sync(
-                    self.db.add_generation, name, path, state.to_json(), caller.uid, caller.uid)
+                    self.db.add_generation, name, path, state.to_json(), caller.uid,
+                    owners[name])
                 number = generation.number
                 log.info("realm %s -> generation %d %s by uid %d", name, number, path,
                          caller.uid)
@@ -232,8 +269,10 @@ class Daemon:
         if generation is None:
             raise NoSuchRealm(f"there is no realm {name!r}; create it with "
                               f"`ixc mut {name} +bin/...`")
+        row = await trio.to_thread.run_sync(self.db.realm, name)
+        owner = int(row["owner"]) if row else caller.uid
         return {"realm": name, "generation": generation.number, "path": generation.path,
-                "state": generation.state}
+                "state": generation.state, "owner": auth.login_of_uid(owner)}
 
     async def op_purge(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         name = self._realm_name(args, caller)
@@ -241,6 +280,7 @@ class Daemon:
         async with lock:
             if await trio.to_thread.run_sync(self.db.realm, name) is None:
                 raise NoSuchRealm(f"there is no realm {name!r} to purge")
+            await trio.to_thread.run_sync(self.authorize, name, caller, "purge")
             await trio.to_thread.run_sync(remove_realm_link, self.layout.realm_link(name))
             await trio.to_thread.run_sync(self.db.drop_realm, name)
         log.info("realm %s purged by uid %d", name, caller.uid)
@@ -256,10 +296,116 @@ class Daemon:
         packages = await self._load(self._selectors(args))
         return planning.build_plan(packages, self.layout).to_json()
 
+    async def op_generations(self, args: dict[str, Any], caller: Caller, emit: Listener
+                             ) -> Any:
+        name = self._realm_name(args, caller)
+        row = await trio.to_thread.run_sync(self.db.realm, name)
+        generations = await trio.to_thread.run_sync(self.db.generations, name)
+        if not generations:
+            raise NoSuchRealm(f"realm {name!r} has no generations")
+        return {"realm": name, "current": row["current"] if row else None,
+                "generations": [{**g.to_json(), "by": auth.login_of_uid(g.created_by)}
+                                for g in generations]}
 
-def describe_error(exc: BaseException) -> IxError:
-    from ixd.errors import InternalError
+    async def op_rollback(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        name = self._realm_name(args, caller)
+        to = args.get("to")
+        if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+            raise BadRequest(f"'to' must be a generation number, not {to!r}")
+        async with self._realm_locks.setdefault(name, trio.Lock()):
+            row = await trio.to_thread.run_sync(self.db.realm, name)
+            if row is None:
+                raise NoSuchRealm(f"there is no realm {name!r} to roll back")
+            await trio.to_thread.run_sync(self.authorize, name, caller, "roll back")
+            generations = {g.number: g for g in
+                           await trio.to_thread.run_sync(self.db.generations, name)}
+            current = int(row["current"])
+            if to is None:
+                earlier = [n for n in generations if n < current]
+                if not earlier:
+                    raise RealmError(f"realm {name!r} is at its first generation "
+                                     f"({current}); there is nothing to roll back to")
+                to = max(earlier)
+            if to not in generations:
+                raise RealmError(f"realm {name!r} has no generation {to}; it has "
+                                 f"{', '.join(map(str, sorted(generations)))}")
+            path = Path(generations[to].path)
+            if not await trio.to_thread.run_sync(path.is_dir):
+                raise RealmError(f"generation {to} of realm {name!r} is gone from the store "
+                                 f"({path}); choose another with --to")
+            await trio.to_thread.run_sync(self.db.set_current, name, to)
+            await trio.to_thread.run_sync(switch_realm_link, self.layout.realm_link(name), path)
+        log.info("realm %s rolled back from %d to %d by uid %d", name, current, to, caller.uid)
+        return {"realm": name, "generation": to, "previous": current, "path": str(path)}
 
-    if isinstance(exc, IxError):
-        return exc
-    return InternalError(f"internal error: {type(exc).__name__}: {exc}")
+    async def op_status(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        now = time.time()
+        flights = []
+        for flight in self.scheduler.flights():
+            node = flight.node
+            flights.append({
+                "uid": node.uid, "name": node.name, "kind": node.kind,
+                "state": "running" if flight.started else "queued",
+                "since": flight.started or flight.queued,
+                "elapsed": now - (flight.started or flight.queued),
+                "expected": self.runner.expected_duration(node),
+                "waiting": sorted(auth.login_of_uid(u) for u in flight.waiting_uids),
+                "requested_by": auth.login_of_uid(flight.requested_by),
+            })
+        flights.sort(key=lambda f: (f["state"] != "running", f["since"]))
+        return {"builds": flights, "jobs": self.scheduler.jobs,
+                "slots_free": self.scheduler.build_slots.free}
+
+    async def op_builds(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        limit = args.get("limit", 50)
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise BadRequest(f"'limit' must be a number from 1 to 10000, not {limit!r}")
+        rows = await trio.to_thread.run_sync(self.db.builds, limit)
+        return {"builds": [{**r, "flags": json.loads(r["flags"] or "{}"),
+                            "requested_by": auth.login_of_uid(r["requested_by"])}
+                           for r in rows]}
+
+    async def op_log(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        target = args.get("target")
+        if not isinstance(target, str) or not target:
+            raise BadRequest("'target' must be a package selector or a build uid")
+        if _UID.match(target):
+            uid = target
+        else:
+            package = (await self._load([parse_selector(target)]))[0]
+            uid = package.uid
+        path = self.layout.log_path(uid)
+        flight = next((f for f in self.scheduler.flights() if f.node.uid == uid), None)
+        if not path.is_file():
+            raise NoSuchBuild(f"no build log for {target} (uid {uid}): it was never built here"
+                              + (" yet; it is queued" if flight else ""))
+        if not args.get("follow") or flight is None:
+            return {"uid": uid, "log": path.read_text(errors="replace")}
+        # Subscribe and read in one step: the builder writes and notifies in this thread.
+        lines: trio.MemorySendChannel[str]
+        lines, receive = trio.open_memory_channel[str](10_000)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "log":
+                with contextlib.suppress(trio.WouldBlock):
+                    lines.send_nowait(data["line"])
+
+        flight.listeners.append(on_event)
+        try:
+            for line in path.read_text(errors="replace").splitlines():
+                emit("log", {"uid": uid, "line": line})
+            async with trio.open_nursery() as nursery:
+                async def close_when_done() -> None:
+                    await flight.done.wait()
+                    lines.close()
+
+                nursery.start_soon(close_when_done)
+                async for line in receive:
+                    emit("log", {"uid": uid, "line": line})
+        finally:
+            flight.listeners.remove(on_event)
+        return {"uid": uid, "log": "", "followed": True,
+                "error": flight.error.message if flight.error else None}
+
+
+_UID = re.compile(r"^[0-9a-f]{32}$")

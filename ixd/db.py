@@ -45,7 +45,7 @@ def _create_schema_v1(db: sqlite_utils.Database) -> None:
     )
     db.table("builds").create(
         {
-            "id": int, "uid": str, "name": str, "state": str, "started": float,
+            "id": int, "uid": str, "name": str, "flags": str, "state": str, "started": float,
             "ended": float, "duration": float, "exit_status": int, "log": str,
             "requested_by": int, "error": str,
         },
@@ -68,6 +68,7 @@ _MIGRATIONS = {1: _create_schema_v1}
 class BuildDatabase:
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.touch(mode=0o600, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
                                isolation_level=None)
         self._db = sqlite_utils.Database(conn)
@@ -119,11 +120,13 @@ class BuildDatabase:
 
     # --- builds --------------------------------------------------------------------------
 
-    def build_started(self, uid: str, name: str, log: str, requested_by: int) -> int:
+    def build_started(self, uid: str, name: str, flags: dict[str, str], log: str,
+                      requested_by: int) -> int:
         with self._transaction() as db:
             table = db.table("builds")
-            table.insert({"uid": uid, "name": name, "state": "building",
-                          "started": time.time(), "log": log, "requested_by": requested_by})
+            table.insert({"uid": uid, "name": name, "flags": json.dumps(flags, sort_keys=True),
+                          "state": "building", "started": time.time(), "log": log,
+                          "requested_by": requested_by})
             return int(table.last_rowid or 0)
 
     def build_ended(self, build_id: int, state: str, exit_status: int | None,
@@ -136,10 +139,26 @@ class BuildDatabase:
                 "exit_status": exit_status, "error": error,
             })
 
-    def builds(self, limit: int = 100) -> list[dict[str, Any]]:
+    def builds(self, limit: int = 100, uid: str | None = None) -> list[dict[str, Any]]:
+        """The newest builds first (of one uid, if given)."""
+        where, params = ("WHERE uid = ?", [uid]) if uid else ("", [])
         with self._lock:
             return list(self._db.query(
-                "SELECT * FROM builds ORDER BY id DESC LIMIT ?", [limit]))
+                f"SELECT * FROM builds {where} ORDER BY id DESC LIMIT ?", [*params, limit]))
+
+    def last_durations(self) -> dict[str, float]:
+        """The duration of each package name's latest successful build."""
+        with self._lock:
+            rows = self._db.query(
+                "SELECT name, duration FROM builds WHERE state = 'valid' ORDER BY id")
+            return {r["name"]: r["duration"] for r in rows}
+
+    def interrupt_running_builds(self) -> int:
+        """Builds recorded as running when the daemon (re)starts did not finish."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE builds SET state = 'interrupted' WHERE state = 'building'")
+            return int(cursor.rowcount)
 
     # --- realms --------------------------------------------------------------------------
 
@@ -183,6 +202,16 @@ class BuildDatabase:
                 db.table("realms").insert({"name": realm, "owner": owner, "current": number,
                                      "created": now})
         return Generation(realm, number, path, state, now, by)
+
+    def set_current(self, realm: str, number: int) -> Generation:
+        """Make an existing generation current again (rollback)."""
+        with self._transaction() as db:
+            rows = list(db.query(
+                "SELECT * FROM generations WHERE realm = ? AND number = ?", [realm, number]))
+            if not rows:
+                raise KeyError(number)
+            db.table("realms").update(realm, {"current": number})
+        return _generation(rows[0])
 
     def drop_realm(self, realm: str) -> None:
         """Forget a realm's current pointer (its generations stay, for history)."""

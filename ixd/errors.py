@@ -127,6 +127,10 @@ class BuildCancelled(BuildFailed):
     code = "E_CANCELLED"
 
 
+class NoSuchBuild(IxError):
+    code = "E_NO_BUILD"
+
+
 class ConfinementUnavailable(IxError):
     code = "E_NO_CONFINEMENT"
 

@@ -64,5 +64,10 @@ class Layout:
         return self.realms / realm
 
     def ensure(self) -> None:
-        for path in (self.store, self.realms, self.logs, self.sources, self.build, self.trash):
+        """Create the tree; only the daemon's account may write, anyone may read the store,
+        realms and logs; build scratch and trash are private."""
+        for path, mode in ((self.root, 0o755), (self.store, 0o755), (self.realms, 0o755),
+                           (self.var, 0o755), (self.logs, 0o755), (self.sources, 0o755),
+                           (self.build, 0o700), (self.trash, 0o700)):
             path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", type=Path, help="the socket path (default ROOT/var/ixd.sock)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="concurrent builds (default: the number of cores)")
+    parser.add_argument("--admin-group",
+                        help="members of this group may change root's realms (e.g. system)")
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined (only where namespaces are unavailable)")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
@@ -48,7 +50,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.jobs < 0:
         raise IxError(f"--jobs must be at least 1, not {args.jobs}")
     return Config(root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
-                  jobs=args.jobs, confine=not args.no_confine, socket=args.socket)
+                  jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
+                  admin_group=args.admin_group)
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,

@@ -257,6 +257,7 @@ class PackageGraph:
             pool=d.task_pool,
             net=d.net,
             sources=sources,
+            meta={"package": package.name, "flags": dict(package.flags)},
         )
 
     # --- cache invalidation ---------------------------------------------------------------

@@ -33,11 +33,16 @@ class StoreRunner:
         self.make_thrs = make_thrs
         #: mirror of the database's valid uids, so validity checks cost no query
         self.valid: set[str] = db.valid_uids()
+        #: the latest successful build time of each package, for ETAs
+        self.durations: dict[str, float] = db.last_durations()
 
     def is_valid(self, node: Node) -> bool:
         if node.kind == "fetch":
             return self.layout.source_path(node.uid).is_file()
         return node.uid in self.valid
+
+    def expected_duration(self, node: Node) -> float | None:
+        return self.durations.get(node.name) if node.kind == "build" else None
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None:
         if node.kind == "fetch":
@@ -58,7 +63,9 @@ class StoreRunner:
     async def _build(self, node: Node, emit: Listener, requested_by: int) -> None:
         log_path = str(self.layout.log_path(node.uid))
         build_id = await trio.to_thread.run_sync(
-            self.db.build_started, node.uid, node.name, log_path, requested_by)
+            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), log_path,
+            requested_by)
+        started = trio.current_time()
         log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
         try:
             await builder.run_build(
@@ -67,6 +74,7 @@ class StoreRunner:
             )
         except IxError as exc:
             await self._ended(build_id, "failed", exc)
+            log.info("build finished: %s uid=%s result=failed", node.name, node.uid)
             raise
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -74,7 +82,10 @@ class StoreRunner:
             raise
         await self._register(node, Path(node.outputs[0]).name.split("-", 2)[1])
         await self._ended(build_id, "valid", None)
-        log.info("build finished: %s uid=%s", node.name, node.uid)
+        duration = trio.current_time() - started
+        self.durations[node.name] = duration
+        log.info("build finished: %s uid=%s duration=%.2fs result=valid", node.name, node.uid,
+                 duration)
 
     async def _ended(self, build_id: int, state: str, error: IxError | None) -> None:
         await trio.to_thread.run_sync(

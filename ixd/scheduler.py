@@ -9,8 +9,10 @@ Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly h
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 import trio
 
 from ixd.errors import BuildCancelled, DependencyFailed, InternalError, IxError
+from ixd.fairness import FairSlots
 from ixd.nodes import Node, Plan
 
 log = logging.getLogger("ixd.scheduler")
@@ -31,19 +34,31 @@ class NodeRunner(Protocol):
 
     def is_valid(self, node: Node) -> bool: ...
 
+    def expected_duration(self, node: Node) -> float | None: ...
+
     async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None: ...
 
 
 @dataclass(eq=False)
 class Flight:
+    """One node under way, shared by every request that needs it."""
+
     node: Node
     requested_by: int
+    #: the request whose turn this flight takes in the fair queue
+    request_key: int
     done: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     error: IxError | None = None
-    waiters: int = 0
+    #: uid of each waiting request's caller (a uid twice: two requests of one user)
+    waiting_uids: Counter[int] = field(default_factory=Counter)
     listeners: list[Listener] = field(default_factory=list)
+    queued: float = field(default_factory=time.time)
     started: float | None = None
+
+    @property
+    def waiters(self) -> int:
+        return sum(self.waiting_uids.values())
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         for listener in list(self.listeners):
@@ -56,11 +71,9 @@ class Scheduler:
         self.jobs = jobs
         self._flights: dict[str, Flight] = {}
         self._nursery: trio.Nursery | None = None
-        self._limiters = {
-            "build": trio.CapacityLimiter(jobs),
-            "fetch": trio.CapacityLimiter(4),
-            "realm": trio.CapacityLimiter(2),
-        }
+        self.build_slots = FairSlots(jobs)
+        self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2)}
+        self._request_keys = itertools.count(1)
         self.started_count = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -80,8 +93,10 @@ class Scheduler:
         failures: dict[str, IxError] = {}
         todo = [n for n in plan.nodes if not self.runner.is_valid(n)]
         todo_uids = {n.uid for n in todo}
-        listener("plan", {"total": len(plan.nodes), "todo": len(todo),
-                          "nodes": [{"uid": n.uid, "name": n.name, "kind": n.kind}
+        request_key = next(self._request_keys)
+        listener("plan", {"total": len(plan.nodes), "todo": len(todo), "jobs": self.jobs,
+                          "nodes": [{"uid": n.uid, "name": n.name, "kind": n.kind,
+                                     "expected": self.runner.expected_duration(n)}
                                     for n in todo]})
         for node in plan.nodes:
             if node.uid not in todo_uids:
@@ -89,14 +104,14 @@ class Scheduler:
         async with trio.open_nursery() as nursery:
             for node in todo:
                 nursery.start_soon(self._want, node, finished, failures, listener,
-                                   requested_by)
+                                   requested_by, request_key)
         if failures:
             own = [e for e in failures.values() if not isinstance(e, DependencyFailed)]
             raise (own or list(failures.values()))[0]
 
     async def _want(self, node: Node, finished: dict[str, trio.Event],
                     failures: dict[str, IxError], listener: Listener,
-                    requested_by: int) -> None:
+                    requested_by: int, request_key: int) -> None:
         try:
             for dep in node.deps:
                 event = finished.get(dep)
@@ -107,51 +122,62 @@ class Scheduler:
                         f"{node.name} was not built: a dependency failed "
                         f"({failures[dep].message.splitlines()[0]})")
                     return
-            error = await self._join(node, listener, requested_by)
+            error = await self._join(node, listener, requested_by, request_key)
             if error is not None:
                 failures[node.uid] = error
         finally:
             finished[node.uid].set()
 
-    async def _join(self, node: Node, listener: Listener, requested_by: int
-                    ) -> IxError | None:
+    async def _join(self, node: Node, listener: Listener, requested_by: int,
+                    request_key: int) -> IxError | None:
         flight = self._flights.get(node.uid)
         if flight is None:
             if self.runner.is_valid(node):
                 return None
             assert self._nursery is not None, "Scheduler.serve() is not running"
-            flight = Flight(node, requested_by)
+            flight = Flight(node, requested_by, request_key)
             self._flights[node.uid] = flight
             self._nursery.start_soon(self._fly, flight)
         else:
             listener("joined", {"uid": node.uid, "name": node.name})
-        flight.waiters += 1
+        flight.waiting_uids[requested_by] += 1
         flight.listeners.append(listener)
         try:
             await flight.done.wait()
         finally:
-            flight.waiters -= 1
+            flight.waiting_uids[requested_by] -= 1
+            flight.waiting_uids += Counter()  # drop zero counts
             flight.listeners.remove(listener)
             if flight.waiters == 0 and not flight.done.is_set():
                 log.info("cancel %s %s: nobody waits for it", node.name, node.uid)
                 flight.cancel_scope.cancel()
         return flight.error
 
+    async def _run_flight(self, flight: Flight) -> None:
+        node = flight.node
+        if self.runner.is_valid(node):
+            return
+        flight.started = time.time()
+        self.started_count += 1
+        flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
+                                "expected": self.runner.expected_duration(node)})
+        await self.runner.run_node(node, flight.emit, flight.requested_by)
+        flight.emit("finished", {"uid": node.uid, "name": node.name, "kind": node.kind,
+                                 "duration": time.time() - flight.started})
+
     async def _fly(self, flight: Flight) -> None:
         node = flight.node
-        pool = {"fetch": "fetch", "realm": "realm"}.get(node.kind, "build")
         try:
             with flight.cancel_scope:
-                async with self._limiters[pool]:
-                    if not self.runner.is_valid(node):
-                        flight.started = time.time()
-                        self.started_count += 1
-                        flight.emit("started", {"uid": node.uid, "name": node.name,
-                                                "kind": node.kind})
-                        await self.runner.run_node(node, flight.emit, flight.requested_by)
-                        flight.emit("finished", {
-                            "uid": node.uid, "name": node.name, "kind": node.kind,
-                            "duration": time.time() - flight.started})
+                if node.kind == "build":
+                    await self.build_slots.acquire(flight.request_key)
+                    try:
+                        await self._run_flight(flight)
+                    finally:
+                        self.build_slots.release()
+                else:
+                    async with self._limiters[node.kind]:
+                        await self._run_flight(flight)
             if flight.cancel_scope.cancelled_caught:
                 flight.error = BuildCancelled(f"{node.name} was cancelled: nobody waits for it")
         except IxError as exc:

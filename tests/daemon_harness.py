@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,24 @@ from ixd.errors import IxError
 PROJECT = Path(__file__).resolve().parent.parent
 PKGS = PROJECT / "pkgs"
 TEST_OVERLAY = PROJECT / "tests" / "overlay"
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: the source mirror `python -m ixd.seed` fills (upstream hosts are unreachable here)
+MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
+_READABLE = Path("/tmp") / f"ix-test-client-{os.getpid()}"
+
+
+def readable_client() -> Path:
+    """A copy of the client's modules every account can read (made once per test run)."""
+    if not _READABLE.is_dir():
+        staging = _READABLE.with_name(_READABLE.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        for package in ("client", "ixd"):
+            shutil.copytree(PROJECT / package, staging / package,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        staging.rename(_READABLE)
+    return _READABLE
 
 
 @dataclass
@@ -27,14 +46,25 @@ class RunningDaemon:
     log: Path
     args: list[str] = field(default_factory=list)
 
+    def ixc_argv(self, *words: str, user: str | None = None) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of `ixc WORDS` (as `user`, if given).
+
+        Another account cannot use our interpreter (it may sit in root's home), so it runs
+        the system python3 on a world-readable copy of the client."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+               "PYTHONPATH": str(PROJECT)}
+        python = sys.executable
+        if user is not None:
+            python, env["PYTHONPATH"] = SYSTEM_PYTHON, str(readable_client())
+        argv = [python, "-m", "client.main", "--socket", str(self.socket), *words]
+        if user is not None:
+            argv = ["runuser", "-u", user, "--", *argv]
+        return argv, env
+
     def ixc(self, *words: str, check: bool = True, user: str | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the real `ixc` command (as `user` if given) against this daemon."""
-        argv = [sys.executable, "-m", "client.main", "--socket", str(self.socket), *words]
-        if user is not None:
-            argv = ["runuser", "-u", user, "--", *argv]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "PYTHONPATH": str(PROJECT)}
+        argv, env = self.ixc_argv(*words, user=user)
         result = subprocess.run(argv, capture_output=True, text=True, env=env,
                                 timeout=timeout, cwd="/")
         if check and result.returncode != 0:
@@ -80,7 +110,7 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
     args = [sys.executable, "-m", "ixd.main", "--root", str(root)]
     for overlay in overlays:
         args += ["--overlay", str(overlay)]
-    args += list(extra)
+    args += ["--mirror", f"{MIRROR}/{{sha}}", *extra]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
            "PYTHONPATH": str(PROJECT)}
     with log.open("wb") as log_file:

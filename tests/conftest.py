@@ -1,0 +1,61 @@
+"""Shared fixtures: real accounts for multi-user tests, and cleanup of what tests leave."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests import daemon_harness
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_readable_client() -> Iterator[None]:
+    yield
+    shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
+
+
+def _delete_account(name: str) -> None:
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def accounts() -> Iterator[dict[str, int]]:
+    """Two real unprivileged accounts, ixtalice and ixtbob, plus an admin group ixtadmins
+    holding ixtcarol; removed again at the end, whatever happened."""
+    if os.getuid() != 0:
+        pytest.skip("creating accounts needs root")
+    names = ["ixtalice", "ixtbob", "ixtcarol"]
+    created: list[str] = []
+    group_made = False
+    try:
+        subprocess.run(["groupdel", "ixtadmins"], capture_output=True)
+        subprocess.run(["groupadd", "--system", "ixtadmins"], check=True)
+        group_made = True
+        for name in names:
+            _delete_account(name)
+            extra = ["--groups", "ixtadmins"] if name == "ixtcarol" else []
+            subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", *extra, name],
+                           check=True)
+            created.append(name)
+        yield {name: pwd.getpwnam(name).pw_uid for name in names}
+    finally:
+        for name in created:
+            _delete_account(name)
+        if group_made:
+            subprocess.run(["groupdel", "ixtadmins"], capture_output=True)
+        assert not [n for n in names if _exists(n)]
+        assert "ixtadmins" not in {g.gr_name for g in grp.getgrall()}
+
+
+def _exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
