@@ -1,13 +1,14 @@
 """Build slots shared round-robin between requests.
 
 A plain FIFO limiter lets a 500-package request that queued first hold every slot until it is
-done. Here each request has its own queue, and a freed slot goes to the next request in turn,
-so a user's single package starts after at most one build of each request ahead of it.
+done. Here each request has its own queue, and a freed slot goes to the waiting request that
+was served least recently, so a user's single package starts with the next free slot.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import itertools
+from collections import deque
 from collections.abc import Hashable
 
 import trio
@@ -19,9 +20,12 @@ class FairSlots:
             raise ValueError(f"need at least one slot, not {total}")
         self.total = total
         self.free = total
-        # request key -> its waiters, in the order the requests take turns
-        self._queues: OrderedDict[Hashable, deque[trio.Event]] = OrderedDict()
+        # request key -> its waiters
+        self._queues: dict[Hashable, deque[trio.Event]] = {}
         self._granted: set[trio.Event] = set()
+        # request key -> when it was last given a slot
+        self._served: dict[Hashable, int] = {}
+        self._clock = itertools.count()
 
     @property
     def waiting(self) -> int:
@@ -31,6 +35,7 @@ class FairSlots:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.free > 0 and not self._queues:
             self.free -= 1
+            self._served[key] = next(self._clock)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         ticket = trio.Event()
@@ -55,10 +60,13 @@ class FairSlots:
             self.free += 1
             assert self.free <= self.total, "released more slots than acquired"
             return
-        key, queue = next(iter(self._queues.items()))
+        key = min(self._queues, key=lambda k: self._served.get(k, -1))
+        queue = self._queues[key]
         ticket = queue.popleft()
-        del self._queues[key]
-        if queue:  # this request goes to the back of the line
-            self._queues[key] = queue
+        if not queue:
+            del self._queues[key]
+        self._served[key] = next(self._clock)
+        if len(self._served) > 2 * len(self._queues) + 1024:  # forget finished requests
+            self._served = {k: v for k, v in self._served.items() if k in self._queues}
         self._granted.add(ticket)
         ticket.set()

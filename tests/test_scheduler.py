@@ -1,0 +1,178 @@
+"""The scheduler with a fake runner: dedup, fairness, cancellation (virtual time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from ixd.errors import BuildCancelled, BuildFailed, DependencyFailed
+from ixd.fairness import FairSlots
+from ixd.nodes import Node, Plan
+from ixd.scheduler import Listener, Scheduler
+
+
+def node(uid: str, *deps: str) -> Node:
+    return Node(uid=uid, kind="build", name=f"pkg/{uid}", deps=deps, inputs=(),
+                outputs=(f"/store/{uid}",))
+
+
+class FakeRunner:
+    def __init__(self, seconds: float = 1.0, failing: frozenset[str] = frozenset()) -> None:
+        self.valid: set[str] = set()
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self.seconds = seconds
+        self.failing = failing
+
+    def is_valid(self, n: Node) -> bool:
+        return n.uid in self.valid
+
+    def expected_duration(self, n: Node) -> float | None:
+        return None
+
+    async def run_node(self, n: Node, emit: Listener, requested_by: int) -> None:
+        self.started.append(n.uid)
+        try:
+            await trio.sleep(self.seconds)
+        except trio.Cancelled:
+            self.cancelled.append(n.uid)
+            raise
+        if n.uid in self.failing:
+            raise BuildFailed(f"{n.name} failed")
+        self.valid.add(n.uid)
+
+
+def quiet(kind: str, data: dict[str, Any]) -> None:
+    pass
+
+
+async def test_shared_nodes_run_once_for_concurrent_requests(autojump_clock: Any) -> None:
+    runner = FakeRunner()
+    scheduler = Scheduler(runner, jobs=2)
+    a = Plan((node("x"), node("y", "x"), node("a", "y")), ("a",))
+    b = Plan((node("x"), node("y", "x"), node("b", "y")), ("b",))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(scheduler.run, a, quiet, 1)
+            requests.start_soon(scheduler.run, b, quiet, 2)
+        nursery.cancel_scope.cancel()
+    assert sorted(runner.started) == ["a", "b", "x", "y"]
+    assert runner.started.index("y") > runner.started.index("x")
+
+
+async def test_free_slots_go_round_robin_between_requests(autojump_clock: Any) -> None:
+    runner = FakeRunner()
+    scheduler = Scheduler(runner, jobs=1)
+    big = Plan(tuple(node(f"big{i}") for i in range(20)), ())
+    small = Plan((node("small"),), ())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(scheduler.run, big, quiet, 1)
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(scheduler.run, small, quiet, 2)
+        nursery.cancel_scope.cancel()
+    # the single package waited for one of the big request's builds, not for all twenty
+    assert runner.started.index("small") == 1
+
+
+async def test_failure_stops_dependents_and_reaches_every_waiter(autojump_clock: Any) -> None:
+    runner = FakeRunner(failing=frozenset({"x"}))
+    scheduler = Scheduler(runner, jobs=2)
+    plan = Plan((node("x"), node("y", "x")), ("y",))
+    errors: list[BaseException] = []
+
+    async def request() -> None:
+        try:
+            await scheduler.run(plan, quiet, 1)
+        except BuildFailed as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(request)
+            requests.start_soon(request)
+        nursery.cancel_scope.cancel()
+    assert runner.started == ["x"]
+    assert len(errors) == 2
+    assert all(type(e) is BuildFailed and "pkg/x failed" in e.message for e in errors)
+    assert not isinstance(errors[0], DependencyFailed)
+
+
+async def test_build_nobody_waits_for_is_cancelled(autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=100)
+    scheduler = Scheduler(runner, jobs=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        with trio.move_on_after(5):
+            await scheduler.run(Plan((node("long"),), ()), quiet, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert runner.cancelled == ["long"]
+        assert scheduler.flights() == []
+        assert scheduler.build_slots.free == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_build_goes_on_while_another_request_waits(autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=100)
+    scheduler = Scheduler(runner, jobs=1)
+    plan = Plan((node("long"),), ())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(scheduler.run, plan, quiet, 2)
+            with trio.move_on_after(5):
+                await scheduler.run(plan, quiet, 1)
+        nursery.cancel_scope.cancel()
+    assert runner.started == ["long"] and runner.cancelled == []
+    assert "long" in runner.valid
+
+
+async def test_cancelled_waiter_reports_cancellation_to_a_late_joiner(
+        autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=100)
+    scheduler = Scheduler(runner, jobs=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        with trio.move_on_after(1):
+            await scheduler.run(Plan((node("n"),), ()), quiet, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        # a new request after the cancellation starts it afresh and succeeds
+        await scheduler.run(Plan((node("n"),), ()), quiet, 2)
+        nursery.cancel_scope.cancel()
+    assert runner.started == ["n", "n"] and "n" in runner.valid
+    assert issubclass(BuildCancelled, BuildFailed)
+
+
+async def test_fair_slots_forget_a_cancelled_waiter() -> None:
+    slots = FairSlots(1)
+    await slots.acquire("a")
+    got: list[str] = []
+
+    async def take(key: str) -> None:
+        await slots.acquire(key)
+        got.append(key)
+        slots.release()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(take, "c")
+        await trio.testing.wait_all_tasks_blocked()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(take, "b")
+            await trio.testing.wait_all_tasks_blocked()
+            assert slots.waiting == 2
+            inner.cancel_scope.cancel()
+        assert slots.waiting == 1
+        slots.release()
+    assert got == ["c"]
+    assert slots.free == 1
+
+
+def test_fair_slots_need_a_slot() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        FairSlots(0)
