@@ -8,12 +8,12 @@ socket server around it only moves frames.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import pwd
 import re
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,11 +22,19 @@ from typing import Any
 
 import trio
 
-from ixd import auth
+from ixd import auth, gc
 from ixd import plan as planning
 from ixd.assemble import remove_realm_link, switch_realm_link
 from ixd.db import BuildDatabase
-from ixd.errors import BadRequest, NoSuchBuild, NoSuchRealm, RealmError, UnknownOp
+from ixd.errors import (
+    BadRequest,
+    NoSuchBuild,
+    NoSuchRealm,
+    PermissionDenied,
+    RealmError,
+    UnknownOp,
+)
+from ixd.gc import GcResult
 from ixd.layout import Layout
 from ixd.packages import Package, PackageGraph, walk_closure
 from ixd.realm_model import (
@@ -37,9 +45,12 @@ from ixd.realm_model import (
     patch_from_wire,
 )
 from ixd.recipes import RecipeTree
+from ixd.recovery import empty_trash, move_to_trash, recover
 from ixd.runner import StoreRunner
 from ixd.scheduler import Listener, Scheduler
 from ixd.selector import Selector, parse_selector, validate_realm_name
+from ixd.treehash import tree_size
+from ixd.watch import watch_tree
 
 log = logging.getLogger("ixd")
 
@@ -71,6 +82,10 @@ class Config:
     confine: bool = True
     socket: Path | None = None
     admin_group: str | None = None
+    #: generations of each realm kept by garbage collection, besides the current one
+    keep_generations: int = 3
+    #: collect garbage automatically when free space under the root falls below this
+    min_free: int = 0
 
     @property
     def layout(self) -> Layout:
@@ -90,9 +105,7 @@ class Daemon:
         self.layout = config.layout
         self.layout.ensure()
         self.db = BuildDatabase(self.layout.database)
-        interrupted = self.db.interrupt_running_builds()
-        if interrupted:
-            log.info("recovery: %d builds were interrupted by the last stop", interrupted)
+        log.info(recover(self.layout, self.db).summary())
         self.graph = PackageGraph(RecipeTree(config.overlays), self.layout.store)
         self.runner = StoreRunner(
             self.layout, self.db, confine=config.confine, mirrors=config.mirrors,
@@ -101,7 +114,7 @@ class Daemon:
         self.scheduler = Scheduler(self.runner, config.job_count)
         # realm changes of one realm are serialised; different realms go in parallel
         self._realm_locks: dict[str, trio.Lock] = {}
-        self._graph_lock = threading.Lock()
+        self._gc_lock = trio.Lock()
         self.handlers: dict[str, Handler] = {
             "ping": self.op_ping,
             "mut": self.op_mut,
@@ -117,6 +130,7 @@ class Daemon:
             "status": self.op_status,
             "builds": self.op_builds,
             "log": self.op_log,
+            "gc": self.op_gc,
         }
 
     async def handle(self, op: str, args: dict[str, Any], caller: Caller,
@@ -220,8 +234,15 @@ class Daemon:
                     "packages": [str(p.selector) for p in packages]}
             realm_plan = planning.realm_plan(name, packages, meta, self.layout)
             prepared.append((name, state, realm_plan))
-        for _name, _state, realm_plan in prepared:
-            await self.scheduler.run(realm_plan, emit, caller.uid)
+        with contextlib.ExitStack() as kept:  # nothing of these plans is collected meanwhile
+            for _name, _state, realm_plan in prepared:
+                kept.enter_context(self.scheduler.keep(realm_plan))
+            for _name, _state, realm_plan in prepared:
+                await self.scheduler.run(realm_plan, emit, caller.uid)
+            return await self._switch(prepared, owners, caller)
+
+    async def _switch(self, prepared: list[tuple[str, RealmState, Any]], owners: dict[str, int],
+                      caller: Caller) -> Any:
         results = []
         for name, state, realm_plan in prepared:
             path = realm_plan.nodes[-1].outputs[0]
@@ -281,8 +302,9 @@ class Daemon:
             if await trio.to_thread.run_sync(self.db.realm, name) is None:
                 raise NoSuchRealm(f"there is no realm {name!r} to purge")
             await trio.to_thread.run_sync(self.authorize, name, caller, "purge")
-            await trio.to_thread.run_sync(remove_realm_link, self.layout.realm_link(name))
+            # the database first: a crash in between leaves a link that recovery removes
             await trio.to_thread.run_sync(self.db.drop_realm, name)
+            await trio.to_thread.run_sync(remove_realm_link, self.layout.realm_link(name))
         log.info("realm %s purged by uid %d", name, caller.uid)
         return {"realm": name, "purged": True}
 
@@ -406,6 +428,84 @@ class Daemon:
             flight.listeners.remove(on_event)
         return {"uid": uid, "log": "", "followed": True,
                 "error": flight.error.message if flight.error else None}
+
+    async def op_gc(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        if not self.identity(caller).admin:
+            raise PermissionDenied(f"{caller.login} may not collect garbage: that needs root "
+                                   f"or the admin group ({self.config.admin_group or 'none set'})")
+        result = await self.collect_garbage()
+        return result.to_json()
+
+    async def collect_garbage(self) -> GcResult:
+        """Delete every valid entry not reachable from a root; safe while builds run."""
+        async with self._gc_lock:
+            generations = await trio.to_thread.run_sync(self.db.all_generations)
+            realms = await trio.to_thread.run_sync(self.db.realms)
+            entries = await trio.to_thread.run_sync(self.db.store_entries)
+            pins = await trio.to_thread.run_sync(self.db.pins)
+            current = {r["name"]: r["current"] for r in realms}
+            path_of = {e["uid"]: e["path"] for e in entries}
+            realm_paths = [e["path"] for e in entries if e["kind"] == "rlm"]
+            links = await trio.to_thread.run_sync(
+                lambda: {p: gc.realm_links(p) for p in realm_paths})
+            # From here to the invalidation, no await: a request that plans after this
+            # sees the garbage as invalid, one that planned before is among the roots.
+            roots = gc.root_paths(generations, current, self.config.keep_generations,
+                                  [path_of[u] for u in pins if u in path_of],
+                                  self.scheduler.kept_paths())
+            marked = gc.mark(roots, links)
+            garbage = [e for e in entries if e["path"] not in marked]
+            for entry in garbage:
+                self.runner.valid.discard(entry["uid"])
+                self.runner.collecting[entry["uid"]] = trio.Event()
+            try:
+                freed = await trio.to_thread.run_sync(self._sweep, garbage)
+            finally:
+                for entry in garbage:
+                    self.runner.collecting.pop(entry["uid"]).set()
+        result = GcResult(len(garbage), freed, len(entries) - len(garbage))
+        log.info("gc: %d entries deleted, %d bytes freed, %d kept", result.entries,
+                 result.bytes, result.kept)
+        return result
+
+    def _sweep(self, garbage: list[dict[str, Any]]) -> int:
+        self.db.unregister([e["uid"] for e in garbage])
+        freed = 0
+        for entry in garbage:
+            path = Path(entry["path"])
+            if path.exists():
+                freed += tree_size(path)
+                move_to_trash(path, self.layout)
+        empty_trash(self.layout)
+        return freed
+
+    async def watch_recipes(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                            ) -> None:
+        """Drop the cached renders that read a changed recipe file; no restart needed."""
+        async with trio.open_nursery() as nursery:
+
+            def on_change(paths: set[Path]) -> None:
+                # invalidation waits for the graph's lock, which a render may hold: off-loop
+                nursery.start_soon(self._invalidate, paths)
+
+            await nursery.start(functools.partial(watch_tree, self.config.overlays, on_change))
+            task_status.started()
+
+    async def _invalidate(self, paths: set[Path]) -> None:
+        dropped = await trio.to_thread.run_sync(self.graph.invalidate_files, paths)
+        log.info("recipes changed: %d files, %d cached packages dropped", len(paths), dropped)
+
+    async def watch_free_space(self, interval: float = 30.0) -> None:
+        """Collect garbage when free space under the root falls below --min-free."""
+        if not self.config.min_free:
+            return
+        while True:
+            stat = await trio.to_thread.run_sync(os.statvfs, self.layout.root)
+            free = stat.f_bavail * stat.f_frsize
+            if free < self.config.min_free:
+                log.info("gc: %d bytes free, below --min-free %d", free, self.config.min_free)
+                await self.collect_garbage()
+            await trio.sleep(interval)
 
 
 _UID = re.compile(r"^[0-9a-f]{32}$")

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,13 @@ def _create_schema_v1(db: sqlite_utils.Database) -> None:
     )
 
 
-_MIGRATIONS = {1: _create_schema_v1}
+def _add_hashes_and_pins_v2(db: sqlite_utils.Database) -> None:
+    """v2: each valid entry's content hash (for `ixd verify`), and GC pins."""
+    db.table("store").add_column("hash", str)
+    db.table("pins").create({"uid": str, "by": int, "created": float}, pk="uid")
+
+
+_MIGRATIONS = {1: _create_schema_v1, 2: _add_hashes_and_pins_v2}
 
 
 class BuildDatabase:
@@ -110,13 +116,42 @@ class BuildDatabase:
         with self._lock:
             return {r["uid"] for r in self._db.query("SELECT uid FROM store")}
 
-    def register_valid(self, uid: str, path: str, name: str, kind: str) -> None:
+    def register_valid(self, uid: str, path: str, name: str, kind: str,
+                       content_hash: str) -> None:
         with self._transaction() as db:
             db.table("store").upsert(
                 {"uid": uid, "path": path, "name": name, "kind": kind,
-                 "registered": time.time()},
+                 "registered": time.time(), "hash": content_hash},
                 pk="uid",
             )
+
+    def store_entries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._db.query("SELECT * FROM store ORDER BY path"))
+
+    def unregister(self, uids: list[str]) -> None:
+        with self._transaction() as db:
+            for start in range(0, len(uids), 500):
+                chunk = uids[start:start + 500]
+                db.execute(f"DELETE FROM store WHERE uid IN ({','.join('?' * len(chunk))})",
+                           chunk)
+
+    def pins(self) -> set[str]:
+        with self._lock:
+            return {r["uid"] for r in self._db.query("SELECT uid FROM pins")}
+
+    def pin(self, uid: str, by: int) -> None:
+        with self._transaction() as db:
+            db.table("pins").upsert({"uid": uid, "by": by, "created": time.time()}, pk="uid")
+
+    def unpin(self, uid: str) -> bool:
+        with self._transaction() as db:
+            return int(db.execute("DELETE FROM pins WHERE uid = ?", [uid]).rowcount) > 0
+
+    def all_generations(self) -> list[Generation]:
+        with self._lock:
+            rows = self._db.query("SELECT * FROM generations ORDER BY realm, number")
+            return [_generation(r) for r in rows]
 
     # --- builds --------------------------------------------------------------------------
 

@@ -22,6 +22,18 @@ log = logging.getLogger("ixd")
 DEFAULT_OVERLAY = Path(__file__).resolve().parent.parent / "pkgs"
 
 
+def parse_size(text: str) -> int:
+    """`5G`, `200M`, `1024` → bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5G or 200M)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ixd", description="The ix daemon: owns the store, builds, switches realms.")
@@ -36,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="concurrent builds (default: the number of cores)")
     parser.add_argument("--admin-group",
                         help="members of this group may change root's realms (e.g. system)")
+    parser.add_argument("--keep-generations", type=int, default=3,
+                        help="generations of each realm kept by gc besides the current one")
+    parser.add_argument("--min-free", type=parse_size, default=0,
+                        help="collect garbage when free space under the root is below this "
+                             "(e.g. 5G)")
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined (only where namespaces are unavailable)")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
@@ -51,7 +68,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise IxError(f"--jobs must be at least 1, not {args.jobs}")
     return Config(root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
-                  admin_group=args.admin_group)
+                  admin_group=args.admin_group, keep_generations=args.keep_generations,
+                  min_free=args.min_free)
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,
@@ -61,6 +79,8 @@ async def serve(daemon: Daemon, socket_path: Path, *,
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.scheduler.serve)
         await nursery.start(server.serve, listener)
+        nursery.start_soon(daemon.watch_free_space)
+        await nursery.start(daemon.watch_recipes)
         log.info("ixd %s serving on %s (root %s, jobs %d, confined %s)", VERSION, socket_path,
                  daemon.config.root, daemon.config.job_count, daemon.config.confine)
         task_status.started()

@@ -264,9 +264,10 @@ class PackageGraph:
 
     def invalidate_files(self, paths: Iterable[Path]) -> int:
         """Drop the packages whose render read any of `paths`, and their dependents."""
+        changed = [Path(p) for p in paths]
         with self._lock:
             stale: set[PackageKey] = set()
-            todo = [k for p in paths for k in self._by_file.get(Path(p), ())]
+            todo = [k for p in changed for k in self._by_file.get(p, ())]
             while todo:
                 key = todo.pop()
                 if key in stale:
@@ -280,7 +281,7 @@ class PackageGraph:
                         keys = self._by_file.get(path)
                         if keys is not None:
                             keys.discard(key)
-            self.tree.invalidate()
+            self.tree.invalidate(changed)
             return len(stale)
 
     def invalidate_all(self) -> None:
@@ -288,7 +289,7 @@ class PackageGraph:
             self._packages.clear()
             self._dependents.clear()
             self._by_file.clear()
-            self.tree.invalidate()
+            self.tree.invalidate(None)
 
     def __len__(self) -> int:
         return len(self._packages)

@@ -80,8 +80,8 @@ class OverlayLoader(jinja2.BaseLoader):
         files: set[Path] = {path}
         source = self._expand_includes(path.read_text(), template, files, depth=0)
         self._tree._record_files(template, files)
-        version = self._tree.version
-        return source, str(path), lambda: self._tree.version == version
+        versions = self._tree.file_versions(files)
+        return source, str(path), lambda: self._tree.file_versions(files) == versions
 
     def _expand_includes(self, text: str, name: str, files: set[Path], depth: int) -> str:
         if depth > _MAX_INCLUDE_DEPTH:
@@ -152,7 +152,7 @@ class RecipeTree:
     def __init__(self, overlays: Sequence[Path]) -> None:
         if not overlays:
             raise RecipeError("no recipe overlays configured")
-        self.version = 0
+        self._versions: dict[Path, int] = {}
         self._lock = threading.Lock()
         self._files_of_template: dict[str, frozenset[Path]] = {}
         self.loader = OverlayLoader(overlays, self)
@@ -175,10 +175,18 @@ class RecipeTree:
         with self._lock:
             self._files_of_template[template] = frozenset(files)
 
-    def invalidate(self) -> None:
-        """Make Jinja reload every template on next use (after files changed)."""
+    def file_versions(self, files: Iterable[Path]) -> tuple[int, ...]:
+        return tuple(self._versions.get(f, 0) for f in sorted(files))
+
+    def invalidate(self, paths: Iterable[Path] | None = None) -> None:
+        """Make Jinja reload the templates that read `paths` (all, if None) on next use."""
         with self._lock:
-            self.version += 1
+            if paths is None:
+                if self.env.cache is not None:
+                    self.env.cache.clear()
+                return
+            for path in paths:
+                self._versions[path] = self._versions.get(path, 0) + 1
 
     def render(self, package_name: str, context: Mapping[str, Any]) -> Rendered:
         """Render a package's recipe to its descriptor dict."""

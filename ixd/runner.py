@@ -19,6 +19,7 @@ from ixd.errors import IxError
 from ixd.layout import Layout
 from ixd.nodes import Node
 from ixd.scheduler import Listener
+from ixd.treehash import tree_hash
 
 log = logging.getLogger("ixd.runner")
 
@@ -33,6 +34,8 @@ class StoreRunner:
         self.make_thrs = make_thrs
         #: mirror of the database's valid uids, so validity checks cost no query
         self.valid: set[str] = db.valid_uids()
+        #: uids being garbage collected: building one waits until its old entry is gone
+        self.collecting: dict[str, trio.Event] = {}
         #: the latest successful build time of each package, for ETAs
         self.durations: dict[str, float] = db.last_durations()
 
@@ -45,6 +48,9 @@ class StoreRunner:
         return self.durations.get(node.name) if node.kind == "build" else None
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None:
+        collected = self.collecting.get(node.uid)
+        if collected is not None:
+            await collected.wait()
         if node.kind == "fetch":
             await self._fetch(node)
         elif node.kind == "build":
@@ -92,6 +98,8 @@ class StoreRunner:
             self.db.build_ended, build_id, state, None, error.message if error else "")
 
     async def _register(self, node: Node, kind: str) -> None:
+        out = node.outputs[0]
+        content = await trio.to_thread.run_sync(tree_hash, Path(out))
         await trio.to_thread.run_sync(
-            self.db.register_valid, node.uid, node.outputs[0], node.name, kind)
+            self.db.register_valid, node.uid, out, node.name, kind, content)
         self.valid.add(node.uid)

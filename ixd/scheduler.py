@@ -9,11 +9,12 @@ Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly h
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,6 +76,8 @@ class Scheduler:
         self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2)}
         self._request_keys = itertools.count(1)
         self.started_count = 0
+        #: plans of requests in flight: the garbage collector's roots
+        self._kept: dict[int, Plan] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -87,8 +90,30 @@ class Scheduler:
     def flights(self) -> list[Flight]:
         return list(self._flights.values())
 
+    @contextlib.contextmanager
+    def keep(self, plan: Plan) -> Iterator[None]:
+        """Keep every path of `plan` from garbage collection while the block runs."""
+        key = next(self._request_keys)
+        self._kept[key] = plan
+        try:
+            yield
+        finally:
+            del self._kept[key]
+
+    def kept_paths(self) -> set[str]:
+        paths: set[str] = set()
+        for plan in self._kept.values():
+            for node in plan.nodes:
+                paths.update(node.inputs)
+                paths.update(node.outputs)
+        return paths
+
     async def run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
         """Make every node of the plan valid; raise the first failure (BuildFailed)."""
+        with self.keep(plan):
+            await self._run(plan, listener, requested_by)
+
+    async def _run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
         finished: dict[str, trio.Event] = {n.uid: trio.Event() for n in plan.nodes}
         failures: dict[str, IxError] = {}
         todo = [n for n in plan.nodes if not self.runner.is_valid(n)]

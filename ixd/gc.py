@@ -1,0 +1,69 @@
+"""Garbage collection: mark from roots through realm closures, sweep through trash.
+
+Roots are every realm's current generation and the newest `keep` generations of each realm,
+explicit pins, and every path of every plan in flight (what builds read and write). A realm
+entry's closure is the list of store dirs its `meta.json` links. Marking is pure; the sweep
+first makes the garbage invalid in memory (so no new request counts on it), then unregisters
+it, renames it into trash and deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ixd.db import Generation
+
+log = logging.getLogger("ixd.gc")
+
+
+@dataclass(frozen=True)
+class GcResult:
+    entries: int
+    bytes: int
+    kept: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"entries": self.entries, "bytes": self.bytes, "kept": self.kept}
+
+
+def root_paths(generations: Iterable[Generation], current: Mapping[str, int], keep: int,
+               pinned_paths: Iterable[str], in_flight: Iterable[str]) -> set[str]:
+    """Store paths that must stay: realm generations kept by policy, pins, work in flight."""
+    by_realm: dict[str, list[Generation]] = {}
+    for generation in generations:
+        by_realm.setdefault(generation.realm, []).append(generation)
+    roots = set(pinned_paths) | set(in_flight)
+    for realm, gens in by_realm.items():
+        gens.sort(key=lambda g: g.number)
+        kept = gens[-keep:] if keep > 0 else []
+        roots.update(g.path for g in kept)
+        number = current.get(realm)
+        roots.update(g.path for g in gens if g.number == number)
+    return roots
+
+
+def mark(roots: set[str], links_of: Mapping[str, list[str]]) -> set[str]:
+    """Roots plus what every marked realm entry links (`links_of[path]` from meta.json)."""
+    marked = set(roots)
+    todo = list(roots)
+    while todo:
+        path = todo.pop()
+        for linked in links_of.get(path, ()):
+            if linked not in marked:
+                marked.add(linked)
+                todo.append(linked)
+    return marked
+
+
+def realm_links(path: str) -> list[str]:
+    """The store dirs a realm entry links, from its meta.json (blocking)."""
+    try:
+        meta: dict[str, Any] = json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(p) for p in meta.get("store_dirs", [])]
