@@ -14,7 +14,11 @@
       status                             the builds queued and running, for all users
       builds [--limit N]                 build history
       log PKG|UID [-f]                   a build's log; -f follows a running build
+      gc                                 collect garbage (root or the admin group)
       ping                               check that ixd answers, and who you are to it
+
+    Options: --socket PATH, --json, -v (build logs), --no-retry (do not retry a request
+    once a restarted daemon is back).
 """
 
 from __future__ import annotations
@@ -29,11 +33,26 @@ from typing import Any, TextIO
 
 from client.lexer import lex_mutation
 from client.transport import Client
-from ixd.errors import IxError, UsageError
+from ixd.errors import ConnectionLost, DaemonUnavailable, IxError, ProtocolError, UsageError
 from ixd.protocol import Event
-from ixd.realm_model import patch_to_wire
+from ixd.realm_model import AddPackage, SetPackageFlag, SetRealmFlag, patch_to_wire
 
 USAGE = __doc__ or ""
+#: how long `ixc` waits for a restarted daemon before giving up on a retry
+RETRY_DEADLINE = 120.0
+
+
+def wait_for_daemon(path: str, deadline: float) -> Client:
+    """Connect once the daemon answers again (it restarts under runit), or give up."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return Client.connect(path)
+        except (DaemonUnavailable, ConnectionLost, ProtocolError):
+            # refused, or accepted by a daemon still dying: wait for the new one
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
 
 
 def socket_path(option: str | None, environ: dict[str, str]) -> str:
@@ -96,7 +115,8 @@ class Progress:
 
 def _split_options(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """Global options before the command: --socket PATH, --json, -v."""
-    options: dict[str, Any] = {"socket": None, "json": False, "verbose": False}
+    options: dict[str, Any] = {"socket": None, "json": False, "verbose": False,
+                               "no_retry": False}
     rest = list(argv)
     while rest and rest[0].startswith("-"):
         word = rest.pop(0)
@@ -106,6 +126,8 @@ def _split_options(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
             options["socket"] = word.split("=", 1)[1]
         elif word == "--json":
             options["json"] = True
+        elif word == "--no-retry":
+            options["no_retry"] = True
         elif word in ("-v", "--verbose"):
             options["verbose"] = True
         elif word in ("-h", "--help"):
@@ -161,9 +183,22 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
     verbose = options["verbose"] or _take_flag(words, "-v")
     progress = Progress(err, verbose)
 
-    def call(op: str, args: dict[str, Any]) -> Any:
+    def call(op: str, args: dict[str, Any], idempotent: bool = True) -> Any:
         path = socket_path(options["socket"], dict(os.environ))
-        with Client.connect(path) as client:
+        try:
+            with Client.connect(path) as client:
+                return client.request(op, args, progress)
+        except DaemonUnavailable as exc:
+            # a socket that is there but refuses: ixd is restarting (runit brings it back)
+            if options["no_retry"] or not os.path.exists(path):
+                raise
+            print(f"ixc: {exc.message.split(';')[0]}; waiting for ixd to come back "
+                  f"(--no-retry fails at once)", file=err, flush=True)
+        except (ConnectionLost, ProtocolError) as exc:
+            if options["no_retry"] or not idempotent:
+                raise
+            print(f"ixc: {exc.message}; retrying once ixd is back", file=err, flush=True)
+        with wait_for_daemon(path, RETRY_DEADLINE) as client:
             return client.request(op, args, progress)
 
     def show(value: Any, human: Callable[[Any], None]) -> int:
@@ -178,7 +213,10 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         if not patches:
             raise UsageError(f"`ixc {command}` needs a realm or a package, e.g. "
                              f"`ixc {command} +bin/greet`")
-        value = call(command, {"patches": [patch_to_wire(p) for p in patches]})
+        # adding and setting twice is adding and setting once; removing twice is an error
+        idempotent = all(isinstance(op, (AddPackage, SetPackageFlag, SetRealmFlag))
+                         for p in patches for op in p.ops)
+        value = call(command, {"patches": [patch_to_wire(p) for p in patches]}, idempotent)
         return show(value, lambda v: _print_realms(v, out))
     if command == "build":
         value = call("build", {"packages": _packages(words, command)})
@@ -205,7 +243,7 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
     if command == "purge":
         if len(words) != 1:
             raise UsageError("usage: ixc purge REALM")
-        value = call("purge", {"realm": words[0]})
+        value = call("purge", {"realm": words[0]}, idempotent=False)
         return show(value, lambda v: print(f"purged realm {v['realm']}", file=out))
     if command == "dep":
         value = call("dep", {"packages": _packages(words, command)})
@@ -227,7 +265,7 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         args: dict[str, Any] = {"realm": realm} if realm else {}
         if to is not None:
             args["to"] = to
-        value = call("rollback", args)
+        value = call("rollback", args, idempotent="to" in args)
         return show(value, lambda v: print(
             f"realm {v['realm']}: generation {v['previous']} -> {v['generation']}", file=out))
     if command == "status":
@@ -265,6 +303,13 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         elif value["log"]:
             out.write(value["log"])
         return 1 if value.get("error") else 0
+    if command == "gc":
+        if words:
+            raise UsageError("usage: ixc gc")
+        value = call("gc", {})
+        return show(value, lambda v: print(
+            f"gc: {v['entries']} entries deleted, {v['bytes']} bytes freed, "
+            f"{v['kept']} kept", file=out))
     if command == "ping":
         value = call("ping", {})
         return show(value, lambda v: print(f"ixd {v['version']} answers {v['login']} "

@@ -86,6 +86,9 @@ class Config:
     keep_generations: int = 3
     #: collect garbage automatically when free space under the root falls below this
     min_free: int = 0
+    frame_timeout: float = 10.0
+    max_connections_per_user: int = 64
+    db_busy_timeout: float = 30.0
 
     @property
     def layout(self) -> Layout:
@@ -104,7 +107,7 @@ class Daemon:
         self.config = config
         self.layout = config.layout
         self.layout.ensure()
-        self.db = BuildDatabase(self.layout.database)
+        self.db = BuildDatabase(self.layout.database, config.db_busy_timeout)
         log.info(recover(self.layout, self.db).summary())
         self.graph = PackageGraph(RecipeTree(config.overlays), self.layout.store)
         self.runner = StoreRunner(

@@ -19,6 +19,8 @@ from typing import Any
 
 import sqlite_utils
 
+from ixd.errors import DatabaseBusy
+
 SCHEMA_VERSION = 2
 
 
@@ -72,30 +74,32 @@ _MIGRATIONS = {1: _create_schema_v1, 2: _add_hashes_and_pins_v2}
 
 
 class BuildDatabase:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
         path.touch(mode=0o600, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
+        # sqlite waits up to busy_timeout for another process's lock before giving up
+        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout,
                                isolation_level=None)
         self._db = sqlite_utils.Database(conn)
         self._lock = threading.Lock()
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             self._db.enable_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite_utils.Database]:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.conn.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -113,7 +117,7 @@ class BuildDatabase:
     # --- store entries -----------------------------------------------------------------
 
     def valid_uids(self) -> set[str]:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             return {r["uid"] for r in self._db.query("SELECT uid FROM store")}
 
     def register_valid(self, uid: str, path: str, name: str, kind: str,
@@ -126,7 +130,7 @@ class BuildDatabase:
             )
 
     def store_entries(self) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             return list(self._db.query("SELECT * FROM store ORDER BY path"))
 
     def unregister(self, uids: list[str]) -> None:
@@ -137,7 +141,7 @@ class BuildDatabase:
                            chunk)
 
     def pins(self) -> set[str]:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             return {r["uid"] for r in self._db.query("SELECT uid FROM pins")}
 
     def pin(self, uid: str, by: int) -> None:
@@ -149,7 +153,7 @@ class BuildDatabase:
             return int(db.execute("DELETE FROM pins WHERE uid = ?", [uid]).rowcount) > 0
 
     def all_generations(self) -> list[Generation]:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             rows = self._db.query("SELECT * FROM generations ORDER BY realm, number")
             return [_generation(r) for r in rows]
 
@@ -177,13 +181,13 @@ class BuildDatabase:
     def builds(self, limit: int = 100, uid: str | None = None) -> list[dict[str, Any]]:
         """The newest builds first (of one uid, if given)."""
         where, params = ("WHERE uid = ?", [uid]) if uid else ("", [])
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             return list(self._db.query(
                 f"SELECT * FROM builds {where} ORDER BY id DESC LIMIT ?", [*params, limit]))
 
     def last_durations(self) -> dict[str, float]:
         """The duration of each package name's latest successful build."""
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             rows = self._db.query(
                 "SELECT name, duration FROM builds WHERE state = 'valid' ORDER BY id")
             return {r["name"]: r["duration"] for r in rows}
@@ -198,23 +202,23 @@ class BuildDatabase:
     # --- realms --------------------------------------------------------------------------
 
     def realm(self, name: str) -> dict[str, Any] | None:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             rows = list(self._db.query("SELECT * FROM realms WHERE name = ?", [name]))
         return rows[0] if rows else None
 
     def realms(self) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             return list(self._db.query("SELECT * FROM realms ORDER BY name"))
 
     def current_generation(self, realm: str) -> Generation | None:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             rows = list(self._db.query(
                 "SELECT g.* FROM generations g JOIN realms r ON r.name = g.realm "
                 "AND r.current = g.number WHERE r.name = ?", [realm]))
         return _generation(rows[0]) if rows else None
 
     def generations(self, realm: str) -> list[Generation]:
-        with self._lock:
+        with self._lock, _busy_is_an_error(self.path):
             rows = self._db.query(
                 "SELECT * FROM generations WHERE realm = ? ORDER BY number", [realm])
             return [_generation(r) for r in rows]
@@ -252,6 +256,19 @@ class BuildDatabase:
         """Forget a realm's current pointer (its generations stay, for history)."""
         with self._transaction() as db:
             db.execute("DELETE FROM realms WHERE name = ?", [realm])
+
+
+@contextmanager
+def _busy_is_an_error(path: Path) -> Iterator[None]:
+    """A database another process keeps locked past the busy timeout fails the request
+    with a clear error; the daemon goes on serving."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise DatabaseBusy(f"the build database {path} is locked by another process "
+                               f"({exc}); try again when it is released") from None
+        raise
 
 
 def _generation(row: dict[str, Any]) -> Generation:

@@ -63,6 +63,11 @@ class UsageError(BadRequest):
     code = "E_USAGE"
 
 
+class TooManyConnections(IxError):
+    code = "E_TOO_MANY_CONNECTIONS"
+    exit_status = 3
+
+
 class DaemonUnavailable(IxError):
     """`ixc` could not reach `ixd`."""
 
@@ -161,6 +166,10 @@ class PermissionDenied(IxError):
 
 
 # --- the daemon ----------------------------------------------------------------------------
+
+
+class DatabaseBusy(IxError):
+    code = "E_DATABASE_BUSY"
 
 
 class InternalError(IxError):

@@ -1,4 +1,8 @@
-"""`ixd`: the daemon's command line. Serves in the foreground until stopped."""
+"""`ixd`: the daemon's command line. Serves in the foreground until stopped.
+
+    ixd --root ROOT [options]      serve
+    ixd verify --root ROOT         check every valid store entry against its content hash
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import trio
 from ixd.confine import probe_confinement
 from ixd.daemon import VERSION, Config, Daemon
 from ixd.errors import ConfinementUnavailable, IxError
+from ixd.layout import Layout
 from ixd.server import Server, open_unix_listener
+from ixd.verify import Problem, verify_store
 
 log = logging.getLogger("ixd")
 
@@ -53,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-free", type=parse_size, default=0,
                         help="collect garbage when free space under the root is below this "
                              "(e.g. 5G)")
+    parser.add_argument("--frame-timeout", type=float, default=10.0,
+                        help="seconds a client may take to say hello or finish a frame")
+    parser.add_argument("--max-connections-per-user", type=int, default=64)
+    parser.add_argument("--db-busy-timeout", type=float, default=30.0,
+                        help="seconds to wait for a build database another process locked")
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined (only where namespaces are unavailable)")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
@@ -69,13 +80,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
-                  min_free=args.min_free)
+                  min_free=args.min_free, frame_timeout=args.frame_timeout,
+                  max_connections_per_user=args.max_connections_per_user,
+                  db_busy_timeout=args.db_busy_timeout)
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     listener = await open_unix_listener(socket_path)
-    server = Server(daemon.handle)
+    server = Server(daemon.handle, frame_timeout=daemon.config.frame_timeout,
+                    max_per_user=daemon.config.max_connections_per_user)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.scheduler.serve)
         await nursery.start(server.serve, listener)
@@ -91,7 +105,33 @@ async def serve(daemon: Daemon, socket_path: Path, *,
                 break
 
 
+def verify_main(argv: Sequence[str]) -> int:
+    """`ixd verify --root ROOT`: exit 0 when every valid entry matches its content hash."""
+    parser = argparse.ArgumentParser(prog="ixd verify",
+                                     description="check the store against the build database")
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    args = parser.parse_args(argv)
+    layout = Layout(args.root.resolve())
+    if not layout.database.is_file():
+        print(f"ixd verify: no build database at {layout.database}", file=sys.stderr)
+        return 2
+    checked = problems = 0
+    for outcome in verify_store(layout):
+        checked += 1
+        if isinstance(outcome, Problem):
+            problems += 1
+            print(f"BAD {outcome}")
+        elif not args.quiet:
+            print(f"ok  {outcome}")
+    print(f"{checked} entries checked, {problems} problems", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)

@@ -249,6 +249,11 @@ class Connection:
         self._eof = False
         self._error: ProtocolError | None = None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into a message (part of a frame)."""
+        return len(self._buffer)
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the peer; `b""` means the peer ended the stream."""
         if self._eof and data:

@@ -9,6 +9,7 @@ away cancels its requests, which drops its interest in any build it waited for.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import struct
@@ -20,7 +21,7 @@ import trio
 
 from ixd import protocol
 from ixd.daemon import VERSION, Caller
-from ixd.errors import InternalError, IxError, ProtocolError
+from ixd.errors import InternalError, IxError, ProtocolError, TooManyConnections
 
 log = logging.getLogger("ixd.server")
 
@@ -52,9 +53,17 @@ async def open_unix_listener(path: Path) -> trio.SocketListener:
 
 
 class Server:
-    def __init__(self, handle: RequestHandler) -> None:
+    """Accepts connections; bounds how many one user may hold and how long a peer may take
+    to say hello or to finish a frame it started, so silent or trickling clients cost a
+    connection slot of their own user and nothing else."""
+
+    def __init__(self, handle: RequestHandler, *, frame_timeout: float = 10.0,
+                 max_per_user: int = 64) -> None:
         self.handle = handle
+        self.frame_timeout = frame_timeout
+        self.max_per_user = max_per_user
         self.connections = 0
+        self.per_user: dict[int, int] = {}
 
     async def serve(self, listener: trio.SocketListener, *,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -65,23 +74,41 @@ class Server:
                 nursery.start_soon(self._serve_connection, stream)
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        caller = peer_credentials(stream.socket)
+        held = self.per_user.get(caller.uid, 0)
         self.connections += 1
+        self.per_user[caller.uid] = held + 1
         try:
-            caller = peer_credentials(stream.socket)
-            await _Connection(stream, caller, self.handle).run()
+            if held >= self.max_per_user and caller.uid != 0:
+                await _refuse(stream, TooManyConnections(
+                    f"uid {caller.uid} already holds {held} connections to ixd (the limit is "
+                    f"{self.max_per_user}); close some and try again"))
+                return
+            await _Connection(stream, caller, self.handle, self.frame_timeout).run()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             log.exception("connection handler failed")
         finally:
             self.connections -= 1
+            self.per_user[caller.uid] -= 1
+            if not self.per_user[caller.uid]:
+                del self.per_user[caller.uid]
             await trio.aclose_forcefully(stream)
+
+
+async def _refuse(stream: trio.SocketStream, error: IxError) -> None:
+    conn = protocol.Connection("server")
+    hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {VERSION}")
+    with trio.move_on_after(1):
+        await stream.send_all(conn.send(hello) + conn.send(protocol.error_message(error, None)))
 
 
 class _Connection:
     def __init__(self, stream: trio.SocketStream, caller: Caller,
-                 handle: RequestHandler) -> None:
+                 handle: RequestHandler, frame_timeout: float) -> None:
         self.stream = stream
+        self.frame_timeout = frame_timeout
         self.caller = caller
         self.handle = handle
         self.conn = protocol.Connection("server")
@@ -112,7 +139,16 @@ class _Connection:
                 log.warning("uid %d broke the protocol: %s", self.caller.uid, exc.message)
                 return protocol.error_message(exc, None)
             if msg is protocol.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(_RECV_SIZE))
+                # between requests a client may idle; a hello or a started frame may not
+                waiting = self.conn.peer_hello is None or self.conn.buffered > 0
+                with trio.move_on_after(self.frame_timeout if waiting else math.inf):
+                    self.conn.receive_data(await self.stream.receive_some(_RECV_SIZE))
+                    continue
+                what = "hello" if self.conn.peer_hello is None else "the rest of a frame"
+                log.warning("uid %d: no %s within %ss; closing", self.caller.uid, what,
+                            self.frame_timeout)
+                return protocol.error_message(ProtocolError(
+                    f"timed out after {self.frame_timeout}s waiting for {what}"), None)
             elif msg is protocol.CLOSED:
                 return None
             elif isinstance(msg, protocol.Request):

@@ -238,3 +238,11 @@ def test_history_and_logs_are_visible(daemon: RunningDaemon) -> None:
     log = daemon.ixc("log", row["uid"], user="ixtbob").stdout
     assert "slow build seen starts" in log
     assert daemon.ixc("log", "bin/slow(secs=0,tag=seen)").stdout == log
+
+
+def test_gc_needs_root_or_the_admin_group(daemon: RunningDaemon) -> None:
+    refused = daemon.ixc("gc", user="ixtbob", check=False)
+    assert refused.returncode != 0 and "[E_PERMISSION]" in refused.stderr
+    assert "gc: " in daemon.ixc("gc", user="ixtcarol").stdout
+    # what users have in their realms survives the collection
+    assert (daemon.realm("ixtalice") / "bin" / "slow-a1").exists()

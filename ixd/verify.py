@@ -1,0 +1,37 @@
+"""`ixd verify`: check every valid store entry against the content hash recorded for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ixd.db import BuildDatabase
+from ixd.layout import Layout
+from ixd.treehash import tree_hash
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.path}"
+
+
+def verify_store(layout: Layout) -> Iterator[Problem | str]:
+    """Yield each entry's path when it checks out, a Problem when it does not."""
+    db = BuildDatabase(layout.database)
+    try:
+        entries = db.store_entries()
+    finally:
+        db.close()
+    for entry in entries:
+        path = Path(entry["path"])
+        if not path.is_dir():
+            yield Problem(entry["path"], "missing")
+        elif entry["hash"] and tree_hash(path) != entry["hash"]:
+            yield Problem(entry["path"], "changed since it was registered")
+        else:
+            yield entry["path"]
