@@ -140,8 +140,8 @@ def test_overlapping_requests_build_each_uid_once(daemon: RunningDaemon) -> None
     wait_for(lambda: running_build(daemon, "bin/slow(secs=2,tag=shared1)"),
              "alice's shared build to run")
     bob = spawn_ixc(daemon, "ixtbob", "mut", "ovl-b", *shared, "+bin/slow(secs=0,tag=only-b)")
-    a_out, a_err = alice.communicate(timeout=120)
-    b_out, b_err = bob.communicate(timeout=120)
+    _a_out, a_err = alice.communicate(timeout=120)
+    _b_out, b_err = bob.communicate(timeout=120)
     assert alice.returncode == 0, a_err
     assert bob.returncode == 0, b_err
 

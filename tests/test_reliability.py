@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -170,7 +169,7 @@ def test_gc_during_a_build_deletes_nothing_it_uses(gc_daemon: RunningDaemon) -> 
     assert result["entries"] >= 1  # the warm-up build was garbage
     for path in inputs:
         assert Path(path).is_dir(), path
-    out, err = client.communicate(timeout=60)
+    _out, err = client.communicate(timeout=60)
     assert client.returncode == 0, err
     assert (d.realm("busy") / "bin" / "slow-during-gc").exists()
     assert verify(d.root).returncode == 0
