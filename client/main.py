@@ -15,6 +15,7 @@
       builds [--limit N]                 build history
       log PKG|UID [-f]                   a build's log; -f follows a running build
       gc                                 collect garbage (root or the admin group)
+      session --svdir DIR [--realm NAME] keep DIR's runit services in step with a realm
       ping                               check that ixd answers, and who you are to it
 
     Options: --socket PATH, --json, -v (build logs), --no-retry (do not retry a request
@@ -318,6 +319,11 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         value = call("plan", {"packages": _packages(words, command)})
         print(json.dumps(value, indent=1, sort_keys=True), file=out)
         return 0
+    if command == "session":
+        # imported here: the session's code and pyinotify only for this command
+        from services.session import main as session_main
+
+        return session_main(words, socket=socket_path(options["socket"], dict(os.environ)))
     raise UsageError(f"unknown command {command!r}; see `ixc help`")
 
 

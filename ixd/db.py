@@ -40,37 +40,26 @@ class Generation:
         }
 
 
-def _create_schema_v1(db: sqlite_utils.Database) -> None:
-    db.table("store").create(
-        {"uid": str, "path": str, "name": str, "kind": str, "registered": float},
-        pk="uid",
-    )
-    db.table("builds").create(
-        {
-            "id": int, "uid": str, "name": str, "flags": str, "state": str, "started": float,
-            "ended": float, "duration": float, "exit_status": int, "log": str,
-            "requested_by": int, "error": str,
-        },
-        pk="id",
-    )
-    db.table("builds").create_index(["uid"])
-    db.table("realms").create(
-        {"name": str, "owner": int, "current": int, "created": float}, pk="name"
-    )
-    db.table("generations").create(
-        {"realm": str, "number": int, "path": str, "state": str, "created": float,
-         "created_by": int},
-        pk=("realm", "number"),
-    )
+# Writes are plain SQL inside our own transactions: sqlite-utils' table writers commit on
+# their own in the releases Debian ships (3.30), which would end a transaction half way.
+_SCHEMA_V1 = """
+CREATE TABLE store (uid TEXT PRIMARY KEY, path TEXT, name TEXT, kind TEXT, registered FLOAT);
+CREATE TABLE builds (id INTEGER PRIMARY KEY, uid TEXT, name TEXT, flags TEXT, state TEXT,
+    started FLOAT, ended FLOAT, duration FLOAT, exit_status INTEGER, log TEXT,
+    requested_by INTEGER, error TEXT);
+CREATE INDEX idx_builds_uid ON builds (uid);
+CREATE TABLE realms (name TEXT PRIMARY KEY, owner INTEGER, current INTEGER, created FLOAT);
+CREATE TABLE generations (realm TEXT, number INTEGER, path TEXT, state TEXT, created FLOAT,
+    created_by INTEGER, PRIMARY KEY (realm, number));
+"""
 
+# v2: each valid entry's content hash (for `ixd verify`), and pins for the collector
+_SCHEMA_V2 = """
+ALTER TABLE store ADD COLUMN hash TEXT;
+CREATE TABLE pins (uid TEXT PRIMARY KEY, by INTEGER, created FLOAT);
+"""
 
-def _add_hashes_and_pins_v2(db: sqlite_utils.Database) -> None:
-    """v2: each valid entry's content hash (for `ixd verify`), and GC pins."""
-    db.table("store").add_column("hash", str)
-    db.table("pins").create({"uid": str, "by": int, "created": float}, pk="uid")
-
-
-_MIGRATIONS = {1: _create_schema_v1, 2: _add_hashes_and_pins_v2}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 class BuildDatabase:
@@ -104,14 +93,23 @@ class BuildDatabase:
             self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
-        if "meta" not in self._db.table_names():
-            self._db.table("meta").create({"key": str, "value": str}, pk="key")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         row = list(self._db.query("SELECT value FROM meta WHERE key = 'schema_version'"))
         version = int(row[0]["value"]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise DatabaseBusy(f"the build database {self.path} has schema {version}, newer "
+                               f"than this ixd knows ({SCHEMA_VERSION}); upgrade ixd")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self._db.execute("BEGIN IMMEDIATE")
-            _MIGRATIONS[target](self._db)
-            self._db.table("meta").upsert({"key": "schema_version", "value": str(target)}, pk="key")
+            try:
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) "
+                                 "VALUES ('schema_version', ?)", [str(target)])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
 
     # --- store entries -----------------------------------------------------------------
@@ -123,11 +121,9 @@ class BuildDatabase:
     def register_valid(self, uid: str, path: str, name: str, kind: str,
                        content_hash: str) -> None:
         with self._transaction() as db:
-            db.table("store").upsert(
-                {"uid": uid, "path": path, "name": name, "kind": kind,
-                 "registered": time.time(), "hash": content_hash},
-                pk="uid",
-            )
+            db.execute("INSERT OR REPLACE INTO store (uid, path, name, kind, registered, hash) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       [uid, path, name, kind, time.time(), content_hash])
 
     def store_entries(self) -> list[dict[str, Any]]:
         with self._lock, _busy_is_an_error(self.path):
@@ -146,7 +142,8 @@ class BuildDatabase:
 
     def pin(self, uid: str, by: int) -> None:
         with self._transaction() as db:
-            db.table("pins").upsert({"uid": uid, "by": by, "created": time.time()}, pk="uid")
+            db.execute("INSERT OR REPLACE INTO pins (uid, by, created) VALUES (?, ?, ?)",
+                       [uid, by, time.time()])
 
     def unpin(self, uid: str) -> bool:
         with self._transaction() as db:
@@ -162,21 +159,19 @@ class BuildDatabase:
     def build_started(self, uid: str, name: str, flags: dict[str, str], log: str,
                       requested_by: int) -> int:
         with self._transaction() as db:
-            table = db.table("builds")
-            table.insert({"uid": uid, "name": name, "flags": json.dumps(flags, sort_keys=True),
-                          "state": "building", "started": time.time(), "log": log,
-                          "requested_by": requested_by})
-            return int(table.last_rowid or 0)
+            cursor = db.execute(
+                "INSERT INTO builds (uid, name, flags, state, started, log, requested_by) "
+                "VALUES (?, ?, ?, 'building', ?, ?, ?)",
+                [uid, name, json.dumps(flags, sort_keys=True), time.time(), log, requested_by])
+            return int(cursor.lastrowid or 0)
 
     def build_ended(self, build_id: int, state: str, exit_status: int | None,
                     error: str = "") -> None:
+        ended = time.time()
         with self._transaction() as db:
-            row = db.table("builds").get(build_id)
-            ended = time.time()
-            db.table("builds").update(build_id, {
-                "state": state, "ended": ended, "duration": ended - row["started"],
-                "exit_status": exit_status, "error": error,
-            })
+            db.execute("UPDATE builds SET state = ?, ended = ?, duration = ? - started, "
+                       "exit_status = ?, error = ? WHERE id = ?",
+                       [state, ended, ended, exit_status, error, build_id])
 
     def builds(self, limit: int = 100, uid: str | None = None) -> list[dict[str, Any]]:
         """The newest builds first (of one uid, if given)."""
@@ -231,15 +226,12 @@ class BuildDatabase:
             rows = list(db.query(
                 "SELECT MAX(number) AS n FROM generations WHERE realm = ?", [realm]))
             number = (rows[0]["n"] or 0) + 1
-            db.table("generations").insert({
-                "realm": realm, "number": number, "path": path,
-                "state": json.dumps(state, sort_keys=True), "created": now, "created_by": by,
-            })
-            if db.table("realms").count_where("name = ?", [realm]):
-                db.table("realms").update(realm, {"current": number})
-            else:
-                db.table("realms").insert({"name": realm, "owner": owner, "current": number,
-                                     "created": now})
+            db.execute("INSERT INTO generations (realm, number, path, state, created, "
+                       "created_by) VALUES (?, ?, ?, ?, ?, ?)",
+                       [realm, number, path, json.dumps(state, sort_keys=True), now, by])
+            db.execute("INSERT INTO realms (name, owner, current, created) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (name) DO UPDATE SET current = excluded.current",
+                       [realm, owner, number, now])
         return Generation(realm, number, path, state, now, by)
 
     def set_current(self, realm: str, number: int) -> Generation:
@@ -249,7 +241,7 @@ class BuildDatabase:
                 "SELECT * FROM generations WHERE realm = ? AND number = ?", [realm, number]))
             if not rows:
                 raise KeyError(number)
-            db.table("realms").update(realm, {"current": number})
+            db.execute("UPDATE realms SET current = ? WHERE name = ?", [number, realm])
         return _generation(rows[0])
 
     def drop_realm(self, realm: str) -> None:

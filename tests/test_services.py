@@ -488,14 +488,6 @@ def test_the_session_follows_switches_through_inotify(
 
 # --- for real: ixd, a user's realm, their session under runsvdir ----------------------------
 
-def _mirror_args() -> list[str]:
-    """Where lib/c's source comes from when the upstream host is out of reach."""
-    args: list[str] = []
-    for mirror in os.environ.get("IX_TEST_MIRRORS", "").split():
-        args += ["--mirror", mirror]
-    return args
-
-
 @dataclass
 class Stack:
     daemon: RunningDaemon
@@ -528,7 +520,7 @@ def stack() -> Iterator[Stack]:
     with public_tmpdir("ix-services-") as base:
         prefix = public_copy(base / "opt")
         daemon = start_daemon(base / "root", overlays=(TEST_OVERLAY, PKGS),
-                              extra=_mirror_args())
+                              extra=[])
         try:
             with throwaway_account(base / "home") as user:
                 svdir = base / "home" / "service"  # the default: ~/service

@@ -1,0 +1,130 @@
+#!/bin/sh
+# Install ix as a system service on a fresh Debian machine (run as root; docs/admin.md):
+# the daemon account, the root, a world-readable copy of ix, the `ixd`/`ixc` commands, and
+# the runit service ixd — enabled, and waited for when a runsvdir watches the service folder.
+#
+#   runit/install.sh [--prefix DIR] [--root DIR] [--user NAME] [--sv-dir DIR]
+#                    [--service-dir DIR] [--bin-dir DIR] [--mirror TEMPLATE]...
+#                    [--python PATH] [--no-enable]
+#
+# Running it again upgrades the copy and the service scripts; the env/ settings an admin
+# changed are kept (an explicit --mirror replaces env/IX_MIRRORS).
+set -eu
+
+prefix=/opt/ix root=/ix user=ix sv_dir=/etc/sv service_dir=/etc/service bin_dir=/usr/local/bin
+mirrors="" enable=1 python=/usr/bin/python3 python_given=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) prefix=$2; shift 2 ;;
+        --root) root=$2; shift 2 ;;
+        --user) user=$2; shift 2 ;;
+        --sv-dir) sv_dir=$2; shift 2 ;;
+        --service-dir) service_dir=$2; shift 2 ;;
+        --bin-dir) bin_dir=$2; shift 2 ;;
+        --mirror) mirrors="${mirrors:+$mirrors }$2"; shift 2 ;;
+        --python) python=$2; python_given=1; shift 2 ;;
+        --no-enable) enable=0; shift ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+say() { echo "install.sh: $*"; }
+die() { echo "install.sh: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run me as root"
+src=$(cd "$(dirname "$0")/.." && pwd)
+for d in ixd client services pkgs runit; do
+    [ -d "$src/$d" ] || die "$src/$d is missing: run me from an ix checkout"
+done
+for tool in runsvdir runsv sv svlogd chpst bwrap; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: apt-get install runit bubblewrap"
+done
+"$python" -c 'import trio, msgpack, jinja2, pyinotify, sqlite_utils' 2>/dev/null ||
+    die "$python lacks ix's libraries: apt-get install python3-trio python3-msgpack" \
+        "python3-jinja2 python3-pyinotify sqlite-utils"
+
+# 1. the daemon's account: a system account owning the root, no login
+if ! id "$user" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir "$root" --no-create-home \
+        --shell /usr/sbin/nologin "$user"
+    say "created the account $user"
+fi
+
+# 2. the root: the daemon's to write, everyone's to read
+mkdir -p "$root"
+chown "$user:" "$root"
+chmod 755 "$root"
+
+# 3. ix itself, readable by every account (the daemon's, the users' sessions), byte-compiled
+new="$prefix.new.$$"
+rm -rf "$new"
+mkdir -p "$new"
+for d in ixd client services pkgs runit; do
+    cp -R "$src/$d" "$new/$d"
+done
+find "$new" -name __pycache__ -prune -exec rm -rf {} +
+"$python" -m compileall -q "$new/ixd" "$new/client" "$new/services" >/dev/null
+chmod -R u=rwX,go=rX "$new"
+chmod 755 "$new"
+if [ -d "$prefix" ]; then
+    rm -rf "$prefix.old"
+    mv "$prefix" "$prefix.old"
+fi
+mv "$new" "$prefix"
+rm -rf "$prefix.old"
+say "installed ix into $prefix"
+
+# 4. the commands
+mkdir -p "$bin_dir"
+for cmd in ixd:ixd.main ixc:client.main; do
+    name=${cmd%%:*} module=${cmd#*:}
+    cat > "$bin_dir/$name.tmp" <<WRAPPER
+#!/bin/sh
+PYTHONPATH="$prefix" exec "$python" -m $module "\$@"
+WRAPPER
+    chmod 755 "$bin_dir/$name.tmp"
+    mv -f "$bin_dir/$name.tmp" "$bin_dir/$name"
+done
+say "installed $bin_dir/ixd and $bin_dir/ixc"
+
+# 5. the service folder: scripts replaced, settings kept
+svc="$sv_dir/ixd"
+mkdir -p "$svc/log" "$svc/env"
+for f in run finish check log/run; do
+    cp "$src/runit/ixd/$f" "$svc/$f.tmp"
+    chmod 755 "$svc/$f.tmp"
+    mv -f "$svc/$f.tmp" "$svc/$f"
+done
+setting() {  # setting NAME VALUE [replace]
+    if [ ! -e "$svc/env/$1" ] || [ -n "${3:-}" ]; then
+        printf '%s\n' "$2" > "$svc/env/$1"
+    fi
+}
+setting IX_ROOT "$root"
+setting IX_USER "$user"
+setting IX_PREFIX "$prefix"
+setting IX_OVERLAYS "$prefix/pkgs"
+setting IX_PYTHON "$python" "$python_given"
+[ -n "$mirrors" ] && setting IX_MIRRORS "$mirrors" replace
+say "service folder $svc (settings in $svc/env)"
+
+# 6. enable it, and wait for it when a runsvdir watches the service folder
+if [ "$enable" = 1 ]; then
+    mkdir -p "$service_dir"
+    [ -L "$service_dir/ixd" ] || ln -s "$svc" "$service_dir/ixd"
+    say "enabled: $service_dir/ixd"
+    i=0
+    while [ ! -p "$svc/supervise/ok" ] && [ $i -lt 12 ]; do  # runsvdir looks every 5s
+        sleep 0.5
+        i=$((i + 1))
+    done
+    if [ ! -p "$svc/supervise/ok" ]; then
+        say "no runsvdir watches $service_dir yet: start one (docs/admin.md), and ixd starts"
+        exit 0
+    fi
+    if sv -w 60 check "$service_dir/ixd" >/dev/null; then
+        say "ixd is up and answers (sv status ixd; log in $svc/log/main/current)"
+        exit 0
+    fi
+    die "ixd did not answer within 60s: see $svc/log/main/current"
+fi
