@@ -132,6 +132,9 @@ class _Connection:
 
     async def _read_requests(self, nursery: trio.Nursery) -> protocol.Error | None:
         """Dispatch requests until the stream ends (None) or breaks the protocol."""
+        # Between requests a client may idle; a hello or a frame it started must arrive
+        # whole within frame_timeout of its first byte, however the bytes trickle in.
+        deadline = trio.current_time() + self.frame_timeout
         while True:
             try:
                 msg = self.conn.next_event()
@@ -139,10 +142,12 @@ class _Connection:
                 log.warning("uid %d broke the protocol: %s", self.caller.uid, exc.message)
                 return protocol.error_message(exc, None)
             if msg is protocol.NEED_DATA:
-                # between requests a client may idle; a hello or a started frame may not
-                waiting = self.conn.peer_hello is None or self.conn.buffered > 0
-                with trio.move_on_after(self.frame_timeout if waiting else math.inf):
-                    self.conn.receive_data(await self.stream.receive_some(_RECV_SIZE))
+                pending = self.conn.peer_hello is None or self.conn.buffered > 0
+                with trio.move_on_at(deadline if pending else math.inf):
+                    data = await self.stream.receive_some(_RECV_SIZE)
+                    if not pending:  # a new frame starts with these bytes
+                        deadline = trio.current_time() + self.frame_timeout
+                    self.conn.receive_data(data)
                     continue
                 what = "hello" if self.conn.peer_hello is None else "the rest of a frame"
                 log.warning("uid %d: no %s within %ss; closing", self.caller.uid, what,
