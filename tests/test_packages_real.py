@@ -13,6 +13,7 @@ script's deb-src derivation.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pty
@@ -34,7 +35,14 @@ from ixd.errors import ChecksumMismatch
 from ixd.fetch import fetch_source
 from ixd.packages import PackageGraph, walk_closure
 from ixd.recipes import RecipeTree
-from ixd.seed import DEBIAN_SOURCES, derive_deb_src, needed_sources, parse_deb822
+from ixd.seed import (
+    DEBIAN_SOURCES,
+    Needed,
+    derive_deb_src,
+    needed_sources,
+    parse_deb822,
+    seed,
+)
 from ixd.selector import parse_selector
 from tests.daemon_harness import PKGS, PROJECT, RunningDaemon, start_daemon
 
@@ -239,6 +247,21 @@ def test_seed_derives_a_deb_src_entry_from_the_machines_own(tmp_path: Path) -> N
     # once the machine has deb-src entries for them, nothing more is needed
     (sources / "src.sources").write_text(text)
     assert derive_deb_src(sources, own, codename="bookworm") is None
+
+
+def test_seed_leaves_a_seeded_mirror_alone(tmp_path: Path) -> None:
+    """Already present tarballs are checked and kept: no apt, no copy."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    needs = []
+    for i, debian in enumerate(("musl", "hello")):
+        data = f"tarball {i}".encode()
+        sha = hashlib.sha256(data).hexdigest()
+        (mirror / sha).write_bytes(data)
+        needs.append(Needed(f"pkg/{debian}", debian, f"file:///srv/tarball-{i}", sha))
+    said: list[str] = []
+    report = seed(mirror, needs, log=said.append)
+    assert report.present == needs and report.copied == [] and said == []
 
 
 # --- slow: the real builds ---------------------------------------------------------------------

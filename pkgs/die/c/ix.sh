@@ -1,13 +1,21 @@
-{#- A C package: the default toolchain is the host's static musl compiler. Compiler flags
-    come from the blocks cpp_defines (NAME or NAME=VALUE lines), cpp_includes (folders),
-    c_flags and ld_flags; a library names what to link in `libs`. -#}
+{#- A C package, built with the C toolchain that the flag `cc` names (`--cc=clang` selects
+    bld/host/clang; the default is bld/host/cc, the host gcc). The toolchain compiles against
+    lib/c (musl from source) and links statically: it induces lib/c into every C package's
+    target libraries (its ind_deps), so recipes list only their other libraries in bld_libs.
+
+    Compiler flags come from the blocks cpp_defines (NAME or NAME=VALUE lines), cpp_includes
+    (folders), c_flags and ld_flags; a library names what to link in `libs`, which its env
+    adds to $LIBS of its dependents with -I/-L for its include/ and lib/. -#}
 {% extends '//die/sh.sh' %}
 {% block std_tools %}
 {{ super() }}
-bld/host/cc
+{{ self.c_compiler() }}
 {% endblock %}
 {% block setup %}
 {{ super() }}
+# a build runs as root of its own user namespace: tar must not try to give files their
+# archive owners (uids the namespace does not map)
+export TAR_OPTIONS="--no-same-owner"
 export CC=cc
 export AR=ar
 export RANLIB=ranlib
@@ -25,6 +33,13 @@ export LIBS="{{ self.libs() | fix_list }} \${LIBS:-}"
 {% endif %}
 {% endblock %}
 {% if false %}
+{% block c_compiler %}
+{% if cc and cc not in ('cc', 'gcc') %}
+bld/host/{{ cc }}
+{% else %}
+bld/host/cc
+{% endif %}
+{% endblock %}
 {% block cpp_defines %}{% endblock %}
 {% block cpp_includes %}{% endblock %}
 {% block c_flags %}

@@ -1,4 +1,5 @@
-{#- A C package built with make: `make` then `make install PREFIX=$out`. -#}
+{#- A C package built with make: `make` then `make install PREFIX=$out`; extra make
+    arguments (both steps) in `make_flags`. -#}
 {% extends '//die/c/ix.sh' %}
 {% block std_tools %}
 {{ super() }}

@@ -1,5 +1,5 @@
 {#- GNU make from the host. -#}
-{% extends '//die/host.sh' %}
+{% extends '../tool.sh' %}
 {% block host_tools %}
 make
 {% endblock %}
