@@ -8,13 +8,16 @@ never a mix.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
+import struct
 from pathlib import Path
 
 from ixd.builder import make_read_only, remove_tree
-from ixd.errors import RealmError
+from ixd.elf import NotElf, elf_interpreter
+from ixd.errors import RealmError, StaticPolicyViolation
 from ixd.nodes import Node
 
 #: files at a package's root that belong to the package itself, not to the realm
@@ -27,6 +30,13 @@ def assemble_realm(node: Node) -> None:
     remove_tree(out)
     out.mkdir()
     try:
+        allowed = set(node.meta.get("allow_dynamic", ()))
+        offenders = [o for d in node.inputs if d not in allowed for o in dynamic_programs(d)]
+        if offenders:
+            raise StaticPolicyViolation(
+                f"{node.name}: dynamically linked programs are refused (every binary here is "
+                f"static): {'; '.join(offenders)}. Build them statically, or accept them with "
+                f"the flag --allow_dynamic on their package")
         linked: set[str] = set()
         dirs: set[str] = {""}
         for package_dir in node.inputs:
@@ -38,6 +48,27 @@ def assemble_realm(node: Node) -> None:
     except BaseException:
         remove_tree(out)
         raise
+
+
+@functools.lru_cache(maxsize=65536)
+def dynamic_programs(package_dir: str) -> tuple[str, ...]:
+    """`path (interpreter)` of each dynamically linked program of a store entry.
+
+    Only the entry's own regular files count: a wrapper's symlink to a host tool is a tool,
+    not a program of the realm. Entries are immutable, so the answer is cached."""
+    found = []
+    for top, _dirs, files in os.walk(package_dir):
+        for name in files:
+            path = os.path.join(top, name)
+            if os.path.islink(path):
+                continue
+            try:
+                interpreter = elf_interpreter(Path(path))
+            except (NotElf, OSError, struct.error):
+                continue
+            if interpreter is not None:
+                found.append(f"{path} ({interpreter})")
+    return tuple(found)
 
 
 def _link_package(package: Path, out: Path, linked: set[str], dirs: set[str]) -> None:

@@ -24,6 +24,7 @@ from ixd import platforms
 from ixd.descriptor import Descriptor, parse_descriptor
 from ixd.errors import DependencyCycle
 from ixd.fetch import url_basename
+from ixd.hosttools import HostVersions
 from ixd.nodes import Node, Source
 from ixd.recipes import RecipeTree, recipe_file
 from ixd.selector import EdgeKind, Selector, child_flags, kind_of, validate_package_name
@@ -118,6 +119,7 @@ class PackageGraph:
         self._by_file: dict[Path, set[PackageKey]] = {}
         self._lock = threading.RLock()
         self.renders = 0
+        self.host_versions = HostVersions()
 
     # --- loading ------------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class PackageGraph:
             tool=name.startswith("bld/"),
             kind=kind,
         )
+        context["host_versions"] = self.host_versions
         context[kind] = True
         context[target["os"]] = True
         context[target["arch"]] = True

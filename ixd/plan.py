@@ -69,6 +69,10 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
                layout: Layout) -> Node:
     """Assembling a realm is a node too, so an unchanged realm is not assembled again."""
     dirs = realm_dirs(packages)
+    # the static policy's exceptions: what packages flagged allow_dynamic bring in
+    allowed = sorted({q.out_dir for p in packages if p.flags.get("allow_dynamic", "0") != "0"
+                      for q in p.run_closure if q.out_dir})
+    meta = {**meta, "allow_dynamic": allowed}
     uid = content_hash({"realm": realm, "dirs": dirs, "meta": meta})
     return Node(
         uid=uid,

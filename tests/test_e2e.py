@@ -145,3 +145,29 @@ def test_dep_and_plan(daemon: RunningDaemon) -> None:
     greet = [n for n in plan["nodes"] if n["name"] == "bin/greet"]
     assert len(greet) == 1 and greet[0]["uid"] in plan["targets"]
     assert set(greet[0]) >= {"uid", "inputs", "outputs", "command", "pool", "deps"}
+
+
+def test_static_policy_refuses_dynamic_programs(daemon: RunningDaemon) -> None:
+    daemon.ixc("mut", "static", "+bin/wave")
+    before = realm_target(daemon, "static")
+    refused = daemon.ixc("mut", "static", "+bin/dynamic", check=False)
+    assert refused.returncode != 0
+    assert "[E_DYNAMIC_BINARY]" in refused.stderr
+    assert "bin/dyntrue" in refused.stderr and "ld-linux" in refused.stderr
+    assert realm_target(daemon, "static") == before
+    # an explicit flag on the package accepts it
+    daemon.ixc("mut", "static", "+bin/dynamic", "--allow_dynamic")
+    assert run_in_realm(daemon.realm("static"), "dyntrue") == ""
+    # every program that the realm got from our own packages is static
+    daemon.ixc("mut", "static", "-bin/dynamic", "+bin/greet")
+    for program in (daemon.realm("static") / "bin").iterdir():
+        assert elf_or_script_is_static(program.resolve()), program
+
+
+def elf_or_script_is_static(path: Path) -> bool:
+    from ixd.elf import NotElf, elf_interpreter
+
+    try:
+        return elf_interpreter(path) is None
+    except NotElf:
+        return True

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from ixd.elf import NotElf, elf_interpreter
 from ixd.errors import ChecksumMismatch
 from ixd.fetch import fetch_source
 from ixd.packages import PackageGraph, walk_closure
@@ -55,51 +56,9 @@ REALM = "realset"
 #: the whole set on 2 cores takes about 2 minutes
 BUILD_TIMEOUT = 1800
 
-PT_INTERP = 3
 
 
 # --- ELF --------------------------------------------------------------------------------------
-
-
-class NotElf(Exception):
-    pass
-
-
-def elf_interpreter(path: Path) -> str | None:
-    """The program interpreter (PT_INTERP) an ELF file asks for, None if it has none.
-
-    Raises NotElf for anything that is not an ELF file.
-    """
-    with open(path, "rb") as f:
-        ident = f.read(16)
-        if len(ident) < 16 or ident[:4] != b"\x7fELF":
-            raise NotElf(str(path))
-        bits = {1: 32, 2: 64}.get(ident[4])
-        order = {1: "<", 2: ">"}.get(ident[5])
-        if bits is None or order is None:
-            raise NotElf(f"{path}: unknown ELF class or byte order")
-        header = ident + f.read(64 - 16 if bits == 64 else 52 - 16)
-        if bits == 64:
-            (phoff,) = struct.unpack_from(order + "Q", header, 32)
-            phentsize, phnum = struct.unpack_from(order + "HH", header, 54)
-        else:
-            (phoff,) = struct.unpack_from(order + "I", header, 28)
-            phentsize, phnum = struct.unpack_from(order + "HH", header, 42)
-        for i in range(phnum):
-            f.seek(phoff + i * phentsize)
-            entry = f.read(phentsize)
-            (p_type,) = struct.unpack_from(order + "I", entry, 0)
-            if p_type != PT_INTERP:
-                continue
-            if bits == 64:
-                (offset,) = struct.unpack_from(order + "Q", entry, 8)
-                (size,) = struct.unpack_from(order + "Q", entry, 32)
-            else:
-                (offset,) = struct.unpack_from(order + "I", entry, 4)
-                (size,) = struct.unpack_from(order + "I", entry, 16)
-            f.seek(offset)
-            return f.read(size).rstrip(b"\0").decode(errors="replace")
-    return None
 
 
 def test_elf_interpreter_sees_the_dynamic_loader_of_a_host_program() -> None:

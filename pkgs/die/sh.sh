@@ -48,7 +48,8 @@ IX_ENV_EOF
 for _ix_s in "$src"/*; do
     [ -e "$_ix_s" ] || continue
     case "$_ix_s" in
-        *.tar|*.tar.*|*.tgz) tar -xf "$_ix_s" ;;
+        # the sandbox maps no other owners: keep files ours, whoever packed them
+        *.tar|*.tar.*|*.tgz) tar --no-same-owner -xf "$_ix_s" ;;
         *) cp "$_ix_s" . ;;
     esac
 done

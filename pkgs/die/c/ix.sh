@@ -13,9 +13,6 @@
 {% endblock %}
 {% block setup %}
 {{ super() }}
-# a build runs as root of its own user namespace: tar must not try to give files their
-# archive owners (uids the namespace does not map)
-export TAR_OPTIONS="--no-same-owner"
 export CC=cc
 export AR=ar
 export RANLIB=ranlib
