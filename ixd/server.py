@@ -176,7 +176,8 @@ class _Connection:
             except trio.WouldBlock:
                 pass  # a client too slow to read progress loses some, never blocks builds
 
-        log.info("request uid=%d op=%s id=%d", self.caller.uid, request.op, request.id)
+        log.info("request accepted: user=%s uid=%d op=%s id=%d", self.caller.login,
+                 self.caller.uid, request.op, request.id)
         reply: protocol.Message
         try:
             value = await self.handle(request.op, request.args, self.caller, emit)

@@ -251,6 +251,6 @@ def _log_with(log: Path) -> str | None:
         text = log.read_text()
     except OSError:
         return None
-    complete = (text.count("serving on") >= 2 and "request uid=0 op=build" in text
+    complete = (text.count("serving on") >= 2 and "uid=0 op=build" in text
                 and "ixd service: ixd killed by signal 9" in text)
     return text if complete else None
