@@ -32,11 +32,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from client.lexer import lex_mutation
 from client.transport import Client
 from ixd.errors import ConnectionLost, DaemonUnavailable, IxError, ProtocolError, UsageError
 from ixd.protocol import Event
-from ixd.realm_model import AddPackage, SetPackageFlag, SetRealmFlag, patch_to_wire
 
 USAGE = __doc__ or ""
 #: how long `ixc` waits for a restarted daemon before giving up on a retry
@@ -210,6 +208,10 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         return 0
 
     if command in ("mut", "let"):
+        # only these commands need the lexer and the realm model: keep the others light
+        from client.lexer import lex_mutation
+        from ixd.realm_model import AddPackage, SetPackageFlag, SetRealmFlag, patch_to_wire
+
         patches = lex_mutation(words, login_name())
         if not patches:
             raise UsageError(f"`ixc {command}` needs a realm or a package, e.g. "
@@ -254,15 +256,9 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         value = call("generations", {"realm": realm} if realm else {})
         return show(value, lambda v: _print_generations(v, out))
     if command == "rollback":
-        to = None
-        if "--to" in words:
-            at = words.index("--to")
-            try:
-                to = int(words[at + 1])
-            except (IndexError, ValueError):
-                raise UsageError("usage: ixc rollback [REALM] [--to N]") from None
-            del words[at:at + 2]
-        realm = _at_most_one(words, "usage: ixc rollback [REALM] [--to N]")
+        usage = "usage: ixc rollback [REALM] [--to N]"
+        to = _take_number(words, "--to", usage)
+        realm = _at_most_one(words, usage)
         args: dict[str, Any] = {"realm": realm} if realm else {}
         if to is not None:
             args["to"] = to
@@ -275,17 +271,10 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         value = call("status", {})
         return show(value, lambda v: _print_status(v, out))
     if command == "builds":
-        limit = 50
-        if "--limit" in words:
-            at = words.index("--limit")
-            try:
-                limit = int(words[at + 1])
-            except (IndexError, ValueError):
-                raise UsageError("usage: ixc builds [--limit N]") from None
-            del words[at:at + 2]
+        limit = _take_number(words, "--limit", "usage: ixc builds [--limit N]")
         if words:
             raise UsageError("usage: ixc builds [--limit N]")
-        value = call("builds", {"limit": limit})
+        value = call("builds", {"limit": 50 if limit is None else limit})
         return show(value, lambda v: _print_builds(v, out))
     if command == "log":
         follow = _take_flag(words, "-f") or _take_flag(words, "--follow")
@@ -325,6 +314,19 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
 
         return session_main(words, socket=socket_path(options["socket"], dict(os.environ)))
     raise UsageError(f"unknown command {command!r}; see `ixc help`")
+
+
+def _take_number(words: list[str], option: str, usage: str) -> int | None:
+    """Remove `OPTION N` from words and return N (None when the option is absent)."""
+    if option not in words:
+        return None
+    at = words.index(option)
+    try:
+        number = int(words[at + 1])
+    except (IndexError, ValueError):
+        raise UsageError(f"{option} needs a number; {usage}") from None
+    del words[at:at + 2]
+    return number
 
 
 def _at_most_one(words: list[str], usage: str) -> str | None:

@@ -116,8 +116,11 @@ def switch_realm_link(link: Path, target: Path) -> None:
     if not target.is_dir():
         raise RealmError(f"cannot switch {link.name} to {target}: it is not a store entry")
     link.parent.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(target, link.parent)
+    if link.is_symlink() and os.readlink(link) == relative:
+        return  # already there: an unchanged realm costs no write
     tmp = link.with_name(f".{link.name}.{secrets.token_hex(6)}.tmp")
-    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.symlink(relative, tmp)
     try:
         os.replace(tmp, link)
     except BaseException:

@@ -25,7 +25,7 @@ import trio
 from ixd import auth, gc
 from ixd import plan as planning
 from ixd.assemble import remove_realm_link, switch_realm_link
-from ixd.db import BuildDatabase
+from ixd.db import BuildDatabase, Generation
 from ixd.errors import (
     BadRequest,
     NoSuchBuild,
@@ -36,6 +36,7 @@ from ixd.errors import (
 )
 from ixd.gc import GcResult
 from ixd.layout import Layout
+from ixd.nodes import Plan
 from ixd.packages import Package, PackageGraph, walk_closure
 from ixd.realm_model import (
     RealmPatch,
@@ -99,6 +100,17 @@ class Config:
         return self.jobs or os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class RealmChange:
+    """One realm's change, decided and planned, waiting to be built and switched."""
+
+    realm: str
+    owner: int
+    current: Generation | None
+    state: RealmState
+    plan: Plan
+
+
 Handler = Callable[[dict[str, Any], Caller, Listener], Awaitable[Any]]
 
 
@@ -118,6 +130,8 @@ class Daemon:
         # realm changes of one realm are serialised; different realms go in parallel
         self._realm_locks: dict[str, trio.Lock] = {}
         self._gc_lock = trio.Lock()
+        # (realm, generation number) -> its parsed state
+        self._states: dict[tuple[str, int], RealmState] = {}
         self.handlers: dict[str, Handler] = {
             "ping": self.op_ping,
             "mut": self.op_mut,
@@ -181,12 +195,6 @@ class Daemon:
         auth.check_may_change(realm, owner, who, doing)
         return owner
 
-    def current_state(self, realm: str) -> RealmState:
-        generation = self.db.current_generation(realm)
-        if generation is None:
-            return RealmState(realm)
-        return RealmState.from_json(generation.state)
-
     # --- ops -------------------------------------------------------------------------------
 
     async def op_ping(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
@@ -218,53 +226,60 @@ class Daemon:
     async def _change_locked(self, patches: list[RealmPatch], caller: Caller,
                              emit: Listener, fresh: bool) -> Any:
         # Decide everything, build everything, then switch: a failure switches nothing.
-        owners = {}
+        by_realm: dict[str, list[RealmPatch]] = {}
         for patch in patches:
-            if patch.realm not in owners:
-                owners[patch.realm] = await trio.to_thread.run_sync(
-                    self.authorize, patch.realm, caller, "change")
-        states: dict[str, RealmState] = {}
-        for patch in patches:
-            base = states.get(patch.realm)
-            if base is None:
-                base = RealmState(patch.realm) if fresh else await trio.to_thread.run_sync(
-                    self.current_state, patch.realm)
-            states[patch.realm] = apply_patch(base, patch)
-        prepared = []
-        for name, state in states.items():
-            packages = await self._load(effective_selectors(state))
-            meta = {"realm": name, "state": state.to_json(),
-                    "packages": [str(p.selector) for p in packages]}
-            realm_plan = planning.realm_plan(name, packages, meta, self.layout)
-            prepared.append((name, state, realm_plan))
+            by_realm.setdefault(patch.realm, []).append(patch)
+        prepared = [await trio.to_thread.run_sync(self._prepare, realm, realm_patches, caller,
+                                                  fresh)
+                    for realm, realm_patches in by_realm.items()]
         with contextlib.ExitStack() as kept:  # nothing of these plans is collected meanwhile
-            for _name, _state, realm_plan in prepared:
-                kept.enter_context(self.scheduler.keep(realm_plan))
-            for _name, _state, realm_plan in prepared:
-                await self.scheduler.run(realm_plan, emit, caller.uid)
-            return await self._switch(prepared, owners, caller)
+            for change in prepared:
+                kept.enter_context(self.scheduler.keep(change.plan))
+            for change in prepared:
+                await self.scheduler.run(change.plan, emit, caller.uid)
+            return {"realms": [await trio.to_thread.run_sync(self._switch, change, caller)
+                               for change in prepared]}
 
-    async def _switch(self, prepared: list[tuple[str, RealmState, Any]], owners: dict[str, int],
-                      caller: Caller) -> Any:
-        results = []
-        for name, state, realm_plan in prepared:
-            path = realm_plan.nodes[-1].outputs[0]
-            current = await trio.to_thread.run_sync(self.db.current_generation, name)
-            changed = current is None or current.path != path or current.state != state.to_json()
-            if changed:
-                generation = await trio.to_thread.run_sync(
-                    self.db.add_generation, name, path, state.to_json(), caller.uid,
-                    owners[name])
-                number = generation.number
-                log.info("realm %s -> generation %d %s by uid %d", name, number, path,
-                         caller.uid)
-            else:
-                number = current.number if current else 0
-            await trio.to_thread.run_sync(switch_realm_link, self.layout.realm_link(name),
-                                          Path(path))
-            results.append({"realm": name, "path": path, "generation": number,
-                            "changed": changed, "state": state.to_json()})
-        return {"realms": results}
+    def _prepare(self, realm: str, patches: list[RealmPatch], caller: Caller,
+                 fresh: bool) -> RealmChange:
+        """Who owns it, what it holds now and after the patches, the plan (blocking)."""
+        owner = self.authorize(realm, caller, "change")
+        current = self.db.current_generation(realm)
+        state = RealmState(realm) if fresh or current is None else self._state_of(current)
+        for patch in patches:
+            state = apply_patch(state, patch)
+        packages = self.graph.load_all(effective_selectors(state))
+        meta = {"realm": realm, "state": state.to_json(),
+                "packages": [str(p.selector) for p in packages]}
+        plan = planning.realm_plan(realm, packages, meta, self.layout)
+        return RealmChange(realm, owner, current, state, plan)
+
+    def _state_of(self, generation: Generation) -> RealmState:
+        """A generation's realm state, parsed once (generations never change)."""
+        key = (generation.realm, generation.number)
+        state = self._states.get(key)
+        if state is None:
+            if len(self._states) > 10_000:  # a cache, not a record: start again
+                self._states.clear()
+            state = self._states[key] = RealmState.from_json(generation.state)
+        return state
+
+    def _switch(self, change: RealmChange, caller: Caller) -> dict[str, Any]:
+        """Record the new generation (if anything changed) and switch the link (blocking)."""
+        path = change.plan.nodes[-1].outputs[0]
+        current = change.current
+        if current is None or current.path != path or self._state_of(current) != change.state:
+            generation = self.db.add_generation(change.realm, path, change.state.to_json(),
+                                                caller.uid, change.owner)
+            self._states[(change.realm, generation.number)] = change.state
+            number, changed = generation.number, True
+            log.info("realm %s -> generation %d %s by uid %d", change.realm, number, path,
+                     caller.uid)
+        else:
+            number, changed = current.number, False
+        switch_realm_link(self.layout.realm_link(change.realm), Path(path))
+        return {"realm": change.realm, "path": path, "generation": number,
+                "changed": changed, "state": change.state.to_json()}
 
     async def op_build(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         packages = await self._load(self._selectors(args))

@@ -11,6 +11,7 @@ sourcing their `env` files in list order lets dependents prepend their link flag
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import posixpath
@@ -75,11 +76,11 @@ class Package:
     def buildable(self) -> bool:
         return self.out_dir is not None
 
-    @property
+    @functools.cached_property
     def selector(self) -> Selector:
         return Selector(self.name, self.key[1])
 
-    @property
+    @functools.cached_property
     def display_name(self) -> str:
         """The selector without the flags every package has anyway (host target, own kind)."""
         shown = [(k, v) for k, v in self.key[1]

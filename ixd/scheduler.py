@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import trio
 
 from ixd.errors import BuildCancelled, DependencyFailed, InternalError, IxError
-from ixd.fairness import FairSlots
+from ixd.fairness import FairSlots, Ticket
 from ixd.nodes import Node, Plan
 
 log = logging.getLogger("ixd.scheduler")
@@ -56,6 +56,8 @@ class Flight:
     listeners: list[Listener] = field(default_factory=list)
     queued: float = field(default_factory=time.time)
     started: float | None = None
+    #: its place in the build slots' queues (build nodes only)
+    ticket: Ticket | None = None
 
     @property
     def waiters(self) -> int:
@@ -161,10 +163,14 @@ class Scheduler:
                 return None
             assert self._nursery is not None, "Scheduler.serve() is not running"
             flight = Flight(node, requested_by, request_key)
+            if node.kind == "build":
+                flight.ticket = self.build_slots.ticket(request_key)
             self._flights[node.uid] = flight
             self._nursery.start_soon(self._fly, flight)
         else:
             listener("joined", {"uid": node.uid, "name": node.name})
+            if flight.ticket is not None:  # a shared build takes each waiter's turn
+                self.build_slots.add_key(flight.ticket, request_key)
         flight.waiting_uids[requested_by] += 1
         flight.listeners.append(listener)
         try:
@@ -194,8 +200,8 @@ class Scheduler:
         node = flight.node
         try:
             with flight.cancel_scope:
-                if node.kind == "build":
-                    await self.build_slots.acquire(flight.request_key)
+                if flight.ticket is not None:
+                    await self.build_slots.wait(flight.ticket)
                     try:
                         await self._run_flight(flight)
                     finally:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,3 +126,19 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
         daemon.stop()
         raise
     return daemon
+
+
+@contextlib.contextmanager
+def public_daemon(prefix: str, extra: Sequence[str] = ()) -> Iterator[RunningDaemon]:
+    """A daemon whose root every account can reach (pytest's temp folders are private to
+    root), removed afterwards."""
+    top = Path(tempfile.mkdtemp(prefix=prefix))
+    top.chmod(0o755)
+    running = start_daemon(top / "root", extra=extra)
+    try:
+        yield running
+        assert running.stop() == 0, running.log.read_text()
+    finally:
+        running.stop()
+        subprocess.run(["chmod", "-R", "u+w", str(top)], check=False)
+        shutil.rmtree(top, ignore_errors=True)

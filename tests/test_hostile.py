@@ -6,14 +6,11 @@ are not delayed.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -27,24 +24,16 @@ from ixd import protocol
 from ixd.daemon import Caller, Config, Daemon
 from ixd.errors import IxError, ProtocolError
 from ixd.realm_model import patch_from_wire
-from tests.daemon_harness import PROJECT, RunningDaemon, start_daemon
+from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon
 
 FRAME_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[RunningDaemon]:
-    top = Path(tempfile.mkdtemp(prefix="ix-hostile-"))
-    top.chmod(0o755)  # other accounts connect too
-    running = start_daemon(top / "root", extra=["--frame-timeout", str(FRAME_TIMEOUT),
-                                                "--max-connections-per-user", "3"])
-    try:
+    with public_daemon("ix-hostile-", ["--frame-timeout", str(FRAME_TIMEOUT),
+                                       "--max-connections-per-user", "3"]) as running:
         yield running
-        assert running.stop() == 0, running.log.read_text()
-    finally:
-        running.stop()
-        subprocess.run(["chmod", "-R", "u+w", str(top)], check=False)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def raw(daemon: RunningDaemon) -> socket.socket:

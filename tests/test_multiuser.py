@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,22 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_harness import RunningDaemon, start_daemon
+from tests.daemon_harness import RunningDaemon, public_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon(accounts: dict[str, int]) -> Iterator[RunningDaemon]:
-    # pytest's own temp folders are private to root; other users must reach the socket
-    top = Path(tempfile.mkdtemp(prefix="ix-multi-"))
-    top.chmod(0o755)
-    running = start_daemon(top / "root", extra=["--admin-group", "ixtadmins", "--jobs", "2"])
-    try:
+    with public_daemon("ix-multi-", ["--admin-group", "ixtadmins", "--jobs", "2"]) as running:
         yield running
-        assert running.stop() == 0, running.log.read_text()
-    finally:
-        running.stop()
-        subprocess.run(["chmod", "-R", "u+w", str(top)], check=False)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def wait_for(condition: Callable[[], Any], what: str, deadline: float = 60.0) -> Any:

@@ -80,6 +80,23 @@ async def test_free_slots_go_round_robin_between_requests(autojump_clock: Any) -
     assert runner.started.index("small") == 1
 
 
+def test_a_shared_build_takes_the_turn_of_any_waiter() -> None:
+    slots = FairSlots(1)
+    running = slots.ticket("A")  # A's first build takes the free slot
+    assert running.granted
+    own = [slots.ticket("A") for _ in range(5)]
+    shared = slots.ticket("A")  # A asked for it last ...
+    slots.add_key(shared, "B")  # ... but B waits for it too
+    mine = slots.ticket("B")
+    order = []
+    for _ in range(7):
+        slots.release()
+        order.append(next(t for t in [*own, shared, mine] if t.granted and t not in order))
+    # B had no turn yet: its turn goes to the shared build, not to A's sixth
+    assert order[0] is shared and order[1] is own[0] and order[2] is mine
+    assert order[3:] == own[1:] and slots.waiting == 0
+
+
 async def test_failure_stops_dependents_and_reaches_every_waiter(autojump_clock: Any) -> None:
     runner = FakeRunner(failing=frozenset({"x"}))
     scheduler = Scheduler(runner, jobs=2)

@@ -1,0 +1,298 @@
+"""Shared pieces of the daemon benchmarks: a real `ixd` on a fresh root, the real `ixc`.
+
+`BenchDaemon.start(jobs=N)` makes a root under /tmp, starts
+`python -m ixd.main --root ROOT --overlay tests/overlay --overlay pkgs --mirror ... --jobs N`
+and returns once the daemon has logged that it serves and answered a ping (no polling: a
+thread reads the daemon's stderr and signals the "serving on" line). `stop()` sends SIGTERM,
+waits, and removes the root.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))  # `ixd` and `client` from this checkout
+
+from client.lexer import lex_mutation  # noqa: E402
+from client.transport import Client  # noqa: E402
+from ixd.realm_model import patch_to_wire  # noqa: E402
+
+TEST_OVERLAY = PROJECT / "tests" / "overlay"
+PKGS = PROJECT / "pkgs"
+MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
+PYTHON = sys.executable
+START_DEADLINE = 60.0
+STOP_DEADLINE = 30.0
+
+
+def env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+            "PYTHONPATH": str(PROJECT)}
+
+
+def slow(tag: str, secs: str = "0") -> str:
+    """The selector of one `bin/slow` package (distinct tags are distinct packages)."""
+    return f"bin/slow(secs={secs},tag={tag})"
+
+
+def mut_args(realm: str, packages: Sequence[str]) -> dict[str, Any]:
+    """The `mut` request `ixc mut REALM +PKG...` sends, built the way `ixc` builds it."""
+    patches = lex_mutation([realm, *(f"+{p}" for p in packages)], realm)
+    return {"patches": [patch_to_wire(p) for p in patches]}
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (p50 = median of the sorted samples, p99 = the 99th % one)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def load_average() -> str:
+    """The 1-minute load average and the core count (others may share this machine)."""
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.2f} ms"
+
+
+class BenchDaemon:
+    def __init__(self, root: Path, process: subprocess.Popen[bytes], log: Path,
+                 jobs: int, tmp: Path) -> None:
+        self.root = root
+        self.process = process
+        self.log = log
+        self.jobs = jobs
+        self.tmp = tmp
+        self.socket = root / "var" / "ixd.sock"
+        self.database = root / "var" / "ixd.sqlite"
+        self._serving = threading.Event()
+        self._drain: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, *, jobs: int, label: str = "bench",
+              extra: Sequence[str] = ()) -> BenchDaemon:
+        tmp = Path(tempfile.mkdtemp(prefix=f"ix-{label}-", dir="/tmp"))
+        root = tmp / "root"
+        log = tmp / "ixd.log"
+        argv = [PYTHON, "-m", "ixd.main", "--root", str(root),
+                "--overlay", str(TEST_OVERLAY), "--overlay", str(PKGS),
+                "--mirror", f"{MIRROR}/{{sha}}", "--jobs", str(jobs), *extra]
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, env=env(), cwd="/")
+        daemon = cls(root, process, log, jobs, tmp)
+        assert process.stderr is not None
+        daemon._drain = threading.Thread(target=daemon._copy_log, args=(process.stderr,),
+                                         daemon=True)
+        daemon._drain.start()
+        try:
+            # the "serving on" line, or EOF, or the deadline (should the line change):
+            # then one ping decides
+            daemon._serving.wait(START_DEADLINE)
+            try:
+                with Client.connect(daemon.socket) as client:
+                    client.request("ping", {})
+            except Exception as exc:
+                raise RuntimeError(f"ixd does not serve on {daemon.socket} ({exc}; exit "
+                                   f"{process.poll()}):\n{daemon.log_tail()}") from exc
+        except BaseException:
+            daemon.stop()
+            raise
+        return daemon
+
+    def _copy_log(self, stream: io.BufferedReader) -> None:
+        """Copy the daemon's stderr into its log file; signal the "serving on" line."""
+        with self.log.open("wb") as out:
+            for line in stream:  # line by line until the daemon serves
+                out.write(line)
+                if b" serving on " in line:
+                    out.flush()
+                    self._serving.set()
+                    break
+            while chunk := stream.read1(1 << 16):  # then in big cheap chunks
+                out.write(chunk)
+        self._serving.set()  # EOF: the daemon exited; start() notices
+
+    def report_log(self) -> None:
+        """Say so if the daemon exited badly or logged errors or warnings."""
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            text = []
+        bad = [line for line in text
+               if " ERROR " in line or " WARNING " in line or "Traceback" in line]
+        if self.process.returncode not in (0, None):
+            print(f"NOTE: ixd exited {self.process.returncode}; log tail:\n{self.log_tail()}")
+        if bad:
+            print(f"NOTE: the daemon logged {len(bad)} warnings/errors, e.g.:")
+            for line in bad[:5]:
+                print(f"  {line}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def ixc_argv(self, *words: str) -> list[str]:
+        return [PYTHON, "-m", "client.main", "--socket", str(self.socket), *words]
+
+    def ixc(self, *words: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.ixc_argv(*words), capture_output=True, text=True,
+                                env=env(), cwd="/", timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"ixc {' '.join(words)} exited {result.returncode}:\n"
+                               f"{result.stdout}{result.stderr}")
+        return result
+
+    def connect(self) -> Client:
+        return Client.connect(self.socket)
+
+    def request(self, op: str, args: dict[str, Any]) -> Any:
+        with self.connect() as client:
+            return client.request(op, args)
+
+    def build_rows(self) -> list[dict[str, Any]]:
+        """The rows of the daemon's `builds` table (read-only, beside the daemon)."""
+        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+        try:
+            conn.row_factory = sqlite3.Row
+            return [dict(r) for r in conn.execute("SELECT * FROM builds ORDER BY id")]
+        finally:
+            conn.close()
+
+    def cpu_seconds(self) -> float:
+        """The daemon's own CPU time so far (user + system; not its builds)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def vm_hwm(self) -> str:
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return "?"
+
+    def stop(self, *, keep: bool = False) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._drain is not None:
+            self._drain.join(timeout=STOP_DEADLINE)
+        self.report_log()
+        if not keep:
+            _remove_tree(self.tmp)
+        return self.process.returncode
+
+    def __enter__(self) -> BenchDaemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a bench root; store entries are read-only, so make them writable first."""
+    if not path.exists():
+        return
+    for dirpath, dirnames, _files in os.walk(path):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+@dataclass
+class WorkerResult:
+    index: int
+    #: time.monotonic() (one clock for every process) when the worker began and ended its work
+    start: float
+    end: float
+    value: Any = None
+    error: str | None = None
+
+
+def _worker(index: int, socket_path: str, work: Callable[[int, Client], Any],
+            barrier: Any, results: Any) -> None:
+    start = end = 0.0
+    try:
+        with Client.connect(socket_path) as client:
+            barrier.wait()
+            start = time.monotonic()
+            value = work(index, client)
+            end = time.monotonic()
+        results.put(WorkerResult(index, start, end, value))
+    except BaseException as exc:  # reported, never lost
+        results.put(WorkerResult(index, start, end or time.monotonic(), None,
+                                 f"{type(exc).__name__}: {exc}"))
+
+
+def run_workers(daemon: BenchDaemon, count: int, work: Callable[[int, Client], Any], *,
+                deadline: float = 600.0) -> list[WorkerResult]:
+    """Run `work(index, client)` in `count` forked processes, each with its own connection
+    to the daemon; all connect first and start together (a barrier). A worker that fails
+    reports its error in `WorkerResult.error`."""
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(count)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(i, str(daemon.socket), work, barrier, results))
+             for i in range(count)]
+    for proc in procs:
+        proc.start()
+    collected: list[WorkerResult] = []
+    end = time.monotonic() + deadline
+    try:
+        while len(collected) < count:
+            try:
+                collected.append(results.get(timeout=max(0.0, end - time.monotonic())))
+            except queue.Empty:
+                barrier.abort()
+                break
+    finally:
+        for proc in procs:
+            proc.join(timeout=max(0.0, end - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    missing = set(range(count)) - {r.index for r in collected}
+    for index in sorted(missing):
+        collected.append(WorkerResult(index, 0.0, 0.0, None,
+                                      "worker died without a result (exit "
+                                      f"{procs[index].exitcode})"))
+    return sorted(collected, key=lambda r: r.index)
