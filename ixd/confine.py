@@ -136,7 +136,9 @@ def check_confinement() -> None:
     """Raise ConfinementUnavailable with the probe's reason unless confinement works."""
     reason = probe_confinement()
     if reason is not None:
-        raise ConfinementUnavailable(f"builds cannot be confined: {reason}")
+        raise ConfinementUnavailable(
+            f"builds cannot be confined here: {reason}. Fix user namespaces or bubblewrap, "
+            f"or start ixd with --no-confine to build unconfined")
 
 
 def _absolute(path: Path) -> str:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import trio
 
-from ixd.confine import probe_confinement
+from ixd.confine import check_confinement
 from ixd.daemon import VERSION, Config, Daemon
-from ixd.errors import ConfinementUnavailable, IxError
+from ixd.errors import IxError
 from ixd.layout import Layout
 from ixd.server import Server, open_unix_listener
 from ixd.verify import Problem, verify_store
@@ -138,11 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         if config.confine:
-            reason = probe_confinement()
-            if reason is not None:
-                raise ConfinementUnavailable(
-                    f"builds cannot be confined here: {reason}. Fix user namespaces or "
-                    f"bubblewrap, or start ixd with --no-confine to build unconfined")
+            check_confinement()
         else:
             log.warning("--no-confine: builds run unconfined and can write anywhere "
                         "this account can")

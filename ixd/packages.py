@@ -142,8 +142,9 @@ class PackageGraph:
         if cached is not None:
             return cached
         if key in stack:
-            chain = " -> ".join(Selector(k[0], k[1]).__str__() for k in (*stack, key))
-            raise DependencyCycle(f"dependency cycle: {chain}")
+            chain = " -> ".join(f"{Selector(k[0], k[1])} ({recipe_file(k[0])})"
+                                for k in (*stack[stack.index(key):], key))
+            raise DependencyCycle(f"dependency cycle: {chain}; remove one of these edges")
         stack = (*stack, key)
         validate_package_name(name)
         rendered = self.tree.render(name, self._context(name, flags))
@@ -287,13 +288,6 @@ class PackageGraph:
                             keys.discard(key)
             self.tree.invalidate(changed)
             return len(stale)
-
-    def invalidate_all(self) -> None:
-        with self._lock:
-            self._packages.clear()
-            self._dependents.clear()
-            self._by_file.clear()
-            self.tree.invalidate(None)
 
     def __len__(self) -> int:
         return len(self._packages)

@@ -178,13 +178,9 @@ class RecipeTree:
     def file_versions(self, files: Iterable[Path]) -> tuple[int, ...]:
         return tuple(self._versions.get(f, 0) for f in sorted(files))
 
-    def invalidate(self, paths: Iterable[Path] | None = None) -> None:
-        """Make Jinja reload the templates that read `paths` (all, if None) on next use."""
+    def invalidate(self, paths: Iterable[Path]) -> None:
+        """Make Jinja reload the templates that read `paths` on next use."""
         with self._lock:
-            if paths is None:
-                if self.env.cache is not None:
-                    self.env.cache.clear()
-                return
             for path in paths:
                 self._versions[path] = self._versions.get(path, 0) + 1
 

@@ -77,7 +77,6 @@ class Scheduler:
         self.build_slots = FairSlots(jobs)
         self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2)}
         self._request_keys = itertools.count(1)
-        self.started_count = 0
         #: plans of requests in flight: the garbage collector's roots
         self._kept: dict[int, Plan] = {}
 
@@ -189,7 +188,6 @@ class Scheduler:
         if self.runner.is_valid(node):
             return
         flight.started = time.time()
-        self.started_count += 1
         flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
                                 "expected": self.runner.expected_duration(node)})
         await self.runner.run_node(node, flight.emit, flight.requested_by)

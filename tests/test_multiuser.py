@@ -235,3 +235,16 @@ def test_gc_needs_root_or_the_admin_group(daemon: RunningDaemon) -> None:
     assert "gc: " in daemon.ixc("gc", user="ixtcarol").stdout
     # what users have in their realms survives the collection
     assert (daemon.realm("ixtalice") / "bin" / "slow-a1").exists()
+
+
+def test_log_follows_a_running_build(daemon: RunningDaemon) -> None:
+    name = "bin/slow(secs=2,tag=followed)"
+    builder = spawn_ixc(daemon, "ixtalice", "build", name)
+    wait_for(lambda: running_build(daemon, name), "the build to start")
+    followed = daemon.ixc("log", name, "-f", user="ixtbob")
+    assert "slow build followed starts" in followed.stdout
+    _, err = builder.communicate(timeout=60)
+    assert builder.returncode == 0, err
+    # -f returned because the build ended, not before: the output was made by then
+    row = next(r for r in build_rows(daemon) if r["name"] == name)
+    assert row["state"] == "valid"

@@ -5,17 +5,9 @@
     toolchain induces lib/c into the target libraries of everything it builds (ind_deps), so
     every C package links it without naming it. With the flag `libc=none` it is the bare
     host gcc instead (what lib/c itself is built with). -#}
-{% extends '../tool.sh' %}
+{% extends '../compiler.sh' %}
 {% block host_tools %}
 gcc
-{% endblock %}
-{% block run_deps %}
-bld/host/binutils
-{% endblock %}
-{% block ind_deps %}
-{% if libc != 'none' %}
-lib/c
-{% endif %}
 {% endblock %}
 {% block tool_wrappers %}
 {% if libc == 'none' %}

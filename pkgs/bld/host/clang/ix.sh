@@ -3,17 +3,9 @@
     sysroot, and link statically (crt files and libgcc come from the host's gcc installation,
     as clang finds it). It induces lib/c like bld/host/cc; with `libc=none` it is bare clang.
     Fails with a clear message where clang is not installed. -#}
-{% extends '../tool.sh' %}
+{% extends '../compiler.sh' %}
 {% block host_tools %}
 clang
-{% endblock %}
-{% block run_deps %}
-bld/host/binutils
-{% endblock %}
-{% block ind_deps %}
-{% if libc != 'none' %}
-lib/c
-{% endif %}
 {% endblock %}
 {% block script %}
 for dir in /usr/local/bin /usr/bin /bin; do
