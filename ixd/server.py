@@ -102,6 +102,15 @@ async def _refuse(stream: trio.SocketStream, error: IxError) -> None:
     hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {VERSION}")
     with trio.move_on_after(1):
         await stream.send_all(conn.send(hello) + conn.send(protocol.error_message(error, None)))
+    await _drain(stream)
+
+
+async def _drain(stream: trio.SocketStream) -> None:
+    """Read what the client still sends, briefly, until it hangs up: closing a Unix socket
+    with unread bytes resets it, and the client would lose the error just sent."""
+    with trio.move_on_after(1):
+        while await stream.receive_some(_RECV_SIZE):
+            pass
 
 
 class _Connection:
@@ -129,6 +138,9 @@ class _Connection:
             if final is not None:
                 await self.out_send.send(final)
             self.out_send.close()
+        if final is not None:
+            await _drain(self.stream)
+
 
     async def _read_requests(self, nursery: trio.Nursery) -> protocol.Error | None:
         """Dispatch requests until the stream ends (None) or breaks the protocol."""
