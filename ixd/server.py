@@ -141,7 +141,6 @@ class _Connection:
         if final is not None:
             await _drain(self.stream)
 
-
     async def _read_requests(self, nursery: trio.Nursery) -> protocol.Error | None:
         """Dispatch requests until the stream ends (None) or breaks the protocol."""
         # Between requests a client may idle; a hello or a frame it started must arrive
