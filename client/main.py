@@ -182,11 +182,12 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
     verbose = options["verbose"] or _take_flag(words, "-v")
     progress = Progress(err, verbose)
 
-    def call(op: str, args: dict[str, Any], idempotent: bool = True) -> Any:
+    def call(op: str, args: dict[str, Any], idempotent: bool = True,
+             on_event: Callable[[Event], None] = progress) -> Any:
         path = socket_path(options["socket"], dict(os.environ))
         try:
             with Client.connect(path) as client:
-                return client.request(op, args, progress)
+                return client.request(op, args, on_event)
         except DaemonUnavailable as exc:
             # a socket that is there but refuses: ixd is restarting (runit brings it back)
             if options["no_retry"] or not os.path.exists(path):
@@ -198,7 +199,7 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
                 raise
             print(f"ixc: {exc.message}; retrying once ixd is back", file=err, flush=True)
         with wait_for_daemon(path, RETRY_DEADLINE) as client:
-            return client.request(op, args, progress)
+            return client.request(op, args, on_event)
 
     def show(value: Any, human: Callable[[Any], None]) -> int:
         if as_json:
@@ -285,9 +286,8 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
             if event.kind == "log":
                 print(event.data["line"], file=out, flush=True)
 
-        path = socket_path(options["socket"], dict(os.environ))
-        with Client.connect(path) as client:
-            value = client.request("log", {"target": words[0], "follow": follow}, print_line)
+        # a followed log printed again after a retry would repeat lines: no retry then
+        value = call("log", {"target": words[0], "follow": follow}, not follow, print_line)
         if as_json:
             print(json.dumps(value, indent=1, sort_keys=True), file=out)
         elif value["log"]:

@@ -248,11 +248,14 @@ class Daemon:
         state = RealmState(realm) if fresh or current is None else self._state_of(current)
         for patch in patches:
             state = apply_patch(state, patch)
-        packages = self.graph.load_all(effective_selectors(state))
-        meta = {"realm": realm, "state": state.to_json(),
-                "packages": [str(p.selector) for p in packages]}
-        plan = planning.realm_plan(realm, packages, meta, self.layout)
+        plan = self._plan_realm(realm, effective_selectors(state), state=state.to_json())
         return RealmChange(realm, owner, current, state, plan)
+
+    def _plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
+        """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
+        packages = self.graph.load_all(selectors)
+        meta.update(realm=realm, packages=[str(p.selector) for p in packages])
+        return planning.realm_plan(realm, packages, meta, self.layout)
 
     def _state_of(self, generation: Generation) -> RealmState:
         """A generation's realm state, parsed once (generations never change)."""
@@ -290,10 +293,8 @@ class Daemon:
                              for p in packages]}
 
     async def op_run(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        selectors = self._selectors(args)
-        packages = await self._load(selectors)
-        meta = {"realm": "run", "packages": [str(p.selector) for p in packages]}
-        realm_plan = planning.realm_plan("run", packages, meta, self.layout)
+        realm_plan = await trio.to_thread.run_sync(self._plan_realm, "run",
+                                                   self._selectors(args))
         await self.scheduler.run(realm_plan, emit, caller.uid)
         return {"path": realm_plan.nodes[-1].outputs[0]}
 
@@ -416,12 +417,12 @@ class Daemon:
             uid = package.uid
         path = self.layout.log_path(uid)
         flight = next((f for f in self.scheduler.flights() if f.node.uid == uid), None)
-        if not path.is_file():
+        if not await trio.to_thread.run_sync(path.is_file):
             raise NoSuchBuild(f"no build log for {target} (uid {uid}): it was never built here"
                               + (" yet; it is queued" if flight else ""))
         if not args.get("follow") or flight is None:
-            return {"uid": uid, "log": path.read_text(errors="replace")}
-        # Subscribe and read in one step: the builder writes and notifies in this thread.
+            text = await trio.to_thread.run_sync(lambda: path.read_text(errors="replace"))
+            return {"uid": uid, "log": text}
         lines: trio.MemorySendChannel[str]
         lines, receive = trio.open_memory_channel[str](10_000)
 
@@ -430,6 +431,8 @@ class Daemon:
                 with contextlib.suppress(trio.WouldBlock):
                     lines.send_nowait(data["line"])
 
+        # Subscribing and reading the log so far happen with no await between them: the
+        # builder writes and notifies in this thread, so no line is lost or repeated.
         flight.listeners.append(on_event)
         try:
             for line in path.read_text(errors="replace").splitlines():

@@ -187,11 +187,6 @@ class RecipeTree:
     def render(self, package_name: str, context: Mapping[str, Any]) -> Rendered:
         """Render a package's recipe to its descriptor dict."""
         template_name = recipe_file(package_name)
-        if self.loader.find(template_name) is None:
-            raise RecipeNotFound(
-                f"no recipe for package {package_name!r}: {template_name} is in none of the "
-                f"overlays {', '.join(str(o) for o in self.overlays)}"
-            )
         loaded: set[str] = set()
         extra_files: set[Path] = set()
         token = _loaded_names.set(loaded)
@@ -202,6 +197,10 @@ class RecipeTree:
         except RecipeError:
             raise
         except jinja2.TemplateNotFound as exc:
+            if exc.name == template_name:
+                raise RecipeNotFound(
+                    f"no recipe for package {package_name!r}: {template_name} is in none of "
+                    f"the overlays {', '.join(str(o) for o in self.overlays)}") from None
             raise RecipeError(f"{_where(exc, template_name)}: template {exc.name!r} not found "
                               f"in any overlay") from None
         except jinja2.TemplateSyntaxError as exc:

@@ -62,7 +62,6 @@ class Server:
         self.handle = handle
         self.frame_timeout = frame_timeout
         self.max_per_user = max_per_user
-        self.connections = 0
         self.per_user: dict[int, int] = {}
 
     async def serve(self, listener: trio.SocketListener, *,
@@ -76,7 +75,6 @@ class Server:
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         caller = peer_credentials(stream.socket)
         held = self.per_user.get(caller.uid, 0)
-        self.connections += 1
         self.per_user[caller.uid] = held + 1
         try:
             if held >= self.max_per_user and caller.uid != 0:
@@ -90,7 +88,6 @@ class Server:
         except Exception:
             log.exception("connection handler failed")
         finally:
-            self.connections -= 1
             self.per_user[caller.uid] -= 1
             if not self.per_user[caller.uid]:
                 del self.per_user[caller.uid]
