@@ -11,8 +11,8 @@
       plan PKG...                        the build plan as JSON
       generations [REALM]                a realm's generations (* = current)
       rollback [REALM] [--to N]          switch back to the previous (or given) generation
-      status                             the builds queued and running, for all users
-      builds [--limit N]                 build history
+      status [--limit N] [--offset N]    the builds queued and running, for all users
+      builds [--limit N] [--offset N]    build history, newest first
       log PKG|UID [-f]                   a build's log; -f follows a running build
       gc                                 collect garbage (root or the admin group)
       session --svdir DIR [--realm NAME] keep DIR's runit services in step with a realm
@@ -102,6 +102,11 @@ class Progress:
                       + (f"; running: {now}" if now else "") + self._eta())
         elif event.kind == "log" and self.verbose:
             self._say(f"  | {data.get('line', '')}")
+        elif event.kind == "log-skipped" and self.verbose:
+            self._say(f"  | ... {data.get('count')} earlier lines; see `ixc log {data.get('uid')}`")
+        elif event.kind == "dropped" and self.verbose:
+            self._say(f"ixc: {data.get('count')} progress events were dropped: this terminal "
+                      "read too slowly")
 
     def _eta(self) -> str:
         if not self.expected:
@@ -266,32 +271,50 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         value = call("rollback", args, idempotent="to" in args)
         return show(value, lambda v: print(
             f"realm {v['realm']}: generation {v['previous']} -> {v['generation']}", file=out))
-    if command == "status":
+    if command in ("status", "builds"):
+        usage = f"usage: ixc {command} [--limit N] [--offset N]"
+        page = {name: number for name in ("limit", "offset")
+                if (number := _take_number(words, f"--{name}", usage)) is not None}
         if words:
-            raise UsageError("usage: ixc status")
-        value = call("status", {})
-        return show(value, lambda v: _print_status(v, out))
-    if command == "builds":
-        limit = _take_number(words, "--limit", "usage: ixc builds [--limit N]")
-        if words:
-            raise UsageError("usage: ixc builds [--limit N]")
-        value = call("builds", {"limit": 50 if limit is None else limit})
+            raise UsageError(usage)
+        if command == "builds":
+            page.setdefault("limit", 50)
+        value = call(command, page)
+        if command == "status":
+            return show(value, lambda v: _print_status(v, out))
+        if value.get("cut") and not as_json:
+            print(f"ixc: the reply was cut at {len(value['builds'])} builds to stay small; "
+                  f"the next ones: ixc builds --offset {value['next_offset']}", file=err)
         return show(value, lambda v: _print_builds(v, out))
     if command == "log":
         follow = _take_flag(words, "-f") or _take_flag(words, "--follow")
         if len(words) != 1:
             raise UsageError("usage: ixc log PKG|UID [-f]")
 
-        def print_line(event: Event) -> None:
-            if event.kind == "log":
-                print(event.data["line"], file=out, flush=True)
+        texts: list[str] = []  # --json: the log goes in the JSON document, whole
+
+        def print_text(event: Event) -> None:
+            # the log comes in pieces of whole lines ("log-text"); an older daemon follows
+            # a build line by line ("log")
+            if event.kind == "log-text":
+                text = event.data["text"]
+            elif event.kind == "log":
+                text = event.data["line"] + "\n"
+            else:
+                return
+            if as_json:
+                texts.append(text)
+            else:
+                out.write(text)
+                out.flush()
 
         # a followed log printed again after a retry would repeat lines: no retry then
-        value = call("log", {"target": words[0], "follow": follow}, not follow, print_line)
+        value = call("log", {"target": words[0], "follow": follow}, not follow, print_text)
         if as_json:
+            value["log"] = "".join(texts) + value["log"]
             print(json.dumps(value, indent=1, sort_keys=True), file=out)
         elif value["log"]:
-            out.write(value["log"])
+            out.write(value["log"])  # an older daemon sends a finished log whole
         return 1 if value.get("error") else 0
     if command == "gc":
         if words:
@@ -348,12 +371,20 @@ def _print_generations(value: dict[str, Any], out: TextIO) -> None:
 
 
 def _print_status(value: dict[str, Any], out: TextIO) -> None:
-    if not value["builds"]:
+    builds = value["builds"]
+    total = value.get("total", len(builds))
+    if not total:
         print(f"idle ({value['jobs']} build slots)", file=out)
-    for b in value["builds"]:
+    for b in builds:
         expected = f", expected {b['expected']:.0f}s" if b["expected"] else ""
+        others = b.get("waiting_count", len(b["waiting"])) - len(b["waiting"])
+        waiting = ", ".join(b["waiting"]) + (f" and {others} more" if others > 0 else "")
         print(f"{b['state']:<8} {b['name']}  for {b['elapsed']:.0f}s{expected}; "
-              f"waiting: {', '.join(b['waiting'])}", file=out)
+              f"waiting: {waiting}", file=out)
+    after = value.get("offset", 0) + len(builds)
+    if after < total:
+        print(f"... {total - after} more of {total} ({value.get('running', 0)} running); "
+              f"the next: ixc status --offset {after}", file=out)
 
 
 def _print_builds(value: dict[str, Any], out: TextIO) -> None:

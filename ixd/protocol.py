@@ -20,7 +20,15 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import msgpack
 
-from ixd.errors import FrameTooLarge, IxError, ProtocolError, VersionMismatch
+from ixd.errors import (
+    BadName,
+    BadRequest,
+    FrameLimit,
+    FrameTooLarge,
+    IxError,
+    ProtocolError,
+    VersionMismatch,
+)
 
 PROTOCOL_VERSION: Final = 1
 #: the default limit on a frame's body, in bytes
@@ -29,6 +37,69 @@ MAX_FRAME: Final = 16 * 1024 * 1024
 MAX_DEPTH: Final = 32
 
 _HEADER: Final = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one received frame may hold, checked before any of it becomes Python objects.
+
+    The frame limit bounds bytes, not objects: 16 MiB of one-byte empty maps is 16 million
+    dicts (1.2 GB, seconds of decoding with every other client waiting). So a frame is first
+    scanned (counting, building nothing) and refused with `FrameLimit` when it holds more
+    values in all than `max_elements`, or one list, map, string, binary or extension longer
+    than its limit; `MAX_DEPTH` bounds nesting in the same pass. msgpack's own `max_*_len`
+    limits are then set from the same numbers.
+    """
+
+    #: values in the whole frame: every map, list, key and scalar counts as one
+    max_elements: int
+    #: items of one list
+    max_array_len: int
+    #: entries (key-value pairs) of one map
+    max_map_len: int
+    #: bytes of one string
+    max_str_len: int
+    #: bytes of one binary
+    max_bin_len: int
+    #: bytes of one extension value (ix sends none; msgpack timestamps are at most 12)
+    max_ext_len: int
+
+
+#: Limits on what the daemon accepts from a client. A real request is small: at most
+#: `MAX_SELECTORS` (4,096) selectors or realm operations of a few flags each, about 50,000
+#: values at worst; one flags map holds a handful of entries. Strings stay bounded by the
+#: frame only (a string costs its length, nothing per object), so an over-long selector
+#: still gets its own precise error from the daemon.
+REQUEST_LIMITS: Final = DecodeLimits(
+    max_elements=1 << 18,  # 262,144
+    max_array_len=8192,  # twice MAX_SELECTORS, so that limit gets its own BadRequest
+    max_map_len=512,
+    max_str_len=MAX_FRAME,
+    max_bin_len=1 << 20,
+    max_ext_len=16,
+)
+#: Limits on what `ixc` accepts from the daemon: replies are bigger (plans, pages of build
+#: history) but still bounded, so a stray socket cannot make `ixc` allocate without end.
+REPLY_LIMITS: Final = DecodeLimits(
+    max_elements=1 << 22,  # 4,194,304
+    max_array_len=1 << 20,
+    max_map_len=1 << 16,
+    max_str_len=MAX_FRAME,
+    max_bin_len=MAX_FRAME,
+    max_ext_len=16,
+)
+#: the limits a connection applies to what it receives, by its role
+_LIMITS: Final[dict[str, DecodeLimits]] = {"server": REQUEST_LIMITS, "client": REPLY_LIMITS}
+
+#: at most this many selectors in one request's `packages`, or realm operations in all of
+#: its `patches`
+MAX_SELECTORS: Final = 4096
+#: at most this many flags set in all of one request's `patches`
+MAX_FLAGS: Final = 4 * MAX_SELECTORS
+#: at most this much text (characters) in one request's selectors, flag names and values
+MAX_SELECTOR_TEXT: Final = 1 << 20
+#: one selector longer than this is refused as a bad name before anything parses it
+MAX_SELECTOR_LEN: Final = 64 * 1024
 
 
 class Sentinel(enum.Enum):
@@ -145,6 +216,68 @@ def error_message(exc: IxError, id: int | None) -> Error:
     return Error(id=id, code=exc.code, message=exc.message)
 
 
+def check_request_size(args: dict[str, Any]) -> None:
+    """Refuse (`BadRequest`, naming the limit) a request whose package list or realm patches
+    are larger than any real one: more than MAX_SELECTORS selectors or operations, more than
+    MAX_FLAGS flags, or more than MAX_SELECTOR_TEXT characters of selectors and flags in all.
+    A single selector or flag longer than MAX_SELECTOR_LEN is a `BadName`. Malformed shapes
+    are left to the op's own validation, which says what is wrong with them. The server
+    checks this before it hands a request to the daemon."""
+    packages = args.get("packages")
+    if isinstance(packages, list):
+        if len(packages) > MAX_SELECTORS:
+            raise BadRequest(f"'packages' holds {len(packages)} selectors; a request may hold "
+                             f"at most {MAX_SELECTORS}")
+        _RequestText().add_all(packages)
+    patches = args.get("patches")
+    if isinstance(patches, list):
+        if len(patches) > MAX_SELECTORS:
+            raise BadRequest(f"'patches' holds {len(patches)} realm patches; a request may "
+                             f"hold at most {MAX_SELECTORS}")
+        text = _RequestText()
+        ops = flags = 0
+        for patch in patches:
+            patch_ops = patch.get("ops") if isinstance(patch, dict) else None
+            if not isinstance(patch_ops, list):
+                continue
+            ops += len(patch_ops)
+            if ops > MAX_SELECTORS:
+                raise BadRequest(f"'patches' hold more than {MAX_SELECTORS} operations; a "
+                                 f"request may hold at most {MAX_SELECTORS}")
+            for op in patch_ops:
+                if not isinstance(op, dict):
+                    continue
+                text.add_all([op.get("selector"), op.get("key"), op.get("value")])
+                op_flags = op.get("flags")
+                if isinstance(op_flags, dict):
+                    flags += len(op_flags)
+                    text.add_all([*op_flags.keys(), *op_flags.values()])
+                flags += "key" in op
+                if flags > MAX_FLAGS:
+                    raise BadRequest(f"'patches' set more than {MAX_FLAGS} flags; a "
+                                     f"request may set at most {MAX_FLAGS}")
+
+
+class _RequestText:
+    """Counts the selector and flag text of one request against MAX_SELECTOR_TEXT."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add_all(self, items: list[Any]) -> None:
+        for item in items:
+            if not isinstance(item, str):
+                continue
+            if len(item) > MAX_SELECTOR_LEN:
+                raise BadName(f"selector or flag {item[:40]!r}... is {len(item)} characters "
+                              f"long; the limit is {MAX_SELECTOR_LEN}")
+            self.total += len(item)
+            if self.total > MAX_SELECTOR_TEXT:
+                raise BadRequest(f"the request's selectors and flags hold more than "
+                                 f"{MAX_SELECTOR_TEXT} characters; the limit is "
+                                 f"{MAX_SELECTOR_TEXT}")
+
+
 # --- bodies: one msgpack map <-> one message ------------------------------------------------
 
 _SCALARS: Final = (str, bytes, bool, float, type(None))
@@ -170,11 +303,115 @@ def _check_plain(value: object, depth: int = 1) -> None:
         raise ProtocolError(f"values of type {type(value).__name__} cannot be sent")
 
 
-def _unpack(body: bytes) -> object:
+#: msgpack type bytes 0xc0-0xdf: (what, bytes before the payload, width of the length or
+#: count field right after the type byte (0: a fixed size, given as the second number))
+_TYPES: Final[dict[int, tuple[str, int, int]]] = {
+    0xC0: ("scalar", 1, 0), 0xC2: ("scalar", 1, 0), 0xC3: ("scalar", 1, 0),
+    0xC4: ("bin", 2, 1), 0xC5: ("bin", 3, 2), 0xC6: ("bin", 5, 4),
+    0xC7: ("ext", 3, 1), 0xC8: ("ext", 4, 2), 0xC9: ("ext", 6, 4),
+    0xCA: ("scalar", 5, 0), 0xCB: ("scalar", 9, 0),
+    0xCC: ("scalar", 2, 0), 0xCD: ("scalar", 3, 0), 0xCE: ("scalar", 5, 0),
+    0xCF: ("scalar", 9, 0),
+    0xD0: ("scalar", 2, 0), 0xD1: ("scalar", 3, 0), 0xD2: ("scalar", 5, 0),
+    0xD3: ("scalar", 9, 0),
+    0xD4: ("fixext", 3, 0), 0xD5: ("fixext", 4, 0), 0xD6: ("fixext", 6, 0),
+    0xD7: ("fixext", 10, 0), 0xD8: ("fixext", 18, 0),
+    0xD9: ("str", 2, 1), 0xDA: ("str", 3, 2), 0xDB: ("str", 5, 4),
+    0xDC: ("array", 3, 2), 0xDD: ("array", 5, 4),
+    0xDE: ("map", 3, 2), 0xDF: ("map", 5, 4),
+}
+
+
+def check_limits(body: bytes, limits: DecodeLimits) -> None:
+    """Refuse a body that holds more than `limits` allow, or nests deeper than MAX_DEPTH,
+    without building any object: a loop over container headers and scalar sizes, which
+    stops as soon as a limit is passed. Malformed msgpack is left for the decoder to
+    report."""
+    end = len(body)
+    pos = 0
+    values = 1
+    left = 1  # values still to come in the innermost open container (first: the frame's)
+    enclosing: list[int] = []  # the same for each container around it
+    while True:
+        while not left:
+            if not enclosing:
+                return
+            left = enclosing.pop()
+        if pos >= end:
+            return  # truncated: the decoder says so
+        left -= 1
+        byte = body[pos]
+        if byte < 0x80 or byte >= 0xE0:  # fixints
+            pos += 1
+            continue
+        if byte < 0xA0:  # fixmap, fixarray
+            kind, count = ("map" if byte < 0x90 else "array"), byte & 0x0F
+            pos += 1
+        elif byte < 0xC0:  # fixstr
+            kind, count = "str", byte & 0x1F
+            pos += 1 + count
+        else:
+            entry = _TYPES.get(byte)
+            if entry is None:
+                return  # 0xc1: never used; the decoder says so
+            kind, head, width = entry
+            if not width:
+                if kind == "fixext" and head - 2 > limits.max_ext_len:
+                    raise FrameLimit(_too_long("extension value", head - 2,
+                                               limits.max_ext_len))
+                pos += head
+                continue
+            count = int.from_bytes(body[pos + 1:pos + 1 + width], "big")
+            pos += head
+            if kind in ("str", "bin", "ext"):
+                pos += count
+        if kind == "str":
+            if count > limits.max_str_len:
+                raise FrameLimit(_too_long("string", count, limits.max_str_len))
+            continue
+        if kind in ("bin", "ext"):
+            limit = limits.max_bin_len if kind == "bin" else limits.max_ext_len
+            if count > limit:
+                raise FrameLimit(_too_long("binary" if kind == "bin" else "extension value",
+                                           count, limit))
+            continue
+        # a map or a list: its items are counted now, before any of them is read
+        if kind == "map":
+            if count > limits.max_map_len:
+                raise FrameLimit(f"a map of {count} entries exceeds the limit of "
+                                 f"{limits.max_map_len}")
+            count *= 2
+        elif count > limits.max_array_len:
+            raise FrameLimit(f"a list of {count} items exceeds the limit of "
+                             f"{limits.max_array_len}")
+        values += count
+        if values > limits.max_elements:
+            raise FrameLimit(f"frame holds more than {limits.max_elements} values (every map,"
+                             f" list, key and scalar counts), the limit for one frame")
+        enclosing.append(left)
+        if len(enclosing) > MAX_DEPTH:
+            raise ProtocolError(f"message nests deeper than {MAX_DEPTH} levels")
+        left = count
+
+
+def _too_long(what: str, length: int, limit: int) -> str:
+    article = "an" if what[0] in "aeiou" else "a"
+    return f"{article} {what} of {length} bytes exceeds the limit of {limit} bytes"
+
+
+def _unpack(body: bytes, limits: DecodeLimits | None = None) -> object:
     if not body:
         raise ProtocolError("empty frame: a frame must hold one msgpack map")
+    if limits is not None:
+        check_limits(body, limits)
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=True)
+        if limits is None:
+            return msgpack.unpackb(body, raw=False, strict_map_key=True)
+        return msgpack.unpackb(
+            body, raw=False, strict_map_key=True, max_str_len=limits.max_str_len,
+            max_bin_len=limits.max_bin_len, max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len,
+            max_ext_len=limits.max_ext_len + 1)  # msgpack counts an ext's type byte too
     except msgpack.ExtraData as exc:
         raise ProtocolError("frame body holds bytes after its msgpack object") from exc
     except msgpack.StackError as exc:
@@ -185,9 +422,10 @@ def _unpack(body: bytes) -> object:
         raise ProtocolError(f"frame body is not valid msgpack: {exc}") from exc
 
 
-def decode_body(body: bytes) -> Message:
-    """The message one frame body holds; `ProtocolError` says what is wrong with it."""
-    obj = _unpack(body)
+def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
+    """The message one frame body holds; `ProtocolError` says what is wrong with it
+    (`FrameLimit` if it breaks `limits`; without limits, only the frame size bounds it)."""
+    obj = _unpack(body, limits)
     if not isinstance(obj, dict):
         raise ProtocolError(f"frame must hold a msgpack map, not {type(obj).__name__}")
     _check_plain(obj)
@@ -237,11 +475,15 @@ class Connection:
     call; the caller sends `error_message(exc, None)` if it can and closes the stream.
     """
 
-    def __init__(self, role: Role, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, role: Role, max_frame: int = MAX_FRAME,
+                 limits: DecodeLimits | None = None) -> None:
         if role not in _RECEIVES:
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         self.role: Role = role
         self.max_frame = max_frame
+        #: what a received frame may hold (by default: requests for a server, replies for
+        #: a client)
+        self.limits = limits or _LIMITS[role]
         #: the peer's hello, once received
         self.peer_hello: Hello | None = None
         self.hello_sent = False
@@ -306,9 +548,10 @@ class Connection:
         end = _HEADER.size + length
         if len(self._buffer) < end:
             return self._short_read()
-        body = bytes(self._buffer[_HEADER.size : end])
+        with memoryview(self._buffer) as view:
+            body = bytes(view[_HEADER.size : end])  # one copy, not two
         del self._buffer[:end]
-        return decode_body(body)
+        return decode_body(body, self.limits)
 
     def _short_read(self) -> Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         if not self._eof:

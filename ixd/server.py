@@ -4,10 +4,15 @@ A thin trio wrapper around the sans-IO `ixd.protocol.Connection`. Each connectio
 in its own task; each request in its own task, so one client may wait for a build while
 asking for status on the same connection. Identity comes from SO_PEERCRED. A client that goes
 away cancels its requests, which drops its interest in any build it waited for.
+
+Events reach a client two ways (see `Emitter`): progress is never allowed to block a build,
+so what does not fit a slow client's queue is dropped and counted, and the client is told;
+a streamed log waits for the client instead, so nothing of it is lost or piled up.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -29,8 +34,17 @@ RequestHandler = Callable[[str, dict[str, Any], Caller, Callable[[str, dict[str,
                           Awaitable[Any]]
 
 _RECV_SIZE = 64 * 1024
-#: events waiting to be sent to one slow client before further ones are dropped
+#: messages waiting to be sent to one client before further progress events are dropped
 _EVENT_BACKLOG = 1024
+#: bytes of progress events (mostly build log lines) waiting for one client, likewise
+_EVENT_BACKLOG_BYTES = 4 * 1024 * 1024
+#: accept() failures that mean "out of a resource for now" (file descriptors, memory): the
+#: daemon waits and accepts again, as trio.serve_listeners does, instead of dying
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: how long to wait before accepting again after such a failure
+ACCEPT_BACKOFF = 0.1
+#: at most one log message about such failures per this many seconds
+_ACCEPT_LOG_INTERVAL = 10.0
 
 
 def peer_credentials(sock: trio.socket.SocketType) -> Caller:
@@ -63,14 +77,34 @@ class Server:
         self.frame_timeout = frame_timeout
         self.max_per_user = max_per_user
         self.per_user: dict[int, int] = {}
+        #: accept() failures for lack of a resource since the daemon started
+        self.accept_failures = 0
 
     async def serve(self, listener: trio.SocketListener, *,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                stream = await listener.accept()
+                stream = await self._accept(listener)
                 nursery.start_soon(self._serve_connection, stream)
+
+    async def _accept(self, listener: trio.SocketListener) -> trio.SocketStream:
+        """The next connection; out of file descriptors (or memory), wait and try again:
+        connections already open go on, and the ones waiting are accepted once some close."""
+        logged = -math.inf
+        while True:
+            try:
+                return await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                self.accept_failures += 1
+                if trio.current_time() - logged >= _ACCEPT_LOG_INTERVAL:
+                    logged = trio.current_time()
+                    log.error("cannot accept a connection: %s (%d open); retrying every %ss",
+                              os.strerror(exc.errno or 0), sum(self.per_user.values()),
+                              ACCEPT_BACKOFF)
+                await trio.sleep(ACCEPT_BACKOFF)
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         caller = peer_credentials(stream.socket)
@@ -82,9 +116,10 @@ class Server:
                     f"uid {caller.uid} already holds {held} connections to ixd (the limit is "
                     f"{self.max_per_user}); close some and try again"))
                 return
-            await _Connection(stream, caller, self.handle, self.frame_timeout).run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            try:
+                await _Connection(stream, caller, self.handle, self.frame_timeout).run()
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away (reset, or closed mid-reply)
         except Exception:
             log.exception("connection handler failed")
         finally:
@@ -110,6 +145,65 @@ async def _drain(stream: trio.SocketStream) -> None:
             pass
 
 
+#: a message on its way out: the event to set once it is written (or given up), and the
+#: bytes it counts for in `_Connection.queued_bytes`
+_Outgoing = tuple[protocol.Message, trio.Event | None, int]
+
+
+class Emitter:
+    """How one request's events reach its client.
+
+    Calling it is the scheduler's and the builders' progress path and never blocks: when the
+    connection's queue is full (a client not reading), the event is dropped and counted, and
+    a `dropped` event with the count goes out ahead of the next event there is room for, at
+    the latest before the reply, so a gap is never silent.
+
+    `await send(kind, data)` is the path of a streamed or followed log: it returns once the
+    previous event it sent was written to the socket, so at most two of its events are in
+    the daemon at a time and a slow reader slows the sender down; nothing is dropped.
+    """
+
+    def __init__(self, connection: _Connection, request_id: int) -> None:
+        self._connection = connection
+        self.request_id = request_id
+        #: progress events dropped since the client was last told
+        self.dropped = 0
+        self._in_flight: trio.Event | None = None
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if self.dropped:
+            if not self._connection.offer(self._dropped_event()):
+                self.dropped += 1
+                return
+            self.dropped = 0
+        if not self._connection.offer(protocol.Event(self.request_id, kind, data)):
+            self.dropped += 1
+
+    async def send(self, kind: str, data: dict[str, Any]) -> None:
+        if self._in_flight is not None:
+            await self._in_flight.wait()
+        written = trio.Event()
+        await self._connection.out_send.send(
+            (protocol.Event(self.request_id, kind, data), written, 0))
+        self._in_flight = written
+
+    async def flush(self) -> None:
+        """Before the reply: tell the client about progress events it missed."""
+        if self.dropped:
+            await self._connection.out_send.send((self._dropped_event(), None, 0))
+            self.dropped = 0
+
+    def _dropped_event(self) -> protocol.Event:
+        return protocol.Event(self.request_id, "dropped", {"count": self.dropped})
+
+
+def _weight(msg: protocol.Message) -> int:
+    """Roughly the bytes a queued progress event holds (its log line, mostly)."""
+    if not isinstance(msg, protocol.Event):
+        return 0
+    return 64 + sum(len(v) for v in msg.data.values() if isinstance(v, str | bytes))
+
+
 class _Connection:
     def __init__(self, stream: trio.SocketStream, caller: Caller,
                  handle: RequestHandler, frame_timeout: float) -> None:
@@ -119,8 +213,21 @@ class _Connection:
         self.handle = handle
         self.conn = protocol.Connection("server")
         # events and replies leave in one queue, so a reply never overtakes its events
-        self.out_send, self.out_receive = trio.open_memory_channel[protocol.Message](
-            _EVENT_BACKLOG)
+        self.out_send, self.out_receive = trio.open_memory_channel[_Outgoing](_EVENT_BACKLOG)
+        #: bytes of progress events queued (see `offer`)
+        self.queued_bytes = 0
+
+    def offer(self, msg: protocol.Message) -> bool:
+        """Queue a progress event if the client keeps up; False (not queued) otherwise."""
+        weight = _weight(msg)
+        if self.queued_bytes + weight > _EVENT_BACKLOG_BYTES:
+            return False
+        try:
+            self.out_send.send_nowait((msg, None, weight))
+        except trio.WouldBlock:
+            return False
+        self.queued_bytes += weight
+        return True
 
     async def run(self) -> None:
         hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {VERSION}")
@@ -133,7 +240,7 @@ class _Connection:
                 # which drops its interest in the builds they waited for
                 requests.cancel_scope.cancel()
             if final is not None:
-                await self.out_send.send(final)
+                await self.out_send.send((final, None, 0))
             self.out_send.close()
         if final is not None:
             await _drain(self.stream)
@@ -168,26 +275,29 @@ class _Connection:
                 nursery.start_soon(self._answer, msg)
 
     async def _pump_out(self) -> None:
-        async for msg in self.out_receive:
+        async for msg, written, weight in self.out_receive:
+            self.queued_bytes -= weight
             try:
-                frame = self.conn.send(msg)
-            except IxError as exc:  # e.g. a result too large for one frame
-                if not isinstance(msg, protocol.Result):
-                    continue
-                frame = self.conn.send(protocol.error_message(exc, msg.id))
-            await self.stream.send_all(frame)
+                try:
+                    frame = self.conn.send(msg)
+                except IxError as exc:  # e.g. a result too large for one frame
+                    if not isinstance(msg, protocol.Result):
+                        log.warning("uid %d: %s event not sent: %s", self.caller.uid,
+                                    msg.TYPE, exc.message)
+                        continue
+                    frame = self.conn.send(protocol.error_message(exc, msg.id))
+                await self.stream.send_all(frame)
+            finally:
+                if written is not None:
+                    written.set()
 
     async def _answer(self, request: protocol.Request) -> None:
-        def emit(kind: str, data: dict[str, Any]) -> None:
-            try:
-                self.out_send.send_nowait(protocol.Event(request.id, kind, data))
-            except trio.WouldBlock:
-                pass  # a client too slow to read progress loses some, never blocks builds
-
+        emit = Emitter(self, request.id)
         log.info("request accepted: user=%s uid=%d op=%s id=%d", self.caller.login,
                  self.caller.uid, request.op, request.id)
         reply: protocol.Message
         try:
+            protocol.check_request_size(request.args)
             value = await self.handle(request.op, request.args, self.caller, emit)
             reply = protocol.Result(request.id, value)
         except IxError as exc:
@@ -197,4 +307,5 @@ class _Connection:
             reply = protocol.error_message(
                 InternalError(f"internal error in {request.op}: {type(exc).__name__}: {exc}"),
                 request.id)
-        await self.out_send.send(reply)
+        await emit.flush()
+        await self.out_send.send((reply, None, 0))

@@ -7,14 +7,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemon_harness import RunningDaemon, public_daemon
+from tests.daemon_harness import RunningDaemon, public_daemon, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +21,6 @@ def daemon(accounts: dict[str, int]) -> Iterator[RunningDaemon]:
     with public_daemon("ix-multi-", ["--admin-group", "ixtadmins", "--jobs", "2"]) as running:
         yield running
 
-
-def wait_for(condition: Callable[[], Any], what: str, deadline: float = 60.0) -> Any:
-    """Poll `condition` until it is truthy, failing after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline}s waiting for {what}")
 
 
 def status(daemon: RunningDaemon) -> list[dict[str, Any]]:
