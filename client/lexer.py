@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ixd.errors import BadName, UsageError
+from ixd.errors import BadFlag, BadName, UsageError
 from ixd.realm_model import (
     AddPackage,
     Op,
@@ -34,6 +34,7 @@ from ixd.realm_model import (
 )
 from ixd.selector import (
     Selector,
+    check_client_flags,
     merge_flags,
     parse_selector,
     validate_flag_key,
@@ -58,15 +59,21 @@ class _Context:
 
 
 def _flag(word: str) -> tuple[str, str | None]:
-    """`--k=v` → (k, v); `--k` → (k, "1"); `--k=-` → (k, None)."""
+    """`--k=v` → (k, v); `--k` → (k, "1"); `--k=-` → (k, None).
+
+    A value outside the flag charset, or a flag ix sets itself, is a `BadFlag` naming the
+    word; any other malformed word a `UsageError`."""
     key, sep, value = word[2:].partition("=")
     try:
         validate_flag_key(key)
         if not sep:
-            return key, "1"
-        if value == REMOVE_VALUE:
+            value = "1"
+        elif value == REMOVE_VALUE:
             return key, None
-        return key, validate_flag_value(value, key)
+        check_client_flags([(key, validate_flag_value(value, key))])
+        return key, value
+    except BadFlag as err:
+        raise BadFlag(f"{word!r}: {err.message}") from None
     except BadName as err:
         raise UsageError(
             f"{word!r} is not a flag of the form --k=v, --k or --k=-: {err.message}"
@@ -80,6 +87,11 @@ def _package(word: str) -> tuple[Selector, bool]:
     selector = parse_selector(body)
     if "/" not in selector.name:
         raise UsageError(f"{word!r} is not a package: a package name has a '/' (bin/foo)")
+    if not removing:  # an entry recorded before may still be removed
+        try:
+            check_client_flags(selector.flags)
+        except BadFlag as err:
+            raise BadFlag(f"{word!r}: {err.message}") from None
     return selector, removing
 
 
@@ -105,8 +117,10 @@ def lex_mutation(words: Sequence[str], default_realm: str) -> list[RealmPatch]:
     """The patches the words of `ixc mut` ask for, one per realm in the order first named.
 
     Raises `UsageError` naming a word that is none of a realm, a package or a flag,
-    `BadRealmName` for a bad realm name (`default_realm` included, when it is used) and
-    `BadName` for a bad package selector. No words give no patches.
+    `BadRealmName` for a bad realm name (`default_realm` included, when it is used),
+    `BadFlag` for a flag value outside the flag charset or a flag ix sets itself (`kind`,
+    `lib`, an unknown `target`, ...) and `BadName` for another bad package selector. No words
+    give no patches.
     """
     patches: dict[str, list[Op]] = {}
     context: _Context | None = None

@@ -21,7 +21,7 @@ import sqlite_utils
 
 from ixd.errors import DatabaseBusy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,13 @@ ALTER TABLE store ADD COLUMN hash TEXT;
 CREATE TABLE pins (uid TEXT PRIMARY KEY, by INTEGER, created FLOAT);
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# v3: a purged realm's generations go with it (before, they stayed, for a new owner of the
+# name to roll back to and for the collector to keep)
+_SCHEMA_V3 = """
+DELETE FROM generations WHERE realm NOT IN (SELECT name FROM realms);
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 class BuildDatabase:
@@ -220,9 +226,12 @@ class BuildDatabase:
 
     def add_generation(self, realm: str, path: str, state: dict[str, Any], by: int,
                        owner: int) -> Generation:
-        """Record a new generation and make it the realm's current one."""
+        """Record a new generation and make it the realm's current one. A realm without a
+        record starts at generation 1 with `owner`, whatever generations its name once had."""
         now = time.time()
         with self._transaction() as db:
+            if not list(db.query("SELECT 1 FROM realms WHERE name = ?", [realm])):
+                db.execute("DELETE FROM generations WHERE realm = ?", [realm])
             rows = list(db.query(
                 "SELECT MAX(number) AS n FROM generations WHERE realm = ?", [realm]))
             number = (rows[0]["n"] or 0) + 1
@@ -245,9 +254,11 @@ class BuildDatabase:
         return _generation(rows[0])
 
     def drop_realm(self, realm: str) -> None:
-        """Forget a realm's current pointer (its generations stay, for history)."""
+        """Forget a realm and its generations: whoever creates the name again starts afresh
+        (no rollback to what was purged), and the collector no longer keeps them."""
         with self._transaction() as db:
             db.execute("DELETE FROM realms WHERE name = ?", [realm])
+            db.execute("DELETE FROM generations WHERE realm = ?", [realm])
 
 
 @contextmanager

@@ -7,10 +7,9 @@ client, so every user gets the same render.
 
 from __future__ import annotations
 
-import platform as _platform
 from typing import Any
 
-from ixd.errors import BadName
+from ixd.errors import BadFlag
 
 _ARCHES: dict[str, dict[str, Any]] = {
     "x86_64": {"bits": 64, "family": "x86"},
@@ -19,13 +18,19 @@ _ARCHES: dict[str, dict[str, Any]] = {
     "i686": {"bits": 32, "family": "x86"},
 }
 
+#: the operating systems and architectures platform names are made of; every render sets the
+#: target's two to True, so no client flag may be named like them
+OS_NAMES = frozenset({"linux"})
+ARCH_NAMES = frozenset(_ARCHES)
+#: every platform name `describe` knows
+KNOWN = tuple(f"linux-{arch}" for arch in _ARCHES)
+
 
 def describe(name: str) -> dict[str, Any]:
     """The description of a platform name `OS-ARCH`; the result is a fresh dict."""
     os_name, _, arch = name.partition("-")
     if os_name != "linux" or arch not in _ARCHES:
-        known = ", ".join(f"linux-{a}" for a in _ARCHES)
-        raise BadName(f"unknown target platform {name!r}; known platforms: {known}")
+        raise BadFlag(f"unknown target platform {name!r}; known platforms: {', '.join(KNOWN)}")
     return {
         "name": name,
         "os": os_name,
@@ -39,7 +44,9 @@ def describe(name: str) -> dict[str, Any]:
 
 
 def host_name() -> str:
-    machine = _platform.machine()
+    import platform  # here: `ixc` imports this module on its way to the socket
+
+    machine = platform.machine()
     return f"linux-{ {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine) }"
 
 

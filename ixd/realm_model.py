@@ -20,6 +20,7 @@ from ixd.errors import BadRequest, IxError, NotInRealm, RealmError
 from ixd.selector import (
     Flags,
     Selector,
+    check_client_flags,
     flags_text,
     merge_flags,
     normalize_flags,
@@ -412,22 +413,31 @@ def _op_from_wire(reader: _Reader, data: object, where: str) -> Op:
     def selector() -> Selector:
         return parse_selector(text("selector"))
 
+    # What a client adds or sets may not name what ix sets itself (check_client_flags);
+    # removals and the selectors naming existing entries may, so older entries stay editable.
     if kind == "add":
-        return AddPackage(selector(), reader.flags(item["flags"], f"{where}.flags"))
+        op = AddPackage(selector(), reader.flags(item["flags"], f"{where}.flags"))
+        check_client_flags(op.selector.flags)
+        check_client_flags(op.flags)
+        return op
     if kind == "remove":
         return RemovePackage(selector())
     if kind == "set_flag":
-        return SetPackageFlag(selector(), text("key"), text("value"))
+        set_flag = SetPackageFlag(selector(), text("key"), text("value"))
+        check_client_flags([(set_flag.key, set_flag.value)])
+        return set_flag
     if kind == "remove_flag":
         return RemovePackageFlag(selector(), text("key"))
     if kind == "set_realm_flag":
-        return SetRealmFlag(text("key"), text("value"))
+        realm_flag = SetRealmFlag(text("key"), text("value"))
+        check_client_flags([(realm_flag.key, realm_flag.value)])
+        return realm_flag
     return RemoveRealmFlag(text("key"))
 
 
 def op_from_wire(data: object) -> Op:
     """Rebuild one operation from `op_to_wire`'s form; `BadRequest` if malformed, `BadName` for
-    a bad selector, flag name or value."""
+    a bad selector or flag name, `BadFlag` for a bad flag value or a flag ix sets itself."""
     return _op_from_wire(_Reader("realm operation", BadRequest), data, "")
 
 
@@ -439,7 +449,8 @@ def patch_to_wire(patch: RealmPatch) -> dict[str, Any]:
 def patch_from_wire(data: object) -> RealmPatch:
     """Rebuild a patch from `patch_to_wire`'s form, checking every type and name, so the
     daemon can trust the result: `BadRequest` for a malformed document, `BadName` /
-    `BadRealmName` for bad names, flag names or values."""
+    `BadRealmName` for bad names or flag names, `BadFlag` for a flag value outside the flag
+    charset or a flag a client may not set (`check_client_flags`)."""
     reader = _Reader("realm patch", BadRequest)
     doc = reader.mapping(data, "", {"realm", "ops"})
     realm = validate_realm_name(reader.string(doc["realm"], "realm"))

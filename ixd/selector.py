@@ -11,19 +11,25 @@ The canonical text of a selector has its flags sorted by key and every flag writ
 from __future__ import annotations
 
 import re
-import unicodedata
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ixd.errors import BadName, BadRealmName
+from ixd import platforms
+from ixd.errors import BadFlag, BadName, BadRealmName
 
 __all__ = [
+    "ENGINE_NAMES",
+    "FLAG_VALUE_CHARS",
+    "FLAG_VALUE_MAX",
     "KINDS",
     "ONE_LEVEL_FLAGS",
+    "PLATFORM_FLAGS",
     "EdgeKind",
     "Flags",
     "Selector",
+    "check_client_flags",
     "child_flags",
     "flags_text",
     "kind_of",
@@ -46,9 +52,12 @@ _PACKAGE_CHARS = re.compile(r"[A-Za-z0-9_.+/-]*")
 _PACKAGE_FIRST = re.compile(r"[A-Za-z0-9_]")
 _REALM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _FLAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_FLAG_VALUE_FORBIDDEN = frozenset(",()")
-#: control characters, surrogates and line/paragraph separators: nothing a flag value may hold
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+#: what a flag value may hold: recipes paste values into build scripts as they are (`echo
+#: {{ style }}`), so none of these means anything to a shell, quoted or not
+FLAG_VALUE_CHARS = frozenset(string.ascii_letters + string.digits + "_.+-:/@%")
+_FLAG_VALUE = re.compile(r"[A-Za-z0-9_.+\-:/@%]*")
+#: the longest flag value, in bytes (the characters above are one byte each)
+FLAG_VALUE_MAX = 256
 #: a selector's text: a name, then optionally one parenthesised flag list and nothing after it
 _SELECTOR = re.compile(r"(?P<name>[^()]*)(?:\((?P<flags>[^()]*)\))?")
 
@@ -66,6 +75,17 @@ KINDS: Mapping[str, str] = {
     "aux": "aux",
     "set": "set",
 }
+
+#: names every render context holds, set by the engine (`PackageGraph._context`, the `ix`
+#: helper of the recipe tree): a client flag named like one would change what recipes see
+#: (`kind=lib` makes `{% if lib %}` true in a program) while ix decides them
+ENGINE_NAMES = frozenset(
+    {"host", "target", "name", "basename", "uniq_id", "native", "tool", "kind",
+     "host_versions", "ix"}
+    | set(KINDS.values()) | platforms.OS_NAMES | platforms.ARCH_NAMES
+)
+#: the engine names a client may still set, to a platform name: what to build for
+PLATFORM_FLAGS = frozenset({"target", "host"})
 
 
 # --- names ---------------------------------------------------------------------------------
@@ -136,23 +156,47 @@ def validate_flag_key(key: str) -> str:
 
 
 def validate_flag_value(value: str, key: str = "") -> str:
-    """Return `value` if it can be a flag value, else raise `BadName`.
+    """Return `value` if it can be a flag value, else raise `BadFlag` naming the flag and the
+    first character it may not hold.
 
-    A value is any string (empty included) without `,`, `(`, `)`, control characters or line
-    separators, and without leading or trailing whitespace (which the selector syntax could not
-    carry). `=` is allowed. `key` only makes the message better.
+    Flags are data that recipes paste into build scripts, so a value holds only letters,
+    digits and `_ . + - : / @ %` (ASCII; none of them is special to a shell, inside double
+    quotes or outside), at most 256 of them; the empty value is fine. This covers flags from
+    clients and from recipes alike. `key` only makes the message better.
     """
     what = f"value of flag {key!r}" if key else "flag value"
     if not isinstance(value, str):
-        raise BadName(f"{what} {value!r} is not a string")
-    for char in value:
-        if char in _FLAG_VALUE_FORBIDDEN:
-            raise BadName(f"{what} {value!r} contains {char!r}; flag values cannot hold , ( )")
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
-            raise BadName(f"{what} {value!r} contains the control character {char!r}")
-    if value != value.strip():
-        raise BadName(f"{what} {value!r} has leading or trailing whitespace")
+        raise BadFlag(f"{what} {value!r} is not a string")
+    if len(value) > FLAG_VALUE_MAX:
+        raise BadFlag(f"{what} {value[:40]!r}... is {len(value)} characters long; the limit "
+                      f"is {FLAG_VALUE_MAX}")
+    if _FLAG_VALUE.fullmatch(value) is None:
+        bad = next(c for c in value if c not in FLAG_VALUE_CHARS)
+        raise BadFlag(f"{what} {value!r} contains {bad!r}; a flag value may hold only "
+                      "letters, digits and _ . + - : / @ % (recipes paste flags into build "
+                      "scripts as they are)")
     return value
+
+
+def check_client_flags(flags: Iterable[tuple[str, str]]) -> None:
+    """Refuse (`BadFlag`) flags a client may not set: the names the engine sets in every
+    render (`ENGINE_NAMES`: `kind`, `name`, `lib`, `linux`, ...), except `target` and
+    `host`, which may name a known platform (or `host`).
+
+    Only the client boundary applies this (selectors and realm patches coming over the wire,
+    and `ixc` itself for an early error): recipes and the engine set `kind` and `target` on
+    dependencies, and realm states recorded before keep loading.
+    """
+    for key, value in flags:
+        if key in PLATFORM_FLAGS:
+            if value != "host" and value not in platforms.KNOWN:
+                raise BadFlag(f"flag {key}={value!r} names no known platform; known platforms: "
+                              f"host (the daemon's own), {', '.join(platforms.KNOWN)}")
+        elif key in ENGINE_NAMES:
+            kept = ", ".join(sorted(ENGINE_NAMES - PLATFORM_FLAGS))
+            raise BadFlag(f"flag {key!r} cannot be set: ix sets it itself in every recipe; the "
+                          f"names ix keeps are {kept} (and target and host, which may name a "
+                          f"platform)")
 
 
 def kind_of(name: str) -> str:
@@ -259,8 +303,8 @@ def parse_selector(text: str) -> Selector:
                 if not key and not sep:
                     raise BadName("an empty flag item")
                 flags[validate_flag_key(key)] = validate_flag_value(value, key) if sep else "1"
-    except BadName as err:
-        raise BadName(f"selector {text!r}: {err.message}") from None
+    except BadName as err:  # BadFlag stays BadFlag
+        raise type(err)(f"selector {text!r}: {err.message}") from None
     return Selector(name, tuple(flags.items()))
 
 

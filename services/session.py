@@ -8,6 +8,10 @@ watched with inotify, so a switch — `ixc mut`, `ixc let`, `ixc rollback`, `ixc
 is followed at once. Folders in DIR that the session did not create (no marker file naming
 this realm) are never touched.
 
+DIR must be a folder of the caller's own that neither group nor others may write, and not a
+symlink: a runsvdir runs whatever `run` files appear there, as the caller. Anything else is
+refused with `E_UNSAFE_SVDIR`.
+
     --svdir DIR     the service tree (created if missing); a runsvdir supervises it
     --realm NAME    the realm to follow (default: your login)
     --root ROOT     the daemon's root (default: asked from ixd over the socket)
@@ -28,6 +32,7 @@ import os
 import pwd
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -37,7 +42,7 @@ from types import FrameType
 from typing import Any
 
 from client.transport import Client
-from ixd.errors import ConnectionLost, DaemonUnavailable, IxError, UsageError
+from ixd.errors import ConnectionLost, DaemonUnavailable, IxError, UnsafeServiceDir, UsageError
 from ixd.selector import validate_realm_name
 from services.reconcile import Reconciler
 
@@ -87,7 +92,11 @@ def main(argv: Sequence[str], *, socket: str) -> int:
                 return 0  # stopped while waiting for the daemon
             root, login = found
         realm = validate_realm_name(args.realm or login)
-        svdir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            svdir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except FileExistsError:
+            pass  # a file, a dangling symlink: check_service_dir says what is wrong
+        check_service_dir(svdir)
         reconciler = Reconciler(svdir, root / "realm" / realm, realm)
         log.info("session of %s: realm %s (%s) -> service tree %s", _login(), realm,
                  reconciler.realm_link, svdir)
@@ -97,6 +106,39 @@ def main(argv: Sequence[str], *, socket: str) -> int:
             return 1 if summary.failed or summary.unreadable else 0
         return Session(reconciler, signals, runsvdir=args.runsvdir,
                        interval=args.interval).run()
+
+
+def check_service_dir(path: Path, uid: int | None = None) -> None:
+    """Refuse (`UnsafeServiceDir`) a service tree someone other than `uid` (default: ours)
+    could put a service into: a symlink, not a folder, owned by another uid, or writable by
+    its group or others. Its runsvdir would run their `run` files as us."""
+    uid = os.getuid() if uid is None else uid
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise UnsafeServiceDir(f"--svdir {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeServiceDir(f"--svdir {path} is a symlink (to {os.readlink(path)}); give "
+                               f"the folder itself")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeServiceDir(f"--svdir {path} is not a folder")
+    if info.st_uid != uid:
+        raise UnsafeServiceDir(
+            f"--svdir {path} belongs to {_name_of(info.st_uid)}, not to {_name_of(uid)}: "
+            f"its owner could put services there for your session to run; use a folder of "
+            f"your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeServiceDir(
+            f"--svdir {path} is writable by its group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):o}): they could put services there for your "
+            f"session to run; chmod go-w {path}")
+
+
+def _name_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 class Session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from client.lexer import lex_mutation
-from ixd.errors import BadName, BadRealmName, UsageError
+from ixd.errors import BadFlag, BadName, BadRealmName, UsageError
 from ixd.realm_model import (
     AddPackage,
     RealmPatch,
@@ -60,9 +60,39 @@ def test_a_flag_given_twice_takes_the_later_value() -> None:
     assert patch.ops == (AddPackage(sel("bin/hello"), (("opt", "2"),)),)
 
 
-def test_flag_values_may_hold_equals_and_be_empty() -> None:
-    [patch] = lex("+bin/hello", "--cflags=-O2=x", "--empty=")
-    assert patch.ops == (AddPackage(sel("bin/hello"), (("cflags", "-O2=x"), ("empty", ""))),)
+def test_flag_values_may_start_with_a_dash_and_be_empty() -> None:
+    [patch] = lex("+bin/hello", "--cflags=-O2", "--empty=")
+    assert patch.ops == (AddPackage(sel("bin/hello"), (("cflags", "-O2"), ("empty", ""))),)
+
+
+@pytest.mark.parametrize(
+    ("word", "bad"),
+    [("--k=a,b", "','"), ("--k=(", "'('"), ("--k= x", "' '"), ("--k=a=b", "'='"),
+     ("--greeting=Hello world", "' '"), ('--wave_style=x";touch /tmp/pwned;echo "y', "'\"'")],
+)
+def test_flag_values_outside_the_charset_are_bad_flags_naming_the_word(word: str, bad: str
+                                                                        ) -> None:
+    for words in (("+bin/a", word), (word,)):  # on a package, on the realm
+        with pytest.raises(BadFlag) as info:
+            lex(*words)
+        assert repr(word) in info.value.message and f"contains {bad}" in info.value.message
+        assert info.value.code == "E_BAD_FLAG"
+
+
+@pytest.mark.parametrize("words", [("--kind=lib",), ("+bin/a", "--lib"), ("--native=1",),
+                                   ("+bin/a(kind=lib)",), ("bin/a(linux=)",),
+                                   ("--target=linux-vax",), ("+bin/a(host=mars)",)])
+def test_flags_ix_sets_itself_are_bad_flags(words: tuple[str, ...]) -> None:
+    with pytest.raises(BadFlag) as info:
+        lex(*words)
+    assert repr(words[-1]) in info.value.message
+
+
+def test_a_known_target_may_be_set_and_old_entries_removed() -> None:
+    [patch] = lex("--target=linux-aarch64", "+bin/a(target=host)", "-bin/b(kind=lib)")
+    assert patch.ops == (SetRealmFlag("target", "linux-aarch64"),
+                         AddPackage(sel("bin/a(target=host)")),
+                         RemovePackage(sel("bin/b(kind=lib)")))
 
 
 def test_flags_before_any_package_go_on_the_realm() -> None:
@@ -182,9 +212,6 @@ def test_a_repeated_package_word_is_a_new_add_and_flags_fold_into_the_last() -> 
         "--",
         "--a-b=1",
         "--9=1",
-        "--k=a,b",
-        "--k=(",
-        "--k= x",
     ],
 )
 def test_malformed_words_are_usage_errors_naming_the_word(word: str) -> None:

@@ -80,6 +80,73 @@ async def test_free_slots_go_round_robin_between_requests(autojump_clock: Any) -
     assert runner.started.index("small") == 1
 
 
+async def test_slots_go_round_robin_between_users_not_requests(autojump_clock: Any) -> None:
+    """User A floods the queue with ten requests of five builds; user B's one request of
+    five still gets every other slot, not one turn in eleven."""
+    runner = FakeRunner(seconds=1.0)
+    scheduler = Scheduler(runner, jobs=1)
+    alice, bob = 1001, 1002
+    finished: dict[str, float] = {}
+
+    async def request(name: str, plan: Plan, uid: int) -> None:
+        await scheduler.run(plan, quiet, uid)
+        finished[name] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        async with trio.open_nursery() as requests:
+            for r in range(10):
+                plan = Plan(tuple(node(f"a{r}-{i}") for i in range(5)), ())
+                requests.start_soon(request, f"a{r}", plan, alice)
+            await trio.testing.wait_all_tasks_blocked()
+            b_queued = trio.current_time()
+            requests.start_soon(request, "b", Plan(tuple(node(f"b-{i}") for i in range(5)), ()),
+                                bob)
+        nursery.cancel_scope.cancel()
+    assert len(runner.started) == 55
+    # B's builds interleave with A's: after the build already running, every other slot
+    users = [uid[0] for uid in runner.started]
+    assert users[:11] == ["a", "b"] * 5 + ["a"]
+    # half of one slot makes B's fair share 5 builds in 10 s; it is done within twice that
+    fair_share = 5 * 1.0 * 2
+    assert finished["b"] - b_queued <= 2 * fair_share
+    assert finished["b"] - b_queued <= 11.0
+    assert max(finished.values()) == pytest.approx(55.0)
+
+
+async def test_a_users_own_small_request_is_not_stuck_behind_their_big_one(
+        autojump_clock: Any) -> None:
+    runner = FakeRunner()
+    scheduler = Scheduler(runner, jobs=1)
+    big = Plan(tuple(node(f"big{i}") for i in range(20)), ())
+    small = Plan((node("small"),), ())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(scheduler.run, big, quiet, 1)
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(scheduler.run, small, quiet, 1)  # the same user
+        nursery.cancel_scope.cancel()
+    assert runner.started.index("small") == 1
+
+
+def test_fair_slots_turns_go_by_user_then_by_request() -> None:
+    slots = FairSlots(1)
+    assert slots.ticket("A", 1).granted
+    a1 = [slots.ticket("A", 1) for _ in range(3)]
+    a2 = [slots.ticket("A", 2) for _ in range(3)]
+    b = [slots.ticket("B", 9) for _ in range(3)]
+    order = []
+    for _ in range(9):
+        slots.release()
+        order.append(next(t for t in [*a1, *a2, *b] if t.granted and t not in order))
+    # B has not been served: first; then A's request 2 (A's 1 was served last) ...
+    assert order == [b[0], a2[0], b[1], a1[0], b[2], a2[1], a1[1], a2[2], a1[2]]
+    assert slots.waiting == 0
+    slots.release()
+    assert slots.free == 1
+
+
 def test_a_shared_build_takes_the_turn_of_any_waiter() -> None:
     slots = FairSlots(1)
     running = slots.ticket("A")  # A's first build takes the free slot

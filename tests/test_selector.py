@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import shlex
 import string
+import subprocess
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ixd.errors import BadName, BadRealmName
+from ixd import platforms
+from ixd.errors import BadFlag, BadName, BadRealmName
 from ixd.selector import (
+    ENGINE_NAMES,
+    FLAG_VALUE_CHARS,
     ONE_LEVEL_FLAGS,
     EdgeKind,
     Selector,
+    check_client_flags,
     child_flags,
     kind_of,
     merge_flags,
@@ -37,12 +43,7 @@ package_names = (
     .filter(lambda name: name[0] in string.ascii_letters + string.digits + "_" and len(name) <= 200)
 )
 flag_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
-flag_values = st.text(
-    alphabet=st.characters(
-        blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters=",()"
-    ),
-    max_size=12,
-).filter(lambda value: value == value.strip())
+flag_values = st.text(alphabet=sorted(FLAG_VALUE_CHARS), max_size=12)
 flag_maps = st.dictionaries(flag_keys, flag_values, max_size=5)
 selectors = st.builds(
     lambda name, flags: Selector(name, tuple(flags.items())), package_names, flag_maps
@@ -133,30 +134,99 @@ def test_bad_flag_keys(key: str) -> None:
     assert repr(key) in info.value.message
 
 
-@pytest.mark.parametrize("value", ["", "1", "a=b", "/usr/local", "x y", "-", "é", "a+b;c"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "1", "/usr/local", "-", "a+b", "-O2", "user@host:/x", "50%", "1.2.3_rc-1", "x" * 256],
+)
 def test_valid_flag_values(value: str) -> None:
     assert validate_flag_value(value) == value
 
 
 @pytest.mark.parametrize(
-    ("value", "problem"),
+    ("value", "bad"),
     [
         ("a,b", "','"),
         ("a(", r"'\('"),
         (")", r"'\)'"),
-        ("a\nb", "control character"),
-        ("\x00", "control character"),
-        ("a\x7f", "control character"),
-        ("a\u2028b", "control character"),
-        (" a", "whitespace"),
-        ("a\t", "control character"),
-        ("a\u00a0", "whitespace"),
+        ("a=b", "'='"),
+        ("x y", "' '"),
+        (" a", "' '"),
+        ("é", "'é'"),
+        ("a+b;c", "';'"),
+        ('x";touch /tmp/pwned;echo "y', "'\"'"),
+        ("$(id)", r"'\$'"),
+        ("`id`", "'`'"),
+        ("a'b", '"\'"'),
+        ("~root", "'~'"),
+        ("a*", r"'\*'"),
+        ("a\\b", r"'\\\\'"),
+        ("a\nb", r"'\\n'"),
+        ("\x00", r"'\\x00'"),
+        ("a\x7f", r"'\\x7f'"),
+        ("a\u2028b", r"'\\u2028'"),
+        ("a\t", r"'\\t'"),
+        ("a\u00a0", r"'\\xa0'"),
     ],
 )
-def test_bad_flag_values(value: str, problem: str) -> None:
-    with pytest.raises(BadName, match=problem) as info:
+def test_bad_flag_values_name_the_flag_and_the_character(value: str, bad: str) -> None:
+    with pytest.raises(BadFlag, match=f"contains {bad}; a flag value may hold only") as info:
         validate_flag_value(value, "opt")
     assert "'opt'" in info.value.message
+    assert info.value.code == "E_BAD_FLAG"
+    assert isinstance(info.value, BadName)  # handled wherever bad names are
+
+
+def test_flag_values_have_a_length_limit() -> None:
+    with pytest.raises(BadFlag, match="257 characters long; the limit is 256") as info:
+        validate_flag_value("x" * 257, "opt")
+    assert "'opt'" in info.value.message
+
+
+@given(st.text(max_size=20))
+def test_every_accepted_value_is_a_plain_shell_word(value: str) -> None:
+    """Whatever gets through needs no quoting anywhere in a shell script."""
+    try:
+        validate_flag_value(value)
+    except BadFlag:
+        assert set(value) - FLAG_VALUE_CHARS or len(value) > 256
+        return
+    assert value == "" or shlex.quote(value) == value
+
+
+def test_a_raw_flag_in_a_script_stays_one_literal_word() -> None:
+    value = validate_flag_value("a-b_c.d+e:f/g@h%i")
+    for script in (f"printf '%s|' {value}", f'printf "%s|" "{value}"'):
+        ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+        assert ran.stdout == f"{value}|"
+
+
+# --- flags a client may set ----------------------------------------------------------------
+
+
+def test_engine_names_are_what_every_render_context_sets() -> None:
+    assert {"host", "target", "name", "basename", "uniq_id", "native", "tool", "kind",
+            "host_versions", "bin", "lib", "aux", "set", "linux", "x86_64",
+            "aarch64"} <= ENGINE_NAMES
+
+
+@pytest.mark.parametrize("key", sorted(ENGINE_NAMES - {"target", "host"}))
+def test_clients_cannot_set_engine_names(key: str) -> None:
+    with pytest.raises(BadFlag, match=f"flag {key!r} cannot be set") as info:
+        check_client_flags([("opt", "1"), (key, "1")])
+    assert info.value.code == "E_BAD_FLAG"
+
+
+@pytest.mark.parametrize("key", ["target", "host"])
+def test_target_and_host_only_name_known_platforms(key: str) -> None:
+    for good in ("host", *platforms.KNOWN):
+        check_client_flags([(key, good)])
+    with pytest.raises(BadFlag, match=r"known platforms: host .*linux-x86_64") as info:
+        check_client_flags([(key, "linux-vax")])
+    assert f"{key}='linux-vax'" in info.value.message
+
+
+def test_other_flags_are_a_clients_to_set() -> None:
+    check_client_flags([("shout", "1"), ("cc", "clang"), ("greeting", "Howdy"), ("kinds", "")])
 
 
 def test_normalize_flags_sorts_and_refuses_duplicates() -> None:
@@ -191,7 +261,7 @@ def test_selector_sorts_flags_and_validates() -> None:
         Selector("bin/../x")
     with pytest.raises(BadName, match="given twice"):
         Selector("bin/x", (("a", "1"), ("a", "2")))
-    with pytest.raises(BadName, match=r"contains ','"):
+    with pytest.raises(BadFlag, match=r"contains ','"):
         Selector("bin/x", (("a", "1,2"),))
 
 
@@ -222,9 +292,8 @@ def test_with_flags_merges_on_top() -> None:
         ("bin/x(\tk\t,j=v )", "bin/x", {"k": "1", "j": "v"}),
         ("bin/x(k=1,k=2)", "bin/x", {"k": "2"}),
         ("bin/x(k=)", "bin/x", {"k": ""}),
-        ("bin/x(k=a=b)", "bin/x", {"k": "a=b"}),
         ("bin/x(prefix=/usr/local)", "bin/x", {"prefix": "/usr/local"}),
-        ("bin/x(k=a b)", "bin/x", {"k": "a b"}),
+        ("bin/x(k=-O2,at=a@b:c)", "bin/x", {"k": "-O2", "at": "a@b:c"}),
     ],
 )
 def test_parse_selector(text: str, name: str, flags: dict[str, str]) -> None:
@@ -263,6 +332,14 @@ def test_parse_selector_refuses_garbage_naming_the_text(text: str) -> None:
     with pytest.raises(BadName) as info:
         parse_selector(text)
     assert repr(text) in info.value.message
+
+
+@pytest.mark.parametrize("text", ["bin/x(k=a=b)", "bin/x(k=a b)",
+                                  'bin/wave(wave_style=x";touch /tmp/pwned;echo "y)'])
+def test_parse_selector_refuses_bad_flag_values_as_bad_flags(text: str) -> None:
+    with pytest.raises(BadFlag) as info:
+        parse_selector(text)
+    assert repr(text) in info.value.message and "a flag value may hold only" in info.value.message
 
 
 def test_parse_selector_refuses_non_strings() -> None:

@@ -1,0 +1,180 @@
+"""The package graph's cache is bounded: least recently used packages go, never one a cached
+package depends on, and what comes back after an eviction is what a fresh load gives."""
+
+from __future__ import annotations
+
+import gc
+import json
+import textwrap
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ixd.errors import RecipeNotFound
+from ixd.packages import DEFAULT_MAX_PACKAGES, PackageGraph
+from ixd.recipes import RecipeTree
+from ixd.selector import Selector
+
+PROJECT_PKGS = Path(__file__).resolve().parent.parent / "pkgs"
+HOST = "linux-x86_64"
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def recipe(script: str, **edges: list[str]) -> str:
+    """A recipe that renders its descriptor itself (no base template: quick to render)."""
+    bld = {"script": {"exec": ["/bin/sh", "-s"], "data": script + "\n" + "#" * 1000}}
+    lib: dict[str, list[str]] = {}
+    for edge, selectors in edges.items():
+        (lib if edge == "lib_deps" else bld)[edge.removeprefix("lib_")] = selectors
+    return json.dumps({"bld": bld, "lib": lib})
+
+
+@pytest.fixture
+def overlay(tmp_path: Path) -> Path:
+    """bin/app(v=...) links lib/a, which drags lib/b; all three see the flag `v`, so every
+    flag set makes three packages of its own; all share the build tool bld/tool."""
+    root = tmp_path / "overlay"
+    write(root, "bin/app/ix.sh", recipe("echo app {{ v }}", target_libs=["lib/a"],
+                                        deps=["bld/tool"]))
+    write(root, "lib/a/ix.sh", recipe("echo a {{ v }}", lib_deps=["lib/b"], deps=["bld/tool"]))
+    write(root, "lib/b/ix.sh", recipe("echo b {{ v }}", deps=["bld/tool"]))
+    write(root, "bld/tool/ix.sh", recipe("echo tool"))
+    write(root, "bin/broken/ix.sh", recipe("echo broken", target_libs=["lib/a", "lib/missing"]))
+    return root
+
+
+def graph(overlay: Path, tmp_path: Path, bound: int = DEFAULT_MAX_PACKAGES) -> PackageGraph:
+    return PackageGraph(RecipeTree([overlay, PROJECT_PKGS]), tmp_path / "store", host=HOST,
+                        max_packages=bound)
+
+
+def app(value: int | str) -> Selector:
+    return Selector("bin/app", (("v", str(value)),))
+
+
+def check_consistent(g: PackageGraph) -> None:
+    """Every index names cached packages only, and every cached package's dependencies are
+    cached: what invalidation relies on."""
+    cached = set(g._packages)
+    for package in g._packages.values():
+        assert set(package.deps) <= cached, package
+    for dep, dependents in g._dependents.items():
+        assert dep in cached and dependents and dependents <= cached
+        for parent in dependents:
+            assert dep in g._packages[parent].deps
+    for keys in g._by_file.values():
+        assert keys and keys <= cached
+
+
+def test_the_default_bound() -> None:
+    assert DEFAULT_MAX_PACKAGES == 20_000
+    with pytest.raises(ValueError, match="room for a package"):
+        PackageGraph(RecipeTree([PROJECT_PKGS]), Path("/nonexistent"), HOST, max_packages=0)
+
+
+def held(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes a snapshot holds, but for the interpreter's table of interned strings (pathlib
+    interns path parts): it grows in steps whoever is the one to fill it."""
+    kept = snapshot.filter_traces([tracemalloc.Filter(False, "*/pathlib.py")])
+    return sum(stat.size for stat in kept.statistics("filename"))
+
+
+def test_5000_flag_sets_in_a_graph_bounded_at_1000(overlay: Path, tmp_path: Path) -> None:
+    g = graph(overlay, tmp_path, bound=1000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        empty = held(tracemalloc.take_snapshot())
+        for i in range(1000):  # 3000 packages made: the cache is full from here on
+            g.load(app(i))
+            assert len(g) <= 1000
+        gc.collect()
+        full = held(tracemalloc.take_snapshot())
+        for i in range(1000, 5000):
+            g.load(app(i))
+            assert len(g) <= 1000
+        gc.collect()
+        after = held(tracemalloc.take_snapshot())
+    finally:
+        tracemalloc.stop()
+    assert g.renders == 5000 * 3 + 1  # (+ bld/tool, shared and never evicted)
+    assert g.evicted == g.renders - len(g)
+    # four times as many flag sets again, and the memory held stays what a full cache holds
+    assert after - full < 0.2 * (full - empty), (empty, full, after)
+    check_consistent(g)
+    assert g._dependents[("bld/tool", (("kind", "bin"), ("target", HOST)))]
+    # what stays is whole flag sets, the most recent ones: no orphaned libraries
+    assert Counter(k[0] for k in g._packages) == {"bin/app": 333, "lib/a": 333, "lib/b": 333,
+                                                  "bld/tool": 1}
+    assert {k for k in g._packages if k[0] == "bin/app"} == {
+        ("bin/app", (("kind", "bin"), ("target", HOST), ("v", str(i))))
+        for i in range(5000 - 333, 5000)}
+
+
+def test_what_comes_back_after_eviction_is_a_fresh_load(overlay: Path, tmp_path: Path
+                                                         ) -> None:
+    g = graph(overlay, tmp_path, bound=50)
+    first = {i: g.load(app(i)).uid for i in range(5)}
+    for i in range(5, 200):
+        g.load(app(i))
+    assert all((("bin/app", (("kind", "bin"), ("target", HOST), ("v", str(i)))) not in
+                g._packages) for i in range(5))
+    renders = g.renders
+    again = {i: g.load(app(i)).uid for i in range(5)}
+    assert g.renders == renders + 5 * 3  # rendered again, not found in the cache
+    fresh = graph(overlay, tmp_path)
+    assert again == first == {i: fresh.load(app(i)).uid for i in range(5)}
+    assert len({*again.values()}) == 5
+    check_consistent(g)
+
+
+def test_recently_used_packages_stay(overlay: Path, tmp_path: Path) -> None:
+    g = graph(overlay, tmp_path, bound=30)
+    kept = g.load(app("kept"))
+    for i in range(100):
+        g.load(app(i))
+        assert g.load(app("kept")) is kept  # used all along: never evicted
+    renders = g.renders
+    g.load(app(99))
+    assert g.renders == renders  # the most recent others are still there too
+
+
+def test_invalidation_still_reaches_every_cached_dependent(overlay: Path, tmp_path: Path
+                                                           ) -> None:
+    g = graph(overlay, tmp_path, bound=40)
+    for i in range(100):
+        g.load(app(i))
+    check_consistent(g)
+    cached_apps = [k for k in g._packages if k[0] == "bin/app"]
+    assert cached_apps
+    old = {k: g._packages[k].uid for k in cached_apps}
+    lib_b = write(overlay, "lib/b/ix.sh", recipe("echo b2 {{ v }}", deps=["bld/tool"]))
+    dropped = g.invalidate_files([lib_b])
+    assert dropped >= 3 * len(cached_apps)
+    assert not [k for k in g._packages if k[0] in ("bin/app", "lib/a", "lib/b")]
+    check_consistent(g)
+    for key in cached_apps:
+        reloaded = g.load(Selector("bin/app", tuple(kv for kv in key[1]
+                                                    if kv[0] not in ("kind", "target"))))
+        assert reloaded.uid != old[key]  # lib/b changed under it
+
+
+def test_a_failed_load_leaves_nothing_pinned(overlay: Path, tmp_path: Path) -> None:
+    g = graph(overlay, tmp_path, bound=5)
+    for i in range(3):
+        with pytest.raises(RecipeNotFound):
+            g.load(Selector("bin/broken", (("v", str(i)),)))
+    check_consistent(g)
+    assert not any(k[0] == "bin/broken" for deps in g._dependents.values() for k in deps)
+    for i in range(20):
+        g.load(app(i))
+    assert len(g) <= 5  # lib/a of the failed loads went like everything else
+    check_consistent(g)
