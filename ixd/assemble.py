@@ -15,9 +15,10 @@ import secrets
 import struct
 from pathlib import Path
 
-from ixd.builder import make_read_only, remove_tree
+from ixd.canonical import canonicalise
 from ixd.elf import NotElf, elf_interpreter
 from ixd.errors import RealmError, StaticPolicyViolation
+from ixd.fstree import remove_tree
 from ixd.nodes import Node
 
 #: files at a package's root that belong to the package itself, not to the realm
@@ -44,7 +45,7 @@ def assemble_realm(node: Node) -> None:
         meta = {**node.meta, "store_dirs": list(node.inputs), "uid": node.uid}
         (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         (out / "env").write_text(realm_env(out, node.inputs))
-        make_read_only(out)
+        canonicalise(out)
     except BaseException:
         remove_tree(out)
         raise

@@ -1,10 +1,20 @@
-"""Run one build node: fresh scratch, the (confined) command, its log, a read-only output.
+"""Run one build node: a private scratch, the confined command as a build user, its log,
+then a canonical output renamed into the store.
 
-A build writes straight into its store dir `$out` (outputs embed their final path). Before it
-runs, a stale `$out` and scratch dir are removed; after a success the scratch is removed and
-`$out` made read-only; after a failure or a cancellation both are removed, so nothing
-half-built stays in the store. The command's environment is exactly the node's `env` plus
-`out`, `tmp`, `src`, `uid` and `make_thrs`: nothing is inherited from the daemon.
+A confined build writes into `build/<uid>/out`, a folder only its build user can reach
+(`build/` is 0711 and `build/<uid>` 0700, owned by the build user); the sandbox binds it at
+the store path the output must embed (`$out`). When the command has exited, every process of
+the build user is killed, the tree is canonicalised (`ixd.canonical`: owner the daemon,
+read-only, no setuid bits, no special files, no hard links) and only then renamed into
+`store/`. Nothing under `store/` is writable or setuid at any moment. A failed, cancelled or
+timed-out build leaves nothing behind.
+
+The command's environment is exactly the node's `env` plus `out`, `tmp`, `src`, `uid` and
+`make_thrs`: nothing is inherited from the daemon. Blocking file-system work (preparing the
+scratch, canonicalising, deleting) runs in worker threads.
+
+An unconfined build (`ixd --no-confine`, which logs loudly) runs as the daemon and writes
+its store path directly; its output is still canonicalised.
 """
 
 from __future__ import annotations
@@ -14,17 +24,19 @@ import logging
 import os
 import shutil
 import signal
-import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
 
-from ixd.confine import bwrap_path, confinement_argv
+from ixd.buildusers import BuildUser, kill_processes_of
+from ixd.canonical import Canonical, OutputRefused, canonicalise
+from ixd.confine import bwrap_path, confinement_argv, limits_argv, sandbox_etc
 from ixd.errors import BuildFailed, ConfinementUnavailable
+from ixd.fstree import remove_tree
 from ixd.layout import Layout
 from ixd.nodes import Node
 
@@ -46,6 +58,24 @@ MAX_LINE = 64 * 1024
 _READ_SIZE = 64 * 1024
 
 
+@dataclass(frozen=True)
+class BuildLimits:
+    """What one build may use; breaking a limit fails the build and kills all of it."""
+
+    #: seconds of wall-clock time (a recipe may ask for more with its `timeout`)
+    timeout: float = 4 * 3600.0
+    #: processes of the build's uid at once (RLIMIT_NPROC)
+    max_processes: int = 4096
+    #: bytes of its scratch and output together (and of any one file: RLIMIT_FSIZE)
+    max_output_size: int = 32 << 30
+    #: seconds between two measurements of the scratch's size
+    size_poll: float = 1.0
+
+
+class LimitExceeded(Exception):
+    """Raised inside the build's watchdog; becomes a BuildFailed naming the limit."""
+
+
 async def run_build(
     node: Node,
     layout: Layout,
@@ -53,147 +83,115 @@ async def run_build(
     confine: bool,
     make_thrs: int,
     on_log_line: LineCallback | None = None,
-) -> None:
-    """Run a `kind == "build"` node; return when its output is complete and read-only.
+    user: BuildUser | None = None,
+    limits: BuildLimits | None = None,
+) -> Canonical:
+    """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
-    Raises BuildFailed (output and scratch removed) if the command fails or cannot be run,
-    ConfinementUnavailable if `confine` is asked for and bubblewrap is missing. On trio
-    cancellation the build's processes are killed and waited for, output and scratch removed,
-    and Cancelled re-raised.
+    Confined builds need `user`, the build user to run as (held by the caller for the whole
+    call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
+    breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
+    impossible. On trio cancellation the build's processes are killed and waited for, its
+    files removed, and Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
     if not node.outputs or not node.command:
         raise ValueError(f"build node {node.name} ({node.uid}) has no output or no command")
+    if confine and user is None:
+        raise ValueError(f"a confined build of {node.name} needs a build user")
 
-    out = Path(node.outputs[0])
+    limits = limits or BuildLimits()
+    store_path = Path(node.outputs[0])
     scratch = layout.scratch(node.uid)
-    tmp = scratch / "tmp"
-    src = scratch / "src"
+    tmp, src = scratch / "tmp", scratch / "src"
+    # confined: a private folder bound at the store path; unconfined: the store path itself
+    out = scratch / "out" if confine else store_path
     log_path = layout.log_path(node.uid)
 
     env = dict(node.env)
-    env.update(
-        out=os.fspath(out),
-        tmp=os.fspath(tmp),
-        src=os.fspath(src),
-        uid=node.uid,
-        make_thrs=str(make_thrs),
-    )
+    env.update(out=os.fspath(store_path), tmp=os.fspath(tmp), src=os.fspath(src),
+               uid=node.uid, make_thrs=str(make_thrs))
     sandbox: SandboxArgv | None = None
     if confine:
+        assert user is not None
         if bwrap_path() is None:
             raise ConfinementUnavailable(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
+        prefix = limits_argv(max_processes=limits.max_processes,
+                             max_file_size=limits.max_output_size)
 
         def sandbox(info_fd: int) -> list[str]:
-            return confinement_argv(
-                writable=[out, scratch],
+            return prefix + confinement_argv(
                 net=node.net,
-                # bound again in case the root is under /tmp (which gets a private tmpfs)
-                readable=[layout.store, layout.sources],
-                # the daemon's socket and database
-                hidden=[layout.var],
+                inputs=_readable_inputs(node, layout),
+                binds=[(scratch, scratch), (out, store_path)],
+                tmp=tmp,
+                etc=scratch / "etc",
                 info_fd=info_fd,
                 chdir=tmp,
             ) + _unset_pwd(env)
 
+    timeout = max(limits.timeout, node.timeout)
     try:
         # Log writes are small and go to a local file: plain blocking I/O is fine here.
-        with open(log_path, "wb") as log_file:  # noqa: ASYNC230
-            _prepare(node, layout, out=out, scratch=scratch, tmp=tmp, src=src)
-            status = await _run_logged(
-                list(node.command),
-                env=env,
-                cwd=tmp,
-                stdin=node.stdin.encode(),
-                log_file=log_file,
-                on_line=on_log_line,
-                sandbox=sandbox,
-            )
+        with open(log_path, "w+b") as log_file:  # noqa: ASYNC230
+            await trio.to_thread.run_sync(
+                _prepare, node, layout, store_path, out, scratch, user)
+            status, broken = await _run_watched(
+                list(node.command), env=env, cwd=tmp, stdin=node.stdin.encode(),
+                log_file=log_file, on_line=on_log_line, sandbox=sandbox, user=user,
+                scratch=scratch, limits=limits, seconds=timeout)
+            if user is not None:
+                # nothing of the build may run on while its output is canonicalised
+                await trio.to_thread.run_sync(kill_processes_of, user)
+            if broken is not None:
+                raise BuildFailed(_failure_message(node, broken, log_path))
+            if status != 0:
+                raise BuildFailed(_failure_message(node, _describe_status(status), log_path))
+            try:
+                canonical = await trio.to_thread.run_sync(
+                    _finish, out, store_path, scratch, limits)
+            except (OSError, OutputRefused, LimitExceeded) as exc:
+                raise BuildFailed(_failure_message(
+                    node, f"its output could not be finished: {exc}", log_path)) from exc
+            if canonical.notes:
+                _end_line(log_file)
+            for note in canonical.notes:
+                line = f"ix: {note}"
+                log_file.write(line.encode() + b"\n")
+                if on_log_line is not None:
+                    on_log_line(line)
     except BaseException as exc:
-        _discard(out, scratch)
-        if isinstance(exc, Exception) and not isinstance(exc, BuildFailed):
-            raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)) from exc
+        with trio.CancelScope(shield=True):
+            if user is not None:
+                await trio.to_thread.run_sync(kill_processes_of, user)
+            await trio.to_thread.run_sync(_discard, out, scratch)
+        if isinstance(exc, (OSError, subprocess.SubprocessError)):
+            raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)
+                              ) from exc
         raise
-
-    if status != 0:
-        _discard(out, scratch)
-        raise BuildFailed(_failure_message(node, _describe_status(status), log_path))
-
-    try:
-        remove_tree(scratch)
-        make_read_only(out)
-    except OSError as exc:
-        _discard(out, scratch)
-        raise BuildFailed(
-            _failure_message(node, f"its output could not be finished: {exc}", log_path)
-        ) from exc
+    return canonical
 
 
 # --- the file system -----------------------------------------------------------------------
 
 
-def make_read_only(path: Path) -> None:
-    """Make a finished output immutable: directories 0o555, files lose their write bits.
-
-    Execute bits stay; setuid, setgid and sticky bits are dropped. Symlinks are neither
-    followed nor changed.
-    """
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        _chmod_if_changed(os.fspath(path), st.st_mode, stat.S_IMODE(st.st_mode) & 0o555)
-        return
-    stack = [os.fspath(path)]
-    while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.is_symlink():
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                    continue
-                mode = entry.stat(follow_symlinks=False).st_mode
-                _chmod_if_changed(entry.path, mode, stat.S_IMODE(mode) & 0o555)
-        os.chmod(directory, 0o555)
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a file or directory tree, read-only ones too; a missing path is fine."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
-        return
-    # Entries can only be unlinked from a writable (and searchable) directory.
-    stack = [os.fspath(path)]
-    while stack:
-        directory = stack.pop()
-        mode = stat.S_IMODE(os.lstat(directory).st_mode)
-        if mode & 0o700 != 0o700:
-            os.chmod(directory, mode | 0o700)
-        with os.scandir(directory) as entries:
-            stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-    shutil.rmtree(path)
-
-
-def _chmod_if_changed(path: str, old_mode: int, new_mode: int) -> None:
-    if stat.S_IMODE(old_mode) != new_mode:
-        os.chmod(path, new_mode)
-
-
-def _prepare(node: Node, layout: Layout, *, out: Path, scratch: Path, tmp: Path, src: Path) -> None:
-    remove_tree(out)
+def _prepare(node: Node, layout: Layout, store_path: Path, out: Path, scratch: Path,
+             user: BuildUser | None) -> None:
+    """A fresh scratch (and output folder), owned by the build user (blocking)."""
+    if store_path.exists() or store_path.is_symlink():
+        remove_tree(store_path)  # an entry never registered valid (the runner checked)
     remove_tree(scratch)
-    tmp.mkdir(parents=True)
-    src.mkdir()
+    layout.build.mkdir(mode=0o711, exist_ok=True)
+    scratch.mkdir(mode=0o700)
+    tmp, src, etc = scratch / "tmp", scratch / "src", scratch / "etc"
+    for folder in (tmp, src, etc, out):
+        folder.mkdir()
+    for name, text in sandbox_etc().items():
+        (etc / name).write_text(text)
     for source in node.sources:
         name = source.filename
         if not name or name in (".", "..") or "/" in name or "\0" in name:
@@ -202,8 +200,38 @@ def _prepare(node: Node, layout: Layout, *, out: Path, scratch: Path, tmp: Path,
                 f"name {name!r}; it must be a plain file name"
             )
         (src / name).symlink_to(layout.source_path(source.sha256))
-    # The build writes into $out; it must exist to be bound into the sandbox.
-    out.mkdir()
+    if user is not None:
+        for top, dirs, files in os.walk(scratch):
+            os.chown(top, user.uid, user.gid, follow_symlinks=False)
+            for name in (*dirs, *files):
+                os.chown(os.path.join(top, name), user.uid, user.gid, follow_symlinks=False)
+
+
+def _finish(out: Path, store_path: Path, scratch: Path, limits: BuildLimits) -> Canonical:
+    """Canonicalise the output and move it into the store; remove the scratch (blocking)."""
+    canonical = canonicalise(out)
+    if canonical.size > limits.max_output_size:
+        raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
+                            f"--max-output-size of {limits.max_output_size}")
+    if out != store_path:
+        os.rename(out, store_path)
+    remove_tree(scratch)
+    return canonical
+
+
+def _end_line(log_file: BinaryIO) -> None:
+    """Start a new line in the log unless the build's output ended with one."""
+    log_file.flush()
+    size = os.fstat(log_file.fileno()).st_size
+    if size and os.pread(log_file.fileno(), 1, size - 1) != b"\n":
+        log_file.write(b"\n")
+
+
+def _readable_inputs(node: Node, layout: Layout) -> list[Path]:
+    """What the sandbox shows read-only: the node's inputs and its sources, each once."""
+    paths = dict.fromkeys([*node.inputs, *(os.fspath(layout.source_path(s.sha256))
+                                           for s in node.sources)])
+    return [Path(p) for p in paths]
 
 
 def _discard(out: Path, scratch: Path) -> None:
@@ -215,7 +243,82 @@ def _discard(out: Path, scratch: Path) -> None:
             log.exception("could not remove %s", path)
 
 
+def tree_bytes(path: Path) -> int:
+    """Bytes allocated to the files under `path` (blocks, so sparse files count as written);
+    links are not followed and files that vanish meanwhile are skipped."""
+    total = 0
+    stack = [os.fspath(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
 # --- running the command -------------------------------------------------------------------
+
+
+async def _run_watched(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    stdin: bytes,
+    log_file: BinaryIO,
+    on_line: LineCallback | None,
+    sandbox: SandboxArgv | None,
+    user: BuildUser | None,
+    scratch: Path,
+    limits: BuildLimits,
+    seconds: float,
+) -> tuple[int, str | None]:
+    """Run the build within its time and size limits: (exit status, the limit it broke)."""
+    outcome = _Outcome()
+
+    async def watch_size(cancel_scope: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(limits.size_poll)
+            used = await trio.to_thread.run_sync(tree_bytes, scratch)
+            if used > limits.max_output_size:
+                outcome.broken = (f"wrote {used} bytes, more than the --max-output-size of "
+                                  f"{limits.max_output_size}, and was killed")
+                cancel_scope.cancel()
+
+    async def run(cancel_scope: trio.CancelScope) -> None:
+        with trio.move_on_after(seconds) as timer:
+            outcome.status = await _run_logged(
+                argv, env=env, cwd=cwd, stdin=stdin, log_file=log_file, on_line=on_line,
+                sandbox=sandbox, user=user)
+        if timer.cancelled_caught:
+            outcome.broken = (f"did not finish within {seconds:.0f} s (--build-timeout) and "
+                              f"was killed")
+        cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_size, nursery.cancel_scope)
+            nursery.start_soon(run, nursery.cancel_scope)
+    except BaseExceptionGroup as group:
+        # one failure (the build could not be started, say) is reported as itself
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    return outcome.status, outcome.broken
+
+
+@dataclass
+class _Outcome:
+    status: int = -1
+    broken: str | None = None
 
 
 async def _run_logged(
@@ -227,6 +330,7 @@ async def _run_logged(
     log_file: BinaryIO,
     on_line: LineCallback | None,
     sandbox: SandboxArgv | None,
+    user: BuildUser | None = None,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -234,7 +338,7 @@ async def _run_logged(
     killed (background processes of an unconfined build; a confined build's pid namespace
     dies with it anyway). If this is cancelled, the whole build is killed and waited for.
     """
-    child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox)
+    child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox, user=user)
     popen = child.popen
     sandbox_pidfd: int | None = None
     try:
@@ -294,6 +398,7 @@ def _spawn(
     cwd: Path,
     with_stdin: bool,
     sandbox: SandboxArgv | None,
+    user: BuildUser | None = None,
 ) -> _Child:
     """Start the command from the calling thread (trio's), with pipes trio can read.
 
@@ -330,6 +435,7 @@ def _spawn(
             cwd=os.fspath(cwd),
             start_new_session=True,
             pass_fds=pass_fds,
+            **_identity(user),
         )
     except BaseException:
         for fd in parent_ends:
@@ -407,6 +513,13 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
         return os.pidfd_open(pid)
     except ProcessLookupError:
         return None  # already over
+
+
+def _identity(user: BuildUser | None) -> dict[str, Any]:
+    """Popen arguments that run the child as `user`, with no supplementary groups."""
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 def _unset_pwd(env: dict[str, str]) -> list[str]:

@@ -1,22 +1,27 @@
-"""Build confinement with bubblewrap: a build may write its `$out` and its scratch, nothing else.
+"""Build confinement with bubblewrap: an allow-list of what a build may see, and its limits.
 
 `confinement_argv()` is the `bwrap` prefix a build command is appended to (after `--`). The
-sandbox sees the host's root file system read-only, gets fresh private `/tmp`, `/run`,
-`/var/tmp`, `/dev` and `/proc`, new user, mount, pid, ipc, uts, cgroup and (unless the node
-may use it) network namespaces, and no capabilities at all:
+sandbox's root is an empty tmpfs (read-only once set up) holding only:
 
-- `--unshare-all` plus an explicit `--unshare-user`: a user namespace is always created (as
-  root too), so the same flags work for a daemon running as root and as an ordinary account.
-- `--cap-drop ALL`: bubblewrap keeps every capability when started by root. With
-  CAP_SYS_ADMIN in its namespace a build could simply `mount -o remount,rw /` and write the
-  host's `/etc` as root; without capabilities the read-only binds hold.
-- `--disable-userns`: the build cannot create nested user namespaces (and with them regain
-  capabilities over new mount namespaces).
-- `--die-with-parent`, `--new-session`: the sandbox dies with the daemon and cannot push
-  input into a terminal.
+- the host's `/usr` (and the `/bin`, `/lib`… links or folders beside it), read-only: the
+  compilers and tools the `bld/host/*` wrappers name;
+- a few files of `/etc` a tool chain needs (`alternatives/`, the loader cache), plus a
+  `passwd` and `group` of the sandbox's own; never `/etc/shadow`, `/root`, home folders, the
+  rest of the daemon's root or its socket;
+- each input of the build (store dirs of its dependencies, its source files), read-only at
+  its own path; its scratch folder, read-write, at its own path and at `/tmp`; and its
+  private output folder bound read-write at the store path the build must write to (`$out`);
+- fresh `/proc`, a minimal `/dev` (read-only, with a small `/dev/shm`).
 
-This module imports only the standard library (a test runs it as another user with the
-system Python).
+New user, mount, pid, ipc, uts, cgroup and (unless the node may use it) network namespaces;
+no capabilities (`--cap-drop ALL`); no nested user namespaces (`--disable-userns`); a new
+session; the sandbox dies with the daemon. The daemon starts bwrap as a build user of its own
+(`ixd.buildusers`), so inside it looks like uid 1000 and on the host it is that build user.
+
+`limits_argv()` is the `prlimit` prefix that bounds processes and file size: RLIMIT_NPROC
+counts per real uid, and every build has a uid of its own, so it bounds exactly one build.
+
+This module imports only the standard library.
 """
 
 from __future__ import annotations
@@ -30,9 +35,26 @@ from pathlib import Path
 from ixd.errors import ConfinementUnavailable
 
 BWRAP = "bwrap"
+PRLIMIT = "prlimit"
 
 #: how long the start-up probe may take before it counts as broken
 PROBE_TIMEOUT = 30.0
+#: the uid and gid a build sees itself as (the same in every build: outputs that record an
+#: owner do not depend on which build user ran them)
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+#: size of the sandbox's /dev/shm (a tmpfs: memory, so it is kept small)
+SHM_SIZE = 64 << 20
+
+#: top-level host folders a tool chain needs: bound read-only, or recreated as the same link
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: files of /etc host tools read (alternatives: cc -> gcc; the dynamic loader's cache)
+_ETC_FOR_TOOLS = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf",
+                  "/etc/ld.so.conf.d", "/etc/localtime")
+#: and what a `net` build needs to resolve names and check certificates
+_ETC_FOR_NET = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf",
+                "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/ssl",
+                "/etc/ca-certificates")
 
 
 def bwrap_path() -> str | None:
@@ -40,23 +62,33 @@ def bwrap_path() -> str | None:
     return shutil.which(BWRAP)
 
 
+def sandbox_etc(passwd_name: str = "ixbuild") -> dict[str, str]:
+    """The sandbox's own /etc/passwd and /etc/group (no host account is named in them)."""
+    return {
+        "passwd": (f"root:x:0:0:root:/:/bin/sh\n"
+                   f"{passwd_name}:x:{SANDBOX_UID}:{SANDBOX_GID}:ix build:/tmp:/bin/sh\n"
+                   f"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
+        "group": (f"root:x:0:\n{passwd_name}:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"),
+    }
+
+
 def confinement_argv(
     *,
-    writable: Sequence[Path],
     net: bool,
-    readable: Sequence[Path] = (),
-    hidden: Sequence[Path] = (),
+    inputs: Sequence[Path] = (),
+    binds: Sequence[tuple[Path, Path]] = (),
+    tmp: Path | None = None,
+    etc: Path | None = None,
     info_fd: int | None = None,
     chdir: Path | None = None,
 ) -> list[str]:
     """The `bwrap ... --` prefix that confines a command.
 
-    `writable` paths are bound read-write at the same place (they must exist); everything
-    else is read-only. `readable` paths are bound read-only again after the private tmpfs
-    mounts, so paths under `/tmp` (a daemon root there, as in tests) stay visible. `hidden`
-    paths get an empty tmpfs over them (the daemon's socket and database). `info_fd` asks
-    bwrap to write its JSON info (with the host pid of the sandbox's pid 1) to that fd;
-    `chdir` is the command's working directory inside.
+    `inputs` are bound read-only at their own paths (they must exist); `binds` are
+    (host path, sandbox path) pairs bound read-write; `tmp` is bound read-write at `/tmp`
+    (else /tmp is a small tmpfs); `etc` is a folder holding the sandbox's `passwd` and
+    `group`. `info_fd` asks bwrap to write its JSON info (with the host pid of the sandbox's
+    pid 1) to that fd; `chdir` is the command's working directory inside.
     """
     argv = [
         bwrap_path() or BWRAP,
@@ -65,39 +97,59 @@ def confinement_argv(
         "--unshare-all",
         "--unshare-user",
         "--disable-userns",
-        "--cap-drop",
-        "ALL",
-    ]
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_GID),
+        "--hostname", "ix",
+        "--cap-drop", "ALL",
+    ]  # fmt: skip
     if net:
         argv.append("--share-net")
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
-    argv += [
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
-        "--proc", "/proc",
-        "--tmpfs", "/tmp",
-        "--tmpfs", "/run",
-        "--tmpfs", "/var/tmp",
-    ]  # fmt: skip
+    for top in _SYSTEM_DIRS:
+        argv += _system_dir(top)
+    argv += ["--dir", "/etc"]
+    for path in (*_ETC_FOR_TOOLS, *(_ETC_FOR_NET if net else ())):
+        argv += ["--ro-bind-try", path, path]
     if net:
         argv += _resolver_binds()
-    for path in readable:
+    if etc is not None:
+        for name in ("passwd", "group"):
+            argv += ["--ro-bind", _absolute(etc / name), f"/etc/{name}"]
+    argv += [
+        "--dev", "/dev",
+        "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
+        "--proc", "/proc",
+    ]  # fmt: skip
+    if tmp is not None:
+        argv += ["--bind", _absolute(tmp), "/tmp"]
+    else:
+        argv += ["--size", str(SHM_SIZE), "--tmpfs", "/tmp"]
+    for path in inputs:
         p = _absolute(path)
         argv += ["--ro-bind", p, p]
-    for path in hidden:
-        argv += ["--tmpfs", _absolute(path)]
-    for path in writable:
-        p = _absolute(path)
-        argv += ["--bind", p, p]
+    for host, inside in binds:
+        argv += ["--bind", _absolute(host), _absolute(inside)]
+    # nothing else of the sandbox's root tmpfs may be written
+    argv += ["--remount-ro", "/"]
     if chdir is not None:
         argv += ["--chdir", _absolute(chdir)]
     argv.append("--")
     return argv
 
 
-def probe_confinement() -> str | None:
-    """Try a trivial sandbox once (blocking, for daemon start).
+def limits_argv(*, max_processes: int, max_file_size: int) -> list[str]:
+    """The `prlimit ... --` prefix: processes of the build's uid, size of any one file, no
+    core dumps."""
+    return [shutil.which(PRLIMIT) or PRLIMIT,
+            f"--nproc={max_processes}:{max_processes}",
+            f"--fsize={max_file_size}:{max_file_size}",
+            "--core=0:0", "--"]
+
+
+def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
+    """Try a trivial sandbox once (blocking, for daemon start), as `user` (uid, gid) if given.
 
     Returns None if confinement works, else a reason a person can act on.
     """
@@ -108,7 +160,12 @@ def probe_confinement() -> str | None:
             f"({os.environ.get('PATH', os.defpath)}); install bubblewrap or run ixd without "
             "confinement"
         )
-    argv = [*confinement_argv(writable=[], net=False), shutil.which("true") or "/bin/true"]
+    if shutil.which(PRLIMIT) is None:
+        return "prlimit (util-linux) is not installed: builds could not be limited"
+    argv = [*confinement_argv(net=False), "/bin/true"]
+    ids: dict[str, object] = {}
+    if user is not None:
+        ids = {"user": user[0], "group": user[1], "extra_groups": []}
     try:
         done = subprocess.run(
             argv,
@@ -116,6 +173,8 @@ def probe_confinement() -> str | None:
             capture_output=True,
             timeout=PROBE_TIMEOUT,
             check=False,
+            cwd="/",
+            **ids,  # type: ignore[call-overload]
         )
     except subprocess.TimeoutExpired:
         return f"`{bwrap} ... true` did not finish within {PROBE_TIMEOUT:.0f} s"
@@ -132,13 +191,22 @@ def probe_confinement() -> str | None:
     )
 
 
-def check_confinement() -> None:
+def check_confinement(user: tuple[int, int] | None = None) -> None:
     """Raise ConfinementUnavailable with the probe's reason unless confinement works."""
-    reason = probe_confinement()
+    reason = probe_confinement(user)
     if reason is not None:
         raise ConfinementUnavailable(
             f"builds cannot be confined here: {reason}. Fix user namespaces or bubblewrap, "
             f"or start ixd with --no-confine to build unconfined")
+
+
+def _system_dir(top: str) -> list[str]:
+    """Bind a top-level system folder read-only, or recreate it as the link it is."""
+    if os.path.islink(top):
+        return ["--symlink", os.readlink(top), top]
+    if os.path.isdir(top):
+        return ["--ro-bind", top, top]
+    return []
 
 
 def _absolute(path: Path) -> str:

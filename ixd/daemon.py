@@ -16,19 +16,23 @@ import pwd
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ixd import auth, gc
+from ixd import auth, gc, logstream, paging
 from ixd import plan as planning
 from ixd.assemble import remove_realm_link, switch_realm_link
+from ixd.builder import BuildLimits
+from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
+from ixd.buildusers import BuildUserPool, load_pool
 from ixd.db import BuildDatabase, Generation
 from ixd.errors import (
+    BadFlag,
     BadRequest,
-    NoSuchBuild,
+    IxError,
     NoSuchRealm,
     PermissionDenied,
     RealmError,
@@ -49,7 +53,7 @@ from ixd.recipes import RecipeTree
 from ixd.recovery import empty_trash, move_to_trash, recover
 from ixd.runner import StoreRunner
 from ixd.scheduler import Listener, Scheduler
-from ixd.selector import Selector, parse_selector, validate_realm_name
+from ixd.selector import Selector, check_client_flags, parse_selector, validate_realm_name
 from ixd.treehash import tree_size
 from ixd.watch import watch_tree
 
@@ -90,6 +94,9 @@ class Config:
     frame_timeout: float = 10.0
     max_connections_per_user: int = 64
     db_busy_timeout: float = 30.0
+    #: the group whose members run confined builds, one build per uid at a time
+    build_users: str = DEFAULT_BUILD_GROUP
+    limits: BuildLimits = field(default_factory=BuildLimits)
 
     @property
     def layout(self) -> Layout:
@@ -121,17 +128,27 @@ class Daemon:
         self.layout.ensure()
         self.db = BuildDatabase(self.layout.database, config.db_busy_timeout)
         log.info(recover(self.layout, self.db).summary())
+        self._evict_squatters()
         self.graph = PackageGraph(RecipeTree(config.overlays), self.layout.store)
+        jobs = config.job_count
+        pool = None
+        if config.confine:
+            pool = BuildUserPool(load_pool(config.build_users))
+            if len(pool) < jobs:
+                log.warning("%d build users in group %s for --jobs %d: at most %d builds run "
+                            "at once (add build users with runit/build-users.sh)", len(pool),
+                            config.build_users, jobs, len(pool))
+                jobs = len(pool)
         self.runner = StoreRunner(
             self.layout, self.db, confine=config.confine, mirrors=config.mirrors,
-            make_thrs=os.cpu_count() or 1,
+            make_thrs=os.cpu_count() or 1, build_users=pool, limits=config.limits,
         )
-        self.scheduler = Scheduler(self.runner, config.job_count)
+        self.scheduler = Scheduler(self.runner, jobs)
         # realm changes of one realm are serialised; different realms go in parallel
         self._realm_locks: dict[str, trio.Lock] = {}
         self._gc_lock = trio.Lock()
-        # (realm, generation number) -> its parsed state
-        self._states: dict[tuple[str, int], RealmState] = {}
+        # (realm, generation number, created) -> its parsed state
+        self._states: dict[tuple[str, int, float], RealmState] = {}
         self.handlers: dict[str, Handler] = {
             "ping": self.op_ping,
             "mut": self.op_mut,
@@ -170,7 +187,10 @@ class Daemon:
         if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
             raise BadRequest("this op needs 'packages': a non-empty list of selectors, "
                              "e.g. ['bin/greet', 'lib/greet(shout=1)']")
-        return [parse_selector(s) for s in raw]
+        selectors = [parse_selector(s) for s in raw]
+        for selector in selectors:  # no `kind=lib`, `linux=`, ...: ix sets those itself
+            check_client_flags(selector.flags)
+        return selectors
 
     def _realm_name(self, args: dict[str, Any], caller: Caller) -> str:
         name = args.get("realm") or caller.login
@@ -184,16 +204,47 @@ class Daemon:
                                                          self.config.admin_group)
         return auth.Identity(caller.uid, login, admin)
 
-    def authorize(self, realm: str, caller: Caller, doing: str) -> int:
-        """The realm's owner, once `caller` is known to be allowed to change it."""
+    def authorize(self, realm: str, caller: Caller, doing: str) -> auth.Claim:
+        """The realm's owner as `caller` finds it, once `caller` is known to be allowed to
+        `doing` it (blocking). Called before the realm's lock is taken, so nobody queues on
+        a lock of a realm they may not change, and again under it."""
         row = self.db.realm(realm)
         who = self.identity(caller)
-        if row is not None:
-            owner = int(row["owner"])
-        else:
-            owner = auth.owner_of_new_realm(realm, who)
-        auth.check_may_change(realm, owner, who, doing)
-        return owner
+        claim = auth.claim(realm, None if row is None else int(row["owner"]), who)
+        auth.check_may_change(realm, claim.owner, who, doing)
+        return claim
+
+    def _realm_lock(self, realm: str) -> trio.Lock:
+        return self._realm_locks.setdefault(realm, trio.Lock())
+
+    def _evict_squatter(self, realm: str) -> bool:
+        """If `realm` is recorded as another uid's than the login of its name, drop its
+        record, generations and link: the login gets it new (blocking; under the realm's
+        lock). True if it was dropped."""
+        row = self.db.realm(realm)
+        if row is None or not auth.is_squatted(realm, int(row["owner"])):
+            return False
+        log.warning("realm %s: recorded as uid %d's, but %s is a login now: its generations "
+                    "are dropped, the login gets the realm new", realm, row["owner"], realm)
+        # the database first: a crash in between leaves a link that recovery removes
+        self.db.drop_realm(realm)
+        remove_realm_link(self.layout.realm_link(realm))
+        return True
+
+    async def _void(self, realm: str, row: dict[str, Any] | None) -> bool:
+        """Whether the record `row` a read found is a squatter's; if so it is dropped, under
+        the realm's lock (taken only then: reads do not wait for a realm's change)."""
+        if row is None or not await trio.to_thread.run_sync(
+                auth.is_squatted, realm, int(row["owner"])):
+            return False
+        async with self._realm_lock(realm):
+            await trio.to_thread.run_sync(self._evict_squatter, realm)
+        return True
+
+    def _evict_squatters(self) -> None:
+        """Every squatted realm's record dropped, at start (blocking, before serving)."""
+        for row in self.db.realms():
+            self._evict_squatter(row["name"])
 
     # --- ops -------------------------------------------------------------------------------
 
@@ -214,7 +265,9 @@ class Daemon:
             raise BadRequest("'patches' must be a non-empty list of realm patches")
         patches = [patch_from_wire(p) for p in raw]
         names = sorted({p.realm for p in patches})
-        locks = [self._realm_locks.setdefault(n, trio.Lock()) for n in names]
+        for name in names:  # before any lock; _prepare checks again under the locks
+            await trio.to_thread.run_sync(self.authorize, name, caller, "change")
+        locks = [self._realm_lock(n) for n in names]
         for lock in locks:  # sorted order: no deadlock between two multi-realm requests
             await lock.acquire()
         try:
@@ -243,13 +296,23 @@ class Daemon:
     def _prepare(self, realm: str, patches: list[RealmPatch], caller: Caller,
                  fresh: bool) -> RealmChange:
         """Who owns it, what it holds now and after the patches, the plan (blocking)."""
-        owner = self.authorize(realm, caller, "change")
-        current = self.db.current_generation(realm)
-        state = RealmState(realm) if fresh or current is None else self._state_of(current)
+        claim = self.authorize(realm, caller, "change")
+        if claim.squatted:  # the login's first change: nothing of the squatter's is kept
+            self._evict_squatter(realm)
+        current = self.db.current_generation(realm) if claim.exists else None
+        state = RealmState(realm)
+        if current is not None and not fresh:
+            try:
+                state = self._state_of(current)
+            except BadFlag as exc:  # recorded before flag values were held to their charset
+                raise BadFlag(f"realm {realm!r} (generation {current.number}) holds a flag "
+                              f"ix no longer accepts: {exc.message}; make it again with "
+                              f"`ixc let {realm} ...` or remove it with `ixc purge {realm}`"
+                              ) from None
         for patch in patches:
             state = apply_patch(state, patch)
         plan = self._plan_realm(realm, effective_selectors(state), state=state.to_json())
-        return RealmChange(realm, owner, current, state, plan)
+        return RealmChange(realm, claim.owner, current, state, plan)
 
     def _plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
         """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
@@ -258,8 +321,9 @@ class Daemon:
         return planning.realm_plan(realm, packages, meta, self.layout)
 
     def _state_of(self, generation: Generation) -> RealmState:
-        """A generation's realm state, parsed once (generations never change)."""
-        key = (generation.realm, generation.number)
+        """A generation's realm state, parsed once (generations never change; a purged
+        realm's numbers come again, hence the time in the key)."""
+        key = _state_key(generation)
         state = self._states.get(key)
         if state is None:
             if len(self._states) > 10_000:  # a cache, not a record: start again
@@ -267,14 +331,21 @@ class Daemon:
             state = self._states[key] = RealmState.from_json(generation.state)
         return state
 
+    def _recorded_state(self, generation: Generation) -> RealmState | None:
+        """A generation's state; None if it holds a flag refused since it was recorded."""
+        try:
+            return self._state_of(generation)
+        except BadFlag:
+            return None
+
     def _switch(self, change: RealmChange, caller: Caller) -> dict[str, Any]:
         """Record the new generation (if anything changed) and switch the link (blocking)."""
         path = change.plan.nodes[-1].outputs[0]
         current = change.current
-        if current is None or current.path != path or self._state_of(current) != change.state:
+        if current is None or current.path != path or self._recorded_state(current) != change.state:
             generation = self.db.add_generation(change.realm, path, change.state.to_json(),
                                                 caller.uid, change.owner)
-            self._states[(change.realm, generation.number)] = change.state
+            self._states[_state_key(generation)] = change.state
             number, changed = generation.number, True
             log.info("realm %s -> generation %d %s by uid %d", change.realm, number, path,
                      caller.uid)
@@ -302,25 +373,34 @@ class Daemon:
         realm = args.get("realm")
         if realm is None:
             rows = await trio.to_thread.run_sync(self.db.realms)
+            squatted = await trio.to_thread.run_sync(lambda: {
+                r["name"] for r in rows if auth.is_squatted(r["name"], int(r["owner"]))})
+            for name in sorted(squatted):
+                async with self._realm_lock(name):
+                    await trio.to_thread.run_sync(self._evict_squatter, name)
             return {"realms": [{"name": r["name"], "owner": r["owner"],
-                                "generation": r["current"]} for r in rows]}
+                                "generation": r["current"]}
+                               for r in rows if r["name"] not in squatted]}
         name = self._realm_name(args, caller)
+        row = await trio.to_thread.run_sync(self.db.realm, name)
+        if await self._void(name, row):
+            row = None
         generation = await trio.to_thread.run_sync(self.db.current_generation, name)
-        if generation is None:
+        if row is None or generation is None:
             raise NoSuchRealm(f"there is no realm {name!r}; create it with "
                               f"`ixc mut {name} +bin/...`")
-        row = await trio.to_thread.run_sync(self.db.realm, name)
-        owner = int(row["owner"]) if row else caller.uid
         return {"realm": name, "generation": generation.number, "path": generation.path,
-                "state": generation.state, "owner": auth.login_of_uid(owner)}
+                "state": generation.state, "owner": auth.login_of_uid(int(row["owner"]))}
 
     async def op_purge(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         name = self._realm_name(args, caller)
-        lock = self._realm_locks.setdefault(name, trio.Lock())
-        async with lock:
-            if await trio.to_thread.run_sync(self.db.realm, name) is None:
+        await trio.to_thread.run_sync(self.authorize, name, caller, "purge")  # before the lock
+        async with self._realm_lock(name):
+            claim = await trio.to_thread.run_sync(self.authorize, name, caller, "purge")
+            if claim.squatted:
+                await trio.to_thread.run_sync(self._evict_squatter, name)
+            if not claim.exists:
                 raise NoSuchRealm(f"there is no realm {name!r} to purge")
-            await trio.to_thread.run_sync(self.authorize, name, caller, "purge")
             # the database first: a crash in between leaves a link that recovery removes
             await trio.to_thread.run_sync(self.db.drop_realm, name)
             await trio.to_thread.run_sync(remove_realm_link, self.layout.realm_link(name))
@@ -341,8 +421,10 @@ class Daemon:
                              ) -> Any:
         name = self._realm_name(args, caller)
         row = await trio.to_thread.run_sync(self.db.realm, name)
+        if await self._void(name, row):
+            row = None
         generations = await trio.to_thread.run_sync(self.db.generations, name)
-        if not generations:
+        if row is None or not generations:
             raise NoSuchRealm(f"realm {name!r} has no generations")
         return {"realm": name, "current": row["current"] if row else None,
                 "generations": [{**g.to_json(), "by": auth.login_of_uid(g.created_by)}
@@ -353,11 +435,14 @@ class Daemon:
         to = args.get("to")
         if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
             raise BadRequest(f"'to' must be a generation number, not {to!r}")
-        async with self._realm_locks.setdefault(name, trio.Lock()):
+        await trio.to_thread.run_sync(self.authorize, name, caller, "roll back")  # unlocked
+        async with self._realm_lock(name):
+            claim = await trio.to_thread.run_sync(self.authorize, name, caller, "roll back")
+            if claim.squatted:  # never back to a squatter's generations
+                await trio.to_thread.run_sync(self._evict_squatter, name)
             row = await trio.to_thread.run_sync(self.db.realm, name)
-            if row is None:
+            if row is None or not claim.exists:
                 raise NoSuchRealm(f"there is no realm {name!r} to roll back")
-            await trio.to_thread.run_sync(self.authorize, name, caller, "roll back")
             generations = {g.number: g for g in
                            await trio.to_thread.run_sync(self.db.generations, name)}
             current = int(row["current"])
@@ -380,33 +465,49 @@ class Daemon:
         return {"realm": name, "generation": to, "previous": current, "path": str(path)}
 
     async def op_status(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        """The flights queued and running, running first: a page of at most `limit` from
+        `offset`, with the total count."""
+        limit, offset = paging.page_args(args, paging.STATUS_PAGE, paging.MAX_STATUS_PAGE)
         now = time.time()
-        flights = []
-        for flight in self.scheduler.flights():
+        flights = sorted(self.scheduler.flights(),
+                         key=lambda f: (not f.started, f.started or f.queued))
+        page = []
+        for flight in flights[offset:offset + limit]:
             node = flight.node
-            flights.append({
+            waiting = sorted(auth.login_of_uid(u) for u in flight.waiting_uids)
+            page.append({
                 "uid": node.uid, "name": node.name, "kind": node.kind,
                 "state": "running" if flight.started else "queued",
                 "since": flight.started or flight.queued,
                 "elapsed": now - (flight.started or flight.queued),
                 "expected": self.runner.expected_duration(node),
-                "waiting": sorted(auth.login_of_uid(u) for u in flight.waiting_uids),
+                "waiting": waiting[:paging.MAX_WAITING_NAMES],
+                "waiting_count": len(waiting),
                 "requested_by": auth.login_of_uid(flight.requested_by),
             })
-        flights.sort(key=lambda f: (f["state"] != "running", f["since"]))
-        return {"builds": flights, "jobs": self.scheduler.jobs,
-                "slots_free": self.scheduler.build_slots.free}
+        running = sum(1 for f in flights if f.started)
+        return {"builds": page, "total": len(flights), "running": running,
+                "queued": len(flights) - running, "offset": offset, "limit": limit,
+                "jobs": self.scheduler.jobs, "slots_free": self.scheduler.build_slots.free}
 
     async def op_builds(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        limit = args.get("limit", 50)
-        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise BadRequest(f"'limit' must be a number from 1 to 10000, not {limit!r}")
-        rows = await trio.to_thread.run_sync(self.db.builds, limit)
-        return {"builds": [{**r, "flags": json.loads(r["flags"] or "{}"),
-                            "requested_by": auth.login_of_uid(r["requested_by"])}
-                           for r in rows]}
+        """Build history, newest first: a page of at most `limit` rows from `offset`, cut
+        short (`cut`) if the rows would make too large a reply; `next_offset` if there is
+        more."""
+        limit, offset = paging.page_args(args, paging.BUILDS_PAGE, paging.MAX_BUILDS_PAGE,
+                                         paging.MAX_BUILDS_REACH)
+        rows = await trio.to_thread.run_sync(self.db.builds, offset + limit + 1)
+        builds, cut = paging.fit(
+            {**r, "flags": json.loads(r["flags"] or "{}"),
+             "requested_by": auth.login_of_uid(r["requested_by"])}
+            for r in rows[offset:offset + limit])
+        more = cut or len(rows) > offset + limit
+        return {"builds": builds, "offset": offset, "limit": limit, "cut": cut,
+                "next_offset": offset + len(builds) if more else None}
 
     async def op_log(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        """A build's log, streamed in `log-text` events (see `ixd.logstream`); with `follow`,
+        a running build's log so far and then its lines as it prints them."""
         target = args.get("target")
         if not isinstance(target, str) or not target:
             raise BadRequest("'target' must be a package selector or a build uid")
@@ -415,40 +516,10 @@ class Daemon:
         else:
             package = (await self._load([parse_selector(target)]))[0]
             uid = package.uid
-        path = self.layout.log_path(uid)
-        flight = next((f for f in self.scheduler.flights() if f.node.uid == uid), None)
-        if not await trio.to_thread.run_sync(path.is_file):
-            raise NoSuchBuild(f"no build log for {target} (uid {uid}): it was never built here"
-                              + (" yet; it is queued" if flight else ""))
-        if not args.get("follow") or flight is None:
-            text = await trio.to_thread.run_sync(lambda: path.read_text(errors="replace"))
-            return {"uid": uid, "log": text}
-        lines: trio.MemorySendChannel[str]
-        lines, receive = trio.open_memory_channel[str](10_000)
-
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            if kind == "log":
-                with contextlib.suppress(trio.WouldBlock):
-                    lines.send_nowait(data["line"])
-
-        # Subscribing and reading the log so far happen with no await between them: the
-        # builder writes and notifies in this thread, so no line is lost or repeated.
-        flight.listeners.append(on_event)
-        try:
-            for line in path.read_text(errors="replace").splitlines():
-                emit("log", {"uid": uid, "line": line})
-            async with trio.open_nursery() as nursery:
-                async def close_when_done() -> None:
-                    await flight.done.wait()
-                    lines.close()
-
-                nursery.start_soon(close_when_done)
-                async for line in receive:
-                    emit("log", {"uid": uid, "line": line})
-        finally:
-            flight.listeners.remove(on_event)
-        return {"uid": uid, "log": "", "followed": True,
-                "error": flight.error.message if flight.error else None}
+        return await logstream.serve_log(
+            uid, self.layout.log_path(uid), target, bool(args.get("follow")),
+            lambda: next((f for f in self.scheduler.flights() if f.node.uid == uid), None),
+            emit)
 
     async def op_gc(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         if not self.identity(caller).admin:
@@ -525,8 +596,15 @@ class Daemon:
             free = stat.f_bavail * stat.f_frsize
             if free < self.config.min_free:
                 log.info("gc: %d bytes free, below --min-free %d", free, self.config.min_free)
-                await self.collect_garbage()
+                try:
+                    await self.collect_garbage()
+                except IxError as exc:  # logged; the daemon serves on and tries again later
+                    log.error("automatic gc failed: %s", exc)
             await trio.sleep(interval)
 
 
 _UID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _state_key(generation: Generation) -> tuple[str, int, float]:
+    return (generation.realm, generation.number, generation.created)

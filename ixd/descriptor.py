@@ -39,6 +39,8 @@ class Descriptor:
     predict_outputs: tuple[tuple[str, str], ...]
     repo_name: str
     repo_version: str
+    #: seconds of build time the recipe asks for, beyond the daemon's --build-timeout
+    timeout: float = 0.0
 
     @property
     def is_hub(self) -> bool:
@@ -95,7 +97,11 @@ def parse_descriptor(raw: dict[str, Any], where: str) -> Descriptor:
     predicted = tuple(
         (str(p.get("path", "")), str(p.get("sum", ""))) for p in raw.get("predict_outputs") or []
     )
+    timeout = raw.get("timeout") or 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise RecipeError(f"{where}: timeout {timeout!r} must be a number of seconds")
     return Descriptor(
+        timeout=float(timeout),
         fetch=tuple(fetch),
         script_exec=tuple(script_exec),
         script_data=script_data,

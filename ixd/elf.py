@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
+from ixd.safeio import open_regular
+
 PT_INTERP = 3
 ELF_MAGIC = b"\x7fELF"
+#: program headers read at most (real programs have about ten)
+MAX_PROGRAM_HEADERS = 256
+#: bytes of an interpreter path read at most
+MAX_INTERPRETER = 4096
 
 
 class NotElf(Exception):
@@ -18,9 +25,11 @@ class NotElf(Exception):
 def elf_interpreter(path: Path) -> str | None:
     """The program interpreter (PT_INTERP) an ELF file asks for, None if it has none.
 
-    Raises NotElf for anything that is not an ELF file.
+    Raises NotElf for anything that is not an ELF file, NotRegularFile (an OSError) for a
+    link, FIFO or device: the file was made by a build, so it is opened without following
+    links or blocking, and at most a bounded number of headers and bytes is read.
     """
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         ident = f.read(16)
         if len(ident) < 16 or ident[:4] != ELF_MAGIC:
             raise NotElf(str(path))
@@ -35,7 +44,7 @@ def elf_interpreter(path: Path) -> str | None:
         else:
             (phoff,) = struct.unpack_from(order + "I", header, 28)
             phentsize, phnum = struct.unpack_from(order + "HH", header, 42)
-        for i in range(phnum):
+        for i in range(min(phnum, MAX_PROGRAM_HEADERS)):
             f.seek(phoff + i * phentsize)
             entry = f.read(phentsize)
             (p_type,) = struct.unpack_from(order + "I", entry, 0)
@@ -48,5 +57,5 @@ def elf_interpreter(path: Path) -> str | None:
                 (offset,) = struct.unpack_from(order + "I", entry, 4)
                 (size,) = struct.unpack_from(order + "I", entry, 16)
             f.seek(offset)
-            return f.read(size).rstrip(b"\0").decode(errors="replace")
+            return f.read(min(size, MAX_INTERPRETER)).rstrip(b"\0").decode(errors="replace")
     return None

@@ -80,6 +80,21 @@ class ConnectionLost(IxError):
     exit_status = 3
 
 
+class FrameLimit(ProtocolError):
+    """A frame holding more values, or a longer list, map, string or binary, than the
+    decoder's limits allow (see `ixd.protocol.DecodeLimits`)."""
+
+    code = "E_FRAME_LIMIT"
+
+
+class TooSlow(IxError):
+    """The client did not read what it asked for (a followed log) fast enough: the daemon
+    stopped sending rather than leave a gap or hold an unbounded backlog."""
+
+    code = "E_TOO_SLOW"
+    exit_status = 3
+
+
 # --- names, selectors, recipes -------------------------------------------------------------
 
 
@@ -87,6 +102,13 @@ class BadName(BadRequest):
     """A package name or selector that is refused before any file is opened."""
 
     code = "E_BAD_NAME"
+
+
+class BadFlag(BadName):
+    """A flag a client or recipe may not set: a value outside the safe characters or too
+    long, a name ix sets itself, or an unknown platform for `target`/`host`."""
+
+    code = "E_BAD_FLAG"
 
 
 class BadRealmName(BadRequest):
@@ -165,11 +187,29 @@ class PermissionDenied(IxError):
     code = "E_PERMISSION"
 
 
+class UnsafeServiceDir(IxError):
+    """`ixc session --svdir DIR`: a folder another user could write into (or a symlink)."""
+
+    code = "E_UNSAFE_SVDIR"
+
+
 # --- the daemon ----------------------------------------------------------------------------
 
 
 class DatabaseBusy(IxError):
     code = "E_DATABASE_BUSY"
+
+
+class RootUnsafe(IxError):
+    """The daemon's root, or a folder of it, is a link or belongs to someone else."""
+
+    code = "E_ROOT_UNSAFE"
+
+
+class GcAborted(IxError):
+    """Garbage collection stopped before deleting anything (a root could not be read)."""
+
+    code = "E_GC_ABORTED"
 
 
 class InternalError(IxError):

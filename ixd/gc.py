@@ -14,9 +14,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ixd.db import Generation
+from ixd.errors import GcAborted
+from ixd.safeio import read_bounded
 
 log = logging.getLogger("ixd.gc")
 
@@ -60,10 +61,27 @@ def mark(roots: set[str], links_of: Mapping[str, list[str]]) -> set[str]:
     return marked
 
 
+#: a realm's meta.json larger than this is not read (tens of thousands of entries fit)
+MAX_META_SIZE = 64 << 20
+
+
 def realm_links(path: str) -> list[str]:
-    """The store dirs a realm entry links, from its meta.json (blocking)."""
+    """The store dirs a realm entry links, from its meta.json (blocking).
+
+    Marking fails closed: a realm entry whose links cannot be read raises GcAborted, so the
+    collection stops rather than deleting what that realm may hold.
+    """
+    meta_path = Path(path) / "meta.json"
     try:
-        meta: dict[str, Any] = json.loads((Path(path) / "meta.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return [str(p) for p in meta.get("store_dirs", [])]
+        meta = json.loads(read_bounded(meta_path, MAX_META_SIZE))
+        dirs = meta["store_dirs"]
+        if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+            raise ValueError("store_dirs is not a list of paths")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("gc: cannot read the links of realm entry %s: %s", path, exc)
+        raise GcAborted(
+            f"garbage collection stopped: the realm entry {path} cannot be read ({exc}), so "
+            f"what it links cannot be told from garbage; nothing was deleted. Check "
+            f"{meta_path} (ixd verify), or remove that generation, then collect again"
+        ) from None
+    return dirs

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import trio
 
+from ixd.builder import BuildLimits
+from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
+from ixd.buildusers import load_pool
 from ixd.confine import check_confinement
 from ixd.daemon import VERSION, Config, Daemon
-from ixd.errors import IxError
+from ixd.errors import ConfinementUnavailable, IxError, RootUnsafe
 from ixd.layout import Layout
 from ixd.server import Server, open_unix_listener
 from ixd.verify import Problem, verify_store
@@ -64,8 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connections-per-user", type=int, default=64)
     parser.add_argument("--db-busy-timeout", type=float, default=30.0,
                         help="seconds to wait for a build database another process locked")
+    parser.add_argument("--build-users", default=DEFAULT_BUILD_GROUP, metavar="GROUP",
+                        help="the group of build accounts builds run as, one uid per running "
+                             f"build (default {DEFAULT_BUILD_GROUP}; runit/build-users.sh "
+                             "creates it)")
+    parser.add_argument("--build-timeout", type=float, default=BuildLimits.timeout,
+                        metavar="SECONDS",
+                        help="wall-clock seconds a build may take (a recipe may ask for more; "
+                             "default 4 hours)")
+    parser.add_argument("--max-processes", type=int, default=BuildLimits.max_processes,
+                        help="processes one build may run at once")
+    parser.add_argument("--max-output-size", type=parse_size,
+                        default=BuildLimits.max_output_size, metavar="SIZE",
+                        help="bytes one build may write, scratch and output together "
+                             "(default 32G)")
     parser.add_argument("--no-confine", action="store_true",
-                        help="run builds unconfined (only where namespaces are unavailable)")
+                        help="run builds unconfined, as the daemon (only where build users and "
+                             "namespaces are unavailable: a build can then do all ixd can)")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
     return parser
 
@@ -77,7 +95,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise IxError(f"overlay {overlay} is not a directory")
     if args.jobs < 0:
         raise IxError(f"--jobs must be at least 1, not {args.jobs}")
-    return Config(root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
+    if args.root.is_symlink():
+        raise RootUnsafe(f"--root {args.root} is a symbolic link (to {os.readlink(args.root)}); "
+                         f"give the real path")
+    if args.build_timeout <= 0 or args.max_processes < 1 or args.max_output_size < 1:
+        raise IxError("--build-timeout, --max-processes and --max-output-size must be "
+                      "positive")
+    limits = BuildLimits(timeout=args.build_timeout, max_processes=args.max_processes,
+                         max_output_size=args.max_output_size)
+    return Config(build_users=args.build_users, limits=limits,
+                  root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
                   min_free=args.min_free, frame_timeout=args.frame_timeout,
@@ -128,6 +155,18 @@ def verify_main(argv: Sequence[str]) -> int:
     return 1 if problems else 0
 
 
+def check_build_confinement(config: Config) -> None:
+    """Refuse to start unless confined builds can run as build users (blocking)."""
+    users = load_pool(config.build_users)
+    check_confinement((users[0].uid, users[0].gid))
+    unreachable = [p for p in (config.root, *config.root.parents)
+                   if p.exists() and not os.stat(p).st_mode & 0o001]
+    if unreachable:
+        raise ConfinementUnavailable(
+            f"build users cannot reach the store: {unreachable[0]} is not searchable by "
+            f"others (chmod o+x {unreachable[0]}), or choose a --root under public folders")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["verify"]:
@@ -137,11 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        config.layout.ensure()  # refuses an unsafe root before anything else
         if config.confine:
-            check_confinement()
+            check_build_confinement(config)
         else:
-            log.warning("--no-confine: builds run unconfined and can write anywhere "
-                        "this account can")
+            for _ in range(3):  # loud: this gives every user all the daemon's rights
+                log.warning("--no-confine: builds run UNCONFINED as uid %d and can read and "
+                            "write anything it can; every user of this daemon can do all it "
+                            "can", os.geteuid())
         os.umask(0o022)
         daemon = Daemon(config)
         socket_path = config.socket or daemon.layout.socket

@@ -46,6 +46,8 @@ class Node:
     sources: tuple[Source, ...] = ()
     #: realm nodes: what meta.json records (realm name, package list, flags)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: build nodes: seconds the recipe asks for beyond the daemon's --build-timeout (0: none)
+    timeout: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +68,7 @@ class Node:
             net=data["net"],
             sources=tuple(Source(**s) for s in data["sources"]),
             meta=dict(data["meta"]),
+            timeout=float(data.get("timeout", 0.0)),
         )
 
 

@@ -3,7 +3,9 @@
 `PackageGraph.load(selector)` renders a recipe, loads its dependencies along each kind of
 edge with the flags RECIPES.md prescribes, and computes the package's uid from what can
 change its output. Packages are cached by (name, flags); `invalidate_files` drops exactly the
-packages whose render read a changed file, and every package depending on them.
+packages whose render read a changed file, and every package depending on them. The cache is
+bounded (least recently used packages go first, never one a cached package depends on), so
+a stream of distinct flag sets cannot grow the daemon for good.
 
 Closures are lists in post-order: a package's dependencies come before it, each uid once, so
 sourcing their `env` files in list order lets dependents prepend their link flags last.
@@ -16,6 +18,7 @@ import hashlib
 import json
 import posixpath
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +31,20 @@ from ixd.fetch import url_basename
 from ixd.hosttools import HostVersions
 from ixd.nodes import Node, Source
 from ixd.recipes import RecipeTree, recipe_file
-from ixd.selector import EdgeKind, Selector, child_flags, kind_of, validate_package_name
+from ixd.selector import (
+    EdgeKind,
+    Selector,
+    child_flags,
+    kind_of,
+    validate_flag_value,
+    validate_package_name,
+)
 
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
 
 UID_LENGTH = 32
+#: how many packages a graph keeps cached by default
+DEFAULT_MAX_PACKAGES = 20_000
 
 
 def content_hash(data: Any) -> str:
@@ -67,6 +79,8 @@ class Package:
     #: the node that builds it (None for a hub)
     node: Node | None = None
     files: frozenset[Path] = field(default_factory=frozenset)
+    #: the keys of the packages loaded along its edges (what it depends on directly)
+    deps: tuple[PackageKey, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -109,17 +123,32 @@ def _dirs(packages: Iterable[Package]) -> list[str]:
 
 
 class PackageGraph:
-    """Loads and caches packages for one daemon configuration."""
+    """Loads and caches packages for one daemon configuration.
 
-    def __init__(self, tree: RecipeTree, store: Path, host: str | None = None) -> None:
+    At most `max_packages` packages stay cached (checked after each top-level load): the
+    least recently used go first, except that a package stays while a cached package depends
+    on it, so every cached package's dependencies are cached too and `invalidate_files` still
+    finds every package a changed file reaches.
+    """
+
+    def __init__(self, tree: RecipeTree, store: Path, host: str | None = None,
+                 max_packages: int = DEFAULT_MAX_PACKAGES) -> None:
+        if max_packages < 1:
+            raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
         self.store = Path(store)
         self.host = host or platforms.host_name()
-        self._packages: dict[PackageKey, Package] = {}
+        self.max_packages = max_packages
+        # least recently used first
+        self._packages: OrderedDict[PackageKey, Package] = OrderedDict()
+        # key -> the keys of the cached (or loading) packages that depend on it directly
         self._dependents: dict[PackageKey, set[PackageKey]] = {}
+        # passed over by eviction for their dependents' sake, not used since
+        self._kept: set[PackageKey] = set()
         self._by_file: dict[Path, set[PackageKey]] = {}
         self._lock = threading.RLock()
         self.renders = 0
+        self.evicted = 0
         self.host_versions = HostVersions()
 
     # --- loading ------------------------------------------------------------------------
@@ -131,7 +160,10 @@ class PackageGraph:
         flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
         flags.setdefault("kind", kind_of(selector.name))
         with self._lock:
-            return self._load(selector.name, flags, ())
+            package = self._load(selector.name, flags, ())
+            if len(self._packages) > self.max_packages:
+                self._evict()
+            return package
 
     def load_all(self, selectors: Sequence[Selector]) -> list[Package]:
         return [self.load(s) for s in selectors]
@@ -140,13 +172,26 @@ class PackageGraph:
         key: PackageKey = (name, tuple(sorted(flags.items())))
         cached = self._packages.get(key)
         if cached is not None:
+            self._packages.move_to_end(key)
+            if self._kept:
+                self._kept.discard(key)
             return cached
         if key in stack:
             chain = " -> ".join(f"{Selector(k[0], k[1])} ({recipe_file(k[0])})"
                                 for k in (*stack[stack.index(key):], key))
             raise DependencyCycle(f"dependency cycle: {chain}; remove one of these edges")
-        stack = (*stack, key)
+        deps: dict[PackageKey, None] = {}  # those it is registered as a dependent of, in order
+        try:
+            return self._load_new(name, flags, key, (*stack, key), deps)
+        except BaseException:
+            self._drop_dependent(key, deps)  # a load that failed depends on nothing
+            raise
+
+    def _load_new(self, name: str, flags: dict[str, str], key: PackageKey,
+                  stack: tuple[PackageKey, ...], deps: dict[PackageKey, None]) -> Package:
         validate_package_name(name)
+        for flag, value in flags.items():  # recipes paste flags raw: data only, always
+            validate_flag_value(value, flag)
         rendered = self.tree.render(name, self._context(name, flags))
         self.renders += 1
         descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
@@ -159,6 +204,7 @@ class PackageGraph:
                 child["target"] = platforms.resolve(child.get("target", "host"), self.host)
                 dep = self._load(sel.name, child, stack)
                 self._dependents.setdefault(dep.key, set()).add(key)
+                deps[dep.key] = None
                 loaded.append(dep)
             return loaded
 
@@ -189,7 +235,7 @@ class PackageGraph:
         package = Package(
             key=key, name=name, flags=flags, descriptor=descriptor, uid="", out_dir=None,
             tools=tools, host_libs=host_libs, target_libs=target_libs, data=data,
-            lib_closure=lib_closure, files=rendered.files,
+            lib_closure=lib_closure, files=rendered.files, deps=tuple(deps),
         )
         if is_hub:
             package.uid = content_hash(
@@ -263,6 +309,7 @@ class PackageGraph:
             net=d.net,
             sources=sources,
             meta={"package": package.name, "flags": dict(package.flags)},
+            timeout=d.timeout,
         )
 
     # --- cache invalidation ---------------------------------------------------------------
@@ -280,14 +327,55 @@ class PackageGraph:
                 stale.add(key)
                 todo.extend(self._dependents.get(key, ()))
             for key in stale:
-                package = self._packages.pop(key, None)
+                package = self._packages.get(key)
                 if package is not None:
-                    for path in package.files:
-                        keys = self._by_file.get(path)
-                        if keys is not None:
-                            keys.discard(key)
+                    self._forget(package)
+                self._dependents.pop(key, None)  # they are all stale too
             self.tree.invalidate(changed)
             return len(stale)
+
+    # --- the bound ------------------------------------------------------------------------
+
+    def _evict(self) -> None:
+        """Drop least recently used packages until at most `max_packages` are cached (lock
+        held). A package that a cached package depends on is passed over (moved to the back)
+        until its dependents are gone, and then, unless used meanwhile, it is next to go:
+        dependencies have no cycles, so some cached package has no cached dependents, and
+        each pass over the cache drops at least one."""
+        packages, dependents, kept = self._packages, self._dependents, self._kept
+        while len(packages) > self.max_packages:
+            key, package = next(iter(packages.items()))
+            if key in dependents:
+                packages.move_to_end(key)
+                kept.add(key)
+                continue
+            self._forget(package)
+            self.evicted += 1
+            for dep in package.deps:
+                if dep in kept and dep not in dependents:  # only kept for this one
+                    packages.move_to_end(dep, last=False)
+
+    def _forget(self, package: Package) -> None:
+        """Drop a cached package and every index entry naming it (lock held)."""
+        key = package.key
+        del self._packages[key]
+        self._kept.discard(key)
+        for path in package.files:
+            keys = self._by_file.get(path)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_file[path]
+        self._drop_dependent(key, package.deps)
+
+    def _drop_dependent(self, key: PackageKey, deps: Iterable[PackageKey]) -> None:
+        """`key` no longer depends on `deps` (lock held)."""
+        for dep in deps:
+            dependents = self._dependents.get(dep)
+            if dependents is not None:
+                dependents.discard(key)
+                if not dependents:
+                    del self._dependents[dep]
 
     def __len__(self) -> int:
         return len(self._packages)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ixd.assemble import switch_realm_link
-from ixd.builder import remove_tree
 from ixd.db import BuildDatabase
+from ixd.fstree import remove_tree
 from ixd.layout import Layout
 
 log = logging.getLogger("ixd.recovery")

@@ -6,16 +6,19 @@ database; the scheduler decides what runs and when.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
 
 from ixd import builder, fetch
 from ixd.assemble import assemble_realm
+from ixd.buildusers import BuildUser, BuildUserPool
 from ixd.db import BuildDatabase
-from ixd.errors import IxError
+from ixd.errors import InternalError, IxError
 from ixd.layout import Layout
 from ixd.nodes import Node
 from ixd.scheduler import Listener
@@ -26,10 +29,16 @@ log = logging.getLogger("ixd.runner")
 
 class StoreRunner:
     def __init__(self, layout: Layout, db: BuildDatabase, *, confine: bool,
-                 mirrors: Sequence[str], make_thrs: int) -> None:
+                 mirrors: Sequence[str], make_thrs: int,
+                 build_users: BuildUserPool | None = None,
+                 limits: builder.BuildLimits | None = None) -> None:
+        if confine and not build_users:
+            raise ValueError("confined builds need a pool of build users")
         self.layout = layout
         self.db = db
         self.confine = confine
+        self.build_users = build_users
+        self.limits = limits or builder.BuildLimits()
         self.mirrors = tuple(mirrors)
         self.make_thrs = make_thrs
         #: mirror of the database's valid uids, so validity checks cost no query
@@ -74,13 +83,18 @@ class StoreRunner:
         started = trio.current_time()
         log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
         try:
-            await builder.run_build(
-                node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
-                on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
-            )
+            async with self._build_user() as user:
+                await builder.run_build(
+                    node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
+                    on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
+                    user=user, limits=self.limits,
+                )
         except IxError as exc:
             await self._ended(build_id, "failed", exc)
             log.info("build finished: %s uid=%s result=failed", node.name, node.uid)
+            raise
+        except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
+            await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
             raise
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -92,6 +106,11 @@ class StoreRunner:
         self.durations[node.name] = duration
         log.info("build finished: %s uid=%s duration=%.2fs result=valid", node.name, node.uid,
                  duration)
+
+    def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
+        if self.build_users is None:
+            return contextlib.nullcontext(None)
+        return self.build_users.take()
 
     async def _ended(self, build_id: int, state: str, error: IxError | None) -> None:
         await trio.to_thread.run_sync(

@@ -5,6 +5,8 @@ or running for anybody is joined, not started again; a node nobody waits for any
 cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
 request that started them, so a second waiter keeps a build going after the first left.
 Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
+Build slots go round-robin between the users waiting (by uid), then between each user's
+requests (`ixd.fairness`): a user's many requests do not starve another user's one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +30,9 @@ log = logging.getLogger("ixd.scheduler")
 
 #: (event kind, data) for progress; the server forwards them to waiting clients
 Listener = Callable[[str, dict[str, Any]], None]
+#: the latest log lines of a build replayed to a request that joins it (lines, characters)
+JOIN_REPLAY_LINES = 1000
+JOIN_REPLAY_CHARS = 256 * 1024
 
 
 class NodeRunner(Protocol):
@@ -46,7 +51,7 @@ class Flight:
 
     node: Node
     requested_by: int
-    #: the request whose turn this flight takes in the fair queue
+    #: the request whose turn this flight takes in the fair queue (of `requested_by`)
     request_key: int
     done: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -54,6 +59,10 @@ class Flight:
     #: uid of each waiting request's caller (a uid twice: two requests of one user)
     waiting_uids: Counter[int] = field(default_factory=Counter)
     listeners: list[Listener] = field(default_factory=list)
+    #: the build's latest log lines (see `replay_log`), and how many it printed in all
+    recent_log: deque[str] = field(default_factory=deque)
+    recent_chars: int = 0
+    log_lines: int = 0
     queued: float = field(default_factory=time.time)
     started: float | None = None
     #: its place in the build slots' queues (build nodes only)
@@ -64,8 +73,28 @@ class Flight:
         return sum(self.waiting_uids.values())
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "log" and isinstance(data.get("line"), str):
+            self._remember(data["line"])
         for listener in list(self.listeners):
             listener(kind, data)
+
+    def _remember(self, line: str) -> None:
+        self.log_lines += 1
+        self.recent_log.append(line)
+        self.recent_chars += len(line)
+        while len(self.recent_log) > JOIN_REPLAY_LINES or self.recent_chars > JOIN_REPLAY_CHARS:
+            self.recent_chars -= len(self.recent_log.popleft())
+
+    def replay_log(self, listener: Listener) -> None:
+        """Hand a request joining the build its log so far: how many earlier lines are left
+        out (`log-skipped`), then the latest ones. Called in the same step as the listener
+        is added, it misses no line and repeats none; `ixc log -f` replays the whole file."""
+        uid = self.node.uid
+        skipped = self.log_lines - len(self.recent_log)
+        if skipped:
+            listener("log-skipped", {"uid": uid, "count": skipped})
+        for line in self.recent_log:
+            listener("log", {"uid": uid, "line": line})
 
 
 class Scheduler:
@@ -163,13 +192,14 @@ class Scheduler:
             assert self._nursery is not None, "Scheduler.serve() is not running"
             flight = Flight(node, requested_by, request_key)
             if node.kind == "build":
-                flight.ticket = self.build_slots.ticket(request_key)
+                flight.ticket = self.build_slots.ticket(requested_by, request_key)
             self._flights[node.uid] = flight
             self._nursery.start_soon(self._fly, flight)
         else:
             listener("joined", {"uid": node.uid, "name": node.name})
+            flight.replay_log(listener)  # no await until the listener is added below
             if flight.ticket is not None:  # a shared build takes each waiter's turn
-                self.build_slots.add_key(flight.ticket, request_key)
+                self.build_slots.add_key(flight.ticket, requested_by, request_key)
         flight.waiting_uids[requested_by] += 1
         flight.listeners.append(listener)
         try:

@@ -11,6 +11,8 @@ import os
 import stat
 from pathlib import Path
 
+from ixd.safeio import open_regular
+
 _CHUNK = 1 << 20
 
 
@@ -31,9 +33,13 @@ def tree_hash(root: Path) -> str:
                 digest.update(f"D {rel} {mode:o}\n".encode())
             elif stat.S_ISREG(info.st_mode):
                 digest.update(f"F {rel} {mode:o} {info.st_size}\n".encode())
-                with open(path, "rb") as handle:
-                    while chunk := handle.read(_CHUNK):
+                # a build made this file: no link followed, no FIFO waited on
+                fd = open_regular(path)
+                try:
+                    while chunk := os.read(fd, _CHUNK):
                         digest.update(chunk)
+                finally:
+                    os.close(fd)
             else:
                 digest.update(f"O {rel} {stat.S_IFMT(info.st_mode):o}\n".encode())
     return digest.hexdigest()

@@ -1,9 +1,9 @@
 #!/bin/sh
 # Install ix as a system service on a fresh Debian machine (run as root; docs/admin.md):
-# the daemon account, the root, a world-readable copy of ix, the `ixd`/`ixc` commands, and
-# the runit service ixd — enabled, and waited for when a runsvdir watches the service folder.
+# the build users, the root, a world-readable copy of ix, the `ixd`/`ixc` commands, and the
+# runit service ixd — enabled, and waited for when a runsvdir watches the service folder.
 #
-#   runit/install.sh [--prefix DIR] [--root DIR] [--user NAME] [--sv-dir DIR]
+#   runit/install.sh [--prefix DIR] [--root DIR] [--build-users GROUP] [--sv-dir DIR]
 #                    [--service-dir DIR] [--bin-dir DIR] [--mirror TEMPLATE]...
 #                    [--python PATH] [--no-enable]
 #
@@ -11,13 +11,14 @@
 # changed are kept (an explicit --mirror replaces env/IX_MIRRORS).
 set -eu
 
-prefix=/opt/ix root=/ix user=ix sv_dir=/etc/sv service_dir=/etc/service bin_dir=/usr/local/bin
+prefix=/opt/ix root=/ix build_users=ixbld build_user_count=16 sv_dir=/etc/sv service_dir=/etc/service bin_dir=/usr/local/bin
 mirrors="" enable=1 python=/usr/bin/python3 python_given=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) prefix=$2; shift 2 ;;
         --root) root=$2; shift 2 ;;
-        --user) user=$2; shift 2 ;;
+        --build-users) build_users=$2; shift 2 ;;
+        --build-user-count) build_user_count=$2; shift 2 ;;
         --sv-dir) sv_dir=$2; shift 2 ;;
         --service-dir) service_dir=$2; shift 2 ;;
         --bin-dir) bin_dir=$2; shift 2 ;;
@@ -36,23 +37,20 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 for d in ixd client services pkgs runit; do
     [ -d "$src/$d" ] || die "$src/$d is missing: run me from an ix checkout"
 done
-for tool in runsvdir runsv sv svlogd chpst bwrap; do
+for tool in runsvdir runsv sv svlogd chpst bwrap prlimit; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: apt-get install runit bubblewrap"
 done
 "$python" -c 'import trio, msgpack, jinja2, pyinotify, sqlite_utils' 2>/dev/null ||
     die "$python lacks ix's libraries: apt-get install python3-trio python3-msgpack" \
         "python3-jinja2 python3-pyinotify sqlite-utils"
 
-# 1. the daemon's account: a system account owning the root, no login
-if ! id "$user" >/dev/null 2>&1; then
-    useradd --system --user-group --home-dir "$root" --no-create-home \
-        --shell /usr/sbin/nologin "$user"
-    say "created the account $user"
-fi
+# 1. the build users: every build runs as one of these, never as root or a login
+sh "$src/runit/build-users.sh" "$build_users" "$build_user_count"
+say "build users: group $build_users ($build_user_count accounts)"
 
-# 2. the root: the daemon's to write, everyone's to read
+# 2. the root: the daemon's (root's) to write, everyone's to read
 mkdir -p "$root"
-chown "$user:" "$root"
+chown root: "$root"
 chmod 755 "$root"
 
 # 3. ix itself, readable by every account (the daemon's, the users' sessions), byte-compiled
@@ -101,7 +99,7 @@ setting() {  # setting NAME VALUE [replace]
     fi
 }
 setting IX_ROOT "$root"
-setting IX_USER "$user"
+setting IX_BUILD_USERS "$build_users"
 setting IX_PREFIX "$prefix"
 setting IX_OVERLAYS "$prefix/pkgs"
 setting IX_PYTHON "$python" "$python_given"

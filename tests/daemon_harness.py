@@ -10,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from client.transport import Client
 from ixd.errors import IxError
@@ -31,7 +32,7 @@ def readable_client() -> Path:
     if not _READABLE.is_dir():
         staging = _READABLE.with_name(_READABLE.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        for package in ("client", "ixd"):
+        for package in ("client", "ixd", "services"):  # services: `ixc session`
             shutil.copytree(PROJECT / package, staging / package,
                             ignore=shutil.ignore_patterns("__pycache__"))
         for path in [staging, *staging.rglob("*")]:
@@ -89,6 +90,18 @@ class RunningDaemon:
         return self.process.returncode
 
 
+def wait_for(condition: Callable[[], Any], what: str, deadline: float = 60.0) -> Any:
+    """Poll `condition` until it is truthy (polling with a deadline, not a guessed sleep);
+    its value, or AssertionError naming `what` after `deadline` seconds."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {deadline}s waiting for {what}")
+
+
 def wait_until_serving(socket: Path, process: subprocess.Popen[bytes], log: Path,
                        deadline: float = 30.0) -> None:
     """Poll the socket with a deadline until a ping answers."""
@@ -105,20 +118,32 @@ def wait_until_serving(socket: Path, process: subprocess.Popen[bytes], log: Path
     raise AssertionError(f"ixd did not serve on {socket} within {deadline}s:\n{log.read_text()}")
 
 
+def make_reachable(path: Path) -> None:
+    """Let other accounts (the build users) pass through every folder above `path`: pytest's
+    temporary folders are private to root, and ixd refuses a root build users cannot reach."""
+    for folder in (path, *path.parents):
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod((mode & 0o7777) | 0o011)
+
+
 def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
-                 extra: Sequence[str] = ()) -> RunningDaemon:
+                 extra: Sequence[str] = (), socket: Path | None = None) -> RunningDaemon:
     root.mkdir(parents=True, exist_ok=True)
+    make_reachable(root)
     log = root.parent / f"{root.name}-ixd.log"
     args = [sys.executable, "-m", "ixd.main", "--root", str(root)]
     for overlay in overlays:
         args += ["--overlay", str(overlay)]
     args += ["--mirror", f"{MIRROR}/{{sha}}", *extra]
+    if socket is not None:
+        args += ["--socket", str(socket)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
            "PYTHONPATH": str(PROJECT)}
     with log.open("wb") as log_file:
         process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                    cwd="/")
-    socket = root / "var" / "ixd.sock"
+    socket = socket or root / "var" / "ixd.sock"
     daemon = RunningDaemon(root, socket, process, log, args)
     try:
         wait_until_serving(socket, process, log)
@@ -129,12 +154,13 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
 
 
 @contextlib.contextmanager
-def public_daemon(prefix: str, extra: Sequence[str] = ()) -> Iterator[RunningDaemon]:
+def public_daemon(prefix: str, extra: Sequence[str] = (),
+                  socket: Path | None = None) -> Iterator[RunningDaemon]:
     """A daemon whose root every account can reach (pytest's temp folders are private to
     root), removed afterwards."""
     top = Path(tempfile.mkdtemp(prefix=prefix))
     top.chmod(0o755)
-    running = start_daemon(top / "root", extra=extra)
+    running = start_daemon(top / "root", extra=extra, socket=socket)
     try:
         yield running
         assert running.stop() == 0, running.log.read_text()

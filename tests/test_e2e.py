@@ -5,19 +5,28 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ixd.fstree import remove_tree
 from tests.daemon_harness import RunningDaemon, start_daemon
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    running = start_daemon(tmp_path_factory.mktemp("e2e") / "root")
-    yield running
-    assert running.stop() == 0, running.log.read_text()
+def daemon() -> Iterator[RunningDaemon]:
+    # not under /tmp: a build's /tmp is its own scratch, which would hold the mount points of
+    # a root under /tmp (see test_build_cannot_write_outside_its_output)
+    top = Path(tempfile.mkdtemp(prefix="ix-e2e-", dir="/var/tmp"))
+    running = start_daemon(top / "root")
+    try:
+        yield running
+        assert running.stop() == 0, running.log.read_text()
+    finally:
+        running.stop()
+        remove_tree(top)
 
 
 def run_in_realm(realm: Path, program: str, *args: str) -> str:

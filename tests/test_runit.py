@@ -187,13 +187,12 @@ STAMP = re.compile(r"^\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\.\d{5} ")
 @needs_runit
 def test_ixd_service_comes_back_after_kill_9() -> None:
     with public_tmpdir("ix-runit-") as base:
-        account = account_name()
         runsvdir = Runsvdir(base / "service")
         try:
             # a runsvdir already watches the service folder, so install.sh waits for ixd
             done = subprocess.run(
                 ["sh", str(PROJECT / "runit" / "install.sh"), "--prefix", str(base / "opt"),
-                 "--root", str(base / "root"), "--user", account, "--sv-dir", str(base / "sv"),
+                 "--root", str(base / "root"), "--sv-dir", str(base / "sv"),
                  "--service-dir", str(base / "service"), "--bin-dir", str(base / "bin")],
                 capture_output=True, text=True, timeout=120, cwd="/")
             svc = base / "sv" / "ixd"
@@ -201,19 +200,19 @@ def test_ixd_service_comes_back_after_kill_9() -> None:
             assert done.returncode == 0, (done.stdout, done.stderr,
                                           log.read_text() if log.exists() else "")
             assert "ixd is up and answers" in done.stdout
-            assert (base / "root").stat().st_uid == _uid(account)
+            assert (base / "root").stat().st_uid == 0  # root's, like nix-daemon's store
             socket = base / "root" / "var" / "ixd.sock"
 
             first = wait_for("ixd to answer", lambda: ping(socket))
             assert first["root"] == str(base / "root")
             pid = wait_for("ixd's pid", lambda: service_pid(svc))
-            assert os.stat(f"/proc/{pid}").st_uid == _uid(account)
+            assert os.stat(f"/proc/{pid}").st_uid == 0  # builds run as build users instead
 
             os.kill(pid, signal.SIGKILL)
             new_pid = wait_for("runsv to start ixd again",
                                lambda: (p := service_pid(svc)) != pid and p, 30)
             wait_for("the restarted ixd to answer", lambda: ping(socket), 30)
-            assert os.stat(f"/proc/{new_pid}").st_uid == _uid(account)
+            assert os.stat(f"/proc/{new_pid}").st_uid == 0
 
             # clients are served again, a build included, through the installed `ixc`
             built = subprocess.run([str(base / "bin" / "ixc"), "--socket", str(socket),
@@ -238,7 +237,6 @@ def test_ixd_service_comes_back_after_kill_9() -> None:
                      lambda: "exited with status 0" in last_end.read_text())
         finally:
             runsvdir.stop()
-            remove_account(account)
 
 
 def _uid(account: str) -> int:
