@@ -94,6 +94,7 @@ class BenchDaemon:
     def start(cls, *, jobs: int, label: str = "bench",
               extra: Sequence[str] = ()) -> BenchDaemon:
         tmp = Path(tempfile.mkdtemp(prefix=f"ix-{label}-", dir="/tmp"))
+        tmp.chmod(0o755)  # build users must reach the store
         root = tmp / "root"
         log = tmp / "ixd.log"
         argv = [PYTHON, "-m", "ixd.main", "--root", str(root),

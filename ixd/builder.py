@@ -28,17 +28,23 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
 
 from ixd.buildusers import BuildUser, kill_processes_of
-from ixd.canonical import Canonical, OutputRefused, canonicalise
-from ixd.confine import bwrap_path, confinement_argv, limits_argv, sandbox_etc
+from ixd.canonical import OutputRefused, canonicalise
+from ixd.confine import (
+    bwrap_path,
+    confinement_argv,
+    identity_argv,
+    sandbox_etc,
+)
 from ixd.errors import BuildFailed, ConfinementUnavailable
 from ixd.fstree import remove_tree
 from ixd.layout import Layout
 from ixd.nodes import Node
+from ixd.treehash import tree_hash
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,8 @@ KILL_GRACE = 10.0
 #: a "line" longer than this is passed to the callback in pieces
 MAX_LINE = 64 * 1024
 _READ_SIZE = 64 * 1024
+#: what _sandbox_pidfd says when the sandbox is already over (never a file descriptor)
+SANDBOX_GONE = -1
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,11 @@ class BuildLimits:
 
     #: seconds of wall-clock time (a recipe may ask for more with its `timeout`)
     timeout: float = 4 * 3600.0
-    #: processes of the build's uid at once (RLIMIT_NPROC)
+    #: processes of the build's uid at once (RLIMIT_NPROC, set on the daemon: see
+    #: confine.limit_build_processes)
     max_processes: int = 4096
-    #: bytes of its scratch and output together (and of any one file: RLIMIT_FSIZE)
+    #: bytes of its scratch and output together (measured every `size_poll` seconds, and
+    #: the finished output once more)
     max_output_size: int = 32 << 30
     #: seconds between two measurements of the scratch's size
     size_poll: float = 1.0
@@ -85,7 +95,7 @@ async def run_build(
     on_log_line: LineCallback | None = None,
     user: BuildUser | None = None,
     limits: BuildLimits | None = None,
-) -> Canonical:
+) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
     Confined builds need `user`, the build user to run as (held by the caller for the whole
@@ -120,8 +130,8 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        prefix = limits_argv(max_processes=limits.max_processes,
-                             max_file_size=limits.max_output_size)
+        prefix = identity_argv(user.uid, user.gid)
+        etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
             return prefix + confinement_argv(
@@ -129,7 +139,7 @@ async def run_build(
                 inputs=_readable_inputs(node, layout),
                 binds=[(scratch, scratch), (out, store_path)],
                 tmp=tmp,
-                etc=scratch / "etc",
+                etc=etc_dir,
                 info_fd=info_fd,
                 chdir=tmp,
             ) + _unset_pwd(env)
@@ -138,60 +148,90 @@ async def run_build(
     try:
         # Log writes are small and go to a local file: plain blocking I/O is fine here.
         with open(log_path, "w+b") as log_file:  # noqa: ASYNC230
-            await trio.to_thread.run_sync(
-                _prepare, node, layout, store_path, out, scratch, user)
-            status, broken = await _run_watched(
+            # two lstat calls on the loop; deleting what they find is a thread's work
+            if _exists(store_path) or _exists(scratch):
+                await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
+            _prepare(node, layout, out, scratch, user)
+            ran = await _run_watched(
                 list(node.command), env=env, cwd=tmp, stdin=node.stdin.encode(),
-                log_file=log_file, on_line=on_log_line, sandbox=sandbox, user=user,
+                log_file=log_file, on_line=on_log_line, sandbox=sandbox,
                 scratch=scratch, limits=limits, seconds=timeout)
-            if user is not None:
-                # nothing of the build may run on while its output is canonicalised
-                await trio.to_thread.run_sync(kill_processes_of, user)
-            if broken is not None:
-                raise BuildFailed(_failure_message(node, broken, log_path))
-            if status != 0:
-                raise BuildFailed(_failure_message(node, _describe_status(status), log_path))
+            if ran.broken is not None:
+                raise BuildFailed(_failure_message(node, ran.broken, log_path))
+            if ran.status != 0:
+                raise BuildFailed(_failure_message(node, _describe_status(ran.status),
+                                                   log_path))
             try:
-                canonical = await trio.to_thread.run_sync(
-                    _finish, out, store_path, scratch, limits)
+                # with the sandbox's pid namespace seen gone, no process of the build is left;
+                # otherwise every process of its uid is killed first
+                built = await trio.to_thread.run_sync(
+                    _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
+                    limits)
             except (OSError, OutputRefused, LimitExceeded) as exc:
                 raise BuildFailed(_failure_message(
                     node, f"its output could not be finished: {exc}", log_path)) from exc
-            if canonical.notes:
+            if built.notes:
                 _end_line(log_file)
-            for note in canonical.notes:
+            for note in built.notes:
                 line = f"ix: {note}"
                 log_file.write(line.encode() + b"\n")
                 if on_log_line is not None:
                     on_log_line(line)
     except BaseException as exc:
         with trio.CancelScope(shield=True):
-            if user is not None:
-                await trio.to_thread.run_sync(kill_processes_of, user)
-            await trio.to_thread.run_sync(_discard, out, scratch)
+            await trio.to_thread.run_sync(_abandon, user, out, scratch)
         if isinstance(exc, (OSError, subprocess.SubprocessError)):
             raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)
                               ) from exc
         raise
-    return canonical
+    return built
+
+
+@dataclass(frozen=True)
+class Built:
+    """A finished build's output, canonical and in the store."""
+
+    #: what canonicalisation changed beyond owner, mode and time (also in the build's log)
+    notes: tuple[str, ...]
+    files: int
+    size: int
+    #: the output's content hash (`ixd.treehash`), recorded when it is registered valid
+    content_hash: str
 
 
 # --- the file system -----------------------------------------------------------------------
 
 
-def _prepare(node: Node, layout: Layout, store_path: Path, out: Path, scratch: Path,
-             user: BuildUser | None) -> None:
-    """A fresh scratch (and output folder), owned by the build user (blocking)."""
-    if store_path.exists() or store_path.is_symlink():
-        remove_tree(store_path)  # an entry never registered valid (the runner checked)
+def _exists(path: Path) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_stale(store_path: Path, scratch: Path) -> None:
+    """Remove an output never registered valid and an old scratch (blocking)."""
+    remove_tree(store_path)  # the runner checked: not valid
     remove_tree(scratch)
-    layout.build.mkdir(mode=0o711, exist_ok=True)
-    scratch.mkdir(mode=0o700)
-    tmp, src, etc = scratch / "tmp", scratch / "src", scratch / "etc"
-    for folder in (tmp, src, etc, out):
-        folder.mkdir()
-    for name, text in sandbox_etc().items():
-        (etc / name).write_text(text)
+
+
+def _prepare(node: Node, layout: Layout, out: Path, scratch: Path,
+             user: BuildUser | None) -> None:
+    """A fresh scratch (and output folder), owned by the build user.
+
+    A dozen system calls: run on the event loop, where a worker thread would wait for the
+    interpreter lock after each of them while the loop is busy.
+    """
+    ids = (user.uid, user.gid) if user is not None else None
+    os.mkdir(scratch, 0o700)
+    tmp, src = scratch / "tmp", scratch / "src"
+    made = [scratch, tmp, src]
+    os.mkdir(tmp)
+    os.mkdir(src)
+    os.mkdir(out)
+    if out.parent == scratch:  # confined: the private output; unconfined: the store path
+        made.append(out)
     for source in node.sources:
         name = source.filename
         if not name or name in (".", "..") or "/" in name or "\0" in name:
@@ -199,24 +239,59 @@ def _prepare(node: Node, layout: Layout, store_path: Path, out: Path, scratch: P
                 f"build of {node.name} ({node.uid}): source {source.url} has the bad file "
                 f"name {name!r}; it must be a plain file name"
             )
-        (src / name).symlink_to(layout.source_path(source.sha256))
+        link = src / name
+        os.symlink(layout.source_path(source.sha256), link)
+        made.append(link)
+    if ids is not None:
+        for path in made:
+            os.chown(path, *ids, follow_symlinks=False)
+
+
+def sandbox_etc_dir(layout: Layout) -> Path:
+    """The sandbox's own /etc/passwd and /etc/group, written once per root (root's, 0644,
+    in `build/.etc`, which build users may pass through to but not list)."""
+    folder = layout.build / ".etc"
+    if folder.is_dir():
+        return folder
+    staging = layout.build / f".etc.{os.getpid()}.{id(folder)}"
+    remove_tree(staging)
+    staging.mkdir(mode=0o755)
+    for name, text in sandbox_etc().items():
+        (staging / name).write_text(text)
+        (staging / name).chmod(0o644)
+    try:
+        os.rename(staging, folder)
+    except OSError:  # another build made it first
+        remove_tree(staging)
+    return folder
+
+
+def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
+            limits: BuildLimits) -> Built:
+    """After the command: no process of the build left (`user`'s are killed, if given), its
+    output canonicalised, hashed and moved into the store, the scratch removed (blocking; one
+    worker thread for all of it)."""
     if user is not None:
-        for top, dirs, files in os.walk(scratch):
-            os.chown(top, user.uid, user.gid, follow_symlinks=False)
-            for name in (*dirs, *files):
-                os.chown(os.path.join(top, name), user.uid, user.gid, follow_symlinks=False)
-
-
-def _finish(out: Path, store_path: Path, scratch: Path, limits: BuildLimits) -> Canonical:
-    """Canonicalise the output and move it into the store; remove the scratch (blocking)."""
+        # nothing of the build may run on while its output is canonicalised
+        kill_processes_of(user)
     canonical = canonicalise(out)
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
                             f"--max-output-size of {limits.max_output_size}")
     if out != store_path:
         os.rename(out, store_path)
+    content_hash = tree_hash(store_path)
     remove_tree(scratch)
-    return canonical
+    return Built(tuple(canonical.notes), canonical.files, canonical.size, content_hash)
+
+
+def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
+    """After a failure or cancellation: no process of the build left, nothing of it kept."""
+    try:
+        if user is not None:
+            kill_processes_of(user)
+    finally:
+        _discard(out, scratch)
 
 
 def _end_line(log_file: BinaryIO) -> None:
@@ -276,12 +351,11 @@ async def _run_watched(
     log_file: BinaryIO,
     on_line: LineCallback | None,
     sandbox: SandboxArgv | None,
-    user: BuildUser | None,
     scratch: Path,
     limits: BuildLimits,
     seconds: float,
-) -> tuple[int, str | None]:
-    """Run the build within its time and size limits: (exit status, the limit it broke)."""
+) -> _Outcome:
+    """Run the build within its time and size limits."""
     outcome = _Outcome()
 
     async def watch_size(cancel_scope: trio.CancelScope) -> None:
@@ -297,7 +371,7 @@ async def _run_watched(
         with trio.move_on_after(seconds) as timer:
             outcome.status = await _run_logged(
                 argv, env=env, cwd=cwd, stdin=stdin, log_file=log_file, on_line=on_line,
-                sandbox=sandbox, user=user)
+                sandbox=sandbox, outcome=outcome)
         if timer.cancelled_caught:
             outcome.broken = (f"did not finish within {seconds:.0f} s (--build-timeout) and "
                               f"was killed")
@@ -312,13 +386,16 @@ async def _run_watched(
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
-    return outcome.status, outcome.broken
+    return outcome
 
 
 @dataclass
 class _Outcome:
     status: int = -1
+    #: the limit the build broke, if it did
     broken: str | None = None
+    #: the sandbox's pid 1 was seen to end (so its whole pid namespace is gone)
+    sandbox_gone: bool = False
 
 
 async def _run_logged(
@@ -330,15 +407,17 @@ async def _run_logged(
     log_file: BinaryIO,
     on_line: LineCallback | None,
     sandbox: SandboxArgv | None,
-    user: BuildUser | None = None,
+    outcome: _Outcome,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
     The process gets its own session. When it exits, what is left of its process group is
     killed (background processes of an unconfined build; a confined build's pid namespace
     dies with it anyway). If this is cancelled, the whole build is killed and waited for.
+    `outcome.sandbox_gone` records whether the sandbox's pid 1 was seen to end: its pid
+    namespace, and every process that ever ran in it, is then gone for sure.
     """
-    child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox, user=user)
+    child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox)
     popen = child.popen
     sandbox_pidfd: int | None = None
     try:
@@ -348,7 +427,11 @@ async def _run_logged(
             if child.stdin is not None:
                 nursery.start_soon(_feed, child.stdin, stdin)
             if child.info is not None:
-                sandbox_pidfd = await _sandbox_pidfd(child.info)
+                found = await _sandbox_pidfd(child.info)
+                if found == SANDBOX_GONE:
+                    outcome.sandbox_gone = True
+                else:
+                    sandbox_pidfd = found
             # Exited but not yet reaped: its pid (= process group id) cannot be reused
             # before we kill what is left of the group.
             await trio.lowlevel.wait_readable(child.pidfd)
@@ -372,6 +455,7 @@ async def _run_logged(
             if sandbox_pidfd is not None:
                 with trio.move_on_after(KILL_GRACE):
                     await trio.lowlevel.wait_readable(sandbox_pidfd)
+                    outcome.sandbox_gone = True
                 os.close(sandbox_pidfd)
             os.close(child.pidfd)
             for stream in (child.output, child.stdin, child.info):
@@ -398,7 +482,6 @@ def _spawn(
     cwd: Path,
     with_stdin: bool,
     sandbox: SandboxArgv | None,
-    user: BuildUser | None = None,
 ) -> _Child:
     """Start the command from the calling thread (trio's), with pipes trio can read.
 
@@ -435,7 +518,6 @@ def _spawn(
             cwd=os.fspath(cwd),
             start_new_session=True,
             pass_fds=pass_fds,
-            **_identity(user),
         )
     except BaseException:
         for fd in parent_ends:
@@ -497,7 +579,12 @@ async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
 
 
 async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
-    """A pidfd for the sandbox's pid 1, from bwrap's --info-fd JSON (closed before exec)."""
+    """A pidfd for the sandbox's pid 1, from bwrap's --info-fd JSON (closed before exec).
+
+    SANDBOX_GONE when that process is already over: a pid namespace's init ends only after
+    every other process in it, so the whole sandbox is then gone. None when bwrap never
+    started a sandbox (its message is in the log).
+    """
     data = b""
     while chunk := await info.receive_some(4096):
         data += chunk
@@ -506,20 +593,26 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
     try:
         pid = json.loads(data)["child-pid"]
     except (ValueError, KeyError, TypeError):
-        return None  # bwrap failed before starting the sandbox; its message is in the log
-    if not isinstance(pid, int):
+        return None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return None
     try:
-        return os.pidfd_open(pid)
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return None  # already over
-
-
-def _identity(user: BuildUser | None) -> dict[str, Any]:
-    """Popen arguments that run the child as `user`, with no supplementary groups."""
-    if user is None:
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": []}
+        return SANDBOX_GONE
+    # The pid may have been reused since the sandbox's init was reaped: only a process that
+    # is pid 1 of a namespace of its own is that init (its NSpid line ends in 1).
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:  # noqa: ASYNC230 (procfs: no I/O)
+            status = handle.read(4096)
+        ns_pids = status.split(b"\nNSpid:", 1)[1].split(b"\n", 1)[0].split()
+        ours = len(ns_pids) >= 2 and ns_pids[-1] == b"1"
+    except (OSError, IndexError):
+        ours = False
+    if not ours:
+        os.close(pidfd)
+        return SANDBOX_GONE
+    return pidfd
 
 
 def _unset_pwd(env: dict[str, str]) -> list[str]:

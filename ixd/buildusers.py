@@ -27,6 +27,7 @@ from pathlib import Path
 
 import trio
 
+from ixd.confine import identity_argv
 from ixd.errors import ConfinementUnavailable
 
 log = logging.getLogger("ixd.buildusers")
@@ -120,21 +121,25 @@ def load_pool(group: str) -> list[BuildUser]:
 
 
 def kill_processes_of(user: BuildUser) -> None:
-    """SIGKILL every process of `user`'s uid (blocking).
+    """SIGKILL every process of `user`'s uid (blocking; about a millisecond).
 
     `kill -9 -1` run as that uid signals every process it may signal in one sweep, under the
     kernel's task list lock: a process being forked meanwhile is aborted by the pending
     SIGKILL, so a fork bomb cannot outrun it the way a scan of /proc could be outrun. A
     process with SIGKILL pending never runs user code again, so once this returns nothing
-    of the build can act. (kill(-1) reports success even when it only met processes it may
-    not signal, so its status says nothing; none is needed.)
+    of the build can act, even if the kernel has not reaped it yet. (kill(-1) reports success
+    even when it only met processes it may not signal, so its status says nothing.) The
+    switch of uid is chpst's, so the daemon spawns it with a cheap vfork.
     """
     try:
         subprocess.run(
-            ["/bin/sh", "-c", "kill -9 -1 2>/dev/null; exit 0"], user=user.uid, group=user.gid,
-            extra_groups=[], env={"PATH": "/usr/bin:/bin"}, cwd="/",
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            check=True, timeout=KILL_TIMEOUT)
+            [*identity_argv(user.uid, user.gid), "/bin/sh", "-c", "kill -9 -1 2>/dev/null; exit 0"],
+            env={"PATH": "/usr/bin:/bin"}, cwd="/", stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=KILL_TIMEOUT)
+    except subprocess.CalledProcessError as exc:
+        raise ConfinementUnavailable(
+            f"could not kill the processes of build user {user.name} (uid {user.uid}): "
+            f"{exc.stderr.decode(errors='replace').strip() or exc}") from exc
     except (OSError, subprocess.SubprocessError) as exc:
         raise ConfinementUnavailable(
             f"could not kill the processes of build user {user.name} (uid {user.uid}): "
@@ -142,16 +147,31 @@ def kill_processes_of(user: BuildUser) -> None:
 
 
 def processes_of(uid: int) -> list[int]:
-    """Pids of the processes whose real uid is `uid` (from /proc; for tests and checks)."""
+    """Pids of the live processes any of whose uids (real, effective, saved, file system) is
+    `uid`, from /proc/PID/status (the owner of /proc/PID is not enough: a process that makes
+    itself non-dumpable shows as root's there). Zombies are left out: they cannot act."""
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    needle = str(uid).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            if os.stat(entry.path).st_uid == uid:
-                found.append(int(entry.name))
+            fd = os.open(f"/proc/{name}/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            status = os.read(fd, 4096)
         except OSError:
             continue
+        finally:
+            os.close(fd)
+        start = status.find(b"\nUid:")
+        if start < 0 or needle not in status[start + 5:status.find(b"\n", start + 1)].split():
+            continue
+        state = status.find(b"\nState:")
+        if state >= 0 and status[state + 7:state + 10].strip()[:1] in (b"Z", b"X"):
+            continue
+        found.append(int(name))
     return found
 
 
@@ -168,11 +188,22 @@ class BuildUserPool:
         self.users = tuple(users)
         self.lock_dir = lock_dir
         self._free: list[BuildUser] = list(reversed(self.users))
-        self._available = trio.Condition()
+        #: set (and replaced) whenever a user goes back to the pool
+        self._wakeup = trio.Event()
         self._held: dict[int, int] = {}  # uid -> fd of its lock file
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def clear_all(self) -> None:
+        """Kill whatever runs as any build user (blocking; at daemon start, when nothing of
+        ours runs yet). Users held by another daemon are left to it."""
+        for user in self.users:
+            if self._lock(user):
+                try:
+                    kill_processes_of(user)
+                finally:
+                    os.close(self._held.pop(user.uid))
 
     @property
     def free(self) -> int:
@@ -180,25 +211,35 @@ class BuildUserPool:
 
     @contextlib.asynccontextmanager
     async def take(self) -> AsyncIterator[BuildUser]:
-        """A build user nobody else holds, with no process left over from earlier."""
+        """A build user nobody else holds, with no process left (`clear_all` at start, and
+        every holder kills its processes before it lets go: run_build does, in its own
+        worker threads). A ConfinementUnavailable raised through here means the holder could
+        not, and the user is dropped from the pool instead of going back."""
         user = await self._acquire()
+        cleared = False
         try:
-            await trio.to_thread.run_sync(kill_processes_of, user)
             yield user
+            cleared = True
+        except ConfinementUnavailable:
+            log.error("build user %s (uid %d) could not be cleared of processes; it is not "
+                      "used again until ixd restarts", user.name, user.uid)
+            raise
+        except BaseException:
+            cleared = True
+            raise
         finally:
-            with trio.CancelScope(shield=True):
-                await self._give_back(user)
+            self._release(user, back_to_pool=cleared)
 
     async def _acquire(self) -> BuildUser:
         delay = 0.01
         while True:
-            async with self._available:
-                while not self._free:
-                    await self._available.wait()
-                for user in reversed(self._free):
-                    if self._lock(user):
-                        self._free.remove(user)
-                        return user
+            if not self._free:
+                await self._wakeup.wait()
+                continue
+            for user in reversed(self._free):
+                if self._lock(user):
+                    self._free.remove(user)
+                    return user
             # every free uid is held by another daemon: look again a little later
             await trio.sleep(delay)
             delay = min(delay * 2, 0.5)
@@ -215,21 +256,14 @@ class BuildUserPool:
         self._held[user.uid] = fd
         return True
 
-    async def _give_back(self, user: BuildUser) -> None:
-        try:
-            await trio.to_thread.run_sync(kill_processes_of, user)
-        except ConfinementUnavailable:
-            # never hand out a uid whose processes may still be alive: drop it from the pool
-            log.error("build user %s (uid %d) could not be cleared; it is not used again "
-                      "until ixd restarts", user.name, user.uid)
-            return
-        finally:
-            fd = self._held.pop(user.uid, None)
-            if fd is not None:
-                os.close(fd)  # releases the lock
-        async with self._available:
+    def _release(self, user: BuildUser, *, back_to_pool: bool) -> None:
+        fd = self._held.pop(user.uid, None)
+        if fd is not None:
+            os.close(fd)  # releases the lock
+        if back_to_pool:
             self._free.append(user)
-            self._available.notify()
+            self._wakeup.set()
+            self._wakeup = trio.Event()
 
 
 def _ensure_lock_dir(path: Path) -> None:

@@ -18,8 +18,9 @@ no capabilities (`--cap-drop ALL`); no nested user namespaces (`--disable-userns
 session; the sandbox dies with the daemon. The daemon starts bwrap as a build user of its own
 (`ixd.buildusers`), so inside it looks like uid 1000 and on the host it is that build user.
 
-`limits_argv()` is the `prlimit` prefix that bounds processes and file size: RLIMIT_NPROC
-counts per real uid, and every build has a uid of its own, so it bounds exactly one build.
+`identity_argv()` is the `chpst` prefix that runs a build as its build user;
+`limit_build_processes()` bounds each build user's processes (RLIMIT_NPROC counts per real
+uid, and every running build has a uid of its own, so it bounds exactly one build).
 
 This module imports only the standard library.
 """
@@ -27,6 +28,7 @@ This module imports only the standard library.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -35,7 +37,7 @@ from pathlib import Path
 from ixd.errors import ConfinementUnavailable
 
 BWRAP = "bwrap"
-PRLIMIT = "prlimit"
+CHPST = "chpst"
 
 #: how long the start-up probe may take before it counts as broken
 PROBE_TIMEOUT = 30.0
@@ -139,13 +141,24 @@ def confinement_argv(
     return argv
 
 
-def limits_argv(*, max_processes: int, max_file_size: int) -> list[str]:
-    """The `prlimit ... --` prefix: processes of the build's uid, size of any one file, no
-    core dumps."""
-    return [shutil.which(PRLIMIT) or PRLIMIT,
-            f"--nproc={max_processes}:{max_processes}",
-            f"--fsize={max_file_size}:{max_file_size}",
-            "--core=0:0", "--"]
+def limit_build_processes(max_processes: int) -> None:
+    """Bound the processes of every build user at `max_processes` (RLIMIT_NPROC).
+
+    Set once on the daemon itself and inherited by everything it starts: the limit counts
+    per real uid, every running build has a uid of its own, so it bounds exactly one build
+    (a fork bomb stays inside its own). The daemon and anything it runs as root are exempt,
+    as root always is; this saves an extra `prlimit` process per build.
+    """
+    resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+
+
+def identity_argv(uid: int, gid: int) -> list[str]:
+    """The prefix that runs the rest as `uid`/`gid`, with `gid` its only group: runit's
+    `chpst -u :UID:GID` (numeric, no account lookup). The daemon starts it as root through a
+    cheap vfork+exec; switching the uid in the forked child itself (Popen's `user=`) would
+    copy the daemon's whole page table per build, and util-linux's setpriv costs twice
+    chpst's start-up."""
+    return [shutil.which(CHPST) or CHPST, "-u", f":{uid}:{gid}"]
 
 
 def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
@@ -160,8 +173,8 @@ def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
             f"({os.environ.get('PATH', os.defpath)}); install bubblewrap or run ixd without "
             "confinement"
         )
-    if shutil.which(PRLIMIT) is None:
-        return "prlimit (util-linux) is not installed: builds could not be limited"
+    if shutil.which(CHPST) is None:
+        return f"{CHPST} (runit) is not installed: builds could not run as build users"
     argv = [*confinement_argv(net=False), "/bin/true"]
     ids: dict[str, object] = {}
     if user is not None:

@@ -28,6 +28,7 @@ from ixd.assemble import remove_realm_link, switch_realm_link
 from ixd.builder import BuildLimits
 from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.buildusers import BuildUserPool, load_pool
+from ixd.confine import limit_build_processes
 from ixd.db import BuildDatabase, Generation
 from ixd.errors import (
     BadFlag,
@@ -134,6 +135,8 @@ class Daemon:
         pool = None
         if config.confine:
             pool = BuildUserPool(load_pool(config.build_users))
+            pool.clear_all()  # nothing left over from an earlier run may touch new builds
+            limit_build_processes(config.limits.max_processes)
             if len(pool) < jobs:
                 log.warning("%d build users in group %s for --jobs %d: at most %d builds run "
                             "at once (add build users with runit/build-users.sh)", len(pool),

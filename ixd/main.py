@@ -28,6 +28,10 @@ from ixd.verify import Problem, verify_store
 
 log = logging.getLogger("ixd")
 
+#: how long the event loop may hold the interpreter before a worker thread (finishing a
+#: build, hashing) gets it back; 5 ms by default, which stalls every thread hand-off under load
+SWITCH_INTERVAL = 0.0005
+
 DEFAULT_OVERLAY = Path(__file__).resolve().parent.parent / "pkgs"
 
 
@@ -185,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "write anything it can; every user of this daemon can do all it "
                             "can", os.geteuid())
         os.umask(0o022)
+        sys.setswitchinterval(SWITCH_INTERVAL)
         daemon = Daemon(config)
         socket_path = config.socket or daemon.layout.socket
         trio.run(serve, daemon, socket_path)

@@ -84,7 +84,7 @@ class StoreRunner:
         log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
         try:
             async with self._build_user() as user:
-                await builder.run_build(
+                built = await builder.run_build(
                     node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
                     on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
                     user=user, limits=self.limits,
@@ -100,8 +100,15 @@ class StoreRunner:
             with trio.CancelScope(shield=True):
                 await self._ended(build_id, "cancelled", None)
             raise
-        await self._register(node, Path(node.outputs[0]).name.split("-", 2)[1])
-        await self._ended(build_id, "valid", None)
+        kind = Path(node.outputs[0]).name.split("-", 2)[1]
+
+        def register_and_end() -> None:  # one worker thread for both writes
+            self.db.register_valid(node.uid, node.outputs[0], node.name, kind,
+                                   built.content_hash)
+            self.db.build_ended(build_id, "valid", None, "")
+
+        await trio.to_thread.run_sync(register_and_end)
+        self.valid.add(node.uid)
         duration = trio.current_time() - started
         self.durations[node.name] = duration
         log.info("build finished: %s uid=%s duration=%.2fs result=valid", node.name, node.uid,
