@@ -5,6 +5,7 @@
       let [REALM] PKG [--k=v] ...        set a realm to exactly these packages
       build PKG...                       build packages, print their store dirs
       run PKG... -- CMD [ARGS]           run CMD in an ephemeral realm of PKG...
+                                         (kept from gc until CMD exits)
       list [REALM]                       realms, or the packages of one realm
       purge REALM                        remove a realm
       dep PKG...                         the package names of the whole closure
@@ -27,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -117,6 +120,31 @@ class Progress:
         print(text, file=self.out, flush=True)
 
 
+class _CommandExited(Exception):
+    """`ixc run`'s command ran while the daemon held its realm; `status` is its exit status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _run_command(argv: list[str]) -> int:
+    """Run `argv` as a child with our stdio; its exit status, 128+N if signal N killed it.
+    While it runs, the terminal's ^C and ^\\ are the child's to act on: ixc waits on (a
+    handler, unlike SIG_IGN, is not inherited: the child gets the default action)."""
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        status = subprocess.Popen(argv).wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - status if status < 0 else status
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Signals the command acts on; ixc waits for it to exit."""
+
+
 def _split_options(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """Global options before the command: --socket PATH, --json, -v."""
     options: dict[str, Any] = {"socket": None, "json": False, "verbose": False,
@@ -195,12 +223,14 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
                 return client.request(op, args, on_event)
         except DaemonUnavailable as exc:
             # a socket that is there but refuses: ixd is restarting (runit brings it back)
-            if options["no_retry"] or not os.path.exists(path):
+            if options["no_retry"] or exc.from_wire or not os.path.exists(path):
                 raise
             print(f"ixc: {exc.message.split(';')[0]}; waiting for ixd to come back "
                   f"(--no-retry fails at once)", file=err, flush=True)
-        except (ConnectionLost, ProtocolError) as exc:
-            if options["no_retry"] or not idempotent:
+        except ConnectionLost as exc:
+            # only a connection lost before the reply is retried: an error the daemon sent
+            # (E_FRAME_TOO_LARGE, E_PROTOCOL, ...) would come back the same the second time
+            if options["no_retry"] or not idempotent or exc.from_wire:
                 raise
             print(f"ixc: {exc.message}; retrying once ixd is back", file=err, flush=True)
         with wait_for_daemon(path, RETRY_DEADLINE) as client:
@@ -237,8 +267,31 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         packages, cmd = _packages(words[:cut], command), words[cut + 1:]
         if not cmd:
             raise UsageError("`ixc run`: no command after --")
-        value = call("run", {"packages": packages})
-        argv = ["/bin/sh", "-c", '. "$0/env" && exec "$@"', value["path"], *cmd]
+
+        def command_argv(path: str) -> list[str]:
+            return ["/bin/sh", "-c", '. "$0/env" && exec "$@"', path, *cmd]
+
+        def run_held(event: Event) -> None:
+            # the daemon built the realm and keeps it from gc while this connection is open:
+            # run the command now, then hang up (the request never answers)
+            if event.kind != "ready":
+                progress(event)
+                return
+            argv = command_argv(str(event.data["path"]))
+            out.flush()
+            err.flush()
+            if execute is not None:
+                execute(argv)
+                raise _CommandExited(0)
+            raise _CommandExited(_run_command(argv))
+
+        try:
+            # a retry after the command ran would run it twice: not idempotent
+            value = call("run", {"packages": packages, "hold": True}, False, run_held)
+        except _CommandExited as exited:
+            return exited.status
+        # an older daemon answers at once and does not hold the realm: exec as before
+        argv = command_argv(value["path"])
         if execute is not None:
             execute(argv)
             return 0

@@ -38,6 +38,7 @@ from ixd.confine import (
     bwrap_path,
     confinement_argv,
     identity_argv,
+    limits_argv,
     sandbox_etc,
 )
 from ixd.errors import BuildFailed, ConfinementUnavailable
@@ -72,8 +73,7 @@ class BuildLimits:
 
     #: seconds of wall-clock time (a recipe may ask for more with its `timeout`)
     timeout: float = 4 * 3600.0
-    #: processes of the build's uid at once (RLIMIT_NPROC, set on the daemon: see
-    #: confine.limit_build_processes)
+    #: processes of the build's uid at once (RLIMIT_NPROC)
     max_processes: int = 4096
     #: bytes of its scratch and output together (measured every `size_poll` seconds, and
     #: the finished output once more)
@@ -130,7 +130,9 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        prefix = identity_argv(user.uid, user.gid)
+        # the limit first (as root), then the switch to the build user
+        prefix = [*limits_argv(max_processes=limits.max_processes),
+                  *identity_argv(user.uid, user.gid)]
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:

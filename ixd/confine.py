@@ -18,9 +18,9 @@ no capabilities (`--cap-drop ALL`); no nested user namespaces (`--disable-userns
 session; the sandbox dies with the daemon. The daemon starts bwrap as a build user of its own
 (`ixd.buildusers`), so inside it looks like uid 1000 and on the host it is that build user.
 
-`identity_argv()` is the `chpst` prefix that runs a build as its build user;
-`limit_build_processes()` bounds each build user's processes (RLIMIT_NPROC counts per real
-uid, and every running build has a uid of its own, so it bounds exactly one build).
+`limits_argv()` is the `prlimit` prefix that bounds a build's processes (RLIMIT_NPROC counts
+per real uid, and every running build has a uid of its own, so it bounds exactly one build);
+`identity_argv()` is the `chpst` prefix that then runs it as its build user.
 
 This module imports only the standard library.
 """
@@ -28,7 +28,6 @@ This module imports only the standard library.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from ixd.errors import ConfinementUnavailable
 
 BWRAP = "bwrap"
 CHPST = "chpst"
+PRLIMIT = "prlimit"
 
 #: how long the start-up probe may take before it counts as broken
 PROBE_TIMEOUT = 30.0
@@ -141,15 +141,15 @@ def confinement_argv(
     return argv
 
 
-def limit_build_processes(max_processes: int) -> None:
-    """Bound the processes of every build user at `max_processes` (RLIMIT_NPROC).
+def limits_argv(*, max_processes: int) -> list[str]:
+    """The `prlimit ... --` prefix, run as root before the switch to the build user: at most
+    `max_processes` processes of the build's uid (RLIMIT_NPROC counts per real uid, and
+    every running build has a uid of its own, so it bounds exactly one build), no core dumps.
 
-    Set once on the daemon itself and inherited by everything it starts: the limit counts
-    per real uid, every running build has a uid of its own, so it bounds exactly one build
-    (a fork bomb stays inside its own). The daemon and anything it runs as root are exempt,
-    as root always is; this saves an extra `prlimit` process per build.
-    """
-    resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+    Per build, not on the daemon: a helper the daemon starts as that uid later (`kill -9 -1`
+    after a fork bomb) must be able to exec while the uid is at its limit."""
+    return [shutil.which(PRLIMIT) or PRLIMIT, f"--nproc={max_processes}:{max_processes}",
+            "--core=0:0", "--"]
 
 
 def identity_argv(uid: int, gid: int) -> list[str]:
@@ -173,8 +173,9 @@ def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
             f"({os.environ.get('PATH', os.defpath)}); install bubblewrap or run ixd without "
             "confinement"
         )
-    if shutil.which(CHPST) is None:
-        return f"{CHPST} (runit) is not installed: builds could not run as build users"
+    for tool, package in ((CHPST, "runit"), (PRLIMIT, "util-linux")):
+        if shutil.which(tool) is None:
+            return f"{tool} ({package}) is not installed: builds could not run as build users"
     argv = [*confinement_argv(net=False), "/bin/true"]
     ids: dict[str, object] = {}
     if user is not None:

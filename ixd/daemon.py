@@ -28,7 +28,6 @@ from ixd.assemble import remove_realm_link, switch_realm_link
 from ixd.builder import BuildLimits
 from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.buildusers import BuildUserPool, load_pool
-from ixd.confine import limit_build_processes
 from ixd.db import BuildDatabase, Generation
 from ixd.errors import (
     BadFlag,
@@ -136,7 +135,6 @@ class Daemon:
         if config.confine:
             pool = BuildUserPool(load_pool(config.build_users))
             pool.clear_all()  # nothing left over from an earlier run may touch new builds
-            limit_build_processes(config.limits.max_processes)
             if len(pool) < jobs:
                 log.warning("%d build users in group %s for --jobs %d: at most %d builds run "
                             "at once (add build users with runit/build-users.sh)", len(pool),
@@ -367,10 +365,29 @@ class Daemon:
                              for p in packages]}
 
     async def op_run(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        """Build an ephemeral realm. With `hold`, the realm and everything it links stay
+        garbage-collection roots until the client hangs up (its command exited): the path
+        goes out in a `ready` event and the request never answers."""
+        hold = args.get("hold", False)
+        if not isinstance(hold, bool):
+            raise BadRequest(f"'hold' must be true or false, not {hold!r}")
         realm_plan = await trio.to_thread.run_sync(self._plan_realm, "run",
                                                    self._selectors(args))
-        await self.scheduler.run(realm_plan, emit, caller.uid)
-        return {"path": realm_plan.nodes[-1].outputs[0]}
+        path = realm_plan.nodes[-1].outputs[0]
+        # kept from before the build: no collection between the build and the hold
+        with self.scheduler.keep(realm_plan):
+            await self.scheduler.run(realm_plan, emit, caller.uid)
+            if not hold:
+                return {"path": path}
+            send: Callable[[str, dict[str, Any]], Awaitable[None]] | None = getattr(
+                emit, "send", None)
+            if send is not None:  # never dropped, even behind a full queue
+                await send("ready", {"path": path})
+            else:
+                emit("ready", {"path": path})
+            log.info("run: uid %d holds %s", caller.uid, path)
+            await trio.sleep_forever()  # cancelled when the client hangs up
+        raise AssertionError("unreachable")
 
     async def op_list(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         realm = args.get("realm")
@@ -537,16 +554,13 @@ class Daemon:
             generations = await trio.to_thread.run_sync(self.db.all_generations)
             realms = await trio.to_thread.run_sync(self.db.realms)
             entries = await trio.to_thread.run_sync(self.db.store_entries)
-            pins = await trio.to_thread.run_sync(self.db.pins)
             current = {r["name"]: r["current"] for r in realms}
-            path_of = {e["uid"]: e["path"] for e in entries}
             realm_paths = [e["path"] for e in entries if e["kind"] == "rlm"]
             links = await trio.to_thread.run_sync(
                 lambda: {p: gc.realm_links(p) for p in realm_paths})
             # From here to the invalidation, no await: a request that plans after this
             # sees the garbage as invalid, one that planned before is among the roots.
             roots = gc.root_paths(generations, current, self.config.keep_generations,
-                                  [path_of[u] for u in pins if u in path_of],
                                   self.scheduler.kept_paths())
             marked = gc.mark(roots, links)
             garbage = [e for e in entries if e["path"] not in marked]

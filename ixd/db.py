@@ -53,7 +53,8 @@ CREATE TABLE generations (realm TEXT, number INTEGER, path TEXT, state TEXT, cre
     created_by INTEGER, PRIMARY KEY (realm, number));
 """
 
-# v2: each valid entry's content hash (for `ixd verify`), and pins for the collector
+# v2: each valid entry's content hash (for `ixd verify`), and pins for the collector (never
+# written: the table stays for the schema's sake, the collector no longer reads it)
 _SCHEMA_V2 = """
 ALTER TABLE store ADD COLUMN hash TEXT;
 CREATE TABLE pins (uid TEXT PRIMARY KEY, by INTEGER, created FLOAT);
@@ -142,19 +143,6 @@ class BuildDatabase:
                 db.execute(f"DELETE FROM store WHERE uid IN ({','.join('?' * len(chunk))})",
                            chunk)
 
-    def pins(self) -> set[str]:
-        with self._lock, _busy_is_an_error(self.path):
-            return {r["uid"] for r in self._db.query("SELECT uid FROM pins")}
-
-    def pin(self, uid: str, by: int) -> None:
-        with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO pins (uid, by, created) VALUES (?, ?, ?)",
-                       [uid, by, time.time()])
-
-    def unpin(self, uid: str) -> bool:
-        with self._transaction() as db:
-            return int(db.execute("DELETE FROM pins WHERE uid = ?", [uid]).rowcount) > 0
-
     def all_generations(self) -> list[Generation]:
         with self._lock, _busy_is_an_error(self.path):
             rows = self._db.query("SELECT * FROM generations ORDER BY realm, number")
@@ -171,20 +159,20 @@ class BuildDatabase:
                 [uid, name, json.dumps(flags, sort_keys=True), time.time(), log, requested_by])
             return int(cursor.lastrowid or 0)
 
-    def build_ended(self, build_id: int, state: str, exit_status: int | None,
-                    error: str = "") -> None:
+    def build_ended(self, build_id: int, state: str, error: str = "") -> None:
+        """Record how a build ended. (The `exit_status` column of schema 1 stays NULL: the
+        builder reports a failure as a message, which `error` holds.)"""
         ended = time.time()
         with self._transaction() as db:
             db.execute("UPDATE builds SET state = ?, ended = ?, duration = ? - started, "
-                       "exit_status = ?, error = ? WHERE id = ?",
-                       [state, ended, ended, exit_status, error, build_id])
+                       "error = ? WHERE id = ?",
+                       [state, ended, ended, error, build_id])
 
-    def builds(self, limit: int = 100, uid: str | None = None) -> list[dict[str, Any]]:
-        """The newest builds first (of one uid, if given)."""
-        where, params = ("WHERE uid = ?", [uid]) if uid else ("", [])
+    def builds(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest builds first."""
         with self._lock, _busy_is_an_error(self.path):
             return list(self._db.query(
-                f"SELECT * FROM builds {where} ORDER BY id DESC LIMIT ?", [*params, limit]))
+                "SELECT * FROM builds ORDER BY id DESC LIMIT ?", [limit]))
 
     def last_durations(self) -> dict[str, float]:
         """The duration of each package name's latest successful build."""

@@ -33,12 +33,10 @@ class Descriptor:
     run_data: tuple[Selector, ...]
     lib_deps: tuple[Selector, ...]
     ind_deps: tuple[Selector, ...]
+    #: fix-up packages applied when a realm is assembled (RECIPES.md): parsed and checked,
+    #: not applied yet; kept for the stal/IX recipes that name them
     fix_deps: tuple[Selector, ...]
     net: bool
-    task_pool: str
-    predict_outputs: tuple[tuple[str, str], ...]
-    repo_name: str
-    repo_version: str
     #: seconds of build time the recipe asks for, beyond the daemon's --build-timeout
     timeout: float = 0.0
 
@@ -90,13 +88,11 @@ def parse_descriptor(raw: dict[str, Any], where: str) -> Descriptor:
     script_data = script.get("data", "")
     if not isinstance(script_data, str):
         raise RecipeError(f"{where}: bld.script.data must be a string")
+    # task_pool is checked (a misspelt pool is a recipe error) but not kept: the scheduler's
+    # pools follow the node kinds. predict_outputs and repo are not read at all.
     pool = raw.get("task_pool") or "slot"
     if pool not in POOLS:
         raise RecipeError(f"{where}: task_pool {pool!r} is not one of {', '.join(POOLS)}")
-    repo = raw.get("repo") or {}
-    predicted = tuple(
-        (str(p.get("path", "")), str(p.get("sum", ""))) for p in raw.get("predict_outputs") or []
-    )
     timeout = raw.get("timeout") or 0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
         raise RecipeError(f"{where}: timeout {timeout!r} must be a number of seconds")
@@ -115,8 +111,4 @@ def parse_descriptor(raw: dict[str, Any], where: str) -> Descriptor:
         ind_deps=_selectors(_section(raw, "ind", where), "deps", where),
         fix_deps=_selectors(_section(raw, "fix", where), "deps", where),
         net=bool(raw.get("net", False)),
-        task_pool=pool,
-        predict_outputs=predicted,
-        repo_name=str(repo.get("name", "")),
-        repo_version=str(repo.get("version", "")),
     )

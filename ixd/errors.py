@@ -17,6 +17,9 @@ class IxError(Exception):
     code: ClassVar[str] = "E_IX"
     #: process exit status `ixc` uses for this error
     exit_status: ClassVar[int] = 1
+    #: True on an error rebuilt from the daemon's reply (`error_from_wire`), False on one
+    #: raised here; a client retries only connection losses it met itself
+    from_wire: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -235,5 +238,7 @@ def error_from_wire(code: str, message: str) -> IxError:
     if cls is None:
         err = IxError(message)
         err.code = code  # type: ignore[misc]
-        return err
-    return cls(message)
+    else:
+        err = cls(message)
+    err.from_wire = True
+    return err

@@ -1,10 +1,10 @@
 """Garbage collection: mark from roots through realm closures, sweep through trash.
 
 Roots are every realm's current generation and the newest `keep` generations of each realm,
-explicit pins, and every path of every plan in flight (what builds read and write). A realm
-entry's closure is the list of store dirs its `meta.json` links. Marking is pure; the sweep
-first makes the garbage invalid in memory (so no new request counts on it), then unregisters
-it, renames it into trash and deletes it.
+and every path of every plan in flight (what builds read and write, and the realm of an
+`ixc run` whose command runs). A realm entry's closure is the list of store dirs its
+`meta.json` links. Marking is pure; the sweep first makes the garbage invalid in memory (so no
+new request counts on it), then unregisters it, renames it into trash and deletes it.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ class GcResult:
 
 
 def root_paths(generations: Iterable[Generation], current: Mapping[str, int], keep: int,
-               pinned_paths: Iterable[str], in_flight: Iterable[str]) -> set[str]:
-    """Store paths that must stay: realm generations kept by policy, pins, work in flight."""
+               in_flight: Iterable[str]) -> set[str]:
+    """Store paths that must stay: realm generations kept by policy, work in flight (plans
+    under way, and `ixc run` realms whose command runs)."""
     by_realm: dict[str, list[Generation]] = {}
     for generation in generations:
         by_realm.setdefault(generation.realm, []).append(generation)
-    roots = set(pinned_paths) | set(in_flight)
+    roots = set(in_flight)
     for realm, gens in by_realm.items():
         gens.sort(key=lambda g: g.number)
         kept = gens[-keep:] if keep > 0 else []

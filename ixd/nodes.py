@@ -40,7 +40,6 @@ class Node:
     stdin: str = ""
     #: the whole environment of the command, nothing else is inherited
     env: dict[str, str] = field(default_factory=dict)
-    pool: str = "slot"
     #: the command may use the network (only fetch nodes, or `net: true` recipes)
     net: bool = False
     sources: tuple[Source, ...] = ()
@@ -64,7 +63,6 @@ class Node:
             command=tuple(data["command"]),
             stdin=data["stdin"],
             env=dict(data["env"]),
-            pool=data["pool"],
             net=data["net"],
             sources=tuple(Source(**s) for s in data["sources"]),
             meta=dict(data["meta"]),

@@ -305,7 +305,6 @@ class PackageGraph:
             command=d.script_exec,
             stdin=d.script_data,
             env=env,
-            pool=d.task_pool,
             net=d.net,
             sources=sources,
             meta={"package": package.name, "flags": dict(package.flags)},

@@ -18,7 +18,6 @@ def fetch_node(url: str, sha256: str, filename: str, layout: Layout) -> Node:
         deps=(),
         inputs=(),
         outputs=(str(layout.source_path(sha256)),),
-        pool="network",
         net=True,
         sources=(Source(url, sha256, filename),),
     )
@@ -81,7 +80,6 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
         deps=tuple(runtime_uids(packages)),
         inputs=tuple(dirs),
         outputs=(str(layout.store / f"{uid}-rlm-{realm}"),),
-        pool="misc",
         meta=dict(meta),
     )
 

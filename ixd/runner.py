@@ -105,7 +105,7 @@ class StoreRunner:
         def register_and_end() -> None:  # one worker thread for both writes
             self.db.register_valid(node.uid, node.outputs[0], node.name, kind,
                                    built.content_hash)
-            self.db.build_ended(build_id, "valid", None, "")
+            self.db.build_ended(build_id, "valid", "")
 
         await trio.to_thread.run_sync(register_and_end)
         self.valid.add(node.uid)
@@ -121,7 +121,7 @@ class StoreRunner:
 
     async def _ended(self, build_id: int, state: str, error: IxError | None) -> None:
         await trio.to_thread.run_sync(
-            self.db.build_ended, build_id, state, None, error.message if error else "")
+            self.db.build_ended, build_id, state, error.message if error else "")
 
     async def _register(self, node: Node, kind: str) -> None:
         out = node.outputs[0]

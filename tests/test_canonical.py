@@ -6,18 +6,29 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from ixd.buildusers import BuildUser, check_pool
+from ixd.buildusers import (
+    DEFAULT_GROUP,
+    BuildUser,
+    BuildUserPool,
+    check_pool,
+    kill_processes_of,
+    load_pool,
+    processes_of,
+)
 from ixd.canonical import MAX_DEPTH, STORE_MTIME, OutputRefused, canonicalise
+from ixd.confine import identity_argv, limits_argv
 from ixd.elf import elf_interpreter
 from ixd.errors import ConfinementUnavailable
 from ixd.safeio import FileTooLarge, NotRegularFile, read_bounded
 from ixd.treehash import tree_hash
+from tests.daemon_harness import wait_for
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="chown and mknod need root")
 
@@ -187,3 +198,25 @@ def test_unfit_build_users_are_refused_by_name() -> None:
     assert fit == users[:1]
     with pytest.raises(ConfinementUnavailable, match="has no build users"):
         check_pool([], "ixbld", daemon_uid=4242, shell_of=shells)
+
+
+def test_kill_reaches_a_build_user_at_its_process_limit() -> None:
+    # A fork bomb leaves its uid at RLIMIT_NPROC. The helper that kills it runs as that uid
+    # and must still be able to start: the limit is the build's (prlimit), not the daemon's.
+    pool = BuildUserPool(load_pool(DEFAULT_GROUP))
+    user = next(u for u in reversed(pool.users) if pool._lock(u))  # held like a build's
+    bomb = subprocess.Popen(
+        [*limits_argv(max_processes=8), *identity_argv(user.uid, user.gid), "/bin/sh", "-c",
+         "while :; do sleep 1000 & done"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # the shell gives up at the limit and leaves 7 sleeps behind
+        wait_for(lambda: len(processes_of(user.uid)) >= 7 and bomb.poll() is not None,
+                 "the bomb to hit its limit")
+        kill_processes_of(user)
+        wait_for(lambda: not processes_of(user.uid), "every process of the bomb to be gone")
+    finally:
+        bomb.kill()
+        bomb.wait()
+        subprocess.run(["pkill", "-9", "-u", str(user.uid)], check=False)
+        pool._release(user, back_to_pool=True)

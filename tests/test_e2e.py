@@ -153,7 +153,8 @@ def test_dep_and_plan(daemon: RunningDaemon) -> None:
     plan = json.loads(daemon.ixc("plan", "bin/greet").stdout)
     greet = [n for n in plan["nodes"] if n["name"] == "bin/greet"]
     assert len(greet) == 1 and greet[0]["uid"] in plan["targets"]
-    assert set(greet[0]) >= {"uid", "inputs", "outputs", "command", "pool", "deps"}
+    assert set(greet[0]) >= {"uid", "inputs", "outputs", "command", "deps"}
+    assert "pool" not in greet[0]
 
 
 def test_static_policy_refuses_dynamic_programs(daemon: RunningDaemon) -> None:

@@ -310,6 +310,7 @@ def test_plan_is_plain_data_with_dependencies_first(overlay: Path, tmp_path: Pat
     for node in data["nodes"]:
         assert set(node["deps"]) <= seen, node["name"]
         seen.add(node["uid"])
-        assert {"uid", "inputs", "outputs", "command", "pool"} <= node.keys()
+        assert {"uid", "inputs", "outputs", "command"} <= node.keys()
+        assert "pool" not in node
     assert set(data["targets"]) <= seen
     assert {p.uid for p in packages[0].run_closure if p.buildable} == set(data["targets"])

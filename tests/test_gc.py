@@ -49,6 +49,5 @@ def test_mark_follows_realm_links_from_the_roots() -> None:
 
 def test_roots_keep_current_and_newest_generations() -> None:
     generations = [Generation("r", n, f"/s/g{n}", {}, 0.0, 0) for n in range(1, 6)]
-    roots = gc.root_paths(generations, {"r": 2}, keep=2, pinned_paths=["/s/pin"],
-                          in_flight=["/s/flight"])
-    assert roots == {"/s/g2", "/s/g4", "/s/g5", "/s/pin", "/s/flight"}
+    roots = gc.root_paths(generations, {"r": 2}, keep=2, in_flight=["/s/flight"])
+    assert roots == {"/s/g2", "/s/g4", "/s/g5", "/s/flight"}

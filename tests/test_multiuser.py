@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ixd.buildusers import DEFAULT_GROUP, members_of, processes_of
 from tests.daemon_harness import RunningDaemon, public_daemon, wait_for
 
 
@@ -151,9 +152,10 @@ def test_build_cancelled_when_its_only_waiter_leaves(daemon: RunningDaemon) -> N
     assert not list((daemon.root / "store").glob(f"{build['uid']}-*"))
     assert not (daemon.root / "build" / build["uid"]).exists()
     assert "starts" in log.read_text()
-    # nothing of the build's process tree is left
-    sleepers = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True)
-    assert sleepers.stdout == ""
+    # nothing of the build's process tree is left (killed processes may take a moment to go)
+    wait_for(lambda: not [pid for user in members_of(DEFAULT_GROUP)
+                          for pid in processes_of(user.uid)],
+             "every process of the build users to be gone", 15)
 
 
 def test_build_goes_on_while_another_waits(daemon: RunningDaemon) -> None:

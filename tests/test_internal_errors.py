@@ -1,0 +1,70 @@
+"""A bug inside the builder (any exception but OSError) is an internal error: E_INTERNAL to
+the caller, its traceback in the log, the build recorded failed, and the daemon goes on."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ixd import builder
+from ixd.db import BuildDatabase
+from ixd.errors import InternalError, IxError
+from ixd.layout import Layout
+from ixd.nodes import Node, Plan
+from ixd.runner import StoreRunner
+from ixd.scheduler import Scheduler
+
+
+def _node(layout: Layout) -> Node:
+    uid = "0123456789abcdef0123456789abcdef"
+    return Node(uid=uid, kind="build", name="bin/buggy", deps=(), inputs=(),
+                outputs=(str(layout.store_dir(uid, "bin", "buggy")),),
+                command=("/bin/sh", "-c", 'mkdir -p "$out"'), env={"PATH": "/usr/bin:/bin"},
+                meta={"package": "bin/buggy", "flags": {}})
+
+
+def test_a_type_error_in_the_builder_is_e_internal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    layout = Layout(tmp_path / "root")
+    layout.ensure()
+    db = BuildDatabase(layout.database)
+    runner = StoreRunner(layout, db, confine=False, mirrors=(), make_thrs=1)
+
+    def buggy(*args: Any, **kwargs: Any) -> None:
+        raise TypeError("a bug in _prepare")
+
+    monkeypatch.setattr(builder, "_prepare", buggy)
+    node = _node(layout)
+    events: list[tuple[str, dict[str, Any]]] = []
+    raised: list[IxError] = []
+
+    async def main() -> None:
+        scheduler = Scheduler(runner, jobs=1)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.serve)
+            try:
+                await scheduler.run(Plan((node,), (node.uid,)),
+                                    lambda kind, data: events.append((kind, data)), 0)
+            except IxError as exc:
+                raised.append(exc)
+            nursery.cancel_scope.cancel()
+
+    with caplog.at_level(logging.ERROR, logger="ixd.scheduler"):
+        trio.run(main)
+
+    assert len(raised) == 1
+    assert isinstance(raised[0], InternalError) and raised[0].code == "E_INTERNAL"
+    assert "TypeError" in raised[0].message and "a bug in _prepare" in raised[0].message
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is TypeError]
+    assert logged, "the traceback of the bug is logged"
+    rows = db.builds()
+    assert [(r["uid"], r["state"]) for r in rows] == [(node.uid, "failed")]
+    assert "TypeError" in rows[0]["error"]
+    assert node.uid not in runner.valid
+    assert not Path(node.outputs[0]).exists()
+    db.close()
