@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,10 +36,9 @@ import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no p
 from ixd.buildusers import BuildUser, kill_processes_of
 from ixd.canonical import OutputRefused, canonicalise
 from ixd.confine import (
+    build_identity_argv,
     bwrap_path,
     confinement_argv,
-    identity_argv,
-    limits_argv,
     sandbox_etc,
 )
 from ixd.errors import BuildFailed, ConfinementUnavailable
@@ -130,9 +130,7 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        # the limit first (as root), then the switch to the build user
-        prefix = [*limits_argv(max_processes=limits.max_processes),
-                  *identity_argv(user.uid, user.gid)]
+        prefix = build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes)
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
@@ -168,7 +166,7 @@ async def run_build(
                 # otherwise every process of its uid is killed first
                 built = await trio.to_thread.run_sync(
                     _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
-                    limits)
+                    layout.trash, limits)
             except (OSError, OutputRefused, LimitExceeded) as exc:
                 raise BuildFailed(_failure_message(
                     node, f"its output could not be finished: {exc}", log_path)) from exc
@@ -199,6 +197,8 @@ class Built:
     size: int
     #: the output's content hash (`ixd.treehash`), recorded when it is registered valid
     content_hash: str
+    #: the build's scratch, moved into the trash: the caller deletes it when it suits
+    trashed: Path
 
 
 # --- the file system -----------------------------------------------------------------------
@@ -269,7 +269,7 @@ def sandbox_etc_dir(layout: Layout) -> Path:
 
 
 def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
-            limits: BuildLimits) -> Built:
+            trash: Path, limits: BuildLimits) -> Built:
     """After the command: no process of the build left (`user`'s are killed, if given), its
     output canonicalised, hashed and moved into the store, the scratch removed (blocking; one
     worker thread for all of it)."""
@@ -283,8 +283,12 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
     if out != store_path:
         os.rename(out, store_path)
     content_hash = tree_hash(store_path)
-    remove_tree(scratch)
-    return Built(tuple(canonical.notes), canonical.files, canonical.size, content_hash)
+    # Deleting the scratch (the build's temporary files) is nobody's wait: one rename into
+    # the private trash, and the daemon deletes it later (recovery empties what is left).
+    trashed = trash / f"{scratch.name}.{secrets.token_hex(4)}"
+    os.rename(scratch, trashed)
+    return Built(tuple(canonical.notes), canonical.files, canonical.size, content_hash,
+                 trashed)
 
 
 def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
@@ -357,37 +361,28 @@ async def _run_watched(
     limits: BuildLimits,
     seconds: float,
 ) -> _Outcome:
-    """Run the build within its time and size limits."""
+    """Run the build within its time and size limits.
+
+    The limits are checked by the task that waits for the build anyway, each `size_poll`
+    seconds, not by tasks of their own: a short build costs no extra trips through the
+    event loop.
+    """
     outcome = _Outcome()
+    deadline = trio.current_time() + seconds
 
-    async def watch_size(cancel_scope: trio.CancelScope) -> None:
-        while True:
-            await trio.sleep(limits.size_poll)
-            used = await trio.to_thread.run_sync(tree_bytes, scratch)
-            if used > limits.max_output_size:
-                outcome.broken = (f"wrote {used} bytes, more than the --max-output-size of "
-                                  f"{limits.max_output_size}, and was killed")
-                cancel_scope.cancel()
+    async def check() -> str | None:
+        if trio.current_time() >= deadline:
+            return f"did not finish within {seconds:.0f} s (--build-timeout) and was killed"
+        used = await trio.to_thread.run_sync(tree_bytes, scratch)
+        if used > limits.max_output_size:
+            return (f"wrote {used} bytes, more than the --max-output-size of "
+                    f"{limits.max_output_size}, and was killed")
+        return None
 
-    async def run(cancel_scope: trio.CancelScope) -> None:
-        with trio.move_on_after(seconds) as timer:
-            outcome.status = await _run_logged(
-                argv, env=env, cwd=cwd, stdin=stdin, log_file=log_file, on_line=on_line,
-                sandbox=sandbox, outcome=outcome)
-        if timer.cancelled_caught:
-            outcome.broken = (f"did not finish within {seconds:.0f} s (--build-timeout) and "
-                              f"was killed")
-        cancel_scope.cancel()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_size, nursery.cancel_scope)
-            nursery.start_soon(run, nursery.cancel_scope)
-    except BaseExceptionGroup as group:
-        # one failure (the build could not be started, say) is reported as itself
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    outcome.status = await _run_logged(
+        argv, env=env, cwd=cwd, stdin=stdin, log_file=log_file, on_line=on_line,
+        sandbox=sandbox, outcome=outcome, check=check,
+        check_every=limits.size_poll, deadline=deadline)
     return outcome
 
 
@@ -410,6 +405,9 @@ async def _run_logged(
     on_line: LineCallback | None,
     sandbox: SandboxArgv | None,
     outcome: _Outcome,
+    check: Callable[[], Awaitable[str | None]],
+    check_every: float,
+    deadline: float,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -417,7 +415,9 @@ async def _run_logged(
     killed (background processes of an unconfined build; a confined build's pid namespace
     dies with it anyway). If this is cancelled, the whole build is killed and waited for.
     `outcome.sandbox_gone` records whether the sandbox's pid 1 was seen to end: its pid
-    namespace, and every process that ever ran in it, is then gone for sure.
+    namespace, and every process that ever ran in it, is then gone for sure. While it runs,
+    `check()` is awaited every `check_every` seconds and at `deadline`; a reason it returns
+    goes to `outcome.broken` and the build is killed.
     """
     child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox)
     popen = child.popen
@@ -436,7 +436,14 @@ async def _run_logged(
                     sandbox_pidfd = found
             # Exited but not yet reaped: its pid (= process group id) cannot be reused
             # before we kill what is left of the group.
-            await trio.lowlevel.wait_readable(child.pidfd)
+            while True:
+                with trio.move_on_at(min(trio.current_time() + check_every, deadline)):
+                    await trio.lowlevel.wait_readable(child.pidfd)
+                    break
+                outcome.broken = await check()
+                if outcome.broken is not None:  # killed whole in `finally`
+                    nursery.cancel_scope.cancel()
+                    return -1
             _kill_group(popen.pid)
             status = popen.poll()
             assert status is not None

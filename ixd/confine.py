@@ -18,9 +18,9 @@ no capabilities (`--cap-drop ALL`); no nested user namespaces (`--disable-userns
 session; the sandbox dies with the daemon. The daemon starts bwrap as a build user of its own
 (`ixd.buildusers`), so inside it looks like uid 1000 and on the host it is that build user.
 
-`limits_argv()` is the `prlimit` prefix that bounds a build's processes (RLIMIT_NPROC counts
-per real uid, and every running build has a uid of its own, so it bounds exactly one build);
-`identity_argv()` is the `chpst` prefix that then runs it as its build user.
+`build_identity_argv()` is the `chpst` prefix that runs a build as its build user with its
+processes bounded (RLIMIT_NPROC counts per real uid, and every running build has a uid of its
+own, so it bounds exactly one build); `identity_argv()` runs a helper as a build user.
 
 This module imports only the standard library.
 """
@@ -37,7 +37,6 @@ from ixd.errors import ConfinementUnavailable
 
 BWRAP = "bwrap"
 CHPST = "chpst"
-PRLIMIT = "prlimit"
 
 #: how long the start-up probe may take before it counts as broken
 PROBE_TIMEOUT = 30.0
@@ -141,17 +140,6 @@ def confinement_argv(
     return argv
 
 
-def limits_argv(*, max_processes: int) -> list[str]:
-    """The `prlimit ... --` prefix, run as root before the switch to the build user: at most
-    `max_processes` processes of the build's uid (RLIMIT_NPROC counts per real uid, and
-    every running build has a uid of its own, so it bounds exactly one build), no core dumps.
-
-    Per build, not on the daemon: a helper the daemon starts as that uid later (`kill -9 -1`
-    after a fork bomb) must be able to exec while the uid is at its limit."""
-    return [shutil.which(PRLIMIT) or PRLIMIT, f"--nproc={max_processes}:{max_processes}",
-            "--core=0:0", "--"]
-
-
 def identity_argv(uid: int, gid: int) -> list[str]:
     """The prefix that runs the rest as `uid`/`gid`, with `gid` its only group: runit's
     `chpst -u :UID:GID` (numeric, no account lookup). The daemon starts it as root through a
@@ -159,6 +147,17 @@ def identity_argv(uid: int, gid: int) -> list[str]:
     copy the daemon's whole page table per build, and util-linux's setpriv costs twice
     chpst's start-up."""
     return [shutil.which(CHPST) or CHPST, "-u", f":{uid}:{gid}"]
+
+
+def build_identity_argv(uid: int, gid: int, *, max_processes: int) -> list[str]:
+    """The prefix that runs a build as its build user, within its limits, in one exec:
+    `chpst -p N` bounds the processes of its uid (RLIMIT_NPROC counts per real uid, and
+    every running build has a uid of its own, so it bounds exactly one build), `-c 0`
+    forbids core dumps. Per build, not on the daemon: a helper the daemon starts as that
+    uid later (`kill -9 -1` after a fork bomb) must be able to exec while the uid is at its
+    limit."""
+    return [shutil.which(CHPST) or CHPST, "-p", str(max_processes), "-c", "0",
+            "-u", f":{uid}:{gid}"]
 
 
 def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
@@ -173,9 +172,8 @@ def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
             f"({os.environ.get('PATH', os.defpath)}); install bubblewrap or run ixd without "
             "confinement"
         )
-    for tool, package in ((CHPST, "runit"), (PRLIMIT, "util-linux")):
-        if shutil.which(tool) is None:
-            return f"{tool} ({package}) is not installed: builds could not run as build users"
+    if shutil.which(CHPST) is None:
+        return f"{CHPST} (runit) is not installed: builds could not run as build users"
     argv = [*confinement_argv(net=False), "/bin/true"]
     ids: dict[str, object] = {}
     if user is not None:

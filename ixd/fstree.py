@@ -31,4 +31,13 @@ def remove_tree(path: Path) -> None:
                 os.chmod(directory, mode | 0o700)
             with os.scandir(directory) as entries:
                 stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-    shutil.rmtree(path)
+    shutil.rmtree(path, onerror=_ignore_missing)
+
+
+def _ignore_missing(function: object, path: str, exc_info: tuple[type, BaseException, object]
+                    ) -> None:
+    """Two deleters of one tree (the trash collector and gc's sweep) may meet: what the
+    other one deleted first is fine."""
+    if isinstance(exc_info[1], FileNotFoundError):
+        return
+    raise exc_info[1]

@@ -123,6 +123,7 @@ async def serve(daemon: Daemon, socket_path: Path, *,
                     max_per_user=daemon.config.max_connections_per_user)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.scheduler.serve)
+        nursery.start_soon(daemon.runner.collect_trash)
         await nursery.start(server.serve, listener)
         nursery.start_soon(daemon.watch_free_space)
         await nursery.start(daemon.watch_recipes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -19,6 +20,7 @@ from ixd.assemble import assemble_realm
 from ixd.buildusers import BuildUser, BuildUserPool
 from ixd.db import BuildDatabase
 from ixd.errors import InternalError, IxError
+from ixd.fstree import remove_tree
 from ixd.layout import Layout
 from ixd.nodes import Node
 from ixd.scheduler import Listener
@@ -47,6 +49,18 @@ class StoreRunner:
         self.collecting: dict[str, trio.Event] = {}
         #: the latest successful build time of each package, for ETAs
         self.durations: dict[str, float] = db.last_durations()
+        #: finished builds' scratch folders, moved into the trash, for collect_trash
+        self._trash: trio.MemorySendChannel[Path]
+        self._trash, self._trashed = trio.open_memory_channel[Path](math.inf)
+
+    async def collect_trash(self) -> None:
+        """Delete finished builds' scratch folders from the trash, one by one, in a worker
+        thread: off the builds' way (what is left at a stop, recovery deletes)."""
+        async for path in self._trashed:
+            try:
+                await trio.to_thread.run_sync(remove_tree, path)
+            except OSError:
+                log.exception("could not delete %s", path)
 
     def is_valid(self, node: Node) -> bool:
         if node.kind == "fetch":
@@ -100,6 +114,7 @@ class StoreRunner:
             with trio.CancelScope(shield=True):
                 await self._ended(build_id, "cancelled", None)
             raise
+        self._trash.send_nowait(built.trashed)
         kind = Path(node.outputs[0]).name.split("-", 2)[1]
 
         def register_and_end() -> None:  # one worker thread for both writes

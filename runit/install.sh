@@ -37,7 +37,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 for d in ixd client services pkgs runit; do
     [ -d "$src/$d" ] || die "$src/$d is missing: run me from an ix checkout"
 done
-for tool in runsvdir runsv sv svlogd chpst bwrap prlimit; do
+for tool in runsvdir runsv sv svlogd chpst bwrap; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: apt-get install runit bubblewrap"
 done
 "$python" -c 'import trio, msgpack, jinja2, pyinotify, sqlite_utils' 2>/dev/null ||

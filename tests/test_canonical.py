@@ -23,7 +23,7 @@ from ixd.buildusers import (
     processes_of,
 )
 from ixd.canonical import MAX_DEPTH, STORE_MTIME, OutputRefused, canonicalise
-from ixd.confine import identity_argv, limits_argv
+from ixd.confine import build_identity_argv
 from ixd.elf import elf_interpreter
 from ixd.errors import ConfinementUnavailable
 from ixd.safeio import FileTooLarge, NotRegularFile, read_bounded
@@ -202,11 +202,11 @@ def test_unfit_build_users_are_refused_by_name() -> None:
 
 def test_kill_reaches_a_build_user_at_its_process_limit() -> None:
     # A fork bomb leaves its uid at RLIMIT_NPROC. The helper that kills it runs as that uid
-    # and must still be able to start: the limit is the build's (prlimit), not the daemon's.
+    # and must still be able to start: the limit is the build's (chpst -p), not the daemon's.
     pool = BuildUserPool(load_pool(DEFAULT_GROUP))
     user = next(u for u in reversed(pool.users) if pool._lock(u))  # held like a build's
     bomb = subprocess.Popen(
-        [*limits_argv(max_processes=8), *identity_argv(user.uid, user.gid), "/bin/sh", "-c",
+        [*build_identity_argv(user.uid, user.gid, max_processes=8), "/bin/sh", "-c",
          "while :; do sleep 1000 & done"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
