@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import json
-import textwrap
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -16,16 +15,7 @@ from ixd.errors import RecipeNotFound
 from ixd.packages import DEFAULT_MAX_PACKAGES, PackageGraph
 from ixd.recipes import RecipeTree
 from ixd.selector import Selector
-
-PROJECT_PKGS = Path(__file__).resolve().parent.parent / "pkgs"
-HOST = "linux-x86_64"
-
-
-def write(root: Path, name: str, text: str) -> Path:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
+from tests.test_engine import HOST, PROJECT_PKGS, write
 
 
 def recipe(script: str, **edges: list[str]) -> str:
