@@ -26,7 +26,7 @@ import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -152,10 +152,12 @@ async def run_build(
             if _exists(store_path) or _exists(scratch):
                 await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
             _prepare(node, layout, out, scratch, user)
-            ran = await _run_watched(
+            ran = _Outcome()
+            watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
+            ran.status = await _run_logged(
                 list(node.command), env=env, cwd=tmp, stdin=node.stdin.encode(),
-                log_file=log_file, on_line=on_log_line, sandbox=sandbox,
-                scratch=scratch, limits=limits, seconds=timeout)
+                log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
+                watch=watch)
             if ran.broken is not None:
                 raise BuildFailed(_failure_message(node, ran.broken, log_path))
             if ran.status != 0:
@@ -348,42 +350,27 @@ def tree_bytes(path: Path) -> int:
 # --- running the command -------------------------------------------------------------------
 
 
-async def _run_watched(
-    argv: list[str],
-    *,
-    env: dict[str, str],
-    cwd: Path,
-    stdin: bytes,
-    log_file: BinaryIO,
-    on_line: LineCallback | None,
-    sandbox: SandboxArgv | None,
-    scratch: Path,
-    limits: BuildLimits,
-    seconds: float,
-) -> _Outcome:
-    """Run the build within its time and size limits.
+@dataclass
+class _Watch:
+    """A running build's limits, checked by the task that waits for the build anyway (each
+    `limits.size_poll` seconds and at the deadline), not by tasks of their own: a short build
+    costs no extra trips through the event loop."""
 
-    The limits are checked by the task that waits for the build anyway, each `size_poll`
-    seconds, not by tasks of their own: a short build costs no extra trips through the
-    event loop.
-    """
-    outcome = _Outcome()
-    deadline = trio.current_time() + seconds
+    scratch: Path
+    limits: BuildLimits
+    seconds: float
+    deadline: float
 
-    async def check() -> str | None:
-        if trio.current_time() >= deadline:
-            return f"did not finish within {seconds:.0f} s (--build-timeout) and was killed"
-        used = await trio.to_thread.run_sync(tree_bytes, scratch)
-        if used > limits.max_output_size:
+    async def broken(self) -> str | None:
+        """The limit the build broke, if it did."""
+        if trio.current_time() >= self.deadline:
+            return (f"did not finish within {self.seconds:.0f} s (--build-timeout) and was "
+                    f"killed")
+        used = await trio.to_thread.run_sync(tree_bytes, self.scratch)
+        if used > self.limits.max_output_size:
             return (f"wrote {used} bytes, more than the --max-output-size of "
-                    f"{limits.max_output_size}, and was killed")
+                    f"{self.limits.max_output_size}, and was killed")
         return None
-
-    outcome.status = await _run_logged(
-        argv, env=env, cwd=cwd, stdin=stdin, log_file=log_file, on_line=on_line,
-        sandbox=sandbox, outcome=outcome, check=check,
-        check_every=limits.size_poll, deadline=deadline)
-    return outcome
 
 
 @dataclass
@@ -405,9 +392,7 @@ async def _run_logged(
     on_line: LineCallback | None,
     sandbox: SandboxArgv | None,
     outcome: _Outcome,
-    check: Callable[[], Awaitable[str | None]],
-    check_every: float,
-    deadline: float,
+    watch: _Watch,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -416,8 +401,8 @@ async def _run_logged(
     dies with it anyway). If this is cancelled, the whole build is killed and waited for.
     `outcome.sandbox_gone` records whether the sandbox's pid 1 was seen to end: its pid
     namespace, and every process that ever ran in it, is then gone for sure. While it runs,
-    `check()` is awaited every `check_every` seconds and at `deadline`; a reason it returns
-    goes to `outcome.broken` and the build is killed.
+    `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
+    `outcome.broken` and the build is killed.
     """
     child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox)
     popen = child.popen
@@ -437,10 +422,11 @@ async def _run_logged(
             # Exited but not yet reaped: its pid (= process group id) cannot be reused
             # before we kill what is left of the group.
             while True:
-                with trio.move_on_at(min(trio.current_time() + check_every, deadline)):
+                poll = trio.current_time() + watch.limits.size_poll
+                with trio.move_on_at(min(poll, watch.deadline)):
                     await trio.lowlevel.wait_readable(child.pidfd)
                     break
-                outcome.broken = await check()
+                outcome.broken = await watch.broken()
                 if outcome.broken is not None:  # killed whole in `finally`
                     nursery.cancel_scope.cancel()
                     return -1

@@ -28,7 +28,7 @@ from pathlib import Path
 import trio
 
 from ixd.confine import identity_argv
-from ixd.errors import ConfinementUnavailable
+from ixd.errors import BuildUserStuck, ConfinementUnavailable
 
 log = logging.getLogger("ixd.buildusers")
 
@@ -137,42 +137,13 @@ def kill_processes_of(user: BuildUser) -> None:
             env={"PATH": "/usr/bin:/bin"}, cwd="/", stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=KILL_TIMEOUT)
     except subprocess.CalledProcessError as exc:
-        raise ConfinementUnavailable(
+        raise BuildUserStuck(
             f"could not kill the processes of build user {user.name} (uid {user.uid}): "
             f"{exc.stderr.decode(errors='replace').strip() or exc}") from exc
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ConfinementUnavailable(
+        raise BuildUserStuck(
             f"could not kill the processes of build user {user.name} (uid {user.uid}): "
             f"{exc}") from exc
-
-
-def processes_of(uid: int) -> list[int]:
-    """Pids of the live processes any of whose uids (real, effective, saved, file system) is
-    `uid`, from /proc/PID/status (the owner of /proc/PID is not enough: a process that makes
-    itself non-dumpable shows as root's there). Zombies are left out: they cannot act."""
-    found = []
-    needle = str(uid).encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fd = os.open(f"/proc/{name}/status", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue  # gone meanwhile
-        try:
-            status = os.read(fd, 4096)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        start = status.find(b"\nUid:")
-        if start < 0 or needle not in status[start + 5:status.find(b"\n", start + 1)].split():
-            continue
-        state = status.find(b"\nState:")
-        if state >= 0 and status[state + 7:state + 10].strip()[:1] in (b"Z", b"X"):
-            continue
-        found.append(int(name))
-    return found
 
 
 class BuildUserPool:
@@ -191,6 +162,7 @@ class BuildUserPool:
         #: set (and replaced) whenever a user goes back to the pool
         self._wakeup = trio.Event()
         self._held: dict[int, int] = {}  # uid -> fd of its lock file
+        _ensure_lock_dir(lock_dir)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -205,22 +177,18 @@ class BuildUserPool:
                 finally:
                     os.close(self._held.pop(user.uid))
 
-    @property
-    def free(self) -> int:
-        return len(self._free)
-
     @contextlib.asynccontextmanager
     async def take(self) -> AsyncIterator[BuildUser]:
         """A build user nobody else holds, with no process left (`clear_all` at start, and
         every holder kills its processes before it lets go: run_build does, in its own
-        worker threads). A ConfinementUnavailable raised through here means the holder could
-        not, and the user is dropped from the pool instead of going back."""
+        worker threads). A BuildUserStuck raised through here means the holder could not, and
+        the user is dropped from the pool instead of going back."""
         user = await self._acquire()
         cleared = False
         try:
             yield user
             cleared = True
-        except ConfinementUnavailable:
+        except BuildUserStuck:
             log.error("build user %s (uid %d) could not be cleared of processes; it is not "
                       "used again until ixd restarts", user.name, user.uid)
             raise
@@ -245,7 +213,6 @@ class BuildUserPool:
             delay = min(delay * 2, 0.5)
 
     def _lock(self, user: BuildUser) -> bool:
-        _ensure_lock_dir(self.lock_dir)
         fd = os.open(self.lock_dir / str(user.uid),
                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:

@@ -165,6 +165,12 @@ class ConfinementUnavailable(IxError):
     code = "E_NO_CONFINEMENT"
 
 
+class BuildUserStuck(ConfinementUnavailable):
+    """The processes of a build user could not be killed; that uid is not used again."""
+
+    code = "E_BUILD_USER_STUCK"
+
+
 class StaticPolicyViolation(IxError):
     code = "E_DYNAMIC_BINARY"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -61,10 +60,3 @@ def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
     finally:
         os.close(fd)
 
-
-def is_regular(path: Path) -> bool:
-    """Whether `path` itself (not what a link points to) is a regular file."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False

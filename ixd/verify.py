@@ -31,7 +31,13 @@ def verify_store(layout: Layout) -> Iterator[Problem | str]:
         path = Path(entry["path"])
         if not path.is_dir():
             yield Problem(entry["path"], "missing")
-        elif entry["hash"] and tree_hash(path) != entry["hash"]:
+            continue
+        try:
+            changed = bool(entry["hash"]) and tree_hash(path) != entry["hash"]
+        except OSError as exc:  # a file turned into a link or a FIFO, say
+            yield Problem(entry["path"], f"cannot be read ({exc})")
+            continue
+        if changed:
             yield Problem(entry["path"], "changed since it was registered")
         else:
             yield entry["path"]

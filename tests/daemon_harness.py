@@ -90,6 +90,35 @@ class RunningDaemon:
         return self.process.returncode
 
 
+def processes_of(uid: int) -> list[int]:
+    """Pids of the live processes any of whose uids (real, effective, saved, file system) is
+    `uid`, from /proc/PID/status (the owner of /proc/PID is not enough: a process that makes
+    itself non-dumpable shows as root's there). Zombies are left out: they cannot act."""
+    found = []
+    needle = str(uid).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            status = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        start = status.find(b"\nUid:")
+        if start < 0 or needle not in status[start + 5:status.find(b"\n", start + 1)].split():
+            continue
+        state = status.find(b"\nState:")
+        if state >= 0 and status[state + 7:state + 10].strip()[:1] in (b"Z", b"X"):
+            continue
+        found.append(int(name))
+    return found
+
+
 def wait_for(condition: Callable[[], Any], what: str, deadline: float = 60.0) -> Any:
     """Poll `condition` until it is truthy (polling with a deadline, not a guessed sleep);
     its value, or AssertionError naming `what` after `deadline` seconds."""

@@ -20,15 +20,17 @@ from ixd.buildusers import (
     check_pool,
     kill_processes_of,
     load_pool,
-    processes_of,
 )
 from ixd.canonical import MAX_DEPTH, STORE_MTIME, OutputRefused, canonicalise
 from ixd.confine import build_identity_argv
+from ixd.db import BuildDatabase
 from ixd.elf import elf_interpreter
 from ixd.errors import ConfinementUnavailable
+from ixd.layout import Layout
 from ixd.safeio import FileTooLarge, NotRegularFile, read_bounded
 from ixd.treehash import tree_hash
-from tests.daemon_harness import wait_for
+from ixd.verify import Problem, verify_store
+from tests.daemon_harness import processes_of, wait_for
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="chown and mknod need root")
 
@@ -220,3 +222,21 @@ def test_kill_reaches_a_build_user_at_its_process_limit() -> None:
         bomb.wait()
         subprocess.run(["pkill", "-9", "-u", str(user.uid)], check=False)
         pool._release(user, back_to_pool=True)
+
+
+def test_verify_reports_an_entry_whose_file_turned_into_a_fifo(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "ix")
+    layout.ensure()
+    entry = layout.store / ("0" * 32 + "-bin-x")
+    (entry / "bin").mkdir(parents=True)
+    (entry / "bin" / "x").write_text("x")
+    db = BuildDatabase(layout.database)
+    try:
+        db.register_valid("0" * 32, str(entry), "bin/x", "bin", tree_hash(entry))
+    finally:
+        db.close()
+    assert list(verify_store(layout)) == [str(entry)]
+    (entry / "bin" / "x").unlink()
+    os.mkfifo(entry / "bin" / "x")  # hashing opens nothing but regular files: no hang
+    (problem,) = verify_store(layout)
+    assert isinstance(problem, Problem) and problem.what == "changed since it was registered"

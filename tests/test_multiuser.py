@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from ixd.buildusers import DEFAULT_GROUP, members_of, processes_of
-from tests.daemon_harness import RunningDaemon, public_daemon, wait_for
+from ixd.buildusers import DEFAULT_GROUP, members_of
+from tests.daemon_harness import RunningDaemon, processes_of, public_daemon, wait_for
 
 
 @pytest.fixture(scope="module")

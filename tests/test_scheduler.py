@@ -64,7 +64,10 @@ async def test_shared_nodes_run_once_for_concurrent_requests(autojump_clock: Any
     assert runner.started.index("y") > runner.started.index("x")
 
 
-async def test_free_slots_go_round_robin_between_requests(autojump_clock: Any) -> None:
+@pytest.mark.parametrize("small_uid", [2, 1], ids=["another-user", "same-user"])
+async def test_free_slots_go_round_robin_between_requests(autojump_clock: Any,
+                                                          small_uid: int) -> None:
+    # another user's single package, and a user's own small request beside their big one
     runner = FakeRunner()
     scheduler = Scheduler(runner, jobs=1)
     big = Plan(tuple(node(f"big{i}") for i in range(20)), ())
@@ -74,7 +77,7 @@ async def test_free_slots_go_round_robin_between_requests(autojump_clock: Any) -
         async with trio.open_nursery() as requests:
             requests.start_soon(scheduler.run, big, quiet, 1)
             await trio.testing.wait_all_tasks_blocked()
-            requests.start_soon(scheduler.run, small, quiet, 2)
+            requests.start_soon(scheduler.run, small, quiet, small_uid)
         nursery.cancel_scope.cancel()
     # the single package waited for one of the big request's builds, not for all twenty
     assert runner.started.index("small") == 1
@@ -114,20 +117,6 @@ async def test_slots_go_round_robin_between_users_not_requests(autojump_clock: A
     assert max(finished.values()) == pytest.approx(55.0)
 
 
-async def test_a_users_own_small_request_is_not_stuck_behind_their_big_one(
-        autojump_clock: Any) -> None:
-    runner = FakeRunner()
-    scheduler = Scheduler(runner, jobs=1)
-    big = Plan(tuple(node(f"big{i}") for i in range(20)), ())
-    small = Plan((node("small"),), ())
-    async with trio.open_nursery() as nursery:
-        await nursery.start(scheduler.serve)
-        async with trio.open_nursery() as requests:
-            requests.start_soon(scheduler.run, big, quiet, 1)
-            await trio.testing.wait_all_tasks_blocked()
-            requests.start_soon(scheduler.run, small, quiet, 1)  # the same user
-        nursery.cancel_scope.cancel()
-    assert runner.started.index("small") == 1
 
 
 def test_fair_slots_turns_go_by_user_then_by_request() -> None:

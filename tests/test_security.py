@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ixd.buildusers import DEFAULT_GROUP, members_of, processes_of
-from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon, wait_for
+from ixd.buildusers import DEFAULT_GROUP, members_of
+from tests.daemon_harness import PROJECT, RunningDaemon, processes_of, public_daemon, wait_for
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="attacks run as real accounts: root")
 
