@@ -16,6 +16,8 @@
       builds [--limit N] [--offset N]    build history, newest first
       log PKG|UID [-f]                   a build's log; -f follows a running build
       gc                                 collect garbage (root or the admin group)
+      push [REALM | PKG...]              upload a realm's or packages' closure to the
+                                         daemon's --push cache (root or the admin group)
       session --svdir DIR [--realm NAME] keep DIR's runit services in step with a realm
       ping                               check that ixd answers, and who you are to it
 
@@ -94,15 +96,20 @@ class Progress:
         elif event.kind in ("started", "joined"):
             self.running[data["uid"]] = data["name"]
             verb = "building" if event.kind == "started" else "waiting for (shared)"
+            if event.kind == "started" and data.get("kind") == "substitute":
+                verb = "substituting"
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']}{self._eta()}")
         elif event.kind == "finished":
             self.running.pop(data["uid"], None)
             self.expected.pop(data["uid"], None)
             self.done += 1
             now = ", ".join(sorted(self.running.values()))
-            self._say(f"[{self.done}/{self.total}] built {data['name']} "
+            verb = "substituted" if data.get("kind") == "substitute" else "built"
+            self._say(f"[{self.done}/{self.total}] {verb} {data['name']} "
                       f"in {float(data.get('duration', 0)):.1f}s"
                       + (f"; running: {now}" if now else "") + self._eta())
+        elif event.kind == "notice":
+            self._say(f"ixc: {data.get('text', '')}")
         elif event.kind == "log" and self.verbose:
             self._say(f"  | {data.get('line', '')}")
         elif event.kind == "log-skipped" and self.verbose:
@@ -376,6 +383,14 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         return show(value, lambda v: print(
             f"gc: {v['entries']} entries deleted, {v['bytes']} bytes freed, "
             f"{v['kept']} kept", file=out))
+    if command == "push":
+        # one word without a slash is a realm; package selectors name a category (bin/...)
+        args = ({"realm": words[0]} if len(words) == 1 and "/" not in words[0]
+                else {"packages": words} if words else {})
+        value = call("push", args)
+        return show(value, lambda v: print(
+            f"push: {len(v['pushed'])} entries uploaded to {v['cache']}, {v['present']} "
+            f"already there", file=out))
     if command == "ping":
         value = call("ping", {})
         return show(value, lambda v: print(f"ixd {v['version']} answers {v['login']} "

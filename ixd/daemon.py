@@ -32,6 +32,7 @@ from ixd.db import BuildDatabase, Generation
 from ixd.errors import (
     BadFlag,
     BadRequest,
+    CacheError,
     IxError,
     NoSuchRealm,
     PermissionDenied,
@@ -54,6 +55,7 @@ from ixd.recovery import empty_trash, move_to_trash, recover
 from ixd.runner import StoreRunner
 from ixd.scheduler import Listener, Scheduler
 from ixd.selector import Selector, check_client_flags, parse_selector, validate_realm_name
+from ixd.substitute import CacheSettings, Pusher, Substituter, open_caches
 from ixd.treehash import tree_size
 from ixd.watch import watch_tree
 
@@ -97,6 +99,8 @@ class Config:
     #: the group whose members run confined builds, one build per uid at a time
     build_users: str = DEFAULT_BUILD_GROUP
     limits: BuildLimits = field(default_factory=BuildLimits)
+    #: binary caches to substitute from and to push to (`ixd.substitute`)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @property
     def layout(self) -> Layout:
@@ -140,11 +144,16 @@ class Daemon:
                             "at once (add build users with runit/build-users.sh)", len(pool),
                             config.build_users, jobs, len(pool))
                 jobs = len(pool)
+        caches, push_to = open_caches(config.cache, str(self.layout.store))
+        substituter = (Substituter(caches, self.layout, config.limits.max_output_size)
+                       if caches else None)
+        self.pusher = Pusher(push_to, self.db, self.layout) if push_to else None
         self.runner = StoreRunner(
             self.layout, self.db, confine=config.confine, mirrors=config.mirrors,
             make_thrs=os.cpu_count() or 1, build_users=pool, limits=config.limits,
+            substituter=substituter, on_built=self.pusher.submit if self.pusher else None,
         )
-        self.scheduler = Scheduler(self.runner, jobs)
+        self.scheduler = Scheduler(self.runner, jobs, substituter)
         # realm changes of one realm are serialised; different realms go in parallel
         self._realm_locks: dict[str, trio.Lock] = {}
         self._gc_lock = trio.Lock()
@@ -166,6 +175,7 @@ class Daemon:
             "builds": self.op_builds,
             "log": self.op_log,
             "gc": self.op_gc,
+            "push": self.op_push,
         }
 
     async def handle(self, op: str, args: dict[str, Any], caller: Caller,
@@ -547,6 +557,32 @@ class Daemon:
                                    f"or the admin group ({self.config.admin_group or 'none set'})")
         result = await self.collect_garbage()
         return result.to_json()
+
+    async def op_push(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        """Upload a realm's (or packages') closure to the push cache (admins only: what
+        goes into a cache others trust is the administrator's call)."""
+        if not self.identity(caller).admin:
+            raise PermissionDenied(f"{caller.login} may not push to the cache: that needs root "
+                                   f"or the admin group ({self.config.admin_group or 'none set'})")
+        if self.pusher is None:
+            raise CacheError("this ixd has no push cache: start it with --push URL "
+                             "--signing-key FILE")
+        if args.get("packages"):
+            plan = planning.build_plan(await self._load(self._selectors(args)), self.layout)
+        else:
+            name = self._realm_name(args, caller)
+            generation = await trio.to_thread.run_sync(self.db.current_generation, name)
+            if generation is None:
+                raise NoSuchRealm(f"there is no realm {name!r} to push")
+            plan = await trio.to_thread.run_sync(
+                self._plan_realm, name,
+                effective_selectors(self._state_of(generation)))
+        uids = [n.uid for n in plan.nodes if n.kind == "build" and self.runner.is_valid(n)]
+        report = await trio.to_thread.run_sync(self.pusher.push, uids)
+        log.info("push by uid %d: %d uploaded, %d already there", caller.uid,
+                 len(report.pushed), report.present)
+        return {"pushed": report.pushed, "present": report.present,
+                "cache": self.pusher.cache.url}
 
     async def collect_garbage(self) -> GcResult:
         """Delete every valid entry not reachable from a root; safe while builds run."""

@@ -221,6 +221,57 @@ class GcAborted(IxError):
     code = "E_GC_ABORTED"
 
 
+# --- the binary cache ---------------------------------------------------------------------
+
+
+class CacheError(IxError):
+    """Something about a binary cache (`ixd --cache`, `--push`, `ixc push`)."""
+
+    code = "E_CACHE"
+
+
+class CacheBadUrl(CacheError):
+    code = "E_CACHE_BAD_URL"
+
+
+class CacheKeyError(CacheError):
+    """A signing or trusted key that cannot be read."""
+
+    code = "E_CACHE_KEY"
+
+
+class CacheUnavailable(CacheError):
+    """The cache's server is down, slow or refuses us; the build runs locally."""
+
+    code = "E_CACHE_UNAVAILABLE"
+
+
+class CacheRefused(CacheError):
+    """A cache entry that does not check out: it never enters the store."""
+
+    code = "E_CACHE_REFUSED"
+
+
+class CacheFormatError(CacheRefused):
+    code = "E_CACHE_FORMAT"
+
+
+class CacheSignatureInvalid(CacheRefused):
+    code = "E_CACHE_SIGNATURE"
+
+
+class CacheHashMismatch(CacheRefused):
+    code = "E_CACHE_HASH"
+
+
+class CacheArchiveMissing(CacheRefused):
+    code = "E_CACHE_ARCHIVE_MISSING"
+
+
+class CacheUnsafeArchive(CacheRefused):
+    code = "E_CACHE_UNSAFE_ARCHIVE"
+
+
 class InternalError(IxError):
     """A bug in ix: the daemon logged the traceback and keeps serving."""
 

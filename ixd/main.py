@@ -2,6 +2,7 @@
 
     ixd --root ROOT [options]      serve
     ixd verify --root ROOT         check every valid store entry against its content hash
+    ixd keygen NAME [--dir DIR]    write a cache signing key NAME.secret and NAME.public
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import trio
 from ixd.builder import BuildLimits
 from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.buildusers import load_pool
+from ixd.cacheformat import generate_key
 from ixd.confine import check_confinement
 from ixd.daemon import VERSION, Config, Daemon
 from ixd.errors import ConfinementUnavailable, IxError, RootUnsafe
 from ixd.layout import Layout
 from ixd.server import Server, open_unix_listener
+from ixd.substitute import CacheSettings
 from ixd.verify import Problem, verify_store
 
 log = logging.getLogger("ixd")
@@ -88,6 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined, as the daemon (only where build users and "
                              "namespaces are unavailable: a build can then do all ixd can)")
+    cache = parser.add_argument_group("binary caches (docs/cache.md)")
+    cache.add_argument("--cache", action="append", default=[], metavar="URL",
+                       help="substitute from this cache (s3://BUCKET/PREFIX?endpoint=...&"
+                            "region=..., or file:///PATH); repeatable, in priority order")
+    cache.add_argument("--trusted-key", action="append", default=[], metavar="FILE|NAME:KEY",
+                       help="a public key whose signatures make cache entries acceptable; "
+                            "repeatable. The only trust: no user can add one")
+    cache.add_argument("--push", metavar="URL", help="upload every entry this ixd builds")
+    cache.add_argument("--signing-key", type=Path, metavar="FILE",
+                       help="the secret key pushes are signed with (ixd keygen NAME)")
+    cache.add_argument("--cache-credentials", type=Path, metavar="FILE",
+                       help="an AWS credentials file ([default] aws_access_key_id, "
+                            "aws_secret_access_key); else the AWS_* environment variables")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
     return parser
 
@@ -113,7 +129,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
                   min_free=args.min_free, frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
-                  db_busy_timeout=args.db_busy_timeout)
+                  db_busy_timeout=args.db_busy_timeout,
+                  cache=CacheSettings(tuple(args.cache), args.push, tuple(args.trusted_key),
+                                      args.signing_key, args.cache_credentials))
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,
@@ -126,6 +144,8 @@ async def serve(daemon: Daemon, socket_path: Path, *,
         nursery.start_soon(daemon.runner.collect_trash)
         await nursery.start(server.serve, listener)
         nursery.start_soon(daemon.watch_free_space)
+        if daemon.pusher is not None:
+            nursery.start_soon(daemon.pusher.serve)
         await nursery.start(daemon.watch_recipes)
         log.info("ixd %s serving on %s (root %s, jobs %d, confined %s)", VERSION, socket_path,
                  daemon.config.root, daemon.config.job_count, daemon.config.confine)
@@ -160,6 +180,33 @@ def verify_main(argv: Sequence[str]) -> int:
     return 1 if problems else 0
 
 
+def keygen_main(argv: Sequence[str]) -> int:
+    """`ixd keygen NAME`: NAME.secret (0600, for --signing-key) and NAME.public (for
+    --trusted-key) in --dir."""
+    parser = argparse.ArgumentParser(prog="ixd keygen",
+                                     description="make an ed25519 key for signing cache entries")
+    parser.add_argument("name", help="the key's name, e.g. cache.example.org-1")
+    parser.add_argument("--dir", type=Path, default=Path("."))
+    args = parser.parse_args(argv)
+    try:
+        key = generate_key(args.name)
+    except IxError as exc:
+        print(f"ixd keygen: {exc}", file=sys.stderr)
+        return 2
+    secret, public = args.dir / f"{args.name}.secret", args.dir / f"{args.name}.public"
+    try:
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"ixd keygen: {secret} exists; not overwritten", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.serialise())
+    public.write_text(key.public().serialise())
+    print(f"{secret} (keep it secret: ixd --signing-key)\n{public} (ixd --trusted-key): "
+          f"{key.public().serialise().strip()}")
+    return 0
+
+
 def check_build_confinement(config: Config) -> None:
     """Refuse to start unless confined builds can run as build users (blocking)."""
     users = load_pool(config.build_users)
@@ -176,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["verify"]:
         return verify_main(argv[1:])
+    if argv[:1] == ["keygen"]:
+        return keygen_main(argv[1:])
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-NodeKind = Literal["fetch", "build", "realm"]
+#: "substitute": a build node whose entry comes from a binary cache (`ixd.substitute`)
+NodeKind = Literal["fetch", "build", "realm", "substitute"]
 
 
 @dataclass(frozen=True)

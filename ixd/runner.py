@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from ixd.fstree import remove_tree
 from ixd.layout import Layout
 from ixd.nodes import Node
 from ixd.scheduler import Listener
+from ixd.substitute import Substituter
 from ixd.treehash import tree_hash
 
 log = logging.getLogger("ixd.runner")
@@ -33,7 +34,9 @@ class StoreRunner:
     def __init__(self, layout: Layout, db: BuildDatabase, *, confine: bool,
                  mirrors: Sequence[str], make_thrs: int,
                  build_users: BuildUserPool | None = None,
-                 limits: builder.BuildLimits | None = None) -> None:
+                 limits: builder.BuildLimits | None = None,
+                 substituter: Substituter | None = None,
+                 on_built: Callable[[str], None] | None = None) -> None:
         if confine and not build_users:
             raise ValueError("confined builds need a pool of build users")
         self.layout = layout
@@ -42,6 +45,10 @@ class StoreRunner:
         self.build_users = build_users
         self.limits = limits or builder.BuildLimits()
         self.mirrors = tuple(mirrors)
+        #: installs `substitute` nodes from binary caches
+        self.substituter = substituter
+        #: told each uid this daemon built, once registered (the cache pusher)
+        self.on_built = on_built
         self.make_thrs = make_thrs
         #: mirror of the database's valid uids, so validity checks cost no query
         self.valid: set[str] = db.valid_uids()
@@ -78,6 +85,8 @@ class StoreRunner:
             await self._fetch(node)
         elif node.kind == "build":
             await self._build(node, emit, requested_by)
+        elif node.kind == "substitute":
+            await self._substitute(node, requested_by)
         else:
             await trio.to_thread.run_sync(assemble_realm, node)
             await self._register(node, "rlm")
@@ -115,19 +124,44 @@ class StoreRunner:
                 await self._ended(build_id, "cancelled", None)
             raise
         self._trash.send_nowait(built.trashed)
-        kind = Path(node.outputs[0]).name.split("-", 2)[1]
-
-        def register_and_end() -> None:  # one worker thread for both writes
-            self.db.register_valid(node.uid, node.outputs[0], node.name, kind,
-                                   built.content_hash)
-            self.db.build_ended(build_id, "valid", "")
-
-        await trio.to_thread.run_sync(register_and_end)
-        self.valid.add(node.uid)
+        await self._record_valid(node, build_id, built.content_hash, "valid")
+        if self.on_built is not None:
+            self.on_built(node.uid)
         duration = trio.current_time() - started
         self.durations[node.name] = duration
         log.info("build finished: %s uid=%s duration=%.2fs result=valid", node.name, node.uid,
                  duration)
+
+    async def _record_valid(self, node: Node, build_id: int, content_hash: str,
+                            state: str) -> None:
+        kind = Path(node.outputs[0]).name.split("-", 2)[1]
+
+        def register_and_end() -> None:  # one worker thread for both writes
+            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash)
+            self.db.build_ended(build_id, state, "")
+
+        await trio.to_thread.run_sync(register_and_end)
+        self.valid.add(node.uid)
+
+    async def _substitute(self, node: Node, requested_by: int) -> None:
+        """Install the node's entry from a binary cache; recorded in the builds table as
+        `substituted` (or failed, with the reason)."""
+        assert self.substituter is not None, "a substitute node without caches"
+        build_id = await trio.to_thread.run_sync(
+            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), "",
+            requested_by)
+        log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+        try:  # a worker thread nobody cancels: its private folder is removed either way
+            content_hash = await trio.to_thread.run_sync(self.substituter.install, node)
+        except IxError as exc:
+            await self._ended(build_id, "failed", exc)
+            raise
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "failed", InternalError(f"{exc!r}"))
+            raise
+        await self._record_valid(node, build_id, content_hash, "substituted")
+        log.info("substitute finished: %s uid=%s", node.name, node.uid)
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
         if self.build_users is None:

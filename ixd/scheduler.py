@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ixd.errors import BuildCancelled, DependencyFailed, InternalError, IxError
+from ixd.errors import BuildCancelled, CacheError, DependencyFailed, InternalError, IxError
 from ixd.fairness import FairSlots, Ticket
 from ixd.nodes import Node, Plan
 
@@ -30,6 +30,8 @@ log = logging.getLogger("ixd.scheduler")
 
 #: (event kind, data) for progress; the server forwards them to waiting clients
 Listener = Callable[[str, dict[str, Any]], None]
+#: plans tried with substitutes before the rest is built without (each try refuses one more)
+SUBSTITUTE_TRIES = 3
 #: the latest log lines of a build replayed to a request that joins it (lines, characters)
 JOIN_REPLAY_LINES = 1000
 JOIN_REPLAY_CHARS = 256 * 1024
@@ -43,6 +45,12 @@ class NodeRunner(Protocol):
     def expected_duration(self, node: Node) -> float | None: ...
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None: ...
+
+
+class PlanNarrower(Protocol):
+    """Turns build nodes a binary cache holds into substitute nodes (`ixd.substitute`)."""
+
+    async def narrow(self, plan: Plan, is_valid: Callable[[Node], bool]) -> Plan: ...
 
 
 @dataclass(eq=False)
@@ -98,13 +106,16 @@ class Flight:
 
 
 class Scheduler:
-    def __init__(self, runner: NodeRunner, jobs: int) -> None:
+    def __init__(self, runner: NodeRunner, jobs: int,
+                 substituter: PlanNarrower | None = None) -> None:
         self.runner = runner
+        self.substituter = substituter
         self.jobs = jobs
         self._flights: dict[str, Flight] = {}
         self._nursery: trio.Nursery | None = None
         self.build_slots = FairSlots(jobs)
-        self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2)}
+        self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2),
+                          "substitute": trio.CapacityLimiter(8)}
         self._request_keys = itertools.count(1)
         #: plans of requests in flight: the garbage collector's roots
         self._kept: dict[int, Plan] = {}
@@ -141,7 +152,24 @@ class Scheduler:
     async def run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
         """Make every node of the plan valid; raise the first failure (BuildFailed)."""
         with self.keep(plan):
-            await self._run(plan, listener, requested_by)
+            if self.substituter is None:
+                await self._run(plan, listener, requested_by)
+            else:
+                await self._run_substituting(plan, self.substituter, listener, requested_by)
+
+    async def _run_substituting(self, plan: Plan, substituter: PlanNarrower,
+                                listener: Listener, requested_by: int) -> None:
+        """Run the plan with what the caches hold substituted; a substitute refused (the
+        substituter remembers it) is built here on the next try, with what it needs."""
+        for _ in range(SUBSTITUTE_TRIES):
+            narrowed = await substituter.narrow(plan, self.runner.is_valid)
+            try:
+                await self._run(narrowed, listener, requested_by)
+                return
+            except CacheError as exc:
+                log.warning("substitution failed, building instead: %s", exc.message)
+                listener("notice", {"text": f"{exc}; building it here instead"})
+        await self._run(plan, listener, requested_by)
 
     async def _run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
         finished: dict[str, trio.Event] = {n.uid: trio.Event() for n in plan.nodes}

@@ -1,0 +1,310 @@
+"""Substitution and pushing: store entries fetched from binary caches instead of built, and
+entries this daemon built uploaded to one.
+
+`narrow_plan` (pure) decides: a build node a trusted cache holds becomes a `substitute` node
+that waits only for its run-time references, and whatever was needed only to build it leaves
+the plan. `Substituter.install` (blocking, in a worker thread) downloads the archive into a
+private folder under `build/`, checks it against the signed index, unpacks it member by
+member (`ixd.cachearchive`), canonicalises it (`ixd.canonical`, as a build's output), checks
+the content hash and only then renames it into the store. `Pusher` uploads built entries
+after they are registered, off the realm switch's way, retrying.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ixd import cachearchive
+from ixd import cacheformat as fmt
+from ixd.cache import BinaryCache, Hit, open_store, read_credentials
+from ixd.canonical import OutputRefused, canonicalise
+from ixd.db import BuildDatabase
+from ixd.errors import (
+    CacheError,
+    CacheHashMismatch,
+    CacheKeyError,
+    CacheRefused,
+    CacheUnavailable,
+    CacheUnsafeArchive,
+)
+from ixd.fstree import remove_tree
+from ixd.layout import Layout
+from ixd.nodes import Node, Plan
+from ixd.treehash import tree_hash
+
+log = logging.getLogger("ixd.substitute")
+
+#: how long a cache whose server failed is left alone before it is asked again
+DOWN_FOR = 30.0
+#: attempts of one queued push, and the wait before the first retry (doubling)
+PUSH_ATTEMPTS = 5
+PUSH_BACKOFF = 2.0
+
+
+def narrow_plan(plan: Plan, hits: Mapping[str, Sequence[str]],
+                is_valid: Callable[[Node], bool]) -> Plan:
+    """The plan with every build node in `hits` (uid → its run-time references) turned into
+    a substitute node, and the nodes nothing needs any more left out. A hit whose references
+    are neither in the plan nor valid is built as planned."""
+    by_uid = {n.uid: n for n in plan.nodes}
+    valid_uids = {n.uid for n in plan.nodes if is_valid(n)}
+    substituted: dict[str, tuple[str, ...]] = {}
+    needed: set[str] = set()
+    stack = list(plan.targets)
+    while stack:
+        uid = stack.pop()
+        node = by_uid.get(uid)
+        if node is None or uid in needed:
+            continue
+        needed.add(uid)
+        if uid in valid_uids:
+            continue
+        references = hits.get(uid)
+        if node.kind == "build" and references is not None and all(
+                r in by_uid or r in valid_uids for r in references):
+            substituted[uid] = tuple(references)
+            stack.extend(references)
+        else:
+            stack.extend(node.deps)
+    return Plan(tuple(dataclasses.replace(n, kind="substitute", deps=substituted[n.uid])
+                      if n.uid in substituted else n
+                      for n in plan.nodes if n.uid in needed), plan.targets)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The daemon's cache options, as the administrator set them."""
+
+    caches: tuple[str, ...] = ()
+    push: str | None = None
+    trusted_keys: tuple[str, ...] = ()
+    signing_key: Path | None = None
+    credentials: Path | None = None
+
+
+def load_trusted_keys(specs: Iterable[str]) -> dict[str, fmt.PublicKey]:
+    """`--trusted-key` values: a public key file, or NAME:BASE64 itself."""
+    keys: dict[str, fmt.PublicKey] = {}
+    for spec in specs:
+        if os.path.exists(spec):
+            try:
+                text = Path(spec).read_text()
+            except OSError as exc:
+                raise CacheKeyError(f"cannot read the trusted key {spec}: {exc}") from exc
+            key = fmt.parse_public_key(text, spec)
+        else:
+            key = fmt.parse_public_key(spec, "--trusted-key value")
+        keys[key.name] = key
+    return keys
+
+
+def load_signing_key(path: Path) -> fmt.SecretKey:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CacheKeyError(f"cannot read the signing key {path}: {exc}; make one with "
+                            f"`ixd keygen NAME`") from exc
+    return fmt.parse_secret_key(text, str(path))
+
+
+def open_caches(settings: CacheSettings, store_dir: str
+                ) -> tuple[list[BinaryCache], BinaryCache | None]:
+    """The caches to substitute from (in the order given) and the one to push to."""
+    credentials = read_credentials(settings.credentials) if settings.credentials else None
+    trusted = load_trusted_keys(settings.trusted_keys)
+    if settings.caches and not trusted:
+        raise CacheKeyError("--cache needs at least one --trusted-key: ix substitutes only "
+                            "entries signed by a key the administrator trusts")
+    caches = [BinaryCache(open_store(url, credentials), store_dir, trusted)
+              for url in settings.caches]
+    push = None
+    if settings.push:
+        if settings.signing_key is None:
+            raise CacheKeyError("--push needs --signing-key FILE (made by `ixd keygen NAME`)")
+        push = BinaryCache(open_store(settings.push, credentials), store_dir, trusted,
+                           load_signing_key(settings.signing_key))
+    return caches, push
+
+
+class Substituter:
+    """Looks nodes up in the caches and installs what they hold. `lookup` and `install`
+    block (worker threads); `narrow` is their trio face for the scheduler."""
+
+    def __init__(self, caches: Sequence[BinaryCache], layout: Layout, max_size: int) -> None:
+        self.caches = list(caches)
+        self.layout = layout
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._hits: dict[str, Hit] = {}
+        #: uids whose substitute was refused: built here from now on
+        self._refused: set[str] = set()
+        self._down_until: dict[str, float] = {}
+
+    async def narrow(self, plan: Plan, is_valid: Callable[[Node], bool]) -> Plan:
+        wanted = [n.uid for n in plan.nodes
+                  if n.kind == "build" and n.uid not in self._refused and not is_valid(n)]
+        if not wanted:
+            return plan
+        hits = await trio.to_thread.run_sync(self.lookup, wanted)
+        return narrow_plan(plan, {uid: hit.entry.references for uid, hit in hits.items()},
+                           is_valid)
+
+    def lookup(self, uids: Sequence[str]) -> dict[str, Hit]:
+        """What the caches hold of `uids`, the first cache (by priority) that has each."""
+        found: dict[str, Hit] = {}
+        for cache in sorted(self.caches, key=lambda c: c.priority):
+            left = [u for u in uids if u not in found]
+            if not left or self._down_until.get(cache.url, 0.0) > time.monotonic():
+                continue
+            try:
+                entries = cache.lookup(left)
+            except CacheError as exc:  # down, slow, or for another store: build here
+                log.warning("cache %s not used for %d nodes: %s", cache.url, len(left),
+                            exc.message)
+                self._down_until[cache.url] = time.monotonic() + DOWN_FOR
+                continue
+            for uid, entry in entries.items():
+                found[uid] = Hit(cache, entry)
+        with self._lock:
+            self._hits.update(found)
+        return found
+
+    def install(self, node: Node) -> str:
+        """Fetch, check, unpack, canonicalise and rename `node`'s entry into the store;
+        its content hash. A refused entry leaves nothing behind and is not tried again."""
+        with self._lock:
+            hit = self._hits.get(node.uid)
+        if hit is None:
+            raise CacheUnavailable(f"no cache holds {node.name} ({node.uid}) any more")
+        try:
+            return self._install(hit, node)
+        except CacheError as exc:
+            with self._lock:
+                self._refused.add(node.uid)
+                self._hits.pop(node.uid, None)
+            hit.cache.forget(node.uid)
+            log.warning("substitute of %s (%s) refused: %s", node.name, node.uid, exc.message)
+            raise
+
+    def _install(self, hit: Hit, node: Node) -> str:
+        entry = hit.entry
+        store_path = Path(node.outputs[0])
+        if entry.store_path != str(store_path):
+            raise CacheRefused(f"cache {hit.cache.url}: {node.uid} is {entry.store_path} "
+                               f"there, {store_path} here; refused")
+        if entry.content_size > self.max_size:
+            raise CacheUnsafeArchive(f"cache {hit.cache.url}: {node.name} holds "
+                                     f"{entry.content_size} bytes, more than the "
+                                     f"--max-output-size of {self.max_size}; refused")
+        private = self.layout.build / f"{node.uid}.subst.{secrets.token_hex(4)}"
+        os.mkdir(private, 0o700)
+        try:
+            archive = private / "archive"
+            with open(archive, "wb") as handle:
+                hit.cache.download(entry, handle)
+            out = private / "out"
+            cachearchive.unpack(archive, out, store_dir=str(self.layout.store),
+                                max_content=entry.content_size)
+            try:
+                canonicalise(out)
+            except OutputRefused as exc:
+                raise CacheUnsafeArchive(f"cache {hit.cache.url}: {node.name}: {exc}") from exc
+            content_hash = tree_hash(out)
+            if content_hash != entry.content_hash:
+                raise CacheHashMismatch(
+                    f"cache {hit.cache.url}: {node.name} ({node.uid}) unpacks to content "
+                    f"{content_hash}, its signed index says {entry.content_hash}; refused")
+            remove_tree(store_path)  # not valid (else it would not be substituted): stale
+            os.rename(out, store_path)
+        finally:
+            remove_tree(private)
+        return content_hash
+
+
+@dataclass
+class PushReport:
+    pushed: list[str] = dataclasses.field(default_factory=list)
+    present: int = 0
+
+
+class Pusher:
+    """Uploads store entries to the push cache: each built entry as it is registered
+    (queued, retried, never in the way of a realm switch) and whole closures on request."""
+
+    def __init__(self, cache: BinaryCache, db: BuildDatabase, layout: Layout) -> None:
+        self.cache = cache
+        self.db = db
+        self.layout = layout
+        self._send, self._queued = trio.open_memory_channel[str](math.inf)
+        self._lock = threading.Lock()  # one push at a time: the closure walk is shared state
+
+    def submit(self, uid: str) -> None:
+        """Queue `uid` (just registered) for upload; returns at once."""
+        self._send.send_nowait(uid)
+
+    async def serve(self) -> None:
+        async for uid in self._queued:
+            wait = PUSH_BACKOFF
+            for attempt in range(1, PUSH_ATTEMPTS + 1):
+                try:
+                    report = await trio.to_thread.run_sync(self.push, [uid])
+                    log.info("pushed %s to %s (%d entries uploaded)", uid, self.cache.url,
+                             len(report.pushed))
+                    break
+                except (CacheError, OSError) as exc:
+                    message = getattr(exc, "message", str(exc))
+                    log.warning("push of %s to %s failed (attempt %d of %d): %s", uid,
+                                self.cache.url, attempt, PUSH_ATTEMPTS, message)
+                    if attempt < PUSH_ATTEMPTS:
+                        await trio.sleep(wait)
+                        wait *= 2
+
+    def push(self, uids: Sequence[str]) -> PushReport:
+        """Upload `uids` and their references, references first (blocking)."""
+        with self._lock:
+            self.cache.ensure_info()
+            entries = {row["uid"]: row for row in self.db.store_entries()
+                       if row["kind"] != "rlm"}
+            report = PushReport()
+            done: set[str] = set()
+            for uid in uids:
+                self._push_one(uid, entries, done, report)
+            return report
+
+    def _push_one(self, uid: str, entries: Mapping[str, dict[str, str]], done: set[str],
+                  report: PushReport) -> None:
+        if uid in done:
+            return
+        done.add(uid)
+        row = entries.get(uid)
+        if row is None:
+            raise CacheError(f"{uid} is not a valid store entry here: nothing to push")
+        if self.cache.has_index(uid):
+            report.present += 1
+            return
+        path = Path(row["path"])
+        references = cachearchive.scan_references(path, str(self.layout.store), entries, uid)
+        for reference in references:  # references first: an index never points at nothing
+            self._push_one(reference, entries, done, report)
+        if row["hash"] and tree_hash(path) != row["hash"]:
+            raise CacheError(f"{path} changed since it was registered (ixd verify): not "
+                             f"pushed")
+        with tempfile.TemporaryDirectory(dir=self.layout.build, prefix=".push.") as folder:
+            archive = Path(folder) / "archive"
+            packed = cachearchive.pack(path, archive)
+            entry = fmt.Entry(uid, str(path), packed.file_hash, packed.file_size,
+                              row["hash"] or tree_hash(path), packed.content_size, references)
+            self.cache.publish(entry, archive)
+        report.pushed.append(uid)
