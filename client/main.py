@@ -447,7 +447,10 @@ def _print_status(value: dict[str, Any], out: TextIO) -> None:
         expected = f", expected {b['expected']:.0f}s" if b["expected"] else ""
         others = b.get("waiting_count", len(b["waiting"])) - len(b["waiting"])
         waiting = ", ".join(b["waiting"]) + (f" and {others} more" if others > 0 else "")
-        print(f"{b['state']:<8} {b['name']}  for {b['elapsed']:.0f}s{expected}; "
+        state = b["state"]
+        if b.get("kind") == "substitute":  # fetched from a binary cache, not built
+            state = "substituting" if state == "running" else "queued (substitute)"
+        print(f"{state:<8} {b['name']}  for {b['elapsed']:.0f}s{expected}; "
               f"waiting: {waiting}", file=out)
     after = value.get("offset", 0) + len(builds)
     if after < total:

@@ -68,9 +68,6 @@ class ObjectStore(Protocol):
 
     def upload(self, key: str, path: Path) -> None: ...
 
-    def delete(self, key: str) -> None: ...
-
-    def keys(self, prefix: str) -> Iterator[str]: ...
 
 
 # --- a folder ------------------------------------------------------------------------------
@@ -138,21 +135,6 @@ class DirectoryStore:
             with contextlib.suppress(OSError):
                 staging.unlink()
             raise CacheUnavailable(f"cache {self.url}: cannot write {key}: {exc}") from exc
-
-    def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        folder = self._path(prefix).parent if "/" in prefix else self.root
-        base = "" if folder == self.root else f"{folder.relative_to(self.root)}/"
-        try:
-            names = sorted(os.listdir(folder))
-        except FileNotFoundError:
-            return
-        for name in names:
-            if (base + name).startswith(prefix) and not name.startswith("."):
-                yield base + name
 
 
 # --- S3 ------------------------------------------------------------------------------------
@@ -260,23 +242,6 @@ class S3Store:
         with self._errors(f"uploading {key}"), open(path, "rb") as handle:
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=handle)
 
-    def delete(self, key: str) -> None:
-        with self._errors(f"deleting {key}"):
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        strip = len(self._key(""))
-        with self._errors(f"listing {prefix}"):
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix))
-            for page in pages:
-                for item in page.get("Contents", []):
-                    yield item["Key"][strip:]
-
-    def create_bucket(self) -> None:
-        with self._errors(f"creating bucket {self.bucket}"):
-            self._client.create_bucket(Bucket=self.bucket)
-
 
 def _copy_bounded(source: Any, into: Writable, max_bytes: int, what: str) -> None:
     copied = 0
@@ -372,11 +337,10 @@ class BinaryCache:
         self.priority = info.priority
         return info
 
-    def lookup(self, uids: Iterable[str], refused: list[CacheError] | None = None
-               ) -> dict[str, fmt.Entry]:
+    def lookup(self, uids: Iterable[str]) -> dict[str, fmt.Entry]:
         """The entries of `uids` this cache has and a trusted key signed; uids it lacks are
-        left out. An index that does not check out is left out too (and its error appended
-        to `refused`). CacheUnavailable if the server cannot be asked."""
+        left out, and so is an index that does not check out (logged, with its reason).
+        CacheUnavailable if the server cannot be asked."""
         if not self._checked_info:
             self.check_info()
             self._checked_info = True
@@ -399,8 +363,6 @@ class BinaryCache:
                     self._hits[uid] = found[uid] = outcome
                 else:
                     self._misses[uid] = now + NEGATIVE_TTL
-                    if isinstance(outcome, CacheError) and refused is not None:
-                        refused.append(outcome)
         return found
 
     def forget(self, uid: str) -> None:
@@ -423,7 +385,7 @@ class BinaryCache:
             entry = fmt.parse_entry(uid, data.decode(errors="replace"), self.store_dir)
             fmt.check_signature(entry, self.trusted, f"cache {self.url}")
         except CacheRefused as exc:
-            log.warning("%s", exc.message)
+            log.warning("%s", exc)
             return exc
         return entry
 

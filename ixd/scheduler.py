@@ -167,7 +167,7 @@ class Scheduler:
                 await self._run(narrowed, listener, requested_by)
                 return
             except CacheError as exc:
-                log.warning("substitution failed, building instead: %s", exc.message)
+                log.warning("substitution failed, building instead: %s", exc)
                 listener("notice", {"text": f"{exc}; building it here instead"})
         await self._run(plan, listener, requested_by)
 

@@ -171,8 +171,7 @@ class Substituter:
             try:
                 entries = cache.lookup(left)
             except CacheError as exc:  # down, slow, or for another store: build here
-                log.warning("cache %s not used for %d nodes: %s", cache.url, len(left),
-                            exc.message)
+                log.warning("cache %s not used for %d nodes: %s", cache.url, len(left), exc)
                 self._down_until[cache.url] = time.monotonic() + DOWN_FOR
                 continue
             for uid, entry in entries.items():
@@ -195,7 +194,7 @@ class Substituter:
                 self._refused.add(node.uid)
                 self._hits.pop(node.uid, None)
             hit.cache.forget(node.uid)
-            log.warning("substitute of %s (%s) refused: %s", node.name, node.uid, exc.message)
+            log.warning("substitute of %s (%s) refused: %s", node.name, node.uid, exc)
             raise
 
     def _install(self, hit: Hit, node: Node) -> str:
@@ -264,9 +263,8 @@ class Pusher:
                              len(report.pushed))
                     break
                 except (CacheError, OSError) as exc:
-                    message = getattr(exc, "message", str(exc))
                     log.warning("push of %s to %s failed (attempt %d of %d): %s", uid,
-                                self.cache.url, attempt, PUSH_ATTEMPTS, message)
+                                self.cache.url, attempt, PUSH_ATTEMPTS, exc)
                     if attempt < PUSH_ATTEMPTS:
                         await trio.sleep(wait)
                         wait *= 2
