@@ -98,7 +98,7 @@ def unpack(archive: Path, out: Path, *, store_dir: str, max_content: int) -> Non
             try:
                 with tarfile.open(fileobj=bounded, mode="r|") as tar:
                     _unpack_members(tar, top, store_dir, max_content)
-            except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+            except (tarfile.TarError, zstandard.ZstdError, EOFError, ValueError) as exc:
                 raise CacheUnsafeArchive(f"the archive is not a valid tar.zst: {exc}") from exc
     finally:
         os.close(top)

@@ -188,7 +188,11 @@ class Substituter:
         if hit is None:
             raise CacheUnavailable(f"no cache holds {node.name} ({node.uid}) any more")
         try:
-            return self._install(hit, node)
+            try:
+                return self._install(hit, node)
+            except OSError as exc:  # a disk full, a name the file system refuses: build here
+                raise CacheRefused(f"cache {hit.cache.url}: {node.name} ({node.uid}) could "
+                                   f"not be installed: {exc}; refused") from exc
         except CacheError as exc:
             with self._lock:
                 self._refused.add(node.uid)
@@ -268,6 +272,9 @@ class Pusher:
                     if attempt < PUSH_ATTEMPTS:
                         await trio.sleep(wait)
                         wait *= 2
+                except Exception:  # a bug: logged, the daemon and the other pushes go on
+                    log.exception("push of %s to %s failed", uid, self.cache.url)
+                    break
 
     def push(self, uids: Sequence[str]) -> PushReport:
         """Upload `uids` and their references, references first (blocking)."""
