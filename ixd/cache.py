@@ -44,6 +44,9 @@ log = logging.getLogger("ixd.cache")
 _CHUNK = 1 << 20
 #: concurrent requests of one batched look-up
 LOOKUP_THREADS = 32
+#: a batch of at least this many look-ups lists the cache's indexes first (one request per
+#: 1,000 of them) and reads only those there: most of a big plan's look-ups are misses
+LIST_AT = 64
 #: how long a miss is believed (an entry may be pushed meanwhile); hits are kept for good
 NEGATIVE_TTL = 60.0
 
@@ -67,6 +70,10 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
 
     def upload(self, key: str, path: Path) -> None: ...
+
+    def top_keys(self) -> set[str]:
+        """The names of the objects at the top (not under `nar/`): the indexes."""
+        ...
 
 
 
@@ -135,6 +142,16 @@ class DirectoryStore:
             with contextlib.suppress(OSError):
                 staging.unlink()
             raise CacheUnavailable(f"cache {self.url}: cannot write {key}: {exc}") from exc
+
+
+    def top_keys(self) -> set[str]:
+        try:
+            return {e.name for e in os.scandir(self.root)
+                    if e.is_file() and not e.name.startswith(".")}
+        except FileNotFoundError:
+            return set()
+        except OSError as exc:
+            raise CacheUnavailable(f"cache {self.url}: cannot list it: {exc}") from exc
 
 
 # --- S3 ------------------------------------------------------------------------------------
@@ -241,6 +258,14 @@ class S3Store:
     def upload(self, key: str, path: Path) -> None:
         with self._errors(f"uploading {key}"), open(path, "rb") as handle:
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=handle)
+
+
+    def top_keys(self) -> set[str]:
+        strip = len(self._key(""))
+        with self._errors("listing the indexes"):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(""), Delimiter="/")
+            return {item["Key"][strip:] for page in pages for item in page.get("Contents", [])}
 
 
 def _copy_bounded(source: Any, into: Writable, max_bytes: int, what: str) -> None:
@@ -372,8 +397,11 @@ class BinaryCache:
             self._misses[uid] = time.monotonic() + NEGATIVE_TTL
 
     def _fetch_indexes(self, uids: list[str]) -> dict[str, fmt.Entry | CacheError | None]:
-        if len(uids) == 1:
-            return {uids[0]: self._fetch_index(uids[0])}
+        if len(uids) >= LIST_AT:
+            listed = self.store.top_keys()
+            uids = [u for u in uids if fmt.index_key(u) in listed]
+        if len(uids) <= 1:
+            return {u: self._fetch_index(u) for u in uids}
         with concurrent.futures.ThreadPoolExecutor(min(LOOKUP_THREADS, len(uids))) as pool:
             return dict(zip(uids, pool.map(self._fetch_index, uids), strict=True))
 

@@ -297,3 +297,21 @@ def test_a_zstd_bomb_in_a_tar_header_stops_at_the_bound(tmp_path: Path) -> None:
     assert archive.stat().st_size < 1 << 20
     with pytest.raises(CacheUnsafeArchive, match="unpacks to more than"):
         cachearchive.unpack(archive, tmp_path / "out", store_dir=STORE, max_content=10)
+
+
+def test_a_big_batch_lists_the_indexes_and_reads_only_those_there(tmp_path: Path) -> None:
+    key = fmt.generate_key("k")
+    store = DirectoryStore("c", tmp_path)
+    uids = [f"{n:032x}" for n in range(200)]
+    for uid in uids[:3]:
+        entry = fmt.Entry(uid, f"{STORE}/{uid}-bin-x", "0" * 64, 0, "0" * 64, 0)
+        store.put(fmt.index_key(uid), fmt.sign(entry, key).serialise().encode())
+    read: list[str] = []
+    get = store.get
+    store.get = lambda k, m: read.append(k) or get(k, m)  # type: ignore[method-assign]
+    reader = BinaryCache(store, STORE, {"k": key.public()})
+    assert sorted(reader.lookup(uids)) == uids[:3]
+    assert sorted(read) == sorted([fmt.INFO_KEY, *(fmt.index_key(u) for u in uids[:3])])
+    read.clear()
+    assert sorted(reader.lookup(uids)) == uids[:3]  # hits kept, misses believed for a while
+    assert read == []
