@@ -174,6 +174,13 @@ class BuildDatabase:
             return list(self._db.query(
                 "SELECT * FROM builds ORDER BY id DESC LIMIT ?", [limit]))
 
+    def built_valid_uids(self) -> set[str]:
+        """The valid entries this store built itself (not substituted from a cache)."""
+        with self._lock, _busy_is_an_error(self.path):
+            return {r["uid"] for r in self._db.query(
+                "SELECT DISTINCT b.uid FROM builds b JOIN store s ON s.uid = b.uid "
+                "WHERE b.state = 'valid'")}
+
     def last_durations(self) -> dict[str, float]:
         """The duration of each package name's latest successful build."""
         with self._lock, _busy_is_an_error(self.path):

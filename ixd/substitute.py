@@ -258,6 +258,17 @@ class Pusher:
         self._send.send_nowait(uid)
 
     async def serve(self) -> None:
+        try:  # what a crash or a long outage left unpushed goes first
+            missing = await trio.to_thread.run_sync(self.unpushed)
+        except CacheError as exc:
+            log.warning("cannot tell what %s lacks, nothing queued from before: %s",
+                        self.cache.url, exc)
+        else:
+            if missing:
+                log.info("%d entries built here are not in %s yet: queued", len(missing),
+                         self.cache.url)
+            for uid in missing:
+                self.submit(uid)
         async for uid in self._queued:
             wait = PUSH_BACKOFF
             for attempt in range(1, PUSH_ATTEMPTS + 1):
@@ -275,6 +286,11 @@ class Pusher:
                 except Exception:  # a bug: logged, the daemon and the other pushes go on
                     log.exception("push of %s to %s failed", uid, self.cache.url)
                     break
+
+    def unpushed(self) -> list[str]:
+        """The entries this daemon built whose index the push cache lacks (one listing)."""
+        there = self.cache.store.top_keys()
+        return sorted(u for u in self.db.built_valid_uids() if fmt.index_key(u) not in there)
 
     def push(self, uids: Sequence[str]) -> PushReport:
         """Upload `uids` and their references, references first (blocking)."""

@@ -35,7 +35,7 @@ from tests.daemon_harness import (
     start_daemon,
     wait_for,
 )
-from tests.s3server import S3Server, running_s3, weed_binary, write_credentials
+from tests.s3server import S3Server, free_port, running_s3, weed_binary, write_credentials
 
 pytestmark = pytest.mark.slow
 BUCKET = "ix-cache"
@@ -143,10 +143,17 @@ def _run(realm: Path, program: str) -> str:
 
 def test_b_substitutes_the_realm_builds_nothing_and_its_binaries_run(shared: Shared) -> None:
     with _daemon(shared, shared.cache_args("main")) as b:
-        done = b.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=600)
-        assert "substituted bin/hello" in done.stderr
+        # two requests at once for the same entries: each is substituted once, shared
+        argv, env = b.ixc_argv("mut", "other", *[f"+{p}" for p in PACKAGES])
+        with subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) as other:
+            done = b.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=600)
+            assert other.wait(timeout=600) == 0, other.stderr.read() if other.stderr else ""
+        assert "substituted bin/hello" in done.stderr or "waiting for (shared) bin/hello" \
+            in done.stderr
         rows = _builds(b)
         assert rows and {r["state"] for r in rows} == {"substituted"}, rows
+        assert len({r["uid"] for r in rows}) == len(rows), rows  # none twice
         # only what runs is fetched: hello and greet, not the tools that built them
         names = {r["name"] for r in rows}
         assert set(PACKAGES) <= names
@@ -273,8 +280,6 @@ def _silent_server() -> Iterator[int]:
 def test_a_cache_down_or_hung_means_a_local_build(shared: Shared, server: str) -> None:
     with contextlib.ExitStack() as stack:
         if server == "down":
-            from tests.s3server import free_port
-
             port = free_port()  # nothing listens there
         else:
             port = stack.enter_context(_silent_server())
@@ -313,6 +318,19 @@ def test_kill_9_during_a_push_leaves_no_dangling_index(shared: Shared) -> None:
         assert len(report["pushed"]) + report["present"] == len(closure)
     assert set(_indexes(shared.s3, "killed")) == {shared.built[p] for p in closure}
     assert not _dangling(shared.s3, "killed")
+
+
+def test_what_a_down_push_cache_missed_is_pushed_after_a_restart(shared: Shared) -> None:
+    down = f"s3://{BUCKET}/x?endpoint=http://127.0.0.1:{free_port()}&timeout=1"
+    extra = ["--push", down, "--signing-key", str(shared.secret), "--cache-credentials",
+             str(shared.credentials)]
+    with _daemon(shared, extra, keep_root=True) as d:
+        d.ixc("build", "bin/chatty", timeout=300)  # built and kept, whatever the push does
+        built = {r["uid"] for r in _builds(d) if r["state"] == "valid"}
+        wait_for(lambda: "push of" in d.log.read_text(), "the failed push in the log")
+    with _daemon(shared, shared.push_args("catch-up")):
+        wait_for(lambda: built <= set(_indexes(shared.s3, "catch-up")), "the catch-up push")
+    assert not _dangling(shared.s3, "catch-up")
 
 
 def test_push_needs_a_push_cache(shared: Shared) -> None:
