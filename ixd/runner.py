@@ -151,16 +151,18 @@ class StoreRunner:
             self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), "",
             requested_by)
         log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        try:  # a worker thread nobody cancels: its private folder is removed either way
-            content_hash = await trio.to_thread.run_sync(self.substituter.install, node)
-        except IxError as exc:
-            await self._ended(build_id, "failed", exc)
-            raise
-        except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "failed", InternalError(f"{exc!r}"))
-            raise
-        await self._record_valid(node, build_id, content_hash, "substituted")
+        # The worker thread cannot be stopped half way (nor should an entry it installed go
+        # unregistered): a bounded download, shielded until it is recorded either way.
+        with trio.CancelScope(shield=True):
+            try:
+                content_hash = await trio.to_thread.run_sync(self.substituter.install, node)
+            except IxError as exc:
+                await self._ended(build_id, "failed", exc)
+                raise
+            except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
+                await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
+                raise
+            await self._record_valid(node, build_id, content_hash, "substituted")
         log.info("substitute finished: %s uid=%s", node.name, node.uid)
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
