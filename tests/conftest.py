@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
 import pwd
@@ -20,6 +21,10 @@ def _remove_readable_client() -> Iterator[None]:
     shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
 
 
+#: held while a test run has the test accounts
+ACCOUNTS_LOCK = "/tmp/ix-test-accounts.lock"
+
+
 def _delete_account(name: str) -> None:
     subprocess.run(["userdel", name], capture_output=True)
 
@@ -30,6 +35,17 @@ def accounts() -> Iterator[dict[str, int]]:
     holding ixtcarol; removed again at the end, whatever happened."""
     if os.getuid() != 0:
         pytest.skip("creating accounts needs root")
+    # Test runs of other checkouts on this machine use the same accounts: one run at a time
+    # holds them (the lock goes with the process, however it ends).
+    lock = os.open(ACCOUNTS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield from _accounts()
+    finally:
+        os.close(lock)
+
+
+def _accounts() -> Iterator[dict[str, int]]:
     names = ["ixtalice", "ixtbob", "ixtcarol"]
     created: list[str] = []
     group_made = False

@@ -351,17 +351,20 @@ async def test_daemon_socket_is_hidden(layout: Layout) -> None:
 
 
 @both_modes
-async def test_sources_are_linked_into_src(layout: Layout, confine: bool) -> None:
+@pytest.mark.parametrize("path", ["/usr/bin:/bin", "/nonexistent"])
+async def test_sources_are_linked_into_src(layout: Layout, confine: bool, path: str) -> None:
+    # (a build's PATH may name no host folder, as the real packages' PATH names store dirs)
     sha = "ab" * 32
     layout.source_path(sha).write_bytes(b"tarball bytes\n")
-    source = Source(
-        url="https://example.invalid/hello-1.0.tar.gz", sha256=sha, filename="hello.tgz"
+    sources = (
+        Source(url="https://example.invalid/hello-1.0.tar.gz", sha256=sha, filename="hello.tgz"),
+        Source(url="https://example.invalid/hello.tgz.sig", sha256=sha, filename="a b -- $x"),
     )
     node = make_node(
-        layout, 'ls "$src" > "$out/names"; cat "$src/hello.tgz" > "$out/copy"', sources=(source,)
-    )
+        layout, '/bin/ls "$src" > "$out/names"; /bin/cat "$src/hello.tgz" > "$out/copy"',
+        sources=sources, env={"PATH": path, "LANG": "C"})
     await build(node, layout, confine=confine, make_thrs=1)
-    assert (out_of(node) / "names").read_text() == "hello.tgz\n"
+    assert (out_of(node) / "names").read_text() == "a b -- $x\nhello.tgz\n"
     assert (out_of(node) / "copy").read_bytes() == b"tarball bytes\n"
 
 

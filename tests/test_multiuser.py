@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from ixd.buildusers import DEFAULT_GROUP, members_of
-from tests.daemon_harness import RunningDaemon, processes_of, public_daemon, wait_for
+from tests.daemon_harness import RunningDaemon, build_processes, public_daemon, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +152,8 @@ def test_build_cancelled_when_its_only_waiter_leaves(daemon: RunningDaemon) -> N
     assert not (daemon.root / "build" / build["uid"]).exists()
     assert "starts" in log.read_text()
     # nothing of the build's process tree is left (killed processes may take a moment to go)
-    wait_for(lambda: not [pid for user in members_of(DEFAULT_GROUP)
-                          for pid in processes_of(user.uid)],
-             "every process of the build users to be gone", 15)
+    wait_for(lambda: not build_processes(build["uid"]), "every process of the build to be gone",
+             15)
 
 
 def test_build_goes_on_while_another_waits(daemon: RunningDaemon) -> None:
