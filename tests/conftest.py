@@ -11,8 +11,18 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import daemon_harness
+
+# Property tests: a few hundred cases each in every test run; `bench/fuzz.py` (profile
+# `fuzz`) runs the fuzzers with tens of thousands.
+# No time limits: the machine may be busy (a slow case is not a failing one).
+settings.register_profile("ci", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=int(os.environ.get("IX_FUZZ_EXAMPLES", "20000")),
+                          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("IX_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)
