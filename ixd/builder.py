@@ -19,19 +19,23 @@ its store path directly; its output is still canonicalised.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import queue
 import secrets
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import outcome
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
 
 from ixd.buildusers import BuildUser, kill_processes_of
@@ -436,7 +440,8 @@ async def _run_logged(
     `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
     `outcome.broken` and the build is killed.
     """
-    child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox)
+    child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin),
+                                              sandbox=sandbox))
     popen = child.popen
     sandbox_pidfd: int | None = None
     try:
@@ -490,6 +495,55 @@ async def _run_logged(
                     await stream.aclose()
 
 
+class _Spawner:
+    """One long-lived thread that starts every build's process.
+
+    Starting one blocks its caller until the new process has exec'd (a millisecond or two
+    on a busy machine): not the event loop's time, which every client's request needs. Not
+    trio's worker threads either: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when
+    the *thread* that forked it exits, and trio retires idle worker threads after 10 s,
+    which killed every confined build running longer. This thread lives as long as the
+    daemon.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, start: Callable[[], _Child]) -> _Child:
+        """`start()` in the spawner's thread. Not cancellable half way: a started process
+        is always handed back, for the caller's clean-up to kill and reap."""
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[outcome.Outcome[_Child]] = []
+
+        def job() -> None:
+            result.append(outcome.capture(start))
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        self._ensure_thread()
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        return result[0].unwrap()
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="ixd-spawner",
+                                                daemon=True)
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
+
+
+_SPAWNER = _Spawner()
+
+
 @dataclass
 class _Child:
     popen: subprocess.Popen[bytes]
@@ -510,13 +564,7 @@ def _spawn(
     with_stdin: bool,
     sandbox: SandboxArgv | None,
 ) -> _Child:
-    """Start the command from the calling thread (trio's), with pipes trio can read.
-
-    Not `trio.lowlevel.open_process`: that forks from a worker thread, and bwrap's
-    --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked it exits. trio
-    retires idle worker threads after 10 s, which killed every confined build running longer.
-    Forking takes a millisecond; the loop does not notice.
-    """
+    """Start the command (blocking: in the spawner's thread), with pipes trio can read."""
     parent_ends: list[int] = []
     child_ends: list[int] = []
     try:
