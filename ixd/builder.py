@@ -100,14 +100,16 @@ async def run_build(
     on_log_line: LineCallback | None = None,
     user: BuildUser | None = None,
     limits: BuildLimits | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
     Confined builds need `user`, the build user to run as (held by the caller for the whole
     call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
-    impossible. On trio cancellation the build's processes are killed and waited for, its
-    files removed, and Cancelled re-raised.
+    impossible. `on_exit()` is called once the command has ended, before its output is
+    canonicalised and moved. On trio cancellation the build's processes are killed and
+    waited for, its files removed, and Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
@@ -168,6 +170,8 @@ async def run_build(
                 stdin=node.stdin.encode(),
                 log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
                 watch=watch)
+            if on_exit is not None:  # the command is over: what follows is the daemon's
+                on_exit()
             if ran.broken is not None:
                 raise BuildFailed(_failure_message(node, ran.broken, log_path))
             if ran.status != 0:

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -85,14 +85,15 @@ class StoreRunner:
     def expected_duration(self, node: Node) -> float | None:
         return self.durations.get(node.name) if node.kind == "build" else None
 
-    async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None:
+    async def run_node(self, node: Node, emit: Listener, requested_by: int,
+                       slot_done: Callable[[], None] = lambda: None) -> None:
         collected = self.collecting.get(node.uid)
         if collected is not None:
             await collected.wait()
         if node.kind == "fetch":
             await self._fetch(node)
         elif node.kind == "build":
-            await self._build(node, emit, requested_by)
+            await self._build(node, emit, requested_by, slot_done)
         else:
             await trio.to_thread.run_sync(assemble_realm, node)
             await self._register(node, "rlm")
@@ -104,7 +105,8 @@ class StoreRunner:
                                        self.mirrors)
         )
 
-    async def _build(self, node: Node, emit: Listener, requested_by: int) -> None:
+    async def _build(self, node: Node, emit: Listener, requested_by: int,
+                     slot_done: Callable[[], None]) -> None:
         log_path = str(self.layout.log_path(node.uid))
         build_id = await trio.to_thread.run_sync(
             self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), log_path,
@@ -116,7 +118,7 @@ class StoreRunner:
                 built = await builder.run_build(
                     node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
                     on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
-                    user=user, limits=self.limits,
+                    user=user, limits=self.limits, on_exit=slot_done,
                 )
         except IxError as exc:
             await self._ended(build_id, "failed", exc)
