@@ -101,6 +101,7 @@ async def run_build(
     user: BuildUser | None = None,
     limits: BuildLimits | None = None,
     on_exit: Callable[[], None] | None = None,
+    expect_hash: str | None = None,
 ) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
@@ -108,8 +109,10 @@ async def run_build(
     call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
     impossible. `on_exit()` is called once the command has ended, before its output is
-    canonicalised and moved. On trio cancellation the build's processes are killed and
-    waited for, its files removed, and Cancelled re-raised.
+    canonicalised and moved. With `expect_hash`, an output of any other content hash is
+    refused (BuildFailed caused by ContentMismatch) and never reaches the store. On trio
+    cancellation the build's processes are killed and waited for, its files removed, and
+    Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
@@ -182,8 +185,8 @@ async def run_build(
                 # otherwise every process of its uid is killed first
                 built = await trio.to_thread.run_sync(
                     _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
-                    layout.trash, limits)
-            except (OSError, OutputRefused, LimitExceeded) as exc:
+                    layout.trash, limits, expect_hash)
+            except (OSError, OutputRefused, LimitExceeded, ContentMismatch) as exc:
                 raise BuildFailed(_failure_message(
                     node, f"its output could not be finished: {exc}", log_path)) from exc
             if built.notes:
@@ -201,6 +204,10 @@ async def run_build(
                               ) from exc
         raise
     return built
+
+
+class ContentMismatch(Exception):
+    """An output whose content is not the one expected (`run_build(expect_hash=...)`)."""
 
 
 @dataclass(frozen=True)
@@ -304,7 +311,7 @@ def sandbox_etc_dir(layout: Layout) -> Path:
 
 
 def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
-            trash: Path, limits: BuildLimits) -> Built:
+            trash: Path, limits: BuildLimits, expect_hash: str | None = None) -> Built:
     """After the command: no process of the build left (`user`'s are killed, if given), its
     output canonicalised, hashed and moved into the store, the scratch removed (blocking; one
     worker thread for all of it)."""
@@ -315,6 +322,10 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
                             f"--max-output-size of {limits.max_output_size}")
+    content_hash = tree_hash(out)  # of relative paths: the same once moved
+    if expect_hash is not None and content_hash != expect_hash:
+        raise ContentMismatch(f"its content hash is {content_hash}, not the expected "
+                              f"{expect_hash}")
     if out != store_path:
         try:
             os.rename(out, store_path)
@@ -324,7 +335,6 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
             # a stale output a build cut short left (the runner checked: not valid)
             remove_tree(store_path)
             os.rename(out, store_path)
-    content_hash = tree_hash(store_path)
     # Deleting the scratch (the build's temporary files) is nobody's wait: one rename into
     # the private trash, and the daemon deletes it later (recovery empties what is left).
     trashed = trash / f"{scratch.name}.{secrets.token_hex(4)}"

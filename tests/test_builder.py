@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from ixd.builder import BuildLimits, run_build
+from ixd.builder import BuildLimits, Built, ContentMismatch, run_build
 from ixd.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
-from ixd.canonical import Canonical
 from ixd.confine import confinement_argv, probe_confinement
 from ixd.errors import BuildFailed
 from ixd.fstree import remove_tree
@@ -53,14 +52,15 @@ def layout() -> Iterator[Layout]:
 
 async def build(node: Node, layout: Layout, *, confine: bool, make_thrs: int = 1,
                 on_log_line: Callable[[str], None] | None = None,
-                limits: BuildLimits | None = None) -> Canonical:
+                limits: BuildLimits | None = None, expect_hash: str | None = None) -> Built:
     """run_build, confined as a build user of the machine's pool (as ixd runs it)."""
     if not confine:
         return await run_build(node, layout, confine=False, make_thrs=make_thrs,
-                               on_log_line=on_log_line, limits=limits)
+                               on_log_line=on_log_line, limits=limits, expect_hash=expect_hash)
     async with BuildUserPool(load_pool(DEFAULT_GROUP)).take() as user:
         return await run_build(node, layout, confine=True, make_thrs=make_thrs,
-                               on_log_line=on_log_line, limits=limits, user=user)
+                               on_log_line=on_log_line, limits=limits, user=user,
+                               expect_hash=expect_hash)
 
 
 def make_node(
@@ -345,6 +345,22 @@ async def test_daemon_socket_is_hidden(layout: Layout) -> None:
         assert "SOCKET-HIDDEN" in log_of(layout, node)
         with pytest.raises(BlockingIOError):
             server.accept()
+
+
+@both_modes
+async def test_an_output_of_another_content_than_expected_never_reaches_the_store(
+        layout: Layout, confine: bool) -> None:
+    script = 'echo one > "$out/file"'
+    first = await build(make_node(layout, script), layout, confine=confine)
+    # the same content is accepted; another is refused, naming both hashes
+    same = make_node(layout, script)
+    assert (await build(same, layout, confine=confine,
+                        expect_hash=first.content_hash)).content_hash == first.content_hash
+    other = make_node(layout, 'echo two > "$out/file"')
+    with pytest.raises(BuildFailed, match=f"not the expected {first.content_hash}") as info:
+        await build(other, layout, confine=confine, expect_hash=first.content_hash)
+    assert isinstance(info.value.__cause__, ContentMismatch)
+    assert_cleaned_up(layout, other)
 
 
 # --- sources -------------------------------------------------------------------------------
