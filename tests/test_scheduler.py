@@ -62,22 +62,30 @@ async def test_the_next_build_starts_while_the_last_ones_bookkeeping_goes_on(
     runner = FakeRunner(seconds=1.0, bookkeeping=0.5)
     scheduler = Scheduler(runner, jobs=1)
     started: dict[str, float] = {}
+    finished: dict[str, float] = {}
 
     def listener(kind: str, data: dict[str, Any]) -> None:
         if kind == "started":
             started[data["uid"]] = trio.current_time()
 
-    plan = Plan((node("a"), node("b"), node("c", "a")), ("b", "c"))
+    async def request(name: str, plan: Plan) -> None:
+        await scheduler.run(plan, listener, 1)
+        finished[name] = trio.current_time()
+
     async with trio.open_nursery() as nursery:
         await nursery.start(scheduler.serve)
         begin = trio.current_time()
-        await scheduler.run(plan, listener, 1)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(request, "first", Plan((node("a"), node("c", "a")), ("c",)))
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(request, "second", Plan((node("b"),), ("b",)))
         nursery.cancel_scope.cancel()
-    # one slot: b starts when a's command ends, not after its bookkeeping; c, which needs
-    # a, waits for a to be valid
-    assert started["b"] - started["a"] == pytest.approx(1.0)
+    # one slot: b starts when a's command ends, not after a's bookkeeping; c, which needs
+    # a, waits for a to be valid and then for b's command
+    assert started["a"] - begin == 0
+    assert started["b"] - begin == pytest.approx(1.0)
     assert started["c"] - begin == pytest.approx(2.0)
-    assert trio.current_time() - begin == pytest.approx(3.5)
+    assert finished["first"] - begin == pytest.approx(3.5)
 
 
 async def test_shared_nodes_run_once_for_concurrent_requests(autojump_clock: Any) -> None:
