@@ -18,7 +18,6 @@ the daemon recorded it) and the daemon's CPU time per node.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import os
 import statistics
 import subprocess
@@ -28,18 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import trio
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon import BenchDaemon, load_average, ms, mut_args, percentile, slow
 
-from ixd.buildusers import DEFAULT_GROUP, load_pool
+from ixd.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.confine import build_identity_argv, confinement_argv, sandbox_etc
 
 
 def direct_runs(node: dict[str, Any], count: int, jobs: int) -> float:
     """Median wall time of `node`'s own command (a plan node of the daemon's, its inputs
-    still in the store) run directly in the sandbox the builder makes, as a build user,
-    `jobs` at a time: the build itself, without the daemon."""
-    users = load_pool(DEFAULT_GROUP)[-jobs:]  # the daemon, stopped, holds none of them
+    still in the store) run directly in the sandbox the builder makes, as a build user
+    (held like a daemon holds one), `jobs` at a time: the build itself, without the daemon."""
     top = Path(tempfile.mkdtemp(prefix="ix-overhead-", dir="/var/tmp"))
     top.chmod(0o755)
     etc = top / "etc"
@@ -47,28 +47,35 @@ def direct_runs(node: dict[str, Any], count: int, jobs: int) -> float:
     for name, text in sandbox_etc().items():
         (etc / name).write_text(text)
     store_path = Path(node["outputs"][0])
+    pool = BuildUserPool(load_pool(DEFAULT_GROUP))
+    times: list[float] = []
 
-    def one(index: int) -> float:
-        user = users[index % len(users)]
-        scratch = top / f"s{index}"
-        for sub in ("", "tmp", "src", "out"):
-            (scratch / sub).mkdir()
-            os.chown(scratch / sub, user.uid, user.gid)
-        env = {**node["env"], "out": str(store_path), "tmp": str(scratch / "tmp"),
-               "src": str(scratch / "src"), "uid": node["uid"], "make_thrs": "1"}
-        argv = [*build_identity_argv(user.uid, user.gid, max_processes=512),
-                *confinement_argv(net=False, inputs=[Path(p) for p in node["inputs"]],
-                                  binds=[(scratch, scratch), (scratch / "out", store_path)],
-                                  tmp=scratch / "tmp", etc=etc, chdir=scratch / "tmp"),
-                *node["command"]]
-        begin = time.perf_counter()
-        subprocess.run(argv, check=True, env=env, input=node["stdin"].encode(),
-                       stdout=subprocess.DEVNULL, cwd=scratch)
-        return time.perf_counter() - begin
+    async def one(index: int, slots: trio.CapacityLimiter) -> None:
+        async with slots, pool.take() as user:
+            scratch = top / f"s{index}"
+            for sub in ("", "tmp", "src", "out"):
+                (scratch / sub).mkdir()
+                os.chown(scratch / sub, user.uid, user.gid)
+            env = {**node["env"], "out": str(store_path), "tmp": str(scratch / "tmp"),
+                   "src": str(scratch / "src"), "uid": node["uid"], "make_thrs": "1"}
+            argv = [*build_identity_argv(user.uid, user.gid, max_processes=512),
+                    *confinement_argv(net=False, inputs=[Path(p) for p in node["inputs"]],
+                                      binds=[(scratch, scratch), (scratch / "out", store_path)],
+                                      tmp=scratch / "tmp", etc=etc, chdir=scratch / "tmp"),
+                    *node["command"]]
+            begin = time.perf_counter()
+            await trio.run_process(argv, env=env, stdin=node["stdin"].encode(),
+                                   stdout=subprocess.DEVNULL, cwd=scratch)
+            times.append(time.perf_counter() - begin)
+
+    async def all_runs() -> None:
+        slots = trio.CapacityLimiter(jobs)
+        async with trio.open_nursery() as nursery:
+            for index in range(count):
+                nursery.start_soon(one, index, slots)
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            times = list(pool.map(one, range(count)))
+        trio.run(all_runs)
     finally:
         subprocess.run(["rm", "-rf", str(top)], check=False)
     return statistics.median(times)
