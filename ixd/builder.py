@@ -19,18 +19,23 @@ its store path directly; its output is still canonicalised.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import queue
 import secrets
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import outcome
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
 
 from ixd.buildusers import BuildUser, kill_processes_of
@@ -44,7 +49,7 @@ from ixd.confine import (
 from ixd.errors import BuildFailed, ConfinementUnavailable
 from ixd.fstree import remove_tree
 from ixd.layout import Layout
-from ixd.nodes import Node
+from ixd.nodes import Node, Source
 from ixd.treehash import tree_hash
 
 log = logging.getLogger(__name__)
@@ -95,14 +100,19 @@ async def run_build(
     on_log_line: LineCallback | None = None,
     user: BuildUser | None = None,
     limits: BuildLimits | None = None,
+    on_exit: Callable[[], None] | None = None,
+    expect_hash: str | None = None,
 ) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
     Confined builds need `user`, the build user to run as (held by the caller for the whole
     call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
-    impossible. On trio cancellation the build's processes are killed and waited for, its
-    files removed, and Cancelled re-raised.
+    impossible. `on_exit()` is called once the command has ended, before its output is
+    canonicalised and moved. With `expect_hash`, an output of any other content hash is
+    refused (BuildFailed caused by ContentMismatch) and never reaches the store. On trio
+    cancellation the build's processes are killed and waited for, its files removed, and
+    Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
@@ -130,7 +140,8 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        prefix = build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes)
+        prefix = [*build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes),
+                  *_prepare_argv(node, layout)]
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
@@ -148,16 +159,22 @@ async def run_build(
     try:
         # Log writes are small and go to a local file: plain blocking I/O is fine here.
         with open(log_path, "w+b") as log_file:  # noqa: ASYNC230
-            # two lstat calls on the loop; deleting what they find is a thread's work
-            if _exists(store_path) or _exists(scratch):
-                await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
-            _prepare(node, layout, out, scratch, user)
+            if user is None:
+                # two lstat calls on the loop; deleting what they find is a thread's work
+                if _exists(store_path) or _exists(scratch):
+                    await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
+                _prepare(node, layout, out, scratch)
+            else:
+                await _make_scratch(scratch, user)
             ran = _Outcome()
             watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
             ran.status = await _run_logged(
-                list(node.command), env=env, cwd=tmp, stdin=node.stdin.encode(),
+                list(node.command), env=env, cwd=tmp if user is None else scratch,
+                stdin=node.stdin.encode(),
                 log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
                 watch=watch)
+            if on_exit is not None:  # the command is over: what follows is the daemon's
+                on_exit()
             if ran.broken is not None:
                 raise BuildFailed(_failure_message(node, ran.broken, log_path))
             if ran.status != 0:
@@ -168,8 +185,8 @@ async def run_build(
                 # otherwise every process of its uid is killed first
                 built = await trio.to_thread.run_sync(
                     _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
-                    layout.trash, limits)
-            except (OSError, OutputRefused, LimitExceeded) as exc:
+                    layout.trash, limits, expect_hash)
+            except (OSError, OutputRefused, LimitExceeded, ContentMismatch) as exc:
                 raise BuildFailed(_failure_message(
                     node, f"its output could not be finished: {exc}", log_path)) from exc
             if built.notes:
@@ -187,6 +204,10 @@ async def run_build(
                               ) from exc
         raise
     return built
+
+
+class ContentMismatch(Exception):
+    """An output whose content is not the one expected (`run_build(expect_hash=...)`)."""
 
 
 @dataclass(frozen=True)
@@ -220,35 +241,54 @@ def _remove_stale(store_path: Path, scratch: Path) -> None:
     remove_tree(scratch)
 
 
-def _prepare(node: Node, layout: Layout, out: Path, scratch: Path,
-             user: BuildUser | None) -> None:
-    """A fresh scratch (and output folder), owned by the build user.
-
-    A dozen system calls: run on the event loop, where a worker thread would wait for the
-    interpreter lock after each of them while the loop is busy.
-    """
-    ids = (user.uid, user.gid) if user is not None else None
+def _prepare(node: Node, layout: Layout, out: Path, scratch: Path) -> None:
+    """An unconfined build's fresh scratch and output folder (the daemon's own)."""
     os.mkdir(scratch, 0o700)
-    tmp, src = scratch / "tmp", scratch / "src"
-    made = [scratch, tmp, src]
-    os.mkdir(tmp)
-    os.mkdir(src)
+    os.mkdir(scratch / "tmp")
+    os.mkdir(scratch / "src")
     os.mkdir(out)
-    if out.parent == scratch:  # confined: the private output; unconfined: the store path
-        made.append(out)
     for source in node.sources:
-        name = source.filename
-        if not name or name in (".", "..") or "/" in name or "\0" in name:
-            raise BuildFailed(
-                f"build of {node.name} ({node.uid}): source {source.url} has the bad file "
-                f"name {name!r}; it must be a plain file name"
-            )
-        link = src / name
-        os.symlink(layout.source_path(source.sha256), link)
-        made.append(link)
-    if ids is not None:
-        for path in made:
-            os.chown(path, *ids, follow_symlinks=False)
+        os.symlink(layout.source_path(source.sha256), scratch / "src" / _source_name(node, source))
+
+
+async def _make_scratch(scratch: Path, user: BuildUser) -> None:
+    """A confined build's scratch: made by root (its parent is root's), given to the build
+    user, who fills it (`_prepare_argv`). Two system calls on the loop: each one the loop
+    makes while a worker thread runs Python waits for the interpreter lock again."""
+    try:
+        os.mkdir(scratch, 0o700)
+    except FileExistsError:  # left by a build cut short
+        await trio.to_thread.run_sync(remove_tree, scratch)
+        os.mkdir(scratch, 0o700)
+    os.chown(scratch, user.uid, user.gid)
+
+
+#: run by the build user in its scratch before bubblewrap: its folders and its sources' links
+#: (`ix-prepare TARGET NAME ... -- BWRAP...`); the build's PATH may name no host folder
+_PREPARE_SCRIPT = (
+    f'{shutil.which("mkdir", path=os.defpath) or "/bin/mkdir"} tmp src out || exit 125; '
+    'while [ "$1" != -- ]; do '
+    f'{shutil.which("ln", path=os.defpath) or "/bin/ln"} -s -- "$1" "src/$2" || exit 125; '
+    'shift 2; done; shift; exec "$@"')
+
+
+def _prepare_argv(node: Node, layout: Layout) -> list[str]:
+    """The prefix that makes a confined build's scratch folders as its build user, so the
+    daemon does not (a dozen system calls less on its event loop per build)."""
+    links = [arg for source in node.sources
+             for arg in (os.fspath(layout.source_path(source.sha256)),
+                         _source_name(node, source))]
+    return ["/bin/sh", "-c", _PREPARE_SCRIPT, "ix-prepare", *links, "--"]
+
+
+def _source_name(node: Node, source: Source) -> str:
+    name = source.filename
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise BuildFailed(
+            f"build of {node.name} ({node.uid}): source {source.url} has the bad file "
+            f"name {name!r}; it must be a plain file name"
+        )
+    return name
 
 
 def sandbox_etc_dir(layout: Layout) -> Path:
@@ -271,7 +311,7 @@ def sandbox_etc_dir(layout: Layout) -> Path:
 
 
 def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
-            trash: Path, limits: BuildLimits) -> Built:
+            trash: Path, limits: BuildLimits, expect_hash: str | None = None) -> Built:
     """After the command: no process of the build left (`user`'s are killed, if given), its
     output canonicalised, hashed and moved into the store, the scratch removed (blocking; one
     worker thread for all of it)."""
@@ -282,9 +322,19 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
                             f"--max-output-size of {limits.max_output_size}")
+    content_hash = tree_hash(out)  # of relative paths: the same once moved
+    if expect_hash is not None and content_hash != expect_hash:
+        raise ContentMismatch(f"its content hash is {content_hash}, not the expected "
+                              f"{expect_hash}")
     if out != store_path:
-        os.rename(out, store_path)
-    content_hash = tree_hash(store_path)
+        try:
+            os.rename(out, store_path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # a stale output a build cut short left (the runner checked: not valid)
+            remove_tree(store_path)
+            os.rename(out, store_path)
     # Deleting the scratch (the build's temporary files) is nobody's wait: one rename into
     # the private trash, and the daemon deletes it later (recovery empties what is left).
     trashed = trash / f"{scratch.name}.{secrets.token_hex(4)}"
@@ -404,7 +454,8 @@ async def _run_logged(
     `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
     `outcome.broken` and the build is killed.
     """
-    child = _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin), sandbox=sandbox)
+    child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin),
+                                              sandbox=sandbox))
     popen = child.popen
     sandbox_pidfd: int | None = None
     try:
@@ -458,6 +509,55 @@ async def _run_logged(
                     await stream.aclose()
 
 
+class _Spawner:
+    """One long-lived thread that starts every build's process.
+
+    Starting one blocks its caller until the new process has exec'd (a millisecond or two
+    on a busy machine): not the event loop's time, which every client's request needs. Not
+    trio's worker threads either: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when
+    the *thread* that forked it exits, and trio retires idle worker threads after 10 s,
+    which killed every confined build running longer. This thread lives as long as the
+    daemon.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, start: Callable[[], _Child]) -> _Child:
+        """`start()` in the spawner's thread. Not cancellable half way: a started process
+        is always handed back, for the caller's clean-up to kill and reap."""
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[outcome.Outcome[_Child]] = []
+
+        def job() -> None:
+            result.append(outcome.capture(start))
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        self._ensure_thread()
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        return result[0].unwrap()
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="ixd-spawner",
+                                                daemon=True)
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
+
+
+_SPAWNER = _Spawner()
+
+
 @dataclass
 class _Child:
     popen: subprocess.Popen[bytes]
@@ -478,13 +578,7 @@ def _spawn(
     with_stdin: bool,
     sandbox: SandboxArgv | None,
 ) -> _Child:
-    """Start the command from the calling thread (trio's), with pipes trio can read.
-
-    Not `trio.lowlevel.open_process`: that forks from a worker thread, and bwrap's
-    --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked it exits. trio
-    retires idle worker threads after 10 s, which killed every confined build running longer.
-    Forking takes a millisecond; the loop does not notice.
-    """
+    """Start the command (blocking: in the spawner's thread), with pipes trio can read."""
     parent_ends: list[int] = []
     child_ends: list[int] = []
     try:

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import os
-import pwd
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -74,10 +73,10 @@ class Caller:
 
     @property
     def login(self) -> str:
-        try:
-            return pwd.getpwuid(self.uid).pw_name
-        except KeyError:
-            return f"uid{self.uid}"
+        """The caller's login; `uidN` for a uid without an account (usable as a realm name,
+        the default realm of such a caller)."""
+        login = auth.ACCOUNTS.login_of(self.uid)
+        return f"uid{self.uid}" if login is None else login
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ixd.errors import DatabaseBusy
+from ixd.errors import DatabaseBusy, DatabaseTooNew
 
 SCHEMA_VERSION = 3
 
@@ -104,8 +104,8 @@ class BuildDatabase:
         row = list(self._db.query("SELECT value FROM meta WHERE key = 'schema_version'"))
         version = int(row[0]["value"]) if row else 0
         if version > SCHEMA_VERSION:
-            raise DatabaseBusy(f"the build database {self.path} has schema {version}, newer "
-                               f"than this ixd knows ({SCHEMA_VERSION}); upgrade ixd")
+            raise DatabaseTooNew(f"the build database {self.path} has schema {version}, newer "
+                                 f"than this ixd knows ({SCHEMA_VERSION}); upgrade ixd")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -209,6 +209,13 @@ class DatabaseBusy(IxError):
     code = "E_DATABASE_BUSY"
 
 
+class DatabaseTooNew(IxError):
+    """The build database was written by a newer ixd (its schema is one this ixd does not
+    know): it is left as it is."""
+
+    code = "E_DATABASE_TOO_NEW"
+
+
 class RootUnsafe(IxError):
     """The daemon's root, or a folder of it, is a link or belongs to someone else."""
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 from collections.abc import Sequence
@@ -225,8 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return verify_main(argv[1:])
     if argv[:1] == ["keygen"]:
         return keygen_main(argv[1:])
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    writer = _log_in_background()
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
@@ -244,9 +245,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         socket_path = config.socket or daemon.layout.socket
         trio.run(serve, daemon, socket_path)
     except IxError as exc:
-        print(f"ixd: {exc}", file=sys.stderr)
+        failure: IxError | None = exc
+    else:
+        failure = None
+    finally:
+        writer.stop()  # what is queued is written first
+    if failure is not None:
+        print(f"ixd: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _log_in_background() -> logging.handlers.QueueListener:
+    """Log lines are formatted where they are logged and written to stderr by a thread of
+    their own: a write per request (the audit line) is not the event loop's wait."""
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(lines)]
+    root.setLevel(logging.INFO)
+    writer = logging.handlers.QueueListener(lines, stderr)
+    writer.start()
+    return writer
 
 
 if __name__ == "__main__":

@@ -44,7 +44,11 @@ class NodeRunner(Protocol):
 
     def expected_duration(self, node: Node) -> float | None: ...
 
-    async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None: ...
+    async def run_node(self, node: Node, emit: Listener, requested_by: int,
+                       slot_done: Callable[[], None] = ...) -> None:
+        """`slot_done()` may be called once the node's processes have ended: its build slot
+        goes to the next build while this one's bookkeeping (canonicalising, hashing,
+        registering) goes on."""
 
 
 class PlanNarrower(Protocol):
@@ -241,14 +245,15 @@ class Scheduler:
                 flight.cancel_scope.cancel()
         return flight.error
 
-    async def _run_flight(self, flight: Flight) -> None:
+    async def _run_flight(self, flight: Flight, slot_done: Callable[[], None] = lambda: None
+                          ) -> None:
         node = flight.node
         if self.runner.is_valid(node):
             return
         flight.started = time.time()
         flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
                                 "expected": self.runner.expected_duration(node)})
-        await self.runner.run_node(node, flight.emit, flight.requested_by)
+        await self.runner.run_node(node, flight.emit, flight.requested_by, slot_done)
         flight.emit("finished", {"uid": node.uid, "name": node.name, "kind": node.kind,
                                  "duration": time.time() - flight.started})
 
@@ -258,10 +263,18 @@ class Scheduler:
             with flight.cancel_scope:
                 if flight.ticket is not None:
                     await self.build_slots.wait(flight.ticket)
+                    held = True
+
+                    def slot_done() -> None:
+                        nonlocal held
+                        if held:
+                            held = False
+                            self.build_slots.release()
+
                     try:
-                        await self._run_flight(flight)
+                        await self._run_flight(flight, slot_done)
                     finally:
-                        self.build_slots.release()
+                        slot_done()
                 else:
                     async with self._limiters[node.kind]:
                         await self._run_flight(flight)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
 import pwd
@@ -10,14 +11,28 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import daemon_harness
+
+# Property tests: a few hundred cases each in every test run; `bench/fuzz.py` (profile
+# `fuzz`) runs the fuzzers with tens of thousands.
+# No time limits: the machine may be busy (a slow case is not a failing one).
+settings.register_profile("ci", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=int(os.environ.get("IX_FUZZ_EXAMPLES", "20000")),
+                          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("IX_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_readable_client() -> Iterator[None]:
     yield
     shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
+
+
+#: held while a test run has the test accounts
+ACCOUNTS_LOCK = "/tmp/ix-test-accounts.lock"
 
 
 def _delete_account(name: str) -> None:
@@ -30,6 +45,17 @@ def accounts() -> Iterator[dict[str, int]]:
     holding ixtcarol; removed again at the end, whatever happened."""
     if os.getuid() != 0:
         pytest.skip("creating accounts needs root")
+    # Test runs of other checkouts on this machine use the same accounts: one run at a time
+    # holds them (the lock goes with the process, however it ends).
+    lock = os.open(ACCOUNTS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield from _accounts()
+    finally:
+        os.close(lock)
+
+
+def _accounts() -> Iterator[dict[str, int]]:
     names = ["ixtalice", "ixtbob", "ixtcarol"]
     created: list[str] = []
     group_made = False

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from client.transport import Client
+from ixd.buildusers import DEFAULT_GROUP, members_of
 from ixd.errors import IxError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -88,6 +89,30 @@ class RunningDaemon:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def build_uids() -> set[int]:
+    return {u.uid for u in members_of(DEFAULT_GROUP)}
+
+
+def build_processes(*builds: str) -> dict[int, list[int]]:
+    """Live processes of every build user, by uid: those of `builds` (node uids, which a
+    build's processes carry in their environment as `uid=...`), since other daemons on the
+    machine may be building too."""
+    marks = {f"uid={build}".encode() for build in builds}
+    found = {}
+    for uid in build_uids():
+        pids = [pid for pid in processes_of(uid) if marks & _environ(pid)]
+        if pids:
+            found[uid] = pids
+    return found
+
+
+def _environ(pid: int) -> set[bytes]:
+    try:
+        return set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return set()
 
 
 def processes_of(uid: int) -> list[int]:

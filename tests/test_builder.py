@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from ixd.builder import BuildLimits, run_build
+from ixd.builder import BuildLimits, Built, ContentMismatch, run_build
 from ixd.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
-from ixd.canonical import Canonical
 from ixd.confine import confinement_argv, probe_confinement
 from ixd.errors import BuildFailed
 from ixd.fstree import remove_tree
@@ -53,14 +52,15 @@ def layout() -> Iterator[Layout]:
 
 async def build(node: Node, layout: Layout, *, confine: bool, make_thrs: int = 1,
                 on_log_line: Callable[[str], None] | None = None,
-                limits: BuildLimits | None = None) -> Canonical:
+                limits: BuildLimits | None = None, expect_hash: str | None = None) -> Built:
     """run_build, confined as a build user of the machine's pool (as ixd runs it)."""
     if not confine:
         return await run_build(node, layout, confine=False, make_thrs=make_thrs,
-                               on_log_line=on_log_line, limits=limits)
+                               on_log_line=on_log_line, limits=limits, expect_hash=expect_hash)
     async with BuildUserPool(load_pool(DEFAULT_GROUP)).take() as user:
         return await run_build(node, layout, confine=True, make_thrs=make_thrs,
-                               on_log_line=on_log_line, limits=limits, user=user)
+                               on_log_line=on_log_line, limits=limits, user=user,
+                               expect_hash=expect_hash)
 
 
 def make_node(
@@ -347,21 +347,40 @@ async def test_daemon_socket_is_hidden(layout: Layout) -> None:
             server.accept()
 
 
+@both_modes
+async def test_an_output_of_another_content_than_expected_never_reaches_the_store(
+        layout: Layout, confine: bool) -> None:
+    script = 'echo one > "$out/file"'
+    first = await build(make_node(layout, script), layout, confine=confine)
+    # the same content is accepted; another is refused, naming both hashes
+    same = make_node(layout, script)
+    assert (await build(same, layout, confine=confine,
+                        expect_hash=first.content_hash)).content_hash == first.content_hash
+    other = make_node(layout, 'echo two > "$out/file"')
+    with pytest.raises(BuildFailed, match=f"not the expected {first.content_hash}") as info:
+        await build(other, layout, confine=confine, expect_hash=first.content_hash)
+    assert isinstance(info.value.__cause__, ContentMismatch)
+    assert_cleaned_up(layout, other)
+
+
 # --- sources -------------------------------------------------------------------------------
 
 
 @both_modes
-async def test_sources_are_linked_into_src(layout: Layout, confine: bool) -> None:
+@pytest.mark.parametrize("path", ["/usr/bin:/bin", "/nonexistent"])
+async def test_sources_are_linked_into_src(layout: Layout, confine: bool, path: str) -> None:
+    # (a build's PATH may name no host folder, as the real packages' PATH names store dirs)
     sha = "ab" * 32
     layout.source_path(sha).write_bytes(b"tarball bytes\n")
-    source = Source(
-        url="https://example.invalid/hello-1.0.tar.gz", sha256=sha, filename="hello.tgz"
+    sources = (
+        Source(url="https://example.invalid/hello-1.0.tar.gz", sha256=sha, filename="hello.tgz"),
+        Source(url="https://example.invalid/hello.tgz.sig", sha256=sha, filename="a b -- $x"),
     )
     node = make_node(
-        layout, 'ls "$src" > "$out/names"; cat "$src/hello.tgz" > "$out/copy"', sources=(source,)
-    )
+        layout, '/bin/ls "$src" > "$out/names"; /bin/cat "$src/hello.tgz" > "$out/copy"',
+        sources=sources, env={"PATH": path, "LANG": "C"})
     await build(node, layout, confine=confine, make_thrs=1)
-    assert (out_of(node) / "names").read_text() == "hello.tgz\n"
+    assert (out_of(node) / "names").read_text() == "a b -- $x\nhello.tgz\n"
     assert (out_of(node) / "copy").read_bytes() == b"tarball bytes\n"
 
 

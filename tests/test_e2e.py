@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ixd.fstree import remove_tree
-from tests.daemon_harness import RunningDaemon, start_daemon
+from tests.daemon_harness import RunningDaemon, start_daemon, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,16 @@ def test_run_in_an_ephemeral_realm(daemon: RunningDaemon) -> None:
     result = daemon.ixc("run", "bin/wave", "bin/greet", "--", "sh", "-c", "wave run; greet ix")
     assert result.stdout == "o/ run\nHello, ix!\n"
     assert not os.path.lexists(daemon.realm("run"))
+
+
+def test_finished_builds_leave_nothing_in_build_or_trash(daemon: RunningDaemon) -> None:
+    # several builds at once: their scratch folders reach the trash together and go in one
+    # batch
+    daemon.ixc("mut", "tidy", *(f"+bin/slow(secs=0,tag=tidy{i})" for i in range(6)))
+    root = daemon.root
+    wait_for(lambda: not any((root / "trash").iterdir()), "the trash to be emptied")
+    assert sorted(p.name for p in (root / "build").iterdir()) == [".etc"]
+    daemon.ixc("purge", "tidy")
 
 
 def test_failing_build_leaves_the_realm_as_it_was(daemon: RunningDaemon) -> None:

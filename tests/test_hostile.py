@@ -183,7 +183,7 @@ _values = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=4) | st.d
     st.text(max_size=8), inner, max_size=4), max_leaves=12)
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=64) | _values.map(lambda v: msgpack.packb(v)))
 def test_frame_decoder_fuzz(body: bytes) -> None:
     conn = protocol.Connection("server")
@@ -217,10 +217,9 @@ def empty_daemon(tmp_path_factory: pytest.TempPathFactory) -> Daemon:
                          confine=False))
 
 
-# Each case is a whole request through the daemon's handlers (realms created, plans made):
-# 2,000 here, with the 10,000 of the pure patch validation below.
-@settings(max_examples=2_000, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Each case is a whole request through the daemon's handlers (realms created, plans made).
+# How many cases: the Hypothesis profile (tests/conftest.py; bench/fuzz.py runs thousands).
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(op=_ops, args=_args)
 def test_request_validation_fuzz(empty_daemon: Daemon, op: str, args: dict[str, Any]) -> None:
     """Any request either answers or fails with an IxError: never another exception."""
@@ -238,7 +237,6 @@ def test_request_validation_fuzz(empty_daemon: Daemon, op: str, args: dict[str, 
     trio.run(one)
 
 
-@settings(max_examples=10_000, deadline=None)
 @given(_values)
 def test_patch_validation_fuzz(data: Any) -> None:
     try:

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from ixd.buildusers import DEFAULT_GROUP, members_of
-from tests.daemon_harness import RunningDaemon, processes_of, public_daemon, wait_for
+from tests.daemon_harness import RunningDaemon, build_processes, public_daemon, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +143,8 @@ def test_build_cancelled_when_its_only_waiter_leaves(daemon: RunningDaemon) -> N
     client = spawn_ixc(daemon, "ixtalice", "build", name)
     build = wait_for(lambda: running_build(daemon, name), "the build to start")
     log = daemon.root / "var" / "log" / f"{build['uid']}.log"
+    # its script runs (started is the daemon's word; the sandbox takes a moment to start)
+    wait_for(lambda: "starts" in log.read_text(), "the build's script to run")
     kill_client(client)
     wait_for(lambda: not any(b["name"] == name for b in status(daemon)),
              "the build to be cancelled")
@@ -151,11 +152,9 @@ def test_build_cancelled_when_its_only_waiter_leaves(daemon: RunningDaemon) -> N
     assert row["state"] == "cancelled"
     assert not list((daemon.root / "store").glob(f"{build['uid']}-*"))
     assert not (daemon.root / "build" / build["uid"]).exists()
-    assert "starts" in log.read_text()
     # nothing of the build's process tree is left (killed processes may take a moment to go)
-    wait_for(lambda: not [pid for user in members_of(DEFAULT_GROUP)
-                          for pid in processes_of(user.uid)],
-             "every process of the build users to be gone", 15)
+    wait_for(lambda: not build_processes(build["uid"]), "every process of the build to be gone",
+             15)
 
 
 def test_build_goes_on_while_another_waits(daemon: RunningDaemon) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,12 +21,15 @@ def node(uid: str, *deps: str) -> Node:
 
 
 class FakeRunner:
-    def __init__(self, seconds: float = 1.0, failing: frozenset[str] = frozenset()) -> None:
+    def __init__(self, seconds: float = 1.0, failing: frozenset[str] = frozenset(),
+                 bookkeeping: float = 0.0) -> None:
         self.valid: set[str] = set()
         self.started: list[str] = []
         self.cancelled: list[str] = []
         self.seconds = seconds
         self.failing = failing
+        #: seconds of work after the build's processes ended (its slot given back)
+        self.bookkeeping = bookkeeping
 
     def is_valid(self, n: Node) -> bool:
         return n.uid in self.valid
@@ -33,7 +37,8 @@ class FakeRunner:
     def expected_duration(self, n: Node) -> float | None:
         return None
 
-    async def run_node(self, n: Node, emit: Listener, requested_by: int) -> None:
+    async def run_node(self, n: Node, emit: Listener, requested_by: int,
+                       slot_done: Callable[[], None] = lambda: None) -> None:
         self.started.append(n.uid)
         try:
             await trio.sleep(self.seconds)
@@ -42,11 +47,45 @@ class FakeRunner:
             raise
         if n.uid in self.failing:
             raise BuildFailed(f"{n.name} failed")
+        if self.bookkeeping:
+            slot_done()
+            await trio.sleep(self.bookkeeping)
         self.valid.add(n.uid)
 
 
 def quiet(kind: str, data: dict[str, Any]) -> None:
     pass
+
+
+async def test_the_next_build_starts_while_the_last_ones_bookkeeping_goes_on(
+        autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=1.0, bookkeeping=0.5)
+    scheduler = Scheduler(runner, jobs=1)
+    started: dict[str, float] = {}
+    finished: dict[str, float] = {}
+
+    def listener(kind: str, data: dict[str, Any]) -> None:
+        if kind == "started":
+            started[data["uid"]] = trio.current_time()
+
+    async def request(name: str, plan: Plan) -> None:
+        await scheduler.run(plan, listener, 1)
+        finished[name] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        begin = trio.current_time()
+        async with trio.open_nursery() as requests:
+            requests.start_soon(request, "first", Plan((node("a"), node("c", "a")), ("c",)))
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(request, "second", Plan((node("b"),), ("b",)))
+        nursery.cancel_scope.cancel()
+    # one slot: b starts when a's command ends, not after a's bookkeeping; c, which needs
+    # a, waits for a to be valid and then for b's command
+    assert started["a"] - begin == 0
+    assert started["b"] - begin == pytest.approx(1.0)
+    assert started["c"] - begin == pytest.approx(2.0)
+    assert finished["first"] - begin == pytest.approx(3.5)
 
 
 async def test_shared_nodes_run_once_for_concurrent_requests(autojump_clock: Any) -> None:

@@ -24,8 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from ixd.buildusers import DEFAULT_GROUP, members_of
-from tests.daemon_harness import PROJECT, RunningDaemon, processes_of, public_daemon, wait_for
+from ixd.buildusers import DEFAULT_GROUP
+from tests.daemon_harness import (
+    PROJECT,
+    RunningDaemon,
+    build_processes,
+    public_daemon,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="attacks run as real accounts: root")
 
@@ -37,20 +43,6 @@ TIMEOUT = 4
 MAX_PROCESSES = 64
 MAX_OUTPUT = 32 << 20
 
-
-
-def build_uids() -> set[int]:
-    return {u.uid for u in members_of(DEFAULT_GROUP)}
-
-
-def build_processes() -> dict[int, list[int]]:
-    """Live processes of every build user, by uid."""
-    found = {}
-    for uid in build_uids():
-        pids = processes_of(uid)
-        if pids:
-            found[uid] = pids
-    return found
 
 
 def snapshot(tree: Path) -> dict[str, tuple[int, int, int, bytes | str]]:
@@ -241,11 +233,13 @@ def test_fifo_sockets_and_dev_zero_links_do_not_hang_anyone(daemon: RunningDaemo
 
 def test_builds_run_as_build_users_one_uid_each(daemon: RunningDaemon,
                                                  accounts: dict[str, int]) -> None:
+    builds = (package_uid(daemon, "bin/attack/hold(tag=uid1,secs=60)", VICTIM),
+              package_uid(daemon, "bin/attack/hold(tag=uid2,secs=60)", ATTACKER))
     clients = [spawn(daemon, VICTIM, "build", "bin/attack/hold(tag=uid1,secs=60)"),
                spawn(daemon, ATTACKER, "build", "bin/attack/hold(tag=uid2,secs=60)")]
     try:
         holders = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
-            {uid for uid, pids in build_processes().items() if any(
+            {uid for uid, pids in build_processes(*builds).items() if any(
                 b"sleep\x0060" in _cmdline(pid) for pid in pids)}),
             "both builds to run")
         logins = {p.pw_uid for p in pwd.getpwall()
@@ -261,7 +255,7 @@ def test_builds_run_as_build_users_one_uid_each(daemon: RunningDaemon,
             os.killpg(client.pid, 9)
             client.communicate()
     # a build nobody waits for is cancelled: every process of it is gone
-    wait_for(lambda: not build_processes(), "the build users' processes to be killed")
+    wait_for(lambda: not build_processes(*builds), "the build users' processes to be killed")
 
 
 def _cmdline(pid: int) -> bytes:
@@ -275,13 +269,15 @@ def _cmdline(pid: int) -> bytes:
 
 
 def test_a_build_that_never_ends_is_killed_whole(limited: RunningDaemon) -> None:
+    uid = package_uid(limited, "bin/attack/forever", ATTACKER)
     started = time.monotonic()
     failed = limited.ixc("build", "bin/attack/forever", user=ATTACKER, check=False)
     assert failed.returncode != 0
     assert f"did not finish within {TIMEOUT} s" in failed.stderr and "E_BUILD_FAILED" in \
         failed.stderr
     assert time.monotonic() - started < TIMEOUT + 30
-    wait_for(lambda: not build_processes(), "the timed-out build's processes to be gone", 15)
+    wait_for(lambda: not build_processes(uid), "the timed-out build's processes to be gone",
+             15)
     assert scratch_dirs(limited) == []
     # its slot is free again
     limited.ixc("build", "bin/attack/hold(tag=after,secs=0)", user=VICTIM)
@@ -295,14 +291,14 @@ def test_fork_bomb_is_bounded_and_others_still_build(limited: RunningDaemon) -> 
         wait_for(lambda: "fork bomb starts" in log_of(limited, uid), "the fork bomb")
         other = spawn(limited, VICTIM, "build", "bin/attack/hold(tag=beside-bomb,secs=0)")
         while bomb.poll() is None:
-            most = max([most, *map(len, build_processes().values())])
+            most = max([most, *map(len, build_processes(uid).values())])
         _, err = other.communicate(timeout=120)
         assert other.returncode == 0, err
     finally:
         _, bomb_err = bomb.communicate(timeout=120)
     assert bomb.returncode != 0 and "did not finish within" in bomb_err
     assert most <= MAX_PROCESSES
-    wait_for(lambda: not build_processes(), "the fork bomb's processes to be gone", 15)
+    wait_for(lambda: not build_processes(uid), "the fork bomb's processes to be gone", 15)
 
 
 def test_disk_filler_is_stopped_at_the_output_limit(limited: RunningDaemon) -> None:

@@ -26,7 +26,7 @@ import msgpack
 import pytest
 import trio
 import trio.testing
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from client.main import _print_status
@@ -202,7 +202,6 @@ _values = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=20) | st.
     st.text(max_size=8), inner, max_size=20), max_leaves=60)
 
 
-@settings(max_examples=500, deadline=None)
 @given(_values, st.integers(0, 3))
 @example("x" * 70_000, 0)  # str32
 @example(b"x" * 70_000, 2)  # bin32, truncated
