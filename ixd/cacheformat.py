@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from ixd.errors import CacheFormatError, CacheKeyError, CacheSignatureInvalid, CacheUnsafeArchive
+from ixd.errors import CacheFormatError, CacheKeyError, CacheSignatureInvalid
 
 INFO_KEY = "ix-cache-info"
 INDEX_SUFFIX = ".narinfo"
@@ -289,42 +289,3 @@ def check_signature(entry: Entry, trusted: Mapping[str, PublicKey], cache: str) 
         f"{cache}: {entry.uid} is signed by {', '.join(names) or 'no key'}, none of them "
         f"trusted (trusted: {', '.join(sorted(trusted)) or 'none'}); refused. The "
         f"administrator trusts a key with ixd --trusted-key")
-
-
-# --- archive members -----------------------------------------------------------------------
-
-#: the member types an archive may hold; hard links, devices, FIFOs are refused
-MEMBER_FILE, MEMBER_DIR, MEMBER_LINK = "file", "dir", "symlink"
-MAX_PATH = 4096
-MAX_NAME = 255
-
-
-def member_path(name: str) -> str:
-    """The relative path an archive member names, normalised; CacheUnsafeArchive if it is
-    absolute, climbs with `..`, or is not a plain path. `""` is the entry's top folder."""
-    if "\0" in name or len(name) > MAX_PATH:
-        raise CacheUnsafeArchive(f"archive member {name[:100]!r} has a bad name")
-    if name.startswith("/"):
-        raise CacheUnsafeArchive(f"archive member {name!r} is an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise CacheUnsafeArchive(f"archive member {name!r} climbs out with '..'")
-    if any(len(p) > MAX_NAME for p in parts):
-        raise CacheUnsafeArchive(f"archive member {name[:100]!r} has a name too long")
-    return "/".join(parts)
-
-
-def check_link_target(path: str, target: str, store_dir: str) -> None:
-    """A symbolic link at `path` (relative, in the entry) may point inside its entry, or
-    absolutely into the store; anything else would lead out of the store."""
-    if not target or "\0" in target or len(target) > MAX_PATH:
-        raise CacheUnsafeArchive(f"archive link {path!r} has a bad target")
-    if target.startswith("/"):
-        if not posixpath.normpath(target).startswith(store_dir.rstrip("/") + "/"):
-            raise CacheUnsafeArchive(f"archive link {path!r} points at {target!r}, outside "
-                                     f"the store {store_dir}")
-        return
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-    if resolved == ".." or resolved.startswith("../"):
-        raise CacheUnsafeArchive(f"archive link {path!r} points at {target!r}, out of its "
-                                 f"entry")

@@ -19,15 +19,23 @@ import trio
 
 from ixd import builder, fetch
 from ixd.assemble import assemble_realm
+from ixd.builder import ContentMismatch
 from ixd.buildusers import BuildUser, BuildUserPool
 from ixd.db import BuildDatabase
-from ixd.errors import InternalError, IxError
+from ixd.errors import (
+    BuildFailed,
+    CacheHashMismatch,
+    CacheUnsafeArchive,
+    InternalError,
+    IxError,
+)
 from ixd.fstree import remove_tree
 from ixd.layout import Layout
 from ixd.nodes import Node
 from ixd.scheduler import Listener
 from ixd.substitute import Substituter
 from ixd.treehash import tree_hash
+from ixd.unpack import unpack_limits, unpack_node
 
 log = logging.getLogger("ixd.runner")
 
@@ -161,25 +169,53 @@ class StoreRunner:
         self.valid.add(node.uid)
 
     async def _substitute(self, node: Node, requested_by: int) -> None:
-        """Install the node's entry from a binary cache; recorded in the builds table as
-        `substituted` (or failed, with the reason)."""
-        assert self.substituter is not None, "a substitute node without caches"
+        """Install the node's entry from a binary cache: its archive fetched and checked,
+        then unpacked like a build (`ixd.unpack`: as a build user, in the sandbox, only the
+        signed content reaches the store). Recorded in the builds table as `substituted`
+        (or failed, with the reason)."""
+        substituter = self.substituter
+        assert substituter is not None, "a substitute node without caches"
         build_id = await trio.to_thread.run_sync(
-            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), "",
-            requested_by)
+            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
+            str(self.layout.log_path(node.uid)), requested_by)
         log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        # The worker thread cannot be stopped half way (nor should an entry it installed go
-        # unregistered): a bounded download, shielded until it is recorded either way.
-        with trio.CancelScope(shield=True):
+        archive: Path | None = None
+        try:
+            with trio.CancelScope(shield=True):  # a bounded download nobody can stop
+                hit = await trio.to_thread.run_sync(substituter.fetch, node)
+            archive = self.layout.source_path(hit.entry.file_hash)
+            unpack = unpack_node(node.uid, node.name, Path(node.outputs[0]),
+                                 hit.entry.file_hash, hit.entry.url)
             try:
-                content_hash = await trio.to_thread.run_sync(self.substituter.install, node)
-            except IxError as exc:
+                async with self._build_user() as user:
+                    built = await builder.run_build(
+                        unpack, self.layout, confine=self.confine, make_thrs=1, user=user,
+                        limits=unpack_limits(self.limits, hit.entry.content_size),
+                        expect_hash=hit.entry.content_hash)
+            except BuildFailed as exc:
+                refusal = (CacheHashMismatch if isinstance(exc.__cause__, ContentMismatch)
+                           else CacheUnsafeArchive)
+                raise substituter.refuse(node, hit, refusal(
+                    f"cache {hit.cache.url}: {node.name} ({node.uid}) was refused: "
+                    f"{exc.message}")) from exc
+        except IxError as exc:
+            with trio.CancelScope(shield=True):
                 await self._ended(build_id, "failed", exc)
-                raise
-            except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
-                await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
-                raise
-            await self._record_valid(node, build_id, content_hash, "substituted")
+            raise
+        except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
+            await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
+            raise
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "cancelled", None)
+            raise
+        finally:
+            if archive is not None:  # unpacked or refused: the archive is not kept
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_unlink, archive)
+        self._trash.send_nowait(built.trashed)
+        with trio.CancelScope(shield=True):  # an entry in the store is recorded valid
+            await self._record_valid(node, build_id, built.content_hash, "substituted")
         log.info("substitute finished: %s uid=%s", node.name, node.uid)
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
@@ -208,3 +244,8 @@ async def _rm_rf(paths: list[Path]) -> bool:
         log.warning("rm -rf of %d trash entries failed (%s); deleting them one by one",
                     len(paths), done.stderr.decode(errors="replace").strip()[:500])
     return done.returncode == 0
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

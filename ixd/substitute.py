@@ -3,15 +3,16 @@ entries this daemon built uploaded to one.
 
 `narrow_plan` (pure) decides: a build node a trusted cache holds becomes a `substitute` node
 that waits only for its run-time references, and whatever was needed only to build it leaves
-the plan. `Substituter.install` (blocking, in a worker thread) downloads the archive into a
-private folder under `build/`, checks it against the signed index, unpacks it member by
-member (`ixd.cachearchive`), canonicalises it (`ixd.canonical`, as a build's output), checks
-the content hash and only then renames it into the store. `Pusher` uploads built entries
+the plan. `Substituter.fetch` (blocking, in a worker thread) downloads the archive into the
+source cache, checked against the signed index; the runner then unpacks it as a build node
+(`ixd.unpack`: tar as a build user in the sandbox), canonicalised like any build output, and
+only a tree of the signed content hash is renamed into the store. `Pusher` uploads built entries
 after they are registered, off the realm switch's way, retrying.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -29,17 +30,14 @@ import trio
 from ixd import cachearchive
 from ixd import cacheformat as fmt
 from ixd.cache import BinaryCache, Hit, open_store, read_credentials
-from ixd.canonical import OutputRefused, canonicalise
 from ixd.db import BuildDatabase
 from ixd.errors import (
     CacheError,
-    CacheHashMismatch,
     CacheKeyError,
     CacheRefused,
     CacheUnavailable,
     CacheUnsafeArchive,
 )
-from ixd.fstree import remove_tree
 from ixd.layout import Layout
 from ixd.nodes import Node, Plan
 from ixd.treehash import tree_hash
@@ -139,8 +137,8 @@ def open_caches(settings: CacheSettings, store_dir: str
 
 
 class Substituter:
-    """Looks nodes up in the caches and installs what they hold. `lookup` and `install`
-    block (worker threads); `narrow` is their trio face for the scheduler."""
+    """Looks nodes up in the caches and fetches what they hold. `lookup` and `fetch` block
+    (worker threads); `narrow` is their trio face for the scheduler."""
 
     def __init__(self, caches: Sequence[BinaryCache], layout: Layout, max_size: int) -> None:
         self.caches = list(caches)
@@ -180,28 +178,35 @@ class Substituter:
             self._hits.update(found)
         return found
 
-    def install(self, node: Node) -> str:
-        """Fetch, check, unpack, canonicalise and rename `node`'s entry into the store;
-        its content hash. A refused entry leaves nothing behind and is not tried again."""
+    def fetch(self, node: Node) -> Hit:
+        """Download `node`'s archive into the source cache, its size and hash checked
+        against the signed index (blocking): what `unpack_node` then unpacks, in the
+        sandbox. A refusal is remembered (`refuse`)."""
         with self._lock:
             hit = self._hits.get(node.uid)
         if hit is None:
             raise CacheUnavailable(f"no cache holds {node.name} ({node.uid}) any more")
         try:
             try:
-                return self._install(hit, node)
+                self._fetch(hit, node)
             except OSError as exc:  # a disk full, a name the file system refuses: build here
                 raise CacheRefused(f"cache {hit.cache.url}: {node.name} ({node.uid}) could "
-                                   f"not be installed: {exc}; refused") from exc
+                                   f"not be fetched: {exc}; refused") from exc
         except CacheError as exc:
-            with self._lock:
-                self._refused.add(node.uid)
-                self._hits.pop(node.uid, None)
-            hit.cache.forget(node.uid)
-            log.warning("substitute of %s (%s) refused: %s", node.name, node.uid, exc)
-            raise
+            raise self.refuse(node, hit, exc) from None
+        return hit
 
-    def _install(self, hit: Hit, node: Node) -> str:
+    def refuse(self, node: Node, hit: Hit, error: CacheError) -> CacheError:
+        """Remember that `node`'s substitute was refused (it is built here from now on);
+        `error`, to raise."""
+        with self._lock:
+            self._refused.add(node.uid)
+            self._hits.pop(node.uid, None)
+        hit.cache.forget(node.uid)
+        log.warning("substitute of %s (%s) refused: %s", node.name, node.uid, error)
+        return error
+
+    def _fetch(self, hit: Hit, node: Node) -> None:
         entry = hit.entry
         store_path = Path(node.outputs[0])
         if entry.store_path != str(store_path):
@@ -211,29 +216,17 @@ class Substituter:
             raise CacheUnsafeArchive(f"cache {hit.cache.url}: {node.name} holds "
                                      f"{entry.content_size} bytes, more than the "
                                      f"--max-output-size of {self.max_size}; refused")
-        private = self.layout.build / f"{node.uid}.subst.{secrets.token_hex(4)}"
-        os.mkdir(private, 0o700)
+        target = self.layout.source_path(entry.file_hash)
+        # a dot name until checked: recovery deletes what a crash leaves half written
+        partial = target.with_name(f".{entry.file_hash}.{secrets.token_hex(4)}")
         try:
-            archive = private / "archive"
-            with open(archive, "wb") as handle:
+            with open(partial, "xb") as handle:
                 hit.cache.download(entry, handle)
-            out = private / "out"
-            cachearchive.unpack(archive, out, store_dir=str(self.layout.store),
-                                max_content=entry.content_size)
-            try:
-                canonicalise(out)
-            except OutputRefused as exc:
-                raise CacheUnsafeArchive(f"cache {hit.cache.url}: {node.name}: {exc}") from exc
-            content_hash = tree_hash(out)
-            if content_hash != entry.content_hash:
-                raise CacheHashMismatch(
-                    f"cache {hit.cache.url}: {node.name} ({node.uid}) unpacks to content "
-                    f"{content_hash}, its signed index says {entry.content_hash}; refused")
-            remove_tree(store_path)  # not valid (else it would not be substituted): stale
-            os.rename(out, store_path)
+            os.chmod(partial, 0o644)  # build users read their sources
+            os.rename(partial, target)
         finally:
-            remove_tree(private)
-        return content_hash
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
 
 
 @dataclass

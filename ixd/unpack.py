@@ -15,8 +15,10 @@ archive hash) into the source cache at `Layout.source_path(sha256)`, bound read-
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from ixd.builder import BuildLimits
 from ixd.nodes import Node, Source
 
 #: the archive's name in the build's `$src`
@@ -44,3 +46,11 @@ def unpack_node(uid: str, name: str, store_path: Path, archive_sha256: str, arch
         sources=(Source(url=archive_url, sha256=archive_sha256, filename=ARCHIVE_NAME),),
         meta={"unpacks": archive_url},
     )
+
+
+def unpack_limits(limits: BuildLimits, content_size: int) -> BuildLimits:
+    """The build limits of an unpack: what the signed index says the files hold bounds what
+    tar may write (twice that and 64 MiB, for blocks and folders), so a compression bomb
+    stops there, not at the daemon's --max-output-size."""
+    bound = 2 * content_size + (64 << 20)
+    return dataclasses.replace(limits, max_output_size=min(limits.max_output_size, bound))

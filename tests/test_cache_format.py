@@ -3,14 +3,11 @@ narrowed by cache hits; and archives packed and unpacked on a real folder cache.
 
 from __future__ import annotations
 
-import io
 import os
-import stat
-import tarfile
+import subprocess
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from ixd import cachearchive
 from ixd import cacheformat as fmt
@@ -23,7 +20,6 @@ from ixd.errors import (
     CacheKeyError,
     CacheRefused,
     CacheSignatureInvalid,
-    CacheUnsafeArchive,
 )
 from ixd.nodes import Node, Plan
 from ixd.substitute import load_trusted_keys, narrow_plan
@@ -126,37 +122,6 @@ def test_keys_round_trip_as_text_and_bad_ones_are_refused(tmp_path: Path) -> Non
             fmt.parse_public_key(bad, "x")
 
 
-# --- archive members ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "a/\0b", "x" * 300])
-def test_member_names_that_leave_the_entry_are_refused(name: str) -> None:
-    with pytest.raises(CacheUnsafeArchive):
-        fmt.member_path(name)
-
-
-def test_member_names_are_normalised() -> None:
-    assert fmt.member_path("./bin//hello") == "bin/hello"
-    assert fmt.member_path(".") == ""
-
-
-@pytest.mark.parametrize(("path", "target", "ok"), [
-    ("lib/libc.so", "libc.a", True),
-    ("lib/x/y", "../../bin/hello", True),
-    ("lib/x", "../../etc", False),
-    ("bin/sh", "/bin/sh", False),
-    ("bin/sh", f"{STORE}/{DEP}-bin-sh/bin/sh", True),
-    ("bin/sh", f"{STORE}/../etc/shadow", False),
-])
-def test_link_targets_must_stay_in_the_entry_or_the_store(path: str, target: str,
-                                                          ok: bool) -> None:
-    if ok:
-        fmt.check_link_target(path, target, STORE)
-    else:
-        with pytest.raises(CacheUnsafeArchive):
-            fmt.check_link_target(path, target, STORE)
-
-
 # --- narrowing a plan -----------------------------------------------------------------------
 
 
@@ -197,7 +162,7 @@ def _tree(top: Path) -> Path:
     return top
 
 
-def test_an_entry_goes_through_a_folder_cache_and_unpacks_to_the_same_tree(
+def test_an_entry_goes_through_a_folder_cache_and_tar_unpacks_the_same_tree(
         tmp_path: Path) -> None:
     from ixd.treehash import tree_hash
 
@@ -220,7 +185,9 @@ def test_an_entry_goes_through_a_folder_cache_and_unpacks_to_the_same_tree(
     with open(fetched, "wb") as handle:
         reader.download(found[UID], handle)
     out = tmp_path / "out"
-    cachearchive.unpack(fetched, out, store_dir=STORE, max_content=found[UID].content_size)
+    out.mkdir()
+    # GNU tar reads it as ixd's sandboxed unpack does (tests/test_unpack.py runs that)
+    subprocess.run(["tar", "--zstd", "-x", "-f", str(fetched), "-C", str(out)], check=True)
     assert tree_hash(out) == tree_hash(entry_dir)
     assert os.readlink(out / "share" / "hi") == "../bin/hello"
 
@@ -244,59 +211,6 @@ def test_bad_cache_urls_say_what_is_expected() -> None:
                 "s3://b?timeout=soon"):
         with pytest.raises(CacheBadUrl):
             open_store(url)
-
-
-def _archive(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            info.size = len(data) if info.isreg() else 0
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return zstandard.ZstdCompressor().compress(raw.getvalue())
-
-
-def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644
-          ) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode = kind, link, mode
-    return info
-
-
-@pytest.mark.parametrize(("members", "needle"), [
-    ([(_info("../evil"), b"x")], "climbs"),
-    ([(_info("/etc/evil"), b"x")], "absolute"),
-    ([(_info("bin", tarfile.SYMTYPE, "/etc"), b"")], "outside the store"),
-    ([(_info("bin", tarfile.SYMTYPE, "."), b""), (_info("bin/x"), b"x")], "inside a folder"),
-    ([(_info("x"), b"1"), (_info("x"), b"2")], "twice"),
-    ([(_info("x"), b""), (_info("y", tarfile.LNKTYPE, "x"), b"")], "hard link"),
-    ([(_info("dev", tarfile.CHRTYPE), b"")], "character device"),
-    ([(_info("big"), b"x" * 100)], "more than the 50 bytes"),
-    ([(_info("late/x"), b"x")], "inside a folder"),
-])
-def test_hostile_archives_are_refused_and_unpack_nothing_outside(
-        tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], needle: str) -> None:
-    archive = tmp_path / "a.tar.zst"
-    archive.write_bytes(_archive(members))
-    with pytest.raises(CacheUnsafeArchive, match=needle):
-        cachearchive.unpack(archive, tmp_path / "out", store_dir=STORE, max_content=50)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.zst", "out"]
-
-
-def test_unpacked_files_never_keep_setuid_bits(tmp_path: Path) -> None:
-    archive = tmp_path / "a.tar.zst"
-    archive.write_bytes(_archive([(_info("su", mode=0o4755), b"x")]))
-    cachearchive.unpack(archive, tmp_path / "out", store_dir=STORE, max_content=10)
-    assert not os.stat(tmp_path / "out" / "su").st_mode & (stat.S_ISUID | stat.S_ISGID)
-
-
-def test_a_zstd_bomb_in_a_tar_header_stops_at_the_bound(tmp_path: Path) -> None:
-    info = _info("x")
-    info.pax_headers = {"comment": "0" * (40 << 20)}  # tarfile would read all of it
-    archive = tmp_path / "a.tar.zst"
-    archive.write_bytes(_archive([(info, b"x")]))
-    assert archive.stat().st_size < 1 << 20
-    with pytest.raises(CacheUnsafeArchive, match="unpacks to more than"):
-        cachearchive.unpack(archive, tmp_path / "out", store_dir=STORE, max_content=10)
 
 
 def test_a_big_batch_lists_the_indexes_and_reads_only_those_there(tmp_path: Path) -> None:

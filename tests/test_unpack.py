@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from ixd.builder import ContentMismatch
+from ixd.builder import BuildLimits, ContentMismatch
 from ixd.canonical import canonicalise
 from ixd.errors import BuildFailed
 from ixd.layout import Layout
 from ixd.treehash import tree_hash
-from ixd.unpack import unpack_node
+from ixd.unpack import unpack_limits, unpack_node
 from tests.test_builder import assert_cleaned_up, build, layout, needs_bwrap
 
 __all__ = ["layout"]  # the fixture
@@ -132,3 +132,21 @@ def escaped(top: Path) -> list[str]:
     found = [str(p) for name in ("escape-ix-test", "through-link-ix-test")
              for p in top.rglob(name)]
     return found + [p for p in ["/tmp/absolute-ix-test"] if os.path.lexists(p)]
+
+
+async def test_a_compression_bomb_stops_at_what_the_index_names(layout: Layout) -> None:
+    big = io.BytesIO()
+    with tarfile.open(fileobj=big, mode="w") as tar:
+        info = tarfile.TarInfo("./zeros")
+        info.size = 200 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    archive = zstd(big.getvalue())
+    assert len(archive) < 1 << 20
+    sha = seed_archive(layout, archive)
+    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst")
+    limits = unpack_limits(BuildLimits(), content_size=10)
+    assert limits.max_output_size == 20 + (64 << 20)
+    with pytest.raises(BuildFailed, match="--max-output-size"):
+        await build(node, layout, confine=True, limits=limits,
+                    expect_hash="sha256:" + "0" * 64)
+    assert_cleaned_up(layout, node)
