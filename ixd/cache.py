@@ -390,6 +390,11 @@ class BinaryCache:
                     self._misses[uid] = now + NEGATIVE_TTL
         return found
 
+    def ask_again(self, uid: str) -> None:
+        """Drop the remembered miss of `uid` (a remote build has just pushed it)."""
+        with self._lock:
+            self._misses.pop(uid, None)
+
     def forget(self, uid: str) -> None:
         """Drop what is known of `uid` (its entry was refused on download)."""
         with self._lock:

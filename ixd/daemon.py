@@ -27,6 +27,7 @@ from ixd.assemble import remove_realm_link, switch_realm_link
 from ixd.builder import BuildLimits
 from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.buildusers import BuildUserPool, load_pool
+from ixd.cluster import Cluster, ClusterSettings
 from ixd.db import BuildDatabase, Generation
 from ixd.errors import (
     BadFlag,
@@ -100,6 +101,8 @@ class Config:
     limits: BuildLimits = field(default_factory=BuildLimits)
     #: binary caches to substitute from and to push to (`ixd.substitute`)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    #: a Dask cluster to build on (`ixd.cluster`)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def layout(self) -> Layout:
@@ -147,11 +150,22 @@ class Daemon:
         substituter = (Substituter(caches, self.layout, config.limits.max_output_size)
                        if caches else None)
         self.pusher = Pusher(push_to, self.db, self.layout) if push_to else None
+        self.cluster: Cluster | None = None
+        if config.cluster.enabled:
+            if substituter is None or self.pusher is None:
+                raise BadRequest("--dask needs --cache (and --trusted-key) and --push "
+                                 "(with --signing-key) naming the cache its workers push to: "
+                                 "results come back through it")
+            self.cluster = Cluster(config.cluster, on_started=self._remote_started,
+                                   on_log=self._remote_log)
         self.runner = StoreRunner(
             self.layout, self.db, confine=config.confine, mirrors=config.mirrors,
             make_thrs=os.cpu_count() or 1, build_users=pool, limits=config.limits,
             substituter=substituter, on_built=self.pusher.submit if self.pusher else None,
+            cluster=self.cluster, push_inputs=self.pusher.push if self.pusher else None,
         )
+        #: the event loop's token, for the Dask client's thread (set when serving)
+        self.trio_token: trio.lowlevel.TrioToken | None = None
         self.scheduler = Scheduler(self.runner, jobs, substituter)
         # realm changes of one realm are serialised; different realms go in parallel
         self._realm_locks: dict[str, trio.Lock] = {}
@@ -514,10 +528,26 @@ class Daemon:
                 "waiting_count": len(waiting),
                 "requested_by": auth.login_of_uid(flight.requested_by),
             })
+            if node.uid in self.runner.remote:
+                page[-1]["worker"] = self.runner.remote[node.uid] or "(submitted)"
         running = sum(1 for f in flights if f.started)
-        return {"builds": page, "total": len(flights), "running": running,
-                "queued": len(flights) - running, "offset": offset, "limit": limit,
-                "jobs": self.scheduler.jobs, "slots_free": self.scheduler.build_slots.free}
+        reply = {"builds": page, "total": len(flights), "running": running,
+                 "queued": len(flights) - running, "offset": offset, "limit": limit,
+                 "jobs": self.scheduler.jobs, "slots_free": self.scheduler.build_slots.free}
+        if self.cluster is not None:
+            reply["cluster"] = self.cluster.state()
+        return reply
+
+    def _remote_started(self, uid: str, worker: str) -> None:
+        """A worker says it builds `uid` (from the Dask client's thread)."""
+        if uid in self.runner.remote:
+            self.runner.remote[uid] = worker
+
+    def _remote_log(self, uid: str, lines: list[str]) -> None:
+        """Log lines of a remote build (from the Dask client's thread)."""
+        if self.trio_token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.trio_token.run_sync_soon(self.runner.remote_log, uid, lines)
 
     async def op_builds(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         """Build history, newest first: a page of at most `limit` rows from `offset`, cut

@@ -136,6 +136,11 @@ class BuildDatabase:
         with self._lock, _busy_is_an_error(self.path):
             return list(self._db.query("SELECT * FROM store ORDER BY path"))
 
+    def store_entry(self, uid: str) -> dict[str, Any] | None:
+        with self._lock, _busy_is_an_error(self.path):
+            rows = list(self._db.query("SELECT * FROM store WHERE uid = ?", [uid]))
+        return rows[0] if rows else None
+
     def unregister(self, uids: list[str]) -> None:
         with self._transaction() as db:
             for start in range(0, len(uids), 500):

@@ -247,6 +247,13 @@ class CacheKeyError(CacheError):
     code = "E_CACHE_KEY"
 
 
+class ClusterUnavailable(IxError):
+    """The Dask cluster (`ixd --dask`) cannot be reached or lost a build; it is built
+    locally unless `--dask-required`."""
+
+    code = "E_CLUSTER_UNAVAILABLE"
+
+
 class CacheUnavailable(CacheError):
     """The cache's server is down, slow or refuses us; the build runs locally."""
 

@@ -23,6 +23,7 @@ from ixd.builder import BuildLimits
 from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.buildusers import load_pool
 from ixd.cacheformat import generate_key
+from ixd.cluster import ClusterSettings
 from ixd.confine import check_confinement
 from ixd.daemon import VERSION, Config, Daemon
 from ixd.errors import ConfinementUnavailable, IxError, RootUnsafe
@@ -106,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-credentials", type=Path, metavar="FILE",
                        help="an AWS credentials file ([default] aws_access_key_id, "
                             "aws_secret_access_key); else the AWS_* environment variables")
+    cluster = parser.add_argument_group("building on a Dask cluster (README)")
+    cluster.add_argument("--dask", metavar="tcp://HOST:PORT",
+                         help="hand builds to this Dask scheduler's ix workers (needs --cache "
+                              "and --push naming the cache the workers push to)")
+    cluster.add_argument("--dask-scheduler-file", type=Path, metavar="FILE",
+                         help="the scheduler's address from its --scheduler-file instead")
+    cluster.add_argument("--dask-required", action="store_true",
+                         help="fail builds when the cluster is unreachable (default: build "
+                              "locally)")
+    cluster.add_argument("--dask-tls-ca", type=Path, metavar="FILE",
+                         help="TLS to the scheduler: the cluster's CA (with --dask-tls-cert, "
+                              "--dask-tls-key: this ixd's client certificate)")
+    cluster.add_argument("--dask-tls-cert", type=Path, metavar="FILE")
+    cluster.add_argument("--dask-tls-key", type=Path, metavar="FILE")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
     return parser
 
@@ -133,11 +148,25 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   max_connections_per_user=args.max_connections_per_user,
                   db_busy_timeout=args.db_busy_timeout,
                   cache=CacheSettings(tuple(args.cache), args.push, tuple(args.trusted_key),
-                                      args.signing_key, args.cache_credentials))
+                                      args.signing_key, args.cache_credentials),
+                  cluster=ClusterSettings(args.dask, args.dask_scheduler_file,
+                                          args.dask_required, args.dask_tls_ca,
+                                          args.dask_tls_cert, args.dask_tls_key))
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    daemon.trio_token = trio.lowlevel.current_trio_token()
+    try:
+        await _serve(daemon, socket_path, task_status)
+    finally:
+        if daemon.cluster is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(daemon.cluster.close)
+
+
+async def _serve(daemon: Daemon, socket_path: Path,
+                 task_status: trio.TaskStatus[None]) -> None:
     listener = await open_unix_listener(socket_path)
     server = Server(daemon.handle, frame_timeout=daemon.config.frame_timeout,
                     max_per_user=daemon.config.max_connections_per_user)

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import BinaryIO
 
 import trio
 
@@ -21,13 +22,16 @@ from ixd import builder, fetch
 from ixd.assemble import assemble_realm
 from ixd.builder import ContentMismatch
 from ixd.buildusers import BuildUser, BuildUserPool
+from ixd.cluster import Cluster
 from ixd.db import BuildDatabase
 from ixd.errors import (
     BuildFailed,
     CacheHashMismatch,
     CacheUnsafeArchive,
+    ClusterUnavailable,
     InternalError,
     IxError,
+    error_from_wire,
 )
 from ixd.fstree import remove_tree
 from ixd.layout import Layout
@@ -46,7 +50,9 @@ class StoreRunner:
                  build_users: BuildUserPool | None = None,
                  limits: builder.BuildLimits | None = None,
                  substituter: Substituter | None = None,
-                 on_built: Callable[[str], None] | None = None) -> None:
+                 on_built: Callable[[str], None] | None = None,
+                 cluster: Cluster | None = None,
+                 push_inputs: Callable[[list[str]], object] | None = None) -> None:
         if confine and not build_users:
             raise ValueError("confined builds need a pool of build users")
         self.layout = layout
@@ -59,6 +65,16 @@ class StoreRunner:
         self.substituter = substituter
         #: told each uid this daemon built, once registered (the cache pusher)
         self.on_built = on_built
+        #: builds go to this Dask cluster (`ixd.cluster`), their inputs to the push cache
+        #: first (`push_inputs`, blocking), their results come back through the caches
+        self.cluster = cluster
+        self.push_inputs = push_inputs
+        if cluster is not None and (substituter is None or push_inputs is None):
+            raise ValueError("a cluster needs --cache and --push: its results come back "
+                             "through the cache")
+        #: remote builds under way: uid -> the worker that runs it ("" until one says so)
+        self.remote: dict[str, str] = {}
+        self._remote_logs: dict[str, tuple[Listener, BinaryIO]] = {}
         self.make_thrs = make_thrs
         #: mirror of the database's valid uids, so validity checks cost no query
         self.valid: set[str] = db.valid_uids()
@@ -124,6 +140,84 @@ class StoreRunner:
 
     async def _build(self, node: Node, emit: Listener, requested_by: int,
                      slot_done: Callable[[], None]) -> None:
+        if self.cluster is not None:
+            try:
+                await self._build_remote(node, emit, requested_by, slot_done)
+                return
+            except ClusterUnavailable as exc:
+                if self.cluster.required:
+                    raise
+                log.warning("building %s (%s) here: %s", node.name, node.uid, exc.message)
+                emit("notice", {"text": f"{node.name}: {exc.message}; building it here"})
+        await self._build_local(node, emit, requested_by, slot_done)
+
+    async def _build_remote(self, node: Node, emit: Listener, requested_by: int,
+                            slot_done: Callable[[], None]) -> None:
+        """Build on the cluster: inputs pushed to the cache, the node submitted, its result
+        substituted from the cache (unpacked in the sandbox, its signed hash checked)."""
+        assert self.cluster is not None and self.push_inputs is not None
+        slot_done()  # the cluster's slots bound remote builds, not ours
+        log_path = self.layout.log_path(node.uid)
+        build_id = await trio.to_thread.run_sync(
+            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
+            str(log_path), requested_by)
+        log.info("remote build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+        self.remote[node.uid] = ""
+        try:
+            with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (small local writes)
+                self._remote_logs[node.uid] = (emit, log_file)
+                try:
+                    inputs = [Path(p).name[:32] for p in node.inputs
+                              if Path(p).parent == self.layout.store]
+                    await trio.to_thread.run_sync(
+                        self.push_inputs, [u for u in inputs if u in self.valid])
+                    result = await self.cluster.build(node)
+                finally:
+                    del self._remote_logs[node.uid]
+            if "error" in result:
+                raise error_from_wire(str(result["error"]),
+                                      f"on {result.get('worker')}: {result['message']}")
+            await self._install_result(node, build_id, "remote")
+        except ClusterUnavailable as exc:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "failed", exc)
+            raise
+        except IxError as exc:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "failed", exc)
+            raise
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "cancelled", None)
+            raise
+        finally:
+            self.remote.pop(node.uid, None)
+        log.info("remote build finished: %s uid=%s on %s", node.name, node.uid,
+                 result.get("worker"))
+
+    async def _install_result(self, node: Node, build_id: int, state: str) -> None:
+        """A remote build's entry, from the cache it was pushed to."""
+        substituter = self.substituter
+        assert substituter is not None
+        hits = await trio.to_thread.run_sync(substituter.lookup_fresh, [node.uid])
+        if node.uid not in hits:
+            raise ClusterUnavailable(f"{node.name} ({node.uid}) was built on the cluster but "
+                                     f"no cache of this ixd holds it")
+        await self._install(node, build_id, state)
+
+    def remote_log(self, uid: str, lines: list[str]) -> None:
+        """Log lines a worker sent for a remote build (on the event loop)."""
+        held = self._remote_logs.get(uid)
+        if held is None:
+            return
+        emit, log_file = held
+        for line in lines:
+            log_file.write(line.encode(errors="replace") + b"\n")
+            emit("log", {"uid": uid, "line": line})
+        log_file.flush()
+
+    async def _build_local(self, node: Node, emit: Listener, requested_by: int,
+                           slot_done: Callable[[], None]) -> None:
         log_path = str(self.layout.log_path(node.uid))
         build_id = await trio.to_thread.run_sync(
             self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), log_path,
@@ -169,16 +263,33 @@ class StoreRunner:
         self.valid.add(node.uid)
 
     async def _substitute(self, node: Node, requested_by: int) -> None:
-        """Install the node's entry from a binary cache: its archive fetched and checked,
-        then unpacked like a build (`ixd.unpack`: as a build user, in the sandbox, only the
-        signed content reaches the store). Recorded in the builds table as `substituted`
-        (or failed, with the reason)."""
-        substituter = self.substituter
-        assert substituter is not None, "a substitute node without caches"
+        """Install the node's entry from a binary cache. Recorded in the builds table as
+        `substituted` (or failed, with the reason)."""
         build_id = await trio.to_thread.run_sync(
             self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
             str(self.layout.log_path(node.uid)), requested_by)
         log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+        try:
+            await self._install(node, build_id, "substituted")
+        except IxError as exc:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "failed", exc)
+            raise
+        except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
+            await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
+            raise
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "cancelled", None)
+            raise
+        log.info("substitute finished: %s uid=%s", node.name, node.uid)
+
+    async def _install(self, node: Node, build_id: int, state: str) -> None:
+        """The node's entry from the cache that holds it: its archive fetched and checked,
+        then unpacked like a build (`ixd.unpack`: as a build user, in the sandbox, only the
+        signed content reaches the store), and recorded valid with `state`."""
+        substituter = self.substituter
+        assert substituter is not None, "a substitute node without caches"
         archive: Path | None = None
         try:
             with trio.CancelScope(shield=True):  # a bounded download nobody can stop
@@ -198,25 +309,13 @@ class StoreRunner:
                 raise substituter.refuse(node, hit, refusal(
                     f"cache {hit.cache.url}: {node.name} ({node.uid}) was refused: "
                     f"{exc.message}")) from exc
-        except IxError as exc:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "failed", exc)
-            raise
-        except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
-            await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
-            raise
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "cancelled", None)
-            raise
         finally:
             if archive is not None:  # unpacked or refused: the archive is not kept
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_unlink, archive)
         self._trash.send_nowait(built.trashed)
         with trio.CancelScope(shield=True):  # an entry in the store is recorded valid
-            await self._record_valid(node, build_id, built.content_hash, "substituted")
-        log.info("substitute finished: %s uid=%s", node.name, node.uid)
+            await self._record_valid(node, build_id, built.content_hash, state)
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
         if self.build_users is None:

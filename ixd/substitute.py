@@ -178,6 +178,16 @@ class Substituter:
             self._hits.update(found)
         return found
 
+    def lookup_fresh(self, uids: Sequence[str]) -> dict[str, Hit]:
+        """`lookup`, asking the caches again about what they were found not to hold (a
+        remote build has just pushed it)."""
+        for cache in self.caches:
+            for uid in uids:
+                cache.ask_again(uid)
+        with self._lock:
+            self._refused.difference_update(uids)
+        return self.lookup(uids)
+
     def fetch(self, node: Node) -> Hit:
         """Download `node`'s archive into the source cache, its size and hash checked
         against the signed index (blocking): what `unpack_node` then unpacks, in the

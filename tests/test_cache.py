@@ -10,12 +10,15 @@ another prefix, so each test spoils only its own copy.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import itertools
 import json
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
-from ixd import cachearchive
 from ixd import cacheformat as fmt
 from tests.daemon_harness import (
     MIRROR,
@@ -203,15 +206,18 @@ def _spoil(shared: Shared, prefix: str, uid: str, how: str) -> None:
     elif how in ("wrong content hash", "unsafe archive"):
         # a trusted signer fooled: the signature checks out, what it signed does not
         if how == "unsafe archive":
-            folder = shared.top / f"evil-{next(shared.counter)}"
-            (folder / "bin").mkdir(parents=True)
-            (folder / "bin" / "greet").write_text("evil")
-            (folder / "bin" / "sh").symlink_to("/bin/sh")  # leads out of the store
-            packed = cachearchive.pack(folder, folder.with_suffix(".tar.zst"))
-            _put(s3, f"{prefix}/{fmt.archive_key(packed.file_hash)}",
-                 folder.with_suffix(".tar.zst").read_bytes())
-            changed = fmt.Entry(uid, entry.store_path, packed.file_hash, packed.file_size,
-                                entry.content_hash, packed.content_size, entry.references)
+            # a member that climbs out: tar, unpacking as a build user in the sandbox,
+            # refuses it (and could reach nothing outside the build's own folders anyway)
+            raw = io.BytesIO()
+            with tarfile.open(fileobj=raw, mode="w") as tar:
+                info = tarfile.TarInfo("../../escape")
+                info.size = 4
+                tar.addfile(info, io.BytesIO(b"evil"))
+            archive = zstandard.ZstdCompressor().compress(raw.getvalue())
+            digest = hashlib.sha256(archive).hexdigest()
+            _put(s3, f"{prefix}/{fmt.archive_key(digest)}", archive)
+            changed = fmt.Entry(uid, entry.store_path, digest, len(archive),
+                                entry.content_hash, 4, entry.references)
         else:
             changed = fmt.Entry(uid, entry.store_path, entry.file_hash, entry.file_size,
                                 "0" * 64, entry.content_size, entry.references)
