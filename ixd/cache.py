@@ -180,8 +180,11 @@ class S3Store:
             region_name=region)
         if session.get_credentials() is None:  # a public cache: read without signing
             options["signature_version"] = UNSIGNED
-        self._client = session.client("s3", endpoint_url=endpoint,
-                                      config=botocore.config.Config(**options))
+        try:
+            self._client = session.client("s3", endpoint_url=endpoint,
+                                          config=botocore.config.Config(**options))
+        except ValueError as exc:  # botocore's word for a bad endpoint or region
+            raise CacheBadUrl(f"cache URL {url!r}: {exc}") from exc
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -168,8 +168,12 @@ class Substituter:
                 continue
             try:
                 entries = cache.lookup(left)
-            except CacheError as exc:  # down, slow, or for another store: build here
-                log.warning("cache %s not used for %d nodes: %s", cache.url, len(left), exc)
+            except Exception as exc:  # down, slow, for another store (or a bug): build here
+                if isinstance(exc, CacheError):
+                    log.warning("cache %s not used for %d nodes: %s", cache.url, len(left),
+                                exc)
+                else:
+                    log.exception("cache %s not used for %d nodes", cache.url, len(left))
                 self._down_until[cache.url] = time.monotonic() + DOWN_FOR
                 continue
             for uid, entry in entries.items():

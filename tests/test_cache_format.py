@@ -208,7 +208,7 @@ def test_a_cache_of_another_store_dir_is_refused(tmp_path: Path) -> None:
 
 def test_bad_cache_urls_say_what_is_expected() -> None:
     for url in ("http://x/y", "s3:///nobucket", "s3://b/p?endpont=x", "file://host/x",
-                "s3://b?timeout=soon"):
+                "s3://b?timeout=soon", "s3://b/p?endpoint=nohost"):
         with pytest.raises(CacheBadUrl):
             open_store(url)
 
