@@ -7,16 +7,16 @@ added entry and wins when two entries provide the same file.
 
 `client/lexer.py` turns command-line words into `RealmPatch`es; they travel as plain dicts
 (`patch_to_wire`) and the daemon rebuilds and re-validates them (`patch_from_wire`) before
-`apply_patch` computes the new state. Standard library and `ixd.selector`/`ixd.errors` only.
+`apply_patch` computes the new state. `ixd.selector`, `ixd.record` and `ixd.errors` only (no
+dataclasses or typing at run time: `ixc mut` imports this on its way to the socket).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from ixd.errors import BadRequest, IxError, NotInRealm, RealmError
+from ixd.record import Record
 from ixd.selector import (
     Flags,
     Selector,
@@ -29,6 +29,10 @@ from ixd.selector import (
     validate_flag_value,
     validate_realm_name,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "AddPackage",
@@ -58,8 +62,7 @@ def _check_selector(selector: object) -> None:
 # --- patch operations ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AddPackage:
+class AddPackage(Record):
     """Add `selector` at the front of the realm (moving it there if it is already in), with
     `flags` merged into the entry's flags."""
 
@@ -71,16 +74,14 @@ class AddPackage:
         object.__setattr__(self, "flags", normalize_flags(self.flags))
 
 
-@dataclass(frozen=True)
-class RemovePackage:
+class RemovePackage(Record):
     selector: Selector
 
     def __post_init__(self) -> None:
         _check_selector(self.selector)
 
 
-@dataclass(frozen=True)
-class SetPackageFlag:
+class SetPackageFlag(Record):
     selector: Selector
     key: str
     value: str
@@ -91,8 +92,7 @@ class SetPackageFlag:
         validate_flag_value(self.value, self.key)
 
 
-@dataclass(frozen=True)
-class RemovePackageFlag:
+class RemovePackageFlag(Record):
     selector: Selector
     key: str
 
@@ -101,8 +101,7 @@ class RemovePackageFlag:
         validate_flag_key(self.key)
 
 
-@dataclass(frozen=True)
-class SetRealmFlag:
+class SetRealmFlag(Record):
     key: str
     value: str
 
@@ -111,8 +110,7 @@ class SetRealmFlag:
         validate_flag_value(self.value, self.key)
 
 
-@dataclass(frozen=True)
-class RemoveRealmFlag:
+class RemoveRealmFlag(Record):
     key: str
 
     def __post_init__(self) -> None:
@@ -132,8 +130,7 @@ _OP_TYPES = (
 )
 
 
-@dataclass(frozen=True)
-class RealmPatch:
+class RealmPatch(Record):
     """The changes to one realm, applied in order."""
 
     realm: str
@@ -150,8 +147,7 @@ class RealmPatch:
 # --- realm state ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RealmEntry:
+class RealmEntry(Record):
     """One package of a realm: its selector (its identity) and the flags set on it."""
 
     selector: Selector
@@ -166,13 +162,12 @@ class RealmEntry:
         return " ".join([str(self.selector), *(f"--{k}={v}" for k, v in self.flags)])
 
 
-@dataclass(frozen=True)
-class RealmState:
+class RealmState(Record):
     """A realm's package list (front = most recently added = wins) and realm-wide flags."""
 
     name: str
     entries: tuple[RealmEntry, ...] = ()
-    flags: Flags = field(default=())
+    flags: Flags = ()
 
     def __post_init__(self) -> None:
         validate_realm_name(self.name)
