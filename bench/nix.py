@@ -15,12 +15,14 @@ substituters, stopped at the end):
                    `ixc mut R +...` / `nix-env -p P -f F -iA p0 ... pN`;
   waiter           a client builds a fresh 0.5 s package; 0.1 s later a second asks for the
                    same; how long after the first exits the second does:
-                   `ixc build` / `nix-build` (both daemons build it once).
+                   `ixc build` / `nix-build` (both daemons build it once);
+  8 x 40 shared    8 clients at once, each building 40 fresh packages of 0.5 s, 30 of them
+                   the same for all (110 builds, 2 build slots: 27.5 s ideal): the wall time
+                   until the last one is done (`--no-dedup` skips it).
 
 Nix's packages are trivial derivations (`/bin/sh -c 'echo TAG > $out'`), ix's are
-`bin/slow(secs=0,tag=N)`: each daemon builds what its own format says, the same count. The
-8 clients x 40 derivations overlap workload is `bench/dedup.py`'s (ix only). Prints p50 and
-p99 in milliseconds and the ratio Nix / ix (above 1: ix is faster).
+`bin/slow(secs=0,tag=N)`: each daemon builds what its own format says, the same count.
+Prints p50 and p99 in milliseconds and the ratio Nix / ix (above 1: ix is faster).
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ NIX_SOCKET = Path("/nix/var/nix/daemon-socket/socket")
 NIX_CONF = """build-users-group =
 sandbox = false
 substituters =
+max-jobs = 2
 """
+#: the shared-build workload: clients, packages each, of them shared by all
+DEDUP_CLIENTS, DEDUP_EACH, DEDUP_SHARED = 8, 40, 30
 WAITER_SECS = "0.5"
 #: the second client of the waiter row starts this long after the first
 WAITER_LAG = 0.1
@@ -96,10 +101,28 @@ def nix_env(conf: Path) -> dict[str, str]:
 
 def nix_expression(packages: int) -> str:
     derivations = "\n".join(f'  p{n} = mk "{n}" "0";' for n in range(packages))
+    clients = "\n".join(
+        f"  client{c} = map (n: mk \"shared-${{tag}}-${{toString n}}\" \"{WAITER_SECS}\") "
+        f"(range {DEDUP_SHARED}) ++ map (n: mk \"own{c}-${{tag}}-${{toString n}}\" "
+        f"\"{WAITER_SECS}\") (range {DEDUP_EACH - DEDUP_SHARED});"
+        for c in range(DEDUP_CLIENTS))
     return ("{ tag ? \"x\" }:\nlet mk = name: secs: derivation {\n"
             "  name = \"p-${name}\"; system = builtins.currentSystem; builder = \"/bin/sh\";\n"
             "  args = [ \"-c\" \"/bin/sleep ${secs}; echo ${name} > $out\" ]; };\n"
-            f"in {{\n{derivations}\n  slow = mk \"slow-${{tag}}\" \"{WAITER_SECS}\";\n}}\n")
+            "  range = n: builtins.genList (i: i) n;\n"
+            f"in {{\n{derivations}\n  slow = mk \"slow-${{tag}}\" \"{WAITER_SECS}\";\n"
+            f"{clients}\n}}\n")
+
+
+def together(argvs: list[list[str]], environ: dict[str, str]) -> float:
+    """Wall time of all `argvs` started at once, until the last one exits."""
+    start = time.perf_counter()
+    threads = [threading.Thread(target=checked(argv, environ)) for argv in argvs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
 
 
 @contextmanager
@@ -129,7 +152,8 @@ def _answers(environ: dict[str, str]) -> bool:
         env=environ, capture_output=True).returncode == 0
 
 
-def nix_rows(work: Path, packages: int, repeat: int, rounds: int) -> dict[str, list[float]]:
+def nix_rows(work: Path, packages: int, repeat: int, rounds: int,
+             dedup: bool) -> dict[str, list[float]]:
     conf = work / "nix-conf"
     conf.mkdir()
     (conf / "nix.conf").write_text(NIX_CONF)
@@ -157,13 +181,19 @@ def nix_rows(work: Path, packages: int, repeat: int, rounds: int) -> dict[str, l
         build = ["nix-build", "--no-out-link", str(expression), "-A", "slow", "--argstr", "tag"]
         rows["waiter"] = [waiter([*build, tag], [*build, tag], environ)
                           for tag in (f"w{time.time_ns()}-{n}" for n in range(rounds))]
+        if dedup:
+            tag = f"d{time.time_ns()}"
+            rows["8 x 40 shared"] = [together(
+                [["nix-build", "--no-out-link", str(expression), "-A", f"client{c}",
+                  "--argstr", "tag", tag] for c in range(DEDUP_CLIENTS)], environ)]
     return rows
 
 
 # --- ix -------------------------------------------------------------------------------------
 
 
-def ix_rows(packages: int, repeat: int, rounds: int, jobs: int) -> dict[str, list[float]]:
+def ix_rows(packages: int, repeat: int, rounds: int, jobs: int,
+            dedup: bool) -> dict[str, list[float]]:
     rows: dict[str, list[float]] = {}
     daemon = BenchDaemon.start(jobs=jobs, label="nix-vs-ix")
     try:
@@ -186,6 +216,13 @@ def ix_rows(packages: int, repeat: int, rounds: int, jobs: int) -> dict[str, lis
         rows["waiter"] = [
             waiter(ixc("build", sel), ixc("build", sel), environ)
             for sel in (slow(f"w{time.time_ns()}-{n}", WAITER_SECS) for n in range(rounds))]
+        if dedup:
+            tag = f"d{time.time_ns()}"
+            shared = [slow(f"shared-{tag}-{n}", WAITER_SECS) for n in range(DEDUP_SHARED)]
+            rows["8 x 40 shared"] = [together(
+                [ixc("build", *shared, *(slow(f"own{c}-{tag}-{n}", WAITER_SECS)
+                                         for n in range(DEDUP_EACH - DEDUP_SHARED)))
+                 for c in range(DEDUP_CLIENTS)], environ)]
     finally:
         daemon.stop()
     return rows
@@ -197,6 +234,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--no-dedup", action="store_true",
+                        help="skip the 8 clients x 40 shared packages row")
     args = parser.parse_args()
     if shutil.which("nix-daemon") is None or shutil.which("nix-env") is None:
         print("nix-bin not installed (apt-get install nix-bin to compare with Nix)")
@@ -208,13 +247,13 @@ def main() -> int:
           f"{load_average()}")
     work = Path(tempfile.mkdtemp(prefix="ix-nix-bench-"))
     try:
-        nix = nix_rows(work, args.packages, args.repeat, args.rounds)
-        ix = ix_rows(args.packages, args.repeat, args.rounds, args.jobs)
+        nix = nix_rows(work, args.packages, args.repeat, args.rounds, not args.no_dedup)
+        ix = ix_rows(args.packages, args.repeat, args.rounds, args.jobs, not args.no_dedup)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'row (whole client processes)':<34} {'nix p50':>11} {'ix p50':>11} "
           f"{'nix p99':>11} {'ix p99':>11}  nix/ix (p50)")
-    for row in ("round trip", "no-op re-add", "no-op re-install", "waiter"):
+    for row in [r for r in nix if r in ix]:
         n50, i50 = percentile(nix[row], 50), percentile(ix[row], 50)
         ratio = f"{n50 / i50:6.2f}x" if i50 >= 0.001 else "(ix under 1 ms)"
         print(f"{row:<34} {ms(n50)} {ms(i50)} {ms(percentile(nix[row], 99))} "
