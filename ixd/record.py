@@ -11,8 +11,11 @@ the base is a `dataclass_transform`, so constructors are type-checked as datacla
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, ClassVar, dataclass_transform
 else:
     def dataclass_transform(**_options: object) -> object:
@@ -25,6 +28,8 @@ class Record:
 
     _fields: ClassVar[tuple[str, ...]] = ()
     _defaults: ClassVar[dict[str, Any]] = {}
+    #: the fields' values as a tuple, in order (compared and hashed often: one C call)
+    _values: ClassVar[Callable[[Any], tuple[Any, ...]]] = staticmethod(lambda record: ())
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -35,6 +40,11 @@ class Record:
         cls._fields = (*cls._fields, *(n for n in own if n not in cls._fields))
         cls._defaults = {**cls._defaults,
                          **{name: cls.__dict__[name] for name in own if name in cls.__dict__}}
+        if len(cls._fields) == 1:
+            one = attrgetter(cls._fields[0])
+            cls._values = staticmethod(lambda record: (one(record),))
+        else:
+            cls._values = staticmethod(attrgetter(*cls._fields))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         fields = self._fields
@@ -57,16 +67,14 @@ class Record:
         if post_init is not None:
             post_init()
 
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._fields)
-
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()
+        values = type(self)._values
+        return self is other or values(self) == values(other)
 
     def __hash__(self) -> int:
-        return hash(self._values())
+        return hash(type(self)._values(self))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
