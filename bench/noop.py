@@ -8,8 +8,9 @@ Starts a real ixd on a fresh root, builds realm `noop` of 200 packages
 every answer is checked to say so (`changed: false`, the same generation; no generation is
 added in the whole run). Measured, through the real Unix socket:
 
-  process     the whole `python -m client.main --json mut ...` command, interpreter start,
-              imports, connect, handshake, request and exit included (what a user waits);
+  process     the whole `ixc mut ...` command as installed (`bin/ixc`, the launcher pip
+              installs), interpreter start, imports, connect, handshake, request and exit
+              included (what a user waits); its output is checked to say "unchanged";
   connection  in this process: connect + handshake + the request, a new connection each time;
   in-process  in this process, over one connection: the request alone (transport only).
 
@@ -23,7 +24,6 @@ the end issue 13's no-op rows against their goals.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -32,7 +32,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import BenchDaemon, env, load_average, ms, mut_args, percentile, slow, timed
+from _daemon import (
+    PROJECT,
+    PYTHON,
+    BenchDaemon,
+    env,
+    load_average,
+    ms,
+    mut_args,
+    percentile,
+    slow,
+    timed,
+)
 
 REALM = "noop"
 
@@ -76,10 +87,14 @@ def main() -> int:
 
         request = mut_args(REALM, [front])
         reinstall = mut_args(REALM, packages)
-        argv = daemon.ixc_argv("--json", "mut", REALM, f"+{front}")
-        ping_argv = daemon.ixc_argv("ping")
-        mut_all_argv = daemon.ixc_argv("--json", "mut", REALM, *(f"+{p}" for p in packages))
-        let_all_argv = daemon.ixc_argv("--json", "let", REALM, *packages)
+        def ixc(*words: str) -> list[str]:
+            return [PYTHON, str(PROJECT / "bin" / "ixc"), "--socket", str(daemon.socket),
+                    *words]
+
+        argv = ixc("mut", REALM, f"+{front}")
+        ping_argv = ixc("ping")
+        mut_all_argv = ixc("mut", REALM, *(f"+{p}" for p in packages))
+        let_all_argv = ixc("let", REALM, *packages)
 
         def process(command: list[str], how: str) -> Callable[[], None]:
             def run() -> None:
@@ -88,7 +103,8 @@ def main() -> int:
                 if out.returncode != 0:
                     problems.append(f"{how} exited {out.returncode}: {out.stderr}")
                     return
-                check(json.loads(out.stdout), how)
+                if out.stdout != f"realm {REALM}: unchanged -> {created['path']}\n":
+                    problems.append(f"{how}: the no-op mut changed the realm: {out.stdout}")
             return run
 
         process_mut = process(argv, "ixc mut process")
