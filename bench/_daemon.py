@@ -77,6 +77,16 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f} ms"
 
 
+def timed(repeat: int, call: Callable[[], None]) -> list[float]:
+    """Wall time of `call()`, `repeat` times."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
 class BenchDaemon:
     def __init__(self, root: Path, process: subprocess.Popen[bytes], log: Path,
                  jobs: int, tmp: Path) -> None:

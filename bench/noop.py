@@ -1,4 +1,4 @@
-"""Benchmark: latency of a no-op `ixc mut` on a 200-package realm (issue 3, item 7).
+"""Benchmark: latency of a no-op `ixc mut` on a 200-package realm (issue 3, item 7; issue 13).
 
     python bench/noop.py [--packages 200] [--repeat 200] [--jobs 2]
 
@@ -8,19 +8,22 @@ Starts a real ixd on a fresh root, builds realm `noop` of 200 packages
 every answer is checked to say so (`changed: false`, the same generation; no generation is
 added in the whole run). Measured, through the real Unix socket:
 
-  process     the whole `python -m client.main --json mut ...` command, interpreter start,
-              imports, connect, handshake, request and exit included (what a user waits);
+  process     the whole `ixc mut ...` command as installed (`bin/ixc`, the launcher pip
+              installs), interpreter start, imports, connect, handshake, request and exit
+              included (what a user waits); its output is checked to say "unchanged";
   connection  in this process: connect + handshake + the request, a new connection each time;
   in-process  in this process, over one connection: the request alone (transport only).
 
 For scale it also times `ixc ping` as a process and `ping` over one connection: the part of
-the no-op that is not the daemon's mut work. Prints p50, p99, mean and max in milliseconds.
+the no-op that is not the daemon's mut work. Then the re-install of all 200 packages, words in
+the realm's order (`ixc mut noop +PKG...` and `ixc let noop PKG...`: the same state, so also
+a no-op), as processes and in-process. Prints p50, p99, mean and max in milliseconds, and at
+the end issue 13's no-op rows against their goals.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -29,7 +32,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import BenchDaemon, env, load_average, ms, mut_args, percentile, slow
+from _daemon import (
+    PROJECT,
+    PYTHON,
+    BenchDaemon,
+    env,
+    load_average,
+    ms,
+    mut_args,
+    percentile,
+    slow,
+    timed,
+)
 
 REALM = "noop"
 
@@ -37,15 +51,6 @@ REALM = "noop"
 def line(label: str, samples: list[float]) -> str:
     return (f"{label:<44} p50 {ms(percentile(samples, 50))}  p99 {ms(percentile(samples, 99))}"
             f"  mean {ms(statistics.fmean(samples))}  max {ms(max(samples))}  (n={len(samples)})")
-
-
-def timed(repeat: int, call: Callable[[], None]) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def main() -> int:
@@ -81,15 +86,28 @@ def main() -> int:
                 problems.append(f"{how}: the no-op mut changed the realm: {realm}")
 
         request = mut_args(REALM, [front])
-        argv = daemon.ixc_argv("--json", "mut", REALM, f"+{front}")
-        ping_argv = daemon.ixc_argv("ping")
+        reinstall = mut_args(REALM, packages)
+        def ixc(*words: str) -> list[str]:
+            return [PYTHON, str(PROJECT / "bin" / "ixc"), "--socket", str(daemon.socket),
+                    *words]
 
-        def process_mut() -> None:
-            out = subprocess.run(argv, capture_output=True, text=True, env=env(), cwd="/")
-            if out.returncode != 0:
-                problems.append(f"ixc mut exited {out.returncode}: {out.stderr}")
-                return
-            check(json.loads(out.stdout), "ixc process")
+        argv = ixc("mut", REALM, f"+{front}")
+        ping_argv = ixc("ping")
+        mut_all_argv = ixc("mut", REALM, *(f"+{p}" for p in packages))
+        let_all_argv = ixc("let", REALM, *packages)
+
+        def process(command: list[str], how: str) -> Callable[[], None]:
+            def run() -> None:
+                out = subprocess.run(command, capture_output=True, text=True, env=env(),
+                                     cwd="/")
+                if out.returncode != 0:
+                    problems.append(f"{how} exited {out.returncode}: {out.stderr}")
+                    return
+                if out.stdout != f"realm {REALM}: unchanged -> {created['path']}\n":
+                    problems.append(f"{how}: the no-op mut changed the realm: {out.stdout}")
+            return run
+
+        process_mut = process(argv, "ixc mut process")
 
         def process_ping() -> None:
             out = subprocess.run(ping_argv, capture_output=True, text=True, env=env(), cwd="/")
@@ -114,7 +132,11 @@ def main() -> int:
             inproc = timed(args.repeat, lambda: check(client.request("mut", request),
                                                       "one connection"))
             ping_inproc = timed(args.repeat, lambda: client.request("ping", {}))
+            all_inproc = timed(args.repeat, lambda: check(client.request("mut", reinstall),
+                                                          "re-install, one connection"))
         ping_proc = timed(args.repeat, process_ping)
+        all_proc = timed(args.repeat, process(mut_all_argv, "ixc mut (all) process"))
+        let_proc = timed(args.repeat, process(let_all_argv, "ixc let (all) process"))
 
         gens = daemon.request("generations", {"realm": REALM})["generations"]
         if len(gens) != 1:
@@ -128,6 +150,13 @@ def main() -> int:
         print(line("no-op mut, one connection (in-process)", inproc))
         print(line("`ixc ping` process (for scale)", ping_proc))
         print(line("ping, one connection (for scale)", ping_inproc))
+        print(line(f"no-op re-install of all {args.packages}: `ixc mut` process", all_proc))
+        print(line(f"no-op re-install of all {args.packages}: `ixc let` process", let_proc))
+        print(line(f"no-op re-install of all {args.packages}, one connection", all_inproc))
+        print(f"issue 13 rows: no-op re-add 1 package to a {args.packages}-package realm "
+              f"(process) p50 {ms(percentile(proc, 50))} / p99 {ms(percentile(proc, 99))} "
+              f"(goal 60 / 100 ms); no-op re-install all {args.packages} (process) p50 "
+              f"{ms(percentile(all_proc, 50))} (goal 100 ms)")
         print(f"answers checked: every no-op said changed=false at generation {generation}; "
               f"generations of {REALM!r} after the run: {len(gens)}; daemon VmHWM "
               f"{daemon.vm_hwm()}; {load_average()}")

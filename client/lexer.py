@@ -18,9 +18,6 @@ what the words said in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 from ixd.errors import BadFlag, BadName, UsageError
 from ixd.realm_model import (
     AddPackage,
@@ -48,14 +45,19 @@ __all__ = ["lex_mutation"]
 REMOVE_VALUE = "-"
 
 
-@dataclass
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
 class _Context:
     """Where flags go: the package named last in the current realm, and whether it was
     removed; `package is None` means the realm."""
 
-    realm: str
-    package: Selector | None = None
-    removed: bool = False
+    def __init__(self, realm: str) -> None:
+        self.realm = realm
+        self.package: Selector | None = None
+        self.removed = False
 
 
 def _flag(word: str) -> tuple[str, str | None]:

@@ -1,21 +1,19 @@
 """`ixc`'s side of the ixd socket: a blocking client, one request at a time.
 
-A thin wrapper around `ixd.protocol.Connection` over an AF_UNIX socket. It imports only the
-standard library, msgpack (through the protocol) and `ixd.errors`, never trio, so that a
-no-op `ixc` command answers in tens of milliseconds.
+A thin wrapper around `ixd.wire.Connection` over an AF_UNIX socket. It imports only `_socket`
+(the C core of `socket`: the full module costs milliseconds of imports `ixc` never uses), `os`,
+msgpack (through the wire core) and `ixd.errors`, never trio or typing, so that a no-op `ixc`
+command answers in tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Callable
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal
+from _socket import AF_UNIX, SOCK_STREAM
+from _socket import socket as Socket
 
 from ixd.errors import ConnectionLost, DaemonUnavailable, ProtocolError, error_from_wire
-from ixd.protocol import (
+from ixd.wire import (
     CLOSED,
     NEED_DATA,
     PROTOCOL_VERSION,
@@ -29,6 +27,12 @@ from ixd.protocol import (
     Sentinel,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+    from typing import Any
+
 AGENT = "ixc 0.1"
 _RECV_SIZE = 64 * 1024
 
@@ -36,8 +40,8 @@ _RECV_SIZE = 64 * 1024
 class Client:
     """A handshaken connection to ixd. Build it with `Client.connect(path)`."""
 
-    def __init__(self, sock: socket.socket, path: str) -> None:
-        self._sock: socket.socket | None = sock
+    def __init__(self, sock: Socket, path: str) -> None:
+        self._sock: Socket | None = sock
         self._conn = Connection("client")
         self._last_id = 0
         self.path = path
@@ -46,7 +50,7 @@ class Client:
     def connect(cls, path: str | os.PathLike[str], *, agent: str = AGENT) -> Client:
         """Connect to the daemon's socket at `path` and exchange hellos."""
         path = os.fspath(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = Socket(AF_UNIX, SOCK_STREAM)
         try:
             sock.connect(path)
         except OSError as exc:
@@ -73,7 +77,7 @@ class Client:
         self._send(Request(id=request_id, op=op, args=args))
         while True:
             msg = self._receive()
-            if msg is CLOSED:
+            if isinstance(msg, Sentinel):  # CLOSED: _receive never returns NEED_DATA
                 raise ConnectionLost(
                     f"ixd closed the connection before answering {op!r} (request {request_id})"
                 )
@@ -119,7 +123,7 @@ class Client:
         except OSError as exc:
             raise ConnectionLost(f"lost the connection to ixd at {self.path}: {exc}") from exc
 
-    def _receive(self) -> Message | Literal[Sentinel.CLOSED]:
+    def _receive(self) -> Message | Sentinel:
         while (msg := self._conn.next_event()) is NEED_DATA:
             try:
                 data = self._socket().recv(_RECV_SIZE)
@@ -128,7 +132,7 @@ class Client:
             self._conn.receive_data(data)
         return msg
 
-    def _socket(self) -> socket.socket:
+    def _socket(self) -> Socket:
         if self._sock is None:
             raise ConnectionLost(f"the connection to ixd at {self.path} is closed")
         return self._sock
@@ -149,7 +153,8 @@ def _unavailable(path: str, exc: OSError) -> DaemonUnavailable:
 
 def _root_of(socket_path: str) -> str:
     """The daemon root a socket path belongs to (`<root>/var/ixd.sock`), or a placeholder."""
-    path = Path(socket_path)
-    if path.name == "ixd.sock" and path.parent.name == "var":
-        return str(path.parent.parent)
+    folder, name = os.path.split(socket_path)
+    root, var = os.path.split(folder)
+    if name == "ixd.sock" and var == "var":
+        return root or "."
     return "ROOT"

@@ -122,6 +122,21 @@ class RealmChange:
     current: Generation | None
     state: RealmState
     plan: Plan
+    #: `Daemon.recipe_changes` before the plan was made
+    recipes: int = -1
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A realm as its last change (under its lock) left it: what a change that changes
+    nothing is answered from, without planning or the database. Dropped whenever anything
+    else changes the realm (purge, rollback, eviction); stale once a recipe changed."""
+
+    generation: Generation
+    owner: int
+    state: RealmState
+    plan: Plan
+    recipes: int
 
 
 Handler = Callable[[dict[str, Any], Caller, Listener], Awaitable[Any]]
@@ -172,6 +187,9 @@ class Daemon:
         self._gc_lock = trio.Lock()
         # (realm, generation number, created) -> its parsed state
         self._states: dict[tuple[str, int, float], RealmState] = {}
+        self._settled: dict[str, Settled] = {}
+        #: batches of recipe changes seen (and dropped from the package cache) so far
+        self.recipe_changes = 0
         self.handlers: dict[str, Handler] = {
             "ping": self.op_ping,
             "mut": self.op_mut,
@@ -232,9 +250,14 @@ class Daemon:
         """The realm's owner as `caller` finds it, once `caller` is known to be allowed to
         `doing` it (blocking). Called before the realm's lock is taken, so nobody queues on
         a lock of a realm they may not change, and again under it."""
-        row = self.db.realm(realm)
+        settled = self._settled.get(realm)  # recorded owner, without the database
+        if settled is not None:
+            owner: int | None = settled.owner
+        else:
+            row = self.db.realm(realm)
+            owner = None if row is None else int(row["owner"])
         who = self.identity(caller)
-        claim = auth.claim(realm, None if row is None else int(row["owner"]), who)
+        claim = auth.claim(realm, owner, who)
         auth.check_may_change(realm, claim.owner, who, doing)
         return claim
 
@@ -251,6 +274,7 @@ class Daemon:
         log.warning("realm %s: recorded as uid %d's, but %s is a login now: its generations "
                     "are dropped, the login gets the realm new", realm, row["owner"], realm)
         # the database first: a crash in between leaves a link that recovery removes
+        self._settled.pop(realm, None)
         self.db.drop_realm(realm)
         remove_realm_link(self.layout.realm_link(realm))
         return True
@@ -295,20 +319,49 @@ class Daemon:
         for lock in locks:  # sorted order: no deadlock between two multi-realm requests
             await lock.acquire()
         try:
+            unchanged = await trio.to_thread.run_sync(self._unchanged, patches, caller, fresh)
+            if unchanged is not None:
+                return unchanged
             return await self._change_locked(patches, caller, emit, fresh)
         finally:
             for lock in locks:
                 lock.release()
 
+    def _unchanged(self, patches: list[RealmPatch], caller: Caller,
+                   fresh: bool) -> dict[str, Any] | None:
+        """The answer to a change that changes nothing, from the realms as they are (no
+        rendering, planning or database), or None if it may change something: a realm not
+        settled here, a recipe changed since its plan, a state the patches change, an entry
+        of its plan no longer valid (blocking: under the realms' locks)."""
+        who = self.identity(caller)
+        answers = []
+        for realm, realm_patches in _by_realm(patches).items():
+            settled = self._settled.get(realm)
+            if settled is None or settled.recipes != self.recipe_changes:
+                return None
+            claim = auth.claim(realm, settled.owner, who)
+            if not claim.exists:
+                return None  # a squatter's: the full change drops it
+            auth.check_may_change(realm, claim.owner, who, "change")
+            state = RealmState(realm) if fresh else settled.state
+            for patch in realm_patches:
+                state = apply_patch(state, patch)
+            if state != settled.state or not all(
+                    self.runner.is_valid(n) for n in settled.plan.nodes if n.kind != "fetch"):
+                return None
+            path = settled.generation.path
+            switch_realm_link(self.layout.realm_link(realm), Path(path))  # as it was: no write
+            answers.append({"realm": realm, "path": path,
+                            "generation": settled.generation.number, "changed": False,
+                            "state": state.to_json()})
+        return {"realms": answers}
+
     async def _change_locked(self, patches: list[RealmPatch], caller: Caller,
                              emit: Listener, fresh: bool) -> Any:
         # Decide everything, build everything, then switch: a failure switches nothing.
-        by_realm: dict[str, list[RealmPatch]] = {}
-        for patch in patches:
-            by_realm.setdefault(patch.realm, []).append(patch)
         prepared = [await trio.to_thread.run_sync(self._prepare, realm, realm_patches, caller,
                                                   fresh)
-                    for realm, realm_patches in by_realm.items()]
+                    for realm, realm_patches in _by_realm(patches).items()]
         with contextlib.ExitStack() as kept:  # nothing of these plans is collected meanwhile
             for change in prepared:
                 kept.enter_context(self.scheduler.keep(change.plan))
@@ -320,6 +373,7 @@ class Daemon:
     def _prepare(self, realm: str, patches: list[RealmPatch], caller: Caller,
                  fresh: bool) -> RealmChange:
         """Who owns it, what it holds now and after the patches, the plan (blocking)."""
+        recipes = self.recipe_changes  # before anything is loaded: a change after it counts
         claim = self.authorize(realm, caller, "change")
         if claim.squatted:  # the login's first change: nothing of the squatter's is kept
             self._evict_squatter(realm)
@@ -336,7 +390,7 @@ class Daemon:
         for patch in patches:
             state = apply_patch(state, patch)
         plan = self._plan_realm(realm, effective_selectors(state), state=state.to_json())
-        return RealmChange(realm, claim.owner, current, state, plan)
+        return RealmChange(realm, claim.owner, current, state, plan, recipes)
 
     def _plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
         """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
@@ -374,8 +428,10 @@ class Daemon:
             log.info("realm %s -> generation %d %s by uid %d", change.realm, number, path,
                      caller.uid)
         else:
-            number, changed = current.number, False
+            generation, number, changed = current, current.number, False
         switch_realm_link(self.layout.realm_link(change.realm), Path(path))
+        self._settled[change.realm] = Settled(generation, change.owner, change.state,
+                                              change.plan, change.recipes)
         return {"realm": change.realm, "path": path, "generation": number,
                 "changed": changed, "state": change.state.to_json()}
 
@@ -445,6 +501,7 @@ class Daemon:
             if not claim.exists:
                 raise NoSuchRealm(f"there is no realm {name!r} to purge")
             # the database first: a crash in between leaves a link that recovery removes
+            self._settled.pop(name, None)
             await trio.to_thread.run_sync(self.db.drop_realm, name)
             await trio.to_thread.run_sync(remove_realm_link, self.layout.realm_link(name))
         log.info("realm %s purged by uid %d", name, caller.uid)
@@ -502,6 +559,7 @@ class Daemon:
             if not await trio.to_thread.run_sync(path.is_dir):
                 raise RealmError(f"generation {to} of realm {name!r} is gone from the store "
                                  f"({path}); choose another with --to")
+            self._settled.pop(name, None)
             await trio.to_thread.run_sync(self.db.set_current, name, to)
             await trio.to_thread.run_sync(switch_realm_link, self.layout.realm_link(name), path)
         log.info("realm %s rolled back from %d to %d by uid %d", name, current, to, caller.uid)
@@ -667,6 +725,7 @@ class Daemon:
 
     async def _invalidate(self, paths: set[Path]) -> None:
         dropped = await trio.to_thread.run_sync(self.graph.invalidate_files, paths)
+        self.recipe_changes += 1  # after the drop: a plan made before it is stale
         log.info("recipes changed: %d files, %d cached packages dropped", len(paths), dropped)
 
     async def watch_free_space(self, interval: float = 30.0) -> None:
@@ -686,6 +745,14 @@ class Daemon:
 
 
 _UID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:
+    """The patches of each realm, realms in the order first named."""
+    by_realm: dict[str, list[RealmPatch]] = {}
+    for patch in patches:
+        by_realm.setdefault(patch.realm, []).append(patch)
+    return by_realm
 
 
 def _state_key(generation: Generation) -> tuple[str, int, float]:

@@ -8,7 +8,9 @@ nothing but the standard library, because `ixc` imports it on its way to the soc
 
 from __future__ import annotations
 
-from typing import ClassVar
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `ixc` imports this module: no typing at run time
+    from typing import ClassVar
 
 
 class IxError(Exception):

@@ -7,9 +7,11 @@ client, so every user gets the same render.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ixd.errors import BadFlag
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `ixc` imports this module (through the selectors): no typing at run time
+    from typing import Any
 
 _ARCHES: dict[str, dict[str, Any]] = {
     "x86_64": {"bits": 64, "family": "x86"},

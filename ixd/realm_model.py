@@ -7,16 +7,16 @@ added entry and wins when two entries provide the same file.
 
 `client/lexer.py` turns command-line words into `RealmPatch`es; they travel as plain dicts
 (`patch_to_wire`) and the daemon rebuilds and re-validates them (`patch_from_wire`) before
-`apply_patch` computes the new state. Standard library and `ixd.selector`/`ixd.errors` only.
+`apply_patch` computes the new state. `ixd.selector`, `ixd.record` and `ixd.errors` only (no
+dataclasses or typing at run time: `ixc mut` imports this on its way to the socket).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from ixd.errors import BadRequest, IxError, NotInRealm, RealmError
+from ixd.record import Record
 from ixd.selector import (
     Flags,
     Selector,
@@ -29,6 +29,10 @@ from ixd.selector import (
     validate_flag_value,
     validate_realm_name,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "AddPackage",
@@ -58,8 +62,7 @@ def _check_selector(selector: object) -> None:
 # --- patch operations ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AddPackage:
+class AddPackage(Record):
     """Add `selector` at the front of the realm (moving it there if it is already in), with
     `flags` merged into the entry's flags."""
 
@@ -71,16 +74,14 @@ class AddPackage:
         object.__setattr__(self, "flags", normalize_flags(self.flags))
 
 
-@dataclass(frozen=True)
-class RemovePackage:
+class RemovePackage(Record):
     selector: Selector
 
     def __post_init__(self) -> None:
         _check_selector(self.selector)
 
 
-@dataclass(frozen=True)
-class SetPackageFlag:
+class SetPackageFlag(Record):
     selector: Selector
     key: str
     value: str
@@ -91,8 +92,7 @@ class SetPackageFlag:
         validate_flag_value(self.value, self.key)
 
 
-@dataclass(frozen=True)
-class RemovePackageFlag:
+class RemovePackageFlag(Record):
     selector: Selector
     key: str
 
@@ -101,8 +101,7 @@ class RemovePackageFlag:
         validate_flag_key(self.key)
 
 
-@dataclass(frozen=True)
-class SetRealmFlag:
+class SetRealmFlag(Record):
     key: str
     value: str
 
@@ -111,8 +110,7 @@ class SetRealmFlag:
         validate_flag_value(self.value, self.key)
 
 
-@dataclass(frozen=True)
-class RemoveRealmFlag:
+class RemoveRealmFlag(Record):
     key: str
 
     def __post_init__(self) -> None:
@@ -132,8 +130,7 @@ _OP_TYPES = (
 )
 
 
-@dataclass(frozen=True)
-class RealmPatch:
+class RealmPatch(Record):
     """The changes to one realm, applied in order."""
 
     realm: str
@@ -150,8 +147,7 @@ class RealmPatch:
 # --- realm state ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RealmEntry:
+class RealmEntry(Record):
     """One package of a realm: its selector (its identity) and the flags set on it."""
 
     selector: Selector
@@ -166,13 +162,12 @@ class RealmEntry:
         return " ".join([str(self.selector), *(f"--{k}={v}" for k, v in self.flags)])
 
 
-@dataclass(frozen=True)
-class RealmState:
+class RealmState(Record):
     """A realm's package list (front = most recently added = wins) and realm-wide flags."""
 
     name: str
     entries: tuple[RealmEntry, ...] = ()
-    flags: Flags = field(default=())
+    flags: Flags = ()
 
     def __post_init__(self) -> None:
         validate_realm_name(self.name)
@@ -222,71 +217,77 @@ class RealmState:
 # --- applying a patch ----------------------------------------------------------------------
 
 
-def _contents(state: RealmState) -> str:
-    if not state.entries:
-        return "it is empty"
-    return "it has: " + ", ".join(str(e.selector) for e in state.entries)
+class _Working:
+    """A realm state while a patch applies: entries kept back to front in a dict, so that
+    moving one to the front, finding and removing one each cost O(1), not O(entries)."""
+
+    def __init__(self, state: RealmState) -> None:
+        self.name = state.name
+        self.entries: dict[Selector, RealmEntry] = {e.selector: e for e in reversed(state.entries)}
+        self.flags = dict(state.flags)
+
+    def state(self) -> RealmState:
+        return RealmState(self.name, tuple(reversed(self.entries.values())),
+                          tuple(self.flags.items()))
+
+    def contents(self) -> str:
+        if not self.entries:
+            return "it is empty"
+        return "it has: " + ", ".join(str(s) for s in reversed(self.entries))
+
+    def entry(self, selector: Selector, doing: str) -> RealmEntry:
+        entry = self.entries.get(selector)
+        if entry is None:
+            raise NotInRealm(f"{selector} is not in realm {self.name}{doing} "
+                             f"({self.contents()})")
+        return entry
+
+    def set_entry_flags(self, entry: RealmEntry, flags: dict[str, str]) -> None:
+        """Replace `entry`'s flags, keeping its place."""
+        self.entries[entry.selector] = RealmEntry(entry.selector, tuple(flags.items()))
 
 
 def _flag_list(flags: Flags) -> str:
     return f"its flags: {flags_text(flags)}" if flags else "it has no flags"
 
 
-def _index_of(state: RealmState, selector: Selector, doing: str) -> int:
-    for index, entry in enumerate(state.entries):
-        if entry.selector == selector:
-            return index
-    raise NotInRealm(f"{selector} is not in realm {state.name}{doing} ({_contents(state)})")
-
-
-def _replace_entry(state: RealmState, index: int, entry: RealmEntry | None) -> RealmState:
-    """`state` with its entry at `index` replaced by `entry`, or dropped if `entry` is None."""
-    kept = (entry,) if entry is not None else ()
-    return RealmState(
-        state.name, (*state.entries[:index], *kept, *state.entries[index + 1 :]), state.flags
-    )
-
-
-def _apply_op(state: RealmState, op: Op) -> RealmState:
+def _apply_op(realm: _Working, op: Op) -> None:
     if isinstance(op, AddPackage):
-        old = state.find(op.selector)
-        flags = merge_flags(old.flags, op.flags) if old is not None else dict(op.flags)
-        rest = tuple(e for e in state.entries if e.selector != op.selector)
-        entry = RealmEntry(op.selector, tuple(flags.items()))
-        return RealmState(state.name, (entry, *rest), state.flags)
-    if isinstance(op, RemovePackage):
-        index = _index_of(state, op.selector, ", so it cannot be removed")
-        return _replace_entry(state, index, None)
-    if isinstance(op, SetPackageFlag):
-        index = _index_of(
-            state,
+        old = realm.entries.pop(op.selector, None)  # and back in last: at the front
+        if old is None:
+            realm.entries[op.selector] = RealmEntry(op.selector, op.flags)
+        else:
+            flags = merge_flags(old.flags, op.flags)
+            same = flags == dict(old.flags)
+            realm.entries[op.selector] = old if same else RealmEntry(op.selector,
+                                                                     tuple(flags.items()))
+    elif isinstance(op, RemovePackage):
+        realm.entry(op.selector, ", so it cannot be removed")
+        del realm.entries[op.selector]
+    elif isinstance(op, SetPackageFlag):
+        entry = realm.entry(
             op.selector,
             f", so flag {op.key} cannot be set on it; add it with"
             f" +{op.selector} --{op.key}={op.value}",
         )
-        entry = state.entries[index]
-        flags = merge_flags(entry.flags, {op.key: op.value})
-        return _replace_entry(state, index, RealmEntry(entry.selector, tuple(flags.items())))
-    if isinstance(op, RemovePackageFlag):
-        index = _index_of(state, op.selector, f", so flag {op.key} cannot be removed from it")
-        entry = state.entries[index]
+        realm.set_entry_flags(entry, merge_flags(entry.flags, {op.key: op.value}))
+    elif isinstance(op, RemovePackageFlag):
+        entry = realm.entry(op.selector, f", so flag {op.key} cannot be removed from it")
         flags = dict(entry.flags)
         if flags.pop(op.key, None) is None:
             raise NotInRealm(
-                f"flag {op.key} is not set on {op.selector} in realm {state.name}"
+                f"flag {op.key} is not set on {op.selector} in realm {realm.name}"
                 f" ({_flag_list(entry.flags)})"
             )
-        return _replace_entry(state, index, RealmEntry(entry.selector, tuple(flags.items())))
-    if isinstance(op, SetRealmFlag):
-        return RealmState(
-            state.name, state.entries, tuple(merge_flags(state.flags, {op.key: op.value}).items())
-        )
-    if isinstance(op, RemoveRealmFlag):
-        flags = dict(state.flags)
-        if flags.pop(op.key, None) is None:
-            raise NotInRealm(f"realm {state.name} has no flag {op.key} ({_flag_list(state.flags)})")
-        return RealmState(state.name, state.entries, tuple(flags.items()))
-    raise TypeError(f"expected a realm operation, got {op!r}")
+        realm.set_entry_flags(entry, flags)
+    elif isinstance(op, SetRealmFlag):
+        realm.flags[op.key] = op.value
+    elif isinstance(op, RemoveRealmFlag):
+        if realm.flags.pop(op.key, None) is None:
+            raise NotInRealm(f"realm {realm.name} has no flag {op.key} "
+                             f"({_flag_list(tuple(sorted(realm.flags.items())))})")
+    else:
+        raise TypeError(f"expected a realm operation, got {op!r}")
 
 
 def apply_patch(state: RealmState, patch: RealmPatch) -> RealmState:
@@ -299,12 +300,17 @@ def apply_patch(state: RealmState, patch: RealmPatch) -> RealmState:
       `RemovePackageFlag` and `RemoveRealmFlag` need the flag to be set. Otherwise they raise
       `NotInRealm` naming what is missing. The states are immutable, so an error leaves the
       caller's state as it was.
+
+    Linear in the entries and operations: a realm re-installed whole costs one pass.
     """
     if patch.realm != state.name:
         raise RealmError(f"a patch for realm {patch.realm} cannot apply to realm {state.name}")
+    if not patch.ops:
+        return state
+    realm = _Working(state)
     for op in patch.ops:
-        state = _apply_op(state, op)
-    return state
+        _apply_op(realm, op)
+    return realm.state()
 
 
 def effective_selectors(state: RealmState) -> list[Selector]:

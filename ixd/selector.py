@@ -1,8 +1,9 @@
 """Package names, selectors and flags (RECIPES.md, "Selectors and flags").
 
 A selector is `name` or `name(k=v,k2=v2)`: a package name plus string flags. Everything here is
-pure and imports only the standard library and `ixd.errors`, because `ixc` imports it to lex
-its command line before it reaches the socket.
+pure and imports only `collections.abc`, `ixd.platforms`, `ixd.record` and `ixd.errors`
+(no re, dataclasses or typing at run time: character sets instead of patterns), because `ixc`
+imports it to lex its command line before it reaches the socket.
 
 The canonical text of a selector has its flags sorted by key and every flag written `k=v`, so
 `parse_selector(str(s)) == s` for every `Selector`.
@@ -10,14 +11,15 @@ The canonical text of a selector has its flags sorted by key and every flag writ
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 from ixd import platforms
 from ixd.errors import BadFlag, BadName, BadRealmName
+from ixd.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
 
 __all__ = [
     "ENGINE_NAMES",
@@ -48,18 +50,22 @@ Flags = tuple[tuple[str, str], ...]
 PACKAGE_NAME_MAX = 200
 REALM_NAME_MAX = 64
 
-_PACKAGE_CHARS = re.compile(r"[A-Za-z0-9_.+/-]*")
-_PACKAGE_FIRST = re.compile(r"[A-Za-z0-9_]")
-_REALM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_FLAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_DIGITS = "0123456789"
+#: a package name's characters ([A-Za-z0-9_.+/-], ASCII), and its first one's
+_PACKAGE_CHARS = frozenset(_LETTERS + _DIGITS + "_.+/-")
+_PACKAGE_FIRST = frozenset(_LETTERS + _DIGITS + "_")
+#: a realm name: [A-Za-z0-9_][A-Za-z0-9_.-]*
+_REALM_FIRST = _PACKAGE_FIRST
+_REALM_CHARS = frozenset(_LETTERS + _DIGITS + "_.-")
+#: a flag name: [A-Za-z_][A-Za-z0-9_]*
+_FLAG_KEY_FIRST = frozenset(_LETTERS + "_")
+_FLAG_KEY_CHARS = frozenset(_LETTERS + _DIGITS + "_")
 #: what a flag value may hold: recipes paste values into build scripts as they are (`echo
 #: {{ style }}`), so none of these means anything to a shell, quoted or not
-FLAG_VALUE_CHARS = frozenset(string.ascii_letters + string.digits + "_.+-:/@%")
-_FLAG_VALUE = re.compile(r"[A-Za-z0-9_.+\-:/@%]*")
+FLAG_VALUE_CHARS = frozenset(_LETTERS + _DIGITS + "_.+-:/@%")
 #: the longest flag value, in bytes (the characters above are one byte each)
 FLAG_VALUE_MAX = 256
-#: a selector's text: a name, then optionally one parenthesised flag list and nothing after it
-_SELECTOR = re.compile(r"(?P<name>[^()]*)(?:\((?P<flags>[^()]*)\))?")
 
 #: flags that apply to one level of the dependency graph only and are never passed on
 ONE_LEVEL_FLAGS = frozenset(
@@ -107,8 +113,8 @@ def validate_package_name(name: str) -> str:
             f"package name {name[:40]!r}... is {len(name)} characters long;"
             f" the limit is {PACKAGE_NAME_MAX}"
         )
-    if _PACKAGE_CHARS.fullmatch(name) is None:
-        bad = next(c for c in name if _PACKAGE_CHARS.fullmatch(c) is None)
+    if not _PACKAGE_CHARS.issuperset(name):
+        bad = next(c for c in name if c not in _PACKAGE_CHARS)
         raise BadName(
             f"package name {name!r} contains {bad!r}; only letters, digits and _ . + / - are"
             " allowed"
@@ -122,7 +128,7 @@ def validate_package_name(name: str) -> str:
     for part in name.split("/"):
         if part in (".", ".."):
             raise BadName(f"package name {name!r} has a {part!r} path component")
-    if _PACKAGE_FIRST.fullmatch(name[0]) is None:
+    if name[0] not in _PACKAGE_FIRST:
         raise BadName(f"package name {name!r} must start with a letter, a digit or '_'")
     return name
 
@@ -137,7 +143,7 @@ def validate_realm_name(name: str) -> str:
             f"realm name {name[:40]!r}... is {len(name)} characters long;"
             f" the limit is {REALM_NAME_MAX}"
         )
-    if _REALM_NAME.fullmatch(name) is None:
+    if not name or name[0] not in _REALM_FIRST or not _REALM_CHARS.issuperset(name):
         raise BadRealmName(
             f"realm name {name!r} is not valid: a realm name is a letter, digit or _ followed by"
             " letters, digits, _ . or -"
@@ -147,7 +153,8 @@ def validate_realm_name(name: str) -> str:
 
 def validate_flag_key(key: str) -> str:
     """Return `key` if it is a flag name (`[A-Za-z_][A-Za-z0-9_]*`), else raise `BadName`."""
-    if not isinstance(key, str) or _FLAG_KEY.fullmatch(key) is None:
+    if (not isinstance(key, str) or not key or key[0] not in _FLAG_KEY_FIRST
+            or not _FLAG_KEY_CHARS.issuperset(key)):
         raise BadName(
             f"flag name {key!r} is not valid: a flag name is a letter or _ followed by letters,"
             " digits or _"
@@ -170,7 +177,7 @@ def validate_flag_value(value: str, key: str = "") -> str:
     if len(value) > FLAG_VALUE_MAX:
         raise BadFlag(f"{what} {value[:40]!r}... is {len(value)} characters long; the limit "
                       f"is {FLAG_VALUE_MAX}")
-    if _FLAG_VALUE.fullmatch(value) is None:
+    if not FLAG_VALUE_CHARS.issuperset(value):
         bad = next(c for c in value if c not in FLAG_VALUE_CHARS)
         raise BadFlag(f"{what} {value!r} contains {bad!r}; a flag value may hold only "
                       "letters, digits and _ . + - : / @ % (recipes paste flags into build "
@@ -250,8 +257,7 @@ def flags_text(flags: Iterable[tuple[str, str]]) -> str:
 # --- selectors -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Selector:
+class Selector(Record):
     """A package name with its flags. Construction validates and sorts the flags, so every
     `Selector` holds a valid name and flags in canonical order."""
 
@@ -286,17 +292,10 @@ def parse_selector(text: str) -> Selector:
     """
     if not isinstance(text, str):
         raise BadName(f"selector {text!r} is not a string")
-    match = _SELECTOR.fullmatch(text)
-    if match is None:
-        raise BadName(
-            f"selector {text!r} is not of the form name or name(k=v,...): unbalanced or"
-            " misplaced parentheses"
-        )
-    name = match["name"]
+    name, body = _split_selector(text)
     try:
         validate_package_name(name)
         flags: dict[str, str] = {}
-        body = match["flags"]
         if body is not None and body.strip():
             for item in body.split(","):
                 key, sep, value = (part.strip(" \t") for part in item.partition("="))
@@ -308,9 +307,25 @@ def parse_selector(text: str) -> Selector:
     return Selector(name, tuple(flags.items()))
 
 
+def _split_selector(text: str) -> tuple[str, str | None]:
+    """`name` → (name, None); `name(body)` → (name, body): neither part may hold a
+    parenthesis, and nothing may follow the `)`."""
+    name, paren, rest = text.partition("(")
+    body = rest[:-1] if paren and rest.endswith(")") else None
+    if ")" in name or (paren and (body is None or "(" in body or ")" in body)):
+        raise BadName(
+            f"selector {text!r} is not of the form name or name(k=v,...): unbalanced or"
+            " misplaced parentheses"
+        )
+    return name, body
+
+
 # --- flag propagation ----------------------------------------------------------------------
 
-EdgeKind = Literal["target_lib", "lib_dep", "bld_tool", "host_lib", "data", "run_dep"]
+if TYPE_CHECKING:
+    EdgeKind = Literal["target_lib", "lib_dep", "bld_tool", "host_lib", "data", "run_dep"]
+else:
+    EdgeKind = str
 
 
 def _passed_on(flags: Mapping[str, str]) -> dict[str, str]:

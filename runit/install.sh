@@ -74,12 +74,20 @@ say "installed ix into $prefix"
 
 # 4. the commands
 mkdir -p "$bin_dir"
-for cmd in ixd:ixd.main ixc:client.main; do
-    name=${cmd%%:*} module=${cmd#*:}
-    cat > "$bin_dir/$name.tmp" <<WRAPPER
+cat > "$bin_dir/ixd.tmp" <<WRAPPER
 #!/bin/sh
-PYTHONPATH="$prefix" exec "$python" -m $module "\$@"
+PYTHONPATH="$prefix" exec "$python" -m ixd.main "\$@"
 WRAPPER
+# ixc: a Python script, not sh running `python -m` (runpy): its start is most of what a cheap
+# request costs. -E: no PYTHON* variables, as PYTHONPATH was replaced before; the prefix
+# takes the place of the script's own folder at the head of sys.path.
+"$python" - "$python" "$prefix" > "$bin_dir/ixc.tmp" <<'GENERATE'
+import sys
+python, prefix = sys.argv[1:]
+print(f"#!{python} -E\nimport sys\n\nsys.path[0] = {prefix!r}\n"
+      "from client.main import main\n\nsys.exit(main())")
+GENERATE
+for name in ixd ixc; do
     chmod 755 "$bin_dir/$name.tmp"
     mv -f "$bin_dir/$name.tmp" "$bin_dir/$name"
 done

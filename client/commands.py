@@ -1,0 +1,441 @@
+"""The commands of `ixc`: one small function per command, registered in `COMMANDS` by the
+`@command(synopsis, summary)` line above it, which is also what the help says about it.
+
+Adding a command is adding one such function. A command gets the `Context` (options, output
+streams, `ctx.call(op, args)` to ask the daemon, `ctx.show(value, printer)` to print the
+answer) and the words after its name; it returns the exit status. Whatever only one command
+needs (the lexer, json, subprocess, ...) it imports itself, so that the others stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ixd.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
+    from client.main import Context
+    from ixd.wire import Event
+
+    Run = Callable[[Context, list[str]], int]
+
+
+class Command:
+    """One entry of the table: its name, help and function."""
+
+    __slots__ = ("detail", "name", "own_help", "run", "summary", "synopsis")
+
+    def __init__(self, synopsis: str, summary: str, run: Run, detail: str = "",
+                 own_help: bool = False) -> None:
+        self.name = synopsis.split()[0]
+        self.synopsis = synopsis
+        #: one line in the help's list (a line break continues it, indented)
+        self.summary = summary
+        #: more, for `ixc COMMAND --help`
+        self.detail = detail
+        #: the command answers `--help` itself
+        self.own_help = own_help
+        self.run = run
+
+
+#: every command, in the order the help lists them
+COMMANDS: dict[str, Command] = {}
+
+
+def command(synopsis: str, summary: str, detail: str = "",
+            own_help: bool = False) -> Callable[[Run], Run]:
+    """Register the function below as the command `synopsis` starts with."""
+
+    def register(run: Run) -> Run:
+        cmd = Command(synopsis, summary, run, detail, own_help)
+        COMMANDS[cmd.name] = cmd
+        return run
+
+    return register
+
+
+# --- word helpers ---------------------------------------------------------------------------
+
+
+def take_flag(words: list[str], flag: str) -> bool:
+    if flag in words:
+        words.remove(flag)
+        return True
+    return False
+
+
+def take_number(words: list[str], option: str, usage: str) -> int | None:
+    """Remove `OPTION N` from words and return N (None when the option is absent)."""
+    if option not in words:
+        return None
+    at = words.index(option)
+    try:
+        number = int(words[at + 1])
+    except (IndexError, ValueError):
+        raise UsageError(f"{option} needs a number; {usage}") from None
+    del words[at:at + 2]
+    return number
+
+
+def at_most_one(words: list[str], usage: str) -> str | None:
+    if len(words) > 1 or any(w.startswith("-") for w in words):
+        raise UsageError(usage)
+    return words[0] if words else None
+
+
+def packages(words: list[str], command: str) -> list[str]:
+    if not words:
+        raise UsageError(f"`ixc {command}` needs at least one package, e.g. bin/greet")
+    for word in words:
+        if word.startswith("-"):
+            raise UsageError(f"`ixc {command}`: unexpected option {word!r}")
+    return words
+
+
+def login_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid{os.getuid()}"
+
+
+def when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+# --- realms ---------------------------------------------------------------------------------
+
+
+def change_realms(ctx: Context, words: list[str]) -> int:
+    # only these commands need the lexer and the realm model: keep the others light
+    from client.lexer import lex_mutation
+    from ixd.realm_model import AddPackage, SetPackageFlag, SetRealmFlag, patch_to_wire
+
+    patches = lex_mutation(words, login_name())
+    if not patches:
+        raise UsageError(f"`ixc {ctx.name}` needs a realm or a package, e.g. "
+                         f"`ixc {ctx.name} +bin/greet`")
+    # adding and setting twice is adding and setting once; removing twice is an error
+    idempotent = all(isinstance(op, (AddPackage, SetPackageFlag, SetRealmFlag))
+                     for p in patches for op in p.ops)
+    value = ctx.call(ctx.name, {"patches": [patch_to_wire(p) for p in patches]}, idempotent)
+    return ctx.show(value, print_realms)
+
+
+PATCH_WORDS = """A bare word names a realm (before any: your login's); +PKG or PKG adds a package
+(to the front: it wins when two provide the same file), -PKG removes one; --k=v sets flag k
+on the package named last, or on the realm if none was named since the realm word; --k means
+--k=1, --k=- removes the flag. Example: ixc mut +bin/greet --greeting=Hello"""
+
+command("mut [REALM] [+|-]PKG [--k=v] ...", "change realms (default realm: your login)",
+        PATCH_WORDS)(change_realms)
+command("let [REALM] PKG [--k=v] ...", "set a realm to exactly these packages",
+        PATCH_WORDS)(change_realms)
+
+
+def print_realms(value: dict[str, Any], out: TextIO) -> None:
+    for realm in value["realms"]:
+        what = f"generation {realm['generation']}" if realm["changed"] else "unchanged"
+        print(f"realm {realm['realm']}: {what} -> {realm['path']}", file=out)
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+@command("build PKG...", "build packages, print their store dirs")
+def build(ctx: Context, words: list[str]) -> int:
+    return ctx.show(ctx.call("build", {"packages": packages(words, "build")}), print_built)
+
+
+def print_built(value: dict[str, Any], out: TextIO) -> None:
+    for package in value["packages"]:
+        print(package["out"] or package["selector"], file=out)
+
+
+class _CommandExited(Exception):
+    """`ixc run`'s command ran while the daemon held its realm; `status` is its exit status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@command("run PKG... -- CMD [ARGS]", "run CMD in an ephemeral realm of PKG...\n"
+         "(kept from gc until CMD exits)")
+def run(ctx: Context, words: list[str]) -> int:
+    if "--" not in words:
+        raise UsageError("usage: ixc run PKG... -- CMD [ARGS...]")
+    cut = words.index("--")
+    selectors, cmd = packages(words[:cut], "run"), words[cut + 1:]
+    if not cmd:
+        raise UsageError("`ixc run`: no command after --")
+
+    def command_argv(path: str) -> list[str]:
+        return ["/bin/sh", "-c", '. "$0/env" && exec "$@"', path, *cmd]
+
+    def run_held(event: Event) -> None:
+        # the daemon built the realm and keeps it from gc while this connection is open:
+        # run the command now, then hang up (the request never answers)
+        if event.kind != "ready":
+            ctx.progress(event)
+            return
+        argv = command_argv(str(event.data["path"]))
+        ctx.out.flush()
+        ctx.err.flush()
+        if ctx.execute is not None:
+            ctx.execute(argv)
+            raise _CommandExited(0)
+        raise _CommandExited(_run_command(argv))
+
+    try:
+        # a retry after the command ran would run it twice: not idempotent
+        value = ctx.call("run", {"packages": selectors, "hold": True}, False, run_held)
+    except _CommandExited as exited:
+        return exited.status
+    # an older daemon answers at once and does not hold the realm: exec as before
+    argv = command_argv(value["path"])
+    if ctx.execute is not None:
+        ctx.execute(argv)
+        return 0
+    ctx.out.flush()
+    os.execv(argv[0], argv)
+
+
+def _run_command(argv: list[str]) -> int:
+    """Run `argv` as a child with our stdio; its exit status, 128+N if signal N killed it.
+    While it runs, the terminal's ^C and ^\\ are the child's to act on: ixc waits on (a
+    handler, unlike SIG_IGN, is not inherited: the child gets the default action)."""
+    import signal
+    import subprocess
+
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        status = subprocess.Popen(argv).wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - status if status < 0 else status
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Signals the command acts on; ixc waits for it to exit."""
+
+
+# --- realms, read and managed ---------------------------------------------------------------
+
+
+@command("list [REALM]", "realms, or the packages of one realm")
+def list_realms(ctx: Context, words: list[str]) -> int:
+    if len(words) > 1:
+        raise UsageError("usage: ixc list [REALM]")
+    return ctx.show(ctx.call("list", {"realm": words[0]} if words else {}), print_list)
+
+
+def print_list(value: dict[str, Any], out: TextIO) -> None:
+    if "realms" in value:
+        for realm in value["realms"]:
+            print(realm["name"], file=out)
+        return
+    state = value["state"]
+    for key, flag in sorted(state["flags"].items()):
+        print(f"--{key}={flag}", file=out)
+    for entry in state["entries"]:
+        flags = "".join(f" --{k}={v}" for k, v in sorted(entry["flags"].items()))
+        print(f"{entry['selector']}{flags}", file=out)
+
+
+@command("purge REALM", "remove a realm")
+def purge(ctx: Context, words: list[str]) -> int:
+    if len(words) != 1:
+        raise UsageError("usage: ixc purge REALM")
+    value = ctx.call("purge", {"realm": words[0]}, idempotent=False)
+    return ctx.show(value, lambda v, out: print(f"purged realm {v['realm']}", file=out))
+
+
+@command("dep PKG...", "the package names of the whole closure")
+def dep(ctx: Context, words: list[str]) -> int:
+    return ctx.show(ctx.call("dep", {"packages": packages(words, "dep")}), print_unique_names)
+
+
+def print_unique_names(value: dict[str, Any], out: TextIO) -> None:
+    seen: set[str] = set()
+    for package in value["packages"]:
+        if package["name"] not in seen:
+            seen.add(package["name"])
+            print(package["name"], file=out)
+
+
+@command("plan PKG...", "the build plan as JSON")
+def plan(ctx: Context, words: list[str]) -> int:
+    from client.main import print_json
+
+    print_json(ctx.call("plan", {"packages": packages(words, "plan")}), ctx.out)
+    return 0
+
+
+@command("generations [REALM]", "a realm's generations (* = current)")
+def generations(ctx: Context, words: list[str]) -> int:
+    realm = at_most_one(words, "usage: ixc generations [REALM]")
+    value = ctx.call("generations", {"realm": realm} if realm else {})
+    return ctx.show(value, print_generations)
+
+
+def print_generations(value: dict[str, Any], out: TextIO) -> None:
+    for g in value["generations"]:
+        mark = "*" if g["number"] == value["current"] else " "
+        names = ", ".join(e["selector"] for e in g["state"]["entries"]) or "(empty)"
+        print(f"{mark}{g['number']:>4}  {when(g['created'])}  {g['by']:<12} {names}",
+              file=out)
+
+
+@command("rollback [REALM] [--to N]", "switch back to the previous (or given) generation")
+def rollback(ctx: Context, words: list[str]) -> int:
+    usage = "usage: ixc rollback [REALM] [--to N]"
+    to = take_number(words, "--to", usage)
+    realm = at_most_one(words, usage)
+    args: dict[str, Any] = {"realm": realm} if realm else {}
+    if to is not None:
+        args["to"] = to
+    value = ctx.call("rollback", args, idempotent="to" in args)
+    return ctx.show(value, lambda v, out: print(
+        f"realm {v['realm']}: generation {v['previous']} -> {v['generation']}", file=out))
+
+
+# --- builds ---------------------------------------------------------------------------------
+
+
+def page_args(ctx: Context, words: list[str]) -> dict[str, int]:
+    """`--limit N` and `--offset N`, the only words `status` and `builds` take."""
+    usage = f"usage: ixc {ctx.name} [--limit N] [--offset N]"
+    page = {name: number for name in ("limit", "offset")
+            if (number := take_number(words, f"--{name}", usage)) is not None}
+    if words:
+        raise UsageError(usage)
+    return page
+
+
+@command("status [--limit N] [--offset N]", "the builds queued and running, for all users")
+def status(ctx: Context, words: list[str]) -> int:
+    return ctx.show(ctx.call("status", page_args(ctx, words)), print_status)
+
+
+def print_status(value: dict[str, Any], out: TextIO) -> None:
+    builds = value["builds"]
+    total = value.get("total", len(builds))
+    if not total:
+        print(f"idle ({value['jobs']} build slots)", file=out)
+    cluster = value.get("cluster")
+    if cluster:
+        print(f"cluster {cluster['address']}: {cluster['state']}", file=out)
+    for b in builds:
+        expected = f", expected {b['expected']:.0f}s" if b["expected"] else ""
+        others = b.get("waiting_count", len(b["waiting"])) - len(b["waiting"])
+        waiting = ", ".join(b["waiting"]) + (f" and {others} more" if others > 0 else "")
+        state = b["state"]
+        if b.get("kind") == "substitute":  # fetched from a binary cache, not built
+            state = "substituting" if state == "running" else "queued (substitute)"
+        where = f" on {b['worker']}" if b.get("worker") else ""
+        print(f"{state:<8} {b['name']}{where}  for {b['elapsed']:.0f}s{expected}; "
+              f"waiting: {waiting}", file=out)
+    after = value.get("offset", 0) + len(builds)
+    if after < total:
+        print(f"... {total - after} more of {total} ({value.get('running', 0)} running); "
+              f"the next: ixc status --offset {after}", file=out)
+
+
+@command("builds [--limit N] [--offset N]", "build history, newest first")
+def builds(ctx: Context, words: list[str]) -> int:
+    page = page_args(ctx, words)
+    page.setdefault("limit", 50)
+    value = ctx.call("builds", page)
+    if value.get("cut") and not ctx.as_json:
+        print(f"ixc: the reply was cut at {len(value['builds'])} builds to stay small; "
+              f"the next ones: ixc builds --offset {value['next_offset']}", file=ctx.err)
+    return ctx.show(value, print_builds)
+
+
+def print_builds(value: dict[str, Any], out: TextIO) -> None:
+    for b in value["builds"]:
+        duration = f"{b['duration']:.1f}s" if b["duration"] is not None else "-"
+        print(f"{when(b['started'])}  {b['state']:<11} {duration:>8}  {b['name']}  "
+              f"{b['uid']}  by {b['requested_by']}", file=out)
+
+
+@command("log PKG|UID [-f]", "a build's log; -f follows a running build")
+def log(ctx: Context, words: list[str]) -> int:
+    follow = take_flag(words, "-f") or take_flag(words, "--follow")
+    if len(words) != 1:
+        raise UsageError("usage: ixc log PKG|UID [-f]")
+
+    texts: list[str] = []  # --json: the log goes in the JSON document, whole
+
+    def print_text(event: Event) -> None:
+        # the log comes in pieces of whole lines ("log-text"); an older daemon follows
+        # a build line by line ("log")
+        if event.kind == "log-text":
+            text = event.data["text"]
+        elif event.kind == "log":
+            text = event.data["line"] + "\n"
+        else:
+            return
+        if ctx.as_json:
+            texts.append(text)
+        else:
+            ctx.out.write(text)
+            ctx.out.flush()
+
+    # a followed log printed again after a retry would repeat lines: no retry then
+    value = ctx.call("log", {"target": words[0], "follow": follow}, not follow, print_text)
+    if ctx.as_json:
+        from client.main import print_json
+
+        value["log"] = "".join(texts) + value["log"]
+        print_json(value, ctx.out)
+    elif value["log"]:
+        ctx.out.write(value["log"])  # an older daemon sends a finished log whole
+    return 1 if value.get("error") else 0
+
+
+# --- the daemon -----------------------------------------------------------------------------
+
+
+@command("push [REALM | PKG...]", "upload a realm's or packages' closure to the daemon's\n"
+         "--push cache (root or the admin group)")
+def push(ctx: Context, words: list[str]) -> int:
+    # one word without a slash is a realm; package selectors name a category (bin/...)
+    args = ({"realm": words[0]} if len(words) == 1 and "/" not in words[0]
+            else {"packages": words} if words else {})
+    return ctx.show(ctx.call("push", args), lambda v, out: print(
+        f"push: {len(v['pushed'])} entries uploaded to {v['cache']}, {v['present']} "
+        f"already there", file=out))
+
+
+@command("gc", "collect garbage (root or the admin group)")
+def gc(ctx: Context, words: list[str]) -> int:
+    if words:
+        raise UsageError("usage: ixc gc")
+    return ctx.show(ctx.call("gc", {}), lambda v, out: print(
+        f"gc: {v['entries']} entries deleted, {v['bytes']} bytes freed, "
+        f"{v['kept']} kept", file=out))
+
+
+@command("session --svdir DIR [--realm NAME]", "keep DIR's runit services in step with a realm",
+         own_help=True)
+def session(ctx: Context, words: list[str]) -> int:
+    # imported here: the session's code and pyinotify only for this command
+    from services.session import main as session_main
+
+    return session_main(words, socket=ctx.socket)
+
+
+@command("ping", "check that ixd answers, and who you are to it")
+def ping(ctx: Context, words: list[str]) -> int:
+    return ctx.show(ctx.call("ping", {}), lambda v, out: print(
+        f"ixd {v['version']} answers {v['login']} (uid {v['uid']})", file=out))

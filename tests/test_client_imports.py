@@ -1,0 +1,119 @@
+"""`ixc` stays cheap to start: the modules the light commands import, fixed (issue 13).
+
+Each case runs the real `ixc` in a fresh interpreter against a real daemon and compares the
+modules it imported with the list below. A new import on the way to the socket fails here;
+add it to the list only if the command cannot do without it (and say why).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_harness import PROJECT, RunningDaemon, start_daemon
+
+#: every module `ixc ping|status|list|dep` may import beyond the interpreter's own start-up
+#: (the venv's interpreter; the system one differs only in what it preloads)
+LIGHT_IMPORTS = frozenset({
+    # ixc itself
+    "client", "client.main", "client.commands", "client.progress", "client.transport",
+    "ixd", "ixd.errors", "ixd.wire",
+    # `from __future__ import annotations` is an import too
+    "__future__",
+    # the socket's C core (the `socket` module would add enum, selectors, ...)
+    "_socket",
+    # msgpack and what its package imports (its C extension, its ext types and timestamps)
+    "msgpack", "msgpack._cmsgpack", "msgpack.exceptions", "msgpack.ext", "_cython_3_3_0",
+    "cython_runtime", "datetime", "_datetime", "math", "struct", "_struct", "collections",
+    "_collections", "itertools", "keyword", "operator", "_operator", "reprlib",
+})
+#: `ixc mut` and `ixc let` lex their words into realm patches: the realm model, selectors
+#: (with the platform names a flag may hold), the login (pwd) as the default realm
+MUT_IMPORTS = LIGHT_IMPORTS | {"client.lexer", "ixd.realm_model", "ixd.selector",
+                               "ixd.platforms", "ixd.record", "collections.abc", "pwd"}
+#: what must never be on the way to the socket (the list above already excludes them; this
+#: names the reason when one comes back)
+HEAVY = ("typing", "dataclasses", "enum", "re", "json", "inspect", "argparse", "socket",
+         "trio", "jinja2", "subprocess", "pathlib")
+
+#: run `ixc WORDS` in this interpreter and report the modules it added, on stderr's last line
+PROBE = """
+import sys
+before = set(sys.modules)
+from client.main import main
+status = main(sys.argv[1:])
+sys.stdout.flush()
+print(" ".join(sorted(set(sys.modules) - before)), file=sys.stderr)
+sys.exit(status)
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[RunningDaemon]:
+    top = Path(tempfile.mkdtemp(prefix="ix-imports-"))
+    running = start_daemon(top / "root")
+    try:
+        yield running
+    finally:
+        running.stop()
+        subprocess.run(["chmod", "-R", "u+w", str(top)], check=False)
+        subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+def imported_by(daemon: RunningDaemon, *words: str) -> tuple[set[str], str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(PROJECT)}
+    result = subprocess.run([sys.executable, "-c", PROBE, "--socket", str(daemon.socket),
+                             *words], capture_output=True, text=True, env=env, cwd="/",
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return set(result.stderr.strip().splitlines()[-1].split()), result.stdout
+
+
+SLOW = "+bin/slow(secs=0,tag=imports)"
+
+
+@pytest.mark.parametrize(("words", "allowed"), [
+    (["ping"], LIGHT_IMPORTS),
+    (["status"], LIGHT_IMPORTS),
+    (["list"], LIGHT_IMPORTS),
+    (["dep", "bin/greet"], LIGHT_IMPORTS),
+    (["mut", "imports", SLOW, "--k=v"], MUT_IMPORTS),
+    (["let", "imports", SLOW], MUT_IMPORTS),
+])
+def test_light_commands_import_only_the_fixed_list(daemon: RunningDaemon, words: list[str],
+                                                    allowed: frozenset[str]) -> None:
+    modules, out = imported_by(daemon, *words)
+    assert out or words == ["list"]  # the command did its work (no realms: no lines)
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert not heavy, f"`ixc {' '.join(words)}` imports {heavy}"
+    extra = sorted(modules - allowed)
+    assert not extra, (f"`ixc {' '.join(words)}` imports modules beyond the fixed list: "
+                       f"{extra}; keep them lazy or add them to LIGHT_IMPORTS with a reason")
+
+
+def test_the_launcher_imports_no_more_than_the_module(daemon: RunningDaemon) -> None:
+    """bin/ixc (the installed `ixc`, see pyproject's script-files) is a plain script: no
+    console-script shim importing `re` or `importlib.metadata` first."""
+    text = (PROJECT / "bin" / "ixc").read_text()
+    assert text.startswith("#!python\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(PROJECT)}
+    probe = ("import sys; before = set(sys.modules); sys.argv = ['ixc', '--socket', "
+             f"{str(daemon.socket)!r}, 'ping']\n"
+             "try:\n"
+             f"    exec(compile(open({str(PROJECT / 'bin' / 'ixc')!r}).read(), 'ixc', 'exec'))\n"
+             "finally:\n"
+             "    print(' '.join(sorted(set(sys.modules) - before)), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, cwd="/", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "answers" in result.stdout
+    modules = set(result.stderr.strip().splitlines()[-1].split())
+    assert not sorted(modules - LIGHT_IMPORTS)

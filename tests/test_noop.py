@@ -1,0 +1,149 @@
+"""A change that changes nothing costs one round trip (issue 13, item 2): it is answered from
+the realm as its last change left it, with no rendering, no planning and no database, but
+only while that is what the full change would answer: not once a recipe changed, a flag
+differs, the order differs, or the caller may not change the realm.
+
+A real `Daemon` in this process (real recipes, real builds, real SQLite, the real inotify
+watcher), so the database's statements and the renders can be counted.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from client.lexer import lex_mutation
+from ixd.daemon import Caller, Config, Daemon
+from ixd.errors import PermissionDenied
+from ixd.realm_model import patch_to_wire
+from tests.daemon_harness import MIRROR, PKGS, TEST_OVERLAY
+
+ROOT = Caller(uid=0, gid=0, pid=1)
+REALM = "noop"
+A = "bin/slow(secs=0,tag=a)"
+B = "bin/slow(secs=0,tag=b)"
+
+
+def mut(*words: str) -> dict[str, Any]:
+    return {"patches": [patch_to_wire(p) for p in lex_mutation([REALM, *words], REALM)]}
+
+
+class Counted:
+    """The daemon's SQL statements and renders from now on."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.statements: list[str] = []
+        self.renders = daemon.graph.renders
+        daemon.db._db.conn.set_trace_callback(self.statements.append)
+
+    def stop(self) -> tuple[list[str], int]:
+        self.daemon.db._db.conn.set_trace_callback(None)
+        return self.statements, self.daemon.graph.renders - self.renders
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    overlay = tmp_path / "overlay"
+    shutil.copytree(TEST_OVERLAY, overlay)  # edited by a test
+    running = Daemon(Config(root=tmp_path / "root", overlays=(overlay, PKGS), confine=False,
+                            mirrors=(f"{MIRROR}/{{sha}}",), jobs=2))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(running.scheduler.serve)
+        await nursery.start(running.watch_recipes)
+        yield running
+        nursery.cancel_scope.cancel()
+
+
+async def ask(daemon: Daemon, op: str, args: dict[str, Any], caller: Caller = ROOT) -> Any:
+    return await daemon.handle(op, args, caller, lambda kind, data: None)
+
+
+async def test_a_noop_is_answered_without_planning_or_the_database(daemon: Daemon) -> None:
+    made = (await ask(daemon, "mut", mut(f"+{A}", f"+{B}")))["realms"][0]
+    assert made["changed"] and made["generation"] == 1
+
+    counted = Counted(daemon)
+    again = await ask(daemon, "mut", mut(f"+{B}"))  # B is at the front: nothing moves
+    same_set = await ask(daemon, "let", mut(f"+{A}", f"+{B}"))  # the same words, same order
+    statements, renders = counted.stop()
+    assert statements == [] and renders == 0
+    for answer in (again, same_set):
+        realm = answer["realms"][0]
+        assert not realm["changed"] and realm["generation"] == 1
+        assert realm["path"] == made["path"] and realm["state"] == made["state"]
+
+    # the full change says the same, word for word
+    daemon._settled.clear()
+    assert await ask(daemon, "mut", mut(f"+{B}")) == again
+
+
+@pytest.mark.parametrize("words", [
+    [f"+{A}"],  # moves A to the front: the front entry wins file conflicts
+    [f"+{B}", "--x=1"],  # a flag on the entry
+    ["--x=1"],  # a realm flag
+    [f"-{A}"],
+])
+async def test_a_change_is_never_taken_for_a_noop(daemon: Daemon, words: list[str]) -> None:
+    await ask(daemon, "mut", mut(f"+{A}", f"+{B}"))
+    realm = (await ask(daemon, "mut", mut(*words)))["realms"][0]
+    assert realm["changed"] and realm["generation"] == 2
+
+
+async def test_a_let_in_another_order_is_a_change(daemon: Daemon) -> None:
+    await ask(daemon, "mut", mut(f"+{A}", f"+{B}"))
+    realm = (await ask(daemon, "let", mut(f"+{B}", f"+{A}")))["realms"][0]
+    assert realm["changed"]
+    assert [e["selector"] for e in realm["state"]["entries"]] == [A, B]
+
+
+async def test_a_recipe_changed_since_the_realm_was_built_is_rebuilt(daemon: Daemon) -> None:
+    made = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
+    seen = daemon.recipe_changes
+    recipe = daemon.config.overlays[0] / "bin" / "slow" / "ix.sh"
+    recipe.write_text(recipe.read_text().replace("starts", "begins"))
+    with trio.fail_after(30):  # the watcher reports the edit: polled, with a deadline
+        while daemon.recipe_changes == seen:  # noqa: ASYNC110 (the daemon has no event)
+            await trio.sleep(0.01)
+    realm = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
+    assert realm["changed"] and realm["generation"] == 2 and realm["path"] != made["path"]
+    # and from then on the new build is the realm's no-op
+    counted = Counted(daemon)
+    again = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
+    assert counted.stop() == ([], 0)
+    assert not again["changed"] and again["path"] == realm["path"]
+
+
+async def test_permission_is_checked_before_a_noop(daemon: Daemon) -> None:
+    await ask(daemon, "mut", mut(f"+{A}"))
+    stranger = Caller(uid=54321, gid=54321, pid=1)
+    with pytest.raises(PermissionDenied):
+        await ask(daemon, "mut", mut(f"+{A}"), stranger)
+
+
+async def test_a_rollback_or_purge_is_not_answered_from_before(daemon: Daemon) -> None:
+    await ask(daemon, "mut", mut(f"+{A}"))
+    await ask(daemon, "mut", mut(f"+{B}"))
+    back = await ask(daemon, "rollback", {"realm": REALM})
+    assert back["generation"] == 1
+    # the realm is at generation 1 (A alone) now: re-adding B is a change again
+    realm = (await ask(daemon, "mut", mut(f"+{B}")))["realms"][0]
+    assert realm["changed"] and realm["generation"] == 3
+    await ask(daemon, "purge", {"realm": REALM})
+    realm = (await ask(daemon, "mut", mut(f"+{B}")))["realms"][0]
+    assert realm["changed"] and realm["generation"] == 1
+
+
+async def test_a_collected_entry_is_not_taken_as_built(daemon: Daemon) -> None:
+    made = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
+    settled = daemon._settled[REALM]
+    build = next(n for n in settled.plan.nodes if n.kind == "build")
+    daemon.runner.valid.discard(build.uid)  # as gc does for what it collects
+    realm = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
+    assert not realm["changed"] and realm["path"] == made["path"]
+    assert build.uid in daemon.runner.valid  # the full change made it valid again
