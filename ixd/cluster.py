@@ -34,8 +34,6 @@ log = logging.getLogger("ixd.cluster")
 #: Dask event topics the workers send on: a build started on a worker, and its log lines
 STARTED_TOPIC = "ix-build-started"
 LOG_TOPIC = "ix-build-log"
-#: seconds to wait for the scheduler when connecting
-CONNECT_TIMEOUT = 10.0
 #: after a failed connection, how long the cluster is left alone (builds go local)
 DOWN_FOR = 30.0
 #: a task the cluster lost (scheduler restarted) is submitted again this often
@@ -51,6 +49,8 @@ class ClusterSettings:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: seconds to wait for the scheduler when connecting
+    connect_timeout: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -149,7 +149,7 @@ class Cluster:
         scheduler_file = self.settings.scheduler_file
         client = distributed.Client(
             self.settings.address, scheduler_file=str(scheduler_file) if scheduler_file else None,
-            timeout=CONNECT_TIMEOUT, set_as_default=False, security=security)
+            timeout=self.settings.connect_timeout, set_as_default=False, security=security)
         client.subscribe_topic(STARTED_TOPIC, self._started_event)
         client.subscribe_topic(LOG_TOPIC, self._log_event)
         return client

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "--dask-tls-key: this ixd's client certificate)")
     cluster.add_argument("--dask-tls-cert", type=Path, metavar="FILE")
     cluster.add_argument("--dask-tls-key", type=Path, metavar="FILE")
+    cluster.add_argument("--dask-connect-timeout", type=float, default=10.0, metavar="SECS",
+                         help="how long to wait for the scheduler (default 10)")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
     return parser
 
@@ -151,7 +153,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                                       args.signing_key, args.cache_credentials),
                   cluster=ClusterSettings(args.dask, args.dask_scheduler_file,
                                           args.dask_required, args.dask_tls_ca,
-                                          args.dask_tls_cert, args.dask_tls_key))
+                                          args.dask_tls_cert, args.dask_tls_key,
+                                          args.dask_connect_timeout))
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,

@@ -156,6 +156,7 @@ class StoreRunner:
         """Build on the cluster: inputs pushed to the cache, the node submitted, its result
         substituted from the cache (unpacked in the sandbox, its signed hash checked)."""
         assert self.cluster is not None and self.push_inputs is not None
+        assert self.substituter is not None
         slot_done()  # the cluster's slots bound remote builds, not ours
         log_path = self.layout.log_path(node.uid)
         build_id = await trio.to_thread.run_sync(
@@ -171,7 +172,12 @@ class StoreRunner:
                               if Path(p).parent == self.layout.store]
                     await trio.to_thread.run_sync(
                         self.push_inputs, [u for u in inputs if u in self.valid])
-                    result = await self.cluster.build(node)
+                    # built (and pushed) since this plan was made: nothing to submit
+                    if node.uid in await trio.to_thread.run_sync(
+                            self.substituter.lookup_fresh, [node.uid]):
+                        result = {"uid": node.uid, "worker": "(already in the cache)"}
+                    else:
+                        result = await self.cluster.build(node)
                 finally:
                     del self._remote_logs[node.uid]
             if "error" in result:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -222,3 +223,13 @@ def public_daemon(prefix: str, extra: Sequence[str] = (),
         running.stop()
         subprocess.run(["chmod", "-R", "u+w", str(top)], check=False)
         shutil.rmtree(top, ignore_errors=True)
+
+
+def read_rows(database: Path, sql: str) -> list[dict[str, Any]]:
+    """Rows of a daemon's database, read-only beside the running daemon."""
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()

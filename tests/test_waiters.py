@@ -4,6 +4,7 @@ build is, so nothing on the way sleeps or polls."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,7 +31,8 @@ class GatedRunner:
     def expected_duration(self, node: Node) -> float | None:
         return None
 
-    async def run_node(self, node: Node, emit: Listener, requested_by: int) -> None:
+    async def run_node(self, node: Node, emit: Listener, requested_by: int,
+                       slot_done: Callable[[], None] = lambda: None) -> None:
         self.runs += 1
         await self.gate.wait()
         if self.fail:
