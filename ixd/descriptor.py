@@ -59,7 +59,7 @@ def _selectors(section: dict[str, Any], key: str, where: str) -> tuple[Selector,
     result = []
     for text in value:
         try:
-            result.append(parse_selector(text.strip()))
+            result.append(parse_selector(text.strip(), from_recipe=True))
         except BadName as exc:
             raise RecipeError(
                 f"{where}: bad dependency {text!r} in {key!r}: {exc.message}") from None

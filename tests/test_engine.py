@@ -123,19 +123,22 @@ def test_flag_that_renders_nothing_keeps_the_uid(overlay: Path, tmp_path: Path) 
 
 def test_library_closure_is_transitive_and_dependencies_first(overlay: Path,
                                                               tmp_path: Path) -> None:
+    """The closure lists users before what they use (stal/IX's order); IX_T_DIR, which the
+    build reads, is the reverse: dependencies first."""
     app = graph_for(overlay, tmp_path).load(parse_selector("bin/app"))
     names = [p.name for p in app.target_libs]
     assert set(names) == {"lib/a", "lib/b", "lib/c", "lib/induced"}
-    assert names.index("lib/c") < names.index("lib/b") < names.index("lib/a")
+    assert names.index("lib/c") > names.index("lib/b") > names.index("lib/a")
     t_dirs = app.node.env["IX_T_DIR"].split(":") if app.node else []
-    assert [d.rsplit("-lib-", 1)[1] for d in t_dirs] == [n.split("/")[1] for n in names]
+    assert [d.rsplit("-lib-", 1)[1] for d in t_dirs] == [n.split("/")[1]
+                                                         for n in reversed(names)]
     # what a library drags along is part of its users' build inputs and uid
     assert {p.uid for p in app.target_libs} <= set(app.node.deps if app.node else ())
 
 
 def test_library_run_closure_carries_its_lib_deps(overlay: Path, tmp_path: Path) -> None:
     lib = graph_for(overlay, tmp_path).load(parse_selector("lib/a"))
-    assert [p.name for p in lib.lib_closure] == ["lib/c", "lib/b"]
+    assert [p.name for p in lib.lib_closure] == ["lib/b", "lib/c"]  # users first
     assert [p.name for p in lib.run_closure] == ["lib/c", "lib/b", "lib/a"]
 
 
@@ -268,7 +271,9 @@ def test_uids_are_identical_across_processes(overlay: Path, tmp_path: Path) -> N
     selectors = ["bin/app(opt=1)", "set/both", "lib/a"]
     graph = PackageGraph(RecipeTree([overlay, PROJECT_PKGS]), tmp_path / "store")
     here = [graph.load(parse_selector(s)).uid for s in selectors]
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C"}  # nothing of ours
+    # nothing of ours but the code under test
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run(
         [sys.executable, "-c", _UID_SCRIPT, str(overlay), str(PROJECT_PKGS),
          str(tmp_path / "store"), *selectors],
