@@ -97,6 +97,8 @@ class Config:
     #: the group whose members run confined builds, one build per uid at a time
     build_users: str = DEFAULT_BUILD_GROUP
     limits: BuildLimits = field(default_factory=BuildLimits)
+    #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def layout(self) -> Layout:
@@ -129,7 +131,9 @@ class Daemon:
         self.db = BuildDatabase(self.layout.database, config.db_busy_timeout)
         log.info(recover(self.layout, self.db).summary())
         self._evict_squatters()
-        self.graph = PackageGraph(RecipeTree(config.overlays), self.layout.store)
+        self.graph = PackageGraph(
+            RecipeTree(config.overlays, bytecode_dir=self.layout.var / "jinja"),
+            self.layout.store, settings=dict(config.settings))
         jobs = config.job_count
         pool = None
         if config.confine:

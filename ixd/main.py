@@ -88,8 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined, as the daemon (only where build users and "
                              "namespaces are unavailable: a build can then do all ixd can)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        dest="settings", type=parse_setting,
+                        help="a name every recipe sees, e.g. default_clang=18 or "
+                             "ix_boot_path=/usr/bin:/bin (docs/recipes.md, \"Settings\")")
     parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
     return parser
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    """`NAME=VALUE` of `--set`: a flag name and any value (the admin's, not a client's)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"--set {text!r}: write NAME=VALUE, NAME a letter or "
+                                         f"_ followed by letters, digits or _")
+    return name, value
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -113,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
                   min_free=args.min_free, frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
-                  db_busy_timeout=args.db_busy_timeout)
+                  db_busy_timeout=args.db_busy_timeout, settings=tuple(args.settings))
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,

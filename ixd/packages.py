@@ -429,10 +429,11 @@ class PackageGraph:
         }
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         inputs = _unique(p for p in package.build_inputs() if p.buildable)
+        # as in stal/IX, flags (the target among them) count by what they render: two flag
+        # sets that render the same build are one build
         package.uid = content_hash({
             "name": package.name,
             "kind": package.kind,
-            "target": package.flags["target"],
             "exec": d.script_exec,
             "script": d.script_data,
             "env": env,

@@ -120,7 +120,7 @@ class OverlayLoader(jinja2.BaseLoader):
                                   f"(looked for {file_name} in every overlay)")
             included, origin = found
             files.update(origin)
-            return self._expand_includes(included, file_name, files, depth + 1).rstrip("\n")
+            return self._expand_includes(included, file_name, files, depth + 1).strip()
 
         return _INCLUDE_LINE.sub(replace, text)
 
