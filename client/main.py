@@ -9,7 +9,7 @@
       list [REALM]                       realms, or the packages of one realm
       purge REALM                        remove a realm
       dep PKG...                         the package names of the whole closure
-      plan PKG...                        the build plan as JSON
+      plan [--summary] PKG...            the build plan as JSON (--summary: counts, names)
       generations [REALM]                a realm's generations (* = current)
       rollback [REALM] [--to N]          switch back to the previous (or given) generation
       status [--limit N] [--offset N]    the builds queued and running, for all users
@@ -381,7 +381,21 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         return show(value, lambda v: print(f"ixd {v['version']} answers {v['login']} "
                                            f"(uid {v['uid']})", file=out))
     if command == "plan":
-        value = call("plan", {"packages": _packages(words, command)})
+        summary = "--summary" in words
+        request = {"packages": _packages([w for w in words if w != "--summary"], command)}
+        if summary:
+            value = call("plan", {**request, "summary": True})
+        else:  # nodes come in events: a big plan outgrows one frame
+            nodes: list[Any] = []
+
+            def collect(event: Event) -> None:
+                if event.kind == "plan-nodes":
+                    nodes.extend(event.data["nodes"])
+                else:
+                    progress(event)
+
+            reply = call("plan", {**request, "stream": True}, on_event=collect)
+            value = {"nodes": nodes, "targets": reply["targets"]}
         print(json.dumps(value, indent=1, sort_keys=True), file=out)
         return 0
     if command == "session":

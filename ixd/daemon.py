@@ -438,8 +438,18 @@ class Daemon:
                              for p in walk_closure(packages)]}
 
     async def op_plan(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        """The plan as one reply; `summary`: only what it holds; `stream`: its nodes in
+        `plan-nodes` events (a big plan outgrows one frame), the reply without them."""
         packages = await self._load(self._selectors(args))
-        return planning.build_plan(packages, self.layout).to_json()
+        plan = await trio.to_thread.run_sync(planning.build_plan, packages, self.layout)
+        if args.get("summary"):
+            return planning.plan_summary(plan)
+        if not args.get("stream"):
+            return plan.to_json()
+        send = logstream.sender(emit)
+        for batch in planning.node_batches(plan):
+            await send("plan-nodes", {"nodes": batch})
+        return {"targets": list(plan.targets), "streamed": len(plan.nodes)}
 
     async def op_generations(self, args: dict[str, Any], caller: Caller, emit: Listener
                              ) -> Any:

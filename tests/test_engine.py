@@ -319,3 +319,19 @@ def test_plan_is_plain_data_with_dependencies_first(overlay: Path, tmp_path: Pat
         assert "pool" not in node
     assert set(data["targets"]) <= seen
     assert {p.uid for p in packages[0].run_closure if p.buildable} == set(data["targets"])
+
+
+def test_streamed_plan_batches_keep_every_node_in_order_and_stay_small(
+        overlay: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ixd import plan as planning
+
+    graph = graph_for(overlay, tmp_path)
+    plan = build_plan(graph.load_all([parse_selector("set/both")]), Layout(tmp_path))
+    assert len(plan.nodes) >= 3
+    monkeypatch.setattr(planning, "BATCH_NODES", 2)
+    batches = list(planning.node_batches(plan))
+    assert [n["uid"] for b in batches for n in b] == [n.uid for n in plan.nodes]
+    assert all(1 <= len(b) <= 2 for b in batches) and len(batches) >= 2
+    summary = planning.plan_summary(plan)
+    assert summary["nodes"] == len(plan.nodes) and summary["targets"] == list(plan.targets)
+    assert sum(summary["by_kind"].values()) == len(plan.nodes)
