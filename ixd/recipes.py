@@ -96,8 +96,7 @@ class OverlayLoader(jinja2.BaseLoader):
         files: set[Path] = set(origin)
         source = self._expand_includes(text, template, files, depth=0)
         self._tree._record_files(template, files)
-        versions = self._tree.file_versions(files)
-        return source, str(origin[0]), lambda: self._tree.file_versions(files) == versions
+        return source, str(origin[0]), self._tree.up_to_date_check(files)
 
     def _expand_includes(self, text: str, name: str, files: set[Path], depth: int) -> str:
         if depth > _MAX_INCLUDE_DEPTH:
@@ -184,6 +183,8 @@ class RecipeTree:
             raise RecipeError("no recipe overlays configured")
         self._versions: dict[Path, int] = {}
         self._mounts: dict[Path, Mount | None] = {}
+        #: how many invalidations there were: a template loaded since the last is up to date
+        self._generation = 0
         self._lock = threading.Lock()
         self._files_of_template: dict[str, frozenset[Path]] = {}
         self.loader = OverlayLoader(overlays, self)
@@ -216,11 +217,31 @@ class RecipeTree:
             self._files_of_template[template] = frozenset(files)
 
     def file_versions(self, files: Iterable[Path]) -> tuple[int, ...]:
-        return tuple(self._versions.get(f, 0) for f in sorted(files))
+        """The versions of `files`, in the order given."""
+        return tuple(self._versions.get(f, 0) for f in files)
+
+    def up_to_date_check(self, files: Iterable[Path]) -> Callable[[], bool]:
+        """Jinja's check, on every use of a loaded template, that none of `files` changed
+        since: one comparison while nothing at all was invalidated since the last check."""
+        files = tuple(sorted(files))
+        versions = self.file_versions(files)
+        checked = [self._generation]
+
+        def up_to_date() -> bool:
+            generation = self._generation
+            if checked[0] == generation:
+                return True
+            if self.file_versions(files) != versions:
+                return False
+            checked[0] = generation
+            return True
+
+        return up_to_date
 
     def invalidate(self, paths: Iterable[Path]) -> None:
         """Make Jinja reload the templates that read `paths` on next use."""
         with self._lock:
+            self._generation += 1
             for path in paths:
                 self._versions[path] = self._versions.get(path, 0) + 1
                 self._mounts.pop(path.parent, None)
