@@ -381,12 +381,14 @@ def daemon_watches() -> bool:
 IXD = (sys.executable, "-m", "ixd.main")
 
 
-def start_daemon(root: Path, overlays: Sequence[Path],
-                 command: Sequence[str] = IXD) -> tuple[subprocess.Popen[bytes], Path]:
+def start_daemon(root: Path, overlays: Sequence[Path], command: Sequence[str] = IXD,
+                 fresh: bool = True) -> tuple[subprocess.Popen[bytes], Path]:
+    """ixd on a new root (`fresh`) or on one an earlier daemon left."""
     from client.transport import Client
     from ixd.errors import IxError
 
-    root.mkdir(parents=True)
+    if fresh:
+        root.mkdir(parents=True)
     log = root.parent / "ixd.log"
     argv = [*command, "--root", str(root), "--no-confine"]
     for overlay in overlays:

@@ -74,40 +74,13 @@ def measure_ixd(tmp: Path, pkgs: Path, target: str, repeat: int) -> dict[str, An
     finally:
         stop_daemon(process)
     # the same root again: templates come from the bytecode cache
-    (root / "var" / "ixd.sock").unlink(missing_ok=True)
-    process, socket = _restart(root, command)
+    process, socket = start_daemon(root, [], command, fresh=False)
     try:
         with Client.connect(socket) as client:
             result["cold_dep_bytecode"], _ = timed(lambda: client.request("dep", args))
     finally:
         stop_daemon(process)
     return result
-
-
-def _restart(root: Path, command: Sequence[str]) -> tuple[subprocess.Popen[bytes], Path]:
-    """A second daemon on an existing root (start_daemon makes a fresh one)."""
-    from client.transport import Client
-    from ixd.errors import IxError
-
-    log = root.parent / "ixd-again.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([*command, "--root", str(root), "--no-confine"],
-                                   stdout=out, stderr=subprocess.STDOUT, cwd="/",
-                                   env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                        "LANG": "C.UTF-8", "PYTHONPATH": str(PROJECT)})
-    socket = root / "var" / "ixd.sock"
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise SystemExit(f"ixd exited {process.returncode}:\n{log.read_text()}")
-        try:
-            with Client.connect(socket) as client:
-                client.request("ping", {})
-            return process, socket
-        except IxError:
-            time.sleep(0.02)  # polling under a deadline
-    stop_daemon(process)
-    raise SystemExit(f"ixd did not serve within 60s:\n{log.read_text()}")
 
 
 def measure_reference(reference: Path, pkgs: Path, target: str) -> dict[str, Any]:
