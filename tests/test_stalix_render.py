@@ -237,3 +237,21 @@ def test_mount_recipes_are_generated_from_the_index_without_running_mount_py(
     g.invalidate_files([root / "pip" / "mount.py"])
     with pytest.raises(RecipeNotFound, match="no recipe for package 'pip/mako'"):
         graph(root, tmp_path).load(parse_selector("pip/mako"))
+
+
+# --- ixd --set -------------------------------------------------------------------------
+
+
+def test_ixd_set_gives_render_settings(tmp_path: Path) -> None:
+    import argparse
+
+    from ixd.main import build_parser, config_from_args, parse_setting
+
+    assert parse_setting("default_clang=18") == ("default_clang", "18")
+    assert parse_setting("ix_boot_path=/a:/b=c") == ("ix_boot_path", "/a:/b=c")
+    for bad in ("default_clang", "=18", "1x=2", "a-b=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+            parse_setting(bad)
+    args = build_parser().parse_args(["--root", str(tmp_path), "--overlay", str(tmp_path),
+                                      "--set", "default_clang=18", "--set", "stalix=1"])
+    assert config_from_args(args).settings == (("default_clang", "18"), ("stalix", "1"))
