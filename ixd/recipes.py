@@ -183,6 +183,7 @@ class RecipeTree:
             raise RecipeError("no recipe overlays configured")
         self._versions: dict[Path, int] = {}
         self._mounts: dict[Path, Mount | None] = {}
+        self._file_sets: dict[frozenset[Path], frozenset[Path]] = {}
         #: how many invalidations there were: a template loaded since the last is up to date
         self._generation = 0
         self._lock = threading.Lock()
@@ -242,6 +243,7 @@ class RecipeTree:
         """Make Jinja reload the templates that read `paths` on next use."""
         with self._lock:
             self._generation += 1
+            self._file_sets.clear()  # sets of dropped renders go with them
             for path in paths:
                 self._versions[path] = self._versions.get(path, 0) + 1
                 self._mounts.pop(path.parent, None)
@@ -291,7 +293,9 @@ class RecipeTree:
             files = set(extra_files)
             for name in loaded:
                 files |= self._files_of_template.get(name, frozenset())
-        return Rendered(descriptor, frozenset(files))
+            # renders of one template family read the same files: one set for all of them
+            shared = self._file_sets.setdefault(frozenset(files), frozenset(files))
+        return Rendered(descriptor, shared)
 
 
 def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:

@@ -65,7 +65,7 @@ def check_consistent(g: PackageGraph) -> None:
 
 
 def test_the_default_bound() -> None:
-    assert DEFAULT_MAX_PACKAGES == 20_000
+    assert DEFAULT_MAX_PACKAGES == 60_000
     with pytest.raises(ValueError, match="room for a package"):
         PackageGraph(RecipeTree([PROJECT_PKGS]), Path("/nonexistent"), HOST, max_packages=0)
 
