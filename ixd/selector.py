@@ -307,6 +307,8 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
             " misplaced parentheses"
         )
     name = match["name"]
+    if from_recipe:
+        name = _recipe_path(name)
     try:
         validate_package_name(name)
         flags: dict[str, str] = {}
@@ -323,6 +325,14 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
     if from_recipe:
         return recipe_selector(name, flags)
     return Selector(name, tuple(flags.items()))
+
+
+def _recipe_path(name: str) -> str:
+    """A name as a recipe may write it: `lib/{{ x }}/trim` with `x` undefined is `lib//trim`,
+    which stal/IX opens as the path `lib/trim` (and `bld/python/` as `bld/python`)."""
+    while "//" in name:
+        name = name.replace("//", "/")
+    return name.rstrip("/") if name != "/" else name
 
 
 def recipe_selector(name: str, flags: Mapping[str, str] | Iterable[tuple[str, str]]) -> Selector:

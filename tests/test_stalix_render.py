@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ixd import platforms
-from ixd.errors import BadFlag, RecipeError, RecipeNotFound
+from ixd.errors import BadFlag, BadName, RecipeError, RecipeNotFound
 from ixd.filters import FILTERS
 from ixd.packages import PackageGraph, pkg_name, uniq_id
 from ixd.recipes import RecipeTree
@@ -255,3 +255,14 @@ def test_ixd_set_gives_render_settings(tmp_path: Path) -> None:
     args = build_parser().parse_args(["--root", str(tmp_path), "--overlay", str(tmp_path),
                                       "--set", "default_clang=18", "--set", "stalix=1"])
     assert config_from_args(args).settings == (("default_clang", "18"), ("stalix", "1"))
+
+
+def test_recipe_names_with_an_empty_part_are_paths(tmp_path: Path) -> None:
+    """`lib/{{ x }}/trim` with x unset is `lib//trim`: stal/IX opens the path lib/trim."""
+    root = tmp_path / "o"
+    recipe(root, "lib/trim", "'trim'")
+    recipe(root, "bin/app", "'app'", target_libs=["lib//trim", "lib/trim/"])
+    app = graph(root, tmp_path).load(parse_selector("bin/app"))
+    assert [p.name for p in app.target_libs] == ["lib/trim"]
+    with pytest.raises(BadName, match="contains '//'"):
+        parse_selector("lib//trim")  # a client's name stays exact
