@@ -13,6 +13,7 @@ sourcing their `env` files in list order lets dependents prepend their link flag
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -20,6 +21,7 @@ import os
 import posixpath
 import shutil
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -271,6 +273,8 @@ class PackageGraph:
         self.host_versions = HostVersions()
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
+        #: the build node of each build uid while a package holds it
+        self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
 
     # --- loading ------------------------------------------------------------------------
 
@@ -442,9 +446,16 @@ class PackageGraph:
             "sources": [[s.filename, s.sha256] for s in sources],
             "net": d.net,
         })
+        same = self._nodes.get(package.uid)
+        if same is not None:
+            # another flag set of this build: one node, one copy of its (long) script text
+            package.out_dir = same.outputs[0]
+            package.node = same
+            package.descriptor = dataclasses.replace(d, script_data=same.stdin)
+            return
         out = str(self.store / f"{package.uid}-{pkg_name(package.name, package.kind)}")
         package.out_dir = out
-        package.node = Node(
+        package.node = self._nodes[package.uid] = Node(
             uid=package.uid,
             kind="build",
             name=package.display_name,
