@@ -1,4 +1,4 @@
-"""The Jinja2 filters recipes use (RECIPES.md, "Trees, names, templates").
+"""The Jinja2 filters recipes use (docs/recipes.md, "Filters").
 
 Each filter is a plain function of strings and lists, so recipes written for stal/IX read the
 same here. They are registered on the recipe environment by `FILTERS`.

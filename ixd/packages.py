@@ -1,7 +1,7 @@
 """Packages: selectors loaded into a graph with closures and content-addressed uids.
 
 `PackageGraph.load(selector)` renders a recipe, loads its dependencies along each kind of
-edge with the flags RECIPES.md prescribes, and computes the package's uid from what can
+edge with the flags docs/recipes.md prescribes, and computes the package's uid from what can
 change its output. Packages are cached by (name, flags); `invalidate_files` drops exactly the
 packages whose render read a changed file, and every package depending on them. The cache is
 bounded (least recently used packages go first, never one a cached package depends on), so

@@ -1,4 +1,4 @@
-"""Package names, selectors and flags (RECIPES.md, "Selectors and flags").
+"""Package names, selectors and flags (docs/recipes.md, "Selectors and flags").
 
 A selector is `name` or `name(k=v,k2=v2)`: a package name plus string flags. Everything here is
 pure and imports only the standard library and `ixd.errors`, because `ixc` imports it to lex
@@ -365,7 +365,7 @@ def child_flags(
 
     `parent` is the parent's full flags (its `target` included, if it has one); `written` is
     the flags the recipe wrote in the dependency's selector; `host_target` is the host's
-    `target` value. Following RECIPES.md:
+    `target` value. Following docs/recipes.md:
 
     | edge                                  | the dependency is loaded with                   |
     |---------------------------------------|-------------------------------------------------|
