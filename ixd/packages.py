@@ -273,6 +273,9 @@ class PackageGraph:
         self.host_versions = HostVersions()
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
+        #: each package's render (descriptor and the files it read), kept while no file it
+        #: read changes, even when the package is dropped because a dependency changed
+        self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
 
@@ -290,6 +293,8 @@ class PackageGraph:
             package = self._load(name, flags, ())
             if len(self._packages) > self.max_packages:
                 self._evict()
+            if len(self._renders) > 2 * self.max_packages:
+                self._prune_renders()
             return package
 
     def load_all(self, selectors: Sequence[Selector]) -> list[Package]:
@@ -325,17 +330,29 @@ class PackageGraph:
             deps[dep.key] = None
             return dep
 
+        introduced: list[PackageKey] = []
+
         def intro(text: str) -> Package:
             """`intro(selector)`: load a package with this one's flags (for its uid)."""
             sel = parse_selector(str(text).strip(), from_recipe=True)
             child = {**{k: v for k, v in flags.items() if k not in ONE_LEVEL_FLAGS},
                      **dict(sel.flags)}
             child["target"] = platforms.resolve(child.get("target", "host"), self.host)
+            introduced.append(key)
             return depend(self._load(normal_name(sel.name), child, stack))
 
-        rendered = self.tree.render(name, self._context(name, flags, intro))
-        self.renders += 1
-        descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
+        cached = self._renders.get(key)
+        if cached is None:
+            rendered = self.tree.render(name, self._context(name, flags, intro))
+            self.renders += 1
+            descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
+            files = rendered.files
+            if not introduced:  # a render that names another package's uid goes with it
+                self._renders[key] = (descriptor, files)
+                for path in files:  # from now on a change to one of them finds it
+                    self._by_file.setdefault(path, set()).add(key)
+        else:
+            descriptor, files = cached
         is_hub = descriptor.is_hub
         if not is_hub and (flags.get("boot") or name.startswith(BOOT_PREFIX)):
             # a bootstrap build passes `boot` on to the libraries it links (stal/IX)
@@ -368,7 +385,7 @@ class PackageGraph:
         package = Package(
             key=key, name=name, flags=flags, descriptor=descriptor, uid="", out_dir=None,
             tools=tools, host_libs=host_libs, target_libs=target_libs, data=data,
-            lib_closure=lib_closure, files=rendered.files, deps=tuple(deps),
+            lib_closure=lib_closure, files=files, deps=tuple(deps),
             run_deps=run_deps,
         )
         if is_hub:
@@ -379,7 +396,7 @@ class PackageGraph:
             self._make_buildable(package)
         package.run_closure = (*reversed(run_deps), package)
         self._packages[key] = package
-        for path in rendered.files:
+        for path in files:
             self._by_file.setdefault(path, set()).add(key)
         return package
 
@@ -474,11 +491,16 @@ class PackageGraph:
     # --- cache invalidation ---------------------------------------------------------------
 
     def invalidate_files(self, paths: Iterable[Path]) -> int:
-        """Drop the packages whose render read any of `paths`, and their dependents."""
+        """Drop the packages whose render read any of `paths`, and their dependents. Only
+        the renders that read them are dropped: a dependent's render stays, to be reused
+        when it is loaded again (its closures and uid are made anew, which is cheap)."""
         changed = [Path(p) for p in paths]
         with self._lock:
             stale: set[PackageKey] = set()
-            todo = [k for p in changed for k in self._by_file.get(p, ())]
+            direct = {k for p in changed for k in self._by_file.get(p, ())}
+            for key in direct:
+                self._drop_render(key)
+            todo = list(direct)
             while todo:
                 key = todo.pop()
                 if key in stale:
@@ -488,7 +510,7 @@ class PackageGraph:
             for key in stale:
                 package = self._packages.get(key)
                 if package is not None:
-                    self._forget(package)
+                    self._forget(package, keep_render=True)
                 self._dependents.pop(key, None)  # they are all stale too
             self.tree.invalidate(changed)
             return len(stale)
@@ -514,18 +536,36 @@ class PackageGraph:
                 if dep in kept and dep not in dependents:  # only kept for this one
                     packages.move_to_end(dep, last=False)
 
-    def _forget(self, package: Package) -> None:
-        """Drop a cached package and every index entry naming it (lock held)."""
+    def _forget(self, package: Package, keep_render: bool = False) -> None:
+        """Drop a cached package and every index entry naming it (lock held); with
+        `keep_render`, its render stays cached, and so do the index entries that find it."""
         key = package.key
         del self._packages[key]
         self._kept.discard(key)
-        for path in package.files:
+        if not (keep_render and key in self._renders):
+            self._renders.pop(key, None)
+            self._unindex(key, package.files)
+        self._drop_dependent(key, package.deps)
+
+    def _drop_render(self, key: PackageKey) -> None:
+        """Drop a cached render (lock held); its index entries go too unless its package is
+        still cached (invalidation then forgets the package, and they go with it)."""
+        cached = self._renders.pop(key, None)
+        if cached is not None and key not in self._packages:
+            self._unindex(key, cached[1])
+
+    def _prune_renders(self) -> None:
+        """Drop the renders kept for packages not loaded again since (lock held)."""
+        for key in [k for k in self._renders if k not in self._packages]:
+            self._drop_render(key)
+
+    def _unindex(self, key: PackageKey, files: Iterable[Path]) -> None:
+        for path in files:
             keys = self._by_file.get(path)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
                     del self._by_file[path]
-        self._drop_dependent(key, package.deps)
 
     def _drop_dependent(self, key: PackageKey, deps: Iterable[PackageKey]) -> None:
         """`key` no longer depends on `deps` (lock held)."""

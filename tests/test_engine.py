@@ -335,3 +335,18 @@ def test_streamed_plan_batches_keep_every_node_in_order_and_stay_small(
     summary = planning.plan_summary(plan)
     assert summary["nodes"] == len(plan.nodes) and summary["targets"] == list(plan.targets)
     assert sum(summary["by_kind"].values()) == len(plan.nodes)
+
+
+def test_a_dependents_render_is_reused_after_a_dependency_changes(overlay: Path,
+                                                                  tmp_path: Path) -> None:
+    """Editing a library re-renders that library only: its users get new closures and uids
+    from their kept renders (issue 13: re-plan after one deep edit)."""
+    graph = graph_for(overlay, tmp_path)
+    app = graph.load(parse_selector("bin/app"))
+    renders = graph.renders
+    lib_c = overlay / "lib" / "c" / "ix.sh"
+    lib_c.write_text(lib_c.read_text().replace("echo c", "echo c2"))
+    dropped = graph.invalidate_files([lib_c])
+    again = graph.load(parse_selector("bin/app"))
+    assert dropped >= 3 and graph.renders == renders + 1
+    assert again.uid != app.uid and again.descriptor == app.descriptor
