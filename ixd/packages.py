@@ -3,12 +3,15 @@
 `PackageGraph.load(selector)` renders a recipe, loads its dependencies along each kind of
 edge with the flags docs/recipes.md prescribes, and computes the package's uid from what can
 change its output. Packages are cached by (name, flags); `invalidate_files` drops exactly the
-packages whose render read a changed file, and every package depending on them. The cache is
-bounded (least recently used packages go first, never one a cached package depends on), so
-a stream of distinct flag sets cannot grow the daemon for good.
+packages whose render read a changed file, and every package depending on them (whose renders
+are kept and reused). The cache is bounded (least recently used packages go first, never one
+a cached package depends on), so a stream of distinct flag sets cannot grow the daemon for
+good.
 
-Closures are lists in post-order: a package's dependencies come before it, each uid once, so
-sourcing their `env` files in list order lets dependents prepend their link flags last.
+The build closures (`tools`, `target_libs`, `host_libs`, `lib_closure`, `run_deps`) are in
+stal/IX's order, a package before what it reaches, so the build environment's dir lists come
+out as stal/IX's (reversed: dependencies first). `run_closure` is dependencies first, the
+package itself last.
 """
 
 from __future__ import annotations
