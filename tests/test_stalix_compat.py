@@ -22,6 +22,7 @@ import pytest
 from ixd.packages import PackageGraph, walk_closure
 from ixd.recipes import RecipeTree
 from ixd.selector import parse_selector
+from tests.daemon_harness import start_daemon
 from tests.stalix_facts import differences, ix_facts
 
 GOLDEN = Path(__file__).resolve().parent / "stalix_golden"
@@ -79,3 +80,24 @@ def test_a_changed_script_is_told_apart(tree: RecipeTree, tmp_path: Path) -> Non
     found = differences(expected, ix_facts(walk_closure([package]), str(store), {}, set()))
     assert found and all("differs: script" in line or line.startswith("extra node")
                          for line in found)
+
+
+def test_ixd_answers_dep_and_plan_for_the_tree_as_it_is(tree: RecipeTree,
+                                                        tmp_path: Path) -> None:
+    """A real ixd on the unchanged tree (no shim overlay): `dep`, `plan --summary` and the
+    streamed `plan` of bin/curl agree with the reference."""
+    expected = golden("bin_curl")
+    sets = [word for k, v in expected["settings"].items() for word in ("--set", f"{k}={v}")]
+    daemon = start_daemon(tmp_path / "root", overlays=(STALIX_PKGS,), extra=sets)
+    try:
+        selector = str(parse_selector(expected["target"]).with_flags(expected["flags"]))
+        deps = json.loads(daemon.ixc("--json", "dep", selector).stdout)["packages"]
+        built = {p["out"].rsplit("/", 1)[1].split("-", 1)[1] for p in deps if p["out"]}
+        assert built == set(expected["names"])
+        summary = json.loads(daemon.ixc("plan", "--summary", selector).stdout)
+        assert summary["by_kind"]["build"] == expected["build_nodes"]
+        assert summary["sources"] == expected["urls"]
+        plan = json.loads(daemon.ixc("plan", selector).stdout)
+        assert len(plan["nodes"]) == summary["nodes"]
+    finally:
+        assert daemon.stop() == 0, daemon.log.read_text()
