@@ -472,6 +472,9 @@ class PackageGraph:
             package.out_dir = same.outputs[0]
             package.node = same
             package.descriptor = dataclasses.replace(d, script_data=same.stdin)
+            kept = self._renders.get(package.key)
+            if kept is not None:  # the kept render shares the text too
+                self._renders[package.key] = (package.descriptor, kept[1])
             return
         out = str(self.store / f"{package.uid}-{pkg_name(package.name, package.kind)}")
         package.out_dir = out
