@@ -470,7 +470,9 @@ class PackageGraph:
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
             package.out_dir = same.outputs[0]
-            package.node = same
+            package.node = dataclasses.replace(  # its own name; the rest is shared
+                same, name=package.display_name,
+                meta={"package": package.name, "flags": dict(package.flags)})
             package.descriptor = dataclasses.replace(d, script_data=same.stdin)
             kept = self._renders.get(package.key)
             if kept is not None:  # the kept render shares the text too
