@@ -272,11 +272,26 @@ def print_unique_names(value: dict[str, Any], out: TextIO) -> None:
             print(package["name"], file=out)
 
 
-@command("plan PKG...", "the build plan as JSON")
+@command("plan [--summary] PKG...", "the build plan as JSON (--summary: counts, names)")
 def plan(ctx: Context, words: list[str]) -> int:
     from client.main import print_json
 
-    print_json(ctx.call("plan", {"packages": packages(words, "plan")}), ctx.out)
+    summary = "--summary" in words
+    request = {"packages": packages([w for w in words if w != "--summary"], "plan")}
+    if summary:
+        print_json(ctx.call("plan", {**request, "summary": True}), ctx.out)
+        return 0
+    # the nodes come in events: a big plan (stal/IX's CI set: 80 MB) outgrows one frame
+    nodes: list[Any] = []
+
+    def collect(event: Event) -> None:
+        if event.kind == "plan-nodes":
+            nodes.extend(event.data["nodes"])
+        else:
+            ctx.progress(event)
+
+    reply = ctx.call("plan", {**request, "stream": True}, on_event=collect)
+    print_json({"nodes": nodes, "targets": reply["targets"]}, ctx.out)
     return 0
 
 

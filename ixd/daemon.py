@@ -103,6 +103,8 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     #: a Dask cluster to build on (`ixd.cluster`)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def layout(self) -> Layout:
@@ -150,7 +152,9 @@ class Daemon:
         self.db = BuildDatabase(self.layout.database, config.db_busy_timeout)
         log.info(recover(self.layout, self.db).summary())
         self._evict_squatters()
-        self.graph = PackageGraph(RecipeTree(config.overlays), self.layout.store)
+        self.graph = PackageGraph(
+            RecipeTree(config.overlays, bytecode_dir=self.layout.var / "jinja"),
+            self.layout.store, settings=dict(config.settings))
         jobs = config.job_count
         pool = None
         if config.confine:
@@ -514,8 +518,18 @@ class Daemon:
                              for p in walk_closure(packages)]}
 
     async def op_plan(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        """The plan as one reply; `summary`: only what it holds; `stream`: its nodes in
+        `plan-nodes` events (a big plan outgrows one frame), the reply without them."""
         packages = await self._load(self._selectors(args))
-        return planning.build_plan(packages, self.layout).to_json()
+        plan = await trio.to_thread.run_sync(planning.build_plan, packages, self.layout)
+        if args.get("summary"):
+            return planning.plan_summary(plan)
+        if not args.get("stream"):
+            return plan.to_json()
+        send = logstream.sender(emit)
+        for batch in planning.node_batches(plan):
+            await send("plan-nodes", {"nodes": batch})
+        return {"targets": list(plan.targets), "streamed": len(plan.nodes)}
 
     async def op_generations(self, args: dict[str, Any], caller: Caller, emit: Listener
                              ) -> Any:

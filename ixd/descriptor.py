@@ -1,4 +1,4 @@
-"""The descriptor a recipe renders to (RECIPES.md, "What a recipe renders to"), validated."""
+"""The descriptor a recipe renders to (docs/recipes.md, "What a recipe renders to"), validated."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class Descriptor:
     run_data: tuple[Selector, ...]
     lib_deps: tuple[Selector, ...]
     ind_deps: tuple[Selector, ...]
-    #: fix-up packages applied when a realm is assembled (RECIPES.md): parsed and checked,
+    #: fix-up packages applied when a realm is assembled (docs/recipes.md): parsed and checked,
     #: not applied yet; kept for the stal/IX recipes that name them
     fix_deps: tuple[Selector, ...]
     net: bool
@@ -59,7 +59,7 @@ def _selectors(section: dict[str, Any], key: str, where: str) -> tuple[Selector,
     result = []
     for text in value:
         try:
-            result.append(parse_selector(text.strip()))
+            result.append(parse_selector(text.strip(), from_recipe=True))
         except BadName as exc:
             raise RecipeError(
                 f"{where}: bad dependency {text!r} in {key!r}: {exc.message}") from None

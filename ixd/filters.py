@@ -1,4 +1,4 @@
-"""The Jinja2 filters recipes use (RECIPES.md, "Trees, names, templates").
+"""The Jinja2 filters recipes use (docs/recipes.md, "Filters").
 
 Each filter is a plain function of strings and lists, so recipes written for stal/IX read the
 same here. They are registered on the recipe environment by `FILTERS`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os.path
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jinja2
@@ -29,7 +29,9 @@ def jl(value: str) -> Any:
 
 
 def jd(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+    """JSON of a value, keys in the order given (as stal/IX: recipes build descriptors with
+    it, and the order shows in rendered scripts)."""
+    return json.dumps(value)
 
 
 def basename(value: str) -> str:
@@ -41,8 +43,8 @@ def dirname(value: str) -> str:
 
 
 def lines(value: str) -> list[str]:
-    """The non-empty lines, stripped."""
-    return [line.strip() for line in str(value).splitlines() if line.strip()]
+    """The lines of the text with its outer blanks stripped (inner lines kept as they are)."""
+    return str(value).strip().split("\n")
 
 
 def strip(value: str) -> str:
@@ -57,68 +59,93 @@ def strip_suffix(value: str, suffix: str) -> str:
     return value[: -len(suffix)] if suffix and value.endswith(suffix) else value
 
 
-def field(value: str, sep: str | int | None = None, index: int = 0) -> str:
-    """`x|field('=', 1)`: the index-th field split by sep; `x|field(1)` splits on blanks."""
-    if isinstance(sep, int):
-        return str(value).split()[sep]
-    return str(value).split(sep)[index]
+def field(value: str, index: int) -> str:
+    """`'3.45.1'|field(1)` → `'45'`: the index-th dot-separated field of a version."""
+    return str(value).split(".")[index]
 
 
-def pad(value: str, width: int, fill: str = " ") -> str:
-    return str(value).ljust(width, fill)
+def pad(value: str, width: int) -> str:
+    """`'45'|pad(4)` → `'4500'`: zeros added on the right up to `width` characters."""
+    return str(value).ljust(width, "0")
 
 
-def add(value: Any, other: Any) -> Any:
-    return value + other
+def add(value: Any, other: Any) -> int:
+    """Integer sum of two numbers or number strings: `'45'|add(1)` → 46."""
+    return int(value) + int(other)
 
 
 def preproc(value: str) -> list[str]:
     """The lines that are neither empty nor `#` comments, stripped."""
-    return [line for line in lines(value) if not line.startswith("#")]
+    result = []
+    for line in str(value).split("\n"):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            result.append(line)
+    return result
 
 
 def fix_list(value: str) -> str:
-    return " ".join(preproc(value))
+    """The items of a list block on one line, one space apart."""
+    text = " ".join(preproc(value))
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text
 
 
 def parse_list(value: str) -> list[str]:
-    return fix_list(value).split()
+    return [item for item in fix_list(value).split(" ") if item]
 
 
 def list_to_json(value: str) -> str:
     return json.dumps(preproc(value))
 
 
-def group_by(items: Sequence[Any], size: int) -> list[list[Any]]:
-    if size < 1:
-        raise ValueError(f"group_by needs a size of at least 1, not {size}")
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+def group_by(items: Iterable[Mapping[str, Any]], key: str) -> dict[Any, list[Any]]:
+    """Items grouped by the value of their `key`, in first-seen order."""
+    groups: dict[Any, list[Any]] = {}
+    for item in items:
+        groups.setdefault(item[key], []).append(item)
+    return groups
 
 
 def parse_urls(value: str) -> list[dict[str, str]]:
-    """`url` lines, each followed by its checksum line (`sha:HEX` or `HEX`) → [{url, md5}].
+    """A fetch block (URLs, each followed by its checksum: `sha:HEX` or `HEX`) → [{url, md5}].
 
-    The field is called md5 for compatibility with stal/IX; it holds the sha256.
+    A word with `://` is a URL, any other word the checksum of the URL before it. The field
+    is called md5 for compatibility with stal/IX; it holds the sha256.
     """
-    items = preproc(value)
-    if len(items) % 2:
-        raise ValueError(f"fetch block: every URL needs a checksum line after it; got {items!r}")
     result = []
-    for url, checksum in group_by(items, 2):
-        result.append({"url": url, "md5": strip_prefix(checksum, "sha:")})
+    current: dict[str, str] = {}
+    for word in fix_list(value).split(" "):
+        if "://" in word:
+            current["url"] = word
+        else:
+            current["md5"] = strip_prefix(word, "sha:")
+        if len(current) == 2:
+            result.append(current)
+            current = {}
     return result
 
 
-def fjoin(items: Iterable[Any], sep: str = " ") -> str:
-    """Join the non-empty items."""
-    return sep.join(str(i).strip() for i in items if str(i).strip())
+def fjoin(items: Iterable[Any], sep: str) -> str:
+    return sep.join(items)
 
 
-def defined(value: Any) -> Any:
-    """Fail the render when a value is undefined, naming it."""
+def defined(value: Any, name: str = "") -> Any:
+    """Fail the render when a value is undefined: `{{ user|defined('user') }}` says `user
+    undefined` (and how to provide it, for the drivers stal/IX asks for by switch)."""
     if isinstance(value, jinja2.Undefined):
-        value._fail_with_undefined_error()
+        what = name or getattr(value, "_undefined_name", None) or "value"
+        message = _UNDEFINED_HELP.get(
+            what, f"{what} undefined: set it as a flag, e.g. pkg({what}=VALUE)")
+        raise jinja2.UndefinedError(message)
     return value
+
+
+_UNDEFINED_HELP = {
+    "vulkan": "vulkan undefined: name a vulkan driver with the flag vulkan=PACKAGE",
+    "opengl": "opengl undefined: name an opengl driver with the flag opengl=PACKAGE",
+}
 
 
 FILTERS: dict[str, Callable[..., Any]] = {

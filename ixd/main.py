@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined, as the daemon (only where build users and "
                              "namespaces are unavailable: a build can then do all ixd can)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        dest="settings", type=parse_setting,
+                        help="a name every recipe sees, e.g. default_clang=18 or "
+                             "ix_boot_path=/usr/bin:/bin (docs/recipes.md, \"Settings\")")
     cache = parser.add_argument_group("binary caches (docs/cache.md)")
     cache.add_argument("--cache", action="append", default=[], metavar="URL",
                        help="substitute from this cache (s3://BUCKET/PREFIX?endpoint=...&"
@@ -127,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_setting(text: str) -> tuple[str, str]:
+    """`NAME=VALUE` of `--set`: a flag name and any value (the admin's, not a client's)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"--set {text!r}: write NAME=VALUE, NAME a letter or "
+                                         f"_ followed by letters, digits or _")
+    return name, value
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     overlays = tuple(p.resolve() for p in args.overlay) or (DEFAULT_OVERLAY,)
     for overlay in overlays:
@@ -148,7 +161,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
                   min_free=args.min_free, frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
-                  db_busy_timeout=args.db_busy_timeout,
+                  db_busy_timeout=args.db_busy_timeout, settings=tuple(args.settings),
                   cache=CacheSettings(tuple(args.cache), args.push, tuple(args.trusted_key),
                                       args.signing_key, args.cache_credentials),
                   cluster=ClusterSettings(args.dask, args.dask_scheduler_file,

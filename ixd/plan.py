@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ixd.layout import Layout
@@ -88,3 +88,42 @@ def realm_plan(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
                layout: Layout) -> Plan:
     node = realm_node(realm, packages, meta, layout)
     return Plan((*package_nodes(packages, layout), node), (node.uid,))
+
+
+#: a streamed plan's events stay far below the wire's frame limit (16 MiB)
+BATCH_BYTES = 2 << 20
+BATCH_NODES = 256
+
+
+def node_batches(plan: Plan) -> Iterator[list[dict[str, Any]]]:
+    """The plan's nodes as JSON, in order, in batches of at most BATCH_NODES nodes and about
+    BATCH_BYTES (a node alone may be bigger): one `plan-nodes` event each."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for node in plan.nodes:
+        data = node.to_json()
+        weight = len(node.stdin) + sum(len(k) + len(v) for k, v in node.env.items()) + 512
+        if batch and (size + weight > BATCH_BYTES or len(batch) >= BATCH_NODES):
+            yield batch
+            batch, size = [], 0
+        batch.append(data)
+        size += weight
+    if batch:
+        yield batch
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """`ixc plan --summary`: what the plan holds, without the nodes."""
+    kinds: dict[str, int] = {}
+    for node in plan.nodes:
+        kinds[node.kind] = kinds.get(node.kind, 0) + 1
+    builds = [n for n in plan.nodes if n.kind == "build"]
+    return {
+        "targets": list(plan.targets),
+        "nodes": len(plan.nodes),
+        "by_kind": kinds,
+        "packages": sorted({n.name for n in builds}),
+        "sources": sorted({s.url for n in plan.nodes if n.kind == "fetch" for s in n.sources}),
+        "script_bytes": sum(len(n.stdin) for n in builds),
+        "network_builds": sum(1 for n in builds if n.net),
+    }

@@ -1,6 +1,6 @@
 """Realms as pure data: a realm's state, the patches that change it, and their wire form.
 
-A realm (RECIPES.md, "Realms") is an ordered list of entries plus realm-wide flags. An entry is
+A realm (docs/recipes.md, "Realms") is an ordered list of entries plus realm-wide flags. An entry is
 a selector, whose flags are part of its identity (`bin/foo(k=v)` and `bin/foo` are two
 entries), plus the flags set on it with `--k=v`. The front of the list is the most recently
 added entry and wins when two entries provide the same file.

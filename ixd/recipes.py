@@ -27,6 +27,7 @@ import jinja2
 
 from ixd.errors import RecipeError, RecipeNotFound
 from ixd.filters import FILTERS
+from ixd.mounts import Mount, load_mount
 
 _INCLUDE_LINE = re.compile(r"""^[ \t]*\{%-?\s*include\s+(['"])(?P<name>[^'"]+)\1\s*-?%\}[ \t]*$""",
                            re.MULTILINE)
@@ -71,17 +72,31 @@ class OverlayLoader(jinja2.BaseLoader):
                 return candidate
         return None
 
+    def read(self, name: str) -> tuple[str, tuple[Path, ...]] | None:
+        """The text of a tree file and the files it comes from: the file itself, or, for a
+        name in a folder with a mount (`pip/x/ix.sh`), the mount's files."""
+        for overlay in self.overlays:
+            candidate = overlay / name
+            if candidate.is_file():
+                return candidate.read_text(), (candidate,)
+            first, sep, rest = name.partition("/")
+            if sep:
+                mount = self._tree.mount(overlay / first)
+                if mount is not None and (text := mount.serve(rest)) is not None:
+                    return text, mount.files
+        return None
+
     def get_source(
         self, environment: jinja2.Environment, template: str
     ) -> tuple[str, str, Callable[[], bool]]:
-        path = self.find(template)
-        if path is None:
+        found = self.read(template)
+        if found is None:
             raise jinja2.TemplateNotFound(template)
-        files: set[Path] = {path}
-        source = self._expand_includes(path.read_text(), template, files, depth=0)
+        text, origin = found
+        files: set[Path] = set(origin)
+        source = self._expand_includes(text, template, files, depth=0)
         self._tree._record_files(template, files)
-        versions = self._tree.file_versions(files)
-        return source, str(path), lambda: self._tree.file_versions(files) == versions
+        return source, str(origin[0]), self._tree.up_to_date_check(files)
 
     def _expand_includes(self, text: str, name: str, files: set[Path], depth: int) -> str:
         if depth > _MAX_INCLUDE_DEPTH:
@@ -91,15 +106,20 @@ class OverlayLoader(jinja2.BaseLoader):
             target = join_template_path(match.group("name"), name)
             as_base64 = target.endswith("/base64")
             file_name = target[: -len("/base64")] if as_base64 else target
-            path = self.find(file_name)
-            if path is None:
+            if as_base64:
+                path = self.find(file_name)
+                if path is None:
+                    raise RecipeError(f"{name}: included file {match.group('name')!r} not "
+                                      f"found (looked for {file_name} in every overlay)")
+                files.add(path)
+                return base64.b64encode(path.read_bytes()).decode("ascii")
+            found = self.read(file_name)
+            if found is None:
                 raise RecipeError(f"{name}: included file {match.group('name')!r} not found "
                                   f"(looked for {file_name} in every overlay)")
-            files.add(path)
-            if as_base64:
-                return base64.b64encode(path.read_bytes()).decode("ascii")
-            included = path.read_text()
-            return self._expand_includes(included, file_name, files, depth + 1).rstrip("\n")
+            included, origin = found
+            files.update(origin)
+            return self._expand_includes(included, file_name, files, depth + 1).strip()
 
         return _INCLUDE_LINE.sub(replace, text)
 
@@ -139,20 +159,33 @@ class IxHelper:
 
     def load_file(self, name: str) -> str:
         target = join_template_path(name, self._folder + "/x")
-        path = self._tree.loader.find(target)
-        if path is None:
+        found = self._tree.loader.read(target)
+        if found is None:
             raise RecipeError(f"ix.load_file: {name!r} not found beside {self._folder}")
-        self._files.add(path)
-        return path.read_text()
+        text, origin = found
+        self._files.update(origin)
+        return text
+
+    def error(self, message: str) -> None:
+        """`{{ ix.error('why') }}`: the recipe refuses to render, saying why."""
+        raise RecipeRefused(str(message))
+
+
+class RecipeRefused(Exception):
+    """A recipe's own `ix.error(...)`."""
 
 
 class RecipeTree:
     """The overlays and a Jinja environment over them. Thread-safe for rendering."""
 
-    def __init__(self, overlays: Sequence[Path]) -> None:
+    def __init__(self, overlays: Sequence[Path], bytecode_dir: Path | None = None) -> None:
         if not overlays:
             raise RecipeError("no recipe overlays configured")
         self._versions: dict[Path, int] = {}
+        self._mounts: dict[Path, Mount | None] = {}
+        self._file_sets: dict[frozenset[Path], frozenset[Path]] = {}
+        #: how many invalidations there were: a template loaded since the last is up to date
+        self._generation = 0
         self._lock = threading.Lock()
         self._files_of_template: dict[str, frozenset[Path]] = {}
         self.loader = OverlayLoader(overlays, self)
@@ -164,6 +197,7 @@ class RecipeTree:
             auto_reload=True,
             cache_size=-1,
             autoescape=False,
+            bytecode_cache=_bytecode_cache(bytecode_dir),
         )
         self.env.filters.update(FILTERS)
 
@@ -171,18 +205,48 @@ class RecipeTree:
     def overlays(self) -> list[Path]:
         return self.loader.overlays
 
+    def mount(self, folder: Path) -> Mount | None:
+        """The generated recipes of a tree folder with a mount.py (cached until its files
+        change)."""
+        with self._lock:
+            if folder not in self._mounts:
+                self._mounts[folder] = load_mount(folder)
+            return self._mounts[folder]
+
     def _record_files(self, template: str, files: Iterable[Path]) -> None:
         with self._lock:
             self._files_of_template[template] = frozenset(files)
 
     def file_versions(self, files: Iterable[Path]) -> tuple[int, ...]:
-        return tuple(self._versions.get(f, 0) for f in sorted(files))
+        """The versions of `files`, in the order given."""
+        return tuple(self._versions.get(f, 0) for f in files)
+
+    def up_to_date_check(self, files: Iterable[Path]) -> Callable[[], bool]:
+        """Jinja's check, on every use of a loaded template, that none of `files` changed
+        since: one comparison while nothing at all was invalidated since the last check."""
+        files = tuple(sorted(files))
+        versions = self.file_versions(files)
+        checked = [self._generation]
+
+        def up_to_date() -> bool:
+            generation = self._generation
+            if checked[0] == generation:
+                return True
+            if self.file_versions(files) != versions:
+                return False
+            checked[0] = generation
+            return True
+
+        return up_to_date
 
     def invalidate(self, paths: Iterable[Path]) -> None:
         """Make Jinja reload the templates that read `paths` on next use."""
         with self._lock:
+            self._generation += 1
+            self._file_sets.clear()  # sets of dropped renders go with them
             for path in paths:
                 self._versions[path] = self._versions.get(path, 0) + 1
+                self._mounts.pop(path.parent, None)
 
     def render(self, package_name: str, context: Mapping[str, Any]) -> Rendered:
         """Render a package's recipe to its descriptor dict."""
@@ -196,6 +260,9 @@ class RecipeTree:
             text = self.env.get_template(template_name).render(ctx)
         except RecipeError:
             raise
+        except RecipeRefused as exc:
+            raise RecipeError(f"{_where(exc, template_name)}: recipe of {package_name!r} "
+                              f"refuses to render: {exc}") from None
         except jinja2.TemplateNotFound as exc:
             if exc.name == template_name:
                 raise RecipeNotFound(
@@ -226,7 +293,19 @@ class RecipeTree:
             files = set(extra_files)
             for name in loaded:
                 files |= self._files_of_template.get(name, frozenset())
-        return Rendered(descriptor, frozenset(files))
+            # renders of one template family read the same files: one set for all of them
+            shared = self._file_sets.setdefault(frozenset(files), frozenset(files))
+        return Rendered(descriptor, shared)
+
+
+def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
+    """Compiled templates kept across daemon restarts, in a folder only the daemon's user can
+    write (what is loaded from it is run as code)."""
+    if folder is None:
+        return None
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return jinja2.FileSystemBytecodeCache(str(folder))
 
 
 def _where(exc: BaseException, fallback: str) -> str:

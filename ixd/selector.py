@@ -1,4 +1,4 @@
-"""Package names, selectors and flags (RECIPES.md, "Selectors and flags").
+"""Package names, selectors and flags (docs/recipes.md, "Selectors and flags").
 
 A selector is `name` or `name(k=v,k2=v2)`: a package name plus string flags. Everything here is
 pure and imports only `collections.abc`, `ixd.platforms`, `ixd.record` and `ixd.errors`
@@ -64,15 +64,26 @@ _FLAG_KEY_CHARS = frozenset(_LETTERS + _DIGITS + "_")
 #: what a flag value may hold: recipes paste values into build scripts as they are (`echo
 #: {{ style }}`), so none of these means anything to a shell, quoted or not
 FLAG_VALUE_CHARS = frozenset(_LETTERS + _DIGITS + "_.+-:/@%")
+#: what a flag value written by a recipe (not a client) may hold besides: stal/IX's recipes
+#: pass lists as `bins=a;b` and commands as `srv_command=exec x -f`. A recipe's text is as
+#: trusted as the tree, and the client values it may paste into a selector are held to
+#: FLAG_VALUE_CHARS, so a `;` here is the recipe's own
+RECIPE_FLAG_VALUE_EXTRA = "; !\"#$&'*<=>?[\\]^`{|}~"
+#: all of a recipe's flag value characters: printable ASCII but `(`, `)` and `,`
+RECIPE_FLAG_VALUE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7f)) - frozenset("(),")
 #: the longest flag value, in bytes (the characters above are one byte each)
 FLAG_VALUE_MAX = 256
+#: the longest flag value a recipe may write (stal/IX's pass base64 scripts as flags)
+RECIPE_FLAG_VALUE_MAX = 16384
 
 #: flags that apply to one level of the dependency graph only and are never passed on
 ONE_LEVEL_FLAGS = frozenset(
-    {"setx", "help", "verbose", "stage", "rebuild", "nostrip", "show_script", "simulate_failure"}
+    {"setx", "help", "verbose", "stage", "rebuild", "nostrip", "show_script", "simulate_failure",
+     "molot", "skipsrc_one"}
 )
 
-#: the package kinds, by the first path component of a name
+#: the package kinds, by the first path component of a name; any other first component
+#: (`pip`) is a kind of its own name, as in stal/IX
 KINDS: Mapping[str, str] = {
     "bin": "bin",
     "bld": "bin",
@@ -80,6 +91,7 @@ KINDS: Mapping[str, str] = {
     "lib": "lib",
     "aux": "aux",
     "set": "set",
+    "pip": "pip",
 }
 
 #: names every render context holds, set by the engine (`PackageGraph._context`, the `ix`
@@ -87,7 +99,8 @@ KINDS: Mapping[str, str] = {
 #: (`kind=lib` makes `{% if lib %}` true in a program) while ix decides them
 ENGINE_NAMES = frozenset(
     {"host", "target", "name", "basename", "uniq_id", "native", "tool", "kind",
-     "host_versions", "ix"}
+     "host_versions", "ix", "boot", "ix_boot_tool", "ix_boot_path", "ix_extract", "ix_dir",
+     "ix_trash_dir", "isfile", "intro", "stalix"}
     | set(KINDS.values()) | platforms.OS_NAMES | platforms.ARCH_NAMES
 )
 #: the engine names a client may still set, to a platform name: what to build for
@@ -162,23 +175,27 @@ def validate_flag_key(key: str) -> str:
     return key
 
 
-def validate_flag_value(value: str, key: str = "") -> str:
+def validate_flag_value(value: str, key: str = "", *, from_recipe: bool = False) -> str:
     """Return `value` if it can be a flag value, else raise `BadFlag` naming the flag and the
     first character it may not hold.
 
     Flags are data that recipes paste into build scripts, so a value holds only letters,
     digits and `_ . + - : / @ %` (ASCII; none of them is special to a shell, inside double
     quotes or outside), at most 256 of them; the empty value is fine. This covers flags from
-    clients and from recipes alike. `key` only makes the message better.
+    clients and from recipes alike, except that a recipe may also write the rest of printable
+    ASCII but `( ) ,` (`from_recipe`, RECIPE_FLAG_VALUE_CHARS), up to RECIPE_FLAG_VALUE_MAX.
+    `key` only makes the message better.
     """
     what = f"value of flag {key!r}" if key else "flag value"
     if not isinstance(value, str):
         raise BadFlag(f"{what} {value!r} is not a string")
-    if len(value) > FLAG_VALUE_MAX:
+    limit = RECIPE_FLAG_VALUE_MAX if from_recipe else FLAG_VALUE_MAX
+    if len(value) > limit:
         raise BadFlag(f"{what} {value[:40]!r}... is {len(value)} characters long; the limit "
-                      f"is {FLAG_VALUE_MAX}")
-    if not FLAG_VALUE_CHARS.issuperset(value):
-        bad = next(c for c in value if c not in FLAG_VALUE_CHARS)
+                      f"is {limit}")
+    allowed = RECIPE_FLAG_VALUE_CHARS if from_recipe else FLAG_VALUE_CHARS
+    if not allowed.issuperset(value):
+        bad = next(c for c in value if c not in allowed)
         raise BadFlag(f"{what} {value!r} contains {bad!r}; a flag value may hold only "
                       "letters, digits and _ . + - : / @ % (recipes paste flags into build "
                       "scripts as they are)")
@@ -207,22 +224,21 @@ def check_client_flags(flags: Iterable[tuple[str, str]]) -> None:
 
 
 def kind_of(name: str) -> str:
-    """The kind of a package from its first path component: `bld` and `etc` are `bin`; `lib`,
-    `aux`, `set` and `bin` are themselves; anything else raises `BadName`."""
-    first = name.split("/", 1)[0]
-    kind = KINDS.get(first)
-    if kind is None:
-        raise BadName(
-            f"{first!r} in {name!r} is not a package kind; a package name starts with one of"
-            f" {', '.join(sorted(KINDS))}"
-        )
-    return kind
+    """The kind of a package from its first path component: `bld` and `etc` are `bin`; any
+    other (`lib`, `aux`, `set`, `bin`, `pip`, ...) is itself, as in stal/IX. A name without a
+    folder is its own kind (`bin`); the empty name raises `BadName`."""
+    first = name.partition("/")[0]
+    if not first:
+        raise BadName(f"package name {name!r} has no kind: a package name is KIND/NAME, "
+                      f"e.g. bin/{name}")
+    return KINDS.get(first, first)
 
 
 # --- flags ---------------------------------------------------------------------------------
 
 
-def normalize_flags(flags: Mapping[str, str] | Iterable[tuple[str, str]]) -> Flags:
+def normalize_flags(flags: Mapping[str, str] | Iterable[tuple[str, str]], *,
+                    from_recipe: bool = False) -> Flags:
     """Validate flags and return them as sorted (key, value) pairs.
 
     A mapping is taken as it is; pairs must have unique keys (`BadName` otherwise).
@@ -234,7 +250,7 @@ def normalize_flags(flags: Mapping[str, str] | Iterable[tuple[str, str]]) -> Fla
             raise BadName(f"flag {pair!r} is not a (key, value) pair")
         key, value = pair
         validate_flag_key(key)
-        validate_flag_value(value, key)
+        validate_flag_value(value, key, from_recipe=from_recipe)
         if key in seen:
             raise BadName(f"flag {key!r} is given twice")
         seen.add(key)
@@ -282,17 +298,20 @@ class Selector(Record):
         return f"{self.name}({flags_text(self.flags)})"
 
 
-def parse_selector(text: str) -> Selector:
+def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
     """Parse `name` or `name(k=v,k2=v2)` into a `Selector`.
 
     Inside the parentheses a bare `k` means `k=1`, spaces and tabs around items, keys and values
     are ignored, and a key given twice takes its later value. Anything else (unbalanced or nested
     parentheses, text after `)`, an empty item, a bad name, key or value) raises `BadName`
-    naming the text.
+    naming the text. `from_recipe`: the text is a recipe's (its flag values may also hold
+    RECIPE_FLAG_VALUE_CHARS); never for what a client sends.
     """
     if not isinstance(text, str):
         raise BadName(f"selector {text!r} is not a string")
     name, body = _split_selector(text)
+    if from_recipe:
+        name = _recipe_path(name)
     try:
         validate_package_name(name)
         flags: dict[str, str] = {}
@@ -301,10 +320,31 @@ def parse_selector(text: str) -> Selector:
                 key, sep, value = (part.strip(" \t") for part in item.partition("="))
                 if not key and not sep:
                     raise BadName("an empty flag item")
-                flags[validate_flag_key(key)] = validate_flag_value(value, key) if sep else "1"
+                flags[validate_flag_key(key)] = (
+                    validate_flag_value(value, key, from_recipe=from_recipe) if sep else "1")
     except BadName as err:  # BadFlag stays BadFlag
         raise type(err)(f"selector {text!r}: {err.message}") from None
+    if from_recipe:
+        return recipe_selector(name, flags)
     return Selector(name, tuple(flags.items()))
+
+
+def _recipe_path(name: str) -> str:
+    """A name as a recipe may write it: `lib/{{ x }}/trim` with `x` undefined is `lib//trim`,
+    which stal/IX opens as the path `lib/trim` (and `bld/python/` as `bld/python`)."""
+    while "//" in name:
+        name = name.replace("//", "/")
+    return name.rstrip("/") if name != "/" else name
+
+
+def recipe_selector(name: str, flags: Mapping[str, str] | Iterable[tuple[str, str]]) -> Selector:
+    """A selector a recipe wrote (or the engine made from one): its flag values are checked
+    against the recipe charset (`validate_flag_value(from_recipe=True)`), not the client's.
+    Never for what a client sends."""
+    selector = object.__new__(Selector)
+    object.__setattr__(selector, "name", validate_package_name(name))
+    object.__setattr__(selector, "flags", normalize_flags(flags, from_recipe=True))
+    return selector
 
 
 def _split_selector(text: str) -> tuple[str, str | None]:
@@ -343,7 +383,7 @@ def child_flags(
 
     `parent` is the parent's full flags (its `target` included, if it has one); `written` is
     the flags the recipe wrote in the dependency's selector; `host_target` is the host's
-    `target` value. Following RECIPES.md:
+    `target` value. Following docs/recipes.md:
 
     | edge                                  | the dependency is loaded with                   |
     |---------------------------------------|-------------------------------------------------|

@@ -165,6 +165,10 @@ def test_dep_and_plan(daemon: RunningDaemon) -> None:
     assert len(greet) == 1 and greet[0]["uid"] in plan["targets"]
     assert set(greet[0]) >= {"uid", "inputs", "outputs", "command", "deps"}
     assert "pool" not in greet[0]
+    # the nodes came as events (a big plan outgrows one frame); --summary leaves them out
+    summary = json.loads(daemon.ixc("plan", "--summary", "bin/greet").stdout)
+    assert summary["nodes"] == len(plan["nodes"]) and summary["targets"] == plan["targets"]
+    assert "bin/greet" in summary["packages"] and summary["by_kind"]["build"] >= 3
 
 
 def test_static_policy_refuses_dynamic_programs(daemon: RunningDaemon) -> None:

@@ -123,19 +123,22 @@ def test_flag_that_renders_nothing_keeps_the_uid(overlay: Path, tmp_path: Path) 
 
 def test_library_closure_is_transitive_and_dependencies_first(overlay: Path,
                                                               tmp_path: Path) -> None:
+    """The closure lists users before what they use (stal/IX's order); IX_T_DIR, which the
+    build reads, is the reverse: dependencies first."""
     app = graph_for(overlay, tmp_path).load(parse_selector("bin/app"))
     names = [p.name for p in app.target_libs]
     assert set(names) == {"lib/a", "lib/b", "lib/c", "lib/induced"}
-    assert names.index("lib/c") < names.index("lib/b") < names.index("lib/a")
+    assert names.index("lib/c") > names.index("lib/b") > names.index("lib/a")
     t_dirs = app.node.env["IX_T_DIR"].split(":") if app.node else []
-    assert [d.rsplit("-lib-", 1)[1] for d in t_dirs] == [n.split("/")[1] for n in names]
+    assert [d.rsplit("-lib-", 1)[1] for d in t_dirs] == [n.split("/")[1]
+                                                         for n in reversed(names)]
     # what a library drags along is part of its users' build inputs and uid
     assert {p.uid for p in app.target_libs} <= set(app.node.deps if app.node else ())
 
 
 def test_library_run_closure_carries_its_lib_deps(overlay: Path, tmp_path: Path) -> None:
     lib = graph_for(overlay, tmp_path).load(parse_selector("lib/a"))
-    assert [p.name for p in lib.lib_closure] == ["lib/c", "lib/b"]
+    assert [p.name for p in lib.lib_closure] == ["lib/b", "lib/c"]  # users first
     assert [p.name for p in lib.run_closure] == ["lib/c", "lib/b", "lib/a"]
 
 
@@ -268,7 +271,9 @@ def test_uids_are_identical_across_processes(overlay: Path, tmp_path: Path) -> N
     selectors = ["bin/app(opt=1)", "set/both", "lib/a"]
     graph = PackageGraph(RecipeTree([overlay, PROJECT_PKGS]), tmp_path / "store")
     here = [graph.load(parse_selector(s)).uid for s in selectors]
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C"}  # nothing of ours
+    # nothing of ours but the code under test
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run(
         [sys.executable, "-c", _UID_SCRIPT, str(overlay), str(PROJECT_PKGS),
          str(tmp_path / "store"), *selectors],
@@ -314,3 +319,34 @@ def test_plan_is_plain_data_with_dependencies_first(overlay: Path, tmp_path: Pat
         assert "pool" not in node
     assert set(data["targets"]) <= seen
     assert {p.uid for p in packages[0].run_closure if p.buildable} == set(data["targets"])
+
+
+def test_streamed_plan_batches_keep_every_node_in_order_and_stay_small(
+        overlay: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ixd import plan as planning
+
+    graph = graph_for(overlay, tmp_path)
+    plan = build_plan(graph.load_all([parse_selector("set/both")]), Layout(tmp_path))
+    assert len(plan.nodes) >= 3
+    monkeypatch.setattr(planning, "BATCH_NODES", 2)
+    batches = list(planning.node_batches(plan))
+    assert [n["uid"] for b in batches for n in b] == [n.uid for n in plan.nodes]
+    assert all(1 <= len(b) <= 2 for b in batches) and len(batches) >= 2
+    summary = planning.plan_summary(plan)
+    assert summary["nodes"] == len(plan.nodes) and summary["targets"] == list(plan.targets)
+    assert sum(summary["by_kind"].values()) == len(plan.nodes)
+
+
+def test_a_dependents_render_is_reused_after_a_dependency_changes(overlay: Path,
+                                                                  tmp_path: Path) -> None:
+    """Editing a library re-renders that library only: its users get new closures and uids
+    from their kept renders (issue 13: re-plan after one deep edit)."""
+    graph = graph_for(overlay, tmp_path)
+    app = graph.load(parse_selector("bin/app"))
+    renders = graph.renders
+    lib_c = overlay / "lib" / "c" / "ix.sh"
+    lib_c.write_text(lib_c.read_text().replace("echo c", "echo c2"))
+    dropped = graph.invalidate_files([lib_c])
+    again = graph.load(parse_selector("bin/app"))
+    assert dropped >= 3 and graph.renders == renders + 1
+    assert again.uid != app.uid and again.descriptor == app.descriptor

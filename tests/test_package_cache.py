@@ -60,12 +60,17 @@ def check_consistent(g: PackageGraph) -> None:
         assert dep in cached and dependents and dependents <= cached
         for parent in dependents:
             assert dep in g._packages[parent].deps
+    # the file index finds every cached package, and every render kept for a package that a
+    # changed dependency dropped (to be reused when it is loaded again), and nothing else
+    rendered = set(g._renders)
     for keys in g._by_file.values():
-        assert keys and keys <= cached
+        assert keys and keys <= cached | rendered
+    for key, (_, files) in g._renders.items():
+        assert all(key in g._by_file[f] for f in files)
 
 
 def test_the_default_bound() -> None:
-    assert DEFAULT_MAX_PACKAGES == 20_000
+    assert DEFAULT_MAX_PACKAGES == 60_000
     with pytest.raises(ValueError, match="room for a package"):
         PackageGraph(RecipeTree([PROJECT_PKGS]), Path("/nonexistent"), HOST, max_packages=0)
 

@@ -27,7 +27,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -134,23 +133,14 @@ def test_cc_clang_selects_clang_for_the_package_and_its_libc(tmp_path: Path) -> 
     assert graph.load(parse_selector("bin/lua(unused=1)")).uid == default.uid
 
 
-def test_host_tool_versions_change_the_uids(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_tool_versions_change_the_uids(tmp_path: Path) -> None:
     """The recipes stamp `host_versions` (tool -> version, from the daemon's render context)
     into every bld/host wrapper's script: a host upgrade rebuilds what depends on it."""
-    original = PackageGraph._context
     uids = []
     for version in ("gcc (Debian 12.2.0-14) 12.2.0", "gcc (Debian 12.2.0-15) 12.2.0"):
         versions: defaultdict[str, str] = defaultdict(lambda v=version: v)  # type: ignore[misc]
-
-        def context(self: PackageGraph, name: str, flags: Any,
-                    versions: Any = versions) -> dict[str, Any]:
-            result = original(self, name, flags)
-            result["host_versions"] = versions
-            return result
-
-        monkeypatch.setattr(PackageGraph, "_context", context)
         graph = _graph(tmp_path)
+        graph.host_versions = versions  # type: ignore[assignment]
         cc = graph.load(parse_selector("bld/host/cc"))
         assert version in (cc.descriptor.script_data or "")
         uids.append((cc.uid, graph.load(parse_selector("bin/hello")).uid))

@@ -36,7 +36,7 @@ if [ -z "${IX_LIBC:-}" ] || [ ! -f "$IX_LIBC/lib/libc.a" ]; then
          "lib/c must be among the build's target libraries" >&2
     exit 1
 fi
-exec "@CLANG@" --target={{ target.gnu.three }} --sysroot="$IX_LIBC" -static "$@"
+exec "@CLANG@" --target={{ target.gnu_arch }}-unknown-linux-musl --sysroot="$IX_LIBC" -static "$@"
 IX_WRAPPER
     /bin/chmod +x "$out/bin/$name"
 done

@@ -1,0 +1,103 @@
+"""ix renders stal/IX's own tree as stal/IX's `ix` does (issue 11).
+
+For a few targets, golden facts recorded from the reference (tests/stalix_golden/record.py
+says how) are checked against ix's packages loaded from ../shared/stalix/pkgs: the package
+names of the build closure, the number of build nodes (one per distinct stal/IX build), the
+source URLs, and for each build node a hash of its script (store paths, uids and settings
+masked) and of the package names in its IX_B_DIR, IX_H_DIR and IX_T_DIR, in order.
+The CI set covers linux-x86_64, linux-aarch64, linux-riscv64, mingw-w64-x86_64 and
+freebsd-x86_64.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ixd.packages import PackageGraph, walk_closure
+from ixd.recipes import RecipeTree
+from ixd.selector import parse_selector
+from tests.daemon_harness import start_daemon
+from tests.stalix_facts import differences, ix_facts
+
+GOLDEN = Path(__file__).resolve().parent / "stalix_golden"
+STALIX_PKGS = Path(os.environ.get(
+    "IX_STALIX_PKGS", Path(__file__).resolve().parents[2] / "shared" / "stalix" / "pkgs"))
+
+TARGETS = sorted(p.stem for p in GOLDEN.glob("*.json"))
+
+
+def golden(stem: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((GOLDEN / f"{stem}.json").read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def tree() -> RecipeTree:
+    if not (STALIX_PKGS / "die").is_dir():
+        pytest.skip(f"stal/IX's tree is not at {STALIX_PKGS} (set IX_STALIX_PKGS)")
+    boot_path = golden(TARGETS[0])["settings"]["ix_boot_path"]
+    for tool in ("clang-cpp", "lld", "llvm-ar"):
+        if shutil.which(tool, path=boot_path) is None:
+            pytest.skip(f"{tool} is not on {boot_path}: install clang-14 and lld-14 "
+                        f"(.ci/setup does)")
+    return RecipeTree([STALIX_PKGS])
+
+
+def test_golden_files_cover_the_ci_set_and_the_small_targets() -> None:
+    assert {"bin_b64", "bin_curl", "set_stalix", "set_ci"} <= set(TARGETS)
+    ci = golden("set_ci")
+    assert ci["build_nodes"] > 3000 and len(ci["urls"]) > 1000
+
+
+@pytest.mark.parametrize("stem", TARGETS)
+def test_ix_renders_the_tree_as_stalix_does(stem: str, tree: RecipeTree,
+                                            tmp_path: Path) -> None:
+    expected = golden(stem)
+    store = tmp_path / "store"
+    graph = PackageGraph(tree, store, host="linux-x86_64", settings=expected["settings"],
+                         max_packages=1_000_000)
+    selector = parse_selector(expected["target"]).with_flags(expected["flags"])
+    package = graph.load(selector)
+    uids = {p.uid for p in graph._packages.values()}
+    actual = ix_facts(walk_closure([package]), str(store), {}, uids)
+    assert differences(expected, actual) == []
+    assert actual["build_nodes"] == expected["build_nodes"]
+
+
+def test_a_changed_script_is_told_apart(tree: RecipeTree, tmp_path: Path) -> None:
+    """The comparison can fail: one rendered setting changed shows in the node it reaches."""
+    expected = golden("bin_b64")
+    settings = {**expected["settings"], "ix_trash_dir": "/elsewhere/trash"}
+    store = tmp_path / "store"
+    graph = PackageGraph(tree, store, host="linux-x86_64", settings=settings)
+    package = graph.load(parse_selector(expected["target"]).with_flags(expected["flags"]))
+    found = differences(expected, ix_facts(walk_closure([package]), str(store), {}, set()))
+    assert found and all("differs: script" in line or line.startswith("extra node")
+                         for line in found)
+
+
+def test_ixd_answers_dep_and_plan_for_the_tree_as_it_is(tree: RecipeTree,
+                                                        tmp_path: Path) -> None:
+    """A real ixd on the unchanged tree (no shim overlay): `dep`, `plan --summary` and the
+    streamed `plan` of bin/curl agree with the reference."""
+    expected = golden("bin_curl")
+    sets = [word for k, v in expected["settings"].items() for word in ("--set", f"{k}={v}")]
+    daemon = start_daemon(tmp_path / "root", overlays=(STALIX_PKGS,), extra=sets)
+    try:
+        selector = str(parse_selector(expected["target"]).with_flags(expected["flags"]))
+        deps = json.loads(daemon.ixc("--json", "dep", selector).stdout)["packages"]
+        built = {p["out"].rsplit("/", 1)[1].split("-", 1)[1] for p in deps if p["out"]}
+        assert built == set(expected["names"])
+        summary = json.loads(daemon.ixc("plan", "--summary", selector).stdout)
+        assert summary["by_kind"]["build"] == expected["build_nodes"]
+        assert summary["sources"] == expected["urls"]
+        plan = json.loads(daemon.ixc("plan", selector).stdout)
+        assert len(plan["nodes"]) == summary["nodes"]
+    finally:
+        assert daemon.stop() == 0, daemon.log.read_text()
