@@ -102,6 +102,7 @@ async def run_build(
     limits: BuildLimits | None = None,
     on_exit: Callable[[], None] | None = None,
     expect_hash: str | None = None,
+    keep_log: bool = False,
 ) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
@@ -110,7 +111,8 @@ async def run_build(
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
     impossible. `on_exit()` is called once the command has ended, before its output is
     canonicalised and moved. With `expect_hash`, an output of any other content hash is
-    refused (BuildFailed caused by ContentMismatch) and never reaches the store. On trio
+    refused (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`:
+    the command's output goes after what the log already holds. On trio
     cancellation the build's processes are killed and waited for, its files removed, and
     Cancelled re-raised.
     """
@@ -158,7 +160,7 @@ async def run_build(
     timeout = max(limits.timeout, node.timeout)
     try:
         # Log writes are small and go to a local file: plain blocking I/O is fine here.
-        with open(log_path, "w+b") as log_file:  # noqa: ASYNC230
+        with open(log_path, "a+b" if keep_log else "w+b") as log_file:  # noqa: ASYNC230
             if user is None:
                 # two lstat calls on the loop; deleting what they find is a thread's work
                 if _exists(store_path) or _exists(scratch):

@@ -188,5 +188,5 @@ class Cluster:
     def _log_event(self, event: tuple[float, dict[str, Any]]) -> None:
         message = event[1]
         lines = message.get("lines")
-        if isinstance(lines, list):
+        if isinstance(lines, (list, tuple)):  # (Dask may send a list as a tuple)
             self.on_log(str(message.get("uid")), [str(line) for line in lines])

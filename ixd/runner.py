@@ -209,7 +209,7 @@ class StoreRunner:
         if node.uid not in hits:
             raise ClusterUnavailable(f"{node.name} ({node.uid}) was built on the cluster but "
                                      f"no cache of this ixd holds it")
-        await self._install(node, build_id, state)
+        await self._install(node, build_id, state, keep_log=True)  # the worker's log stays
 
     def remote_log(self, uid: str, lines: list[str]) -> None:
         """Log lines a worker sent for a remote build (on the event loop)."""
@@ -290,7 +290,8 @@ class StoreRunner:
             raise
         log.info("substitute finished: %s uid=%s", node.name, node.uid)
 
-    async def _install(self, node: Node, build_id: int, state: str) -> None:
+    async def _install(self, node: Node, build_id: int, state: str, *,
+                       keep_log: bool = False) -> None:
         """The node's entry from the cache that holds it: its archive fetched and checked,
         then unpacked like a build (`ixd.unpack`: as a build user, in the sandbox, only the
         signed content reaches the store), and recorded valid with `state`."""
@@ -308,7 +309,7 @@ class StoreRunner:
                     built = await builder.run_build(
                         unpack, self.layout, confine=self.confine, make_thrs=1, user=user,
                         limits=unpack_limits(self.limits, hit.entry.content_size),
-                        expect_hash=hit.entry.content_hash)
+                        expect_hash=hit.entry.content_hash, keep_log=keep_log)
             except BuildFailed as exc:
                 refusal = (CacheHashMismatch if isinstance(exc.__cause__, ContentMismatch)
                            else CacheUnsafeArchive)

@@ -80,6 +80,10 @@ def test_two_ixd_share_one_build_per_uid_across_the_cluster(cluster: Cluster) ->
         assert all(valid_a[u] == valid_b[u] for u in common)
         packages = {u for u in set(valid_a) | set(valid_b) if not _is_realm(u, a, b)}
         assert set(by_uid) == packages
+        # the worker's log came back through Dask's events: `ixc log` shows it here
+        rows = json.loads(a.ixc("--json", "builds", "--limit", "100").stdout)["builds"]
+        a1 = next(r["uid"] for r in rows if "tag=a1" in r["name"] and r["state"] == "remote")
+        assert "slow build a1 starts" in a.ixc("log", a1).stdout
 
 
 def _is_realm(uid: str, *daemons: RunningDaemon) -> bool:
