@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from ixd import auth, gc, logstream, paging
+from ixd import __version__, auth, gc, identity, logstream, paging
 from ixd import plan as planning
 from ixd.assemble import remove_realm_link, switch_realm_link
 from ixd.builder import BuildLimits
@@ -40,6 +40,7 @@ from ixd.errors import (
     UnknownOp,
 )
 from ixd.gc import GcResult
+from ixd.identity import Caller
 from ixd.layout import Layout
 from ixd.nodes import Plan
 from ixd.packages import Package, PackageGraph, walk_closure
@@ -60,25 +61,6 @@ from ixd.treehash import tree_size
 from ixd.watch import watch_tree
 
 log = logging.getLogger("ixd")
-
-VERSION = "0.1.0"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a request: from the socket's peer credentials, never from the client."""
-
-    uid: int
-    gid: int
-    pid: int
-
-    @property
-    def login(self) -> str:
-        """The caller's login; `uidN` for a uid without an account (usable as a realm name,
-        the default realm of such a caller)."""
-        login = auth.ACCOUNTS.login_of(self.uid)
-        return f"uid{self.uid}" if login is None else login
-
 
 @dataclass(frozen=True)
 class Config:
@@ -246,7 +228,7 @@ class Daemon:
 
     def identity(self, caller: Caller) -> auth.Identity:
         login = caller.login
-        admin = caller.uid == auth.ROOT or auth.in_group(login, caller.gid,
+        admin = caller.uid == auth.ROOT or identity.in_group(login, caller.gid,
                                                          self.config.admin_group)
         return auth.Identity(caller.uid, login, admin)
 
@@ -301,7 +283,7 @@ class Daemon:
     # --- ops -------------------------------------------------------------------------------
 
     async def op_ping(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        return {"version": VERSION, "uid": caller.uid, "login": caller.login,
+        return {"version": __version__, "uid": caller.uid, "login": caller.login,
                 "root": str(self.config.root)}
 
     async def op_mut(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
@@ -493,7 +475,7 @@ class Daemon:
             raise NoSuchRealm(f"there is no realm {name!r}; create it with "
                               f"`ixc mut {name} +bin/...`")
         return {"realm": name, "generation": generation.number, "path": generation.path,
-                "state": generation.state, "owner": auth.login_of_uid(int(row["owner"]))}
+                "state": generation.state, "owner": identity.login_of_uid(int(row["owner"]))}
 
     async def op_purge(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         name = self._realm_name(args, caller)
@@ -541,7 +523,7 @@ class Daemon:
         if row is None or not generations:
             raise NoSuchRealm(f"realm {name!r} has no generations")
         return {"realm": name, "current": row["current"] if row else None,
-                "generations": [{**g.to_json(), "by": auth.login_of_uid(g.created_by)}
+                "generations": [{**g.to_json(), "by": identity.login_of_uid(g.created_by)}
                                 for g in generations]}
 
     async def op_rollback(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
@@ -589,7 +571,7 @@ class Daemon:
         page = []
         for flight in flights[offset:offset + limit]:
             node = flight.node
-            waiting = sorted(auth.login_of_uid(u) for u in flight.waiting_uids)
+            waiting = sorted(identity.login_of_uid(u) for u in flight.waiting_uids)
             page.append({
                 "uid": node.uid, "name": node.name, "kind": node.kind,
                 "state": "running" if flight.started else "queued",
@@ -598,7 +580,7 @@ class Daemon:
                 "expected": self.runner.expected_duration(node),
                 "waiting": waiting[:paging.MAX_WAITING_NAMES],
                 "waiting_count": len(waiting),
-                "requested_by": auth.login_of_uid(flight.requested_by),
+                "requested_by": identity.login_of_uid(flight.requested_by),
             })
             if node.uid in self.runner.remote:
                 page[-1]["worker"] = self.runner.remote[node.uid] or "(submitted)"
@@ -630,7 +612,7 @@ class Daemon:
         rows = await trio.to_thread.run_sync(self.db.builds, offset + limit + 1)
         builds, cut = paging.fit(
             {**r, "flags": json.loads(r["flags"] or "{}"),
-             "requested_by": auth.login_of_uid(r["requested_by"])}
+             "requested_by": identity.login_of_uid(r["requested_by"])}
             for r in rows[offset:offset + limit])
         more = cut or len(rows) > offset + limit
         return {"builds": builds, "offset": offset, "limit": limit, "cut": cut,

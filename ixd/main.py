@@ -19,13 +19,14 @@ from pathlib import Path
 
 import trio
 
+from ixd import __version__
 from ixd.builder import BuildLimits
 from ixd.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.buildusers import load_pool
 from ixd.cacheformat import generate_key
 from ixd.cluster import ClusterSettings
 from ixd.confine import check_confinement
-from ixd.daemon import VERSION, Config, Daemon
+from ixd.daemon import Config, Daemon
 from ixd.errors import ConfinementUnavailable, IxError, RootUnsafe
 from ixd.layout import Layout
 from ixd.server import Server, open_unix_listener
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--dask-tls-key", type=Path, metavar="FILE")
     cluster.add_argument("--dask-connect-timeout", type=float, default=10.0, metavar="SECS",
                          help="how long to wait for the scheduler (default 10)")
-    parser.add_argument("--version", action="version", version=f"ixd {VERSION}")
+    parser.add_argument("--version", action="version", version=f"ixd {__version__}")
     return parser
 
 
@@ -194,7 +195,7 @@ async def _serve(daemon: Daemon, socket_path: Path,
         if daemon.pusher is not None:
             nursery.start_soon(daemon.pusher.serve)
         await nursery.start(daemon.watch_recipes)
-        log.info("ixd %s serving on %s (root %s, jobs %d, confined %s)", VERSION, socket_path,
+        log.info("ixd %s serving on %s (root %s, jobs %d, confined %s)", __version__, socket_path,
                  daemon.config.root, daemon.config.job_count, daemon.config.confine)
         task_status.started()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -24,9 +24,9 @@ from typing import Any
 
 import trio
 
-from ixd import protocol
-from ixd.daemon import VERSION, Caller
+from ixd import __version__, protocol
 from ixd.errors import InternalError, IxError, ProtocolError, TooManyConnections
+from ixd.identity import Caller
 
 log = logging.getLogger("ixd.server")
 
@@ -131,7 +131,7 @@ class Server:
 
 async def _refuse(stream: trio.SocketStream, error: IxError) -> None:
     conn = protocol.Connection("server")
-    hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {VERSION}")
+    hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {__version__}")
     with trio.move_on_after(1):
         await stream.send_all(conn.send(hello) + conn.send(protocol.error_message(error, None)))
     await _drain(stream)
@@ -230,7 +230,7 @@ class _Connection:
         return True
 
     async def run(self) -> None:
-        hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {VERSION}")
+        hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {__version__}")
         await self.stream.send_all(self.conn.send(hello))
         async with trio.open_nursery() as outer:
             outer.start_soon(self._pump_out)

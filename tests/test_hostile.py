@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from client.transport import Client
 from ixd import protocol
-from ixd.daemon import Caller, Config, Daemon
+from ixd.daemon import Config, Daemon
 from ixd.errors import IxError, ProtocolError
+from ixd.identity import Caller
 from ixd.realm_model import patch_from_wire
 from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon
 

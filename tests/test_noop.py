@@ -18,8 +18,9 @@ import pytest
 import trio
 
 from client.lexer import lex_mutation
-from ixd.daemon import Caller, Config, Daemon
+from ixd.daemon import Config, Daemon
 from ixd.errors import PermissionDenied
+from ixd.identity import Caller
 from ixd.realm_model import patch_to_wire
 from tests.daemon_harness import MIRROR, PKGS, TEST_OVERLAY
 

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from ixd import db as dbmod
-from ixd.daemon import Caller, Config, Daemon
+from ixd.daemon import Config, Daemon
 from ixd.db import BuildDatabase
 from ixd.errors import BadFlag, UnsafeServiceDir
+from ixd.identity import Caller
 from ixd.packages import PackageGraph
 from ixd.realm_model import patch_from_wire
 from ixd.recipes import RecipeTree

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from client.main import _print_status
 from client.transport import Client
 from ixd import logstream, paging, protocol
-from ixd.daemon import Caller, Config, Daemon
+from ixd.daemon import Config, Daemon
 from ixd.errors import (
     BadName,
     BadRequest,
@@ -41,6 +41,7 @@ from ixd.errors import (
     ProtocolError,
     TooSlow,
 )
+from ixd.identity import Caller
 from ixd.nodes import Node
 from ixd.scheduler import JOIN_REPLAY_CHARS, JOIN_REPLAY_LINES, Flight
 from ixd.server import Server

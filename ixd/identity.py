@@ -1,0 +1,146 @@
+"""Who is asking: a request's caller, from the socket's peer credentials, and the daemon's
+one cache of account look-ups (login by uid, uid by login, group membership).
+
+`auth` decides with these; `server` makes a Caller per connection; `daemon` names users in
+replies. Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import grp
+import math
+import os
+import pwd
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: from the socket's peer credentials, never from the client."""
+
+    uid: int
+    gid: int
+    pid: int
+
+    @property
+    def login(self) -> str:
+        """The caller's login; `uidN` for a uid without an account (usable as a realm name,
+        the default realm of such a caller)."""
+        login = ACCOUNTS.login_of(self.uid)
+        return f"uid{self.uid}" if login is None else login
+
+
+#: how long the account files are taken as unchanged once looked at (shorter than any
+#: client takes from `useradd` to its first request)
+CHECK_INTERVAL = 0.01
+
+
+class AccountCache:
+    """Account look-ups, remembered while `/etc/passwd` and `/etc/group` stay unchanged.
+
+    Every request asks who its caller is and whether a realm's name is a login; `status`
+    names the requester of each build. Through NSS each answer costs 5-50 µs (a miss reads
+    every source), so they are kept, and all dropped when either file changes (its inode,
+    size or mtime: `useradd` rewrites them) or after `max_age` seconds, for accounts from
+    other NSS sources (systemd's dynamic users). Safe from several threads: entries are
+    only added, and a change of the files swaps in fresh dicts.
+    """
+
+    def __init__(self, files: tuple[str, ...] = ("/etc/passwd", "/etc/group"),
+                 max_age: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._files = files
+        self._max_age = max_age
+        self._clock = clock
+        self._signature: tuple[tuple[int, int, int] | None, ...] = ()
+        self._since = -math.inf
+        self._checked = -math.inf
+        self._uids: dict[str, int | None] = {}
+        self._logins: dict[int, str | None] = {}
+        self._groups: dict[tuple[str, int, str], bool] = {}
+
+    def uid_of(self, login: str) -> int | None:
+        self._check_fresh()
+        try:
+            return self._uids[login]
+        except KeyError:
+            pass
+        try:
+            uid: int | None = pwd.getpwnam(login).pw_uid
+        except (KeyError, ValueError):  # ValueError: a NUL in the name
+            uid = None
+        self._uids[login] = uid
+        return uid
+
+    def login_of(self, uid: int) -> str | None:
+        self._check_fresh()
+        try:
+            return self._logins[uid]
+        except KeyError:
+            pass
+        try:
+            login: str | None = pwd.getpwuid(uid).pw_name
+        except (KeyError, OverflowError):
+            login = None
+        self._logins[uid] = login
+        return login
+
+    def in_group(self, login: str, primary_gid: int, group: str) -> bool:
+        self._check_fresh()
+        key = (login, primary_gid, group)
+        try:
+            return self._groups[key]
+        except KeyError:
+            pass
+        member = _in_group_uncached(login, primary_gid, group)
+        self._groups[key] = member
+        return member
+
+    def _check_fresh(self) -> None:
+        now = self._clock()
+        # `status` asks once per build listed: the files are looked at once per burst
+        if now - self._checked < CHECK_INTERVAL:
+            return
+        self._checked = now
+        signature = tuple(_file_signature(f) for f in self._files)
+        if signature != self._signature or now - self._since > self._max_age:
+            self._uids, self._logins, self._groups = {}, {}, {}
+            self._signature, self._since = signature, now
+
+
+def _file_signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _in_group_uncached(login: str, primary_gid: int, group: str) -> bool:
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return False
+    try:
+        return gid in os.getgrouplist(login, primary_gid)
+    except OSError:
+        return gid == primary_gid
+
+
+#: the daemon's one cache of account look-ups
+ACCOUNTS = AccountCache()
+
+
+def uid_of_login(login: str) -> int | None:
+    return ACCOUNTS.uid_of(login)
+
+
+def login_of_uid(uid: int) -> str:
+    """The login of `uid`, or `uid N` for a uid without an account (for messages)."""
+    login = ACCOUNTS.login_of(uid)
+    return f"uid {uid}" if login is None else login
+
+
+def in_group(login: str, primary_gid: int, group: str | None) -> bool:
+    return group is not None and ACCOUNTS.in_group(login, primary_gid, group)
