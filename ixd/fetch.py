@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from ixd.errors import ChecksumMismatch, FetchError
+from ixd.nodes import url_basename
 
 __all__ = ["fetch_source", "url_basename"]
 
@@ -43,18 +44,6 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _URL_SCHEMES = ("file", "http", "https")
 _CHUNK = 64 * 1024
 _USER_AGENT = "ix-fetch/0.1"
-
-
-def url_basename(url: str) -> str:
-    """The last path segment of `url` (no query, no fragment, percent-decoded).
-
-    Falls back to "source" when there is no usable segment (`http://host/`, `..`, ...).
-    """
-    path = urllib.parse.urlsplit(url).path
-    name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
-        return "source"
-    return name
 
 
 def fetch_source(

@@ -6,6 +6,7 @@ that dumps to JSON as it is, so `ixc plan` and snapshot tests are free.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -79,3 +80,15 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {"nodes": [n.to_json() for n in self.nodes], "targets": list(self.targets)}
+
+
+def url_basename(url: str) -> str:
+    """The last path segment of `url` (no query, no fragment, percent-decoded).
+
+    Falls back to "source" when there is no usable segment (`http://host/`, `..`, ...).
+    """
+    path = urllib.parse.urlsplit(url).path
+    name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        return "source"
+    return name

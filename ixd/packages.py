@@ -34,9 +34,8 @@ from typing import Any
 from ixd import platforms
 from ixd.descriptor import Descriptor, parse_descriptor
 from ixd.errors import DependencyCycle
-from ixd.fetch import url_basename
 from ixd.hosttools import HostVersions
-from ixd.nodes import Node, Source
+from ixd.nodes import Node, Source, url_basename
 from ixd.recipes import RecipeTree, recipe_file
 from ixd.selector import (
     ONE_LEVEL_FLAGS,

@@ -20,18 +20,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from client.transport import Client
 from ixd.errors import IxError
-from tests.daemon_harness import PROJECT
-
-T = TypeVar("T")
+from tests.daemon_harness import PROJECT, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RUNIT_TOOLS = ("runsvdir", "runsv", "sv", "svlogd", "chpst")
@@ -42,19 +38,6 @@ needs_runit = pytest.mark.skipif(
 
 
 # --- helpers (also used by tests/test_services.py) -----------------------------------------
-
-def wait_for(what: str, probe: Callable[[], T | None], deadline: float = 30.0,
-             interval: float = 0.05) -> T:
-    """Poll `probe` until it returns something other than None/False, with a deadline."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
-        time.sleep(interval)  # polling with a deadline, not synchronising on a guess
-
 
 @contextlib.contextmanager
 def public_tmpdir(prefix: str) -> Iterator[Path]:
@@ -102,7 +85,7 @@ def remove_account(name: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(AssertionError):
-        wait_for(f"the processes of {name} to end", lambda: not pids_of_uid(uid), 10)
+        wait_for(lambda: not pids_of_uid(uid), f"the processes of {name} to end", 10)
     subprocess.run(["userdel", name], capture_output=True, check=False)
     subprocess.run(["groupdel", name], capture_output=True, check=False)
     assert subprocess.run(["id", name], capture_output=True).returncode != 0, \
@@ -154,8 +137,8 @@ class Runsvdir:
                 self.process.wait()
         folders = [p.resolve() for p in self.svdir.iterdir() if p.is_dir()]
         try:
-            wait_for("every runsv to stop its service and exit",
-                     lambda: not any(runsv_running(f) for f in folders), 30)
+            wait_for(lambda: not any(runsv_running(f) for f in folders),
+                     "every runsv to stop its service and exit", 30)
         finally:
             for folder in folders:  # whatever still runs, by its pid
                 for pid_file in (folder / "supervise" / "pid",
@@ -203,16 +186,18 @@ def test_ixd_service_comes_back_after_kill_9() -> None:
             assert (base / "root").stat().st_uid == 0  # root's, like nix-daemon's store
             socket = base / "root" / "var" / "ixd.sock"
 
-            first = wait_for("ixd to answer", lambda: ping(socket))
+            first = wait_for(lambda: ping(socket), "ixd to answer", 30)
             assert first["root"] == str(base / "root")
-            pid = wait_for("ixd's pid", lambda: service_pid(svc))
+            pid = wait_for(lambda: service_pid(svc), "ixd's pid", 30)
             assert os.stat(f"/proc/{pid}").st_uid == 0  # builds run as build users instead
 
             os.kill(pid, signal.SIGKILL)
-            new_pid = wait_for("runsv to start ixd again",
-                               lambda: (p := service_pid(svc)) != pid and p, 30)
-            wait_for("the restarted ixd to answer", lambda: ping(socket), 30)
-            assert os.stat(f"/proc/{new_pid}").st_uid == 0
+            wait_for(lambda: (p := service_pid(svc)) != pid and p, "runsv to start ixd again",
+                     30)
+            wait_for(lambda: ping(socket), "the restarted ixd to answer", 30)
+            # (the pid of the ixd that answers: a start that lost a race may have come between)
+            new_pid = service_pid(svc)
+            assert new_pid not in (None, pid) and os.stat(f"/proc/{new_pid}").st_uid == 0
 
             # clients are served again, a build included, through the installed `ixc`
             built = subprocess.run([str(base / "bin" / "ixc"), "--socket", str(socket),
@@ -223,18 +208,18 @@ def test_ixd_service_comes_back_after_kill_9() -> None:
 
             # finish recorded how the first run ended; svlogd stamped every line
             last_end = svc / "last-end"
-            wait_for("finish to record the kill", lambda: last_end.exists())
+            wait_for(last_end.exists, "finish to record the kill", 30)
             assert "killed by signal 9" in last_end.read_text()
-            text = wait_for("svlogd to write both runs, the kill and the build",
-                            lambda: _log_with(log))
+            text = wait_for(lambda: _log_with(log),
+                            "svlogd to write both runs, the kill and the build", 30)
             lines = text.splitlines()
             assert all(STAMP.match(line) for line in lines), lines[:5]
 
             # a clean stop is recorded too
             subprocess.run(["sv", "-w", "30", "down", str(svc)], check=True,
                            capture_output=True)
-            wait_for("finish to record the clean stop",
-                     lambda: "exited with status 0" in last_end.read_text())
+            wait_for(lambda: "exited with status 0" in last_end.read_text(),
+                     "finish to record the clean stop", 30)
         finally:
             runsvdir.stop()
 
