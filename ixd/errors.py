@@ -38,9 +38,19 @@ class IxError(Exception):
 
 
 class ProtocolError(IxError):
-    """The peer broke the framing or the message schema."""
+    """Framing or message schema broken: by the peer (RemoteProtocolError) or by this side
+    (LocalProtocolError). Both say E_PROTOCOL on the wire."""
 
     code = "E_PROTOCOL"
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the framing or the message schema: close the connection."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to send what the protocol does not allow (a message out of turn, a
+    value the peer could not read back): a bug here, not the peer's."""
 
 
 class FrameTooLarge(ProtocolError):
@@ -301,8 +311,11 @@ def _all_subclasses(cls: type[IxError]) -> list[type[IxError]]:
     return found
 
 
-ERRORS_BY_CODE: dict[str, type[IxError]] = {c.code: c for c in _all_subclasses(IxError)}
-assert len(ERRORS_BY_CODE) == len(_all_subclasses(IxError)), "wire codes must be unique"
+#: the classes that name a wire code of their own (Local/RemoteProtocolError share
+#: E_PROTOCOL: which side broke the protocol is this process's business, not the wire's)
+_CODED = [c for c in _all_subclasses(IxError) if c is IxError or "code" in c.__dict__]
+ERRORS_BY_CODE: dict[str, type[IxError]] = {c.code: c for c in _CODED}
+assert len(ERRORS_BY_CODE) == len(_CODED), "wire codes must be unique"
 
 
 def error_from_wire(code: str, message: str) -> IxError:

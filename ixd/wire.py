@@ -19,7 +19,14 @@ import struct
 
 import msgpack
 
-from ixd.errors import FrameLimit, FrameTooLarge, ProtocolError, VersionMismatch
+from ixd.errors import (
+    FrameLimit,
+    FrameTooLarge,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    VersionMismatch,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -264,24 +271,25 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
 _SCALARS: Final = (str, bytes, bool, float, type(None))
 
 
-def _check_plain(value: object, depth: int = 1) -> None:
+def _check_plain(value: object, error: type[ProtocolError], depth: int = 1) -> None:
     """Refuse what the other side could not read back: deep nesting, non-string keys, types
-    msgpack carries only as extensions, integers msgpack cannot hold."""
+    msgpack carries only as extensions, integers msgpack cannot hold. `error`: whose fault
+    it is (what we were given to send, or what the peer sent)."""
     if isinstance(value, msgpack.ExtType):  # a tuple, but not one that packs as an array
-        raise ProtocolError("values of type ExtType cannot be sent")
+        raise error("values of type ExtType cannot be sent")
     if isinstance(value, dict | list | tuple):
         if depth > MAX_DEPTH:
-            raise ProtocolError(f"message nests deeper than {MAX_DEPTH} levels")
+            raise error(f"message nests deeper than {MAX_DEPTH} levels")
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(value, dict) and not isinstance(key, str):
-                raise ProtocolError(f"map key {key!r:.60} is not a string")
-            _check_plain(item, depth + 1)
+                raise error(f"map key {key!r:.60} is not a string")
+            _check_plain(item, error, depth + 1)
     elif isinstance(value, int) and not isinstance(value, bool):
         if not -(2**63) <= value < 2**64:
-            raise ProtocolError(f"integer {value} does not fit in 64 bits")
+            raise error(f"integer {value} does not fit in 64 bits")
     elif not isinstance(value, _SCALARS):
-        raise ProtocolError(f"values of type {type(value).__name__} cannot be sent")
+        raise error(f"values of type {type(value).__name__} cannot be sent")
 
 
 #: msgpack type bytes 0xc0-0xdf: (what, bytes before the payload, width of the length or
@@ -369,7 +377,7 @@ def check_limits(body: bytes, limits: DecodeLimits) -> None:
                              f" list, key and scalar counts), the limit for one frame")
         enclosing.append(left)
         if len(enclosing) > MAX_DEPTH:
-            raise ProtocolError(f"message nests deeper than {MAX_DEPTH} levels")
+            raise RemoteProtocolError(f"message nests deeper than {MAX_DEPTH} levels")
         left = count
 
 
@@ -380,7 +388,7 @@ def _too_long(what: str, length: int, limit: int) -> str:
 
 def _unpack(body: bytes, limits: DecodeLimits | None = None) -> object:
     if not body:
-        raise ProtocolError("empty frame: a frame must hold one msgpack map")
+        raise RemoteProtocolError("empty frame: a frame must hold one msgpack map")
     if limits is not None:
         check_limits(body, limits)
     try:
@@ -392,13 +400,13 @@ def _unpack(body: bytes, limits: DecodeLimits | None = None) -> object:
             max_map_len=limits.max_map_len,
             max_ext_len=limits.max_ext_len + 1)  # msgpack counts an ext's type byte too
     except msgpack.ExtraData as exc:
-        raise ProtocolError("frame body holds bytes after its msgpack object") from exc
+        raise RemoteProtocolError("frame body holds bytes after its msgpack object") from exc
     except msgpack.StackError as exc:
-        raise ProtocolError(f"message nests deeper than {MAX_DEPTH} levels") from exc
+        raise RemoteProtocolError(f"message nests deeper than {MAX_DEPTH} levels") from exc
     except UnicodeDecodeError as exc:
-        raise ProtocolError(f"string in frame is not valid UTF-8: {exc.reason}") from exc
+        raise RemoteProtocolError(f"string in frame is not valid UTF-8: {exc.reason}") from exc
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ProtocolError(f"frame body is not valid msgpack: {exc}") from exc
+        raise RemoteProtocolError(f"frame body is not valid msgpack: {exc}") from exc
 
 
 def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
@@ -406,21 +414,21 @@ def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
     (`FrameLimit` if it breaks `limits`; without limits, only the frame size bounds it)."""
     obj = _unpack(body, limits)
     if not isinstance(obj, dict):
-        raise ProtocolError(f"frame must hold a msgpack map, not {type(obj).__name__}")
-    _check_plain(obj)
+        raise RemoteProtocolError(f"frame must hold a msgpack map, not {type(obj).__name__}")
+    _check_plain(obj, RemoteProtocolError)
     if "t" not in obj:
-        raise ProtocolError("message has no type field 't'")
+        raise RemoteProtocolError("message has no type field 't'")
     cls = MESSAGE_TYPES.get(obj["t"]) if isinstance(obj["t"], str) else None
     if cls is None:
-        raise ProtocolError(f"unknown message type {obj['t']!r:.60}")
+        raise RemoteProtocolError(f"unknown message type {obj['t']!r:.60}")
     names = cls.fields()
     for name in names:
         if name not in obj:
-            raise ProtocolError(f"{cls.TYPE} message: field {name!r} is missing")
+            raise RemoteProtocolError(f"{cls.TYPE} message: field {name!r} is missing")
     # A later protocol version may add to its hello; the version check must still be reached.
     unknown = sorted(set(obj) - set(names) - {"t"})
     if unknown and cls is not Hello:
-        raise ProtocolError(f"{cls.TYPE} message: unknown field(s) {', '.join(unknown)}")
+        raise RemoteProtocolError(f"{cls.TYPE} message: unknown field(s) {', '.join(unknown)}")
     msg = cls.__new__(cls)
     msg._set(*(obj[name] for name in names))
     return msg
@@ -429,7 +437,7 @@ def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
 def encode_body(msg: Message) -> bytes:
     """The msgpack body of `msg`; `ProtocolError` if it holds what the peer would refuse."""
     wire = {"t": msg.TYPE, **dict(zip(msg.fields(), msg.values(), strict=True))}
-    _check_plain(wire)
+    _check_plain(wire, LocalProtocolError)
     body: bytes = msgpack.packb(wire, use_bin_type=True)
     return body
 
@@ -502,11 +510,11 @@ class Connection:
     def send(self, msg: Message) -> bytes:
         """The frame that carries `msg`; refuses what this role may not send now."""
         if not self.hello_sent and not isinstance(msg, Hello):
-            raise ProtocolError(f"a {self.role} must send hello first, not {msg.TYPE}")
+            raise LocalProtocolError(f"a {self.role} must send hello first, not {msg.TYPE}")
         if self.hello_sent and isinstance(msg, Hello):
-            raise ProtocolError("hello may be sent only once")
+            raise LocalProtocolError("hello may be sent only once")
         if not isinstance(msg, (Hello, *_SENDS[self.role])):
-            raise ProtocolError(f"a {self.role} cannot send {msg.TYPE} messages")
+            raise LocalProtocolError(f"a {self.role} cannot send {msg.TYPE} messages")
         body = encode_body(msg)
         if len(body) > self.max_frame:
             raise FrameTooLarge(
@@ -536,7 +544,7 @@ class Connection:
         if not self._eof:
             return NEED_DATA
         if self._buffer:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"truncated frame: the stream ended {len(self._buffer)} bytes into a frame"
             )
         return CLOSED
@@ -544,7 +552,7 @@ class Connection:
     def _check_received(self, msg: Message) -> None:
         if self.peer_hello is None:
             if not isinstance(msg, Hello):
-                raise ProtocolError(f"expected hello as the first message, got {msg.TYPE}")
+                raise RemoteProtocolError(f"expected hello as the first message, got {msg.TYPE}")
             if msg.version != PROTOCOL_VERSION:
                 raise VersionMismatch(
                     f"protocol version mismatch: the peer ({msg.agent}) speaks version"
@@ -553,6 +561,6 @@ class Connection:
                 )
             self.peer_hello = msg
         elif isinstance(msg, Hello):
-            raise ProtocolError("hello received twice")
+            raise RemoteProtocolError("hello received twice")
         elif not isinstance(msg, _RECEIVES[self.role]):
-            raise ProtocolError(f"a {self.role} does not accept {msg.TYPE} messages")
+            raise RemoteProtocolError(f"a {self.role} does not accept {msg.TYPE} messages")

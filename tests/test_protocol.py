@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from ixd.errors import (
     FrameTooLarge,
+    LocalProtocolError,
     ProtocolError,
+    RemoteProtocolError,
     UnknownOp,
     VersionMismatch,
     error_from_wire,
@@ -455,19 +457,24 @@ def test_a_second_hello_is_refused() -> None:
     [("client", REQ), ("server", EVENT), ("server", RESULT), ("server", ERROR)],
 )
 def test_each_role_receives_only_its_messages(role: Role, wire: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError, match=f"a {role} does not accept {wire['t']}"):
+    # the peer's fault (as h11 tells them apart)
+    with pytest.raises(RemoteProtocolError, match=f"a {role} does not accept {wire['t']}"):
         receive(role, frame(wire))
 
 
 def test_send_follows_the_same_rules() -> None:
+    # this side's fault: the same wire code, another class
     client = Connection("client")
-    with pytest.raises(ProtocolError, match="must send hello first"):
+    with pytest.raises(LocalProtocolError, match="must send hello first"):
         client.send(Request(id=1, op="ls", args={}))
     client.send(HELLO)
-    with pytest.raises(ProtocolError, match="only once"):
+    with pytest.raises(LocalProtocolError, match="only once"):
         client.send(HELLO)
-    with pytest.raises(ProtocolError, match="a client cannot send result"):
+    with pytest.raises(LocalProtocolError, match="a client cannot send result"):
         client.send(Result(id=1, value=None))
+    with pytest.raises(LocalProtocolError, match="cannot be sent") as info:
+        client.send(Request(id=2, op="ls", args={"x": object()}))
+    assert info.value.code == "E_PROTOCOL"
     server = Connection("server")
     server.send(HELLO)
     with pytest.raises(ProtocolError, match="a server cannot send req"):
