@@ -123,6 +123,11 @@ async def _build(config: WorkerConfig, node: Node, on_line: Callable[[str], None
     if Path(node.outputs[0]).parent != layout.store:
         raise BadRequest(f"{node.name} ({node.uid}) is for the store "
                          f"{Path(node.outputs[0]).parent}; this worker's is {layout.store}")
+    # what the sandbox shows a build read-only: nothing of this host but store entries
+    outside = [p for p in node.inputs if Path(p).parent != layout.store]
+    if outside:
+        raise BadRequest(f"{node.name} ({node.uid}) asks for inputs outside the store "
+                         f"{layout.store}: {outside[:3]}; refused")
     db = BuildDatabase(layout.database)
     try:
         caches, push = await trio.to_thread.run_sync(open_caches, config.cache,
