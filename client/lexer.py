@@ -1,4 +1,4 @@
-"""The words of `ixc mut` as realm patches (RECIPES.md, "Realms"). Pure: no I/O.
+"""The words of `ixc mut` as realm patches (docs/recipes.md, "Realms"). Pure: no I/O.
 
     ixc mut [REALM] [+|-]PKG [--k=v|--k|--k=-]... [REALM ...] ...
 
