@@ -39,7 +39,14 @@ from services.model import (
     restart_for,
 )
 from services.reconcile import REAP_MIN_AGE, Reconciler
-from tests.daemon_harness import PKGS, PROJECT, TEST_OVERLAY, RunningDaemon, start_daemon
+from tests.daemon_harness import (
+    PKGS,
+    PROJECT,
+    TEST_OVERLAY,
+    RunningDaemon,
+    start_daemon,
+    wait_for,
+)
 from tests.test_runit import (
     SYSTEM_PYTHON,
     Runsvdir,
@@ -48,7 +55,6 @@ from tests.test_runit import (
     public_tmpdir,
     service_pid,
     throwaway_account,
-    wait_for,
 )
 
 # --- the pure part ---------------------------------------------------------------------------
@@ -464,20 +470,20 @@ def test_the_session_follows_switches_through_inotify(
             stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT,
             env={**os.environ, "PYTHONPATH": str(PROJECT)})
     try:
-        wait_for("the first pass", lambda: "provides no services" in log.read_text()
-                 or "services (none)" in log.read_text(), 10)
+        wait_for(lambda: "provides no services" in log.read_text()
+                 or "services (none)" in log.read_text(), "the first pass", 10)
         fake.generation({"beacon": BEACON})
-        wait_for("the service to be added", lambda: (svdir / "beacon" / "run").exists(), 10)
+        wait_for(lambda: (svdir / "beacon" / "run").exists(), "the service to be added", 10)
         fake.switch(None)
-        wait_for("the service to be removed", lambda: not (svdir / "beacon").exists(), 10)
-        wait_for("the retired folder to be removed", lambda: not list(svdir.iterdir()), 10)
+        wait_for(lambda: not (svdir / "beacon").exists(), "the service to be removed", 10)
+        wait_for(lambda: not list(svdir.iterdir()), "the retired folder to be removed", 10)
 
         fake.generation({"beacon": BEACON})
-        wait_for("the service to be back", lambda: (svdir / "beacon" / "run").exists(), 10)
+        wait_for(lambda: (svdir / "beacon" / "run").exists(), "the service to be back", 10)
         (svdir / "beacon" / "run").write_text("changed by hand")
         process.send_signal(signal.SIGHUP)
-        wait_for("HUP to make a pass",
-                 lambda: (svdir / "beacon" / "run").read_text() == BEACON["run"], 10)
+        wait_for(lambda: (svdir / "beacon" / "run").read_text() == BEACON["run"],
+                 "HUP to make a pass", 10)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0, log.read_text()
     finally:
@@ -574,27 +580,27 @@ def test_realm_services_follow_mut_remove_and_rollback(stack: Stack) -> None:
                              check=True).stdout)
 
     # the session is up: it ran its pass and created nothing, as the realm does not exist
-    wait_for("the session to start", lambda: "session of" in stack.session_log(), 20)
+    wait_for(lambda: "session of" in stack.session_log(), "the session to start", 20)
 
     stack.ixc("mut", "+bin/beacon/runit")
-    answer = wait_for("beacon to answer", lambda: beacon_says(sock), 20)
+    answer = wait_for(lambda: beacon_says(sock), "beacon to answer", 20)
     assert answer.startswith("beacon beacon pid ")
     pid = int(answer.split()[3])
     assert os.stat(f"/proc/{pid}").st_uid == uid  # the user's service, run as the user
     assert folder.stat().st_uid == uid and (folder / MARKER).is_file()
     assert (folder / "supervise").is_dir()  # runsv writes there
     log = folder / "log" / "main" / "current"
-    wait_for("svlogd to write the service's log",
-             lambda: log.exists() and "listening on" in log.read_text(), 10)
+    wait_for(lambda: log.exists() and "listening on" in log.read_text(),
+             "svlogd to write the service's log", 10)
 
     stack.ixc("mut", "-bin/beacon/runit")
-    wait_for("the service folder to go", lambda: not folder.exists(), 10)
-    wait_for("beacon to stop", lambda: not _alive(pid), 10)
-    wait_for("the retired folder to be removed",
-             lambda: not any(p.name.startswith(".ix-") for p in stack.svdir.iterdir()), 10)
+    wait_for(lambda: not folder.exists(), "the service folder to go", 10)
+    wait_for(lambda: not _alive(pid), "beacon to stop", 10)
+    wait_for(lambda: not any(p.name.startswith(".ix-") for p in stack.svdir.iterdir()),
+             "the retired folder to be removed", 10)
 
     stack.ixc("rollback", stack.user)
-    answer = wait_for("beacon to answer after the rollback", lambda: beacon_says(sock), 20)
+    answer = wait_for(lambda: beacon_says(sock), "beacon to answer after the rollback", 20)
     assert int(answer.split()[3]) != pid
     assert service_pid(folder) == int(answer.split()[3])
 
