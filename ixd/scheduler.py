@@ -30,6 +30,9 @@ log = logging.getLogger("ixd.scheduler")
 
 #: (event kind, data) for progress; the server forwards them to waiting clients
 Listener = Callable[[str, dict[str, Any]], None]
+#: builds that use the network (`net`) at once, besides the build slots, as stal/IX's
+#: `network` pool (16 there; 8 here: each still takes one of the build users)
+NETWORK_POOL = 8
 #: plans tried with substitutes before the rest is built without (each try refuses one more)
 SUBSTITUTE_TRIES = 3
 #: the latest log lines of a build replayed to a request that joins it (lines, characters)
@@ -119,7 +122,8 @@ class Scheduler:
         self._nursery: trio.Nursery | None = None
         self.build_slots = FairSlots(jobs)
         self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2),
-                          "substitute": trio.CapacityLimiter(8)}
+                          "substitute": trio.CapacityLimiter(8),
+                          "network": trio.CapacityLimiter(NETWORK_POOL)}
         self._request_keys = itertools.count(1)
         #: plans of requests in flight: the garbage collector's roots
         self._kept: dict[int, Plan] = {}
@@ -223,7 +227,7 @@ class Scheduler:
                 return None
             assert self._nursery is not None, "Scheduler.serve() is not running"
             flight = Flight(node, requested_by, request_key)
-            if node.kind == "build":
+            if node.kind == "build" and not node.net:
                 flight.ticket = self.build_slots.ticket(requested_by, request_key)
             self._flights[node.uid] = flight
             self._nursery.start_soon(self._fly, flight)
@@ -276,7 +280,7 @@ class Scheduler:
                     finally:
                         slot_done()
                 else:
-                    async with self._limiters[node.kind]:
+                    async with self._limiters[_pool_of(node)]:
                         await self._run_flight(flight)
             if flight.cancel_scope.cancelled_caught:
                 flight.error = BuildCancelled(f"{node.name} was cancelled: nobody waits for it")
@@ -288,3 +292,9 @@ class Scheduler:
         finally:
             del self._flights[node.uid]
             flight.done.set()
+
+
+def _pool_of(node: Node) -> str:
+    """The limiter a node without a build slot waits for: a `net` build waits for the
+    network pool (it mostly waits on the network, not the CPU), the others by kind."""
+    return "network" if node.kind == "build" else node.kind

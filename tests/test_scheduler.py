@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import trio.testing
 from ixd.errors import BuildCancelled, BuildFailed, DependencyFailed
 from ixd.fairness import FairSlots
 from ixd.nodes import Node, Plan
-from ixd.scheduler import Listener, Scheduler
+from ixd.scheduler import NETWORK_POOL, Listener, Scheduler
 
 
 def node(uid: str, *deps: str) -> Node:
@@ -86,6 +87,31 @@ async def test_the_next_build_starts_while_the_last_ones_bookkeeping_goes_on(
     assert started["b"] - begin == pytest.approx(1.0)
     assert started["c"] - begin == pytest.approx(2.0)
     assert finished["first"] - begin == pytest.approx(3.5)
+
+
+async def test_net_builds_wait_for_the_network_pool_not_the_build_slots(
+        autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=1.0)
+    scheduler = Scheduler(runner, jobs=1)
+    started: dict[str, float] = {}
+
+    def listener(kind: str, data: dict[str, Any]) -> None:
+        if kind == "started":
+            started[data["uid"]] = trio.current_time()
+
+    fetches = [dataclasses.replace(node(f"net{i}"), net=True)
+               for i in range(NETWORK_POOL + 1)]
+    plan = Plan((node("cpu"), *fetches), ())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        begin = trio.current_time()
+        await scheduler.run(plan, listener, 1)
+        nursery.cancel_scope.cancel()
+    # the one build slot runs `cpu`; the net builds run beside it, NETWORK_POOL at once
+    assert started["cpu"] - begin == 0
+    at_once = sorted(started[f.uid] - begin for f in fetches)
+    assert at_once[:NETWORK_POOL] == [0] * NETWORK_POOL
+    assert at_once[NETWORK_POOL] == pytest.approx(1.0)
 
 
 async def test_shared_nodes_run_once_for_concurrent_requests(autojump_clock: Any) -> None:
