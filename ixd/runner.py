@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import BinaryIO
@@ -155,8 +155,6 @@ class StoreRunner:
                             slot_done: Callable[[], None]) -> None:
         """Build on the cluster: inputs pushed to the cache, the node submitted, its result
         substituted from the cache (unpacked in the sandbox, its signed hash checked)."""
-        assert self.cluster is not None and self.push_inputs is not None
-        assert self.substituter is not None
         slot_done()  # the cluster's slots bound remote builds, not ours
         log_path = self.layout.log_path(node.uid)
         build_id = await trio.to_thread.run_sync(
@@ -164,52 +162,40 @@ class StoreRunner:
             str(log_path), requested_by)
         log.info("remote build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
         self.remote[node.uid] = ""
+        worker = "(already in the cache)"
         try:
-            with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (small local writes)
-                self._remote_logs[node.uid] = (emit, log_file)
-                try:
-                    inputs = [Path(p).name[:32] for p in node.inputs
-                              if Path(p).parent == self.layout.store]
-                    await trio.to_thread.run_sync(
-                        self.push_inputs, [u for u in inputs if u in self.valid])
-                    # built (and pushed) since this plan was made: nothing to submit
-                    if node.uid in await trio.to_thread.run_sync(
-                            self.substituter.lookup_fresh, [node.uid]):
-                        result = {"uid": node.uid, "worker": "(already in the cache)"}
-                    else:
-                        result = await self.cluster.build(node)
-                finally:
-                    del self._remote_logs[node.uid]
-            if "error" in result:
-                raise error_from_wire(str(result["error"]),
-                                      f"on {result.get('worker')}: {result['message']}")
-            await self._install_result(node, build_id, "remote")
-        except ClusterUnavailable as exc:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "failed", exc)
-            raise
-        except IxError as exc:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "failed", exc)
-            raise
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "cancelled", None)
-            raise
+            async with self._recording(build_id, node, "remote build"):
+                with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (small local writes)
+                    self._remote_logs[node.uid] = (emit, log_file)
+                    try:
+                        worker = await self._submit(node)
+                    finally:
+                        del self._remote_logs[node.uid]
+                # the worker's log stays: the unpack's output goes after it
+                await self._install(node, build_id, "remote", keep_log=True)
         finally:
             self.remote.pop(node.uid, None)
-        log.info("remote build finished: %s uid=%s on %s", node.name, node.uid,
-                 result.get("worker"))
+        log.info("remote build finished: %s uid=%s on %s", node.name, node.uid, worker)
 
-    async def _install_result(self, node: Node, build_id: int, state: str) -> None:
-        """A remote build's entry, from the cache it was pushed to."""
-        substituter = self.substituter
-        assert substituter is not None
-        hits = await trio.to_thread.run_sync(substituter.lookup_fresh, [node.uid])
-        if node.uid not in hits:
-            raise ClusterUnavailable(f"{node.name} ({node.uid}) was built on the cluster but "
-                                     f"no cache of this ixd holds it")
-        await self._install(node, build_id, state, keep_log=True)  # the worker's log stays
+    async def _submit(self, node: Node) -> str:
+        """Have the cluster build `node` unless a cache already holds it (built and pushed
+        since this plan was made); which worker built it. Afterwards the entry is a hit of
+        this ixd's caches, or ClusterUnavailable."""
+        assert self.cluster is not None and self.push_inputs is not None
+        assert self.substituter is not None
+        inputs = [Path(p).name[:32] for p in node.inputs if Path(p).parent == self.layout.store]
+        await trio.to_thread.run_sync(self.push_inputs, [u for u in inputs if u in self.valid])
+        if node.uid in await trio.to_thread.run_sync(self.substituter.lookup_fresh, [node.uid]):
+            return "(already in the cache)"
+        result = await self.cluster.build(node)
+        worker = str(result.get("worker"))
+        if "error" in result:
+            raise error_from_wire(str(result["error"]), f"on {worker}: {result['message']}")
+        if node.uid not in await trio.to_thread.run_sync(self.substituter.lookup_fresh,
+                                                         [node.uid]):
+            raise ClusterUnavailable(f"{node.name} ({node.uid}) was built on {worker} but no "
+                                     f"cache of this ixd holds it")
+        return worker
 
     def remote_log(self, uid: str, lines: list[str]) -> None:
         """Log lines a worker sent for a remote build (on the event loop)."""
@@ -230,24 +216,12 @@ class StoreRunner:
             requested_by)
         started = trio.current_time()
         log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        try:
-            async with self._build_user() as user:
-                built = await builder.run_build(
-                    node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
-                    on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
-                    user=user, limits=self.limits, on_exit=slot_done,
-                )
-        except IxError as exc:
-            await self._ended(build_id, "failed", exc)
-            log.info("build finished: %s uid=%s result=failed", node.name, node.uid)
-            raise
-        except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
-            await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
-            raise
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "cancelled", None)
-            raise
+        async with self._recording(build_id, node, "build"), self._build_user() as user:
+            built = await builder.run_build(
+                node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
+                on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
+                user=user, limits=self.limits, on_exit=slot_done,
+            )
         self._trash.send_nowait(built.trashed)
         await self._record_valid(node, build_id, built.content_hash, "valid")
         if self.on_built is not None:
@@ -275,19 +249,8 @@ class StoreRunner:
             self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
             str(self.layout.log_path(node.uid)), requested_by)
         log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        try:
+        async with self._recording(build_id, node, "substitute"):
             await self._install(node, build_id, "substituted")
-        except IxError as exc:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "failed", exc)
-            raise
-        except Exception as exc:  # a bug: the scheduler logs it and reports E_INTERNAL
-            await self._ended(build_id, "failed", InternalError(f"internal error: {exc!r}"))
-            raise
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._ended(build_id, "cancelled", None)
-            raise
         log.info("substitute finished: %s uid=%s", node.name, node.uid)
 
     async def _install(self, node: Node, build_id: int, state: str, *,
@@ -323,6 +286,25 @@ class StoreRunner:
         self._trash.send_nowait(built.trashed)
         with trio.CancelScope(shield=True):  # an entry in the store is recorded valid
             await self._record_valid(node, build_id, built.content_hash, state)
+
+    @contextlib.asynccontextmanager
+    async def _recording(self, build_id: int, node: Node, what: str) -> AsyncIterator[None]:
+        """The builds-table row `build_id` ends failed (with the error) or cancelled if the
+        work it wraps does; success is the work's own to record."""
+        try:
+            yield
+        except BaseException as exc:
+            if isinstance(exc, IxError):
+                error: IxError | None = exc
+            elif isinstance(exc, Exception):  # a bug: the scheduler logs it, says E_INTERNAL
+                error = InternalError(f"internal error: {exc!r}")
+            else:
+                error = None
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "failed" if error else "cancelled", error)
+            log.info("%s finished: %s uid=%s result=%s", what, node.name, node.uid,
+                     "failed" if error else "cancelled")
+            raise
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
         if self.build_users is None:
