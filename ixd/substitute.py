@@ -184,13 +184,14 @@ class Substituter:
 
     def lookup_fresh(self, uids: Sequence[str]) -> dict[str, Hit]:
         """`lookup`, asking the caches again about what they were found not to hold (a
-        remote build has just pushed it)."""
+        remote build has just pushed it). An entry this daemon refused stays refused: it is
+        no hit (the node is built here)."""
         for cache in self.caches:
             for uid in uids:
                 cache.ask_again(uid)
         with self._lock:
-            self._refused.difference_update(uids)
-        return self.lookup(uids)
+            wanted = [u for u in uids if u not in self._refused]
+        return self.lookup(wanted) if wanted else {}
 
     def fetch(self, node: Node) -> Hit:
         """Download `node`'s archive into the source cache, its size and hash checked

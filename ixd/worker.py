@@ -133,16 +133,16 @@ async def _build(config: WorkerConfig, node: Node, on_line: Callable[[str], None
         caches, push = await trio.to_thread.run_sync(open_caches, config.cache,
                                                      str(layout.store))
         assert push is not None  # WorkerConfig.load requires it
-        # Dask merges submissions of one key only while its task lives: a build asked for
-        # again after it finished (another ixd planned before the push landed) is not
-        # built twice: the cache already has it
-        pushed = (await trio.to_thread.run_sync(push.lookup, [node.uid])).get(node.uid)
-        if pushed is not None and node.uid not in db.valid_uids():
-            return {"hash": pushed.content_hash, "path": pushed.store_path}
         substituter = Substituter(caches, layout, config.limits.max_output_size)
         runner = StoreRunner(layout, db, confine=True, mirrors=config.mirrors,
                              make_thrs=os.cpu_count() or 1, build_users=_pool(config.build_users),
                              limits=config.limits, substituter=substituter)
+        # Dask merges submissions of one key only while its task lives: a build asked for
+        # again after it finished (another ixd planned before the push landed) is not
+        # built twice: the cache already has it
+        pushed = (await trio.to_thread.run_sync(push.lookup, [node.uid])).get(node.uid)
+        if pushed is not None and node.uid not in runner.valid:
+            return {"hash": pushed.content_hash, "path": pushed.store_path}
         if node.uid not in runner.valid:
             plan = await trio.to_thread.run_sync(_inputs_plan, node, layout, runner,
                                                  substituter)
