@@ -1,7 +1,7 @@
 """Shared pieces of the daemon benchmarks: a real `ixd` on a fresh root, the real `ixc`.
 
 `BenchDaemon.start(jobs=N)` makes a root under /tmp, starts
-`python -m ixd.main --root ROOT --overlay tests/overlay --overlay pkgs --mirror ... --jobs N`
+`python -m ixd.daemon.main --root ROOT --overlay tests/overlay --overlay pkgs --mirror ... --jobs N`
 and returns once the daemon has logged that it serves and answered a ping (no polling: a
 thread reads the daemon's stderr and signals the "serving on" line). `stop()` sends SIGTERM,
 waits, and removes the root.
@@ -32,8 +32,8 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))  # `ixd` and `client` from this checkout
 
 from client.lexer import lex_mutation  # noqa: E402
-from client.transport import Client  # noqa: E402
-from ixd.realm_model import patch_to_wire  # noqa: E402
+from ixd.model.realm import patch_to_wire  # noqa: E402
+from ixd.wire.transport import Client  # noqa: E402
 
 TEST_OVERLAY = PROJECT / "tests" / "overlay"
 PKGS = PROJECT / "pkgs"
@@ -107,7 +107,7 @@ class BenchDaemon:
         tmp.chmod(0o755)  # build users must reach the store
         root = tmp / "root"
         log = tmp / "ixd.log"
-        argv = [PYTHON, "-m", "ixd.main", "--root", str(root),
+        argv = [PYTHON, "-m", "ixd.daemon.main", "--root", str(root),
                 "--overlay", str(TEST_OVERLAY), "--overlay", str(PKGS),
                 "--mirror", f"{MIRROR}/{{sha}}", "--jobs", str(jobs), *extra]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -33,8 +33,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from ixd import cacheformat as fmt  # noqa: E402
-from ixd.cache import BinaryCache, open_store, read_credentials  # noqa: E402
+from ixd.cache import format as fmt  # noqa: E402
+from ixd.cache.stores import BinaryCache, open_store, read_credentials  # noqa: E402
 from tests.daemon_harness import PKGS, RunningDaemon, start_daemon, wait_for  # noqa: E402
 from tests.s3server import running_s3, write_credentials  # noqa: E402
 
@@ -73,7 +73,7 @@ def main() -> int:
     top.chmod(0o755)
     try:
         with running_s3(top / "s3", (BUCKET,)) as s3:
-            subprocess.run([sys.executable, "-m", "ixd.main", "keygen", "bench", "--dir",
+            subprocess.run([sys.executable, "-m", "ixd.daemon.main", "keygen", "bench", "--dir",
                             str(top)], check=True, capture_output=True, cwd=PROJECT)
             credentials = write_credentials(top / "credentials")
             common = ["--trusted-key", str(top / "bench.public"), "--cache-credentials",

@@ -44,7 +44,7 @@ from _daemon import (
     slow,
 )
 
-from client.transport import Client
+from ixd.wire.transport import Client
 
 MIX = {"status": 40, "dep": 25, "mut": 25, "build": 10}
 SHARED_TAGS = 10

@@ -32,8 +32,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon import BenchDaemon, load_average, ms, mut_args, percentile, slow
 
-from ixd.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
-from ixd.confine import build_identity_argv, confinement_argv, sandbox_etc
+from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
+from ixd.store.confine import build_identity_argv, confinement_argv, sandbox_etc
 
 
 def direct_runs(node: dict[str, Any], count: int, jobs: int) -> float:

@@ -295,11 +295,11 @@ def cold_child(args: argparse.Namespace) -> None:
     import resource
 
     imported = time.perf_counter()
-    from ixd.layout import Layout
-    from ixd.packages import PackageGraph, walk_closure
-    from ixd.plan import realm_plan
-    from ixd.recipes import RecipeTree
-    from ixd.selector import parse_selector
+    from ixd.model.layout import Layout
+    from ixd.model.selector import parse_selector
+    from ixd.recipes.packages import PackageGraph, walk_closure
+    from ixd.recipes.plan import realm_plan
+    from ixd.recipes.tree import RecipeTree
 
     t0 = time.perf_counter()
     import_s = t0 - imported
@@ -377,19 +377,19 @@ def _env() -> dict[str, str]:
 
 
 def daemon_watches() -> bool:
-    """Whether ixd wires ixd.watch into its daemon (so edits reach a running daemon)."""
+    """Whether ixd wires ixd.daemon.watch into its daemon (so edits reach a running daemon)."""
     sources = [PROJECT / "ixd" / "main.py", PROJECT / "ixd" / "daemon.py"]
     return any("watch_tree" in p.read_text() for p in sources if p.exists())
 
 
-IXD = (sys.executable, "-m", "ixd.main")
+IXD = (sys.executable, "-m", "ixd.daemon.main")
 
 
 def start_daemon(root: Path, overlays: Sequence[Path], command: Sequence[str] = IXD,
                  fresh: bool = True) -> tuple[subprocess.Popen[bytes], Path]:
     """ixd on a new root (`fresh`) or on one an earlier daemon left."""
-    from client.transport import Client
-    from ixd.errors import IxError
+    from ixd.wire.errors import IxError
+    from ixd.wire.transport import Client
 
     if fresh:
         root.mkdir(parents=True)
@@ -444,7 +444,7 @@ def run_daemon(tmp: Path, overlay: Overlay, command: Sequence[str] = IXD,
                watches: bool | None = None) -> dict[str, Any]:
     import msgpack
 
-    from client.transport import Client
+    from ixd.wire.transport import Client
 
     result: dict[str, Any] = {"watches": daemon_watches() if watches is None else watches}
     process, socket = start_daemon(tmp / "daemon-root", [overlay.root, PKGS], command)

@@ -47,8 +47,8 @@ from _daemon import (
     slow,
 )
 
-from client.transport import Client
-from ixd.wire import Event
+from ixd.wire.frames import Event
+from ixd.wire.transport import Client
 
 #: how long one shared build of the waiter row takes
 WAITER_BUILD_SECS = "0.5"

@@ -45,7 +45,7 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def measure_ixd(tmp: Path, pkgs: Path, target: str, repeat: int) -> dict[str, Any]:
-    from client.transport import Client
+    from ixd.wire.transport import Client
 
     command = (*IXD, "--overlay", str(pkgs), "--set", f"ix_boot_path={BOOT_PATH}")
     root = tmp / f"root-{abs(hash(target))}"

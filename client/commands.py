@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from ixd.errors import UsageError
+from ixd.wire.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from client.main import Context
-    from ixd.wire import Event
+    from ixd.wire.frames import Event
 
     Run = Callable[[Context, list[str]], int]
 
@@ -116,7 +116,7 @@ def when(timestamp: float) -> str:
 def change_realms(ctx: Context, words: list[str]) -> int:
     # only these commands need the lexer and the realm model: keep the others light
     from client.lexer import lex_mutation
-    from ixd.realm_model import AddPackage, SetPackageFlag, SetRealmFlag, patch_to_wire
+    from ixd.model.realm import AddPackage, SetPackageFlag, SetRealmFlag, patch_to_wire
 
     patches = lex_mutation(words, login_name())
     if not patches:

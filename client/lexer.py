@@ -18,8 +18,7 @@ what the words said in order.
 
 from __future__ import annotations
 
-from ixd.errors import BadFlag, BadName, UsageError
-from ixd.realm_model import (
+from ixd.model.realm import (
     AddPackage,
     Op,
     RealmPatch,
@@ -29,7 +28,7 @@ from ixd.realm_model import (
     SetPackageFlag,
     SetRealmFlag,
 )
-from ixd.selector import (
+from ixd.model.selector import (
     Selector,
     check_client_flags,
     merge_flags,
@@ -38,6 +37,7 @@ from ixd.selector import (
     validate_flag_value,
     validate_realm_name,
 )
+from ixd.wire.errors import BadFlag, BadName, UsageError
 
 __all__ = ["lex_mutation"]
 

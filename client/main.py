@@ -14,15 +14,15 @@ import sys
 
 from client.commands import COMMANDS, Command, print_status
 from client.progress import Progress
-from client.transport import Client
-from ixd.errors import ConnectionLost, DaemonUnavailable, IxError, ProtocolError, UsageError
+from ixd.wire.errors import ConnectionLost, DaemonUnavailable, IxError, ProtocolError, UsageError
+from ixd.wire.transport import Client
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TextIO
 
-    from ixd.wire import Event
+    from ixd.wire.frames import Event
 
 #: how long `ixc` waits for a restarted daemon before giving up on a retry
 RETRY_DEADLINE = 120.0

@@ -6,7 +6,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from ixd.wire import Event
+    from ixd.wire.frames import Event
 
 
 class Progress:

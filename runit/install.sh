@@ -76,7 +76,7 @@ say "installed ix into $prefix"
 mkdir -p "$bin_dir"
 cat > "$bin_dir/ixd.tmp" <<WRAPPER
 #!/bin/sh
-PYTHONPATH="$prefix" exec "$python" -m ixd.main "\$@"
+PYTHONPATH="$prefix" exec "$python" -m ixd.daemon.main "\$@"
 WRAPPER
 # ixc: a Python script, not sh running `python -m` (runpy): its start is most of what a cheap
 # request costs. -E: no PYTHON* variables, as PYTHONPATH was replaced before; the prefix

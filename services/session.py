@@ -41,9 +41,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from client.transport import Client
-from ixd.errors import ConnectionLost, DaemonUnavailable, IxError, UnsafeServiceDir, UsageError
-from ixd.selector import validate_realm_name
+from ixd.model.selector import validate_realm_name
+from ixd.wire.errors import ConnectionLost, DaemonUnavailable, IxError, UnsafeServiceDir, UsageError
+from ixd.wire.transport import Client
 from services.reconcile import Reconciler
 
 log = logging.getLogger("ix.session")

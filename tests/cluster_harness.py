@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ixd.fstree import remove_tree
+from ixd.store.fstree import remove_tree
 from tests.daemon_harness import (
     MIRROR,
     PKGS,
@@ -84,7 +84,7 @@ class Cluster:
         with log.open("ab") as out:
             self.workers[name] = subprocess.Popen(
                 [*IN_NAMESPACE, str(self.machine(name)), str(self.root), sys.executable,
-                 "-m", "ixd.worker", self.address, "--config", str(config), "--",
+                 "-m", "ixd.build.worker", self.address, "--config", str(config), "--",
                  "--name", name, "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/", start_new_session=True)
         wait_for(lambda: "Registered to" in log.read_text(errors="replace"),
@@ -118,7 +118,7 @@ def machine_daemon(cluster: Cluster, name: str, extra: Sequence[str]
     private = cluster.machine(name)
     socket = cluster.top / f"{name}.sock"
     log = cluster.top / f"{name}-ixd.log"
-    args = [*IN_NAMESPACE, str(private), str(cluster.root), sys.executable, "-m", "ixd.main",
+    args = [*IN_NAMESPACE, str(private), str(cluster.root), sys.executable, "-m", "ixd.daemon.main",
             "--root", str(cluster.root), "--socket", str(socket),
             "--overlay", str(TEST_OVERLAY), "--overlay", str(PKGS),
             "--mirror", f"{MIRROR}/{{sha}}", *extra]
@@ -144,7 +144,7 @@ def running_cluster(workers: Sequence[str] = ("w1", "w2")) -> Iterator[Cluster]:
     root.mkdir()
     try:
         with running_s3(top / "s3", (BUCKET,)) as s3:
-            subprocess.run([sys.executable, "-m", "ixd.main", "keygen", "cluster-1", "--dir",
+            subprocess.run([sys.executable, "-m", "ixd.daemon.main", "keygen", "cluster-1", "--dir",
                             str(top)], check=True, cwd=PROJECT, capture_output=True)
             port = free_port()
             address = f"tcp://127.0.0.1:{port}"

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.transport import Client
-from ixd.buildusers import DEFAULT_GROUP, members_of
-from ixd.errors import IxError
+from ixd.store.buildusers import DEFAULT_GROUP, members_of
+from ixd.wire.errors import IxError
+from ixd.wire.transport import Client
 
 PROJECT = Path(__file__).resolve().parent.parent
 PKGS = PROJECT / "pkgs"
 TEST_OVERLAY = PROJECT / "tests" / "overlay"
 SYSTEM_PYTHON = "/usr/bin/python3"
-#: the source mirror `python -m ixd.seed` fills (upstream hosts are unreachable here)
+#: the source mirror `python .ci/seed.py` fills (upstream hosts are unreachable here)
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
 _READABLE = Path("/tmp") / f"ix-test-client-{os.getpid()}"
 
@@ -187,7 +187,7 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
     root.mkdir(parents=True, exist_ok=True)
     make_reachable(root)
     log = root.parent / f"{root.name}-ixd.log"
-    args = [sys.executable, "-m", "ixd.main", "--root", str(root)]
+    args = [sys.executable, "-m", "ixd.daemon.main", "--root", str(root)]
     for overlay in overlays:
         args += ["--overlay", str(overlay)]
     args += ["--mirror", f"{MIRROR}/{{sha}}", *extra]

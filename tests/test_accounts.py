@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ixd.identity import AccountCache
+from ixd.daemon.identity import AccountCache
 from tests.test_services import Clock
 
 

@@ -1,12 +1,12 @@
-"""Who may change which realm: the pure decisions of `ixd.auth`, with made-up accounts."""
+"""Who may change which realm: the pure decisions of `ixd.daemon.auth`, with made-up accounts."""
 
 from __future__ import annotations
 
 import pytest
 
-from ixd import auth
-from ixd.auth import ROOT, Claim, Identity
-from ixd.errors import PermissionDenied
+from ixd.daemon import auth
+from ixd.daemon.auth import ROOT, Claim, Identity
+from ixd.wire.errors import PermissionDenied
 
 #: the accounts of these tests: login -> uid
 LOGINS = {"root": 0, "toor": 0, "alice": 1001, "bob": 1002, "carol": 1003}

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from ixd.builder import BuildLimits, Built, ContentMismatch, run_build
-from ixd.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
-from ixd.confine import confinement_argv, probe_confinement
-from ixd.errors import BuildFailed
-from ixd.fstree import remove_tree
-from ixd.layout import Layout
-from ixd.nodes import Node, Source
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node, Source
+from ixd.store.builder import BuildLimits, Built, ContentMismatch, run_build
+from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
+from ixd.store.confine import confinement_argv, probe_confinement
+from ixd.store.fstree import remove_tree
+from ixd.wire.errors import BuildFailed
 from tests.daemon_harness import make_reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -228,10 +228,10 @@ async def test_build_outlives_idle_worker_threads(
 DAEMON = """
 import json, sys, trio
 from pathlib import Path
-from ixd.builder import run_build
-from ixd.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
-from ixd.layout import Layout
-from ixd.nodes import Node
+from ixd.store.builder import run_build
+from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node
 node, layout = Node.from_json(json.loads(sys.argv[1])), Layout(Path(sys.argv[2]))
 
 async def main():
@@ -479,7 +479,7 @@ def test_an_unprivileged_daemon_refuses_to_build_as_itself(login_user: str) -> N
     try:
         shutil.chown(base, login_user, login_user)
         done = subprocess.run(
-            ["runuser", "-u", login_user, "--", "/usr/bin/python3", "-m", "ixd.main",
+            ["runuser", "-u", login_user, "--", "/usr/bin/python3", "-m", "ixd.daemon.main",
              "--root", str(base / "root")],
             capture_output=True, text=True, check=False, cwd=PROJECT_ROOT, timeout=60,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(PROJECT_ROOT)})

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from ixd import cacheformat as fmt
+from ixd.cache import format as fmt
 from tests.daemon_harness import (
     MIRROR,
     PKGS,
@@ -70,7 +70,7 @@ class Shared:
 
 
 def _ixd(*words: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ixd.main", *words], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ixd.daemon.main", *words], capture_output=True,
                           text=True, check=True, cwd=PROJECT)
 
 
@@ -163,7 +163,7 @@ def test_b_substitutes_the_realm_builds_nothing_and_its_binaries_run(shared: Sha
         assert names < set(shared.built)
         assert _run(b.realm(REALM), "hello") == "Hello, world!\n"
         assert _run(b.realm(REALM), "greet") == "Hello, world!\n"
-        verify = subprocess.run([sys.executable, "-m", "ixd.main", "verify", "--root",
+        verify = subprocess.run([sys.executable, "-m", "ixd.daemon.main", "verify", "--root",
                                  str(b.root), "-q"], capture_output=True, text=True, cwd=PROJECT)
         assert verify.returncode == 0, verify.stdout + verify.stderr
 
@@ -250,7 +250,7 @@ def test_a_bad_entry_is_refused_and_built_here(shared: Shared, how: str, code: s
         assert ("bin/hello", "substituted") in states
         assert code in b.log.read_text()
         assert _run(b.realm(REALM), "greet") == "Hello, world!\n"
-        verify = subprocess.run([sys.executable, "-m", "ixd.main", "verify", "--root",
+        verify = subprocess.run([sys.executable, "-m", "ixd.daemon.main", "verify", "--root",
                                  str(b.root), "-q"], capture_output=True, text=True, cwd=PROJECT)
         assert verify.returncode == 0, verify.stdout
         leftovers = [p.name for p in (b.root / "build").iterdir() if ".subst." in p.name]

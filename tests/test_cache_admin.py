@@ -20,7 +20,8 @@ from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon
 @pytest.fixture(scope="module")
 def daemon(accounts: dict[str, int]) -> Iterator[RunningDaemon]:
     keys = Path(tempfile.mkdtemp(prefix="ix-cache-keys-"))
-    subprocess.run([sys.executable, "-m", "ixd.main", "keygen", "admin-1", "--dir", str(keys)],
+    subprocess.run([sys.executable, "-m", "ixd.daemon.main", "keygen", "admin-1",
+                    "--dir", str(keys)],
                    check=True, capture_output=True, cwd=PROJECT)
     cache = keys / "cache"
     extra = ["--admin-group", "ixtadmins", "--push", f"file://{cache}", "--signing-key",

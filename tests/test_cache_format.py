@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ixd import cachearchive
-from ixd import cacheformat as fmt
-from ixd.cache import BinaryCache, DirectoryStore, open_store
-from ixd.errors import (
+from ixd.cache import archive as cachearchive
+from ixd.cache import format as fmt
+from ixd.cache.stores import BinaryCache, DirectoryStore, open_store
+from ixd.cache.substitute import load_trusted_keys, narrow_plan
+from ixd.model.nodes import Node, Plan
+from ixd.wire.errors import (
     CacheArchiveMissing,
     CacheBadUrl,
     CacheFormatError,
@@ -21,8 +23,6 @@ from ixd.errors import (
     CacheRefused,
     CacheSignatureInvalid,
 )
-from ixd.nodes import Node, Plan
-from ixd.substitute import load_trusted_keys, narrow_plan
 
 STORE = "/ix/store"
 UID = "0123456789abcdef0123456789abcdef"
@@ -164,7 +164,7 @@ def _tree(top: Path) -> Path:
 
 def test_an_entry_goes_through_a_folder_cache_and_tar_unpacks_the_same_tree(
         tmp_path: Path) -> None:
-    from ixd.treehash import tree_hash
+    from ixd.store.treehash import tree_hash
 
     entry_dir = _tree(tmp_path / f"{UID}-bin-hello")
     archive = tmp_path / "a.tar.zst"

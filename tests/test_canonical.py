@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ixd.buildusers import (
+from ixd.model.layout import Layout
+from ixd.store.buildusers import (
     DEFAULT_GROUP,
     BuildUser,
     BuildUserPool,
@@ -21,15 +22,14 @@ from ixd.buildusers import (
     kill_processes_of,
     load_pool,
 )
-from ixd.canonical import MAX_DEPTH, STORE_MTIME, OutputRefused, canonicalise
-from ixd.confine import build_identity_argv
-from ixd.db import BuildDatabase
-from ixd.elf import elf_interpreter
-from ixd.errors import ConfinementUnavailable
-from ixd.layout import Layout
-from ixd.safeio import FileTooLarge, NotRegularFile, read_bounded
-from ixd.treehash import tree_hash
-from ixd.verify import Problem, verify_store
+from ixd.store.canonical import MAX_DEPTH, STORE_MTIME, OutputRefused, canonicalise
+from ixd.store.confine import build_identity_argv
+from ixd.store.db import BuildDatabase
+from ixd.store.elf import elf_interpreter
+from ixd.store.safeio import FileTooLarge, NotRegularFile, read_bounded
+from ixd.store.treehash import tree_hash
+from ixd.store.verify import Problem, verify_store
+from ixd.wire.errors import ConfinementUnavailable
 from tests.daemon_harness import processes_of, wait_for
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="chown and mknod need root")

@@ -22,8 +22,8 @@ from tests.daemon_harness import PROJECT, RunningDaemon, start_daemon
 #: (the venv's interpreter; the system one differs only in what it preloads)
 LIGHT_IMPORTS = frozenset({
     # ixc itself
-    "client", "client.main", "client.commands", "client.progress", "client.transport",
-    "ixd", "ixd.errors", "ixd.wire",
+    "client", "client.main", "client.commands", "client.progress", "ixd.wire.transport",
+    "ixd", "ixd.wire", "ixd.wire.errors", "ixd.wire.frames",
     # `from __future__ import annotations` is an import too
     "__future__",
     # the socket's C core (the `socket` module would add enum, selectors, ...)
@@ -35,8 +35,8 @@ LIGHT_IMPORTS = frozenset({
 })
 #: `ixc mut` and `ixc let` lex their words into realm patches: the realm model, selectors
 #: (with the platform names a flag may hold), the login (pwd) as the default realm
-MUT_IMPORTS = LIGHT_IMPORTS | {"client.lexer", "ixd.realm_model", "ixd.selector",
-                               "ixd.platforms", "ixd.record", "collections.abc", "pwd"}
+MUT_IMPORTS = LIGHT_IMPORTS | {"client.lexer", "ixd.model", "ixd.model.realm", "ixd.model.selector",
+                               "ixd.model.platforms", "ixd.wire.record", "collections.abc", "pwd"}
 #: what must never be on the way to the socket (the list above already excludes them; this
 #: names the reason when one comes back)
 HEAVY = ("typing", "dataclasses", "enum", "re", "json", "inspect", "argparse", "socket",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from client import main as ixc
-from ixd.protocol import PROTOCOL_VERSION, Error, Hello, Result
+from ixd.wire.protocol import PROTOCOL_VERSION, Error, Hello, Result
 from tests.test_transport import Peer
 
 Script = Callable[[Peer], None]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ixd.db import SCHEMA_VERSION, BuildDatabase
-from ixd.errors import DatabaseBusy, DatabaseTooNew
+from ixd.store.db import SCHEMA_VERSION, BuildDatabase
+from ixd.wire.errors import DatabaseBusy, DatabaseTooNew
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ixd.fstree import remove_tree
+from ixd.store.fstree import remove_tree
 from tests.daemon_harness import RunningDaemon, start_daemon, wait_for
 
 
@@ -189,7 +189,7 @@ def test_static_policy_refuses_dynamic_programs(daemon: RunningDaemon) -> None:
 
 
 def elf_or_script_is_static(path: Path) -> bool:
-    from ixd.elf import NotElf, elf_interpreter
+    from ixd.store.elf import NotElf, elf_interpreter
 
     try:
         return elf_interpreter(path) is None

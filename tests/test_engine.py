@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ixd.errors import BadName, DependencyCycle, RecipeError, RecipeNotFound
-from ixd.layout import Layout
-from ixd.packages import Package, PackageGraph, walk_closure
-from ixd.plan import build_plan
-from ixd.recipes import RecipeTree
-from ixd.selector import parse_selector
+from ixd.model.layout import Layout
+from ixd.model.selector import parse_selector
+from ixd.recipes.packages import Package, PackageGraph, walk_closure
+from ixd.recipes.plan import build_plan
+from ixd.recipes.tree import RecipeTree
+from ixd.wire.errors import BadName, DependencyCycle, RecipeError, RecipeNotFound
 
 PROJECT_PKGS = Path(__file__).resolve().parent.parent / "pkgs"
 HOST = "linux-x86_64"
@@ -259,9 +259,9 @@ def test_render_errors_name_file_and_line(tmp_path: Path) -> None:
 _UID_SCRIPT = """
 import json, sys
 from pathlib import Path
-from ixd.packages import PackageGraph
-from ixd.recipes import RecipeTree
-from ixd.selector import parse_selector
+from ixd.recipes.packages import PackageGraph
+from ixd.recipes.tree import RecipeTree
+from ixd.model.selector import parse_selector
 graph = PackageGraph(RecipeTree([Path(sys.argv[1]), Path(sys.argv[2])]), Path(sys.argv[3]))
 print(json.dumps([graph.load(parse_selector(s)).uid for s in sys.argv[4:]]))
 """
@@ -323,7 +323,7 @@ def test_plan_is_plain_data_with_dependencies_first(overlay: Path, tmp_path: Pat
 
 def test_streamed_plan_batches_keep_every_node_in_order_and_stay_small(
         overlay: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ixd import plan as planning
+    from ixd.recipes import plan as planning
 
     graph = graph_for(overlay, tmp_path)
     plan = build_plan(graph.load_all([parse_selector("set/both")]), Layout(tmp_path))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client.transport import Client
+from ixd.wire.transport import Client
 from tests.daemon_harness import RunningDaemon, public_daemon
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="a confined daemon runs as root")

@@ -1,4 +1,4 @@
-"""ixd.fetch against a real HTTP server on 127.0.0.1 and real files."""
+"""ixd.store.fetch against a real HTTP server on 127.0.0.1 and real files."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from ixd.errors import ChecksumMismatch, FetchError
-from ixd.fetch import fetch_source, url_basename
+from ixd.store.fetch import fetch_source, url_basename
+from ixd.wire.errors import ChecksumMismatch, FetchError
 
 GOOD = b"hello, ix\n" * 1000
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()

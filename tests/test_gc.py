@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ixd import gc
-from ixd.db import Generation
-from ixd.errors import GcAborted
+from ixd.store import gc
+from ixd.store.db import Generation
+from ixd.wire.errors import GcAborted
 
 
 def realm_entry(tmp_path: Path, name: str, meta: str | None) -> Path:

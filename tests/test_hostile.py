@@ -19,12 +19,12 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.transport import Client
-from ixd import protocol
-from ixd.daemon import Config, Daemon
-from ixd.errors import IxError, ProtocolError
-from ixd.identity import Caller
-from ixd.realm_model import patch_from_wire
+from ixd.daemon.core import Config, Daemon
+from ixd.daemon.identity import Caller
+from ixd.model.realm import patch_from_wire
+from ixd.wire import protocol
+from ixd.wire.errors import IxError, ProtocolError
+from ixd.wire.transport import Client
 from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon
 
 FRAME_TIMEOUT = 1.0
@@ -160,7 +160,7 @@ def test_connections_per_user_are_limited(daemon: RunningDaemon,
                                           accounts: dict[str, int]) -> None:
     script = daemon.root.parent / "conns.py"
     script.write_text(
-        "import sys\nfrom client.transport import Client\n"
+        "import sys\nfrom ixd.wire.transport import Client\n"
         "held = []\n"
         "for i in range(4):\n"
         "    try:\n"

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import trio
 
-from ixd import builder
-from ixd.db import BuildDatabase
-from ixd.errors import InternalError, IxError
-from ixd.layout import Layout
-from ixd.nodes import Node, Plan
-from ixd.runner import StoreRunner
-from ixd.scheduler import Scheduler
+from ixd.build.runner import StoreRunner
+from ixd.build.scheduler import Scheduler
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node, Plan
+from ixd.store import builder
+from ixd.store.db import BuildDatabase
+from ixd.wire.errors import InternalError, IxError
 
 
 def _node(layout: Layout) -> Node:
@@ -54,7 +54,7 @@ def test_a_type_error_in_the_builder_is_e_internal(
                 raised.append(exc)
             nursery.cancel_scope.cancel()
 
-    with caplog.at_level(logging.ERROR, logger="ixd.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="ixd.build.scheduler"):
         trio.run(main)
 
     assert len(raised) == 1

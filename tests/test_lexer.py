@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from client.lexer import lex_mutation
-from ixd.errors import BadFlag, BadName, BadRealmName, UsageError
-from ixd.realm_model import (
+from ixd.model.realm import (
     AddPackage,
     RealmPatch,
     RealmState,
@@ -19,7 +18,8 @@ from ixd.realm_model import (
     patch_from_wire,
     patch_to_wire,
 )
-from ixd.selector import Selector, parse_selector
+from ixd.model.selector import Selector, parse_selector
+from ixd.wire.errors import BadFlag, BadName, BadRealmName, UsageError
 
 
 def lex(*words: str) -> list[RealmPatch]:

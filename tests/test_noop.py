@@ -18,10 +18,10 @@ import pytest
 import trio
 
 from client.lexer import lex_mutation
-from ixd.daemon import Config, Daemon
-from ixd.errors import PermissionDenied
-from ixd.identity import Caller
-from ixd.realm_model import patch_to_wire
+from ixd.daemon.core import Config, Daemon
+from ixd.daemon.identity import Caller
+from ixd.model.realm import patch_to_wire
+from ixd.wire.errors import PermissionDenied
 from tests.daemon_harness import MIRROR, PKGS, TEST_OVERLAY
 
 ROOT = Caller(uid=0, gid=0, pid=1)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ixd.errors import RecipeNotFound
-from ixd.packages import DEFAULT_MAX_PACKAGES, PackageGraph
-from ixd.recipes import RecipeTree
-from ixd.selector import Selector
+from ixd.model.selector import Selector
+from ixd.recipes.packages import DEFAULT_MAX_PACKAGES, PackageGraph
+from ixd.recipes.tree import RecipeTree
+from ixd.wire.errors import RecipeNotFound
 from tests.test_engine import HOST, PROJECT_PKGS, write
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ixd.errors import (
+from ixd.wire.errors import (
     FrameTooLarge,
     LocalProtocolError,
     ProtocolError,
@@ -20,7 +20,7 @@ from ixd.errors import (
     VersionMismatch,
     error_from_wire,
 )
-from ixd.protocol import (
+from ixd.wire.protocol import (
     CLOSED,
     MAX_DEPTH,
     MAX_FRAME,

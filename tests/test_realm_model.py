@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ixd.errors import BadFlag, BadName, BadRealmName, BadRequest, NotInRealm, RealmError
-from ixd.realm_model import (
+from ixd.model.realm import (
     AddPackage,
     Op,
     RealmEntry,
@@ -30,7 +29,8 @@ from ixd.realm_model import (
     patch_from_wire,
     patch_to_wire,
 )
-from ixd.selector import ENGINE_NAMES, Selector, parse_selector
+from ixd.model.selector import ENGINE_NAMES, Selector, parse_selector
+from ixd.wire.errors import BadFlag, BadName, BadRealmName, BadRequest, NotInRealm, RealmError
 
 
 def sel(text: str) -> Selector:

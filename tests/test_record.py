@@ -1,11 +1,11 @@
-"""`ixd.record.Record`: frozen value records as `@dataclass(frozen=True)` makes them, without
+"""`ixd.wire.record.Record`: frozen value records as `@dataclass(frozen=True)` makes them, without
 importing dataclasses (the light client's model is built on it)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ixd.record import Record
+from ixd.wire.record import Record
 
 
 class Point(Record):

@@ -29,7 +29,7 @@ def valid_entries(root: Path) -> dict[str, str]:
 
 
 def verify(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ixd.main", "verify", "--root", str(root),
+    return subprocess.run([sys.executable, "-m", "ixd.daemon.main", "verify", "--root", str(root),
                            "-q"], capture_output=True, text=True, cwd=PROJECT)
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from client.transport import Client
-from ixd.errors import IxError
+from ixd.wire.errors import IxError
+from ixd.wire.transport import Client
 from tests.daemon_harness import PROJECT, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -10,10 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from ixd.errors import BuildCancelled, BuildFailed, DependencyFailed
-from ixd.fairness import FairSlots
-from ixd.nodes import Node, Plan
-from ixd.scheduler import NETWORK_POOL, Listener, Scheduler
+from ixd.build.fairness import FairSlots
+from ixd.build.scheduler import NETWORK_POOL, Listener, Scheduler
+from ixd.model.nodes import Node, Plan
+from ixd.wire.errors import BuildCancelled, BuildFailed, DependencyFailed
 
 
 def node(uid: str, *deps: str) -> Node:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ixd.buildusers import DEFAULT_GROUP
+from ixd.store.buildusers import DEFAULT_GROUP
 from tests.daemon_harness import (
     PROJECT,
     RunningDaemon,
@@ -219,7 +219,7 @@ def test_fifo_sockets_and_dev_zero_links_do_not_hang_anyone(daemon: RunningDaemo
     # another user's change, garbage collection and verification all finish
     daemon.ixc("mut", "+bin/greet", user=VICTIM, timeout=120)
     daemon.ixc("gc", user=ADMIN, timeout=120)
-    verified = subprocess.run([sys.executable, "-m", "ixd.main", "verify",
+    verified = subprocess.run([sys.executable, "-m", "ixd.daemon.main", "verify",
                                "--root", str(daemon.root), "-q"],
                               capture_output=True, text=True, timeout=120, cwd=PROJECT,
                               check=False)
@@ -313,7 +313,7 @@ def test_disk_filler_is_stopped_at_the_output_limit(limited: RunningDaemon) -> N
 
 
 def _ixd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ixd.main", *args],
+    return subprocess.run([sys.executable, "-m", "ixd.daemon.main", *args],
                           capture_output=True, text=True, timeout=60, cwd=PROJECT,
                           env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT)},
                           check=False)

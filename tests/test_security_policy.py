@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from ixd import db as dbmod
-from ixd.daemon import Config, Daemon
-from ixd.db import BuildDatabase
-from ixd.errors import BadFlag, UnsafeServiceDir
-from ixd.identity import Caller
-from ixd.packages import PackageGraph
-from ixd.realm_model import patch_from_wire
-from ixd.recipes import RecipeTree
-from ixd.selector import Selector, parse_selector
+from ixd.daemon.core import Config, Daemon
+from ixd.daemon.identity import Caller
+from ixd.model.realm import patch_from_wire
+from ixd.model.selector import Selector, parse_selector
+from ixd.recipes.packages import PackageGraph
+from ixd.recipes.tree import RecipeTree
+from ixd.store import db as dbmod
+from ixd.store.db import BuildDatabase
+from ixd.wire.errors import BadFlag, UnsafeServiceDir
 from services import session
 from tests.daemon_harness import SYSTEM_PYTHON, RunningDaemon, public_daemon, readable_client
 
@@ -202,8 +202,8 @@ def raw_requests(daemon: RunningDaemon, user: str,
     """Send requests as `user` straight over the socket, past `ixc`'s own checks."""
     code = textwrap.dedent("""
         import json, sys
-        from client.transport import Client
-        from ixd.errors import IxError
+        from ixd.wire.transport import Client
+        from ixd.wire.errors import IxError
         out = []
         with Client.connect(sys.argv[1]) as client:
             for op, args in json.loads(sys.argv[2]):

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ixd import platforms
-from ixd.errors import BadFlag, BadName, BadRealmName
-from ixd.selector import (
+from ixd.model import platforms
+from ixd.model.selector import (
     ENGINE_NAMES,
     FLAG_VALUE_CHARS,
     ONE_LEVEL_FLAGS,
@@ -30,6 +29,7 @@ from ixd.selector import (
     validate_package_name,
     validate_realm_name,
 )
+from ixd.wire.errors import BadFlag, BadName, BadRealmName
 
 # --- strategies ----------------------------------------------------------------------------
 

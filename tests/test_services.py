@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ixd.errors import UsageError
+from ixd.wire.errors import UsageError
 from services import model, session, tree
 from services.model import (
     MARKER,
@@ -442,7 +442,7 @@ def test_session_usage_errors(argv: list[str]) -> None:
 
 
 def test_session_checks_the_realm_name(tmp_path: Path) -> None:
-    from ixd.errors import BadRealmName
+    from ixd.wire.errors import BadRealmName
 
     with pytest.raises(BadRealmName):
         session.main(["--svdir", str(tmp_path), "--root", str(tmp_path), "--realm", "../x",

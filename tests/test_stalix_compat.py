@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from ixd.packages import PackageGraph, walk_closure
-from ixd.recipes import RecipeTree
-from ixd.selector import parse_selector
+from ixd.model.selector import parse_selector
+from ixd.recipes.packages import PackageGraph, walk_closure
+from ixd.recipes.tree import RecipeTree
 from tests.daemon_harness import start_daemon
 from tests.stalix_facts import differences, ix_facts
 

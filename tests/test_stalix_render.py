@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ixd import platforms
-from ixd.errors import BadFlag, BadName, RecipeError, RecipeNotFound
-from ixd.filters import FILTERS
-from ixd.packages import PackageGraph, pkg_name, uniq_id
-from ixd.recipes import RecipeTree
-from ixd.selector import parse_selector
+from ixd.model import platforms
+from ixd.model.selector import parse_selector
+from ixd.recipes.filters import FILTERS
+from ixd.recipes.packages import PackageGraph, pkg_name, uniq_id
+from ixd.recipes.tree import RecipeTree
+from ixd.wire.errors import BadFlag, BadName, RecipeError, RecipeNotFound
 
 HOST = "linux-x86_64"
 
@@ -245,7 +245,7 @@ def test_mount_recipes_are_generated_from_the_index_without_running_mount_py(
 def test_ixd_set_gives_render_settings(tmp_path: Path) -> None:
     import argparse
 
-    from ixd.main import build_parser, config_from_args, parse_setting
+    from ixd.daemon.main import build_parser, config_from_args, parse_setting
 
     assert parse_setting("default_clang=18") == ("default_clang", "18")
     assert parse_setting("ix_boot_path=/a:/b=c") == ("ix_boot_path", "/a:/b=c")

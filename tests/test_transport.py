@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from client.transport import Client
-from ixd.errors import (
+from ixd.wire.errors import (
     ConnectionLost,
     DaemonUnavailable,
     IxError,
@@ -21,7 +20,7 @@ from ixd.errors import (
     UnknownOp,
     VersionMismatch,
 )
-from ixd.protocol import (
+from ixd.wire.protocol import (
     CLOSED,
     NEED_DATA,
     PROTOCOL_VERSION,
@@ -34,6 +33,7 @@ from ixd.protocol import (
     Result,
     error_message,
 )
+from ixd.wire.transport import Client
 
 
 class Peer:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from ixd.builder import BuildLimits, ContentMismatch
-from ixd.canonical import canonicalise
-from ixd.errors import BuildFailed
-from ixd.layout import Layout
-from ixd.treehash import tree_hash
-from ixd.unpack import unpack_limits, unpack_node
+from ixd.cache.unpack import unpack_limits, unpack_node
+from ixd.model.layout import Layout
+from ixd.store.builder import BuildLimits, ContentMismatch
+from ixd.store.canonical import canonicalise
+from ixd.store.treehash import tree_hash
+from ixd.wire.errors import BuildFailed
 from tests.test_builder import assert_cleaned_up, build, layout, needs_bwrap
 
 __all__ = ["layout"]  # the fixture

@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from ixd.errors import BuildFailed
-from ixd.nodes import Node, Plan
-from ixd.scheduler import Listener, Scheduler
+from ixd.build.scheduler import Listener, Scheduler
+from ixd.model.nodes import Node, Plan
+from ixd.wire.errors import BuildFailed
 
 
 class GatedRunner:

@@ -1,4 +1,4 @@
-"""`ixd.watch.watch_tree` against real files: batches, new folders, deletes, renames, roots
+"""`ixd.daemon.watch.watch_tree` against real files: batches, new folders, deletes, renames, roots
 that come and go, and a real PackageGraph whose cache it invalidates.
 
 No fixed sleeps: every wait is on a trio event under a `trio.fail_after` deadline.
@@ -16,10 +16,10 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from ixd.packages import PackageGraph
-from ixd.recipes import RecipeTree
-from ixd.selector import parse_selector
-from ixd.watch import watch_tree
+from ixd.daemon.watch import watch_tree
+from ixd.model.selector import parse_selector
+from ixd.recipes.packages import PackageGraph
+from ixd.recipes.tree import RecipeTree
 
 PKGS = Path(__file__).resolve().parent.parent / "pkgs"
 DEADLINE = 10.0
@@ -280,7 +280,7 @@ def test_a_queue_overflow_reports_everything_again(tmp_path: Path) -> None:
 
     import pyinotify
 
-    from ixd.watch import _Watcher
+    from ixd.daemon.watch import _Watcher
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.sh").write_text("x\n")

@@ -30,21 +30,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from client.main import _print_status
-from client.transport import Client
-from ixd import logstream, paging, protocol
-from ixd.daemon import Config, Daemon
-from ixd.errors import (
-    BadName,
-    BadRequest,
-    FrameLimit,
-    IxError,
-    ProtocolError,
-    TooSlow,
-)
-from ixd.identity import Caller
-from ixd.nodes import Node
-from ixd.scheduler import JOIN_REPLAY_CHARS, JOIN_REPLAY_LINES, Flight
-from ixd.server import Server
+from ixd.build.scheduler import JOIN_REPLAY_CHARS, JOIN_REPLAY_LINES, Flight
+from ixd.daemon.core import Config, Daemon, logstream, paging
+from ixd.daemon.identity import Caller
+from ixd.daemon.server import Server
+from ixd.model.nodes import Node
+from ixd.wire import protocol
+from ixd.wire.errors import BadName, BadRequest, FrameLimit, IxError, ProtocolError, TooSlow
+from ixd.wire.transport import Client
 from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon, wait_for
 
 MiB = 1024 * 1024

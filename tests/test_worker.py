@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ixd import worker
-from ixd.nodes import Node
+from ixd.build import worker
+from ixd.model.nodes import Node
 
 UID = "0123456789abcdef0123456789abcdef"
 

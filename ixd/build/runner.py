@@ -1,0 +1,332 @@
+"""The node runner of a real store: fetch, build or assemble, then register the result.
+
+This is the only place that turns a plan node into effects on the store and the build
+database; the scheduler decides what runs and when.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import BinaryIO
+
+import trio
+
+from ixd.store import builder
+from ixd.store import fetch
+from ixd.store.assemble import assemble_realm
+from ixd.store.builder import ContentMismatch
+from ixd.store.buildusers import BuildUser, BuildUserPool
+from ixd.build.cluster import Cluster
+from ixd.store.db import BuildDatabase
+from ixd.wire.errors import BuildFailed, CacheHashMismatch, CacheUnsafeArchive, ClusterUnavailable, InternalError, IxError, error_from_wire
+from ixd.store.fstree import remove_tree
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node
+from ixd.build.scheduler import Listener
+from ixd.cache.substitute import Substituter
+from ixd.store.treehash import tree_hash
+from ixd.cache.unpack import unpack_limits, unpack_node
+
+log = logging.getLogger("ixd.build.runner")
+
+
+class StoreRunner:
+    def __init__(self, layout: Layout, db: BuildDatabase, *, confine: bool,
+                 mirrors: Sequence[str], make_thrs: int,
+                 build_users: BuildUserPool | None = None,
+                 limits: builder.BuildLimits | None = None,
+                 substituter: Substituter | None = None,
+                 on_built: Callable[[str], None] | None = None,
+                 cluster: Cluster | None = None,
+                 push_inputs: Callable[[list[str]], object] | None = None) -> None:
+        if confine and not build_users:
+            raise ValueError("confined builds need a pool of build users")
+        self.layout = layout
+        self.db = db
+        self.confine = confine
+        self.build_users = build_users
+        self.limits = limits or builder.BuildLimits()
+        self.mirrors = tuple(mirrors)
+        #: installs `substitute` nodes from binary caches
+        self.substituter = substituter
+        #: told each uid this daemon built, once registered (the cache pusher)
+        self.on_built = on_built
+        #: builds go to this Dask cluster (`ixd.build.cluster`), their inputs to the push cache
+        #: first (`push_inputs`, blocking), their results come back through the caches
+        self.cluster = cluster
+        self.push_inputs = push_inputs
+        if cluster is not None and (substituter is None or push_inputs is None):
+            raise ValueError("a cluster needs --cache and --push: its results come back "
+                             "through the cache")
+        #: remote builds under way: uid -> the worker that runs it ("" until one says so)
+        self.remote: dict[str, str] = {}
+        self._remote_logs: dict[str, tuple[Listener, BinaryIO]] = {}
+        self.make_thrs = make_thrs
+        #: mirror of the database's valid uids, so validity checks cost no query
+        self.valid: set[str] = db.valid_uids()
+        #: uids being garbage collected: building one waits until its old entry is gone
+        self.collecting: dict[str, trio.Event] = {}
+        #: the latest successful build time of each package, for ETAs
+        self.durations: dict[str, float] = db.last_durations()
+        #: finished builds' scratch folders, moved into the trash, for collect_trash
+        self._trash: trio.MemorySendChannel[Path]
+        self._trash, self._trashed = trio.open_memory_channel[Path](math.inf)
+
+    async def collect_trash(self) -> None:
+        """Delete finished builds' scratch folders from the trash, off the builds' way (what
+        is left at a stop, recovery deletes).
+
+        Root deletes what has gathered with one `rm -rf` process per batch: per entry,
+        Python's rmtree would hold the interpreter lock the event loop needs, one worker
+        thread call per build. GNU rm never follows a link, and stays on one file system."""
+        async for first in self._trashed:
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._trashed.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if os.geteuid() == 0 and await _rm_rf(batch):
+                continue
+            for path in batch:  # unprivileged, or rm failed: read-only folders and all
+                try:
+                    await trio.to_thread.run_sync(remove_tree, path)
+                except OSError:
+                    log.exception("could not delete %s", path)
+
+    def is_valid(self, node: Node) -> bool:
+        if node.kind == "fetch":
+            return self.layout.source_path(node.uid).is_file()
+        return node.uid in self.valid
+
+    def expected_duration(self, node: Node) -> float | None:
+        return self.durations.get(node.name) if node.kind == "build" else None
+
+    async def run_node(self, node: Node, emit: Listener, requested_by: int,
+                       slot_done: Callable[[], None] = lambda: None) -> None:
+        collected = self.collecting.get(node.uid)
+        if collected is not None:
+            await collected.wait()
+        if node.kind == "fetch":
+            await self._fetch(node)
+        elif node.kind == "build":
+            await self._build(node, emit, requested_by, slot_done)
+        elif node.kind == "substitute":
+            await self._substitute(node, requested_by)
+        else:
+            await trio.to_thread.run_sync(assemble_realm, node)
+            await self._register(node, "rlm")
+
+    async def _fetch(self, node: Node) -> None:
+        source = node.sources[0]
+        await trio.to_thread.run_sync(
+            lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
+                                       self.mirrors)
+        )
+
+    async def _build(self, node: Node, emit: Listener, requested_by: int,
+                     slot_done: Callable[[], None]) -> None:
+        if self.cluster is not None:
+            try:
+                await self._build_remote(node, emit, requested_by, slot_done)
+                return
+            except ClusterUnavailable as exc:
+                if self.cluster.required:
+                    raise
+                log.warning("building %s (%s) here: %s", node.name, node.uid, exc.message)
+                emit("notice", {"text": f"{node.name}: {exc.message}; building it here"})
+        await self._build_local(node, emit, requested_by, slot_done)
+
+    async def _build_remote(self, node: Node, emit: Listener, requested_by: int,
+                            slot_done: Callable[[], None]) -> None:
+        """Build on the cluster: inputs pushed to the cache, the node submitted, its result
+        substituted from the cache (unpacked in the sandbox, its signed hash checked)."""
+        slot_done()  # the cluster's slots bound remote builds, not ours
+        log_path = self.layout.log_path(node.uid)
+        build_id = await trio.to_thread.run_sync(
+            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
+            str(log_path), requested_by)
+        log.info("remote build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+        self.remote[node.uid] = ""
+        worker = "(already in the cache)"
+        try:
+            async with self._recording(build_id, node, "remote build"):
+                with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (small local writes)
+                    self._remote_logs[node.uid] = (emit, log_file)
+                    try:
+                        worker = await self._submit(node)
+                    finally:
+                        del self._remote_logs[node.uid]
+                # the worker's log stays: the unpack's output goes after it
+                await self._install(node, build_id, "remote", keep_log=True)
+        finally:
+            self.remote.pop(node.uid, None)
+        log.info("remote build finished: %s uid=%s on %s", node.name, node.uid, worker)
+
+    async def _submit(self, node: Node) -> str:
+        """Have the cluster build `node` unless a cache already holds it (built and pushed
+        since this plan was made); which worker built it. Afterwards the entry is a hit of
+        this ixd's caches, or ClusterUnavailable."""
+        assert self.cluster is not None and self.push_inputs is not None
+        assert self.substituter is not None
+        inputs = [Path(p).name[:32] for p in node.inputs if Path(p).parent == self.layout.store]
+        await trio.to_thread.run_sync(self.push_inputs, [u for u in inputs if u in self.valid])
+        if node.uid in await trio.to_thread.run_sync(self.substituter.lookup_fresh, [node.uid]):
+            return "(already in the cache)"
+        result = await self.cluster.build(node)
+        worker = str(result.get("worker"))
+        if "error" in result:
+            raise error_from_wire(str(result["error"]), f"on {worker}: {result['message']}")
+        if node.uid not in await trio.to_thread.run_sync(self.substituter.lookup_fresh,
+                                                         [node.uid]):
+            raise ClusterUnavailable(f"{node.name} ({node.uid}) was built on {worker} but no "
+                                     f"cache of this ixd holds it")
+        return worker
+
+    def remote_log(self, uid: str, lines: list[str]) -> None:
+        """Log lines a worker sent for a remote build (on the event loop)."""
+        held = self._remote_logs.get(uid)
+        if held is None:
+            return
+        emit, log_file = held
+        for line in lines:
+            log_file.write(line.encode(errors="replace") + b"\n")
+            emit("log", {"uid": uid, "line": line})
+        log_file.flush()
+
+    async def _build_local(self, node: Node, emit: Listener, requested_by: int,
+                           slot_done: Callable[[], None]) -> None:
+        log_path = str(self.layout.log_path(node.uid))
+        build_id = await trio.to_thread.run_sync(
+            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), log_path,
+            requested_by)
+        started = trio.current_time()
+        log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+        async with self._recording(build_id, node, "build"), self._build_user() as user:
+            built = await builder.run_build(
+                node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
+                on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
+                user=user, limits=self.limits, on_exit=slot_done,
+            )
+        self._trash.send_nowait(built.trashed)
+        await self._record_valid(node, build_id, built.content_hash, "valid")
+        if self.on_built is not None:
+            self.on_built(node.uid)
+        duration = trio.current_time() - started
+        self.durations[node.name] = duration
+        log.info("build finished: %s uid=%s duration=%.2fs result=valid", node.name, node.uid,
+                 duration)
+
+    async def _record_valid(self, node: Node, build_id: int, content_hash: str,
+                            state: str) -> None:
+        kind = Path(node.outputs[0]).name.split("-", 2)[1]
+
+        def register_and_end() -> None:  # one worker thread for both writes
+            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash)
+            self.db.build_ended(build_id, state, "")
+
+        await trio.to_thread.run_sync(register_and_end)
+        self.valid.add(node.uid)
+
+    async def _substitute(self, node: Node, requested_by: int) -> None:
+        """Install the node's entry from a binary cache. Recorded in the builds table as
+        `substituted` (or failed, with the reason)."""
+        build_id = await trio.to_thread.run_sync(
+            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
+            str(self.layout.log_path(node.uid)), requested_by)
+        log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+        async with self._recording(build_id, node, "substitute"):
+            await self._install(node, build_id, "substituted")
+        log.info("substitute finished: %s uid=%s", node.name, node.uid)
+
+    async def _install(self, node: Node, build_id: int, state: str, *,
+                       keep_log: bool = False) -> None:
+        """The node's entry from the cache that holds it: its archive fetched and checked,
+        then unpacked like a build (`ixd.cache.unpack`: as a build user, in the sandbox, only the
+        signed content reaches the store), and recorded valid with `state`."""
+        substituter = self.substituter
+        assert substituter is not None, "a substitute node without caches"
+        archive: Path | None = None
+        try:
+            with trio.CancelScope(shield=True):  # a bounded download nobody can stop
+                hit = await trio.to_thread.run_sync(substituter.fetch, node)
+            archive = self.layout.source_path(hit.entry.file_hash)
+            unpack = unpack_node(node.uid, node.name, Path(node.outputs[0]),
+                                 hit.entry.file_hash, hit.entry.url)
+            try:
+                async with self._build_user() as user:
+                    built = await builder.run_build(
+                        unpack, self.layout, confine=self.confine, make_thrs=1, user=user,
+                        limits=unpack_limits(self.limits, hit.entry.content_size),
+                        expect_hash=hit.entry.content_hash, keep_log=keep_log)
+            except BuildFailed as exc:
+                refusal = (CacheHashMismatch if isinstance(exc.__cause__, ContentMismatch)
+                           else CacheUnsafeArchive)
+                raise substituter.refuse(node, hit, refusal(
+                    f"cache {hit.cache.url}: {node.name} ({node.uid}) was refused: "
+                    f"{exc.message}")) from exc
+        finally:
+            if archive is not None:  # unpacked or refused: the archive is not kept
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_unlink, archive)
+        self._trash.send_nowait(built.trashed)
+        with trio.CancelScope(shield=True):  # an entry in the store is recorded valid
+            await self._record_valid(node, build_id, built.content_hash, state)
+
+    @contextlib.asynccontextmanager
+    async def _recording(self, build_id: int, node: Node, what: str) -> AsyncIterator[None]:
+        """The builds-table row `build_id` ends failed (with the error) or cancelled if the
+        work it wraps does; success is the work's own to record."""
+        try:
+            yield
+        except BaseException as exc:
+            if isinstance(exc, IxError):
+                error: IxError | None = exc
+            elif isinstance(exc, Exception):  # a bug: the scheduler logs it, says E_INTERNAL
+                error = InternalError(f"internal error: {exc!r}")
+            else:
+                error = None
+            with trio.CancelScope(shield=True):
+                await self._ended(build_id, "failed" if error else "cancelled", error)
+            log.info("%s finished: %s uid=%s result=%s", what, node.name, node.uid,
+                     "failed" if error else "cancelled")
+            raise
+
+    def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
+        if self.build_users is None:
+            return contextlib.nullcontext(None)
+        return self.build_users.take()
+
+    async def _ended(self, build_id: int, state: str, error: IxError | None) -> None:
+        await trio.to_thread.run_sync(
+            self.db.build_ended, build_id, state, error.message if error else "")
+
+    async def _register(self, node: Node, kind: str) -> None:
+        out = node.outputs[0]
+        content = await trio.to_thread.run_sync(tree_hash, Path(out))
+        await trio.to_thread.run_sync(
+            self.db.register_valid, node.uid, out, node.name, kind, content)
+        self.valid.add(node.uid)
+
+
+async def _rm_rf(paths: list[Path]) -> bool:
+    """`rm -rf` the daemon's own `paths` in one process; False (logged) if it failed."""
+    done = await trio.run_process(
+        ["rm", "-rf", "--one-file-system", "--", *map(os.fspath, paths)],
+        check=False, stdin=subprocess.DEVNULL, capture_stderr=True)
+    if done.returncode != 0:
+        log.warning("rm -rf of %d trash entries failed (%s); deleting them one by one",
+                    len(paths), done.stderr.decode(errors="replace").strip()[:500])
+    return done.returncode == 0
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,300 @@
+"""The one queue of the daemon: runs plans, joining nodes already under way.
+
+Every node goes through `Scheduler.run`. A node valid in the store is skipped; a node queued
+or running for anybody is joined, not started again; a node nobody waits for any more is
+cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
+request that started them, so a second waiter keeps a build going after the first left.
+Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
+Build slots go round-robin between the users waiting (by uid), then between each user's
+requests (`ixd.build.fairness`): a user's many requests do not starve another user's one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from ixd.wire.errors import BuildCancelled, CacheError, DependencyFailed, InternalError, IxError
+from ixd.build.fairness import FairSlots, Ticket
+from ixd.model.nodes import Node, Plan
+
+log = logging.getLogger("ixd.build.scheduler")
+
+#: (event kind, data) for progress; the server forwards them to waiting clients
+Listener = Callable[[str, dict[str, Any]], None]
+#: builds that use the network (`net`) at once, besides the build slots, as stal/IX's
+#: `network` pool (16 there; 8 here: each still takes one of the build users)
+NETWORK_POOL = 8
+#: plans tried with substitutes before the rest is built without (each try refuses one more)
+SUBSTITUTE_TRIES = 3
+#: the latest log lines of a build replayed to a request that joins it (lines, characters)
+JOIN_REPLAY_LINES = 1000
+JOIN_REPLAY_CHARS = 256 * 1024
+
+
+class NodeRunner(Protocol):
+    """Does the work of one node and records it valid; raises IxError on failure."""
+
+    def is_valid(self, node: Node) -> bool: ...
+
+    def expected_duration(self, node: Node) -> float | None: ...
+
+    async def run_node(self, node: Node, emit: Listener, requested_by: int,
+                       slot_done: Callable[[], None] = ...) -> None:
+        """`slot_done()` may be called once the node's processes have ended: its build slot
+        goes to the next build while this one's bookkeeping (canonicalising, hashing,
+        registering) goes on."""
+
+
+class PlanNarrower(Protocol):
+    """Turns build nodes a binary cache holds into substitute nodes (`ixd.cache.substitute`)."""
+
+    async def narrow(self, plan: Plan, is_valid: Callable[[Node], bool]) -> Plan: ...
+
+
+@dataclass(eq=False)
+class Flight:
+    """One node under way, shared by every request that needs it."""
+
+    node: Node
+    requested_by: int
+    #: the request whose turn this flight takes in the fair queue (of `requested_by`)
+    request_key: int
+    done: trio.Event = field(default_factory=trio.Event)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    error: IxError | None = None
+    #: uid of each waiting request's caller (a uid twice: two requests of one user)
+    waiting_uids: Counter[int] = field(default_factory=Counter)
+    listeners: list[Listener] = field(default_factory=list)
+    #: the build's latest log lines (see `replay_log`), and how many it printed in all
+    recent_log: deque[str] = field(default_factory=deque)
+    recent_chars: int = 0
+    log_lines: int = 0
+    queued: float = field(default_factory=time.time)
+    started: float | None = None
+    #: its place in the build slots' queues (build nodes only)
+    ticket: Ticket | None = None
+
+    @property
+    def waiters(self) -> int:
+        return sum(self.waiting_uids.values())
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "log" and isinstance(data.get("line"), str):
+            self._remember(data["line"])
+        for listener in list(self.listeners):
+            listener(kind, data)
+
+    def _remember(self, line: str) -> None:
+        self.log_lines += 1
+        self.recent_log.append(line)
+        self.recent_chars += len(line)
+        while len(self.recent_log) > JOIN_REPLAY_LINES or self.recent_chars > JOIN_REPLAY_CHARS:
+            self.recent_chars -= len(self.recent_log.popleft())
+
+    def replay_log(self, listener: Listener) -> None:
+        """Hand a request joining the build its log so far: how many earlier lines are left
+        out (`log-skipped`), then the latest ones. Called in the same step as the listener
+        is added, it misses no line and repeats none; `ixc log -f` replays the whole file."""
+        uid = self.node.uid
+        skipped = self.log_lines - len(self.recent_log)
+        if skipped:
+            listener("log-skipped", {"uid": uid, "count": skipped})
+        for line in self.recent_log:
+            listener("log", {"uid": uid, "line": line})
+
+
+class Scheduler:
+    def __init__(self, runner: NodeRunner, jobs: int,
+                 substituter: PlanNarrower | None = None) -> None:
+        self.runner = runner
+        self.substituter = substituter
+        self.jobs = jobs
+        self._flights: dict[str, Flight] = {}
+        self._nursery: trio.Nursery | None = None
+        self.build_slots = FairSlots(jobs)
+        self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2),
+                          "substitute": trio.CapacityLimiter(8),
+                          "network": trio.CapacityLimiter(NETWORK_POOL)}
+        self._request_keys = itertools.count(1)
+        #: plans of requests in flight: the garbage collector's roots
+        self._kept: dict[int, Plan] = {}
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Own the nursery flights run in; returns only when cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def flights(self) -> list[Flight]:
+        return list(self._flights.values())
+
+    @contextlib.contextmanager
+    def keep(self, plan: Plan) -> Iterator[None]:
+        """Keep every path of `plan` from garbage collection while the block runs."""
+        key = next(self._request_keys)
+        self._kept[key] = plan
+        try:
+            yield
+        finally:
+            del self._kept[key]
+
+    def kept_paths(self) -> set[str]:
+        paths: set[str] = set()
+        for plan in self._kept.values():
+            for node in plan.nodes:
+                paths.update(node.inputs)
+                paths.update(node.outputs)
+        return paths
+
+    async def run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
+        """Make every node of the plan valid; raise the first failure (BuildFailed)."""
+        with self.keep(plan):
+            if self.substituter is None:
+                await self._run(plan, listener, requested_by)
+            else:
+                await self._run_substituting(plan, self.substituter, listener, requested_by)
+
+    async def _run_substituting(self, plan: Plan, substituter: PlanNarrower,
+                                listener: Listener, requested_by: int) -> None:
+        """Run the plan with what the caches hold substituted; a substitute refused (the
+        substituter remembers it) is built here on the next try, with what it needs."""
+        for _ in range(SUBSTITUTE_TRIES):
+            narrowed = await substituter.narrow(plan, self.runner.is_valid)
+            try:
+                await self._run(narrowed, listener, requested_by)
+                return
+            except CacheError as exc:
+                log.warning("substitution failed, building instead: %s", exc)
+                listener("notice", {"text": f"{exc}; building it here instead"})
+        await self._run(plan, listener, requested_by)
+
+    async def _run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
+        finished: dict[str, trio.Event] = {n.uid: trio.Event() for n in plan.nodes}
+        failures: dict[str, IxError] = {}
+        todo = [n for n in plan.nodes if not self.runner.is_valid(n)]
+        todo_uids = {n.uid for n in todo}
+        request_key = next(self._request_keys)
+        listener("plan", {"total": len(plan.nodes), "todo": len(todo), "jobs": self.jobs,
+                          "nodes": [{"uid": n.uid, "name": n.name, "kind": n.kind,
+                                     "expected": self.runner.expected_duration(n)}
+                                    for n in todo]})
+        for node in plan.nodes:
+            if node.uid not in todo_uids:
+                finished[node.uid].set()
+        async with trio.open_nursery() as nursery:
+            for node in todo:
+                nursery.start_soon(self._want, node, finished, failures, listener,
+                                   requested_by, request_key)
+        if failures:
+            own = [e for e in failures.values() if not isinstance(e, DependencyFailed)]
+            raise (own or list(failures.values()))[0]
+
+    async def _want(self, node: Node, finished: dict[str, trio.Event],
+                    failures: dict[str, IxError], listener: Listener,
+                    requested_by: int, request_key: int) -> None:
+        try:
+            for dep in node.deps:
+                event = finished.get(dep)
+                if event is not None:
+                    await event.wait()
+                if dep in failures:
+                    failures[node.uid] = DependencyFailed(
+                        f"{node.name} was not built: a dependency failed "
+                        f"({failures[dep].message.splitlines()[0]})")
+                    return
+            error = await self._join(node, listener, requested_by, request_key)
+            if error is not None:
+                failures[node.uid] = error
+        finally:
+            finished[node.uid].set()
+
+    async def _join(self, node: Node, listener: Listener, requested_by: int,
+                    request_key: int) -> IxError | None:
+        flight = self._flights.get(node.uid)
+        if flight is None:
+            if self.runner.is_valid(node):
+                return None
+            assert self._nursery is not None, "Scheduler.serve() is not running"
+            flight = Flight(node, requested_by, request_key)
+            if node.kind == "build" and not node.net:
+                flight.ticket = self.build_slots.ticket(requested_by, request_key)
+            self._flights[node.uid] = flight
+            self._nursery.start_soon(self._fly, flight)
+        else:
+            listener("joined", {"uid": node.uid, "name": node.name})
+            flight.replay_log(listener)  # no await until the listener is added below
+            if flight.ticket is not None:  # a shared build takes each waiter's turn
+                self.build_slots.add_key(flight.ticket, requested_by, request_key)
+        flight.waiting_uids[requested_by] += 1
+        flight.listeners.append(listener)
+        try:
+            await flight.done.wait()
+        finally:
+            flight.waiting_uids[requested_by] -= 1
+            flight.waiting_uids += Counter()  # drop zero counts
+            flight.listeners.remove(listener)
+            if flight.waiters == 0 and not flight.done.is_set():
+                log.info("cancel %s %s: nobody waits for it", node.name, node.uid)
+                flight.cancel_scope.cancel()
+        return flight.error
+
+    async def _run_flight(self, flight: Flight, slot_done: Callable[[], None] = lambda: None
+                          ) -> None:
+        node = flight.node
+        if self.runner.is_valid(node):
+            return
+        flight.started = time.time()
+        flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
+                                "expected": self.runner.expected_duration(node)})
+        await self.runner.run_node(node, flight.emit, flight.requested_by, slot_done)
+        flight.emit("finished", {"uid": node.uid, "name": node.name, "kind": node.kind,
+                                 "duration": time.time() - flight.started})
+
+    async def _fly(self, flight: Flight) -> None:
+        node = flight.node
+        try:
+            with flight.cancel_scope:
+                if flight.ticket is not None:
+                    await self.build_slots.wait(flight.ticket)
+                    held = True
+
+                    def slot_done() -> None:
+                        nonlocal held
+                        if held:
+                            held = False
+                            self.build_slots.release()
+
+                    try:
+                        await self._run_flight(flight, slot_done)
+                    finally:
+                        slot_done()
+                else:
+                    async with self._limiters[_pool_of(node)]:
+                        await self._run_flight(flight)
+            if flight.cancel_scope.cancelled_caught:
+                flight.error = BuildCancelled(f"{node.name} was cancelled: nobody waits for it")
+        except IxError as exc:
+            flight.error = exc
+        except Exception as exc:
+            log.exception("internal error running %s", node.name)
+            flight.error = InternalError(f"internal error running {node.name}: {exc!r}")
+        finally:
+            del self._flights[node.uid]
+            flight.done.set()
+
+
+def _pool_of(node: Node) -> str:
+    """The limiter a node without a build slot waits for: a `net` build waits for the
+    network pool (it mostly waits on the network, not the CPU), the others by kind."""
+    return "network" if node.kind == "build" else node.kind

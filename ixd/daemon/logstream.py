@@ -1,0 +1,214 @@
+"""Build logs to clients: whole files streamed in bounded pieces, running builds followed.
+
+Nothing here holds a whole log. A file is read `LOG_CHUNK` bytes at a time in a worker thread
+and each piece goes out as a `log-text` event (`{"uid", "text"}`) through the request's
+`send`, which returns only once the client has taken the previous piece (see
+`ixd.daemon.server.Emitter.send`): a slow reader slows the reading down, the daemon's memory stays
+at a few pieces, and other clients are served in between.
+
+Following a running build (`ixc log -f`) is the log so far, then every line the build prints
+after, each exactly once. Subscribing to the build and taking the log file's size happen in
+one step with no await in between; the builder writes each piece of output to the file and
+hands its complete lines to the listeners in one step too. So the file up to its last newline
+at that moment is exactly what came before the first line the follower is handed. Live lines
+wait for a slow follower in a bounded backlog; one that falls `FOLLOW_BACKLOG` behind gets
+`TooSlow`, never a silent gap.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import trio
+
+from ixd.build.scheduler import Flight, Listener
+from ixd.wire.errors import NoSuchBuild, TooSlow
+
+#: bytes of a log file read and sent as one event; at most 3 bytes of UTF-8 per byte read
+#: (invalid bytes become U+FFFD), so one event stays far below the frame limit
+LOG_CHUNK = 256 * 1024
+#: characters of live lines one follower may fall behind before it is cut off with TooSlow
+FOLLOW_BACKLOG = 16 * 1024 * 1024
+#: a log file last written this long before its build started is an earlier build's, which
+#: the builder has not yet replaced (file times may lag the clock by a tick)
+_STALE_SLACK = 0.01
+
+Send = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def sender(emit: Listener) -> Send:
+    """The waiting `send` of the request's emitter; a plain listener (a test calling the
+    daemon directly) is wrapped, without waiting for anybody."""
+    send: Send | None = getattr(emit, "send", None)
+    if send is not None:
+        return send
+
+    async def plain(kind: str, data: dict[str, Any]) -> None:
+        emit(kind, data)
+        await trio.lowlevel.checkpoint()
+
+    return plain
+
+
+async def serve_log(uid: str, path: Path, target: str, follow: bool,
+                    find_flight: Callable[[], Flight | None], emit: Listener) -> dict[str, Any]:
+    """`ixc log`: stream build `uid`'s log file, or follow the build while it runs."""
+    send = sender(emit)
+    if follow:
+        flight = find_flight()
+        if flight is not None:
+            return await _follow(flight, uid, path, send)
+    file = await trio.to_thread.run_sync(_open, path)
+    if file is None:
+        raise NoSuchBuild(f"no build log for {target} (uid {uid}): it was never built here"
+                          + (" yet; it is queued" if find_flight() else ""))
+    with file:
+        size = await trio.to_thread.run_sync(lambda: os.fstat(file.fileno()).st_size)
+        sent = await _stream(file, size, uid, send, whole_lines=False)
+    return {"uid": uid, "log": "", "size": sent}
+
+
+def _open(path: Path) -> BinaryIO | None:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+
+
+async def _stream(file: BinaryIO, size: int, uid: str, send: Send, *,
+                  whole_lines: bool) -> int:
+    """Send the first `size` bytes of `file` in pieces of at most LOG_CHUNK bytes; with
+    `whole_lines`, only up to the last newline (the rest of that line comes live). Returns
+    the bytes read."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    read = 0
+    carry = ""  # the start of a line whose end has not been read yet
+    while read < size:
+        chunk = await trio.to_thread.run_sync(file.read, min(LOG_CHUNK, size - read))
+        if not chunk:
+            break  # the file shrank: a new build of the same uid truncated it
+        read += len(chunk)
+        text = carry + decoder.decode(chunk)
+        carry = ""
+        if whole_lines:
+            cut = text.rfind("\n") + 1
+            if not cut and len(text) < LOG_CHUNK:
+                carry = text
+                continue
+            # a "line" longer than a chunk goes in pieces, as the builder hands it on
+            cut = cut or len(text)
+            text, carry = text[:cut], text[cut:]
+        if text:
+            await send("log-text", {"uid": uid, "text": text})
+    if not whole_lines:
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            await send("log-text", {"uid": uid, "text": tail})
+    return read
+
+
+class _Backlog:
+    """A follower's listener on the build: live lines waiting to be sent, bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lines: collections.deque[str] = collections.deque()
+        self.size = 0
+        self.overflowed = False
+        self.finished = False
+        self._wake = trio.Event()
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind != "log" or self.overflowed:
+            return
+        line = data.get("line")
+        if not isinstance(line, str):
+            return
+        self.size += len(line) + 1
+        if self.size > self.limit:
+            self.overflowed = True
+            self.lines.clear()
+        else:
+            self.lines.append(line)
+        self._wake.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._wake.set()
+
+    async def wait(self) -> None:
+        await self._wake.wait()
+        self._wake = trio.Event()
+
+    def take(self, limit: int) -> str:
+        """Waiting lines, oldest first, up to `limit` characters (at least one line)."""
+        if self.overflowed:
+            raise TooSlow(f"the followed log ran more than {self.limit} characters ahead of "
+                          f"this client, so the daemon stopped sending it rather than leave a "
+                          f"gap; read the whole log with `ixc log UID` once the build is done")
+        parts: list[str] = []
+        taken = 0
+        while self.lines and (not parts or taken + len(self.lines[0]) + 1 <= limit):
+            line = self.lines.popleft()
+            parts.append(line)
+            taken += len(line) + 1
+        self.size -= taken
+        return "".join(f"{line}\n" for line in parts)
+
+
+def _subscribe(flight: Flight, path: Path, backlog: _Backlog) -> tuple[BinaryIO | None, int]:
+    """Listen to `flight` and take its log file as it is now, in one step (no await): the
+    file and its size, or None when there is no log of this build yet."""
+    file = None
+    size = 0
+    if flight.started is not None:
+        file = _open(path)
+        if file is not None:
+            stat = os.fstat(file.fileno())
+            if stat.st_mtime < flight.started - _STALE_SLACK:
+                file.close()  # an earlier build's: this one has not started writing yet
+                file = None
+            else:
+                size = stat.st_size
+    flight.listeners.append(backlog)
+    return file, size
+
+
+async def _follow(flight: Flight, uid: str, path: Path, send: Send) -> dict[str, Any]:
+    backlog = _Backlog(FOLLOW_BACKLOG)
+    file, size = _subscribe(flight, path, backlog)
+    try:
+        if file is not None:
+            with file:
+                await _stream(file, size, uid, send, whole_lines=True)
+        failed: TooSlow | None = None  # raised outside the nursery, not in a group
+        async with trio.open_nursery() as nursery:
+
+            async def finish_when_done() -> None:
+                await flight.done.wait()
+                backlog.finish()
+
+            nursery.start_soon(finish_when_done)
+            try:
+                while True:
+                    text = backlog.take(LOG_CHUNK)
+                    if text:
+                        await send("log-text", {"uid": uid, "text": text})
+                    elif backlog.finished:
+                        break
+                    else:
+                        await backlog.wait()
+            except TooSlow as exc:
+                failed = exc
+            nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+    finally:
+        flight.listeners.remove(backlog)
+    return {"uid": uid, "log": "", "followed": True,
+            "error": flight.error.message if flight.error else None}

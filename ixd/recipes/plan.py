@@ -1,0 +1,129 @@
+"""Packages → a build plan of plain nodes (fetch, build, realm), ready for the executor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node, Plan, Source
+from ixd.recipes.packages import Package, content_hash, walk_closure
+
+
+def fetch_node(url: str, sha256: str, filename: str, layout: Layout) -> Node:
+    return Node(
+        uid=sha256,
+        kind="fetch",
+        name=url,
+        deps=(),
+        inputs=(),
+        outputs=(str(layout.source_path(sha256)),),
+        net=True,
+        sources=(Source(url, sha256, filename),),
+    )
+
+
+def package_nodes(targets: Iterable[Package], layout: Layout) -> list[Node]:
+    """Nodes to build `targets` and everything they need, dependencies first."""
+    nodes: list[Node] = []
+    fetched: set[str] = set()
+    for package in walk_closure(targets):
+        node = package.node
+        if node is None:
+            continue
+        for source in node.sources:
+            if source.sha256 not in fetched:
+                fetched.add(source.sha256)
+                nodes.append(fetch_node(source.url, source.sha256, source.filename, layout))
+        nodes.append(node)
+    return nodes
+
+
+def runtime_uids(packages: Iterable[Package]) -> list[str]:
+    """The buildable uids that must be valid for `packages` to be used."""
+    uids: dict[str, None] = {}
+    for package in packages:
+        for p in package.run_closure:
+            if p.buildable:
+                uids[p.uid] = None
+    return list(uids)
+
+
+def build_plan(targets: Sequence[Package], layout: Layout) -> Plan:
+    return Plan(tuple(package_nodes(targets, layout)), tuple(runtime_uids(targets)))
+
+
+def realm_dirs(packages: Sequence[Package]) -> list[str]:
+    """Store dirs linked into a realm, in priority order: the front package wins, and a
+    package wins over its own run dependencies."""
+    dirs: dict[str, None] = {}
+    for package in packages:
+        for p in reversed(package.run_closure):
+            if p.out_dir is not None:
+                dirs.setdefault(p.out_dir, None)
+    return list(dirs)
+
+
+def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
+               layout: Layout) -> Node:
+    """Assembling a realm is a node too, so an unchanged realm is not assembled again."""
+    dirs = realm_dirs(packages)
+    # the static policy's exceptions: what packages flagged allow_dynamic bring in
+    allowed = sorted({q.out_dir for p in packages if p.flags.get("allow_dynamic", "0") != "0"
+                      for q in p.run_closure if q.out_dir})
+    meta = {**meta, "allow_dynamic": allowed}
+    uid = content_hash({"realm": realm, "dirs": dirs, "meta": meta})
+    return Node(
+        uid=uid,
+        kind="realm",
+        name=f"realm {realm}",
+        deps=tuple(runtime_uids(packages)),
+        inputs=tuple(dirs),
+        outputs=(str(layout.store / f"{uid}-rlm-{realm}"),),
+        meta=dict(meta),
+    )
+
+
+def realm_plan(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
+               layout: Layout) -> Plan:
+    node = realm_node(realm, packages, meta, layout)
+    return Plan((*package_nodes(packages, layout), node), (node.uid,))
+
+
+#: a streamed plan's events stay far below the wire's frame limit (16 MiB)
+BATCH_BYTES = 2 << 20
+BATCH_NODES = 256
+
+
+def node_batches(plan: Plan) -> Iterator[list[dict[str, Any]]]:
+    """The plan's nodes as JSON, in order, in batches of at most BATCH_NODES nodes and about
+    BATCH_BYTES (a node alone may be bigger): one `plan-nodes` event each."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for node in plan.nodes:
+        data = node.to_json()
+        weight = len(node.stdin) + sum(len(k) + len(v) for k, v in node.env.items()) + 512
+        if batch and (size + weight > BATCH_BYTES or len(batch) >= BATCH_NODES):
+            yield batch
+            batch, size = [], 0
+        batch.append(data)
+        size += weight
+    if batch:
+        yield batch
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """`ixc plan --summary`: what the plan holds, without the nodes."""
+    kinds: dict[str, int] = {}
+    for node in plan.nodes:
+        kinds[node.kind] = kinds.get(node.kind, 0) + 1
+    builds = [n for n in plan.nodes if n.kind == "build"]
+    return {
+        "targets": list(plan.targets),
+        "nodes": len(plan.nodes),
+        "by_kind": kinds,
+        "packages": sorted({n.name for n in builds}),
+        "sources": sorted({s.url for n in plan.nodes if n.kind == "fetch" for s in n.sources}),
+        "script_bytes": sum(len(n.stdin) for n in builds),
+        "network_builds": sum(1 for n in builds if n.net),
+    }

@@ -1,0 +1,317 @@
+"""Recipe templates: overlays, path rules, include lines, rendering to a descriptor.
+
+A package name `bin/hello` is the file `bin/hello/ix.sh`, looked up in each overlay in turn.
+Template paths starting with `//` are from the overlay root, others are relative to the
+including template's folder. A whole line `{% include 'x' %}` is replaced by the file's text
+when the template is loaded; `'x/base64'` gives that file's base64.
+
+Every render records the files it read, so a change to one file drops exactly the renders
+that depend on it (`RecipeTree.invalidate`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import json
+import posixpath
+import re
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ixd.recipes.filters import FILTERS
+from ixd.recipes.mounts import Mount, load_mount
+from ixd.wire.errors import RecipeError, RecipeNotFound
+
+_INCLUDE_LINE = re.compile(r"""^[ \t]*\{%-?\s*include\s+(['"])(?P<name>[^'"]+)\1\s*-?%\}[ \t]*$""",
+                           re.MULTILINE)
+_MAX_INCLUDE_DEPTH = 16
+
+# Template names loaded during the current render, to learn its file dependencies.
+_loaded_names: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "_loaded_names", default=None
+)
+
+
+def join_template_path(name: str, parent: str | None) -> str:
+    """Resolve a template path: `//x` from the overlay root, `x` beside `parent`."""
+    if name.startswith("//"):
+        joined = name[2:]
+    elif parent is None:
+        joined = name
+    else:
+        joined = posixpath.join(posixpath.dirname(parent), name)
+    normal = posixpath.normpath(joined)
+    if normal.startswith("../") or normal == ".." or normal.startswith("/") or normal == ".":
+        raise jinja2.TemplateNotFound(f"{name} (from {parent}) leaves the overlay root")
+    return normal
+
+
+def recipe_file(package_name: str) -> str:
+    """The template of a package: `bin/hello` → `bin/hello/ix.sh`; `x/t.sh` → itself."""
+    return package_name if package_name.endswith(".sh") else f"{package_name}/ix.sh"
+
+
+class OverlayLoader(jinja2.BaseLoader):
+    """Finds templates in an ordered list of overlays and expands include lines."""
+
+    def __init__(self, overlays: Sequence[Path], tree: RecipeTree) -> None:
+        self.overlays = [Path(o).resolve() for o in overlays]
+        self._tree = tree
+
+    def find(self, name: str) -> Path | None:
+        for overlay in self.overlays:
+            candidate = overlay / name
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def read(self, name: str) -> tuple[str, tuple[Path, ...]] | None:
+        """The text of a tree file and the files it comes from: the file itself, or, for a
+        name in a folder with a mount (`pip/x/ix.sh`), the mount's files."""
+        for overlay in self.overlays:
+            candidate = overlay / name
+            if candidate.is_file():
+                return candidate.read_text(), (candidate,)
+            first, sep, rest = name.partition("/")
+            if sep:
+                mount = self._tree.mount(overlay / first)
+                if mount is not None and (text := mount.serve(rest)) is not None:
+                    return text, mount.files
+        return None
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        found = self.read(template)
+        if found is None:
+            raise jinja2.TemplateNotFound(template)
+        text, origin = found
+        files: set[Path] = set(origin)
+        source = self._expand_includes(text, template, files, depth=0)
+        self._tree._record_files(template, files)
+        return source, str(origin[0]), self._tree.up_to_date_check(files)
+
+    def _expand_includes(self, text: str, name: str, files: set[Path], depth: int) -> str:
+        if depth > _MAX_INCLUDE_DEPTH:
+            raise RecipeError(f"{name}: include lines nest deeper than {_MAX_INCLUDE_DEPTH}")
+
+        def replace(match: re.Match[str]) -> str:
+            target = join_template_path(match.group("name"), name)
+            as_base64 = target.endswith("/base64")
+            file_name = target[: -len("/base64")] if as_base64 else target
+            if as_base64:
+                path = self.find(file_name)
+                if path is None:
+                    raise RecipeError(f"{name}: included file {match.group('name')!r} not "
+                                      f"found (looked for {file_name} in every overlay)")
+                files.add(path)
+                return base64.b64encode(path.read_bytes()).decode("ascii")
+            found = self.read(file_name)
+            if found is None:
+                raise RecipeError(f"{name}: included file {match.group('name')!r} not found "
+                                  f"(looked for {file_name} in every overlay)")
+            included, origin = found
+            files.update(origin)
+            return self._expand_includes(included, file_name, files, depth + 1).strip()
+
+        return _INCLUDE_LINE.sub(replace, text)
+
+
+class RecipeEnvironment(jinja2.Environment):
+    """A Jinja environment with IX path rules that reports which templates a render loads."""
+
+    def join_path(self, template: str, parent: str) -> str:
+        return join_template_path(template, parent)
+
+    def get_template(self, name: Any, parent: Any = None, globals: Any = None) -> Any:
+        if isinstance(name, str):
+            if parent is not None:
+                name = self.join_path(name, parent)
+            loaded = _loaded_names.get()
+            if loaded is not None:
+                loaded.add(name)
+            return super().get_template(name, None, globals)
+        return super().get_template(name, parent, globals)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One render: the descriptor and the files it depends on."""
+
+    descriptor: dict[str, Any]
+    files: frozenset[Path]
+
+
+class IxHelper:
+    """The `ix` object of the render context: loads files beside the recipe."""
+
+    def __init__(self, tree: RecipeTree, package_name: str, files: set[Path]) -> None:
+        self._tree = tree
+        self._folder = posixpath.dirname(recipe_file(package_name))
+        self._files = files
+
+    def load_file(self, name: str) -> str:
+        target = join_template_path(name, self._folder + "/x")
+        found = self._tree.loader.read(target)
+        if found is None:
+            raise RecipeError(f"ix.load_file: {name!r} not found beside {self._folder}")
+        text, origin = found
+        self._files.update(origin)
+        return text
+
+    def error(self, message: str) -> None:
+        """`{{ ix.error('why') }}`: the recipe refuses to render, saying why."""
+        raise RecipeRefused(str(message))
+
+
+class RecipeRefused(Exception):
+    """A recipe's own `ix.error(...)`."""
+
+
+class RecipeTree:
+    """The overlays and a Jinja environment over them. Thread-safe for rendering."""
+
+    def __init__(self, overlays: Sequence[Path], bytecode_dir: Path | None = None) -> None:
+        if not overlays:
+            raise RecipeError("no recipe overlays configured")
+        self._versions: dict[Path, int] = {}
+        self._mounts: dict[Path, Mount | None] = {}
+        self._file_sets: dict[frozenset[Path], frozenset[Path]] = {}
+        #: how many invalidations there were: a template loaded since the last is up to date
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._files_of_template: dict[str, frozenset[Path]] = {}
+        self.loader = OverlayLoader(overlays, self)
+        self.env = RecipeEnvironment(
+            loader=self.loader,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=True,
+            cache_size=-1,
+            autoescape=False,
+            bytecode_cache=_bytecode_cache(bytecode_dir),
+        )
+        self.env.filters.update(FILTERS)
+
+    @property
+    def overlays(self) -> list[Path]:
+        return self.loader.overlays
+
+    def mount(self, folder: Path) -> Mount | None:
+        """The generated recipes of a tree folder with a mount.py (cached until its files
+        change)."""
+        with self._lock:
+            if folder not in self._mounts:
+                self._mounts[folder] = load_mount(folder)
+            return self._mounts[folder]
+
+    def _record_files(self, template: str, files: Iterable[Path]) -> None:
+        with self._lock:
+            self._files_of_template[template] = frozenset(files)
+
+    def file_versions(self, files: Iterable[Path]) -> tuple[int, ...]:
+        """The versions of `files`, in the order given."""
+        return tuple(self._versions.get(f, 0) for f in files)
+
+    def up_to_date_check(self, files: Iterable[Path]) -> Callable[[], bool]:
+        """Jinja's check, on every use of a loaded template, that none of `files` changed
+        since: one comparison while nothing at all was invalidated since the last check."""
+        files = tuple(sorted(files))
+        versions = self.file_versions(files)
+        checked = [self._generation]
+
+        def up_to_date() -> bool:
+            generation = self._generation
+            if checked[0] == generation:
+                return True
+            if self.file_versions(files) != versions:
+                return False
+            checked[0] = generation
+            return True
+
+        return up_to_date
+
+    def invalidate(self, paths: Iterable[Path]) -> None:
+        """Make Jinja reload the templates that read `paths` on next use."""
+        with self._lock:
+            self._generation += 1
+            self._file_sets.clear()  # sets of dropped renders go with them
+            for path in paths:
+                self._versions[path] = self._versions.get(path, 0) + 1
+                self._mounts.pop(path.parent, None)
+
+    def render(self, package_name: str, context: Mapping[str, Any]) -> Rendered:
+        """Render a package's recipe to its descriptor dict."""
+        template_name = recipe_file(package_name)
+        loaded: set[str] = set()
+        extra_files: set[Path] = set()
+        token = _loaded_names.set(loaded)
+        try:
+            ctx: MutableMapping[str, Any] = dict(context)
+            ctx["ix"] = IxHelper(self, package_name, extra_files)
+            text = self.env.get_template(template_name).render(ctx)
+        except RecipeError:
+            raise
+        except RecipeRefused as exc:
+            raise RecipeError(f"{_where(exc, template_name)}: recipe of {package_name!r} "
+                              f"refuses to render: {exc}") from None
+        except jinja2.TemplateNotFound as exc:
+            if exc.name == template_name:
+                raise RecipeNotFound(
+                    f"no recipe for package {package_name!r}: {template_name} is in none of "
+                    f"the overlays {', '.join(str(o) for o in self.overlays)}") from None
+            raise RecipeError(f"{_where(exc, template_name)}: template {exc.name!r} not found "
+                              f"in any overlay") from None
+        except jinja2.TemplateSyntaxError as exc:
+            where = f"{exc.filename or exc.name}:{exc.lineno}"
+            raise RecipeError(f"{where}: syntax error in recipe of {package_name!r}: "
+                              f"{exc.message}") from None
+        except Exception as exc:  # a template's own failure: name the file and line
+            raise RecipeError(f"{_where(exc, template_name)}: rendering {package_name!r} "
+                              f"failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            _loaded_names.reset(token)
+        try:
+            descriptor = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecipeError(
+                f"{template_name}: recipe of {package_name!r} did not render to JSON "
+                f"({exc.msg} at line {exc.lineno}); does it extend a //die/ template?"
+            ) from None
+        if not isinstance(descriptor, dict):
+            raise RecipeError(f"{template_name}: recipe of {package_name!r} rendered "
+                              f"{type(descriptor).__name__}, not a descriptor object")
+        with self._lock:
+            files = set(extra_files)
+            for name in loaded:
+                files |= self._files_of_template.get(name, frozenset())
+            # renders of one template family read the same files: one set for all of them
+            shared = self._file_sets.setdefault(frozenset(files), frozenset(files))
+        return Rendered(descriptor, shared)
+
+
+def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
+    """Compiled templates kept across daemon restarts, in a folder only the daemon's user can
+    write (what is loaded from it is run as code)."""
+    if folder is None:
+        return None
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
+def _where(exc: BaseException, fallback: str) -> str:
+    """`file:line` of the innermost template frame in a render's traceback."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename and not frame.filename.endswith(".py") and frame.lineno:
+            return f"{frame.filename}:{frame.lineno}"
+    return fallback
+

@@ -1,0 +1,760 @@
+"""Run one build node: a private scratch, the confined command as a build user, its log,
+then a canonical output renamed into the store.
+
+A confined build writes into `build/<uid>/out`, a folder only its build user can reach
+(`build/` is 0711 and `build/<uid>` 0700, owned by the build user); the sandbox binds it at
+the store path the output must embed (`$out`). When the command has exited, every process of
+the build user is killed, the tree is canonicalised (`ixd.store.canonical`: owner the daemon,
+read-only, no setuid bits, no special files, no hard links) and only then renamed into
+`store/`. Nothing under `store/` is writable or setuid at any moment. A failed, cancelled or
+timed-out build leaves nothing behind.
+
+The command's environment is exactly the node's `env` plus `out`, `tmp`, `src`, `uid` and
+`make_thrs`: nothing is inherited from the daemon. Blocking file-system work (preparing the
+scratch, canonicalising, deleting) runs in worker threads.
+
+An unconfined build (`ixd --no-confine`, which logs loudly) runs as the daemon and writes
+its store path directly; its output is still canonicalised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import outcome
+import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
+
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node, Source
+from ixd.store.buildusers import BuildUser, kill_processes_of
+from ixd.store.canonical import OutputRefused, canonicalise
+from ixd.store.confine import build_identity_argv, bwrap_path, confinement_argv, sandbox_etc
+from ixd.store.fstree import remove_tree
+from ixd.store.treehash import tree_hash
+from ixd.wire.errors import BuildFailed, ConfinementUnavailable
+
+log = logging.getLogger(__name__)
+
+LineCallback = Callable[[str], None]
+#: the bwrap prefix of a confined build, given the fd for bwrap's --info-fd
+SandboxArgv = Callable[[int], list[str]]
+
+#: log lines quoted in a BuildFailed message
+LOG_TAIL_LINES = 20
+#: after the build's process exits, how long its output pipe may stay open (a background
+#: process of an unconfined build holding it) before the log is closed anyway
+EOF_GRACE = 5.0
+#: how long to wait for killed processes to disappear before giving up on them
+KILL_GRACE = 10.0
+#: a "line" longer than this is passed to the callback in pieces
+MAX_LINE = 64 * 1024
+_READ_SIZE = 64 * 1024
+#: what _sandbox_pidfd says when the sandbox is already over (never a file descriptor)
+SANDBOX_GONE = -1
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What one build may use; breaking a limit fails the build and kills all of it."""
+
+    #: seconds of wall-clock time (a recipe may ask for more with its `timeout`)
+    timeout: float = 4 * 3600.0
+    #: processes of the build's uid at once (RLIMIT_NPROC)
+    max_processes: int = 4096
+    #: bytes of its scratch and output together (measured every `size_poll` seconds, and
+    #: the finished output once more)
+    max_output_size: int = 32 << 30
+    #: seconds between two measurements of the scratch's size
+    size_poll: float = 1.0
+
+
+class LimitExceeded(Exception):
+    """Raised inside the build's watchdog; becomes a BuildFailed naming the limit."""
+
+
+async def run_build(
+    node: Node,
+    layout: Layout,
+    *,
+    confine: bool,
+    make_thrs: int,
+    on_log_line: LineCallback | None = None,
+    user: BuildUser | None = None,
+    limits: BuildLimits | None = None,
+    on_exit: Callable[[], None] | None = None,
+    expect_hash: str | None = None,
+    keep_log: bool = False,
+) -> Built:
+    """Run a `kind == "build"` node; return when its output is canonical and in the store.
+
+    Confined builds need `user`, the build user to run as (held by the caller for the whole
+    call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
+    breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
+    impossible. `on_exit()` is called once the command has ended, before its output is
+    canonicalised and moved. With `expect_hash`, an output of any other content hash is
+    refused (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`:
+    the command's output goes after what the log already holds. On trio
+    cancellation the build's processes are killed and waited for, its files removed, and
+    Cancelled re-raised.
+    """
+    if node.kind != "build":
+        raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
+    if not node.outputs or not node.command:
+        raise ValueError(f"build node {node.name} ({node.uid}) has no output or no command")
+    if confine and user is None:
+        raise ValueError(f"a confined build of {node.name} needs a build user")
+
+    limits = limits or BuildLimits()
+    store_path = Path(node.outputs[0])
+    scratch = layout.scratch(node.uid)
+    tmp, src = scratch / "tmp", scratch / "src"
+    # confined: a private folder bound at the store path; unconfined: the store path itself
+    out = scratch / "out" if confine else store_path
+    log_path = layout.log_path(node.uid)
+
+    env = dict(node.env)
+    env.update(out=os.fspath(store_path), tmp=os.fspath(tmp), src=os.fspath(src),
+               uid=node.uid, make_thrs=str(make_thrs))
+    sandbox: SandboxArgv | None = None
+    if confine:
+        assert user is not None
+        if bwrap_path() is None:
+            raise ConfinementUnavailable(
+                f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
+                "is not installed"
+            )
+        prefix = [*build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes),
+                  *_prepare_argv(node, layout)]
+        etc_dir = sandbox_etc_dir(layout)
+
+        def sandbox(info_fd: int) -> list[str]:
+            return prefix + confinement_argv(
+                net=node.net,
+                inputs=_readable_inputs(node, layout),
+                binds=[(scratch, scratch), (out, store_path)],
+                tmp=tmp,
+                etc=etc_dir,
+                info_fd=info_fd,
+                chdir=tmp,
+            ) + _unset_pwd(env)
+
+    timeout = max(limits.timeout, node.timeout)
+    try:
+        # Log writes are small and go to a local file: plain blocking I/O is fine here.
+        with open(log_path, "a+b" if keep_log else "w+b") as log_file:  # noqa: ASYNC230
+            if user is None:
+                # two lstat calls on the loop; deleting what they find is a thread's work
+                if _exists(store_path) or _exists(scratch):
+                    await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
+                _prepare(node, layout, out, scratch)
+            else:
+                await _make_scratch(scratch, user)
+            ran = _Outcome()
+            watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
+            ran.status = await _run_logged(
+                list(node.command), env=env, cwd=tmp if user is None else scratch,
+                stdin=node.stdin.encode(),
+                log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
+                watch=watch)
+            if on_exit is not None:  # the command is over: what follows is the daemon's
+                on_exit()
+            if ran.broken is not None:
+                raise BuildFailed(_failure_message(node, ran.broken, log_path))
+            if ran.status != 0:
+                raise BuildFailed(_failure_message(node, _describe_status(ran.status),
+                                                   log_path))
+            try:
+                # with the sandbox's pid namespace seen gone, no process of the build is left;
+                # otherwise every process of its uid is killed first
+                built = await trio.to_thread.run_sync(
+                    _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
+                    layout.trash, limits, expect_hash)
+            except (OSError, OutputRefused, LimitExceeded, ContentMismatch) as exc:
+                raise BuildFailed(_failure_message(
+                    node, f"its output could not be finished: {exc}", log_path)) from exc
+            if built.notes:
+                _end_line(log_file)
+            for note in built.notes:
+                line = f"ix: {note}"
+                log_file.write(line.encode() + b"\n")
+                if on_log_line is not None:
+                    on_log_line(line)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_abandon, user, out, scratch)
+        if isinstance(exc, (OSError, subprocess.SubprocessError)):
+            raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)
+                              ) from exc
+        raise
+    return built
+
+
+class ContentMismatch(Exception):
+    """An output whose content is not the one expected (`run_build(expect_hash=...)`)."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """A finished build's output, canonical and in the store."""
+
+    #: what canonicalisation changed beyond owner, mode and time (also in the build's log)
+    notes: tuple[str, ...]
+    files: int
+    size: int
+    #: the output's content hash (`ixd.store.treehash`), recorded when it is registered valid
+    content_hash: str
+    #: the build's scratch, moved into the trash: the caller deletes it when it suits
+    trashed: Path
+
+
+# --- the file system -----------------------------------------------------------------------
+
+
+def _exists(path: Path) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_stale(store_path: Path, scratch: Path) -> None:
+    """Remove an output never registered valid and an old scratch (blocking)."""
+    remove_tree(store_path)  # the runner checked: not valid
+    remove_tree(scratch)
+
+
+def _prepare(node: Node, layout: Layout, out: Path, scratch: Path) -> None:
+    """An unconfined build's fresh scratch and output folder (the daemon's own)."""
+    os.mkdir(scratch, 0o700)
+    os.mkdir(scratch / "tmp")
+    os.mkdir(scratch / "src")
+    os.mkdir(out)
+    for source in node.sources:
+        os.symlink(layout.source_path(source.sha256), scratch / "src" / _source_name(node, source))
+
+
+async def _make_scratch(scratch: Path, user: BuildUser) -> None:
+    """A confined build's scratch: made by root (its parent is root's), given to the build
+    user, who fills it (`_prepare_argv`). Two system calls on the loop: each one the loop
+    makes while a worker thread runs Python waits for the interpreter lock again."""
+    try:
+        os.mkdir(scratch, 0o700)
+    except FileExistsError:  # left by a build cut short
+        await trio.to_thread.run_sync(remove_tree, scratch)
+        os.mkdir(scratch, 0o700)
+    os.chown(scratch, user.uid, user.gid)
+
+
+#: run by the build user in its scratch before bubblewrap: its folders and its sources' links
+#: (`ix-prepare TARGET NAME ... -- BWRAP...`); the build's PATH may name no host folder
+_PREPARE_SCRIPT = (
+    f'{shutil.which("mkdir", path=os.defpath) or "/bin/mkdir"} tmp src out || exit 125; '
+    'while [ "$1" != -- ]; do '
+    f'{shutil.which("ln", path=os.defpath) or "/bin/ln"} -s -- "$1" "src/$2" || exit 125; '
+    'shift 2; done; shift; exec "$@"')
+
+
+def _prepare_argv(node: Node, layout: Layout) -> list[str]:
+    """The prefix that makes a confined build's scratch folders as its build user, so the
+    daemon does not (a dozen system calls less on its event loop per build)."""
+    links = [arg for source in node.sources
+             for arg in (os.fspath(layout.source_path(source.sha256)),
+                         _source_name(node, source))]
+    return ["/bin/sh", "-c", _PREPARE_SCRIPT, "ix-prepare", *links, "--"]
+
+
+def _source_name(node: Node, source: Source) -> str:
+    name = source.filename
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise BuildFailed(
+            f"build of {node.name} ({node.uid}): source {source.url} has the bad file "
+            f"name {name!r}; it must be a plain file name"
+        )
+    return name
+
+
+def sandbox_etc_dir(layout: Layout) -> Path:
+    """The sandbox's own /etc/passwd and /etc/group, written once per root (root's, 0644,
+    in `build/.etc`, which build users may pass through to but not list)."""
+    folder = layout.build / ".etc"
+    if folder.is_dir():
+        return folder
+    staging = layout.build / f".etc.{os.getpid()}.{id(folder)}"
+    remove_tree(staging)
+    staging.mkdir(mode=0o755)
+    for name, text in sandbox_etc().items():
+        (staging / name).write_text(text)
+        (staging / name).chmod(0o644)
+    try:
+        os.rename(staging, folder)
+    except OSError:  # another build made it first
+        remove_tree(staging)
+    return folder
+
+
+def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
+            trash: Path, limits: BuildLimits, expect_hash: str | None = None) -> Built:
+    """After the command: no process of the build left (`user`'s are killed, if given), its
+    output canonicalised, hashed and moved into the store, the scratch removed (blocking; one
+    worker thread for all of it)."""
+    if user is not None:
+        # nothing of the build may run on while its output is canonicalised
+        kill_processes_of(user)
+    canonical = canonicalise(out)
+    if canonical.size > limits.max_output_size:
+        raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
+                            f"--max-output-size of {limits.max_output_size}")
+    content_hash = tree_hash(out)  # of relative paths: the same once moved
+    if expect_hash is not None and content_hash != expect_hash:
+        raise ContentMismatch(f"its content hash is {content_hash}, not the expected "
+                              f"{expect_hash}")
+    if out != store_path:
+        try:
+            os.rename(out, store_path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # a stale output a build cut short left (the runner checked: not valid)
+            remove_tree(store_path)
+            os.rename(out, store_path)
+    # Deleting the scratch (the build's temporary files) is nobody's wait: one rename into
+    # the private trash, and the daemon deletes it later (recovery empties what is left).
+    trashed = trash / f"{scratch.name}.{secrets.token_hex(4)}"
+    os.rename(scratch, trashed)
+    return Built(tuple(canonical.notes), canonical.files, canonical.size, content_hash,
+                 trashed)
+
+
+def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
+    """After a failure or cancellation: no process of the build left, nothing of it kept."""
+    try:
+        if user is not None:
+            kill_processes_of(user)
+    finally:
+        _discard(out, scratch)
+
+
+def _end_line(log_file: BinaryIO) -> None:
+    """Start a new line in the log unless the build's output ended with one."""
+    log_file.flush()
+    size = os.fstat(log_file.fileno()).st_size
+    if size and os.pread(log_file.fileno(), 1, size - 1) != b"\n":
+        log_file.write(b"\n")
+
+
+def _readable_inputs(node: Node, layout: Layout) -> list[Path]:
+    """What the sandbox shows read-only: the node's inputs and its sources, each once."""
+    paths = dict.fromkeys([*node.inputs, *(os.fspath(layout.source_path(s.sha256))
+                                           for s in node.sources)])
+    return [Path(p) for p in paths]
+
+
+def _discard(out: Path, scratch: Path) -> None:
+    """Remove what a failed or cancelled build left; never raise over the real error."""
+    for path in (out, scratch):
+        try:
+            remove_tree(path)
+        except OSError:
+            log.exception("could not remove %s", path)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes allocated to the files under `path` (blocks, so sparse files count as written);
+    links are not followed and files that vanish meanwhile are skipped."""
+    total = 0
+    stack = [os.fspath(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
+# --- running the command -------------------------------------------------------------------
+
+
+@dataclass
+class _Watch:
+    """A running build's limits, checked by the task that waits for the build anyway (each
+    `limits.size_poll` seconds and at the deadline), not by tasks of their own: a short build
+    costs no extra trips through the event loop."""
+
+    scratch: Path
+    limits: BuildLimits
+    seconds: float
+    deadline: float
+
+    async def broken(self) -> str | None:
+        """The limit the build broke, if it did."""
+        if trio.current_time() >= self.deadline:
+            return (f"did not finish within {self.seconds:.0f} s (--build-timeout) and was "
+                    f"killed")
+        used = await trio.to_thread.run_sync(tree_bytes, self.scratch)
+        if used > self.limits.max_output_size:
+            return (f"wrote {used} bytes, more than the --max-output-size of "
+                    f"{self.limits.max_output_size}, and was killed")
+        return None
+
+
+@dataclass
+class _Outcome:
+    status: int = -1
+    #: the limit the build broke, if it did
+    broken: str | None = None
+    #: the sandbox's pid 1 was seen to end (so its whole pid namespace is gone)
+    sandbox_gone: bool = False
+
+
+async def _run_logged(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    stdin: bytes,
+    log_file: BinaryIO,
+    on_line: LineCallback | None,
+    sandbox: SandboxArgv | None,
+    outcome: _Outcome,
+    watch: _Watch,
+) -> int:
+    """Run argv (inside `sandbox` if given) with its output logged; its exit status.
+
+    The process gets its own session. When it exits, what is left of its process group is
+    killed (background processes of an unconfined build; a confined build's pid namespace
+    dies with it anyway). If this is cancelled, the whole build is killed and waited for.
+    `outcome.sandbox_gone` records whether the sandbox's pid 1 was seen to end: its pid
+    namespace, and every process that ever ran in it, is then gone for sure. While it runs,
+    `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
+    `outcome.broken` and the build is killed.
+    """
+    child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin),
+                                              sandbox=sandbox))
+    popen = child.popen
+    sandbox_pidfd: int | None = None
+    try:
+        output_done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, child.output, log_file, on_line, output_done)
+            if child.stdin is not None:
+                nursery.start_soon(_feed, child.stdin, stdin)
+            if child.info is not None:
+                found = await _sandbox_pidfd(child.info)
+                if found == SANDBOX_GONE:
+                    outcome.sandbox_gone = True
+                else:
+                    sandbox_pidfd = found
+            # Exited but not yet reaped: its pid (= process group id) cannot be reused
+            # before we kill what is left of the group.
+            while True:
+                poll = trio.current_time() + watch.limits.size_poll
+                with trio.move_on_at(min(poll, watch.deadline)):
+                    await trio.lowlevel.wait_readable(child.pidfd)
+                    break
+                outcome.broken = await watch.broken()
+                if outcome.broken is not None:  # killed whole in `finally`
+                    nursery.cancel_scope.cancel()
+                    return -1
+            _kill_group(popen.pid)
+            status = popen.poll()
+            assert status is not None
+            with trio.move_on_after(EOF_GRACE):
+                await output_done.wait()
+            nursery.cancel_scope.cancel()
+        return status
+    finally:
+        with trio.CancelScope(shield=True):
+            if popen.returncode is None:
+                if sandbox_pidfd is not None:
+                    # Killing the sandbox's pid 1 ends its whole pid namespace.
+                    _pidfd_kill(sandbox_pidfd)
+                _kill_group(popen.pid)
+                with trio.move_on_after(KILL_GRACE):
+                    await trio.lowlevel.wait_readable(child.pidfd)
+                popen.poll()
+            if sandbox_pidfd is not None:
+                with trio.move_on_after(KILL_GRACE):
+                    await trio.lowlevel.wait_readable(sandbox_pidfd)
+                    outcome.sandbox_gone = True
+                os.close(sandbox_pidfd)
+            os.close(child.pidfd)
+            for stream in (child.output, child.stdin, child.info):
+                if stream is not None:
+                    await stream.aclose()
+
+
+class _Spawner:
+    """One long-lived thread that starts every build's process.
+
+    Starting one blocks its caller until the new process has exec'd (a millisecond or two
+    on a busy machine): not the event loop's time, which every client's request needs. Not
+    trio's worker threads either: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when
+    the *thread* that forked it exits, and trio retires idle worker threads after 10 s,
+    which killed every confined build running longer. This thread lives as long as the
+    daemon.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, start: Callable[[], _Child]) -> _Child:
+        """`start()` in the spawner's thread. Not cancellable half way: a started process
+        is always handed back, for the caller's clean-up to kill and reap."""
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[outcome.Outcome[_Child]] = []
+
+        def job() -> None:
+            result.append(outcome.capture(start))
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        self._ensure_thread()
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        return result[0].unwrap()
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="ixd-spawner",
+                                                daemon=True)
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
+
+
+_SPAWNER = _Spawner()
+
+
+@dataclass
+class _Child:
+    popen: subprocess.Popen[bytes]
+    #: a pidfd of the process, readable once it has exited
+    pidfd: int
+    #: stdout and stderr
+    output: trio.lowlevel.FdStream
+    stdin: trio.lowlevel.FdStream | None
+    #: bwrap's --info-fd
+    info: trio.lowlevel.FdStream | None
+
+
+def _spawn(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    with_stdin: bool,
+    sandbox: SandboxArgv | None,
+) -> _Child:
+    """Start the command (blocking: in the spawner's thread), with pipes trio can read."""
+    parent_ends: list[int] = []
+    child_ends: list[int] = []
+    try:
+        out_r, out_w = os.pipe()
+        parent_ends.append(out_r)
+        child_ends.append(out_w)
+        in_r, in_w = subprocess.DEVNULL, -1
+        if with_stdin:
+            in_r, in_w = os.pipe()
+            parent_ends.append(in_w)
+            child_ends.append(in_r)
+        info_r = -1
+        pass_fds: tuple[int, ...] = ()
+        if sandbox is not None:
+            info_r, info_w = os.pipe()
+            parent_ends.append(info_r)
+            child_ends.append(info_w)
+            pass_fds = (info_w,)
+            argv = [*sandbox(info_w), *argv]
+        popen = subprocess.Popen(
+            argv,
+            stdin=in_r,
+            stdout=out_w,
+            stderr=out_w,
+            env=env,
+            cwd=os.fspath(cwd),
+            start_new_session=True,
+            pass_fds=pass_fds,
+        )
+    except BaseException:
+        for fd in parent_ends:
+            os.close(fd)
+        raise
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except BaseException:
+        popen.kill()
+        popen.wait()
+        for fd in parent_ends:
+            os.close(fd)
+        raise
+    return _Child(
+        popen=popen,
+        pidfd=pidfd,
+        output=trio.lowlevel.FdStream(out_r),
+        stdin=trio.lowlevel.FdStream(in_w) if in_w >= 0 else None,
+        info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
+    )
+
+
+async def _pump(
+    stream: trio.abc.ReceiveStream,
+    log_file: BinaryIO,
+    on_line: LineCallback | None,
+    done: trio.Event,
+) -> None:
+    pending = b""
+    try:
+        while chunk := await stream.receive_some(_READ_SIZE):
+            log_file.write(chunk)
+            log_file.flush()
+            if on_line is None:
+                continue
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                on_line(_decode(line))
+            if len(pending) > MAX_LINE:
+                on_line(_decode(pending))
+                pending = b""
+        if pending and on_line is not None:
+            on_line(_decode(pending))
+    finally:
+        done.set()
+
+
+async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the command exited without reading all of its stdin
+    finally:
+        await stream.aclose()
+
+
+async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
+    """A pidfd for the sandbox's pid 1, from bwrap's --info-fd JSON (closed before exec).
+
+    SANDBOX_GONE when that process is already over: a pid namespace's init ends only after
+    every other process in it, so the whole sandbox is then gone. None when bwrap never
+    started a sandbox (its message is in the log).
+    """
+    data = b""
+    while chunk := await info.receive_some(4096):
+        data += chunk
+        if len(data) > 1 << 20:
+            return None
+    try:
+        pid = json.loads(data)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return SANDBOX_GONE
+    # The pid may have been reused since the sandbox's init was reaped: only a process that
+    # is pid 1 of a namespace of its own is that init (its NSpid line ends in 1).
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:  # noqa: ASYNC230 (procfs: no I/O)
+            status = handle.read(4096)
+        ns_pids = status.split(b"\nNSpid:", 1)[1].split(b"\n", 1)[0].split()
+        ours = len(ns_pids) >= 2 and ns_pids[-1] == b"1"
+    except (OSError, IndexError):
+        ours = False
+    if not ours:
+        os.close(pidfd)
+        return SANDBOX_GONE
+    return pidfd
+
+
+def _unset_pwd(env: dict[str, str]) -> list[str]:
+    """bwrap always exports PWD (its working directory); `env` restores exactly `env`."""
+    restore = [f"PWD={env['PWD']}"] if "PWD" in env else []
+    return [shutil.which("env") or "/usr/bin/env", "-u", "PWD", "--", *restore]
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pidfd_kill(pidfd: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def _decode(line: bytes) -> str:
+    return line.decode(errors="replace").removesuffix("\r")
+
+
+def _describe_status(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    return f"failed with exit status {status}"
+
+
+def _log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            data = f.read()
+    except OSError:
+        return []
+    return [_decode(line) for line in data.splitlines()[-lines:]]
+
+
+def _failure_message(node: Node, what: str, log_path: Path) -> str:
+    message = f"build of {node.name} ({node.uid}) {what}; log: {log_path}"
+    tail = _log_tail(log_path)
+    if tail:
+        message += f"\nlast {len(tail)} lines of the log:\n" + "\n".join(
+            f"  {line}" for line in tail
+        )
+    return message

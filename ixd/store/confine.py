@@ -1,0 +1,237 @@
+"""Build confinement with bubblewrap: an allow-list of what a build may see, and its limits.
+
+`confinement_argv()` is the `bwrap` prefix a build command is appended to (after `--`). The
+sandbox's root is an empty tmpfs (read-only once set up) holding only:
+
+- the host's `/usr` (and the `/bin`, `/lib`… links or folders beside it), read-only: the
+  compilers and tools the `bld/host/*` wrappers name;
+- a few files of `/etc` a tool chain needs (`alternatives/`, the loader cache), plus a
+  `passwd` and `group` of the sandbox's own; never `/etc/shadow`, `/root`, home folders, the
+  rest of the daemon's root or its socket;
+- each input of the build (store dirs of its dependencies, its source files), read-only at
+  its own path; its scratch folder, read-write, at its own path and at `/tmp`; and its
+  private output folder bound read-write at the store path the build must write to (`$out`);
+- fresh `/proc`, a minimal `/dev` (read-only, with a small `/dev/shm`).
+
+New user, mount, pid, ipc, uts, cgroup and (unless the node may use it) network namespaces;
+no capabilities (`--cap-drop ALL`); no nested user namespaces (`--disable-userns`); a new
+session; the sandbox dies with the daemon. The daemon starts bwrap as a build user of its own
+(`ixd.store.buildusers`), so inside it looks like uid 1000 and on the host it is that build user.
+
+`build_identity_argv()` is the `chpst` prefix that runs a build as its build user with its
+processes bounded (RLIMIT_NPROC counts per real uid, and every running build has a uid of its
+own, so it bounds exactly one build); `identity_argv()` runs a helper as a build user.
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from ixd.wire.errors import ConfinementUnavailable
+
+BWRAP = "bwrap"
+CHPST = "chpst"
+
+#: how long the start-up probe may take before it counts as broken
+PROBE_TIMEOUT = 30.0
+#: the uid and gid a build sees itself as (the same in every build: outputs that record an
+#: owner do not depend on which build user ran them)
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+#: size of the sandbox's /dev/shm (a tmpfs: memory, so it is kept small)
+SHM_SIZE = 64 << 20
+
+#: top-level host folders a tool chain needs: bound read-only, or recreated as the same link
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: files of /etc host tools read (alternatives: cc -> gcc; the dynamic loader's cache)
+_ETC_FOR_TOOLS = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf",
+                  "/etc/ld.so.conf.d", "/etc/localtime")
+#: and what a `net` build needs to resolve names and check certificates
+_ETC_FOR_NET = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf",
+                "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/ssl",
+                "/etc/ca-certificates")
+
+
+def bwrap_path() -> str | None:
+    """The absolute path of `bwrap` on the daemon's PATH, or None if it is not installed."""
+    return shutil.which(BWRAP)
+
+
+def sandbox_etc(passwd_name: str = "ixbuild") -> dict[str, str]:
+    """The sandbox's own /etc/passwd and /etc/group (no host account is named in them)."""
+    return {
+        "passwd": (f"root:x:0:0:root:/:/bin/sh\n"
+                   f"{passwd_name}:x:{SANDBOX_UID}:{SANDBOX_GID}:ix build:/tmp:/bin/sh\n"
+                   f"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
+        "group": (f"root:x:0:\n{passwd_name}:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"),
+    }
+
+
+def confinement_argv(
+    *,
+    net: bool,
+    inputs: Sequence[Path] = (),
+    binds: Sequence[tuple[Path, Path]] = (),
+    tmp: Path | None = None,
+    etc: Path | None = None,
+    info_fd: int | None = None,
+    chdir: Path | None = None,
+) -> list[str]:
+    """The `bwrap ... --` prefix that confines a command.
+
+    `inputs` are bound read-only at their own paths (they must exist); `binds` are
+    (host path, sandbox path) pairs bound read-write; `tmp` is bound read-write at `/tmp`
+    (else /tmp is a small tmpfs); `etc` is a folder holding the sandbox's `passwd` and
+    `group`. `info_fd` asks bwrap to write its JSON info (with the host pid of the sandbox's
+    pid 1) to that fd; `chdir` is the command's working directory inside.
+    """
+    argv = [
+        bwrap_path() or BWRAP,
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_GID),
+        "--hostname", "ix",
+        "--cap-drop", "ALL",
+    ]  # fmt: skip
+    if net:
+        argv.append("--share-net")
+    if info_fd is not None:
+        argv += ["--info-fd", str(info_fd)]
+    for top in _SYSTEM_DIRS:
+        argv += _system_dir(top)
+    argv += ["--dir", "/etc"]
+    for path in (*_ETC_FOR_TOOLS, *(_ETC_FOR_NET if net else ())):
+        argv += ["--ro-bind-try", path, path]
+    if net:
+        argv += _resolver_binds()
+    if etc is not None:
+        for name in ("passwd", "group"):
+            argv += ["--ro-bind", _absolute(etc / name), f"/etc/{name}"]
+    argv += [
+        "--dev", "/dev",
+        "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
+        "--proc", "/proc",
+    ]  # fmt: skip
+    if tmp is not None:
+        argv += ["--bind", _absolute(tmp), "/tmp"]
+    else:
+        argv += ["--size", str(SHM_SIZE), "--tmpfs", "/tmp"]
+    for path in inputs:
+        p = _absolute(path)
+        argv += ["--ro-bind", p, p]
+    for host, inside in binds:
+        argv += ["--bind", _absolute(host), _absolute(inside)]
+    # nothing else of the sandbox's root tmpfs may be written
+    argv += ["--remount-ro", "/"]
+    if chdir is not None:
+        argv += ["--chdir", _absolute(chdir)]
+    argv.append("--")
+    return argv
+
+
+def identity_argv(uid: int, gid: int) -> list[str]:
+    """The prefix that runs the rest as `uid`/`gid`, with `gid` its only group: runit's
+    `chpst -u :UID:GID` (numeric, no account lookup). The daemon starts it as root through a
+    cheap vfork+exec; switching the uid in the forked child itself (Popen's `user=`) would
+    copy the daemon's whole page table per build, and util-linux's setpriv costs twice
+    chpst's start-up."""
+    return [shutil.which(CHPST) or CHPST, "-u", f":{uid}:{gid}"]
+
+
+def build_identity_argv(uid: int, gid: int, *, max_processes: int) -> list[str]:
+    """The prefix that runs a build as its build user, within its limits, in one exec:
+    `chpst -p N` bounds the processes of its uid (RLIMIT_NPROC counts per real uid, and
+    every running build has a uid of its own, so it bounds exactly one build), `-c 0`
+    forbids core dumps. Per build, not on the daemon: a helper the daemon starts as that
+    uid later (`kill -9 -1` after a fork bomb) must be able to exec while the uid is at its
+    limit."""
+    return [shutil.which(CHPST) or CHPST, "-p", str(max_processes), "-c", "0",
+            "-u", f":{uid}:{gid}"]
+
+
+def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
+    """Try a trivial sandbox once (blocking, for daemon start), as `user` (uid, gid) if given.
+
+    Returns None if confinement works, else a reason a person can act on.
+    """
+    bwrap = bwrap_path()
+    if bwrap is None:
+        return (
+            "bubblewrap is not installed: no `bwrap` on PATH "
+            f"({os.environ.get('PATH', os.defpath)}); install bubblewrap or run ixd without "
+            "confinement"
+        )
+    if shutil.which(CHPST) is None:
+        return f"{CHPST} (runit) is not installed: builds could not run as build users"
+    argv = [*confinement_argv(net=False), "/bin/true"]
+    ids: dict[str, object] = {}
+    if user is not None:
+        ids = {"user": user[0], "group": user[1], "extra_groups": []}
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+            cwd="/",
+            **ids,  # type: ignore[call-overload]
+        )
+    except subprocess.TimeoutExpired:
+        return f"`{bwrap} ... true` did not finish within {PROBE_TIMEOUT:.0f} s"
+    except OSError as exc:
+        return f"could not run {bwrap}: {exc}"
+    if done.returncode == 0:
+        return None
+    stderr = done.stderr.decode(errors="replace").strip() or "(no output)"
+    return (
+        f"bwrap could not create a sandbox (exit status {done.returncode}): {stderr}. "
+        "The kernel probably refuses user namespaces to this account: check "
+        "/proc/sys/user/max_user_namespaces, /proc/sys/kernel/unprivileged_userns_clone and "
+        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
+    )
+
+
+def check_confinement(user: tuple[int, int] | None = None) -> None:
+    """Raise ConfinementUnavailable with the probe's reason unless confinement works."""
+    reason = probe_confinement(user)
+    if reason is not None:
+        raise ConfinementUnavailable(
+            f"builds cannot be confined here: {reason}. Fix user namespaces or bubblewrap, "
+            f"or start ixd with --no-confine to build unconfined")
+
+
+def _system_dir(top: str) -> list[str]:
+    """Bind a top-level system folder read-only, or recreate it as the link it is."""
+    if os.path.islink(top):
+        return ["--symlink", os.readlink(top), top]
+    if os.path.isdir(top):
+        return ["--ro-bind", top, top]
+    return []
+
+
+def _absolute(path: Path) -> str:
+    return os.fspath(Path(path).absolute())
+
+
+def _resolver_binds() -> list[str]:
+    """Keep name resolution working for `net` builds when /etc/resolv.conf points into /run."""
+    try:
+        target = Path("/etc/resolv.conf").resolve(strict=True)
+    except OSError:
+        return []
+    if target.is_relative_to("/run"):
+        p = os.fspath(target)
+        return ["--ro-bind-try", p, p]
+    return []

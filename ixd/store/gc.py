@@ -1,0 +1,88 @@
+"""Garbage collection: mark from roots through realm closures, sweep through trash.
+
+Roots are every realm's current generation and the newest `keep` generations of each realm,
+and every path of every plan in flight (what builds read and write, and the realm of an
+`ixc run` whose command runs). A realm entry's closure is the list of store dirs its
+`meta.json` links. Marking is pure; the sweep first makes the garbage invalid in memory (so no
+new request counts on it), then unregisters it, renames it into trash and deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ixd.store.db import Generation
+from ixd.store.safeio import read_bounded
+from ixd.wire.errors import GcAborted
+
+log = logging.getLogger("ixd.store.gc")
+
+
+@dataclass(frozen=True)
+class GcResult:
+    entries: int
+    bytes: int
+    kept: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"entries": self.entries, "bytes": self.bytes, "kept": self.kept}
+
+
+def root_paths(generations: Iterable[Generation], current: Mapping[str, int], keep: int,
+               in_flight: Iterable[str]) -> set[str]:
+    """Store paths that must stay: realm generations kept by policy, work in flight (plans
+    under way, and `ixc run` realms whose command runs)."""
+    by_realm: dict[str, list[Generation]] = {}
+    for generation in generations:
+        by_realm.setdefault(generation.realm, []).append(generation)
+    roots = set(in_flight)
+    for realm, gens in by_realm.items():
+        gens.sort(key=lambda g: g.number)
+        kept = gens[-keep:] if keep > 0 else []
+        roots.update(g.path for g in kept)
+        number = current.get(realm)
+        roots.update(g.path for g in gens if g.number == number)
+    return roots
+
+
+def mark(roots: set[str], links_of: Mapping[str, list[str]]) -> set[str]:
+    """Roots plus what every marked realm entry links (`links_of[path]` from meta.json)."""
+    marked = set(roots)
+    todo = list(roots)
+    while todo:
+        path = todo.pop()
+        for linked in links_of.get(path, ()):
+            if linked not in marked:
+                marked.add(linked)
+                todo.append(linked)
+    return marked
+
+
+#: a realm's meta.json larger than this is not read (tens of thousands of entries fit)
+MAX_META_SIZE = 64 << 20
+
+
+def realm_links(path: str) -> list[str]:
+    """The store dirs a realm entry links, from its meta.json (blocking).
+
+    Marking fails closed: a realm entry whose links cannot be read raises GcAborted, so the
+    collection stops rather than deleting what that realm may hold.
+    """
+    meta_path = Path(path) / "meta.json"
+    try:
+        meta = json.loads(read_bounded(meta_path, MAX_META_SIZE))
+        dirs = meta["store_dirs"]
+        if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+            raise ValueError("store_dirs is not a list of paths")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("gc: cannot read the links of realm entry %s: %s", path, exc)
+        raise GcAborted(
+            f"garbage collection stopped: the realm entry {path} cannot be read ({exc}), so "
+            f"what it links cannot be told from garbage; nothing was deleted. Check "
+            f"{meta_path} (ixd verify), or remove that generation, then collect again"
+        ) from None
+    return dirs

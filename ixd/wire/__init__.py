@@ -1,0 +1,8 @@
+"""What travels on the socket: the error hierarchy with its wire codes, msgpack frames and
+messages (`frames`, sans-IO), the daemon's stricter checks (`protocol`), plain records
+(`record`) and the blocking socket transport the client and services use (`transport`).
+
+May import: the standard library, msgpack and `ixd` (the version) only. The client imports
+this package, so nothing here may import trio, jinja2, dataclasses or typing at run time on
+the client's path (tests/test_client_imports.py).
+"""
