@@ -15,7 +15,7 @@ import sys
 from client.commands import COMMANDS, Command, print_status
 from client.progress import Progress
 from ixd.wire.errors import ConnectionLost, DaemonUnavailable, IxError, ProtocolError, UsageError
-from ixd.wire.transport import Client
+from ixd.wire.transport import DEFAULT_SOCKET, Client
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def wait_for_daemon(path: str, deadline: float) -> Client:
 
 def socket_path(option: str | None, environ: Mapping[str, str]) -> str:
     """`--socket`, then `$IX_SOCKET`, then the system daemon's socket."""
-    return option or environ.get("IX_SOCKET") or "/ix/var/ixd.sock"
+    return option or environ.get("IX_SOCKET") or DEFAULT_SOCKET
 
 
 class Options:

@@ -43,12 +43,11 @@ from typing import Any
 
 from ixd.model.selector import validate_realm_name
 from ixd.wire.errors import ConnectionLost, DaemonUnavailable, IxError, UnsafeServiceDir, UsageError
-from ixd.wire.transport import Client
+from ixd.wire.transport import DEFAULT_SOCKET, Client
 from services.reconcile import Reconciler
 
 log = logging.getLogger("ix.session")
 
-DEFAULT_SOCKET = "/ix/var/ixd.sock"
 #: how long stopping waits for runsvdir, then for every runsv of ours, to go
 STOP_DEADLINE = 20.0
 

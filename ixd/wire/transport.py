@@ -1,6 +1,6 @@
 """`ixc`'s side of the ixd socket: a blocking client, one request at a time.
 
-A thin wrapper around `ixd.wire.Connection` over an AF_UNIX socket. It imports only `_socket`
+A thin wrapper around `ixd.wire.frames.Connection` over an AF_UNIX socket. It imports only `_socket`
 (the C core of `socket`: the full module costs milliseconds of imports `ixc` never uses), `os`,
 msgpack (through the wire core) and `ixd.wire.errors`, never trio or typing, so that a no-op `ixc`
 command answers in tens of milliseconds.
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 AGENT = "ixc 0.1"
+#: the system daemon's socket: where `ixc` and `ixc session` look without --socket/$IX_SOCKET
+DEFAULT_SOCKET = "/ix/var/ixd.sock"
 _RECV_SIZE = 64 * 1024
 
 
