@@ -24,7 +24,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 PKGS = PROJECT / "pkgs"
 TEST_OVERLAY = PROJECT / "tests" / "overlay"
 SYSTEM_PYTHON = "/usr/bin/python3"
-#: the source mirror `python .ci/seed.py` fills (upstream hosts are unreachable here)
+#: the source mirror `python -m tests.seed` fills (upstream hosts are unreachable here)
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
 _READABLE = Path("/tmp") / f"ix-test-client-{os.getpid()}"
 

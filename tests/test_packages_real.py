@@ -3,7 +3,7 @@
 The slow tests (`@pytest.mark.slow`) start a real `ixd` with a local source mirror and build a
 realm holding every package of the set once (a module-scoped fixture), through the real `ixc`
 command. They skip, saying why, only when the mirror has not been seeded; seed it with
-`python .ci/seed.py --mirror DIR` (DIR from $IX_TEST_MIRROR, default /var/cache/ix-mirror).
+`python -m tests.seed --mirror DIR` (DIR from $IX_TEST_MIRROR, default /var/cache/ix-mirror).
 
 The fast tests check what needs no build: the mirror's checksum refusal, the recipes'
 structure (lib/c induced everywhere, `--cc=clang`, host versions in the uid) and the seed
@@ -29,14 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ixd.seed import (
-    DEBIAN_SOURCES,
-    Needed,
-    derive_deb_src,
-    needed_sources,
-    parse_deb822,
-    seed,
-)
 
 from ixd.model.selector import parse_selector
 from ixd.recipes.packages import PackageGraph, walk_closure
@@ -45,6 +37,14 @@ from ixd.store.elf import NotElf, elf_interpreter
 from ixd.store.fetch import fetch_source
 from ixd.wire.errors import ChecksumMismatch
 from tests.daemon_harness import PKGS, PROJECT, RunningDaemon, start_daemon
+from tests.seed import (
+    DEBIAN_SOURCES,
+    Needed,
+    derive_deb_src,
+    needed_sources,
+    parse_deb822,
+    seed,
+)
 
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
 PACKAGES = ["lib/c", "bin/hello", "lib/lua", "bin/lua", "lib/lzma", "bin/xz",
@@ -255,7 +255,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltSet]:
     missing = _unseeded()
     if missing:
         pytest.skip(f"the source mirror {MIRROR} is not seeded (IX_TEST_MIRROR): missing "
-                    f"{', '.join(missing)}; run `python .ci/seed.py --mirror {MIRROR}`")
+                    f"{', '.join(missing)}; run `python -m tests.seed --mirror {MIRROR}`")
     root = tmp_path_factory.mktemp("realset") / "root"
     daemon = start_daemon(root, overlays=(PKGS,), extra=["--mirror", f"{MIRROR}/{{sha}}"])
     try:

@@ -1,6 +1,6 @@
 """Seed a local source mirror from Debian's source packages.
 
-`python .ci/seed.py --mirror DIR [PKG...]` fills DIR with upstream release tarballs named by
+`python -m tests.seed --mirror DIR [PKG...]` fills DIR with upstream release tarballs named by
 their sha256, so that a daemon started with `--mirror DIR/{sha}` builds without reaching the
 upstream hosts. Which tarballs are needed comes from the recipes themselves: each package's
 `fetch` block (URL + sha256) is rendered through `PackageGraph`, with its whole build closure.
@@ -194,7 +194,7 @@ def derive_deb_src(
     if not wanted:
         return None
     out = [
-        "# Written by seed: deb-src entries derived from this machine's own deb entries,",
+        "# Written by tests/seed.py: deb-src entries derived from this machine's own deb entries,",
         "# so that `apt-get source --download-only` can fetch upstream tarballs for ix.",
     ]
     for stanza in wanted:
@@ -372,7 +372,7 @@ def seed(mirror: Path, needs: Iterable[Needed], log: Log = print) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python .ci/seed.py",
+        prog="python -m tests.seed",
         description="Seed a content-addressed source mirror from Debian's source packages.",
     )
     parser.add_argument("--mirror", type=Path, required=True,
