@@ -97,15 +97,6 @@ def packages(words: list[str], command: str) -> list[str]:
     return words
 
 
-def login_name() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return f"uid{os.getuid()}"
-
-
 def when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
@@ -116,9 +107,9 @@ def when(timestamp: float) -> str:
 def change_realms(ctx: Context, words: list[str]) -> int:
     # only these commands need the lexer and the realm model: keep the others light
     from client.lexer import lex_mutation
-    from ixd.model.realm import AddPackage, SetPackageFlag, SetRealmFlag, patch_to_wire
+    from ixd.model.realm import AddPackage, SetPackageFlag, SetRealmFlag, own_login, patch_to_wire
 
-    patches = lex_mutation(words, login_name())
+    patches = lex_mutation(words, own_login())
     if not patches:
         raise UsageError(f"`ixc {ctx.name}` needs a realm or a package, e.g. "
                          f"`ixc {ctx.name} +bin/greet`")

@@ -41,6 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ixd.model.realm import own_login
 from ixd.model.selector import validate_realm_name
 from ixd.wire.errors import ConnectionLost, DaemonUnavailable, IxError, UnsafeServiceDir, UsageError
 from ixd.wire.transport import DEFAULT_SOCKET, Client
@@ -84,7 +85,7 @@ def main(argv: Sequence[str], *, socket: str) -> int:
     svdir = Path(os.path.abspath(args.svdir))
     with _Signals() as signals:
         if args.root is not None:
-            root, login = Path(os.path.abspath(args.root)), _login()
+            root, login = Path(os.path.abspath(args.root)), own_login()
         else:
             found = _ask_daemon(args.socket or socket, signals)
             if found is None:
@@ -97,7 +98,7 @@ def main(argv: Sequence[str], *, socket: str) -> int:
             pass  # a file, a dangling symlink: check_service_dir says what is wrong
         check_service_dir(svdir)
         reconciler = Reconciler(svdir, root / "realm" / realm, realm)
-        log.info("session of %s: realm %s (%s) -> service tree %s", _login(), realm,
+        log.info("session of %s: realm %s (%s) -> service tree %s", own_login(), realm,
                  reconciler.realm_link, svdir)
         if args.once:
             summary = reconciler.sync()
@@ -349,13 +350,6 @@ def _ask_daemon(socket: str, signals: _Signals) -> tuple[Path, str] | None:
                 waiting = True
             signals.wait(1.0)
     return None
-
-
-def _login() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return f"uid{os.getuid()}"
 
 
 def _setup_logging() -> None:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ixd.model.realm import login_or_uid
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -28,8 +30,7 @@ class Caller:
     def login(self) -> str:
         """The caller's login; `uidN` for a uid without an account (usable as a realm name,
         the default realm of such a caller)."""
-        login = ACCOUNTS.login_of(self.uid)
-        return f"uid{self.uid}" if login is None else login
+        return login_or_uid(self.uid, ACCOUNTS.login_of(self.uid))
 
 
 #: how long the account files are taken as unchanged once looked at (shorter than any
@@ -137,9 +138,8 @@ def uid_of_login(login: str) -> int | None:
 
 
 def login_of_uid(uid: int) -> str:
-    """The login of `uid`, or `uid N` for a uid without an account (for messages)."""
-    login = ACCOUNTS.login_of(uid)
-    return f"uid {uid}" if login is None else login
+    """The login of `uid`, or `uidN` for a uid without an account."""
+    return login_or_uid(uid, ACCOUNTS.login_of(uid))
 
 
 def in_group(login: str, primary_gid: int, group: str | None) -> bool:

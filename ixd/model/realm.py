@@ -31,6 +31,25 @@ from ixd.model.selector import (
 from ixd.wire.errors import BadRequest, IxError, NotInRealm, RealmError
 from ixd.wire.record import Record
 
+
+def login_or_uid(uid: int, login: str | None) -> str:
+    """`login`, or `uidN` for a uid without an account: how ix names an account everywhere
+    (a valid realm name: the default realm of such a caller)."""
+    return f"uid{uid}" if login is None else login
+
+
+def own_login() -> str:
+    """This process's login (`uidN` without an account): the realm `ixc` changes by
+    default."""
+    import os
+    import pwd  # here: only the commands that need a login pay for it
+
+    uid = os.getuid()
+    try:
+        return login_or_uid(uid, pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return login_or_uid(uid, None)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
