@@ -51,17 +51,35 @@ def tree() -> RecipeTree:
 
 def test_golden_files_cover_the_ci_set_and_the_small_targets() -> None:
     assert {"bin_b64", "bin_curl", "set_stalix", "set_ci"} <= set(TARGETS)
+    # and the other platforms stal/IX knows, each for bin/b64 and bin/curl
+    for platform in ("linux-aarch64", "linux-riscv64", "linux-armv7", "darwin-arm64",
+                     "darwin-x86_64", "freebsd-x86_64", "mingw-w64-x86_64", "wasi-wasm32"):
+        for target in ("bin_b64", "bin_curl"):
+            assert f"{target}@{platform}" in TARGETS
+            assert golden(f"{target}@{platform}")["flags"]["target"] == platform
     ci = golden("set_ci")
     assert ci["build_nodes"] > 3000 and len(ci["urls"]) > 1000
 
 
+@pytest.fixture(scope="module")
+def graphs() -> dict[str, PackageGraph]:
+    """One package graph per set of settings, shared by the targets (as one ixd shares its
+    graph between requests): what two targets have in common renders once."""
+    return {}
+
+
 @pytest.mark.parametrize("stem", TARGETS)
 def test_ix_renders_the_tree_as_stalix_does(stem: str, tree: RecipeTree,
-                                            tmp_path: Path) -> None:
+                                            graphs: dict[str, PackageGraph],
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
     expected = golden(stem)
-    store = tmp_path / "store"
-    graph = PackageGraph(tree, store, host="linux-x86_64", settings=expected["settings"],
-                         max_packages=1_000_000)
+    key = json.dumps(expected["settings"], sort_keys=True)
+    if key not in graphs:
+        graphs[key] = PackageGraph(tree, tmp_path_factory.mktemp("stalix") / "store",
+                                   host="linux-x86_64", settings=expected["settings"],
+                                   max_packages=1_000_000)
+    graph = graphs[key]
+    store = graph.store
     selector = parse_selector(expected["target"]).with_flags(expected["flags"])
     package = graph.load(selector)
     uids = {p.uid for p in graph._packages.values()}

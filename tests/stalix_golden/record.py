@@ -8,6 +8,9 @@ How the files here were made (stal/IX's core at the tree's commit, 25be9ec):
         IX_DUMP_GRAPH=1 python3 REF/ix build TARGET > graph.json
     python -m tests.stalix_golden.record TARGET graph.json REF/ix [FLAG=VALUE...]
 
+Another platform: `ix build TARGET --target=darwin-arm64`, recorded with `target=darwin-arm64`
+(the file's name then ends in `@darwin-arm64`).
+
 stal/IX's CI set is `ix build set/ci --seed=1` (bin/ssh/3's host keys need a seed), recorded
 with `seed=1`. `ix build` puts its targets in the realm `ephemeral`, so they carry the flag
 `target_realm=ephemeral`; the test loads them with it. Only facts are kept (names, counts,
@@ -41,7 +44,10 @@ def main(argv: list[str]) -> None:
     # in base64; ix renders with the same values
     facts = reference_facts(json.loads(Path(graph_file).read_text()), {})
     facts = {"target": target, "flags": flags, "settings": settings, **facts}
-    out = HERE / (target.replace("/", "_") + ".json")
+    stem = target.replace("/", "_")
+    if "target" in flags:
+        stem += f"@{flags['target']}"
+    out = HERE / (stem + ".json")
     out.write_text(json.dumps(facts, indent=0, sort_keys=True) + "\n")
     print(f"{out}: {facts['build_nodes']} build nodes, {len(facts['names'])} names, "
           f"{len(facts['urls'])} sources")
