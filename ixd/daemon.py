@@ -582,20 +582,20 @@ class Daemon:
                 "waiting_count": len(waiting),
                 "requested_by": identity.login_of_uid(flight.requested_by),
             })
-            if node.uid in self.runner.remote:
-                page[-1]["worker"] = self.runner.remote[node.uid] or "(submitted)"
+            worker = self.runner.remote_worker(node.uid)
+            if worker is not None:
+                page[-1]["worker"] = worker or "(submitted)"
         running = sum(1 for f in flights if f.started)
         reply = {"builds": page, "total": len(flights), "running": running,
                  "queued": len(flights) - running, "offset": offset, "limit": limit,
-                 "jobs": self.scheduler.jobs, "slots_free": self.scheduler.build_slots.free}
+                 "jobs": self.scheduler.jobs, "slots_free": self.scheduler.free_slots}
         if self.cluster is not None:
             reply["cluster"] = self.cluster.state()
         return reply
 
     def _remote_started(self, uid: str, worker: str) -> None:
         """A worker says it builds `uid` (from the Dask client's thread)."""
-        if uid in self.runner.remote:
-            self.runner.remote[uid] = worker
+        self.runner.note_remote_worker(uid, worker)
 
     def _remote_log(self, uid: str, lines: list[str]) -> None:
         """Log lines of a remote build (from the Dask client's thread)."""
@@ -631,7 +631,7 @@ class Daemon:
             uid = package.uid
         return await logstream.serve_log(
             uid, self.layout.log_path(uid), target, bool(args.get("follow")),
-            lambda: next((f for f in self.scheduler.flights() if f.node.uid == uid), None),
+            lambda: self.scheduler.flight_of(uid),
             emit)
 
     async def op_gc(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
@@ -683,14 +683,8 @@ class Daemon:
                                   self.scheduler.kept_paths())
             marked = gc.mark(roots, links)
             garbage = [e for e in entries if e["path"] not in marked]
-            for entry in garbage:
-                self.runner.valid.discard(entry["uid"])
-                self.runner.collecting[entry["uid"]] = trio.Event()
-            try:
+            with self.runner.collecting([e["uid"] for e in garbage]):
                 freed = await trio.to_thread.run_sync(self._sweep, garbage)
-            finally:
-                for entry in garbage:
-                    self.runner.collecting.pop(entry["uid"]).set()
         result = GcResult(len(garbage), freed, len(entries) - len(garbage))
         log.info("gc: %d entries deleted, %d bytes freed, %d kept", result.entries,
                  result.bytes, result.kept)
