@@ -98,7 +98,7 @@ class RealmChanges:
         of its plan no longer valid (blocking: under the realms' locks)."""
         who = self.access.identity(caller)
         answers = []
-        for realm, realm_patches in by_realm(patches).items():
+        for realm, realm_patches in _by_realm(patches).items():
             settled = self.cache.settled.get(realm)
             if settled is None or settled.recipes != self.catalog.changes:
                 return None
@@ -124,7 +124,7 @@ class RealmChanges:
         # Decide everything, build everything, then switch: a failure switches nothing.
         prepared = [await trio.to_thread.run_sync(self.prepare, realm, realm_patches, caller,
                                                   fresh)
-                    for realm, realm_patches in by_realm(patches).items()]
+                    for realm, realm_patches in _by_realm(patches).items()]
         with contextlib.ExitStack() as kept:  # nothing of these plans is collected meanwhile
             for change in prepared:
                 kept.enter_context(self.scheduler.keep(change.plan))
@@ -177,7 +177,7 @@ class RealmChanges:
                 "changed": changed, "state": change.state.to_json()}
 
 
-def by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:
+def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:
     """The patches of each realm, realms in the order first named."""
     grouped: dict[str, list[RealmPatch]] = {}
     for patch in patches:

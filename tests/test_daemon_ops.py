@@ -92,9 +92,9 @@ class World:
     realms: RealmOps
     builds: BuildOps
 
-    def entry(self, name: str) -> Path:
-        """A realm entry's folder in the store."""
-        path = self.layout.store / f"{name:0>32}-rlm-{REALM}"
+    def entry(self, realm: str, number: int) -> Path:
+        """A folder in the store for generation `number` of `realm`."""
+        path = self.layout.store / f"{number:032x}-rlm-{realm}"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -105,7 +105,7 @@ class World:
         for patch in patches(*words, realm=realm):
             state = apply_patch(state, patch)
         number = len(self.db.generations(realm)) + 1
-        path = self.entry(f"{realm}{number}")
+        path = self.entry(realm, number)
         fetch = Node(uid="f" * 64, kind="fetch", name="https://example.invalid/a.tar.gz",
                      deps=(), inputs=(), outputs=(str(self.layout.source_path("f" * 64)),),
                      sources=(Source("https://example.invalid/a.tar.gz", "f" * 64, "a"),))
@@ -198,7 +198,7 @@ def test_a_new_realm_is_its_creators(world: World) -> None:
 
 
 def test_only_its_owner_and_root_may_change_a_realm(world: World) -> None:
-    world.db.add_generation(REALM, str(world.entry("x")), {}, OTHER_UID, OTHER_UID)
+    world.db.add_generation(REALM, str(world.entry(REALM, 1)), {}, OTHER_UID, OTHER_UID)
     with pytest.raises(PermissionDenied, match="may not purge realm"):
         world.access.authorize(REALM, STRANGER, "purge")
     claim = world.access.authorize(REALM, ROOT, "purge")
