@@ -214,7 +214,7 @@ class StoreRunner:
         assert self.cluster is not None and self.push_inputs is not None
         assert self.substituter is not None
         inputs = [Path(p).name[:32] for p in node.inputs if Path(p).parent == self.layout.store]
-        await trio.to_thread.run_sync(self.push_inputs, [u for u in inputs if self.is_valid_uid(u)])
+        await trio.to_thread.run_sync(self.push_inputs, [u for u in inputs if u in self.valid])
         if node.uid in await trio.to_thread.run_sync(self.substituter.lookup_fresh, [node.uid]):
             return "(already in the cache)"
         result = await self.cluster.build(node)
