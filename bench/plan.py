@@ -378,7 +378,7 @@ def _env() -> dict[str, str]:
 
 def daemon_watches() -> bool:
     """Whether ixd wires ixd.daemon.watch into its daemon (so edits reach a running daemon)."""
-    sources = [PROJECT / "ixd" / "main.py", PROJECT / "ixd" / "daemon.py"]
+    sources = list((PROJECT / "ixd" / "daemon").glob("*.py"))
     return any("watch_tree" in p.read_text() for p in sources if p.exists())
 
 

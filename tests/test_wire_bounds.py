@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from client.main import _print_status
 from ixd.build.scheduler import JOIN_REPLAY_CHARS, JOIN_REPLAY_LINES, Flight
-from ixd.daemon.core import Config, Daemon, logstream, paging
+from ixd.daemon import logstream, paging
+from ixd.daemon.core import Config, Daemon
 from ixd.daemon.identity import Caller
 from ixd.daemon.server import Server
 from ixd.model.nodes import Node
@@ -223,7 +224,7 @@ def attacker_script() -> str:
     gets until the daemon hangs up (a separate process: the test's own loop is not slowed)."""
     return (
         "import json, socket, struct, sys\n"
-        "from ixd import protocol\n"
+        "from ixd.wire import protocol\n"
         "body = open(sys.argv[2], 'rb').read()\n"
         "hello = protocol.Connection('client').send(protocol.Hello(1, 'attacker'))\n"
         "sock = socket.socket(socket.AF_UNIX); sock.settimeout(60); sock.connect(sys.argv[1])\n"

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import BinaryIO
@@ -66,13 +66,14 @@ class StoreRunner:
             raise ValueError("a cluster needs --cache and --push: its results come back "
                              "through the cache")
         #: remote builds under way: uid -> the worker that runs it ("" until one says so)
-        self.remote: dict[str, str] = {}
+        self._remote: dict[str, str] = {}
         self._remote_logs: dict[str, tuple[Listener, BinaryIO]] = {}
         self.make_thrs = make_thrs
-        #: mirror of the database's valid uids, so validity checks cost no query
+        #: mirror of the database's valid uids, so validity checks cost no query (read it
+        #: through `is_valid` and `is_valid_uid`; only `collecting` takes uids out)
         self.valid: set[str] = db.valid_uids()
         #: uids being garbage collected: building one waits until its old entry is gone
-        self.collecting: dict[str, trio.Event] = {}
+        self._collecting: dict[str, trio.Event] = {}
         #: the latest successful build time of each package, for ETAs
         self.durations: dict[str, float] = db.last_durations()
         #: finished builds' scratch folders, moved into the trash, for collect_trash
@@ -106,12 +107,41 @@ class StoreRunner:
             return self.layout.source_path(node.uid).is_file()
         return node.uid in self.valid
 
+    def is_valid_uid(self, uid: str) -> bool:
+        """Whether the store holds a valid entry of `uid` (not a source: those have no uid
+        in the store table)."""
+        return uid in self.valid
+
+    @contextlib.contextmanager
+    def collecting(self, uids: Sequence[str]) -> Iterator[None]:
+        """Garbage collection of `uids`: they are invalid from the start of the block (no
+        new request counts on them), and a build of one of them waits until the block has
+        ended (its old entry is gone) before it starts."""
+        for uid in uids:
+            self.valid.discard(uid)
+            self._collecting[uid] = trio.Event()
+        try:
+            yield
+        finally:
+            for uid in uids:
+                self._collecting.pop(uid).set()
+
+    def note_remote_worker(self, uid: str, worker: str) -> None:
+        """A cluster worker says it builds `uid` (ignored unless this ixd submitted it)."""
+        if uid in self._remote:
+            self._remote[uid] = worker
+
+    def remote_worker(self, uid: str) -> str | None:
+        """The worker building `uid` on the cluster; "" while none has said so yet; None if
+        `uid` is not a remote build of this ixd."""
+        return self._remote.get(uid)
+
     def expected_duration(self, node: Node) -> float | None:
         return self.durations.get(node.name) if node.kind == "build" else None
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int,
                        slot_done: Callable[[], None] = lambda: None) -> None:
-        collected = self.collecting.get(node.uid)
+        collected = self._collecting.get(node.uid)
         if collected is not None:
             await collected.wait()
         if node.kind == "fetch":
@@ -154,7 +184,7 @@ class StoreRunner:
             self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
             str(log_path), requested_by)
         log.info("remote build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        self.remote[node.uid] = ""
+        self._remote[node.uid] = ""
         worker = "(already in the cache)"
         try:
             async with self._recording(build_id, node, "remote build"):
@@ -167,7 +197,7 @@ class StoreRunner:
                 # the worker's log stays: the unpack's output goes after it
                 await self._install(node, build_id, "remote", keep_log=True)
         finally:
-            self.remote.pop(node.uid, None)
+            self._remote.pop(node.uid, None)
         log.info("remote build finished: %s uid=%s on %s", node.name, node.uid, worker)
 
     async def _submit(self, node: Node) -> str:

@@ -139,6 +139,15 @@ class Scheduler:
     def flights(self) -> list[Flight]:
         return list(self._flights.values())
 
+    def flight_of(self, uid: str) -> Flight | None:
+        """The flight of node `uid` if it is queued or running."""
+        return self._flights.get(uid)
+
+    @property
+    def free_slots(self) -> int:
+        """Build slots no build holds now."""
+        return self.build_slots.free
+
     @contextlib.contextmanager
     def keep(self, plan: Plan) -> Iterator[None]:
         """Keep every path of `plan` from garbage collection while the block runs."""

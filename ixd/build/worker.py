@@ -141,9 +141,9 @@ async def _build(config: WorkerConfig, node: Node, on_line: Callable[[str], None
         # again after it finished (another ixd planned before the push landed) is not
         # built twice: the cache already has it
         pushed = (await trio.to_thread.run_sync(push.lookup, [node.uid])).get(node.uid)
-        if pushed is not None and node.uid not in runner.valid:
+        if pushed is not None and not runner.is_valid_uid(node.uid):
             return {"hash": pushed.content_hash, "path": pushed.store_path}
-        if node.uid not in runner.valid:
+        if not runner.is_valid_uid(node.uid):
             plan = await trio.to_thread.run_sync(_inputs_plan, node, layout, runner,
                                                  substituter)
             scheduler = Scheduler(runner, jobs=1)
@@ -172,14 +172,14 @@ def _inputs_plan(node: Node, layout: Layout, runner: StoreRunner,
     for path in node.inputs:
         entry = Path(path)
         if entry.parent == layout.store and _UID.fullmatch(entry.name[:32]):
-            if entry.name[:32] not in runner.valid:
+            if not runner.is_valid_uid(entry.name[:32]):
                 wanted.append(entry.name[:32])
     hits = substituter.lookup(wanted) if wanted else {}
     nodes: dict[str, Node] = {}
     todo = list(wanted)
     while todo:
         uid = todo.pop()
-        if uid in nodes or uid in runner.valid:
+        if uid in nodes or runner.is_valid_uid(uid):
             continue
         hit = hits.get(uid)
         if hit is None:

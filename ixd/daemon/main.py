@@ -173,7 +173,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 async def serve(daemon: Daemon, socket_path: Path, *,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    daemon.trio_token = trio.lowlevel.current_trio_token()
+    daemon.engine.trio_token = trio.lowlevel.current_trio_token()
     try:
         await _serve(daemon, socket_path, task_status)
     finally:

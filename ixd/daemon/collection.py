@@ -1,0 +1,86 @@
+"""Garbage collection as the daemon runs it: one collection at a time, safe while builds
+run (`ixd.store.gc` decides what is garbage), and automatically when free space runs low."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ixd.build.runner import StoreRunner
+from ixd.build.scheduler import Scheduler
+from ixd.model.layout import Layout
+from ixd.store import gc
+from ixd.store.db import BuildDatabase
+from ixd.store.gc import GcResult
+from ixd.store.recovery import empty_trash, move_to_trash
+from ixd.store.treehash import tree_size
+from ixd.wire.errors import IxError
+
+log = logging.getLogger("ixd")
+
+
+class Collector:
+    def __init__(self, db: BuildDatabase, layout: Layout, runner: StoreRunner,
+                 scheduler: Scheduler, keep_generations: int, min_free: int) -> None:
+        self.db = db
+        self.layout = layout
+        self.runner = runner
+        self.scheduler = scheduler
+        #: generations of each realm kept, besides the current one
+        self.keep_generations = keep_generations
+        #: collect automatically when free space under the root falls below this (0: never)
+        self.min_free = min_free
+        self._lock = trio.Lock()
+
+    async def collect_garbage(self) -> GcResult:
+        """Delete every valid entry not reachable from a root; safe while builds run."""
+        async with self._lock:
+            generations = await trio.to_thread.run_sync(self.db.all_generations)
+            realms = await trio.to_thread.run_sync(self.db.realms)
+            entries = await trio.to_thread.run_sync(self.db.store_entries)
+            current = {r["name"]: r["current"] for r in realms}
+            realm_paths = [e["path"] for e in entries if e["kind"] == "rlm"]
+            links = await trio.to_thread.run_sync(
+                lambda: {p: gc.realm_links(p) for p in realm_paths})
+            # From here to the invalidation, no await: a request that plans after this
+            # sees the garbage as invalid, one that planned before is among the roots.
+            roots = gc.root_paths(generations, current, self.keep_generations,
+                                  self.scheduler.kept_paths())
+            marked = gc.mark(roots, links)
+            garbage = [e for e in entries if e["path"] not in marked]
+            with self.runner.collecting([e["uid"] for e in garbage]):
+                freed = await trio.to_thread.run_sync(self._sweep, garbage)
+        result = GcResult(len(garbage), freed, len(entries) - len(garbage))
+        log.info("gc: %d entries deleted, %d bytes freed, %d kept", result.entries,
+                 result.bytes, result.kept)
+        return result
+
+    def _sweep(self, garbage: list[dict[str, Any]]) -> int:
+        self.db.unregister([e["uid"] for e in garbage])
+        freed = 0
+        for entry in garbage:
+            path = Path(entry["path"])
+            if path.exists():
+                freed += tree_size(path)
+                move_to_trash(path, self.layout)
+        empty_trash(self.layout)
+        return freed
+
+    async def watch_free_space(self, interval: float = 30.0) -> None:
+        """Collect garbage when free space under the root falls below `min_free`."""
+        if not self.min_free:
+            return
+        while True:
+            stat = await trio.to_thread.run_sync(os.statvfs, self.layout.root)
+            free = stat.f_bavail * stat.f_frsize
+            if free < self.min_free:
+                log.info("gc: %d bytes free, below --min-free %d", free, self.min_free)
+                try:
+                    await self.collect_garbage()
+                except IxError as exc:  # logged; the daemon serves on and tries again later
+                    log.error("automatic gc failed: %s", exc)
+            await trio.sleep(interval)

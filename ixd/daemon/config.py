@@ -1,0 +1,48 @@
+"""The daemon's settings, as `ixd` was started with them (`ixd.daemon.main.config_from_args`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ixd.build.cluster import ClusterSettings
+from ixd.cache.substitute import CacheSettings
+from ixd.model.layout import Layout
+from ixd.store.builder import BuildLimits
+from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    overlays: tuple[Path, ...]
+    mirrors: tuple[str, ...] = ()
+    jobs: int = 0
+    confine: bool = True
+    socket: Path | None = None
+    admin_group: str | None = None
+    #: generations of each realm kept by garbage collection, besides the current one
+    keep_generations: int = 3
+    #: collect garbage automatically when free space under the root falls below this
+    min_free: int = 0
+    frame_timeout: float = 10.0
+    max_connections_per_user: int = 64
+    db_busy_timeout: float = 30.0
+    #: the group whose members run confined builds, one build per uid at a time
+    build_users: str = DEFAULT_BUILD_GROUP
+    limits: BuildLimits = field(default_factory=BuildLimits)
+    #: binary caches to substitute from and to push to (`ixd.cache.substitute`)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    #: a Dask cluster to build on (`ixd.build.cluster`)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
+    settings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    @property
+    def job_count(self) -> int:
+        return self.jobs or os.cpu_count() or 1

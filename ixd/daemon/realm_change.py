@@ -1,0 +1,191 @@
+"""`mut` and `let`: realm changes, decided and planned, built, then switched.
+
+A change takes the locks of the realms it names (in sorted order: two multi-realm changes
+never deadlock), then either answers from the realms as their last change left them (a
+change that changes nothing: no rendering, planning or database) or prepares every realm's
+new state and plan, builds them all, and only then switches: a failure switches nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ixd.build.scheduler import Listener, NodeRunner, Scheduler
+from ixd.daemon import auth
+from ixd.daemon.catalog import Catalog
+from ixd.daemon.identity import Caller
+from ixd.daemon.realm_access import RealmAccess
+from ixd.daemon.realm_cache import RealmCache, Settled
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node, Plan
+from ixd.model.realm import (
+    RealmPatch,
+    RealmState,
+    apply_patch,
+    effective_selectors,
+    patch_from_wire,
+)
+from ixd.store.assemble import switch_realm_link
+from ixd.store.db import BuildDatabase, Generation
+from ixd.wire.errors import BadFlag, BadRequest
+
+log = logging.getLogger("ixd")
+
+
+@dataclass(frozen=True)
+class RealmChange:
+    """One realm's change, decided and planned, waiting to be built and switched."""
+
+    realm: str
+    owner: int
+    current: Generation | None
+    state: RealmState
+    plan: Plan
+    #: `Catalog.changes` before the plan was made
+    recipes: int = -1
+
+
+class RealmChanges:
+    def __init__(self, db: BuildDatabase, layout: Layout, catalog: Catalog,
+                 access: RealmAccess, cache: RealmCache, scheduler: Scheduler,
+                 runner: NodeRunner) -> None:
+        self.db = db
+        self.layout = layout
+        self.catalog = catalog
+        self.access = access
+        self.cache = cache
+        self.scheduler = scheduler
+        self.runner = runner
+
+    async def op_mut(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        return await self._change(args, caller, emit, fresh=False)
+
+    async def op_let(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        return await self._change(args, caller, emit, fresh=True)
+
+    async def _change(self, args: dict[str, Any], caller: Caller, emit: Listener,
+                      fresh: bool) -> Any:
+        raw = args.get("patches")
+        if not isinstance(raw, list) or not raw:
+            raise BadRequest("'patches' must be a non-empty list of realm patches")
+        patches = [patch_from_wire(p) for p in raw]
+        names = sorted({p.realm for p in patches})
+        for name in names:  # before any lock; prepare checks again under the locks
+            await trio.to_thread.run_sync(self.access.authorize, name, caller, "change")
+        locks = [self.access.lock(n) for n in names]
+        for lock in locks:  # sorted order: no deadlock between two multi-realm requests
+            await lock.acquire()
+        try:
+            unchanged = await trio.to_thread.run_sync(self.unchanged, patches, caller, fresh)
+            if unchanged is not None:
+                return unchanged
+            return await self._change_locked(patches, caller, emit, fresh)
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def unchanged(self, patches: list[RealmPatch], caller: Caller,
+                  fresh: bool) -> dict[str, Any] | None:
+        """The answer to a change that changes nothing, from the realms as they are (no
+        rendering, planning or database), or None if it may change something: a realm not
+        settled here, a recipe changed since its plan, a state the patches change, an entry
+        of its plan no longer valid (blocking: under the realms' locks)."""
+        who = self.access.identity(caller)
+        answers = []
+        for realm, realm_patches in _by_realm(patches).items():
+            settled = self.cache.settled.get(realm)
+            if settled is None or settled.recipes != self.catalog.changes:
+                return None
+            claim = auth.claim(realm, settled.owner, who)
+            if not claim.exists:
+                return None  # a squatter's: the full change drops it
+            auth.check_may_change(realm, claim.owner, who, "change")
+            state = RealmState(realm) if fresh else settled.state
+            for patch in realm_patches:
+                state = apply_patch(state, patch)
+            if state != settled.state or not all(
+                    self.runner.is_valid(n) for n in _built(settled.plan)):
+                return None
+            path = settled.generation.path
+            switch_realm_link(self.layout.realm_link(realm), Path(path))  # as it was: no write
+            answers.append({"realm": realm, "path": path,
+                            "generation": settled.generation.number, "changed": False,
+                            "state": state.to_json()})
+        return {"realms": answers}
+
+    async def _change_locked(self, patches: list[RealmPatch], caller: Caller,
+                             emit: Listener, fresh: bool) -> Any:
+        # Decide everything, build everything, then switch: a failure switches nothing.
+        prepared = [await trio.to_thread.run_sync(self.prepare, realm, realm_patches, caller,
+                                                  fresh)
+                    for realm, realm_patches in _by_realm(patches).items()]
+        with contextlib.ExitStack() as kept:  # nothing of these plans is collected meanwhile
+            for change in prepared:
+                kept.enter_context(self.scheduler.keep(change.plan))
+            for change in prepared:
+                await self.scheduler.run(change.plan, emit, caller.uid)
+            return {"realms": [await trio.to_thread.run_sync(self._switch, change, caller)
+                               for change in prepared]}
+
+    def prepare(self, realm: str, patches: list[RealmPatch], caller: Caller,
+                fresh: bool) -> RealmChange:
+        """Who owns it, what it holds now and after the patches, the plan (blocking)."""
+        recipes = self.catalog.changes  # before anything is loaded: a change after it counts
+        claim = self.access.authorize(realm, caller, "change")
+        if claim.squatted:  # the login's first change: nothing of the squatter's is kept
+            self.access.evict_squatter(realm)
+        current = self.db.current_generation(realm) if claim.exists else None
+        state = RealmState(realm)
+        if current is not None and not fresh:
+            try:
+                state = self.cache.state_of(current)
+            except BadFlag as exc:  # recorded before flag values were held to their charset
+                raise BadFlag(f"realm {realm!r} (generation {current.number}) holds a flag "
+                              f"ix no longer accepts: {exc.message}; make it again with "
+                              f"`ixc let {realm} ...` or remove it with `ixc purge {realm}`"
+                              ) from None
+        for patch in patches:
+            state = apply_patch(state, patch)
+        plan = self.catalog.plan_realm(realm, effective_selectors(state),
+                                       state=state.to_json())
+        return RealmChange(realm, claim.owner, current, state, plan, recipes)
+
+    def _switch(self, change: RealmChange, caller: Caller) -> dict[str, Any]:
+        """Record the new generation (if anything changed) and switch the link (blocking)."""
+        path = change.plan.nodes[-1].outputs[0]
+        current = change.current
+        if (current is None or current.path != path
+                or self.cache.recorded_state(current) != change.state):
+            generation = self.db.add_generation(change.realm, path, change.state.to_json(),
+                                                caller.uid, change.owner)
+            self.cache.remember(generation, change.state)
+            number, changed = generation.number, True
+            log.info("realm %s -> generation %d %s by uid %d", change.realm, number, path,
+                     caller.uid)
+        else:
+            generation, number, changed = current, current.number, False
+        switch_realm_link(self.layout.realm_link(change.realm), Path(path))
+        self.cache.settle(change.realm, Settled(generation, change.owner, change.state,
+                                                change.plan, change.recipes))
+        return {"realm": change.realm, "path": path, "generation": number,
+                "changed": changed, "state": change.state.to_json()}
+
+
+def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:
+    """The patches of each realm, realms in the order first named."""
+    grouped: dict[str, list[RealmPatch]] = {}
+    for patch in patches:
+        grouped.setdefault(patch.realm, []).append(patch)
+    return grouped
+
+
+def _built(plan: Plan) -> list[Node]:
+    """The nodes of `plan` whose entries the store must hold for the realm to stand (a
+    fetched source may be gone: nothing reads it once its build is done)."""
+    return [n for n in plan.nodes if n.kind != "fetch"]

@@ -1,0 +1,125 @@
+"""The realm ops besides changes (`ixd.daemon.realm_change`): `list` and `generations` read a
+realm's records; `rollback` and `purge` change them under the realm's lock."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ixd.build.scheduler import Listener
+from ixd.daemon import auth, identity, request_args
+from ixd.daemon.identity import Caller
+from ixd.daemon.realm_access import RealmAccess
+from ixd.daemon.realm_cache import RealmCache
+from ixd.model.layout import Layout
+from ixd.store.assemble import switch_realm_link
+from ixd.store.db import BuildDatabase, Generation
+from ixd.wire.errors import BadRequest, NoSuchRealm, RealmError
+
+log = logging.getLogger("ixd")
+
+
+class RealmOps:
+    def __init__(self, db: BuildDatabase, layout: Layout, access: RealmAccess,
+                 cache: RealmCache) -> None:
+        self.db = db
+        self.layout = layout
+        self.access = access
+        self.cache = cache
+
+    async def op_list(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        if args.get("realm") is None:
+            rows = await trio.to_thread.run_sync(self.db.realms)
+            squatted = await trio.to_thread.run_sync(lambda: {
+                r["name"] for r in rows if auth.is_squatted(r["name"], int(r["owner"]))})
+            for name in sorted(squatted):
+                async with self.access.lock(name):
+                    await trio.to_thread.run_sync(self.access.evict_squatter, name)
+            return {"realms": [{"name": r["name"], "owner": r["owner"],
+                                "generation": r["current"]}
+                               for r in rows if r["name"] not in squatted]}
+        name = request_args.realm_name(args, caller)
+        row = await trio.to_thread.run_sync(self.db.realm, name)
+        if await self.access.void(name, row):
+            row = None
+        generation = await trio.to_thread.run_sync(self.db.current_generation, name)
+        if row is None or generation is None:
+            raise NoSuchRealm(f"there is no realm {name!r}; create it with "
+                              f"`ixc mut {name} +bin/...`")
+        return {"realm": name, "generation": generation.number, "path": generation.path,
+                "state": generation.state, "owner": identity.login_of_uid(int(row["owner"]))}
+
+    async def op_generations(self, args: dict[str, Any], caller: Caller, emit: Listener
+                             ) -> Any:
+        name = request_args.realm_name(args, caller)
+        row = await trio.to_thread.run_sync(self.db.realm, name)
+        if await self.access.void(name, row):
+            row = None
+        generations = await trio.to_thread.run_sync(self.db.generations, name)
+        if row is None or not generations:
+            raise NoSuchRealm(f"realm {name!r} has no generations")
+        return {"realm": name, "current": row["current"] if row else None,
+                "generations": [{**g.to_json(), "by": identity.login_of_uid(g.created_by)}
+                                for g in generations]}
+
+    async def op_rollback(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        name = request_args.realm_name(args, caller)
+        to = args.get("to")
+        if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+            raise BadRequest(f"'to' must be a generation number, not {to!r}")
+        await trio.to_thread.run_sync(self.access.authorize, name, caller, "roll back")
+        async with self.access.lock(name):  # authorized before: nobody queues in vain
+            claim = await trio.to_thread.run_sync(self.access.authorize, name, caller,
+                                                  "roll back")
+            if claim.squatted:  # never back to a squatter's generations
+                await trio.to_thread.run_sync(self.access.evict_squatter, name)
+            row = await trio.to_thread.run_sync(self.db.realm, name)
+            if row is None or not claim.exists:
+                raise NoSuchRealm(f"there is no realm {name!r} to roll back")
+            generations = await trio.to_thread.run_sync(self.db.generations, name)
+            current = int(row["current"])
+            target = rollback_target(name, generations, current, to)
+            path = Path(target.path)
+            if not await trio.to_thread.run_sync(path.is_dir):
+                raise RealmError(f"generation {target.number} of realm {name!r} is gone from "
+                                 f"the store ({path}); choose another with --to")
+            self.cache.forget(name)
+            await trio.to_thread.run_sync(self.db.set_current, name, target.number)
+            await trio.to_thread.run_sync(switch_realm_link, self.layout.realm_link(name), path)
+        log.info("realm %s rolled back from %d to %d by uid %d", name, current, target.number,
+                 caller.uid)
+        return {"realm": name, "generation": target.number, "previous": current,
+                "path": str(path)}
+
+    async def op_purge(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        name = request_args.realm_name(args, caller)
+        await trio.to_thread.run_sync(self.access.authorize, name, caller, "purge")
+        async with self.access.lock(name):  # authorized before: nobody queues in vain
+            claim = await trio.to_thread.run_sync(self.access.authorize, name, caller, "purge")
+            if claim.squatted:
+                await trio.to_thread.run_sync(self.access.evict_squatter, name)
+            if not claim.exists:
+                raise NoSuchRealm(f"there is no realm {name!r} to purge")
+            await trio.to_thread.run_sync(self.access.drop, name)
+        log.info("realm %s purged by uid %d", name, caller.uid)
+        return {"realm": name, "purged": True}
+
+
+def rollback_target(realm: str, generations: list[Generation], current: int,
+                    to: int | None) -> Generation:
+    """The generation a rollback of `realm` from `current` goes to: `to`, or else the newest
+    one before `current`. RealmError if there is none such."""
+    by_number = {g.number: g for g in generations}
+    if to is None:
+        earlier = [n for n in by_number if n < current]
+        if not earlier:
+            raise RealmError(f"realm {realm!r} is at its first generation "
+                             f"({current}); there is nothing to roll back to")
+        to = max(earlier)
+    if to not in by_number:
+        raise RealmError(f"realm {realm!r} has no generation {to}; it has "
+                         f"{', '.join(map(str, sorted(by_number)))}")
+    return by_number[to]
