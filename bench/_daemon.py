@@ -16,7 +16,6 @@ import os
 import queue
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -27,17 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROJECT = Path(__file__).resolve().parent.parent
-if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))  # `ixd` and `client` from this checkout
+from client.lexer import lex_mutation
+from ixd.model.realm import patch_to_wire
+from ixd.wire.transport import Client
+from tests.daemon_harness import MIRROR, PKGS, PROJECT, TEST_OVERLAY, read_rows
 
-from client.lexer import lex_mutation  # noqa: E402
-from ixd.model.realm import patch_to_wire  # noqa: E402
-from ixd.wire.transport import Client  # noqa: E402
-
-TEST_OVERLAY = PROJECT / "tests" / "overlay"
-PKGS = PROJECT / "pkgs"
-MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
 PYTHON = sys.executable
 START_DEADLINE = 60.0
 STOP_DEADLINE = 30.0
@@ -186,12 +179,7 @@ class BenchDaemon:
 
     def build_rows(self) -> list[dict[str, Any]]:
         """The rows of the daemon's `builds` table (read-only, beside the daemon)."""
-        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
-        try:
-            conn.row_factory = sqlite3.Row
-            return [dict(r) for r in conn.execute("SELECT * FROM builds ORDER BY id")]
-        finally:
-            conn.close()
+        return read_rows(self.database, "SELECT * FROM builds ORDER BY id")
 
     def cpu_seconds(self) -> float:
         """The daemon's own CPU time so far (user + system; not its builds)."""

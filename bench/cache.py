@@ -1,6 +1,6 @@
 """Benchmark: the binary cache (issue 14) against a real SeaweedFS S3 server.
 
-    python bench/cache.py [--packages lib/c bin/hello] [--nodes 1000] [--skip-builds]
+    python -m bench.cache [--packages lib/c bin/hello] [--nodes 1000] [--skip-builds]
 
 Prints:
 
@@ -29,14 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
-if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))
-
-from ixd.cache import format as fmt  # noqa: E402
-from ixd.cache.stores import BinaryCache, open_store, read_credentials  # noqa: E402
-from tests.daemon_harness import PKGS, RunningDaemon, start_daemon, wait_for  # noqa: E402
-from tests.s3server import running_s3, write_credentials  # noqa: E402
+from ixd.cache import format as fmt
+from ixd.cache.stores import BinaryCache, open_store, read_credentials
+from tests.daemon_harness import PKGS, PROJECT, RunningDaemon, start_daemon, wait_for
+from tests.s3server import running_s3, write_credentials
 
 BUCKET = "bench"
 

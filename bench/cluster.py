@@ -1,6 +1,6 @@
 """Benchmark: the dedup workload on a Dask cluster against one ixd building alone (issue 15).
 
-    python bench/cluster.py [--workers 1 2 4] [--clients 8] [--shared 30] [--own 10]
+    python -m bench.cluster [--workers 1 2 4] [--clients 8] [--shared 30] [--own 10]
                             [--secs 0.5] [--noop-tasks 2000]
 
 The workload of bench/dedup.py: 8 clients each put 40 packages in a realm of their own, 30
@@ -28,7 +28,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.cluster_harness import Cluster, machine_daemon, running_cluster
 from tests.daemon_harness import start_daemon
 

@@ -1,6 +1,6 @@
 """Benchmark: 8 users mutating overlapping realms at once through one ixd (issue 3, item 7).
 
-    python bench/dedup.py [--jobs 2 8] [--clients 8] [--shared 30] [--own 10] [--secs 0.5]
+    python -m bench.dedup [--jobs 2 8] [--clients 8] [--shared 30] [--own 10] [--secs 0.5]
 
 Each of 8 clients (separate `ixc` processes: `python -m client.main mut rK +PKG...`) puts 40
 packages in its own realm `rK`: 30 shared by all clients and 10 of its own, so 75 % of each
@@ -33,8 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import BenchDaemon, env, load_average, slow
+from bench._daemon import BenchDaemon, env, load_average, slow
 
 
 @dataclass

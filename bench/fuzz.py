@@ -1,6 +1,6 @@
 """The fuzzers and property tests with many cases (Hypothesis profile `fuzz`).
 
-    python bench/fuzz.py [--examples 20000] [PYTEST_ARGS...]
+    python -m bench.fuzz [--examples 20000] [PYTEST_ARGS...]
 
 Every test run (`.ci/run`) gives each property test a few hundred cases (profile `ci`, in
 tests/conftest.py); this runs the same tests with --examples cases each (default 20,000):

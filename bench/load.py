@@ -1,6 +1,6 @@
 """Benchmark: 50 concurrent clients x 100 mixed requests against one ixd (issue 4, item 6).
 
-    python bench/load.py [--clients 50] [--requests 100] [--jobs 2] [--seed 1]
+    python -m bench.load [--clients 50] [--requests 100] [--jobs 2] [--seed 1]
 
 Starts a real ixd on a fresh root and gives each client its own realm `loadK` (made before
 the timed part: `bin/slow(secs=0,tag=base)` shared by all, then `bin/slow(secs=0,tag=homeK)`
@@ -33,8 +33,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import (
+from bench._daemon import (
     BenchDaemon,
     load_average,
     ms,
@@ -43,7 +42,6 @@ from _daemon import (
     run_workers,
     slow,
 )
-
 from ixd.wire.transport import Client
 
 MIX = {"status": 40, "dep": 25, "mut": 25, "build": 10}

@@ -1,6 +1,6 @@
 """Benchmark: issue 13's rows for ix and for Nix's daemon (Debian's nix-bin), side by side.
 
-    python bench/nix.py [--packages 200] [--repeat 50] [--rounds 5] [--jobs 2]
+    python -m bench.nix [--packages 200] [--repeat 50] [--rounds 5] [--jobs 2]
 
 Says "nix-bin not installed" and exits 0 when `nix-daemon` is not on PATH. Otherwise it runs
 the same workloads, as whole client processes, against a real ixd (fresh root, the test
@@ -39,8 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import (
+from bench._daemon import (
     PROJECT,
     PYTHON,
     BenchDaemon,

@@ -1,6 +1,6 @@
 """Benchmark: latency of a no-op `ixc mut` on a 200-package realm (issue 3, item 7; issue 13).
 
-    python bench/noop.py [--packages 200] [--repeat 200] [--jobs 2]
+    python -m bench.noop [--packages 200] [--repeat 200] [--jobs 2]
 
 Starts a real ixd on a fresh root, builds realm `noop` of 200 packages
 `bin/slow(secs=0,tag=N)` (added so that tag 0 ends up at the front), then repeats
@@ -29,10 +29,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import (
+from bench._daemon import (
     PROJECT,
     PYTHON,
     BenchDaemon,

@@ -1,6 +1,6 @@
 """Benchmark: the daemon's own cost per build node, beyond the build itself (issue 13, item 3).
 
-    python bench/overhead.py [--nodes 1000] [--jobs 2]
+    python -m bench.overhead [--nodes 1000] [--jobs 2]
 
 One `mut` of a realm of N trivial packages (`bin/slow(secs=0,tag=oK)`: a confined build
 that writes one small script) through a real ixd with --jobs J. Each node's slot time is
@@ -29,9 +29,7 @@ from typing import Any
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import BenchDaemon, load_average, ms, mut_args, percentile, slow
-
+from bench._daemon import BenchDaemon, load_average, ms, mut_args, percentile, slow
 from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.store.confine import build_identity_argv, confinement_argv, sandbox_etc
 

@@ -1,6 +1,6 @@
 """Benchmark: render + plan a 200-package realm over a generated 2,000-recipe overlay.
 
-    python bench/plan.py [--packages 2000] [--realm 200] [--seed 1] [--keep]
+    python -m bench.plan [--packages 2000] [--realm 200] [--seed 1] [--keep]
 
 Generates, in a temporary folder, an IX-shaped overlay: the project's `die/` templates plus a
 chain `die/gen/l1.sh` … `l5.sh` (each extending the one before, on top of `//die/c/ix.sh`), and
@@ -43,8 +43,6 @@ _STARTED = time.perf_counter()
 
 PROJECT = Path(__file__).resolve().parent.parent
 PKGS = PROJECT / "pkgs"
-if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))  # `ixd` and `client` from this checkout
 LAYERS = 12
 PICKUP_DEADLINE = 30.0
 SERVE_DEADLINE = 30.0
@@ -352,7 +350,7 @@ def run_cold_child(tmp: Path, overlay: Overlay, in_process_replans: bool = False
     nothing)."""
     realm_file = tmp / "realm.json"
     realm_file.write_text(json.dumps(overlay.realm))
-    argv = [sys.executable, str(Path(__file__).resolve()), "--cold-child",
+    argv = [sys.executable, "-m", "bench.plan", "--cold-child",
             "--root", str(tmp / "cold-root"), "--realm-file", str(realm_file),
             "--edit-file", str(overlay.root / overlay.edit.name / "ix.sh"),
             "--overlay", str(overlay.root), "--overlay", str(PKGS)]
@@ -532,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         replans, _ = run_cold_child(tmp, overlay, in_process_replans=True)
         run_cold_child(tmp, overlay, bytecode=tmp / "bytecode")  # fills the cache
         cached, cached_wall = run_cold_child(tmp, overlay, bytecode=tmp / "bytecode")
-        print("\n(a) cold, fresh process (python bench/plan.py --cold-child):")
+        print("\n(a) cold, fresh process (python -m bench.plan --cold-child):")
         print(f"  realm closure: {cold['closure']} packages ({cold['closure_buildable']} "
               f"buildable), plan: {cold['nodes']} nodes")
         print(f"  packages loaded: {cold['loaded']}, renders: {cold['renders']}")

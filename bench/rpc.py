@@ -1,7 +1,7 @@
 """Benchmark: `status` requests per second with 1 and with 50 concurrent clients (issue 3, 7),
 the cheapest request as a whole `ixc` process and a waiter's finish (issue 13).
 
-    python bench/rpc.py [--clients 1 10 50] [--requests 10000] [--jobs 2]
+    python -m bench.rpc [--clients 1 10 50] [--requests 10000] [--jobs 2]
                         [--process-repeat 100] [--waiter-rounds 10]
 
 Starts a real ixd on a fresh root. For each client count, that many processes (forked, each
@@ -31,10 +31,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _daemon import (
+from bench._daemon import (
     PROJECT,
     PYTHON,
     BenchDaemon,
@@ -46,7 +44,6 @@ from _daemon import (
     run_workers,
     slow,
 )
-
 from ixd.wire.frames import Event
 from ixd.wire.transport import Client
 

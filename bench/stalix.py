@@ -1,6 +1,6 @@
 """Benchmark: stal/IX's own tree through a real ixd (issue 11).
 
-    python bench/stalix.py [--pkgs ../shared/stalix/pkgs] [--reference REF/ix] [--repeat 3]
+    python -m bench.stalix [--pkgs ../shared/stalix/pkgs] [--reference REF/ix] [--repeat 3]
                            [TARGET...]
 
 For each target (default: bin/b64, bin/curl, set/stalix and stal/IX's CI set
@@ -18,20 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-PROJECT = BENCH.parent
-for path in (str(PROJECT), str(BENCH)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-from plan import IXD, start_daemon, stop_daemon, vm_hwm_kib  # noqa: E402
+from bench.plan import IXD, PROJECT, start_daemon, stop_daemon, vm_hwm_kib
 
 DEFAULT_PKGS = PROJECT.parent / "shared" / "stalix" / "pkgs"
 TARGETS = ("bin/b64", "bin/curl", "set/stalix", "set/ci(seed=1)")
