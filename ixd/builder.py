@@ -26,7 +26,6 @@ import logging
 import os
 import queue
 import secrets
-import shutil
 import signal
 import subprocess
 import threading
@@ -45,6 +44,7 @@ from ixd.confine import (
     bwrap_path,
     confinement_argv,
     sandbox_etc,
+    tool_path,
 )
 from ixd.errors import BuildFailed, ConfinementUnavailable
 from ixd.fstree import remove_tree
@@ -142,8 +142,7 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        prefix = [*build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes),
-                  *_prepare_argv(node, layout)]
+        prefix = build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes)
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
@@ -161,20 +160,25 @@ async def run_build(
     try:
         # Log writes are small and go to a local file: plain blocking I/O is fine here.
         with open(log_path, "a+b" if keep_log else "w+b") as log_file:  # noqa: ASYNC230
+            prepare: Callable[[], None] | None = None
             if user is None:
                 # two lstat calls on the loop; deleting what they find is a thread's work
                 if _exists(store_path) or _exists(scratch):
                     await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
                 _prepare(node, layout, out, scratch)
             else:
-                await _make_scratch(scratch, user)
+                links = _source_links(node, layout)
+                build_user = user
+
+                def prepare() -> None:
+                    _make_scratch(scratch, build_user, links)
             ran = _Outcome()
             watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
             ran.status = await _run_logged(
                 list(node.command), env=env, cwd=tmp if user is None else scratch,
                 stdin=node.stdin.encode(),
                 log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
-                watch=watch)
+                watch=watch, prepare=prepare)
             if on_exit is not None:  # the command is over: what follows is the daemon's
                 on_exit()
             if ran.broken is not None:
@@ -253,34 +257,30 @@ def _prepare(node: Node, layout: Layout, out: Path, scratch: Path) -> None:
         os.symlink(layout.source_path(source.sha256), scratch / "src" / _source_name(node, source))
 
 
-async def _make_scratch(scratch: Path, user: BuildUser) -> None:
-    """A confined build's scratch: made by root (its parent is root's), given to the build
-    user, who fills it (`_prepare_argv`). Two system calls on the loop: each one the loop
-    makes while a worker thread runs Python waits for the interpreter lock again."""
+def _make_scratch(scratch: Path, user: BuildUser, links: list[tuple[str, str]]) -> None:
+    """A confined build's scratch with its folders and its sources' links, made by root
+    and then given to the build user (blocking: the spawner's thread does it just before
+    the build starts, so neither the event loop nor a process of its own is spent on it).
+    No process of the build user runs yet (the pool hands out a user with none), so
+    nothing can race these calls; the scratch's parent is root's."""
     try:
         os.mkdir(scratch, 0o700)
     except FileExistsError:  # left by a build cut short
-        await trio.to_thread.run_sync(remove_tree, scratch)
+        remove_tree(scratch)
         os.mkdir(scratch, 0o700)
+    for sub in ("tmp", "src", "out"):
+        os.mkdir(scratch / sub, 0o755)
+    for target, name in links:
+        os.symlink(target, scratch / "src" / name)
+    for sub in ("tmp", "src", "out"):
+        os.chown(scratch / sub, user.uid, user.gid)
     os.chown(scratch, user.uid, user.gid)
 
 
-#: run by the build user in its scratch before bubblewrap: its folders and its sources' links
-#: (`ix-prepare TARGET NAME ... -- BWRAP...`); the build's PATH may name no host folder
-_PREPARE_SCRIPT = (
-    f'{shutil.which("mkdir", path=os.defpath) or "/bin/mkdir"} tmp src out || exit 125; '
-    'while [ "$1" != -- ]; do '
-    f'{shutil.which("ln", path=os.defpath) or "/bin/ln"} -s -- "$1" "src/$2" || exit 125; '
-    'shift 2; done; shift; exec "$@"')
-
-
-def _prepare_argv(node: Node, layout: Layout) -> list[str]:
-    """The prefix that makes a confined build's scratch folders as its build user, so the
-    daemon does not (a dozen system calls less on its event loop per build)."""
-    links = [arg for source in node.sources
-             for arg in (os.fspath(layout.source_path(source.sha256)),
-                         _source_name(node, source))]
-    return ["/bin/sh", "-c", _PREPARE_SCRIPT, "ix-prepare", *links, "--"]
+def _source_links(node: Node, layout: Layout) -> list[tuple[str, str]]:
+    """(target, name) of the links to the node's sources its scratch's `src` holds."""
+    return [(os.fspath(layout.source_path(source.sha256)), _source_name(node, source))
+            for source in node.sources]
 
 
 def _source_name(node: Node, source: Source) -> str:
@@ -445,6 +445,7 @@ async def _run_logged(
     sandbox: SandboxArgv | None,
     outcome: _Outcome,
     watch: _Watch,
+    prepare: Callable[[], None] | None = None,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -454,10 +455,11 @@ async def _run_logged(
     `outcome.sandbox_gone` records whether the sandbox's pid 1 was seen to end: its pid
     namespace, and every process that ever ran in it, is then gone for sure. While it runs,
     `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
-    `outcome.broken` and the build is killed.
+    `outcome.broken` and the build is killed. `prepare()` runs first, in the spawner's
+    thread.
     """
     child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin),
-                                              sandbox=sandbox))
+                                              sandbox=sandbox, prepare=prepare))
     popen = child.popen
     sandbox_pidfd: int | None = None
     try:
@@ -579,8 +581,12 @@ def _spawn(
     cwd: Path,
     with_stdin: bool,
     sandbox: SandboxArgv | None,
+    prepare: Callable[[], None] | None = None,
 ) -> _Child:
-    """Start the command (blocking: in the spawner's thread), with pipes trio can read."""
+    """Start the command (blocking: in the spawner's thread), with pipes trio can read,
+    after `prepare()`."""
+    if prepare is not None:
+        prepare()
     parent_ends: list[int] = []
     child_ends: list[int] = []
     try:
@@ -709,7 +715,7 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
 def _unset_pwd(env: dict[str, str]) -> list[str]:
     """bwrap always exports PWD (its working directory); `env` restores exactly `env`."""
     restore = [f"PWD={env['PWD']}"] if "PWD" in env else []
-    return [shutil.which("env") or "/usr/bin/env", "-u", "PWD", "--", *restore]
+    return [tool_path("env") or "/usr/bin/env", "-u", "PWD", "--", *restore]
 
 
 def _kill_group(pgid: int) -> None:
