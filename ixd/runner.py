@@ -44,6 +44,11 @@ from ixd.unpack import unpack_limits, unpack_node
 
 log = logging.getLogger("ixd.runner")
 
+#: seconds finished builds' scratch folders gather in the trash before one `rm -rf` deletes
+#: them, and how many at most
+TRASH_GATHER = 0.5
+TRASH_BATCH = 256
+
 
 class StoreRunner:
     def __init__(self, layout: Layout, db: BuildDatabase, *, confine: bool,
@@ -95,14 +100,17 @@ class StoreRunner:
 
         Root deletes what has gathered with one `rm -rf` process per batch: per entry,
         Python's rmtree would hold the interpreter lock the event loop needs, one worker
-        thread call per build. GNU rm never follows a link, and stays on one file system."""
+        thread call per build. A batch gathers for up to TRASH_GATHER seconds (builds end
+        one at a time: without the wait, each one's scratch cost a process of its own).
+        GNU rm never follows a link, and stays on one file system."""
         async for first in self._trashed:
             batch = [first]
-            while True:
-                try:
-                    batch.append(self._trashed.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            with trio.move_on_after(TRASH_GATHER):
+                while len(batch) < TRASH_BATCH:
+                    try:
+                        batch.append(await self._trashed.receive())
+                    except trio.EndOfChannel:
+                        break
             if os.geteuid() == 0 and await _rm_rf(batch):
                 continue
             for path in batch:  # unprivileged, or rm failed: read-only folders and all
