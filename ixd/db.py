@@ -113,9 +113,13 @@ class BuildDatabase:
         one commit for all. Each write's outcome, in order; a write that raises is undone
         alone, the others are kept. If the commit itself fails, none of them is written and
         every outcome is that error."""
+        def alone(write: Callable[[], object]) -> object:
+            with self._transaction():  # a savepoint of its own
+                return write()
+
         try:
             with self._transaction():
-                done: list[outcome.Outcome[Any]] = [outcome.capture(w) for w in writes]
+                done: list[outcome.Outcome[Any]] = [outcome.capture(alone, w) for w in writes]
         except Exception as exc:
             return [outcome.Error(exc) for _ in writes]
         return done
