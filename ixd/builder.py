@@ -458,7 +458,7 @@ async def _run_logged(
     `outcome.broken` and the build is killed. `prepare()` runs first, in the spawner's
     thread.
     """
-    child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin),
+    child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, stdin=stdin,
                                               sandbox=sandbox, prepare=prepare))
     popen = child.popen
     sandbox_pidfd: int | None = None
@@ -467,7 +467,7 @@ async def _run_logged(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump, child.output, log_file, on_line, output_done)
             if child.stdin is not None:
-                nursery.start_soon(_feed, child.stdin, stdin)
+                nursery.start_soon(_feed, child.stdin, child.stdin_rest)
             if child.info is not None:
                 found = await _sandbox_pidfd(child.info)
                 if found == SANDBOX_GONE:
@@ -569,7 +569,9 @@ class _Child:
     pidfd: int
     #: stdout and stderr
     output: trio.lowlevel.FdStream
+    #: for the rest of its stdin: what did not fit in the pipe at once (None: all did)
     stdin: trio.lowlevel.FdStream | None
+    stdin_rest: bytes
     #: bwrap's --info-fd
     info: trio.lowlevel.FdStream | None
 
@@ -579,7 +581,7 @@ def _spawn(
     *,
     env: dict[str, str],
     cwd: Path,
-    with_stdin: bool,
+    stdin: bytes,
     sandbox: SandboxArgv | None,
     prepare: Callable[[], None] | None = None,
 ) -> _Child:
@@ -594,7 +596,7 @@ def _spawn(
         parent_ends.append(out_r)
         child_ends.append(out_w)
         in_r, in_w = subprocess.DEVNULL, -1
-        if with_stdin:
+        if stdin:
             in_r, in_w = os.pipe()
             parent_ends.append(in_w)
             child_ends.append(in_r)
@@ -631,13 +633,34 @@ def _spawn(
         for fd in parent_ends:
             os.close(fd)
         raise
+    rest = b""
+    if in_w >= 0:
+        rest = _write_what_fits(in_w, stdin)
+        if not rest:
+            os.close(in_w)
+            in_w = -1
     return _Child(
         popen=popen,
         pidfd=pidfd,
         output=trio.lowlevel.FdStream(out_r),
         stdin=trio.lowlevel.FdStream(in_w) if in_w >= 0 else None,
+        stdin_rest=rest,
         info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
     )
+
+
+def _write_what_fits(fd: int, data: bytes) -> bytes:
+    """Write what the pipe `fd` takes now of `data` (a script fits whole, mostly: no task
+    of the event loop needed to feed it); what is left. Nothing is left if the reader is
+    gone already."""
+    os.set_blocking(fd, False)
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        return data
+    except BrokenPipeError:  # the command exited without reading its stdin
+        return b""
+    return data[written:]
 
 
 async def _pump(
