@@ -50,7 +50,6 @@ from ixd.errors import BuildFailed, ConfinementUnavailable
 from ixd.fstree import remove_tree
 from ixd.layout import Layout
 from ixd.nodes import Node, Source
-from ixd.treehash import tree_hash
 
 log = logging.getLogger(__name__)
 
@@ -320,11 +319,12 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
     if user is not None:
         # nothing of the build may run on while its output is canonicalised
         kill_processes_of(user)
-    canonical = canonicalise(out)
+    canonical = canonicalise(out, content_hash=True)  # of relative paths: the same once moved
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
                             f"--max-output-size of {limits.max_output_size}")
-    content_hash = tree_hash(out)  # of relative paths: the same once moved
+    content_hash = canonical.content_hash
+    assert content_hash is not None
     if expect_hash is not None and content_hash != expect_hash:
         raise ContentMismatch(f"its content hash is {content_hash}, not the expected "
                               f"{expect_hash}")
