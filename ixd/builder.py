@@ -177,8 +177,8 @@ async def run_build(
                 list(node.command), env=env, cwd=tmp if user is None else scratch,
                 stdin=node.stdin.encode(),
                 log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
-                watch=watch, prepare=prepare)
-            if on_exit is not None:  # the command is over: what follows is the daemon's
+                watch=watch, prepare=prepare, on_exit=on_exit)
+            if on_exit is not None and not ran.exited:  # killed: over now all the same
                 on_exit()
             if ran.broken is not None:
                 raise BuildFailed(_failure_message(node, ran.broken, log_path))
@@ -432,6 +432,8 @@ class _Outcome:
     broken: str | None = None
     #: the sandbox's pid 1 was seen to end (so its whole pid namespace is gone)
     sandbox_gone: bool = False
+    #: the command exited by itself (and `on_exit` was called)
+    exited: bool = False
 
 
 async def _run_logged(
@@ -446,6 +448,7 @@ async def _run_logged(
     outcome: _Outcome,
     watch: _Watch,
     prepare: Callable[[], None] | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -456,7 +459,8 @@ async def _run_logged(
     namespace, and every process that ever ran in it, is then gone for sure. While it runs,
     `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
     `outcome.broken` and the build is killed. `prepare()` runs first, in the spawner's
-    thread.
+    thread; `on_exit()` as soon as the command has exited by itself (`outcome.exited`),
+    before its output is read to the end and its pipes are closed.
     """
     child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, stdin=stdin,
                                               sandbox=sandbox, prepare=prepare))
@@ -485,6 +489,9 @@ async def _run_logged(
                 if outcome.broken is not None:  # killed whole in `finally`
                     nursery.cancel_scope.cancel()
                     return -1
+            outcome.exited = True
+            if on_exit is not None:  # the command is over: its slot is the next build's
+                on_exit()
             _kill_group(popen.pid)
             status = popen.poll()
             assert status is not None
