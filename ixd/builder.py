@@ -659,14 +659,15 @@ def _spawn(
 def _write_what_fits(fd: int, data: bytes) -> bytes:
     """Write what the pipe `fd` takes now of `data` (a script fits whole, mostly: no task
     of the event loop needed to feed it); what is left. Nothing is left if the reader is
-    gone already."""
+    gone already; on another error, all of it is left, for the task to meet the error where
+    the build's clean-up is."""
     os.set_blocking(fd, False)
     try:
         written = os.write(fd, data)
-    except BlockingIOError:
-        return data
     except BrokenPipeError:  # the command exited without reading its stdin
         return b""
+    except OSError:  # BlockingIOError: the pipe is full
+        return data
     return data[written:]
 
 
