@@ -186,6 +186,12 @@ class BenchDaemon:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def children_cpu_seconds(self) -> float:
+        """CPU time of the daemon's child processes that have ended (user + system): the
+        builds with everything they ran, and the daemon's helpers (`rm`, `kill`)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
     def vm_hwm(self) -> str:
         try:
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

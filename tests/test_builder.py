@@ -106,6 +106,17 @@ def assert_cleaned_up(layout: Layout, node: Node) -> None:
 
 
 @both_modes
+async def test_a_script_larger_than_a_pipe_reaches_the_command_whole(
+        layout: Layout, confine: bool) -> None:
+    # what the pipe takes is written when the build starts, the rest by a task of the loop
+    padding = "".join(f": line {i} of padding\n" for i in range(20000))  # ~450 KB
+    script = padding + 'mkdir -p "$out"; echo "$((1 + 1))" > "$out/last"\n'
+    node = make_node(layout, script, stdin=True)
+    await build(node, layout, confine=confine, make_thrs=1)
+    assert (out_of(node) / "last").read_text() == "2\n"
+
+
+@both_modes
 async def test_success_writes_a_read_only_output(layout: Layout, confine: bool) -> None:
     script = """
         echo "hello from the build"

@@ -88,6 +88,29 @@ def test_canonicalise_makes_a_plain_immutable_tree(tmp_path: Path) -> None:
     assert result.files == 4 and result.size == len("data") * 2 + len("keep") + 10
 
 
+def test_the_hash_canonicalise_computes_is_the_canonical_trees_tree_hash(
+        tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep")
+    top = tmp_path / "out"
+    make_hostile_tree(top, outside)
+    # names whose order tells "each folder's entries, then its sub-folders" from "depth
+    # first", and byte order from case or punctuation
+    for folder in ("a", "a-b", "a.b", "B", "a/z", "a/z/deep", "empty"):
+        (top / folder).mkdir(parents=True)
+    for file in ("a/0", "a/z/deep/x", "a-b/y", "a.b/Z", "b", "A", "a/z/1"):
+        (top / file).write_bytes(file.encode() * 1000)
+    (top / "a" / "z" / "1").chmod(0o751)
+    (top / "dirlink").symlink_to("a/z")  # a link to a folder: a link, not walked into
+    (top / "a" / "z" / "up").symlink_to("../..")
+
+    result = canonicalise(top, content_hash=True)
+
+    assert result.content_hash == tree_hash(top)
+    assert canonicalise(top).content_hash is None  # only when asked for
+
+
 def test_canonical_trees_hash_alike_and_a_second_pass_changes_nothing(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -165,3 +165,44 @@ def test_another_process_holding_the_lock_is_a_clear_error(tmp_path: Path) -> No
     finally:
         other.close()
         db.close()
+
+
+def test_a_batch_commits_its_writes_together_and_undoes_a_failing_one_alone(
+        db: BuildDatabase) -> None:
+    def refused() -> None:
+        db.register_valid("u2", "/ix/store/u2", "bin/b", "bin", "h2")
+        raise ValueError("refused half way")
+
+    started = db.build_started("u1", "bin/a", {}, "/log/u1", requested_by=0)
+    results = db.write_batch([
+        lambda: db.register_valid("u1", "/ix/store/u1", "bin/a", "bin", "h1"),
+        refused,
+        lambda: db.build_ended(started, "valid"),
+        lambda: db.build_started("u3", "bin/c", {}, "/log/u3", requested_by=0),
+    ])
+    assert results[0].unwrap() is None
+    with pytest.raises(ValueError, match="refused half way"):
+        results[1].unwrap()
+    assert db.valid_uids() == {"u1"}  # u2's registration went with the failing write
+    assert {r["uid"]: r["state"] for r in db.builds()} == {"u1": "valid", "u3": "building"}
+    assert results[3].unwrap() == max(r["id"] for r in db.builds())
+    assert not db._db.conn.in_transaction
+
+
+def test_a_batch_another_process_keeps_locked_fails_whole(tmp_path: Path) -> None:
+    path = tmp_path / "ixd.sqlite"
+    db = BuildDatabase(path, busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        results = db.write_batch([
+            lambda: db.register_valid("u1", "/ix/store/u1", "bin/a", "bin", "h"),
+            lambda: db.register_valid("u2", "/ix/store/u2", "bin/b", "bin", "h")])
+        for result in results:
+            with pytest.raises(DatabaseBusy):
+                result.unwrap()
+        other.execute("ROLLBACK")
+        assert db.valid_uids() == set()
+    finally:
+        other.close()
+        db.close()

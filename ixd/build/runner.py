@@ -25,6 +25,7 @@ from ixd.store.builder import ContentMismatch
 from ixd.store.buildusers import BuildUser, BuildUserPool
 from ixd.build.cluster import Cluster
 from ixd.store.db import BuildDatabase
+from ixd.store.dbwriter import PendingWrite, WriteQueue
 from ixd.wire.errors import BuildFailed, CacheHashMismatch, CacheUnsafeArchive, ClusterUnavailable, InternalError, IxError, error_from_wire
 from ixd.store.fstree import remove_tree
 from ixd.model.layout import Layout
@@ -35,6 +36,11 @@ from ixd.store.treehash import tree_hash
 from ixd.cache.unpack import unpack_limits, unpack_node
 
 log = logging.getLogger("ixd.build.runner")
+
+#: seconds finished builds' scratch folders gather in the trash before one `rm -rf` deletes
+#: them, and how many at most
+TRASH_GATHER = 0.5
+TRASH_BATCH = 256
 
 
 class StoreRunner:
@@ -50,6 +56,8 @@ class StoreRunner:
             raise ValueError("confined builds need a pool of build users")
         self.layout = layout
         self.db = db
+        #: every write of the runner goes through here: one thread, batched commits
+        self.writes = WriteQueue(db)
         self.confine = confine
         self.build_users = build_users
         self.limits = limits or builder.BuildLimits()
@@ -86,14 +94,17 @@ class StoreRunner:
 
         Root deletes what has gathered with one `rm -rf` process per batch: per entry,
         Python's rmtree would hold the interpreter lock the event loop needs, one worker
-        thread call per build. GNU rm never follows a link, and stays on one file system."""
+        thread call per build. A batch gathers for up to TRASH_GATHER seconds (builds end
+        one at a time: without the wait, each one's scratch cost a process of its own).
+        GNU rm never follows a link, and stays on one file system."""
         async for first in self._trashed:
             batch = [first]
-            while True:
-                try:
-                    batch.append(self._trashed.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            with trio.move_on_after(TRASH_GATHER):
+                while len(batch) < TRASH_BATCH:
+                    try:
+                        batch.append(await self._trashed.receive())
+                    except trio.EndOfChannel:
+                        break
             if os.geteuid() == 0 and await _rm_rf(batch):
                 continue
             for path in batch:  # unprivileged, or rm failed: read-only folders and all
@@ -180,14 +191,12 @@ class StoreRunner:
         substituted from the cache (unpacked in the sandbox, its signed hash checked)."""
         slot_done()  # the cluster's slots bound remote builds, not ours
         log_path = self.layout.log_path(node.uid)
-        build_id = await trio.to_thread.run_sync(
-            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
-            str(log_path), requested_by)
+        started = self._build_started(node, requested_by)
         log.info("remote build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
         self._remote[node.uid] = ""
         worker = "(already in the cache)"
         try:
-            async with self._recording(build_id, node, "remote build"):
+            async with self._recording(started, node, "remote build"):
                 with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (small local writes)
                     self._remote_logs[node.uid] = (emit, log_file)
                     try:
@@ -195,7 +204,7 @@ class StoreRunner:
                     finally:
                         del self._remote_logs[node.uid]
                 # the worker's log stays: the unpack's output goes after it
-                await self._install(node, build_id, "remote", keep_log=True)
+                await self._install(node, started, "remote", keep_log=True)
         finally:
             self._remote.pop(node.uid, None)
         log.info("remote build finished: %s uid=%s on %s", node.name, node.uid, worker)
@@ -233,50 +242,56 @@ class StoreRunner:
 
     async def _build_local(self, node: Node, emit: Listener, requested_by: int,
                            slot_done: Callable[[], None]) -> None:
-        log_path = str(self.layout.log_path(node.uid))
-        build_id = await trio.to_thread.run_sync(
-            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}), log_path,
-            requested_by)
-        started = trio.current_time()
+        # the build's row is written while it runs: nothing of the build waits for it
+        started = self._build_started(node, requested_by)
+        began = trio.current_time()
         log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        async with self._recording(build_id, node, "build"), self._build_user() as user:
+        async with self._recording(started, node, "build"), self._build_user() as user:
             built = await builder.run_build(
                 node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
                 on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
                 user=user, limits=self.limits, on_exit=slot_done,
             )
         self._trash.send_nowait(built.trashed)
-        await self._record_valid(node, build_id, built.content_hash, "valid")
+        await self._record_valid(node, started, built.content_hash, "valid")
         if self.on_built is not None:
             self.on_built(node.uid)
-        duration = trio.current_time() - started
+        duration = trio.current_time() - began
         self.durations[node.name] = duration
         log.info("build finished: %s uid=%s duration=%.2fs result=valid", node.name, node.uid,
                  duration)
 
-    async def _record_valid(self, node: Node, build_id: int, content_hash: str,
-                            state: str) -> None:
-        kind = Path(node.outputs[0]).name.split("-", 2)[1]
+    def _build_started(self, node: Node, requested_by: int) -> PendingWrite[int]:
+        """Queue the builds-table row of `node`'s build; its id once written."""
+        log_path = str(self.layout.log_path(node.uid))
+        flags = node.meta.get("flags", {})
+        return self.writes.submit(lambda: self.db.build_started(
+            node.uid, node.name, flags, log_path, requested_by))
 
-        def register_and_end() -> None:  # one worker thread for both writes
+    async def _record_valid(self, node: Node, started: PendingWrite[int], content_hash: str,
+                            state: str) -> None:
+        """Register the node's entry (in place in the store) and end its build's row, in one
+        transaction; valid once committed."""
+        kind = Path(node.outputs[0]).name.split("-", 2)[1]
+        build_id = await started.result()
+
+        def register_and_end() -> None:
             self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash)
             self.db.build_ended(build_id, state, "")
 
-        await trio.to_thread.run_sync(register_and_end)
+        await self.writes.write(register_and_end)
         self.valid.add(node.uid)
 
     async def _substitute(self, node: Node, requested_by: int) -> None:
         """Install the node's entry from a binary cache. Recorded in the builds table as
         `substituted` (or failed, with the reason)."""
-        build_id = await trio.to_thread.run_sync(
-            self.db.build_started, node.uid, node.name, node.meta.get("flags", {}),
-            str(self.layout.log_path(node.uid)), requested_by)
+        started = self._build_started(node, requested_by)
         log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        async with self._recording(build_id, node, "substitute"):
-            await self._install(node, build_id, "substituted")
+        async with self._recording(started, node, "substitute"):
+            await self._install(node, started, "substituted")
         log.info("substitute finished: %s uid=%s", node.name, node.uid)
 
-    async def _install(self, node: Node, build_id: int, state: str, *,
+    async def _install(self, node: Node, started: PendingWrite[int], state: str, *,
                        keep_log: bool = False) -> None:
         """The node's entry from the cache that holds it: its archive fetched and checked,
         then unpacked like a build (`ixd.cache.unpack`: as a build user, in the sandbox, only the
@@ -308,12 +323,13 @@ class StoreRunner:
                     await trio.to_thread.run_sync(_unlink, archive)
         self._trash.send_nowait(built.trashed)
         with trio.CancelScope(shield=True):  # an entry in the store is recorded valid
-            await self._record_valid(node, build_id, built.content_hash, state)
+            await self._record_valid(node, started, built.content_hash, state)
 
     @contextlib.asynccontextmanager
-    async def _recording(self, build_id: int, node: Node, what: str) -> AsyncIterator[None]:
-        """The builds-table row `build_id` ends failed (with the error) or cancelled if the
-        work it wraps does; success is the work's own to record."""
+    async def _recording(self, started: PendingWrite[int], node: Node, what: str
+                         ) -> AsyncIterator[None]:
+        """The builds-table row `started` wrote ends failed (with the error) or cancelled if
+        the work it wraps does; success is the work's own to record."""
         try:
             yield
         except BaseException as exc:
@@ -324,7 +340,7 @@ class StoreRunner:
             else:
                 error = None
             with trio.CancelScope(shield=True):
-                await self._ended(build_id, "failed" if error else "cancelled", error)
+                await self._ended(started, "failed" if error else "cancelled", error)
             log.info("%s finished: %s uid=%s result=%s", what, node.name, node.uid,
                      "failed" if error else "cancelled")
             raise
@@ -334,15 +350,21 @@ class StoreRunner:
             return contextlib.nullcontext(None)
         return self.build_users.take()
 
-    async def _ended(self, build_id: int, state: str, error: IxError | None) -> None:
-        await trio.to_thread.run_sync(
-            self.db.build_ended, build_id, state, error.message if error else "")
+    async def _ended(self, started: PendingWrite[int], state: str, error: IxError | None
+                     ) -> None:
+        try:
+            build_id = await started.result()
+        except IxError as exc:  # the row was never written: there is nothing to end
+            log.warning("%s: the build's row could not be written: %s", state, exc)
+            return
+        message = error.message if error else ""
+        await self.writes.write(lambda: self.db.build_ended(build_id, state, message))
 
     async def _register(self, node: Node, kind: str) -> None:
         out = node.outputs[0]
         content = await trio.to_thread.run_sync(tree_hash, Path(out))
-        await trio.to_thread.run_sync(
-            self.db.register_valid, node.uid, out, node.name, kind, content)
+        await self.writes.write(
+            lambda: self.db.register_valid(node.uid, out, node.name, kind, content))
         self.valid.add(node.uid)
 
 

@@ -35,6 +35,8 @@ RequestHandler = Callable[[str, dict[str, Any], Caller, Callable[[str, dict[str,
                           Awaitable[Any]]
 
 _RECV_SIZE = 64 * 1024
+#: bytes of queued frames written to a client's socket in one go (more wait for the next)
+_SEND_SIZE = 256 * 1024
 #: messages waiting to be sent to one client before further progress events are dropped
 _EVENT_BACKLOG = 1024
 #: bytes of progress events (mostly build log lines) waiting for one client, likewise
@@ -276,21 +278,40 @@ class _Connection:
                 nursery.start_soon(self._answer, msg)
 
     async def _pump_out(self) -> None:
-        async for msg, written, weight in self.out_receive:
-            self.queued_bytes -= weight
+        """Write what is queued, in order; what has gathered goes in one write (a build's
+        end and the next one's start, say), up to _SEND_SIZE bytes."""
+        async for first in self.out_receive:
+            batch = [first]
+            self.queued_bytes -= first[2]
             try:
-                try:
-                    frame = self.conn.send(msg)
-                except IxError as exc:  # e.g. a result too large for one frame
-                    if not isinstance(msg, protocol.Result):
-                        log.warning("uid %d: %s event not sent: %s", self.caller.uid,
-                                    msg.TYPE, exc.message)
-                        continue
-                    frame = self.conn.send(protocol.error_message(exc, msg.id))
-                await self.stream.send_all(frame)
+                frames = [self._frame(first[0])]
+                size = len(frames[0])
+                while size < _SEND_SIZE:
+                    try:
+                        batch.append(self.out_receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    self.queued_bytes -= batch[-1][2]
+                    frames.append(self._frame(batch[-1][0]))
+                    size += len(frames[-1])
+                if size:
+                    await self.stream.send_all(b"".join(frames))
             finally:
-                if written is not None:
-                    written.set()
+                for _, written, _ in batch:
+                    if written is not None:
+                        written.set()
+
+    def _frame(self, msg: protocol.Message) -> bytes:
+        """The frame of `msg`; a result too large for one is replaced by the error, an event
+        is left out (b"")."""
+        try:
+            return self.conn.send(msg)
+        except IxError as exc:
+            if not isinstance(msg, protocol.Result):
+                log.warning("uid %d: %s event not sent: %s", self.caller.uid, msg.TYPE,
+                            exc.message)
+                return b""
+            return self.conn.send(protocol.error_message(exc, msg.id))
 
     async def _answer(self, request: protocol.Request) -> None:
         emit = Emitter(self, request.id)

@@ -26,7 +26,6 @@ import logging
 import os
 import queue
 import secrets
-import shutil
 import signal
 import subprocess
 import threading
@@ -42,9 +41,14 @@ from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Source
 from ixd.store.buildusers import BuildUser, kill_processes_of
 from ixd.store.canonical import OutputRefused, canonicalise
-from ixd.store.confine import build_identity_argv, bwrap_path, confinement_argv, sandbox_etc
+from ixd.store.confine import (
+    build_identity_argv,
+    bwrap_path,
+    confinement_argv,
+    sandbox_etc,
+    tool_path,
+)
 from ixd.store.fstree import remove_tree
-from ixd.store.treehash import tree_hash
 from ixd.wire.errors import BuildFailed, ConfinementUnavailable
 
 log = logging.getLogger(__name__)
@@ -137,8 +141,7 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        prefix = [*build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes),
-                  *_prepare_argv(node, layout)]
+        prefix = build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes)
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
@@ -156,21 +159,26 @@ async def run_build(
     try:
         # Log writes are small and go to a local file: plain blocking I/O is fine here.
         with open(log_path, "a+b" if keep_log else "w+b") as log_file:  # noqa: ASYNC230
+            prepare: Callable[[], None] | None = None
             if user is None:
                 # two lstat calls on the loop; deleting what they find is a thread's work
                 if _exists(store_path) or _exists(scratch):
                     await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
                 _prepare(node, layout, out, scratch)
             else:
-                await _make_scratch(scratch, user)
+                links = _source_links(node, layout)
+                build_user = user
+
+                def prepare() -> None:
+                    _make_scratch(scratch, build_user, links)
             ran = _Outcome()
             watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
             ran.status = await _run_logged(
                 list(node.command), env=env, cwd=tmp if user is None else scratch,
                 stdin=node.stdin.encode(),
                 log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
-                watch=watch)
-            if on_exit is not None:  # the command is over: what follows is the daemon's
+                watch=watch, prepare=prepare, on_exit=on_exit)
+            if on_exit is not None and not ran.exited:  # killed: over now all the same
                 on_exit()
             if ran.broken is not None:
                 raise BuildFailed(_failure_message(node, ran.broken, log_path))
@@ -248,34 +256,30 @@ def _prepare(node: Node, layout: Layout, out: Path, scratch: Path) -> None:
         os.symlink(layout.source_path(source.sha256), scratch / "src" / _source_name(node, source))
 
 
-async def _make_scratch(scratch: Path, user: BuildUser) -> None:
-    """A confined build's scratch: made by root (its parent is root's), given to the build
-    user, who fills it (`_prepare_argv`). Two system calls on the loop: each one the loop
-    makes while a worker thread runs Python waits for the interpreter lock again."""
+def _make_scratch(scratch: Path, user: BuildUser, links: list[tuple[str, str]]) -> None:
+    """A confined build's scratch with its folders and its sources' links, made by root
+    and then given to the build user (blocking: the spawner's thread does it just before
+    the build starts, so neither the event loop nor a process of its own is spent on it).
+    No process of the build user runs yet (the pool hands out a user with none), so
+    nothing can race these calls; the scratch's parent is root's."""
     try:
         os.mkdir(scratch, 0o700)
     except FileExistsError:  # left by a build cut short
-        await trio.to_thread.run_sync(remove_tree, scratch)
+        remove_tree(scratch)
         os.mkdir(scratch, 0o700)
+    for sub in ("tmp", "src", "out"):
+        os.mkdir(scratch / sub, 0o755)
+    for target, name in links:
+        os.symlink(target, scratch / "src" / name)
+    for sub in ("tmp", "src", "out"):
+        os.chown(scratch / sub, user.uid, user.gid)
     os.chown(scratch, user.uid, user.gid)
 
 
-#: run by the build user in its scratch before bubblewrap: its folders and its sources' links
-#: (`ix-prepare TARGET NAME ... -- BWRAP...`); the build's PATH may name no host folder
-_PREPARE_SCRIPT = (
-    f'{shutil.which("mkdir", path=os.defpath) or "/bin/mkdir"} tmp src out || exit 125; '
-    'while [ "$1" != -- ]; do '
-    f'{shutil.which("ln", path=os.defpath) or "/bin/ln"} -s -- "$1" "src/$2" || exit 125; '
-    'shift 2; done; shift; exec "$@"')
-
-
-def _prepare_argv(node: Node, layout: Layout) -> list[str]:
-    """The prefix that makes a confined build's scratch folders as its build user, so the
-    daemon does not (a dozen system calls less on its event loop per build)."""
-    links = [arg for source in node.sources
-             for arg in (os.fspath(layout.source_path(source.sha256)),
-                         _source_name(node, source))]
-    return ["/bin/sh", "-c", _PREPARE_SCRIPT, "ix-prepare", *links, "--"]
+def _source_links(node: Node, layout: Layout) -> list[tuple[str, str]]:
+    """(target, name) of the links to the node's sources its scratch's `src` holds."""
+    return [(os.fspath(layout.source_path(source.sha256)), _source_name(node, source))
+            for source in node.sources]
 
 
 def _source_name(node: Node, source: Source) -> str:
@@ -315,11 +319,12 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
     if user is not None:
         # nothing of the build may run on while its output is canonicalised
         kill_processes_of(user)
-    canonical = canonicalise(out)
+    canonical = canonicalise(out, content_hash=True)  # of relative paths: the same once moved
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
                             f"--max-output-size of {limits.max_output_size}")
-    content_hash = tree_hash(out)  # of relative paths: the same once moved
+    content_hash = canonical.content_hash
+    assert content_hash is not None
     if expect_hash is not None and content_hash != expect_hash:
         raise ContentMismatch(f"its content hash is {content_hash}, not the expected "
                               f"{expect_hash}")
@@ -427,6 +432,8 @@ class _Outcome:
     broken: str | None = None
     #: the sandbox's pid 1 was seen to end (so its whole pid namespace is gone)
     sandbox_gone: bool = False
+    #: the command exited by itself (and `on_exit` was called)
+    exited: bool = False
 
 
 async def _run_logged(
@@ -440,6 +447,8 @@ async def _run_logged(
     sandbox: SandboxArgv | None,
     outcome: _Outcome,
     watch: _Watch,
+    prepare: Callable[[], None] | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -449,10 +458,12 @@ async def _run_logged(
     `outcome.sandbox_gone` records whether the sandbox's pid 1 was seen to end: its pid
     namespace, and every process that ever ran in it, is then gone for sure. While it runs,
     `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
-    `outcome.broken` and the build is killed.
+    `outcome.broken` and the build is killed. `prepare()` runs first, in the spawner's
+    thread; `on_exit()` as soon as the command has exited by itself (`outcome.exited`),
+    before its output is read to the end and its pipes are closed.
     """
-    child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, with_stdin=bool(stdin),
-                                              sandbox=sandbox))
+    child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, stdin=stdin,
+                                              sandbox=sandbox, prepare=prepare))
     popen = child.popen
     sandbox_pidfd: int | None = None
     try:
@@ -460,7 +471,7 @@ async def _run_logged(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump, child.output, log_file, on_line, output_done)
             if child.stdin is not None:
-                nursery.start_soon(_feed, child.stdin, stdin)
+                nursery.start_soon(_feed, child.stdin, child.stdin_rest)
             if child.info is not None:
                 found = await _sandbox_pidfd(child.info)
                 if found == SANDBOX_GONE:
@@ -478,6 +489,9 @@ async def _run_logged(
                 if outcome.broken is not None:  # killed whole in `finally`
                     nursery.cancel_scope.cancel()
                     return -1
+            outcome.exited = True
+            if on_exit is not None:  # the command is over: its slot is the next build's
+                on_exit()
             _kill_group(popen.pid)
             status = popen.poll()
             assert status is not None
@@ -562,7 +576,9 @@ class _Child:
     pidfd: int
     #: stdout and stderr
     output: trio.lowlevel.FdStream
+    #: for the rest of its stdin: what did not fit in the pipe at once (None: all did)
     stdin: trio.lowlevel.FdStream | None
+    stdin_rest: bytes
     #: bwrap's --info-fd
     info: trio.lowlevel.FdStream | None
 
@@ -572,10 +588,14 @@ def _spawn(
     *,
     env: dict[str, str],
     cwd: Path,
-    with_stdin: bool,
+    stdin: bytes,
     sandbox: SandboxArgv | None,
+    prepare: Callable[[], None] | None = None,
 ) -> _Child:
-    """Start the command (blocking: in the spawner's thread), with pipes trio can read."""
+    """Start the command (blocking: in the spawner's thread), with pipes trio can read,
+    after `prepare()`."""
+    if prepare is not None:
+        prepare()
     parent_ends: list[int] = []
     child_ends: list[int] = []
     try:
@@ -583,7 +603,7 @@ def _spawn(
         parent_ends.append(out_r)
         child_ends.append(out_w)
         in_r, in_w = subprocess.DEVNULL, -1
-        if with_stdin:
+        if stdin:
             in_r, in_w = os.pipe()
             parent_ends.append(in_w)
             child_ends.append(in_r)
@@ -620,13 +640,35 @@ def _spawn(
         for fd in parent_ends:
             os.close(fd)
         raise
+    rest = b""
+    if in_w >= 0:
+        rest = _write_what_fits(in_w, stdin)
+        if not rest:
+            os.close(in_w)
+            in_w = -1
     return _Child(
         popen=popen,
         pidfd=pidfd,
         output=trio.lowlevel.FdStream(out_r),
         stdin=trio.lowlevel.FdStream(in_w) if in_w >= 0 else None,
+        stdin_rest=rest,
         info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
     )
+
+
+def _write_what_fits(fd: int, data: bytes) -> bytes:
+    """Write what the pipe `fd` takes now of `data` (a script fits whole, mostly: no task
+    of the event loop needed to feed it); what is left. Nothing is left if the reader is
+    gone already; on another error, all of it is left, for the task to meet the error where
+    the build's clean-up is."""
+    os.set_blocking(fd, False)
+    try:
+        written = os.write(fd, data)
+    except BrokenPipeError:  # the command exited without reading its stdin
+        return b""
+    except OSError:  # BlockingIOError: the pipe is full
+        return data
+    return data[written:]
 
 
 async def _pump(
@@ -704,7 +746,7 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
 def _unset_pwd(env: dict[str, str]) -> list[str]:
     """bwrap always exports PWD (its working directory); `env` restores exactly `env`."""
     restore = [f"PWD={env['PWD']}"] if "PWD" in env else []
-    return [shutil.which("env") or "/usr/bin/env", "-u", "PWD", "--", *restore]
+    return [tool_path("env") or "/usr/bin/env", "-u", "PWD", "--", *restore]
 
 
 def _kill_group(pgid: int) -> None:

@@ -12,18 +12,22 @@ following a symlink, and makes it a plain, immutable, daemon-owned tree:
 - timestamps fixed at 1 (a second after the epoch), as Nix does.
 
 Each change that was not routine is returned as a note for the build's log. Only then is the
-tree renamed into `store/`, so nothing under `store/` is ever writable or setuid.
+tree renamed into `store/`, so nothing under `store/` is ever writable or setuid. Asked to, the
+same walk computes the tree's content hash (`ixd.store.treehash`) as it will be once canonical: each
+folder's entries are done before its sub-folders, in the hash's order.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import stat
 from dataclasses import dataclass, field
 
 from ixd.store.safeio import open_regular
+from ixd.store.treehash import add_content, file_line, folder_line, link_line
 
 #: folders nested deeper than this are refused (each level holds a file descriptor)
 MAX_DEPTH = 256
@@ -46,16 +50,21 @@ class Canonical:
     files: int = 0
     #: bytes of regular files
     size: int = 0
+    #: the canonical tree's `ixd.store.treehash.tree_hash`, if asked for
+    content_hash: str | None = None
 
 
 def canonicalise(top: str | os.PathLike[str], *, uid: int | None = None,
-                 gid: int | None = None) -> Canonical:
+                 gid: int | None = None, content_hash: bool = False) -> Canonical:
     """Make the tree at `top` canonical (blocking); raise OutputRefused if it cannot be.
 
     `uid`/`gid` default to the daemon's own; ownership is changed only where it differs.
+    With `content_hash`, the result holds the canonical tree's content hash (what
+    `tree_hash(top)` would say afterwards), from the same walk.
     """
     owner = (os.geteuid() if uid is None else uid, os.getegid() if gid is None else gid)
     result = Canonical()
+    digest = hashlib.sha256() if content_hash else None
     try:
         fd = os.open(top, _DIR_FLAGS)
     except OSError as exc:
@@ -63,13 +72,17 @@ def canonicalise(top: str | os.PathLike[str], *, uid: int | None = None,
             raise OutputRefused(f"the output {os.fspath(top)} is not a folder") from None
         raise
     try:
-        _walk(fd, "", 0, owner, result)
+        _walk(fd, "", 0, owner, result, digest)
     finally:
         os.close(fd)
+    if digest is not None:
+        result.content_hash = digest.hexdigest()
     return result
 
 
-def _walk(fd: int, rel: str, depth: int, owner: tuple[int, int], result: Canonical) -> None:
+def _walk(fd: int, rel: str, depth: int, owner: tuple[int, int], result: Canonical,
+          digest: hashlib._Hash | None) -> None:
+    folders: list[tuple[str, str]] = []  # done after this folder's other entries
     for name in sorted(os.listdir(fd)):
         path = f"{rel}/{name}" if rel else name
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -78,24 +91,30 @@ def _walk(fd: int, rel: str, depth: int, owner: tuple[int, int], result: Canonic
             if (st.st_uid, st.st_gid) != owner:
                 os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
             os.utime(name, (STORE_MTIME, STORE_MTIME), dir_fd=fd, follow_symlinks=False)
+            if digest is not None:
+                digest.update(link_line(path, os.readlink(name, dir_fd=fd)))
         elif kind == stat.S_IFDIR:
             if depth + 1 > MAX_DEPTH:
                 raise OutputRefused(f"{path} is nested more than {MAX_DEPTH} folders deep")
-            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            try:
-                _walk(sub, path, depth + 1, owner, result)
-            finally:
-                os.close(sub)
+            if digest is not None:
+                digest.update(folder_line(path, 0o555))  # its mode once finished
+            folders.append((name, path))
         elif kind == stat.S_IFREG:
-            _file(fd, name, path, st, owner, result)
+            _file(fd, name, path, st, owner, result, digest)
         else:
             os.unlink(name, dir_fd=fd)
             result.notes.append(f"removed {_SPECIAL.get(kind, 'special file')} {path}")
+    for name, path in folders:
+        sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        try:
+            _walk(sub, path, depth + 1, owner, result, digest)
+        finally:
+            os.close(sub)
     _finish(fd, rel or ".", os.fstat(fd), 0o555, owner, result)
 
 
 def _file(fd: int, name: str, path: str, st: os.stat_result, owner: tuple[int, int],
-          result: Canonical) -> None:
+          result: Canonical, digest: hashlib._Hash | None) -> None:
     if st.st_nlink > 1:
         _break_hard_link(fd, name)
         result.notes.append(f"hard link {path} ({st.st_nlink} links) replaced by a copy")
@@ -106,6 +125,9 @@ def _file(fd: int, name: str, path: str, st: os.stat_result, owner: tuple[int, i
         _finish(file_fd, path, st, mode, owner, result)
         result.files += 1
         result.size += st.st_size
+        if digest is not None:
+            digest.update(file_line(path, mode, st.st_size))
+            add_content(digest, file_fd)
     finally:
         os.close(file_fd)
 

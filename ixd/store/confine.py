@@ -27,6 +27,7 @@ This module imports only the standard library.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -60,7 +61,23 @@ _ETC_FOR_NET = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ho
 
 def bwrap_path() -> str | None:
     """The absolute path of `bwrap` on the daemon's PATH, or None if it is not installed."""
-    return shutil.which(BWRAP)
+    return tool_path(BWRAP)
+
+
+#: tools found on a PATH: (name, PATH) -> absolute path
+_FOUND_TOOLS: dict[tuple[str, str | None], str] = {}
+
+
+def tool_path(name: str) -> str | None:
+    """`shutil.which(name)`, remembered once found for as long as PATH stays the same: a
+    look-up is a stat call per folder of PATH, and every build names three tools."""
+    path = os.environ.get("PATH")
+    found = _FOUND_TOOLS.get((name, path))
+    if found is None:
+        found = shutil.which(name, path=path)
+        if found is not None:
+            _FOUND_TOOLS[(name, path)] = found
+    return found
 
 
 def sandbox_etc(passwd_name: str = "ixbuild") -> dict[str, str]:
@@ -107,8 +124,7 @@ def confinement_argv(
         argv.append("--share-net")
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
-    for top in _SYSTEM_DIRS:
-        argv += _system_dir(top)
+    argv += _system_dirs_argv()
     argv += ["--dir", "/etc"]
     for path in (*_ETC_FOR_TOOLS, *(_ETC_FOR_NET if net else ())):
         argv += ["--ro-bind-try", path, path]
@@ -146,7 +162,7 @@ def identity_argv(uid: int, gid: int) -> list[str]:
     cheap vfork+exec; switching the uid in the forked child itself (Popen's `user=`) would
     copy the daemon's whole page table per build, and util-linux's setpriv costs twice
     chpst's start-up."""
-    return [shutil.which(CHPST) or CHPST, "-u", f":{uid}:{gid}"]
+    return [tool_path(CHPST) or CHPST, "-u", f":{uid}:{gid}"]
 
 
 def build_identity_argv(uid: int, gid: int, *, max_processes: int) -> list[str]:
@@ -156,7 +172,7 @@ def build_identity_argv(uid: int, gid: int, *, max_processes: int) -> list[str]:
     forbids core dumps. Per build, not on the daemon: a helper the daemon starts as that
     uid later (`kill -9 -1` after a fork bomb) must be able to exec while the uid is at its
     limit."""
-    return [shutil.which(CHPST) or CHPST, "-p", str(max_processes), "-c", "0",
+    return [tool_path(CHPST) or CHPST, "-p", str(max_processes), "-c", "0",
             "-u", f":{uid}:{gid}"]
 
 
@@ -210,6 +226,13 @@ def check_confinement(user: tuple[int, int] | None = None) -> None:
         raise ConfinementUnavailable(
             f"builds cannot be confined here: {reason}. Fix user namespaces or bubblewrap, "
             f"or start ixd with --no-confine to build unconfined")
+
+
+@functools.cache
+def _system_dirs_argv() -> tuple[str, ...]:
+    """The host's system folders, bound or recreated as links: looked at once per daemon,
+    not a dozen system calls per build (they change only when the host's layout does)."""
+    return tuple(arg for top in _SYSTEM_DIRS for arg in _system_dir(top))
 
 
 def _system_dir(top: str) -> list[str]:

@@ -1,8 +1,9 @@
 """The build database: valid store entries, builds, realms and their generations.
 
 SQLite in WAL mode through sqlite-utils. One connection, guarded by a lock, so the daemon can
-call it from worker threads (`trio.to_thread`); every method is one short transaction. The
-schema is versioned in `meta` and migrated forward on open.
+call it from worker threads (`trio.to_thread`); every method is one short transaction, or
+part of a batch (`write_batch`: several writes in one transaction, as `ixd.store.dbwriter` commits
+them). The schema is versioned in `meta` and migrated forward on open.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import outcome
 import sqlite_utils
 
 from ixd.wire.errors import DatabaseBusy, DatabaseTooNew
@@ -77,7 +79,8 @@ class BuildDatabase:
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout,
                                isolation_level=None)
         self._db = sqlite_utils.Database(conn)
-        self._lock = threading.Lock()
+        # reentrant: the writes of a batch run inside its transaction (`write_batch`)
+        self._lock = threading.RLock()
         with self._lock, _busy_is_an_error(self.path):
             self._db.enable_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -89,15 +92,37 @@ class BuildDatabase:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One transaction; inside a batch's (this thread holds the lock, so the transaction
+        under way is the batch's), a savepoint: the write is undone alone if it fails."""
         with self._lock, _busy_is_an_error(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
+            nested = self._db.conn.in_transaction
+            self._db.execute("SAVEPOINT write" if nested else "BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                if self._db.conn.in_transaction:
+                if nested:
+                    self._db.execute("ROLLBACK TO write")
+                    self._db.execute("RELEASE write")
+                elif self._db.conn.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("RELEASE write" if nested else "COMMIT")
+
+    def write_batch(self, writes: Sequence[Callable[[], object]]) -> list[outcome.Outcome[Any]]:
+        """Call each of `writes` (methods of this database, blocking) in one transaction:
+        one commit for all. Each write's outcome, in order; a write that raises is undone
+        alone, the others are kept. If the commit itself fails, none of them is written and
+        every outcome is that error."""
+        def alone(write: Callable[[], object]) -> object:
+            with self._transaction():  # a savepoint of its own
+                return write()
+
+        try:
+            with self._transaction():
+                done: list[outcome.Outcome[Any]] = [outcome.capture(alone, w) for w in writes]
+        except Exception as exc:
+            return [outcome.Error(exc) for _ in writes]
+        return done
 
     def _migrate(self) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")

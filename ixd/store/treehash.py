@@ -2,6 +2,10 @@
 
 Recorded when an entry is registered valid, so `ixd verify` can tell an entry that changed or
 lost files since (disk faults, a hand edit, a crash that left it half written).
+
+The hash is over one line per entry, each folder's entries sorted by name and listed before
+its sub-folders' (`os.walk`'s order, top down): `ixd.store.canonical` computes the same hash
+while it canonicalises a build's output, with the line makers below, in the same walk.
 """
 
 from __future__ import annotations
@@ -26,23 +30,40 @@ def tree_hash(root: Path) -> str:
             path = os.path.join(top, name)
             info = os.lstat(path)
             rel = os.path.normpath(os.path.join(rel_top, name))
-            mode = stat.S_IMODE(info.st_mode) & 0o555  # write bits come and go
             if stat.S_ISLNK(info.st_mode):
-                digest.update(f"L {rel} {os.readlink(path)}\n".encode())
+                digest.update(link_line(rel, os.readlink(path)))
             elif stat.S_ISDIR(info.st_mode):
-                digest.update(f"D {rel} {mode:o}\n".encode())
+                digest.update(folder_line(rel, info.st_mode))
             elif stat.S_ISREG(info.st_mode):
-                digest.update(f"F {rel} {mode:o} {info.st_size}\n".encode())
+                digest.update(file_line(rel, info.st_mode, info.st_size))
                 # a build made this file: no link followed, no FIFO waited on
                 fd = open_regular(path)
                 try:
-                    while chunk := os.read(fd, _CHUNK):
-                        digest.update(chunk)
+                    add_content(digest, fd)
                 finally:
                     os.close(fd)
             else:
                 digest.update(f"O {rel} {stat.S_IFMT(info.st_mode):o}\n".encode())
     return digest.hexdigest()
+
+
+def link_line(rel: str, target: str) -> bytes:
+    return f"L {rel} {target}\n".encode()
+
+
+def folder_line(rel: str, mode: int) -> bytes:
+    return f"D {rel} {stat.S_IMODE(mode) & 0o555:o}\n".encode()  # write bits come and go
+
+
+def file_line(rel: str, mode: int, size: int) -> bytes:
+    """The line before a file's bytes (`add_content`)."""
+    return f"F {rel} {stat.S_IMODE(mode) & 0o555:o} {size}\n".encode()
+
+
+def add_content(digest: hashlib._Hash, fd: int) -> None:
+    """The bytes of the open file `fd`, from where it is to its end."""
+    while chunk := os.read(fd, _CHUNK):
+        digest.update(chunk)
 
 
 def tree_size(root: Path) -> int:
