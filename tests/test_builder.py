@@ -283,15 +283,15 @@ def test_probe_confinement_works_here() -> None:
 async def test_build_cannot_write_outside_out_and_scratch(layout: Layout) -> None:
     tag = uuid.uuid4().hex
     targets = {
-        "store": layout.store / f"evil-{tag}",
         "sources": layout.sources / f"evil-{tag}",
         "etc": Path(f"/etc/ix-evil-{tag}"),
         "root": Path(f"/root/ix-evil-{tag}"),
         "home": Path.home() / f"ix-evil-{tag}",
     }
     targets["var"] = layout.var / f"evil-{tag}"  # the daemon's var/ is not even there
-    harmless = {"tmp": Path(f"/tmp/ix-evil-{tag}")}
-    checks = [f'try_write "$out/../evil-{tag}" store']
+    # /tmp and the store the build sees are its own: writes succeed, and vanish with it
+    harmless = {"tmp": Path(f"/tmp/ix-evil-{tag}"), "store": layout.store / f"evil-{tag}"}
+    checks = [f'try_write "$out/../evil-{tag}-beside" beside']
     checks += [f'try_write "{path}" {key}' for key, path in {**targets, **harmless}.items()]
     script = (
         """
@@ -308,11 +308,47 @@ async def test_build_cannot_write_outside_out_and_scratch(layout: Layout) -> Non
     log = log_of(layout, node).splitlines()
     for key in targets:
         assert f"DENIED {key}" in log
-    # /tmp is the build's own scratch: writes succeed, and vanish with it
-    assert "WROTE tmp" in log
-    for path in [*targets.values(), *harmless.values()]:
+    assert "WROTE tmp" in log and "WROTE store" in log and "WROTE beside" in log
+    for path in [*targets.values(), *harmless.values(), layout.store / f"evil-{tag}-beside"]:
         assert not path.exists(), path
     assert (out_of(node) / "ok").read_text() == "fine\n"
+
+
+@both_modes
+async def test_a_build_may_remove_and_make_its_output_again(layout: Layout,
+                                                            confine: bool) -> None:
+    """stal/IX's scripts begin with `rm -rf ${out}; mkdir ${out}`."""
+    node = make_node(layout, 'rm -rf "$out"; mkdir "$out"; echo again > "$out/x"')
+    await build(node, layout, confine=confine)
+    assert (out_of(node) / "x").read_text() == "again\n"
+
+
+@needs_bwrap
+async def test_inputs_stay_read_only_in_the_store_the_build_sees(layout: Layout) -> None:
+    first = make_node(layout, 'mkdir -p "$out"; echo input > "$out/data"')
+    await build(first, layout, confine=True)
+    script = f"""
+        rm -rf "{out_of(first)}" 2>/dev/null && echo REMOVED || echo KEPT
+        ( echo evil > "{out_of(first)}/data" ) 2>/dev/null && echo WROTE || echo DENIED
+        echo done > "$out/done"
+    """
+    second = dataclasses.replace(make_node(layout, script), inputs=(str(out_of(first)),))
+    await build(second, layout, confine=True)
+    log = log_of(layout, second).splitlines()
+    assert "KEPT" in log and "DENIED" in log
+    assert (out_of(first) / "data").read_text() == "input\n"
+
+
+@both_modes
+@pytest.mark.parametrize("left", ["nothing", "a link", "a file"])
+async def test_an_output_that_is_not_a_folder_is_refused(layout: Layout, confine: bool,
+                                                         left: str) -> None:
+    make = {"nothing": 'rm -rf "$out"', "a link": 'rm -rf "$out"; ln -s / "$out"',
+            "a file": 'rm -rf "$out"; echo x > "$out"'}[left]
+    node = make_node(layout, make)
+    with pytest.raises(BuildFailed, match="could not be finished"):
+        await build(node, layout, confine=confine)
+    assert_cleaned_up(layout, node)
 
 
 @needs_bwrap

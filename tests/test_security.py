@@ -127,7 +127,9 @@ def test_setuid_shell_planted_in_out_is_never_reachable(daemon: RunningDaemon) -
         # while the build runs: nothing setuid anywhere the attacker can reach
         found = as_user(ATTACKER, "find", str(daemon.root), "-perm", "/6000")
         assert found.stdout.strip() == "", found.stdout
-        private = daemon.root / "build" / uid / "out" / "bin" / "sbash"
+        # the output in the store the build sees: its own folder
+        view = daemon.root / "build" / uid / "store"
+        private = next(view.glob(f"{uid}-*")) / "bin" / "sbash"
         assert private.exists()  # root sees it; the build user owns the private folder
         tried = as_user(ATTACKER, str(private), "-p", "-c", "id -u")
         assert tried.returncode != 0 and "Permission denied" in tried.stderr

@@ -1,13 +1,15 @@
 """Run one build node: a private scratch, the confined command as a build user, its log,
 then a canonical output renamed into the store.
 
-A confined build writes into `build/<uid>/out`, a folder only its build user can reach
-(`build/` is 0711 and `build/<uid>` 0700, owned by the build user); the sandbox binds it at
-the store path the output must embed (`$out`). When the command has exited, every process of
-the build user is killed, the tree is canonicalised (`ixd.store.canonical`: owner the daemon,
-read-only, no setuid bits, no special files, no hard links) and only then renamed into
-`store/`. Nothing under `store/` is writable or setuid at any moment. A failed, cancelled or
-timed-out build leaves nothing behind.
+A confined build sees the store as `build/<uid>/store`, a folder only its build user can
+reach (`build/` is 0711 and `build/<uid>` 0700, owned by the build user), bound at the
+store's path with the build's inputs read-only on top: it writes `$out` there, and may
+remove and make it again (stal/IX's scripts begin with `rm -rf $out`) or write beside it,
+all of which stays in its scratch. When the command has exited, every process of the build
+user is killed, `$out` must be a folder (not a link), and the tree is canonicalised
+(`ixd.store.canonical`: owner the daemon, read-only, no setuid bits, no special files, no
+hard links) and only then renamed into `store/`. Nothing under `store/` is writable or
+setuid at any moment. A failed, cancelled or timed-out build leaves nothing behind.
 
 The command's environment is exactly the node's `env` plus `out`, `tmp`, `src`, `uid` and
 `make_thrs`: nothing is inherited from the daemon. Blocking file-system work (preparing the
@@ -27,6 +29,7 @@ import os
 import queue
 import secrets
 import signal
+import stat
 import subprocess
 import threading
 from collections.abc import Callable
@@ -126,8 +129,9 @@ async def run_build(
     store_path = Path(node.outputs[0])
     scratch = layout.scratch(node.uid)
     tmp, src = scratch / "tmp", scratch / "src"
-    # confined: a private folder bound at the store path; unconfined: the store path itself
-    out = scratch / "out" if confine else store_path
+    # confined: in the build's own view of the store; unconfined: the store path itself
+    store_view = scratch / "store"
+    out = store_view / store_path.name if confine else store_path
     log_path = layout.log_path(node.uid)
 
     env = dict(node.env)
@@ -147,8 +151,9 @@ async def run_build(
         def sandbox(info_fd: int) -> list[str]:
             return prefix + confinement_argv(
                 net=node.net,
+                store_view=(store_view, store_path.parent),
                 inputs=_readable_inputs(node, layout),
-                binds=[(scratch, scratch), (out, store_path)],
+                binds=[(scratch, scratch)],
                 tmp=tmp,
                 etc=etc_dir,
                 info_fd=info_fd,
@@ -170,7 +175,7 @@ async def run_build(
                 build_user = user
 
                 def prepare() -> None:
-                    _make_scratch(scratch, build_user, links)
+                    _make_scratch(scratch, build_user, links, out.name)
             ran = _Outcome()
             watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
             ran.status = await _run_logged(
@@ -256,7 +261,8 @@ def _prepare(node: Node, layout: Layout, out: Path, scratch: Path) -> None:
         os.symlink(layout.source_path(source.sha256), scratch / "src" / _source_name(node, source))
 
 
-def _make_scratch(scratch: Path, user: BuildUser, links: list[tuple[str, str]]) -> None:
+def _make_scratch(scratch: Path, user: BuildUser, links: list[tuple[str, str]],
+                  out_name: str) -> None:
     """A confined build's scratch with its folders and its sources' links, made by root
     and then given to the build user (blocking: the spawner's thread does it just before
     the build starts, so neither the event loop nor a process of its own is spent on it).
@@ -267,12 +273,13 @@ def _make_scratch(scratch: Path, user: BuildUser, links: list[tuple[str, str]]) 
     except FileExistsError:  # left by a build cut short
         remove_tree(scratch)
         os.mkdir(scratch, 0o700)
-    for sub in ("tmp", "src", "out"):
-        os.mkdir(scratch / sub, 0o755)
+    folders = (scratch / "tmp", scratch / "src", scratch / "store", scratch / "store" / out_name)
+    for folder in folders:
+        os.mkdir(folder, 0o755)
     for target, name in links:
         os.symlink(target, scratch / "src" / name)
-    for sub in ("tmp", "src", "out"):
-        os.chown(scratch / sub, user.uid, user.gid)
+    for folder in folders:
+        os.chown(folder, user.uid, user.gid)
     os.chown(scratch, user.uid, user.gid)
 
 
@@ -319,6 +326,13 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
     if user is not None:
         # nothing of the build may run on while its output is canonicalised
         kill_processes_of(user)
+    try:
+        mode = os.lstat(out).st_mode
+    except FileNotFoundError:
+        raise OutputRefused(f"the build left nothing at $out ({store_path})") from None
+    if not stat.S_ISDIR(mode):
+        raise OutputRefused(f"the build left $out ({store_path}) as something else than a "
+                            "folder (a link or a file)")
     canonical = canonicalise(out, content_hash=True)  # of relative paths: the same once moved
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "

@@ -8,9 +8,10 @@ sandbox's root is an empty tmpfs (read-only once set up) holding only:
 - a few files of `/etc` a tool chain needs (`alternatives/`, the loader cache), plus a
   `passwd` and `group` of the sandbox's own; never `/etc/shadow`, `/root`, home folders, the
   rest of the daemon's root or its socket;
-- each input of the build (store dirs of its dependencies, its source files), read-only at
-  its own path; its scratch folder, read-write, at its own path and at `/tmp`; and its
-  private output folder bound read-write at the store path the build must write to (`$out`);
+- the build's own view of the store: a folder of its scratch bound read-write at the store's
+  path, holding its output (`$out`), with each input of the build (store dirs of its
+  dependencies) bound read-only on top; its source files read-only at their own paths; its
+  scratch folder, read-write, at its own path and at `/tmp`;
 - fresh `/proc`, a minimal `/dev` (read-only, with a small `/dev/shm`).
 
 New user, mount, pid, ipc, uts, cgroup and (unless the node may use it) network namespaces;
@@ -93,6 +94,7 @@ def sandbox_etc(passwd_name: str = "ixbuild") -> dict[str, str]:
 def confinement_argv(
     *,
     net: bool,
+    store_view: tuple[Path, Path] | None = None,
     inputs: Sequence[Path] = (),
     binds: Sequence[tuple[Path, Path]] = (),
     tmp: Path | None = None,
@@ -102,7 +104,10 @@ def confinement_argv(
 ) -> list[str]:
     """The `bwrap ... --` prefix that confines a command.
 
-    `inputs` are bound read-only at their own paths (they must exist); `binds` are
+    `store_view` (host folder, store path): the build's own folder bound read-write at the
+    store's path, under the inputs (a build may remove and make its `$out` again, or write
+    beside it: all of it in its own folder). `inputs` are bound read-only at their own
+    paths (they must exist), over the store view; `binds` are
     (host path, sandbox path) pairs bound read-write; `tmp` is bound read-write at `/tmp`
     (else /tmp is a small tmpfs); `etc` is a folder holding the sandbox's `passwd` and
     `group`. `info_fd` asks bwrap to write its JSON info (with the host pid of the sandbox's
@@ -143,6 +148,8 @@ def confinement_argv(
         argv += ["--bind", _absolute(tmp), "/tmp"]
     else:
         argv += ["--size", str(SHM_SIZE), "--tmpfs", "/tmp"]
+    if store_view is not None:
+        argv += ["--bind", _absolute(store_view[0]), _absolute(store_view[1])]
     for path in inputs:
         p = _absolute(path)
         argv += ["--ro-bind", p, p]
