@@ -39,6 +39,7 @@ from ixd.errors import (
     RealmError,
     UnknownOp,
 )
+from ixd.fixup import fixer_selectors
 from ixd.gc import GcResult
 from ixd.identity import Caller
 from ixd.layout import Layout
@@ -51,7 +52,7 @@ from ixd.realm_model import (
     effective_selectors,
     patch_from_wire,
 )
-from ixd.recipes import RecipeTree
+from ixd.recipes import REALM_FLAG, RecipeTree
 from ixd.recovery import empty_trash, move_to_trash, recover
 from ixd.runner import StoreRunner
 from ixd.scheduler import Listener, Scheduler
@@ -380,9 +381,14 @@ class Daemon:
 
     def _plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
         """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
-        packages = self.graph.load_all(selectors)
+        # as stal/IX's, every package of a realm has the flag target_realm=REALM (unless it
+        # sets it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)
+        packages = self.graph.load_all([s if REALM_FLAG in dict(s.flags)
+                                        else s.with_flags({REALM_FLAG: realm})
+                                        for s in selectors])
+        fixers = self.graph.load_tools(fixer_selectors(packages))
         meta.update(realm=realm, packages=[str(p.selector) for p in packages])
-        return planning.realm_plan(realm, packages, meta, self.layout)
+        return planning.realm_plan(realm, packages, meta, self.layout, fixers)
 
     def _state_of(self, generation: Generation) -> RealmState:
         """A generation's realm state, parsed once (generations never change; a purged

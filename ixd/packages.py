@@ -36,7 +36,7 @@ from ixd.descriptor import Descriptor, parse_descriptor
 from ixd.errors import DependencyCycle
 from ixd.hosttools import HostVersions
 from ixd.nodes import Node, Source, url_basename
-from ixd.recipes import RecipeTree, recipe_file
+from ixd.recipes import REALM_FLAG, RecipeTree, recipe_file
 from ixd.selector import (
     ONE_LEVEL_FLAGS,
     EdgeKind,
@@ -105,7 +105,8 @@ class Package:
     def display_name(self) -> str:
         """The selector without the flags every package has anyway (host target, own kind)."""
         shown = [(k, v) for k, v in self.key[1]
-                 if not (k == "kind" and v == kind_of(self.name)) and k != "target"]
+                 if not (k == "kind" and v == kind_of(self.name))
+                 and k != "target" and k != REALM_FLAG]
         return str(recipe_selector(self.name, tuple(shown)))
 
     def build_inputs(self) -> tuple[Package, ...]:
@@ -278,6 +279,9 @@ class PackageGraph:
         #: each package's render (descriptor and the files it read), kept while no file it
         #: read changes, even when the package is dropped because a dependency changed
         self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
+        #: the keys of kept renders whose templates never name `target_realm`: the same
+        #: render serves the package in every realm (and outside any)
+        self._realm_free: set[PackageKey] = set()
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
 
@@ -301,6 +305,20 @@ class PackageGraph:
 
     def load_all(self, selectors: Sequence[Selector]) -> list[Package]:
         return [self.load(s) for s in selectors]
+
+    def load_tools(self, selectors: Sequence[Selector]) -> list[Package]:
+        """Packages a recipe names as build tools (`fix.deps`: the realm's fix-up tools):
+        loaded as along a `bld.deps` edge, with only `target=host` and `kind=bin` under
+        their written flags (the recipe charset)."""
+        with self._lock:
+            loaded = []
+            for sel in selectors:
+                flags = child_flags("bld_tool", {}, False, dict(sel.flags), self.host)
+                flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
+                loaded.append(self._load(normal_name(sel.name), flags, ()))
+            if len(self._packages) > self.max_packages:
+                self._evict()
+            return loaded
 
     def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...]) -> Package:
         key: PackageKey = (name, tuple(sorted(flags.items())))
@@ -344,15 +362,19 @@ class PackageGraph:
             return depend(self._load(normal_name(sel.name), child, stack))
 
         cached = self._renders.get(key)
+        realm_free_key = _without_realm(key)
+        if cached is None and realm_free_key in self._realm_free:
+            cached = self._renders[realm_free_key]  # another realm's render, realm-blind
         if cached is None:
             rendered = self.tree.render(name, self._context(name, flags, intro))
             self.renders += 1
             descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
             files = rendered.files
             if not introduced:  # a render that names another package's uid goes with it
-                self._renders[key] = (descriptor, files)
-                for path in files:  # from now on a change to one of them finds it
-                    self._by_file.setdefault(path, set()).add(key)
+                self._keep_render(key, descriptor, files)
+                if not rendered.reads_realm:
+                    self._keep_render(realm_free_key, descriptor, files)
+                    self._realm_free.add(realm_free_key)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
@@ -401,6 +423,12 @@ class PackageGraph:
         for path in files:
             self._by_file.setdefault(path, set()).add(key)
         return package
+
+    def _keep_render(self, key: PackageKey, descriptor: Descriptor,
+                     files: frozenset[Path]) -> None:
+        self._renders[key] = (descriptor, files)
+        for path in files:  # from now on a change to one of them finds it
+            self._by_file.setdefault(path, set()).add(key)
 
     def _context(self, name: str, flags: Mapping[str, str],
                  intro: Callable[[str], Package]) -> dict[str, Any]:
@@ -551,6 +579,7 @@ class PackageGraph:
         self._kept.discard(key)
         if not (keep_render and key in self._renders):
             self._renders.pop(key, None)
+            self._realm_free.discard(key)
             self._unindex(key, package.files)
         self._drop_dependent(key, package.deps)
 
@@ -558,6 +587,7 @@ class PackageGraph:
         """Drop a cached render (lock held); its index entries go too unless its package is
         still cached (invalidation then forgets the package, and they go with it)."""
         cached = self._renders.pop(key, None)
+        self._realm_free.discard(key)
         if cached is not None and key not in self._packages:
             self._unindex(key, cached[1])
 
@@ -585,6 +615,14 @@ class PackageGraph:
 
     def __len__(self) -> int:
         return len(self._packages)
+
+
+def _without_realm(key: PackageKey) -> PackageKey:
+    """The key of the same package outside any realm."""
+    name, flags = key
+    if not any(k == REALM_FLAG for k, _ in flags):
+        return key
+    return name, tuple(kv for kv in flags if kv[0] != REALM_FLAG)
 
 
 def walk_closure(targets: Iterable[Package]) -> Iterator[Package]:

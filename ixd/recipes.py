@@ -95,7 +95,7 @@ class OverlayLoader(jinja2.BaseLoader):
         text, origin = found
         files: set[Path] = set(origin)
         source = self._expand_includes(text, template, files, depth=0)
-        self._tree._record_files(template, files)
+        self._tree._record_files(template, files, REALM_FLAG in source)
         return source, str(origin[0]), self._tree.up_to_date_check(files)
 
     def _expand_includes(self, text: str, name: str, files: set[Path], depth: int) -> str:
@@ -141,12 +141,19 @@ class RecipeEnvironment(jinja2.Environment):
         return super().get_template(name, parent, globals)
 
 
+#: the flag a realm gives its packages (docs/recipes.md, "target_realm"): a render whose
+#: templates never name it is the same for every realm, and is shared between them
+REALM_FLAG = "target_realm"
+
+
 @dataclass(frozen=True)
 class Rendered:
     """One render: the descriptor and the files it depends on."""
 
     descriptor: dict[str, Any]
     files: frozenset[Path]
+    #: whether a template it loaded names REALM_FLAG (so the realm may change the render)
+    reads_realm: bool = True
 
 
 class IxHelper:
@@ -188,6 +195,8 @@ class RecipeTree:
         self._generation = 0
         self._lock = threading.Lock()
         self._files_of_template: dict[str, frozenset[Path]] = {}
+        #: the templates whose text names REALM_FLAG
+        self._realm_templates: set[str] = set()
         self.loader = OverlayLoader(overlays, self)
         self.env = RecipeEnvironment(
             loader=self.loader,
@@ -213,9 +222,13 @@ class RecipeTree:
                 self._mounts[folder] = load_mount(folder)
             return self._mounts[folder]
 
-    def _record_files(self, template: str, files: Iterable[Path]) -> None:
+    def _record_files(self, template: str, files: Iterable[Path], reads_realm: bool) -> None:
         with self._lock:
             self._files_of_template[template] = frozenset(files)
+            if reads_realm:
+                self._realm_templates.add(template)
+            else:
+                self._realm_templates.discard(template)
 
     def file_versions(self, files: Iterable[Path]) -> tuple[int, ...]:
         """The versions of `files`, in the order given."""
@@ -295,7 +308,8 @@ class RecipeTree:
                 files |= self._files_of_template.get(name, frozenset())
             # renders of one template family read the same files: one set for all of them
             shared = self._file_sets.setdefault(frozenset(files), frozenset(files))
-        return Rendered(descriptor, shared)
+            reads_realm = not self._realm_templates.isdisjoint(loaded)
+        return Rendered(descriptor, shared, reads_realm)
 
 
 def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
