@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import functools
 import json
 import posixpath
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 
 from ixd.errors import RecipeError, RecipeNotFound
 from ixd.filters import FILTERS
@@ -39,6 +41,7 @@ _loaded_names: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
 )
 
 
+@functools.lru_cache(maxsize=65536)
 def join_template_path(name: str, parent: str | None) -> str:
     """Resolve a template path: `//x` from the overlay root, `x` beside `parent`."""
     if name.startswith("//"):
@@ -124,11 +127,39 @@ class OverlayLoader(jinja2.BaseLoader):
         return _INCLUDE_LINE.sub(replace, text)
 
 
+#: keyword arguments Jinja's generated code passes to every call (for `pass_context`
+#: functions only)
+_RUNTIME_KWARGS = frozenset({"_block_vars", "_loop_vars"})
+
+
+class RecipeContext(jinja2.runtime.Context):
+    """Jinja's render context, with a short way for the call recipes make most: a block
+    (`self.script()`, `super()`), which takes no context argument (dozens per render)."""
+
+    def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if (type(__obj) is jinja2.runtime.BlockReference and not args
+                and _RUNTIME_KWARGS.issuperset(kwargs)):
+            return __obj()
+        return super().call(__obj, *args, **kwargs)
+
+
 class RecipeEnvironment(jinja2.Environment):
     """A Jinja environment with IX path rules that reports which templates a render loads."""
 
+    context_class = RecipeContext
+
     def join_path(self, template: str, parent: str) -> str:
         return join_template_path(template, parent)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`self.NAME` is a block: looked up directly, not after a failed attribute lookup
+        (an exception per block call)."""
+        if type(obj) is jinja2.runtime.TemplateReference:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
 
     def get_template(self, name: Any, parent: Any = None, globals: Any = None) -> Any:
         if isinstance(name, str):
