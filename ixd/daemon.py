@@ -137,7 +137,8 @@ class Daemon:
         self._evict_squatters()
         self.graph = PackageGraph(
             RecipeTree(config.overlays, bytecode_dir=self.layout.var / "jinja"),
-            self.layout.store, settings=dict(config.settings))
+            self.layout.store, settings=dict(config.settings),
+            host_tools_cache=self.layout.var / "host-tools.json")
         jobs = config.job_count
         pool = None
         if config.confine:

@@ -256,7 +256,8 @@ class PackageGraph:
 
     def __init__(self, tree: RecipeTree, store: Path, host: str | None = None,
                  max_packages: int = DEFAULT_MAX_PACKAGES,
-                 settings: Mapping[str, str] | None = None) -> None:
+                 settings: Mapping[str, str] | None = None,
+                 host_tools_cache: Path | None = None) -> None:
         if max_packages < 1:
             raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
@@ -273,7 +274,7 @@ class PackageGraph:
         self._lock = threading.RLock()
         self.renders = 0
         self.evicted = 0
-        self.host_versions = HostVersions()
+        self.host_versions = HostVersions(host_tools_cache)
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
         #: each package's render (descriptor and the files it read), kept while no file it

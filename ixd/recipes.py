@@ -14,7 +14,10 @@ from __future__ import annotations
 import base64
 import contextvars
 import functools
+import io
 import json
+import marshal
+import pickle
 import posixpath
 import re
 import threading
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
 import jinja2.runtime
 
 from ixd.errors import RecipeError, RecipeNotFound
@@ -148,6 +152,10 @@ class RecipeEnvironment(jinja2.Environment):
 
     context_class = RecipeContext
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._kept: dict[str, jinja2.Template] = {}
+
     def join_path(self, template: str, parent: str) -> str:
         return join_template_path(template, parent)
 
@@ -168,7 +176,14 @@ class RecipeEnvironment(jinja2.Environment):
             loaded = _loaded_names.get()
             if loaded is not None:
                 loaded.add(name)
-            return super().get_template(name, None, globals)
+            # every `extends` of every render asks again: the kept template, while none of
+            # its files changed, without Jinja's generic lookup
+            kept = self._kept.get(name)
+            if kept is not None and globals is None and kept.is_up_to_date:
+                return kept
+            template = super().get_template(name, None, globals)
+            self._kept[name] = template
+            return template
         return super().get_template(name, parent, globals)
 
 
@@ -343,6 +358,30 @@ class RecipeTree:
         return Rendered(descriptor, shared, reads_realm)
 
 
+class _BytecodeFolder(jinja2.FileSystemBytecodeCache):
+    """Jinja's folder of compiled templates, each file read whole and unmarshalled from
+    bytes: Jinja's own `marshal.load` from a file object reads it in small pieces, which
+    costs more than the whole render of the template (the same files, the same format)."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            with open(self._get_cache_filename(bucket), "rb") as stream:
+                data = stream.read()
+        except OSError:
+            return
+        magic = jinja2.bccache.bc_magic
+        if not data.startswith(magic):
+            return
+        header = io.BytesIO(data)
+        header.seek(len(magic))
+        try:
+            if pickle.load(header) != bucket.checksum:  # the source changed since
+                return
+            bucket.code = marshal.loads(memoryview(data)[header.tell():])
+        except (EOFError, ValueError, TypeError, pickle.UnpicklingError):
+            bucket.reset()
+
+
 def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
     """Compiled templates kept across daemon restarts, in a folder only the daemon's user can
     write (what is loaded from it is run as code)."""
@@ -350,7 +389,7 @@ def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
         return None
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
-    return jinja2.FileSystemBytecodeCache(str(folder))
+    return _BytecodeFolder(str(folder))
 
 
 def _where(exc: BaseException, fallback: str) -> str:
