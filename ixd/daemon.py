@@ -138,7 +138,8 @@ class Daemon:
         self.graph = PackageGraph(
             RecipeTree(config.overlays, bytecode_dir=self.layout.var / "jinja"),
             self.layout.store, settings=dict(config.settings),
-            host_tools_cache=self.layout.var / "host-tools.json")
+            host_tools_cache=self.layout.var / "host-tools.json",
+            render_store=self.layout.var / "renders.jsonl")
         jobs = config.job_count
         pool = None
         if config.confine:

@@ -37,6 +37,7 @@ from ixd.errors import DependencyCycle
 from ixd.hosttools import HostVersions
 from ixd.nodes import Node, Source, url_basename
 from ixd.recipes import REALM_FLAG, RecipeTree, recipe_file
+from ixd.rendercache import RenderStore, fingerprint
 from ixd.selector import (
     ONE_LEVEL_FLAGS,
     EdgeKind,
@@ -257,7 +258,8 @@ class PackageGraph:
     def __init__(self, tree: RecipeTree, store: Path, host: str | None = None,
                  max_packages: int = DEFAULT_MAX_PACKAGES,
                  settings: Mapping[str, str] | None = None,
-                 host_tools_cache: Path | None = None) -> None:
+                 host_tools_cache: Path | None = None,
+                 render_store: Path | None = None) -> None:
         if max_packages < 1:
             raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
@@ -285,6 +287,9 @@ class PackageGraph:
         self._realm_free: set[PackageKey] = set()
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
+        #: renders kept across restarts (ixd.rendercache), if given a file
+        self.render_store = (RenderStore(render_store, fingerprint(self.settings, self.host))
+                             if render_store is not None else None)
 
     # --- loading ------------------------------------------------------------------------
 
@@ -297,7 +302,11 @@ class PackageGraph:
         flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
         flags.setdefault("kind", kind_of(name))
         with self._lock:
-            package = self._load(name, flags, ())
+            try:
+                package = self._load(name, flags, ())
+            finally:
+                if self.render_store is not None:
+                    self.render_store.flush()
             if len(self._packages) > self.max_packages:
                 self._evict()
             if len(self._renders) > 2 * self.max_packages:
@@ -366,8 +375,11 @@ class PackageGraph:
         realm_free_key = _without_realm(key)
         if cached is None and realm_free_key in self._realm_free:
             cached = self._renders[realm_free_key]  # another realm's render, realm-blind
+        if cached is None and self.render_store is not None:
+            cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
-            rendered = self.tree.render(name, self._context(name, flags, intro))
+            probed: list[bool] = []
+            rendered = self.tree.render(name, self._context(name, flags, intro, probed))
             self.renders += 1
             descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
             files = rendered.files
@@ -376,6 +388,9 @@ class PackageGraph:
                 if not rendered.reads_realm:
                     self._keep_render(realm_free_key, descriptor, files)
                     self._realm_free.add(realm_free_key)
+                if self.render_store is not None and not probed:
+                    self.render_store.put(key, rendered.descriptor, rendered.text, files,
+                                          rendered.reads_realm)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
@@ -425,6 +440,26 @@ class PackageGraph:
             self._by_file.setdefault(path, set()).add(key)
         return package
 
+    def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
+                       ) -> tuple[Descriptor, frozenset[Path]] | None:
+        """A render kept by an earlier daemon run, now kept in memory too (lock held)."""
+        assert self.render_store is not None
+        stored = self.render_store.get(key)
+        if stored is None and realm_free_key != key:
+            stored = self.render_store.get(realm_free_key)
+            if stored is not None and stored[2]:  # it names target_realm: not this realm's
+                stored = None
+        if stored is None:
+            return None
+        raw, files, reads_realm = stored
+        descriptor = parse_descriptor(raw, recipe_file(name))
+        files = self.tree.shared_file_set(files)
+        self._keep_render(key, descriptor, files)
+        if not reads_realm:
+            self._keep_render(realm_free_key, descriptor, files)
+            self._realm_free.add(realm_free_key)
+        return descriptor, files
+
     def _keep_render(self, key: PackageKey, descriptor: Descriptor,
                      files: frozenset[Path]) -> None:
         self._renders[key] = (descriptor, files)
@@ -432,16 +467,24 @@ class PackageGraph:
             self._by_file.setdefault(path, set()).add(key)
 
     def _context(self, name: str, flags: Mapping[str, str],
-                 intro: Callable[[str], Package]) -> dict[str, Any]:
+                 intro: Callable[[str], Package], probed: list[bool]) -> dict[str, Any]:
         """What a recipe sees, in stal/IX's layers: the daemon's settings (`ixd --set`), the
-        names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags."""
+        names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags.
+        `probed` gets an item when the render asks the host something (such a render is
+        not kept across restarts)."""
+        boot_tool: Callable[[str], str | None] = self._boot_tool
+        isfile: Callable[[object], bool] = _isfile
+        host_versions: Mapping[str, str] = self.host_versions
+        if self.render_store is not None:
+            boot_tool, isfile = _asked(boot_tool, probed), _asked(isfile, probed)
+            host_versions = _AskedMapping(host_versions, probed)
         target = platforms.describe(flags["target"])
         host = platforms.describe(self.host)
         kind = flags["kind"]
         settings = self.settings
         context: dict[str, Any] = {
             **settings,
-            "ix_boot_tool": self._boot_tool,
+            "ix_boot_tool": boot_tool,
             "host": host,
             "tool": name.startswith("bld/"),
             "boot": name.startswith(BOOT_PREFIX),
@@ -449,9 +492,9 @@ class PackageGraph:
             "basename": posixpath.basename(_norm_name(name)),
             "uniq_id": uniq_id(name, kind),
             "native": host["id"] == target["id"],
-            "isfile": _isfile,
+            "isfile": isfile,
             "intro": intro,
-            "host_versions": self.host_versions,
+            "host_versions": host_versions,
             kind: True,
             target["os"]: True,
             target["arch"]: True,
@@ -549,6 +592,9 @@ class PackageGraph:
                     self._forget(package, keep_render=True)
                 self._dependents.pop(key, None)  # they are all stale too
             self.tree.invalidate(changed)
+            if self.render_store is not None:
+                self.render_store.forget(changed)
+                self.render_store.flush()
             return len(stale)
 
     # --- the bound ------------------------------------------------------------------------
@@ -616,6 +662,32 @@ class PackageGraph:
 
     def __len__(self) -> int:
         return len(self._packages)
+
+
+def _asked(call: Callable[[Any], Any], probed: list[bool]) -> Callable[[Any], Any]:
+    def asking(arg: Any) -> Any:
+        probed.append(True)
+        return call(arg)
+    return asking
+
+
+class _AskedMapping(Mapping[str, str]):
+    """`host_versions` as a render sees it: a lookup marks the render as asking the host."""
+
+    def __init__(self, mapping: Mapping[str, str], probed: list[bool]) -> None:
+        self._mapping = mapping
+        self._probed = probed
+
+    def __getitem__(self, key: str) -> str:
+        self._probed.append(True)
+        return self._mapping[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self._probed.append(True)
+        return iter(self._mapping)
+
+    def __len__(self) -> int:
+        return len(self._mapping)
 
 
 def _without_realm(key: PackageKey) -> PackageKey:

@@ -200,6 +200,8 @@ class Rendered:
     files: frozenset[Path]
     #: whether a template it loaded names REALM_FLAG (so the realm may change the render)
     reads_realm: bool = True
+    #: the descriptor as the templates wrote it (JSON)
+    text: str = ""
 
 
 class IxHelper:
@@ -298,6 +300,12 @@ class RecipeTree:
 
         return up_to_date
 
+    def shared_file_set(self, files: frozenset[Path]) -> frozenset[Path]:
+        """The one copy of an equal file set (renders of one template family read the same
+        files)."""
+        with self._lock:
+            return self._file_sets.setdefault(files, files)
+
     def invalidate(self, paths: Iterable[Path]) -> None:
         """Make Jinja reload the templates that read `paths` on next use."""
         with self._lock:
@@ -355,7 +363,7 @@ class RecipeTree:
             # renders of one template family read the same files: one set for all of them
             shared = self._file_sets.setdefault(frozenset(files), frozenset(files))
             reads_realm = not self._realm_templates.isdisjoint(loaded)
-        return Rendered(descriptor, shared, reads_realm)
+        return Rendered(descriptor, shared, reads_realm, text)
 
 
 class _BytecodeFolder(jinja2.FileSystemBytecodeCache):
