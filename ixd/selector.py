@@ -110,11 +110,11 @@ PLATFORM_FLAGS = frozenset({"target", "host"})
 # --- names ---------------------------------------------------------------------------------
 
 
-#: names, values and selector texts already found good: rendering a tree checks the same few
-#: thousand over and over (each set is emptied when it grows past MEMO_MAX)
+#: names and recipe selector texts already found good: rendering a tree checks the same few
+#: thousand over and over (each is emptied when it grows past MEMO_MAX); flag values are
+#: not kept (clients send any number of them)
 MEMO_MAX = 1 << 16
 _good_names: set[str] = set()
-_good_values: tuple[set[str], set[str]] = (set(), set())  # client charset, recipe charset
 _recipe_selectors: dict[str, Selector] = {}
 
 
@@ -207,15 +207,6 @@ def validate_flag_value(value: str, key: str = "", *, from_recipe: bool = False)
     ASCII but `( ) ,` (`from_recipe`, RECIPE_FLAG_VALUE_CHARS), up to RECIPE_FLAG_VALUE_MAX.
     `key` only makes the message better.
     """
-    good = _good_values[from_recipe]
-    if isinstance(value, str) and value in good:
-        return value
-    _check_flag_value(value, key, from_recipe)
-    _remember(good, value)
-    return value
-
-
-def _check_flag_value(value: str, key: str, from_recipe: bool) -> None:
     what = f"value of flag {key!r}" if key else "flag value"
     if not isinstance(value, str):
         raise BadFlag(f"{what} {value!r} is not a string")
@@ -229,6 +220,7 @@ def _check_flag_value(value: str, key: str, from_recipe: bool) -> None:
         raise BadFlag(f"{what} {value!r} contains {bad!r}; a flag value may hold only "
                       "letters, digits and _ . + - : / @ % (recipes paste flags into build "
                       "scripts as they are)")
+    return value
 
 
 def check_client_flags(flags: Iterable[tuple[str, str]]) -> None:
