@@ -388,8 +388,9 @@ class PackageGraph:
                 if not rendered.reads_realm:
                     self._keep_render(realm_free_key, descriptor, files)
                     self._realm_free.add(realm_free_key)
-                if self.render_store is not None and not probed:
-                    self.render_store.put(key, rendered.descriptor, rendered.text, files,
+                if self.render_store is not None and not probed:  # realm-blind: kept once
+                    kept_as = key if rendered.reads_realm else realm_free_key
+                    self.render_store.put(kept_as, rendered.descriptor, rendered.text, files,
                                           rendered.reads_realm)
         else:
             descriptor, files = cached

@@ -97,3 +97,20 @@ def test_other_settings_start_a_new_store(tmp_path: Path) -> None:
     assert other.renders == 4
     lines = (tmp_path / "renders.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 4  # the old settings' renders are gone
+
+
+def test_a_realm_blind_render_is_kept_once_for_every_realm(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    recipe(root, "bin/blind", "'blind'")
+    recipe(root, "bin/aware", "'in ' + (target_realm or 'none')")
+    g = graph(tmp_path)
+    for name in ("bin/blind", "bin/aware"):
+        g.load(parse_selector(f"{name}(target_realm=alice)"))
+    again = graph(tmp_path)
+    assert again.load(parse_selector("bin/blind(target_realm=bob)")).descriptor.script_data \
+        == "blind"
+    assert again.load(parse_selector("bin/aware(target_realm=bob)")).descriptor.script_data \
+        == "in bob"
+    assert again.load(parse_selector("bin/aware(target_realm=alice)")).descriptor.script_data \
+        == "in alice"
+    assert again.renders == 1
