@@ -10,10 +10,11 @@ dropped when anything else a render depends on changes (`fingerprint`: the daemo
 its host, the code that renders). Renders that asked the host something (`isfile`,
 `ix_boot_tool`, `host_versions`) or named another package (`intro`) are never kept.
 
-The file is a header line and one JSON line per render, appended; a restart reads it whole
-and writes it anew when most of its lines are stale. It lives in the daemon's `var/`, which
-only the daemon's user can write; what it holds is data, checked again by the descriptor
-parser.
+The file is a header line and one line per render, `KEY<TAB>RENDER` (both JSON), appended; a
+line of only a KEY drops that key's render. A restart indexes the keys (renders are read when
+asked for) and writes the file anew when most of its lines are stale. It lives in the
+daemon's `var/`, which only the daemon's user can write; what it holds is data, checked again
+by the descriptor parser.
 """
 
 from __future__ import annotations
@@ -60,74 +61,78 @@ def _identity(path: Path) -> Identity | None:
 
 
 class RenderStore:
-    """The kept renders of one daemon root. Thread-safe."""
+    """The kept renders of one daemon root. Thread-safe.
+
+    Only the keys stay in memory, each with where its line is in the file: a render is read
+    when a package asks for it (a store made by a big tree would otherwise double the
+    daemon's memory)."""
 
     def __init__(self, path: Path, fingerprint: str) -> None:
         self.path = path
-        self._fingerprint = fingerprint
+        self._header = (json.dumps({"fingerprint": fingerprint}) + "\n").encode()
         self._lock = threading.Lock()
-        #: key -> (raw descriptor, [(file, identity)], reads_realm)
-        self._entries: dict[PackageKey, tuple[dict[str, Any], tuple[tuple[Path, Identity], ...],
-                                              bool]] = {}
+        #: key -> (offset, length) of its line
+        self._index: dict[PackageKey, tuple[int, int]] = {}
+        #: files whose renders were dropped in this run, and the renders kept in this run
+        #: by the keys' files (for `forget`)
+        self._files_of: dict[PackageKey, tuple[Path, ...]] = {}
         #: each file's identity, looked at once per daemon run (until invalidated)
         self._seen: dict[Path, Identity | None] = {}
-        self._pending: list[str] = []
+        self._pending: list[tuple[PackageKey | None, bytes]] = []
         self.used = 0
         lines = self._read()
-        if lines > 2 * len(self._entries) + 1000:
+        if lines > 2 * len(self._index) + 1000:
             self._rewrite()
 
     def _read(self) -> int:
-        """Load the file (a missing, foreign or damaged file is an empty store); the number
+        """Index the file (a missing, foreign or damaged file is an empty store); the number
         of its lines."""
         try:
-            with open(self.path, encoding="utf-8") as stream:
-                header = stream.readline()
-                if json.loads(header or "null") != {"fingerprint": self._fingerprint}:
-                    return 1 << 30  # rewrite: made by other code or settings
-                count = 1
-                for line in stream:
-                    count += 1
-                    try:
-                        item = json.loads(line)
-                        key = (item[0], tuple((k, v) for k, v in item[1]))
-                        if len(item) == 2:  # dropped: a file it read changed meanwhile
-                            self._entries.pop(key, None)
-                            continue
-                        _, _, raw, files, reads_realm = item
-                        self._entries[key] = (raw, tuple((Path(p), (d, i, s, m))
-                                                         for p, d, i, s, m in files),
-                                              bool(reads_realm))
-                    except (ValueError, TypeError):
-                        continue  # a line cut short by a crash
-                return count
-        except (OSError, ValueError):
+            with open(self.path, "rb") as stream:
+                data = stream.read()
+        except OSError:
             return 1 << 30
+        if not data.startswith(self._header):
+            return 1 << 30  # rewrite: made by other code or settings
+        offset, count = len(self._header), 1
+        while offset < len(data):
+            end = data.find(b"\n", offset)
+            if end < 0:
+                break  # a line cut short by a crash
+            count += 1
+            tab = data.find(b"\t", offset, end)
+            try:
+                key = _key(json.loads(data[offset:tab if tab >= 0 else end]))
+            except (ValueError, TypeError):
+                key = None
+            if key is not None:
+                if tab < 0:  # dropped: a file it read changed meanwhile
+                    self._index.pop(key, None)
+                else:
+                    self._index[key] = (offset, end - offset)
+            offset = end + 1
+        return count
 
     def _rewrite(self) -> None:
+        """The file anew: its header and the lines of the renders still kept."""
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as stream:
-                stream.write(json.dumps({"fingerprint": self._fingerprint}) + "\n")
-                for key, (raw, files, reads_realm) in self._entries.items():
-                    stream.write(_line(key, raw, files, reads_realm))
+            try:
+                with open(self.path, "rb") as stream:
+                    data = stream.read()
+            except OSError:
+                data = b""
+            index = {}
+            with open(tmp, "wb") as out:
+                out.write(self._header)
+                for key, (offset, length) in self._index.items():
+                    index[key] = (out.tell(), length)
+                    out.write(data[offset:offset + length + 1])
             os.replace(tmp, self.path)
+            self._index = index
         except OSError:
             tmp.unlink(missing_ok=True)
-
-    def get(self, key: PackageKey) -> Kept | None:
-        """The kept render of `key`, if every file it read is still the one it read."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            raw, files, reads_realm = entry
-            for path, identity in files:
-                if self._now(path) != identity:
-                    del self._entries[key]
-                    return None
-            self.used += 1
-            return raw, frozenset(p for p, _ in files), reads_realm
+            self._index.clear()
 
     def _now(self, path: Path) -> Identity | None:
         """The file's identity, looked at once per daemon run (lock held)."""
@@ -135,6 +140,31 @@ class RenderStore:
             return self._seen[path]
         identity = self._seen[path] = _identity(path)
         return identity
+
+    def get(self, key: PackageKey) -> Kept | None:
+        """The kept render of `key`, if every file it read is still the one it read."""
+        with self._lock:
+            where = self._index.get(key)
+            if where is None:
+                return None
+            try:
+                with open(self.path, "rb") as stream:
+                    stream.seek(where[0])
+                    line = stream.read(where[1])
+                raw, files, reads_realm = json.loads(line[line.index(b"\t") + 1:])
+                identified = [(Path(p), (d, i, n, m)) for p, d, i, n, m in files]
+                if not isinstance(raw, dict):
+                    raise TypeError("not a descriptor")
+            except (OSError, ValueError, TypeError):
+                del self._index[key]
+                return None
+            for path, identity in identified:
+                if self._now(path) != identity:
+                    del self._index[key]
+                    return None
+            self._files_of[key] = tuple(p for p, _ in identified)
+            self.used += 1
+            return raw, frozenset(p for p, _ in identified), bool(reads_realm)
 
     def put(self, key: PackageKey, raw: dict[str, Any], text: str, files: Iterable[Path],
             reads_realm: bool) -> None:
@@ -147,29 +177,32 @@ class RenderStore:
                 if identity is None:  # gone already: nothing to check it against
                     return
                 identified.append((path, identity))
-            # the text as it came (JSON has no line break but between tokens): not encoded
-            # again, and read back with the rest of the line
-            flags = ",".join(f"[{_string(k)},{_string(v)}]" for k, v in key[1])
+            # the text as it came, not encoded again (JSON has line breaks and tabs only
+            # between tokens: spaces there read the same)
+            flat = text.replace("\n", " ").replace("\t", " ")
             read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
                             for p, (d, i, n, m) in identified)
-            self._pending.append(f"[{_string(key[0])},[{flags}],{text.replace(chr(10), ' ')},"
-                                 f"[{read}],{'true' if reads_realm else 'false'}]\n")
-            self._entries[key] = (raw, tuple(identified), reads_realm)
+            line = (f"{_key_json(key)}\t[{flat},[{read}],{'true' if reads_realm else 'false'}]"
+                    f"\n")
+            self._pending.append((key, line.encode()))
+            self._files_of[key] = tuple(p for p, _ in identified)
 
     def flush(self) -> None:
-        """Append the renders kept since the last flush (a failure only costs a restart
-        those renders)."""
+        """Append the renders kept and dropped since the last flush (a failure only costs a
+        restart those renders)."""
         with self._lock:
             if not self._pending:
                 return
-            text = "".join(self._pending)
-            self._pending.clear()
+            pending, self._pending = self._pending, []
             try:
-                new = not self.path.exists()
-                with open(self.path, "a", encoding="utf-8") as stream:
-                    if new:
-                        stream.write(json.dumps({"fingerprint": self._fingerprint}) + "\n")
-                    stream.write(text)
+                with open(self.path, "ab") as stream:
+                    if stream.tell() == 0:
+                        stream.write(self._header)
+                    for key, line in pending:
+                        offset = stream.tell()
+                        stream.write(line)
+                        if key is not None:
+                            self._index[key] = (offset, len(line) - 1)
             except OSError:
                 pass
 
@@ -180,19 +213,25 @@ class RenderStore:
             changed = {Path(p) for p in paths}
             for path in changed:
                 self._seen.pop(path, None)
-            for key, (_, files, _) in list(self._entries.items()):
-                if any(path in changed for path, _ in files):
-                    del self._entries[key]
-                    self._pending.append(json.dumps([key[0], [list(kv) for kv in key[1]]],
-                                                    separators=(",", ":")) + "\n")
+            for key, files in list(self._files_of.items()):
+                if not changed.isdisjoint(files):
+                    del self._files_of[key]
+                    self._index.pop(key, None)
+                    self._pending = [(k, line) for k, line in self._pending if k != key]
+                    self._pending.append((None, f"{_key_json(key)}\n".encode()))
+
+
+def _key(item: Any) -> PackageKey:
+    name, flags = item
+    if not isinstance(name, str):
+        raise TypeError("not a package name")
+    return name, tuple((str(k), str(v)) for k, v in flags)
+
+
+def _key_json(key: PackageKey) -> str:
+    flags = ",".join(f"[{_string(k)},{_string(v)}]" for k, v in key[1])
+    return f"[{_string(key[0])},[{flags}]]"
 
 
 #: a string as JSON (ensure_ascii: no line break can end up in a line)
 _string = json.encoder.encode_basestring_ascii
-
-
-def _line(key: PackageKey, raw: dict[str, Any],
-          files: tuple[tuple[Path, Identity], ...], reads_realm: bool) -> str:
-    return json.dumps([key[0], [list(kv) for kv in key[1]], raw,
-                       [[str(p), *identity] for p, identity in files], reads_realm],
-                      separators=(",", ":")) + "\n"

@@ -114,3 +114,19 @@ def test_a_realm_blind_render_is_kept_once_for_every_realm(tmp_path: Path) -> No
     assert again.load(parse_selector("bin/aware(target_realm=alice)")).descriptor.script_data \
         == "in alice"
     assert again.renders == 1
+
+
+def test_a_store_mostly_of_dropped_renders_is_written_anew(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    path = recipe(root, "bin/churn", "'v0'")
+    g = graph(tmp_path)
+    for i in range(1, 1200):  # every edit drops the kept render and keeps a new one
+        path.write_text(path.read_text().replace(f"'v{i - 1}'", f"'v{i}'"))
+        g.invalidate_files([path])
+        g.load(parse_selector("bin/churn"))
+    store = tmp_path / "renders.jsonl"
+    assert len(store.read_text().splitlines()) > 2000
+    again = graph(tmp_path)
+    assert len(store.read_text().splitlines()) == 2  # the header and the one render kept
+    assert again.load(parse_selector("bin/churn")).descriptor.script_data == "v1199"
+    assert again.renders == 0
