@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,11 @@ class RenderStore:
         #: each file's identity, looked at once per daemon run (until invalidated)
         self._seen: dict[Path, Identity | None] = {}
         self._pending: list[tuple[PackageKey | None, bytes]] = []
+        #: one Path per file named (sets of them hash and compare by identity)
+        self._paths: dict[str, Path] = {}
+        #: the file, open for reading kept renders (appends do not move what is there)
+        self._reader: int | None = None
+        self._closer: weakref.finalize[Any, Any] | None = None
         self.used = 0
         lines = self._read()
         if lines > 2 * len(self._index) + 1000:
@@ -130,9 +136,19 @@ class RenderStore:
                     out.write(data[offset:offset + length + 1])
             os.replace(tmp, self.path)
             self._index = index
+            self._close_reader()
         except OSError:
             tmp.unlink(missing_ok=True)
             self._index.clear()
+
+    def _close_reader(self) -> None:
+        if self._closer is not None:
+            self._closer()
+        self._reader = self._closer = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_reader()
 
     def _now(self, path: Path) -> Identity | None:
         """The file's identity, looked at once per daemon run (lock held)."""
@@ -148,11 +164,14 @@ class RenderStore:
             if where is None:
                 return None
             try:
-                with open(self.path, "rb") as stream:
-                    stream.seek(where[0])
-                    line = stream.read(where[1])
+                if self._reader is None:
+                    self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    self._closer = weakref.finalize(self, os.close, self._reader)
+                line = os.pread(self._reader, where[1], where[0])
                 raw, files, reads_realm = json.loads(line[line.index(b"\t") + 1:])
-                identified = [(Path(p), (d, i, n, m)) for p, d, i, n, m in files]
+                paths = self._paths
+                identified = [(paths.get(p) or paths.setdefault(p, Path(p)), (d, i, n, m))
+                              for p, d, i, n, m in files]
                 if not isinstance(raw, dict):
                     raise TypeError("not a descriptor")
             except (OSError, ValueError, TypeError):
@@ -196,7 +215,8 @@ class RenderStore:
             pending, self._pending = self._pending, []
             try:
                 with open(self.path, "ab") as stream:
-                    if stream.tell() == 0:
+                    if stream.tell() == 0:  # a new file: not the one being read
+                        self._close_reader()
                         stream.write(self._header)
                     for key, line in pending:
                         offset = stream.tell()
