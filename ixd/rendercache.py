@@ -34,6 +34,8 @@ Identity = tuple[int, int, int, int]
 #: a kept render: the raw descriptor, the files it read, whether it names target_realm
 Kept = tuple[dict[str, Any], frozenset[Path], bool]
 
+#: renders waiting to be written are written once they take this much memory
+FLUSH_BYTES = 1 << 20
 #: the modules whose code decides what a render gives
 _RENDER_CODE = ("recipes", "filters", "packages", "platforms", "mounts", "selector",
                 "hosttools", "rendercache")
@@ -80,6 +82,7 @@ class RenderStore:
         #: each file's identity, looked at once per daemon run (until invalidated)
         self._seen: dict[Path, Identity | None] = {}
         self._pending: list[tuple[PackageKey | None, bytes]] = []
+        self._pending_bytes = 0
         #: one Path per file named (sets of them hash and compare by identity)
         self._paths: dict[str, Path] = {}
         #: the file, open for reading kept renders (appends do not move what is there)
@@ -204,27 +207,33 @@ class RenderStore:
             line = (f"{_key_json(key)}\t[{flat},[{read}],{'true' if reads_realm else 'false'}]"
                     f"\n")
             self._pending.append((key, line.encode()))
+            self._pending_bytes += len(line)
             self._files_of[key] = tuple(p for p, _ in identified)
+            if self._pending_bytes > FLUSH_BYTES:  # a big tree's first load: not all at once
+                self._flush()
 
     def flush(self) -> None:
         """Append the renders kept and dropped since the last flush (a failure only costs a
         restart those renders)."""
         with self._lock:
-            if not self._pending:
-                return
-            pending, self._pending = self._pending, []
-            try:
-                with open(self.path, "ab") as stream:
-                    if stream.tell() == 0:  # a new file: not the one being read
-                        self._close_reader()
-                        stream.write(self._header)
-                    for key, line in pending:
-                        offset = stream.tell()
-                        stream.write(line)
-                        if key is not None:
-                            self._index[key] = (offset, len(line) - 1)
-            except OSError:
-                pass
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        try:
+            with open(self.path, "ab") as stream:
+                if stream.tell() == 0:  # a new file: not the one being read
+                    self._close_reader()
+                    stream.write(self._header)
+                for key, line in pending:
+                    offset = stream.tell()
+                    stream.write(line)
+                    if key is not None:
+                        self._index[key] = (offset, len(line) - 1)
+        except OSError:
+            pass
 
     def forget(self, paths: Iterable[Path]) -> None:
         """Files changed: look at them again, and drop the renders that read them (a render
