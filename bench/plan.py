@@ -304,8 +304,12 @@ def cold_child(args: argparse.Namespace) -> None:
     selectors = [parse_selector(s) for s in json.loads(Path(args.realm_file).read_text())]
     layout = Layout(Path(args.root))
     bytecode = Path(args.bytecode) if args.bytecode else None
+    # with --bytecode, what a restarted ixd keeps under var/: compiled templates, the host
+    # tools' descriptions and the renders
+    host_tools = bytecode.with_name("host-tools.json") if bytecode else None
+    renders = bytecode.with_name("renders.jsonl") if bytecode else None
     graph = PackageGraph(RecipeTree([Path(o) for o in args.overlay], bytecode_dir=bytecode),
-                         layout.store)
+                         layout.store, host_tools_cache=host_tools, render_store=renders)
 
     def plan() -> tuple[Any, list[Any]]:
         packages = graph.load_all(selectors)
@@ -538,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  render + plan (cold):    {cold['render_plan_s'] * 1000:8.0f} ms")
         print(f"  process wall time:       {wall * 1000:8.0f} ms "
               "(interpreter start, imports, render + plan, exit)")
-        print(f"  with compiled templates from the bytecode cache (a daemon restart): "
+        print(f"  with what ixd keeps under var/ (a daemon restart: compiled templates, host "
+              f"tools, renders): "
               f"render + plan {cached['render_plan_s'] * 1000:.0f} ms, wall "
               f"{cached_wall * 1000:.0f} ms (goal: render + plan <= 1000 ms)")
         print("  in a second such process, after its cold plan (no socket, no wire):")

@@ -119,3 +119,31 @@ def test_ixd_answers_dep_and_plan_for_the_tree_as_it_is(tree: RecipeTree,
         assert len(plan["nodes"]) == summary["nodes"]
     finally:
         assert daemon.stop() == 0, daemon.log.read_text()
+
+
+def test_glib_brings_its_fix_up_only_in_a_realm(tree: RecipeTree, tmp_path: Path) -> None:
+    """stal/IX's lib/glib/ix adds lib/glib/ix/fix (hooks that compile the realm's GSettings
+    schemas) when `target_realm` is set; the realm's plan then runs them with bld/glib."""
+    from ixd.model.layout import Layout
+    from ixd.recipes.fixup import fixer_selectors
+    from ixd.recipes.plan import realm_plan
+
+    settings = golden("bin_curl")["settings"]
+    layout = Layout(tmp_path / "root")
+    graph = PackageGraph(tree, layout.store, host="linux-x86_64", settings=settings,
+                         max_packages=1_000_000)
+    bare = graph.load(parse_selector("lib/glib/ix"))
+    assert "lib/glib/ix/fix" not in [p.name for p in bare.run_closure]
+    glib = graph.load(parse_selector("lib/glib/ix(target_realm=work)"))
+    assert glib.uid == bare.uid  # the same build: the flag changes only its run closure
+    assert [p.name for p in glib.run_closure][-2:] == ["lib/glib/ix/fix", "lib/glib/ix"]
+    assert [str(s) for s in fixer_selectors([glib])] == ["bld/glib"]
+    fixers = graph.load_tools(fixer_selectors([glib]))
+    plan = realm_plan("work", [glib], {"realm": "work"}, layout, fixers)
+    fixup, realm = plan.nodes[-2:]
+    assert fixup.name == "fix-up of realm work" and fixup.outputs[0] == realm.inputs[0]
+    assert fixup.uid in realm.deps and glib.out_dir in fixup.inputs
+    assert all(p.out_dir in fixup.inputs for p in fixers[0].run_closure if p.out_dir)
+    assert realm.meta["fixers"] == ["bld/glib"]
+    without = realm_plan("work", [bare], {"realm": "work"}, layout)
+    assert not any(n.name.startswith("fix-up") for n in without.nodes)

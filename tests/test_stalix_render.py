@@ -266,3 +266,59 @@ def test_recipe_names_with_an_empty_part_are_paths(tmp_path: Path) -> None:
     assert [p.name for p in app.target_libs] == ["lib/trim"]
     with pytest.raises(BadName, match="contains '//'"):
         parse_selector("lib//trim")  # a client's name stays exact
+
+
+# --- target_realm ------------------------------------------------------------------------
+
+
+def test_realms_share_the_renders_that_never_name_target_realm(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    recipe(root, "lib/a", "'a'")
+    recipe(root, "bin/x", "'x'", target_libs=["lib/a"])
+    recipe(root, "bin/y", "'y in ' + (target_realm or 'no realm')", target_libs=["lib/a"])
+    g = graph(root, tmp_path)
+    x1 = g.load(parse_selector("bin/x(target_realm=r1)"))
+    assert g.renders == 2 and x1.target_libs[0].flags["target_realm"] == "r1"
+    x2 = g.load(parse_selector("bin/x(target_realm=r2)"))
+    assert g.renders == 2  # another realm: the same renders
+    assert x2 is not x1 and x2.uid == x1.uid and x2.display_name == "bin/x"
+    assert g.load(parse_selector("bin/x")).uid == x1.uid and g.renders == 2
+    # a recipe naming target_realm renders for each realm
+    assert script(g, "bin/y(target_realm=r1)") == "y in r1"
+    assert script(g, "bin/y(target_realm=r2)") == "y in r2"
+    assert script(g, "bin/y") == "y in no realm"
+    assert g.renders == 5
+    # an edit reaches the shared render
+    (root / "lib" / "a" / "ix.sh").write_text((root / "lib" / "a" / "ix.sh").read_text()
+                                              .replace("'a'", "'a2'"))
+    g.invalidate_files([root / "lib" / "a" / "ix.sh"])
+    assert g.load(parse_selector("bin/x(target_realm=r1)")).target_libs[0] \
+        .descriptor.script_data == "a2"
+    assert g.load(parse_selector("bin/x(target_realm=r2)")).target_libs[0] \
+        .descriptor.script_data == "a2"
+
+
+def test_fix_deps_are_gathered_over_the_realm_in_link_order(tmp_path: Path) -> None:
+    from ixd.recipes.fixup import fixer_selectors
+
+    root = tmp_path / "o"
+    recipe(root, "aux/f1", "'f1'", **{})
+    (root / "aux" / "f1" / "ix.sh").write_text(json.dumps(
+        {"bld": {"script": {"exec": ["/bin/sh", "-s"], "data": "f1"}},
+         "fix": {"deps": ["bld/t1", "bld/t2(v=1)"]}}))
+    (root / "aux" / "f2").mkdir(parents=True)
+    (root / "aux" / "f2" / "ix.sh").write_text(json.dumps(
+        {"bld": {"script": {"exec": ["/bin/sh", "-s"], "data": "f2"}},
+         "fix": {"deps": ["bld/t3", "bld/t1"]}}))
+    recipe(root, "bin/a", "'a'", **{})
+    (root / "bin" / "a" / "ix.sh").write_text(json.dumps(
+        {"bld": {"script": {"exec": ["/bin/sh", "-s"], "data": "a"}},
+         "run": {"data": ["aux/f2", "aux/f1"]}}))
+    g = graph(root, tmp_path)
+    a = g.load(parse_selector("bin/a"))
+    assert [str(s) for s in fixer_selectors([a])] == ["bld/t3", "bld/t1", "bld/t2(v=1)"]
+    for tool in ("bld/t1", "bld/t2", "bld/t3"):
+        recipe(root, tool, "'tool ' + kind + ' ' + target.name + ' ' + (v or '')")
+    tools = g.load_tools(fixer_selectors([a]))
+    assert [p.descriptor.script_data for p in tools] == [
+        f"tool bin {HOST} ", f"tool bin {HOST} ", f"tool bin {HOST} 1"]

@@ -20,8 +20,9 @@ from ixd.model.layout import Layout
 from ixd.model.nodes import Plan
 from ixd.model.selector import Selector
 from ixd.recipes import plan as planning
+from ixd.recipes.fixup import fixer_selectors
 from ixd.recipes.packages import Package, PackageGraph
-from ixd.recipes.tree import RecipeTree
+from ixd.recipes.tree import REALM_FLAG, RecipeTree
 
 log = logging.getLogger("ixd")
 
@@ -31,8 +32,10 @@ class Catalog:
                  settings: Mapping[str, str]) -> None:
         self.overlays = tuple(overlays)
         self.layout = layout
-        self.graph = PackageGraph(RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja"),
-                                  layout.store, settings=dict(settings))
+        self.graph = PackageGraph(
+            RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja"), layout.store,
+            settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
+            render_store=layout.var / "renders.jsonl")
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
 
@@ -44,9 +47,14 @@ class Catalog:
 
     def plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
         """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
-        packages = self.graph.load_all(selectors)
+        # as stal/IX's, every package of a realm has the flag target_realm=REALM (unless it
+        # sets it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)
+        packages = self.graph.load_all([s if REALM_FLAG in dict(s.flags)
+                                        else s.with_flags({REALM_FLAG: realm})
+                                        for s in selectors])
+        fixers = self.graph.load_tools(fixer_selectors(packages))
         meta.update(realm=realm, packages=[str(p.selector) for p in packages])
-        return planning.realm_plan(realm, packages, meta, self.layout)
+        return planning.realm_plan(realm, packages, meta, self.layout, fixers)
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:

@@ -110,6 +110,20 @@ PLATFORM_FLAGS = frozenset({"target", "host"})
 # --- names ---------------------------------------------------------------------------------
 
 
+#: names and recipe selector texts already found good: rendering a tree checks the same few
+#: thousand over and over (each is emptied when it grows past MEMO_MAX); flag values are
+#: not kept (clients send any number of them)
+MEMO_MAX = 1 << 16
+_good_names: set[str] = set()
+_recipe_selectors: dict[str, Selector] = {}
+
+
+def _remember(memo: set[str], text: str) -> None:
+    if len(memo) >= MEMO_MAX:
+        memo.clear()
+    memo.add(text)
+
+
 def validate_package_name(name: str) -> str:
     """Return `name` if it is a safe package name, else raise `BadName` saying why.
 
@@ -117,6 +131,14 @@ def validate_package_name(name: str) -> str:
     200 characters of `[A-Za-z0-9_.+/-]`, starting with a letter, digit or `_`, without empty,
     `.` or `..` components (so no leading, trailing or doubled `/`).
     """
+    if isinstance(name, str) and name in _good_names:
+        return name
+    _check_package_name(name)
+    _remember(_good_names, name)
+    return name
+
+
+def _check_package_name(name: str) -> None:
     if not isinstance(name, str):
         raise BadName(f"package name {name!r} is not a string")
     if not name:
@@ -143,7 +165,6 @@ def validate_package_name(name: str) -> str:
             raise BadName(f"package name {name!r} has a {part!r} path component")
     if name[0] not in _PACKAGE_FIRST:
         raise BadName(f"package name {name!r} must start with a letter, a digit or '_'")
-    return name
 
 
 def validate_realm_name(name: str) -> str:
@@ -307,6 +328,10 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
     naming the text. `from_recipe`: the text is a recipe's (its flag values may also hold
     RECIPE_FLAG_VALUE_CHARS); never for what a client sends.
     """
+    if from_recipe:
+        known = _recipe_selectors.get(text) if isinstance(text, str) else None
+        if known is not None:  # selectors are immutable: the same text, the same one
+            return known
     if not isinstance(text, str):
         raise BadName(f"selector {text!r} is not a string")
     name, body = _split_selector(text)
@@ -325,7 +350,11 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
     except BadName as err:  # BadFlag stays BadFlag
         raise type(err)(f"selector {text!r}: {err.message}") from None
     if from_recipe:
-        return recipe_selector(name, flags)
+        selector = recipe_selector(name, flags)
+        if len(_recipe_selectors) >= MEMO_MAX:
+            _recipe_selectors.clear()
+        _recipe_selectors[text] = selector
+        return selector
     return Selector(name, tuple(flags.items()))
 
 

@@ -33,8 +33,8 @@ class Descriptor:
     run_data: tuple[Selector, ...]
     lib_deps: tuple[Selector, ...]
     ind_deps: tuple[Selector, ...]
-    #: fix-up packages applied when a realm is assembled (docs/recipes.md): parsed and checked,
-    #: not applied yet; kept for the stal/IX recipes that name them
+    #: the tools of the package's fix-up hooks, run over a realm (docs/recipes.md,
+    #: "Realm fix-ups"; ixd.recipes.fixup)
     fix_deps: tuple[Selector, ...]
     net: bool
     #: seconds of build time the recipe asks for, beyond the daemon's --build-timeout

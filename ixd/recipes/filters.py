@@ -97,7 +97,16 @@ def parse_list(value: str) -> list[str]:
 
 
 def list_to_json(value: str) -> str:
-    return json.dumps(preproc(value))
+    """`json.dumps` of the `preproc` lines, byte for byte (a list of strings needs no
+    encoder: each item is quoted by the encoder's own C function)."""
+    lines = preproc(value)
+    if not lines:
+        return "[]"
+    return "[" + ", ".join(map(_json_string, lines)) + "]"
+
+
+#: json.dumps of one string (ensure_ascii, as its default)
+_json_string = json.encoder.encode_basestring_ascii
 
 
 def group_by(items: Iterable[Mapping[str, Any]], key: str) -> dict[Any, list[Any]]:

@@ -8,27 +8,51 @@ upgrade); the same for every user, since it describes the host, not the client.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 #: where //die/host.sh looks for host tools, in this order
 SYSTEM_DIRS = ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")
 
 
 class HostVersions(Mapping[str, str]):
-    """tool name → "VERSION-LINE (REAL-PATH sha256:PREFIX)", computed on first use."""
+    """tool name → "VERSION-LINE (REAL-PATH sha256:PREFIX)", computed on first use.
 
-    def __init__(self) -> None:
+    With `cache_file` (the daemon's `var/host-tools.json`), descriptions are kept across
+    restarts and reused while the tool's file is the one described (same real path, inode,
+    size and modification time: a package upgrade writes a new file), so a restarted daemon
+    does not run every host tool's `--version` again."""
+
+    def __init__(self, cache_file: Path | None = None) -> None:
         self._known: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._cache_file = cache_file
+        self._kept: dict[str, list[Any]] = _read_cache(cache_file) if cache_file else {}
 
     def __getitem__(self, tool: str) -> str:
         with self._lock:
             if tool not in self._known:
-                self._known[tool] = describe_tool(tool)
+                self._known[tool] = self._describe(tool)
             return self._known[tool]
+
+    def _describe(self, tool: str) -> str:
+        path = find_tool(tool)
+        if path is None or self._cache_file is None:
+            return describe_tool(tool)
+        identity = _identity(path)
+        kept = self._kept.get(tool)
+        if identity is not None and kept is not None and kept[:-1] == identity:
+            return str(kept[-1])
+        described = describe_tool(tool)
+        if identity is not None:
+            self._kept[tool] = [*identity, described]
+            _write_cache(self._cache_file, self._kept)
+        return described
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._known))
@@ -37,14 +61,55 @@ class HostVersions(Mapping[str, str]):
         return len(self._known)
 
 
-def describe_tool(tool: str) -> str:
+def find_tool(tool: str) -> str | None:
+    """The host's executable `tool` in SYSTEM_DIRS, or None (or for a name that is no
+    plain file name)."""
     if not tool or "/" in tool or tool in (".", ".."):
-        return "not a tool name"
+        return None
     for folder in SYSTEM_DIRS:
         path = os.path.join(folder, tool)
         if os.path.isfile(path) and os.access(path, os.X_OK):
-            break
-    else:
+            return path
+    return None
+
+
+def _identity(path: str) -> list[Any] | None:
+    """What tells a tool's file from its next version, without reading it."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    return [path, real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _read_cache(path: Path) -> dict[str, list[Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, list) and len(v) == 7}
+
+
+def _write_cache(path: Path, kept: Mapping[str, list[Any]]) -> None:
+    """Replace the file whole (a reader sees the old or the new one); a failure only costs
+    the next start the `--version` runs."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(kept, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def describe_tool(tool: str) -> str:
+    if not tool or "/" in tool or tool in (".", ".."):
+        return "not a tool name"
+    path = find_tool(tool)
+    if path is None:
         return "not installed"
     real = os.path.realpath(path)
     with open(real, "rb") as handle:

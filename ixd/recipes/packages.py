@@ -46,7 +46,8 @@ from ixd.model.selector import (
 )
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
 from ixd.recipes.hosttools import HostVersions
-from ixd.recipes.tree import RecipeTree, recipe_file
+from ixd.recipes.rendercache import RenderStore, fingerprint
+from ixd.recipes.tree import REALM_FLAG, RecipeTree, recipe_file
 from ixd.wire.errors import DependencyCycle
 
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -105,7 +106,8 @@ class Package:
     def display_name(self) -> str:
         """The selector without the flags every package has anyway (host target, own kind)."""
         shown = [(k, v) for k, v in self.key[1]
-                 if not (k == "kind" and v == kind_of(self.name)) and k != "target"]
+                 if not (k == "kind" and v == kind_of(self.name))
+                 and k != "target" and k != REALM_FLAG]
         return str(recipe_selector(self.name, tuple(shown)))
 
     def build_inputs(self) -> tuple[Package, ...]:
@@ -255,7 +257,9 @@ class PackageGraph:
 
     def __init__(self, tree: RecipeTree, store: Path, host: str | None = None,
                  max_packages: int = DEFAULT_MAX_PACKAGES,
-                 settings: Mapping[str, str] | None = None) -> None:
+                 settings: Mapping[str, str] | None = None,
+                 host_tools_cache: Path | None = None,
+                 render_store: Path | None = None) -> None:
         if max_packages < 1:
             raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
@@ -272,14 +276,20 @@ class PackageGraph:
         self._lock = threading.RLock()
         self.renders = 0
         self.evicted = 0
-        self.host_versions = HostVersions()
+        self.host_versions = HostVersions(host_tools_cache)
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
         #: each package's render (descriptor and the files it read), kept while no file it
         #: read changes, even when the package is dropped because a dependency changed
         self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
+        #: the keys of kept renders whose templates never name `target_realm`: the same
+        #: render serves the package in every realm (and outside any)
+        self._realm_free: set[PackageKey] = set()
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
+        #: renders kept across restarts (ixd.recipes.rendercache), if given a file
+        self.render_store = (RenderStore(render_store, fingerprint(self.settings, self.host))
+                             if render_store is not None else None)
 
     # --- loading ------------------------------------------------------------------------
 
@@ -292,7 +302,11 @@ class PackageGraph:
         flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
         flags.setdefault("kind", kind_of(name))
         with self._lock:
-            package = self._load(name, flags, ())
+            try:
+                package = self._load(name, flags, ())
+            finally:
+                if self.render_store is not None:
+                    self.render_store.flush()
             if len(self._packages) > self.max_packages:
                 self._evict()
             if len(self._renders) > 2 * self.max_packages:
@@ -301,6 +315,20 @@ class PackageGraph:
 
     def load_all(self, selectors: Sequence[Selector]) -> list[Package]:
         return [self.load(s) for s in selectors]
+
+    def load_tools(self, selectors: Sequence[Selector]) -> list[Package]:
+        """Packages a recipe names as build tools (`fix.deps`: the realm's fix-up tools):
+        loaded as along a `bld.deps` edge, with only `target=host` and `kind=bin` under
+        their written flags (the recipe charset)."""
+        with self._lock:
+            loaded = []
+            for sel in selectors:
+                flags = child_flags("bld_tool", {}, False, dict(sel.flags), self.host)
+                flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
+                loaded.append(self._load(normal_name(sel.name), flags, ()))
+            if len(self._packages) > self.max_packages:
+                self._evict()
+            return loaded
 
     def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...]) -> Package:
         key: PackageKey = (name, tuple(sorted(flags.items())))
@@ -344,15 +372,26 @@ class PackageGraph:
             return depend(self._load(normal_name(sel.name), child, stack))
 
         cached = self._renders.get(key)
+        realm_free_key = _without_realm(key)
+        if cached is None and realm_free_key in self._realm_free:
+            cached = self._renders[realm_free_key]  # another realm's render, realm-blind
+        if cached is None and self.render_store is not None:
+            cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
-            rendered = self.tree.render(name, self._context(name, flags, intro))
+            probed: list[bool] = []
+            rendered = self.tree.render(name, self._context(name, flags, intro, probed))
             self.renders += 1
             descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
             files = rendered.files
             if not introduced:  # a render that names another package's uid goes with it
-                self._renders[key] = (descriptor, files)
-                for path in files:  # from now on a change to one of them finds it
-                    self._by_file.setdefault(path, set()).add(key)
+                self._keep_render(key, descriptor, files)
+                if not rendered.reads_realm:
+                    self._keep_render(realm_free_key, descriptor, files)
+                    self._realm_free.add(realm_free_key)
+                if self.render_store is not None and not probed:  # realm-blind: kept once
+                    kept_as = key if rendered.reads_realm else realm_free_key
+                    self.render_store.put(kept_as, rendered.descriptor, rendered.text, files,
+                                          rendered.reads_realm)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
@@ -402,17 +441,51 @@ class PackageGraph:
             self._by_file.setdefault(path, set()).add(key)
         return package
 
+    def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
+                       ) -> tuple[Descriptor, frozenset[Path]] | None:
+        """A render kept by an earlier daemon run, now kept in memory too (lock held)."""
+        assert self.render_store is not None
+        stored = self.render_store.get(key)
+        if stored is None and realm_free_key != key:
+            stored = self.render_store.get(realm_free_key)
+            if stored is not None and stored[2]:  # it names target_realm: not this realm's
+                stored = None
+        if stored is None:
+            return None
+        raw, files, reads_realm = stored
+        descriptor = parse_descriptor(raw, recipe_file(name))
+        files = self.tree.shared_file_set(files)
+        self._keep_render(key, descriptor, files)
+        if not reads_realm:
+            self._keep_render(realm_free_key, descriptor, files)
+            self._realm_free.add(realm_free_key)
+        return descriptor, files
+
+    def _keep_render(self, key: PackageKey, descriptor: Descriptor,
+                     files: frozenset[Path]) -> None:
+        self._renders[key] = (descriptor, files)
+        for path in files:  # from now on a change to one of them finds it
+            self._by_file.setdefault(path, set()).add(key)
+
     def _context(self, name: str, flags: Mapping[str, str],
-                 intro: Callable[[str], Package]) -> dict[str, Any]:
+                 intro: Callable[[str], Package], probed: list[bool]) -> dict[str, Any]:
         """What a recipe sees, in stal/IX's layers: the daemon's settings (`ixd --set`), the
-        names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags."""
+        names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags.
+        `probed` gets an item when the render asks the host something (such a render is
+        not kept across restarts)."""
+        boot_tool: Callable[[str], str | None] = self._boot_tool
+        isfile: Callable[[object], bool] = _isfile
+        host_versions: Mapping[str, str] = self.host_versions
+        if self.render_store is not None:
+            boot_tool, isfile = _asked(boot_tool, probed), _asked(isfile, probed)
+            host_versions = _AskedMapping(host_versions, probed)
         target = platforms.describe(flags["target"])
         host = platforms.describe(self.host)
         kind = flags["kind"]
         settings = self.settings
         context: dict[str, Any] = {
             **settings,
-            "ix_boot_tool": self._boot_tool,
+            "ix_boot_tool": boot_tool,
             "host": host,
             "tool": name.startswith("bld/"),
             "boot": name.startswith(BOOT_PREFIX),
@@ -420,9 +493,9 @@ class PackageGraph:
             "basename": posixpath.basename(_norm_name(name)),
             "uniq_id": uniq_id(name, kind),
             "native": host["id"] == target["id"],
-            "isfile": _isfile,
+            "isfile": isfile,
             "intro": intro,
-            "host_versions": self.host_versions,
+            "host_versions": host_versions,
             kind: True,
             target["os"]: True,
             target["arch"]: True,
@@ -520,6 +593,9 @@ class PackageGraph:
                     self._forget(package, keep_render=True)
                 self._dependents.pop(key, None)  # they are all stale too
             self.tree.invalidate(changed)
+            if self.render_store is not None:
+                self.render_store.forget(changed)
+                self.render_store.flush()
             return len(stale)
 
     # --- the bound ------------------------------------------------------------------------
@@ -551,6 +627,7 @@ class PackageGraph:
         self._kept.discard(key)
         if not (keep_render and key in self._renders):
             self._renders.pop(key, None)
+            self._realm_free.discard(key)
             self._unindex(key, package.files)
         self._drop_dependent(key, package.deps)
 
@@ -558,6 +635,7 @@ class PackageGraph:
         """Drop a cached render (lock held); its index entries go too unless its package is
         still cached (invalidation then forgets the package, and they go with it)."""
         cached = self._renders.pop(key, None)
+        self._realm_free.discard(key)
         if cached is not None and key not in self._packages:
             self._unindex(key, cached[1])
 
@@ -585,6 +663,40 @@ class PackageGraph:
 
     def __len__(self) -> int:
         return len(self._packages)
+
+
+def _asked(call: Callable[[Any], Any], probed: list[bool]) -> Callable[[Any], Any]:
+    def asking(arg: Any) -> Any:
+        probed.append(True)
+        return call(arg)
+    return asking
+
+
+class _AskedMapping(Mapping[str, str]):
+    """`host_versions` as a render sees it: a lookup marks the render as asking the host."""
+
+    def __init__(self, mapping: Mapping[str, str], probed: list[bool]) -> None:
+        self._mapping = mapping
+        self._probed = probed
+
+    def __getitem__(self, key: str) -> str:
+        self._probed.append(True)
+        return self._mapping[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self._probed.append(True)
+        return iter(self._mapping)
+
+    def __len__(self) -> int:
+        return len(self._mapping)
+
+
+def _without_realm(key: PackageKey) -> PackageKey:
+    """The key of the same package outside any realm."""
+    name, flags = key
+    if not any(k == REALM_FLAG for k, _ in flags):
+        return key
+    return name, tuple(kv for kv in flags if kv[0] != REALM_FLAG)
 
 
 def walk_closure(targets: Iterable[Package]) -> Iterator[Package]:

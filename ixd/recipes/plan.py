@@ -7,6 +7,7 @@ from typing import Any
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan, Source
+from ixd.recipes.fixup import fixup_node
 from ixd.recipes.packages import Package, content_hash, walk_closure
 
 
@@ -65,9 +66,15 @@ def realm_dirs(packages: Sequence[Package]) -> list[str]:
 
 
 def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
-               layout: Layout) -> Node:
-    """Assembling a realm is a node too, so an unchanged realm is not assembled again."""
+               layout: Layout, fixup: Node | None = None) -> Node:
+    """Assembling a realm is a node too, so an unchanged realm is not assembled again. With
+    `fixup` (the node running the realm's fix-up hooks), its output is linked first: what the
+    hooks made wins."""
     dirs = realm_dirs(packages)
+    deps = runtime_uids(packages)
+    if fixup is not None:
+        dirs = [fixup.outputs[0], *dirs]
+        deps.append(fixup.uid)
     # the static policy's exceptions: what packages flagged allow_dynamic bring in
     allowed = sorted({q.out_dir for p in packages if p.flags.get("allow_dynamic", "0") != "0"
                       for q in p.run_closure if q.out_dir})
@@ -77,7 +84,7 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
         uid=uid,
         kind="realm",
         name=f"realm {realm}",
-        deps=tuple(runtime_uids(packages)),
+        deps=tuple(deps),
         inputs=tuple(dirs),
         outputs=(str(layout.store / f"{uid}-rlm-{realm}"),),
         meta=dict(meta),
@@ -85,9 +92,18 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
 
 
 def realm_plan(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
-               layout: Layout) -> Plan:
-    node = realm_node(realm, packages, meta, layout)
-    return Plan((*package_nodes(packages, layout), node), (node.uid,))
+               layout: Layout, fixers: Sequence[Package] = ()) -> Plan:
+    """The nodes to build and assemble a realm. `fixers` are the packages its `fix.deps`
+    name, loaded as build tools (`fixup.fixer_selectors`): with any, the realm's fix-up
+    hooks run in a node of their own before assembly."""
+    nodes = package_nodes([*packages, *fixers], layout)
+    fixup = None
+    if fixers:
+        fixup = fixup_node(realm, realm_dirs(packages), runtime_uids(packages), fixers, layout)
+        nodes.append(fixup)
+        meta = {**meta, "fixers": [p.display_name for p in fixers]}
+    node = realm_node(realm, packages, meta, layout, fixup)
+    return Plan((*nodes, node), (node.uid,))
 
 
 #: a streamed plan's events stay far below the wire's frame limit (16 MiB)

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import functools
+import io
 import json
+import marshal
+import pickle
 import posixpath
 import re
 import threading
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
+import jinja2.runtime
 
 from ixd.recipes.filters import FILTERS
 from ixd.recipes.mounts import Mount, load_mount
@@ -39,6 +45,7 @@ _loaded_names: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
 )
 
 
+@functools.lru_cache(maxsize=65536)
 def join_template_path(name: str, parent: str | None) -> str:
     """Resolve a template path: `//x` from the overlay root, `x` beside `parent`."""
     if name.startswith("//"):
@@ -95,7 +102,7 @@ class OverlayLoader(jinja2.BaseLoader):
         text, origin = found
         files: set[Path] = set(origin)
         source = self._expand_includes(text, template, files, depth=0)
-        self._tree._record_files(template, files)
+        self._tree._record_files(template, files, REALM_FLAG in source)
         return source, str(origin[0]), self._tree.up_to_date_check(files)
 
     def _expand_includes(self, text: str, name: str, files: set[Path], depth: int) -> str:
@@ -124,11 +131,43 @@ class OverlayLoader(jinja2.BaseLoader):
         return _INCLUDE_LINE.sub(replace, text)
 
 
+#: keyword arguments Jinja's generated code passes to every call (for `pass_context`
+#: functions only)
+_RUNTIME_KWARGS = frozenset({"_block_vars", "_loop_vars"})
+
+
+class RecipeContext(jinja2.runtime.Context):
+    """Jinja's render context, with a short way for the call recipes make most: a block
+    (`self.script()`, `super()`), which takes no context argument (dozens per render)."""
+
+    def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if (type(__obj) is jinja2.runtime.BlockReference and not args
+                and _RUNTIME_KWARGS.issuperset(kwargs)):
+            return __obj()
+        return super().call(__obj, *args, **kwargs)
+
+
 class RecipeEnvironment(jinja2.Environment):
     """A Jinja environment with IX path rules that reports which templates a render loads."""
 
+    context_class = RecipeContext
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._kept: dict[str, jinja2.Template] = {}
+
     def join_path(self, template: str, parent: str) -> str:
         return join_template_path(template, parent)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`self.NAME` is a block: looked up directly, not after a failed attribute lookup
+        (an exception per block call)."""
+        if type(obj) is jinja2.runtime.TemplateReference:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
 
     def get_template(self, name: Any, parent: Any = None, globals: Any = None) -> Any:
         if isinstance(name, str):
@@ -137,8 +176,20 @@ class RecipeEnvironment(jinja2.Environment):
             loaded = _loaded_names.get()
             if loaded is not None:
                 loaded.add(name)
-            return super().get_template(name, None, globals)
+            # every `extends` of every render asks again: the kept template, while none of
+            # its files changed, without Jinja's generic lookup
+            kept = self._kept.get(name)
+            if kept is not None and globals is None and kept.is_up_to_date:
+                return kept
+            template = super().get_template(name, None, globals)
+            self._kept[name] = template
+            return template
         return super().get_template(name, parent, globals)
+
+
+#: the flag a realm gives its packages (docs/recipes.md, "target_realm"): a render whose
+#: templates never name it is the same for every realm, and is shared between them
+REALM_FLAG = "target_realm"
 
 
 @dataclass(frozen=True)
@@ -147,6 +198,10 @@ class Rendered:
 
     descriptor: dict[str, Any]
     files: frozenset[Path]
+    #: whether a template it loaded names REALM_FLAG (so the realm may change the render)
+    reads_realm: bool = True
+    #: the descriptor as the templates wrote it (JSON)
+    text: str = ""
 
 
 class IxHelper:
@@ -188,6 +243,8 @@ class RecipeTree:
         self._generation = 0
         self._lock = threading.Lock()
         self._files_of_template: dict[str, frozenset[Path]] = {}
+        #: the templates whose text names REALM_FLAG
+        self._realm_templates: set[str] = set()
         self.loader = OverlayLoader(overlays, self)
         self.env = RecipeEnvironment(
             loader=self.loader,
@@ -213,9 +270,13 @@ class RecipeTree:
                 self._mounts[folder] = load_mount(folder)
             return self._mounts[folder]
 
-    def _record_files(self, template: str, files: Iterable[Path]) -> None:
+    def _record_files(self, template: str, files: Iterable[Path], reads_realm: bool) -> None:
         with self._lock:
             self._files_of_template[template] = frozenset(files)
+            if reads_realm:
+                self._realm_templates.add(template)
+            else:
+                self._realm_templates.discard(template)
 
     def file_versions(self, files: Iterable[Path]) -> tuple[int, ...]:
         """The versions of `files`, in the order given."""
@@ -238,6 +299,12 @@ class RecipeTree:
             return True
 
         return up_to_date
+
+    def shared_file_set(self, files: frozenset[Path]) -> frozenset[Path]:
+        """The one copy of an equal file set (renders of one template family read the same
+        files)."""
+        with self._lock:
+            return self._file_sets.setdefault(files, files)
 
     def invalidate(self, paths: Iterable[Path]) -> None:
         """Make Jinja reload the templates that read `paths` on next use."""
@@ -295,7 +362,32 @@ class RecipeTree:
                 files |= self._files_of_template.get(name, frozenset())
             # renders of one template family read the same files: one set for all of them
             shared = self._file_sets.setdefault(frozenset(files), frozenset(files))
-        return Rendered(descriptor, shared)
+            reads_realm = not self._realm_templates.isdisjoint(loaded)
+        return Rendered(descriptor, shared, reads_realm, text)
+
+
+class _BytecodeFolder(jinja2.FileSystemBytecodeCache):
+    """Jinja's folder of compiled templates, each file read whole and unmarshalled from
+    bytes: Jinja's own `marshal.load` from a file object reads it in small pieces, which
+    costs more than the whole render of the template (the same files, the same format)."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            with open(self._get_cache_filename(bucket), "rb") as stream:
+                data = stream.read()
+        except OSError:
+            return
+        magic = jinja2.bccache.bc_magic
+        if not data.startswith(magic):
+            return
+        header = io.BytesIO(data)
+        header.seek(len(magic))
+        try:
+            if pickle.load(header) != bucket.checksum:  # the source changed since
+                return
+            bucket.code = marshal.loads(memoryview(data)[header.tell():])
+        except (EOFError, ValueError, TypeError, pickle.UnpicklingError):
+            bucket.reset()
 
 
 def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
@@ -305,7 +397,7 @@ def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
         return None
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
-    return jinja2.FileSystemBytecodeCache(str(folder))
+    return _BytecodeFolder(str(folder))
 
 
 def _where(exc: BaseException, fallback: str) -> str:

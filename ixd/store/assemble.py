@@ -23,6 +23,9 @@ from ixd.wire.errors import RealmError, StaticPolicyViolation
 
 #: files at a package's root that belong to the package itself, not to the realm
 _PACKAGE_OWN = frozenset({"env", "meta.json"})
+#: a package's fix-up hooks (`fix/`): run by the realm's fix-up node, never linked (stal/IX
+#: removes the folder once they ran)
+_HOOKS_DIR = "fix"
 
 
 def assemble_realm(node: Node) -> None:
@@ -80,6 +83,8 @@ def _link_package(package: Path, out: Path, linked: set[str], dirs: set[str]) ->
         for d in subdirs:
             rel = os.path.join(rel_top, d)
             full = os.path.join(top, d)
+            if not rel_top and d == _HOOKS_DIR:
+                continue
             if os.path.islink(full):  # a symlinked folder is linked like a file
                 files.append(d)
             elif rel in linked:  # a file of an earlier package wins over this folder

@@ -1,0 +1,266 @@
+"""Renders kept across daemon restarts: `ROOT/var/renders.jsonl` (docs/recipes.md, "Rendering
+speed").
+
+A render is a function of the files it read and of its context. The store keeps, per package
+key (name and flags), the descriptor a render gave, the files it read with what identifies
+their content on disk (device, inode, size, modification time: an editor or a checkout writes
+a new file or a new time), and whether its templates name `target_realm`. A kept render is
+used only while every one of its files is still the file it read; the file as a whole is
+dropped when anything else a render depends on changes (`fingerprint`: the daemon's settings,
+its host, the code that renders). Renders that asked the host something (`isfile`,
+`ix_boot_tool`, `host_versions`) or named another package (`intro`) are never kept.
+
+The file is a header line and one line per render, `KEY<TAB>RENDER` (both JSON), appended; a
+line of only a KEY drops that key's render. A restart indexes the keys (renders are read when
+asked for) and writes the file anew when most of its lines are stale. It lives in the
+daemon's `var/`, which only the daemon's user can write; what it holds is data, checked again
+by the descriptor parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+PackageKey = tuple[str, tuple[tuple[str, str], ...]]
+#: a file's identity on disk: device, inode, size, modification time (ns)
+Identity = tuple[int, int, int, int]
+#: a kept render: the raw descriptor, the files it read, whether it names target_realm
+Kept = tuple[dict[str, Any], frozenset[Path], bool]
+
+#: renders waiting to be written are written once they take this much memory
+FLUSH_BYTES = 1 << 20
+#: the modules whose code decides what a render gives
+_RENDER_CODE = ("recipes", "filters", "packages", "platforms", "mounts", "selector",
+                "hosttools", "rendercache")
+
+
+def fingerprint(settings: Mapping[str, str], host: str) -> str:
+    """What every kept render depends on besides its files and flags."""
+    import jinja2
+
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for module in _RENDER_CODE:
+        digest.update((here / f"{module}.py").read_bytes())
+    text = json.dumps({"settings": dict(settings), "host": host, "jinja": jinja2.__version__},
+                      sort_keys=True)
+    digest.update(text.encode())
+    return digest.hexdigest()
+
+
+def _identity(path: Path) -> Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class RenderStore:
+    """The kept renders of one daemon root. Thread-safe.
+
+    Only the keys stay in memory, each with where its line is in the file: a render is read
+    when a package asks for it (a store made by a big tree would otherwise double the
+    daemon's memory)."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self._header = (json.dumps({"fingerprint": fingerprint}) + "\n").encode()
+        self._lock = threading.Lock()
+        #: key -> (offset, length) of its line
+        self._index: dict[PackageKey, tuple[int, int]] = {}
+        #: files whose renders were dropped in this run, and the renders kept in this run
+        #: by the keys' files (for `forget`)
+        self._files_of: dict[PackageKey, tuple[Path, ...]] = {}
+        #: each file's identity, looked at once per daemon run (until invalidated)
+        self._seen: dict[Path, Identity | None] = {}
+        self._pending: list[tuple[PackageKey | None, bytes]] = []
+        self._pending_bytes = 0
+        #: one Path per file named (sets of them hash and compare by identity)
+        self._paths: dict[str, Path] = {}
+        #: the file, open for reading kept renders (appends do not move what is there)
+        self._reader: int | None = None
+        self._closer: weakref.finalize[Any, Any] | None = None
+        self.used = 0
+        lines = self._read()
+        if lines > 2 * len(self._index) + 1000:
+            self._rewrite()
+
+    def _read(self) -> int:
+        """Index the file (a missing, foreign or damaged file is an empty store); the number
+        of its lines."""
+        try:
+            with open(self.path, "rb") as stream:
+                data = stream.read()
+        except OSError:
+            return 1 << 30
+        if not data.startswith(self._header):
+            return 1 << 30  # rewrite: made by other code or settings
+        offset, count = len(self._header), 1
+        while offset < len(data):
+            end = data.find(b"\n", offset)
+            if end < 0:
+                break  # a line cut short by a crash
+            count += 1
+            tab = data.find(b"\t", offset, end)
+            try:
+                key = _key(json.loads(data[offset:tab if tab >= 0 else end]))
+            except (ValueError, TypeError):
+                key = None
+            if key is not None:
+                if tab < 0:  # dropped: a file it read changed meanwhile
+                    self._index.pop(key, None)
+                else:
+                    self._index[key] = (offset, end - offset)
+            offset = end + 1
+        return count
+
+    def _rewrite(self) -> None:
+        """The file anew: its header and the lines of the renders still kept."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            try:
+                with open(self.path, "rb") as stream:
+                    data = stream.read()
+            except OSError:
+                data = b""
+            index = {}
+            with open(tmp, "wb") as out:
+                out.write(self._header)
+                for key, (offset, length) in self._index.items():
+                    index[key] = (out.tell(), length)
+                    out.write(data[offset:offset + length + 1])
+            os.replace(tmp, self.path)
+            self._index = index
+            self._close_reader()
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            self._index.clear()
+
+    def _close_reader(self) -> None:
+        if self._closer is not None:
+            self._closer()
+        self._reader = self._closer = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_reader()
+
+    def _now(self, path: Path) -> Identity | None:
+        """The file's identity, looked at once per daemon run (lock held)."""
+        if path in self._seen:
+            return self._seen[path]
+        identity = self._seen[path] = _identity(path)
+        return identity
+
+    def get(self, key: PackageKey) -> Kept | None:
+        """The kept render of `key`, if every file it read is still the one it read."""
+        with self._lock:
+            where = self._index.get(key)
+            if where is None:
+                return None
+            try:
+                if self._reader is None:
+                    self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    self._closer = weakref.finalize(self, os.close, self._reader)
+                line = os.pread(self._reader, where[1], where[0])
+                raw, files, reads_realm = json.loads(line[line.index(b"\t") + 1:])
+                paths = self._paths
+                identified = [(paths.get(p) or paths.setdefault(p, Path(p)), (d, i, n, m))
+                              for p, d, i, n, m in files]
+                if not isinstance(raw, dict):
+                    raise TypeError("not a descriptor")
+            except (OSError, ValueError, TypeError):
+                del self._index[key]
+                return None
+            for path, identity in identified:
+                if self._now(path) != identity:
+                    del self._index[key]
+                    return None
+            self._files_of[key] = tuple(p for p, _ in identified)
+            self.used += 1
+            return raw, frozenset(p for p, _ in identified), bool(reads_realm)
+
+    def put(self, key: PackageKey, raw: dict[str, Any], text: str, files: Iterable[Path],
+            reads_realm: bool) -> None:
+        """Keep a render made now: `raw` its descriptor, `text` the same as JSON (written by
+        the next `flush`)."""
+        with self._lock:
+            identified = []
+            for path in files:
+                identity = self._now(path)
+                if identity is None:  # gone already: nothing to check it against
+                    return
+                identified.append((path, identity))
+            # the text as it came, not encoded again (JSON has line breaks and tabs only
+            # between tokens: spaces there read the same)
+            flat = text.replace("\n", " ").replace("\t", " ")
+            read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
+                            for p, (d, i, n, m) in identified)
+            line = (f"{_key_json(key)}\t[{flat},[{read}],{'true' if reads_realm else 'false'}]"
+                    f"\n")
+            self._pending.append((key, line.encode()))
+            self._pending_bytes += len(line)
+            self._files_of[key] = tuple(p for p, _ in identified)
+            if self._pending_bytes > FLUSH_BYTES:  # a big tree's first load: not all at once
+                self._flush()
+
+    def flush(self) -> None:
+        """Append the renders kept and dropped since the last flush (a failure only costs a
+        restart those renders)."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        try:
+            with open(self.path, "ab") as stream:
+                if stream.tell() == 0:  # a new file: not the one being read
+                    self._close_reader()
+                    stream.write(self._header)
+                for key, line in pending:
+                    offset = stream.tell()
+                    stream.write(line)
+                    if key is not None:
+                        self._index[key] = (offset, len(line) - 1)
+        except OSError:
+            pass
+
+    def forget(self, paths: Iterable[Path]) -> None:
+        """Files changed: look at them again, and drop the renders that read them (a render
+        kept just as its file changed may hold the old text under the new identity)."""
+        with self._lock:
+            changed = {Path(p) for p in paths}
+            for path in changed:
+                self._seen.pop(path, None)
+            for key, files in list(self._files_of.items()):
+                if not changed.isdisjoint(files):
+                    del self._files_of[key]
+                    self._index.pop(key, None)
+                    self._pending = [(k, line) for k, line in self._pending if k != key]
+                    self._pending.append((None, f"{_key_json(key)}\n".encode()))
+
+
+def _key(item: Any) -> PackageKey:
+    name, flags = item
+    if not isinstance(name, str):
+        raise TypeError("not a package name")
+    return name, tuple((str(k), str(v)) for k, v in flags)
+
+
+def _key_json(key: PackageKey) -> str:
+    flags = ",".join(f"[{_string(k)},{_string(v)}]" for k, v in key[1])
+    return f"[{_string(key[0])},[{flags}]]"
+
+
+#: a string as JSON (ensure_ascii: no line break can end up in a line)
+_string = json.encoder.encode_basestring_ascii

@@ -1,0 +1,132 @@
+"""Renders kept across daemon restarts (ixd.recipes.rendercache): a restarted graph gets the same
+packages without rendering, and never a render whose files or host answers changed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ixd.model.selector import parse_selector
+from ixd.recipes.packages import PackageGraph
+from ixd.recipes.tree import RecipeTree
+
+HOST = "linux-x86_64"
+
+
+def recipe(root: Path, name: str, data: str, **more: object) -> Path:
+    path = root / name / "ix.sh"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"bld": {"script": {"exec": ["/bin/sh", "-s"], "data": "@DATA@"}, **more}}
+    path.write_text(json.dumps(body).replace('"@DATA@"', "{{ (" + data + ") | jd }}"))
+    return path
+
+
+def graph(tmp_path: Path, **settings: str) -> PackageGraph:
+    return PackageGraph(RecipeTree([tmp_path / "o"]), tmp_path / "store", host=HOST,
+                        settings=settings, render_store=tmp_path / "renders.jsonl")
+
+
+def overlay(tmp_path: Path) -> Path:
+    root = tmp_path / "o"
+    recipe(root, "lib/a", "'a ' + (opt or '')")
+    recipe(root, "bin/x", "'x\\n\"quoted\"\\n' + name", target_libs=["lib/a(opt=1)"])
+    return recipe(root, "bin/top", "'top'", deps=["bin/x"], target_libs=["lib/a"])
+
+
+def test_a_restart_gets_the_same_packages_without_rendering(tmp_path: Path) -> None:
+    overlay(tmp_path)
+    first = graph(tmp_path).load(parse_selector("bin/top"))
+    again = graph(tmp_path)
+    top = again.load(parse_selector("bin/top"))
+    assert again.renders == 0 and again.render_store is not None
+    assert again.render_store.used == 4
+    assert top.uid == first.uid and top.node == first.node
+    assert top.tools[0].descriptor.script_data == 'x\n"quoted"\nbin/x/ix.sh'
+
+
+def test_a_changed_file_is_rendered_again(tmp_path: Path) -> None:
+    top_file = overlay(tmp_path)
+    first = graph(tmp_path).load(parse_selector("bin/top"))
+    lib = tmp_path / "o" / "lib" / "a" / "ix.sh"
+    lib.write_text(lib.read_text().replace("'a '", "'A '"))  # same size: the time tells
+    os.utime(lib, ns=(lib.stat().st_atime_ns, lib.stat().st_mtime_ns + 1_000_000))
+    again = graph(tmp_path)
+    top = again.load(parse_selector("bin/top"))
+    assert again.renders == 2  # lib/a, lib/a(opt=1); bin/x and bin/top come from the store
+    assert top.uid != first.uid and top.target_libs[0].descriptor.script_data == "A "
+    assert top_file.exists()
+
+
+def test_a_file_changed_while_running_is_never_taken_back(tmp_path: Path) -> None:
+    """A change seen by the watcher drops the kept renders that read the file, even if the
+    next start would find the file looking as it did (same size and time)."""
+    overlay(tmp_path)
+    g = graph(tmp_path)
+    g.load(parse_selector("bin/top"))
+    lib = tmp_path / "o" / "lib" / "a" / "ix.sh"
+    before = lib.stat()
+    lib.write_text(lib.read_text().replace("'a '", "'B '"))
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
+    g.invalidate_files([lib])
+    again = graph(tmp_path)
+    assert again.load(parse_selector("lib/a")).descriptor.script_data == "B "
+    assert again.renders == 1
+
+
+def test_renders_that_ask_the_host_are_not_kept(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    recipe(root, "bin/f", "'yes' if isfile('/bin/sh') else 'no'")
+    recipe(root, "bin/t", "ix_boot_tool('sh') or 'none'")
+    recipe(root, "bin/v", "host_versions['sh']")
+    recipe(root, "bin/plain", "'plain'")
+    g = graph(tmp_path)
+    for name in ("bin/f", "bin/t", "bin/v", "bin/plain"):
+        g.load(parse_selector(name))
+    again = graph(tmp_path)
+    for name in ("bin/f", "bin/t", "bin/v", "bin/plain"):
+        again.load(parse_selector(name))
+    assert again.renders == 3
+
+
+def test_other_settings_start_a_new_store(tmp_path: Path) -> None:
+    overlay(tmp_path)
+    graph(tmp_path).load(parse_selector("bin/top"))
+    other = graph(tmp_path, ix_dir="/elsewhere")
+    other.load(parse_selector("bin/top"))
+    assert other.renders == 4
+    lines = (tmp_path / "renders.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 4  # the old settings' renders are gone
+
+
+def test_a_realm_blind_render_is_kept_once_for_every_realm(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    recipe(root, "bin/blind", "'blind'")
+    recipe(root, "bin/aware", "'in ' + (target_realm or 'none')")
+    g = graph(tmp_path)
+    for name in ("bin/blind", "bin/aware"):
+        g.load(parse_selector(f"{name}(target_realm=alice)"))
+    again = graph(tmp_path)
+    assert again.load(parse_selector("bin/blind(target_realm=bob)")).descriptor.script_data \
+        == "blind"
+    assert again.load(parse_selector("bin/aware(target_realm=bob)")).descriptor.script_data \
+        == "in bob"
+    assert again.load(parse_selector("bin/aware(target_realm=alice)")).descriptor.script_data \
+        == "in alice"
+    assert again.renders == 1
+
+
+def test_a_store_mostly_of_dropped_renders_is_written_anew(tmp_path: Path) -> None:
+    root = tmp_path / "o"
+    path = recipe(root, "bin/churn", "'v0'")
+    g = graph(tmp_path)
+    for i in range(1, 1200):  # every edit drops the kept render and keeps a new one
+        path.write_text(path.read_text().replace(f"'v{i - 1}'", f"'v{i}'"))
+        g.invalidate_files([path])
+        g.load(parse_selector("bin/churn"))
+    store = tmp_path / "renders.jsonl"
+    assert len(store.read_text().splitlines()) > 2000
+    again = graph(tmp_path)
+    assert len(store.read_text().splitlines()) == 2  # the header and the one render kept
+    assert again.load(parse_selector("bin/churn")).descriptor.script_data == "v1199"
+    assert again.renders == 0
