@@ -37,8 +37,8 @@ Kept = tuple[dict[str, Any], frozenset[Path], bool]
 #: renders waiting to be written are written once they take this much memory
 FLUSH_BYTES = 1 << 20
 #: the modules whose code decides what a render gives
-_RENDER_CODE = ("recipes", "filters", "packages", "platforms", "mounts", "selector",
-                "hosttools", "rendercache")
+#: the packages whose code a render depends on: every module of them is hashed
+_RENDER_PACKAGES = ("recipes", "model")
 
 
 def fingerprint(settings: Mapping[str, str], host: str) -> str:
@@ -46,9 +46,10 @@ def fingerprint(settings: Mapping[str, str], host: str) -> str:
     import jinja2
 
     digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for module in _RENDER_CODE:
-        digest.update((here / f"{module}.py").read_bytes())
+    ixd = Path(__file__).resolve().parent.parent
+    for package in _RENDER_PACKAGES:
+        for module in sorted((ixd / package).glob("*.py")):
+            digest.update(module.read_bytes())
     text = json.dumps({"settings": dict(settings), "host": host, "jinja": jinja2.__version__},
                       sort_keys=True)
     digest.update(text.encode())
