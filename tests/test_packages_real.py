@@ -44,7 +44,8 @@ from ixd.seed import (
     seed,
 )
 from ixd.selector import parse_selector
-from tests.daemon_harness import PKGS, PROJECT, RunningDaemon, start_daemon
+from tests.daemon_harness import PKGS, PROJECT, RunningDaemon
+from tests.seeded_store import SeededRoot
 
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
 PACKAGES = ["lib/c", "bin/hello", "lib/lua", "bin/lua", "lib/lzma", "bin/xz",
@@ -251,14 +252,15 @@ class BuiltSet:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltSet]:
+def built(request: pytest.FixtureRequest) -> Iterator[BuiltSet]:
     missing = _unseeded()
     if missing:
         pytest.skip(f"the source mirror {MIRROR} is not seeded (IX_TEST_MIRROR): missing "
                     f"{', '.join(missing)}; run `python -m ixd.seed --mirror {MIRROR}`")
-    root = tmp_path_factory.mktemp("realset") / "root"
-    daemon = start_daemon(root, overlays=(PKGS,), extra=["--mirror", f"{MIRROR}/{{sha}}"])
-    try:
+    # lib/c comes prebuilt, by an ixd of this run at this root path (the history below has
+    # its build); every other package is built here
+    lib_c_root: SeededRoot = request.getfixturevalue("lib_c_root")
+    with lib_c_root.daemon(overlays=(PKGS,)) as daemon:
         started = time.monotonic()
         _ixc(daemon.socket, "mut", REALM, *[f"+{p}" for p in PACKAGES],
              timeout=BUILD_TIMEOUT)
@@ -270,8 +272,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltSet]:
         for name, seconds in sorted(times.items()):
             print(f"  {seconds:7.1f}s  {name}")
         yield BuiltSet(daemon, daemon.realm(REALM), times)
-    finally:
-        assert daemon.stop() == 0, daemon.log.read_text()
 
 
 @pytest.mark.slow
