@@ -213,7 +213,8 @@ async def test_an_idle_client_between_requests_is_not_cut_off(
         await client.stream.aclose()
 
 
-async def test_connections_per_user_are_limited_but_not_roots() -> None:
+async def test_connections_per_user_are_limited_but_not_roots(
+        autojump_clock: trio.testing.MockClock) -> None:
     server = Server(handle, max_per_user=2)
     async with trio.open_nursery() as nursery:
         held = [await connect(nursery, server) for _ in range(2)]
