@@ -49,22 +49,34 @@ class SeededRoot:
         self.path.rename(self._pristine)
 
     @contextlib.contextmanager
-    def take(self) -> Iterator[Path]:
-        """A fresh copy of the prebuilt root at `path`, deleted afterwards."""
+    def hold(self) -> Iterator[Path]:
+        """`path` for the caller alone (whatever is left there is deleted afterwards): for
+        daemons that start there in turn, one of them from `copy_into_place()`."""
         if self._taken:
             raise AssertionError(f"the seeded root {self.path} is in use: one seeded daemon "
                                  f"at a time (its entries are only valid at that path)")
         self._taken = True
         try:
-            subprocess.run(["cp", "-a", "--reflink=auto", str(self._pristine), str(self.path)],
-                           check=True)
             yield self.path
         finally:
-            away = self.top / f"used-{next(self._removed)}"
             if self.path.exists():
+                away = self.top / f"used-{next(self._removed)}"
                 self.path.rename(away)
                 remove_tree(away)
             self._taken = False
+
+    def copy_into_place(self) -> None:
+        """A fresh copy of the prebuilt root at `path` (which must be held, and free)."""
+        assert self._taken and not self.path.exists(), self.path
+        subprocess.run(["cp", "-a", "--reflink=auto", str(self._pristine), str(self.path)],
+                       check=True)
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[Path]:
+        """A fresh copy of the prebuilt root at `path`, deleted afterwards."""
+        with self.hold() as path:
+            self.copy_into_place()
+            yield path
 
     @contextlib.contextmanager
     def daemon(self, extra: Sequence[str] = (), *, socket: Path | None = None,
