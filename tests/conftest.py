@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests import daemon_harness
-from tests.seeded_store import SeededRoot, seeded_root
+from tests.seeded_store import Prebuild, SeededRoot
 
 # Property tests: a hundred cases each in every test run (the suite runs often, and each
 # run draws new ones); `bench/fuzz.py` (profile `fuzz`) runs the fuzzers with tens of
@@ -32,12 +32,27 @@ def _remove_readable_client() -> Iterator[None]:
     shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
 
 
+#: the run's root with lib/c prebuilt (see `lib_c_root`)
+PREBUILD = Prebuild()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # start building lib/c now if a test will need it: it overlaps the tests before that one
+    if any("lib_c_root" in item.fixturenames or item.get_closest_marker("lib_c_root")
+           for item in items):
+        PREBUILD.start()
+
+
+def pytest_sessionfinish() -> None:
+    PREBUILD.close()
+
+
 @pytest.fixture(scope="session")
-def lib_c_root() -> Iterator[SeededRoot]:
+def lib_c_root() -> SeededRoot:
     """The root whose store starts with lib/c, built once for the whole run: modules whose
-    daemons build C packages start from a copy instead of building musl again."""
-    with seeded_root() as seeded:
-        yield seeded
+    daemons build C packages start from a copy instead of building musl again. (A module
+    that asks for it through `request.getfixturevalue` is marked `lib_c_root`.)"""
+    return PREBUILD.result()
 
 
 #: held while a test run has the test accounts

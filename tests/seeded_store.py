@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -92,17 +93,48 @@ class SeededRoot:
                 running.stop()
 
 
-@contextlib.contextmanager
-def seeded_root() -> Iterator[SeededRoot]:
-    """Make the prebuilt root (one lib/c build); remove it at the end."""
-    # not under /tmp: a build's /tmp is its own scratch, which would hold the mount points
-    # of a root under /tmp (see test_e2e's test_build_cannot_write_outside_its_output)
-    top = Path(tempfile.mkdtemp(prefix="ix-seeded-", dir="/var/tmp"))
-    top.chmod(0o755)
-    make_reachable(top)
-    try:
-        seeded = SeededRoot(top)
-        seeded.prebuild()
-        yield seeded
-    finally:
-        remove_tree(top)
+class Prebuild:
+    """The prebuilt root of this run, made in a thread of its own once started: the musl
+    build overlaps the tests that run before the first one needing it."""
+
+    def __init__(self) -> None:
+        self._top: Path | None = None
+        self._thread: threading.Thread | None = None
+        self._seeded: SeededRoot | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        # not under /tmp: a build's /tmp is its own scratch, which would hold the mount
+        # points of a root under /tmp (see test_e2e's test_build_cannot_write_outside_its_output)
+        self._top = Path(tempfile.mkdtemp(prefix="ix-seeded-", dir="/var/tmp"))
+        self._top.chmod(0o755)
+        make_reachable(self._top)
+        self._thread = threading.Thread(target=self._build, args=(SeededRoot(self._top),),
+                                        name="ix-test-prebuild", daemon=True)
+        self._thread.start()
+
+    def _build(self, seeded: SeededRoot) -> None:
+        try:
+            seeded.prebuild()
+            self._seeded = seeded
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> SeededRoot:
+        """The prebuilt root, once made (started now if it was not yet)."""
+        self.start()
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            raise AssertionError(f"prebuilding lib/c failed: {self._error}") from self._error
+        assert self._seeded is not None
+        return self._seeded
+
+    def close(self) -> None:
+        """Wait for the build if it runs, then delete everything it made."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._top is not None:
+            remove_tree(self._top)

@@ -42,7 +42,7 @@ from tests.daemon_harness import (
 from tests.s3server import S3Server, free_port, running_s3, weed_binary, write_credentials
 from tests.seeded_store import SeededRoot
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.lib_c_root]
 BUCKET = "ix-cache"
 REALM = "shared"
 PACKAGES = ("bin/hello", "bin/greet")

@@ -48,6 +48,9 @@ from tests.daemon_harness import PKGS, PROJECT, RunningDaemon
 from tests.seeded_store import SeededRoot
 
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
+#: (the daemon's tests start from the run's root with lib/c prebuilt)
+pytestmark = pytest.mark.lib_c_root
+
 PACKAGES = ["lib/c", "bin/hello", "lib/lua", "bin/lua", "lib/lzma", "bin/xz",
             "lib/ncurses", "bin/less"]
 #: each program and the library package it links

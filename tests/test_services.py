@@ -51,6 +51,9 @@ from tests.test_runit import (
     throwaway_account,
 )
 
+#: (the daemon's tests start from the run's root with lib/c prebuilt)
+pytestmark = pytest.mark.lib_c_root
+
 # --- the pure part ---------------------------------------------------------------------------
 
 
