@@ -36,11 +36,15 @@ def _remove_readable_client() -> Iterator[None]:
 PREBUILD = Prebuild()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # start building lib/c now if a test will need it: it overlaps the tests before that one
-    if any("lib_c_root" in item.fixturenames or item.get_closest_marker("lib_c_root")
-           for item in items):
-        PREBUILD.start()
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # If tests need lib/c prebuilt, start building it now and run their modules last (whole
+    # modules, in their order): the build overlaps every other test.
+    needing = {item.path for item in items
+               if "lib_c_root" in item.fixturenames or item.get_closest_marker("lib_c_root")}
+    if needing:
+        items.sort(key=lambda item: item.path in needing)  # stable: the order stays otherwise
+        if not config.option.collectonly:
+            PREBUILD.start()
 
 
 def pytest_sessionfinish() -> None:
