@@ -1,5 +1,6 @@
-"""A root with lib/c (musl, built by ix from source) that test daemons start from, instead of
-building musl again in every module's fresh store.
+"""A root with lib/c (musl, built by ix from source, with gcc and with clang) that test daemons
+start from, instead of building musl again in every module's fresh store. It is built in a
+thread from the start of the run, and the modules that need it run last (tests/conftest.py).
 
 A store entry's uid covers the store paths of its inputs, so entries are only valid at the
 root path they were built at: the prebuilt root is made once per test run at one path, kept
