@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -40,12 +42,15 @@ class SeededRoot:
         self._pristine = top / "pristine"
         self._taken = False
         self._removed = itertools.count()
+        #: the process id of the daemon building the prebuilt root, while it runs
+        self.builder_pid: int | None = None
 
     def prebuild(self, packages: Sequence[str] = SEEDED_PACKAGES) -> None:
         """Build `packages` with a real daemon at `path`, then keep its root aside."""
         # it builds beside the tests that need no prebuilt root (they run first): as the
         # processor's second choice, so their timings do not suffer
         daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19)
+        self.builder_pid = daemon.process.pid
         try:
             daemon.ixc("build", *packages, timeout=1800)
         finally:
@@ -104,6 +109,7 @@ class Prebuild:
 
     def __init__(self) -> None:
         self._top: Path | None = None
+        self._builder: SeededRoot | None = None
         self._thread: threading.Thread | None = None
         self._seeded: SeededRoot | None = None
         self._error: BaseException | None = None
@@ -116,7 +122,8 @@ class Prebuild:
         self._top = Path(tempfile.mkdtemp(prefix="ix-seeded-", dir="/var/tmp"))
         self._top.chmod(0o755)
         make_reachable(self._top)
-        self._thread = threading.Thread(target=self._build, args=(SeededRoot(self._top),),
+        self._builder = SeededRoot(self._top)
+        self._thread = threading.Thread(target=self._build, args=(self._builder,),
                                         name="ix-test-prebuild", daemon=True)
         self._thread.start()
 
@@ -130,7 +137,18 @@ class Prebuild:
     def result(self) -> SeededRoot:
         """The prebuilt root, once made (started now if it was not yet)."""
         self.start()
-        assert self._thread is not None
+        assert self._thread is not None and self._top is not None
+        while self._thread.is_alive():
+            # a test waits for it now: the build is no longer the processor's second choice
+            # (again each second: the daemon may not have started yet)
+            if self._builder is not None and self._builder.builder_pid is not None:
+                for pid in [self._builder.builder_pid, *descendants(self._builder.builder_pid)]:
+                    with contextlib.suppress(OSError):
+                        # each thread has its own niceness (the daemon's spawner thread
+                        # passes its own on to the builds it starts)
+                        for thread in os.listdir(f"/proc/{pid}/task"):
+                            os.setpriority(os.PRIO_PROCESS, int(thread), 0)
+            self._thread.join(timeout=1)
         self._thread.join()
         if self._error is not None:
             raise AssertionError(f"prebuilding lib/c failed: {self._error}") from self._error
@@ -138,8 +156,33 @@ class Prebuild:
         return self._seeded
 
     def close(self) -> None:
-        """Wait for the build if it runs, then delete everything it made."""
+        """Stop the build if it still runs (no test came to need it), then delete everything
+        it made."""
         if self._thread is not None:
+            builder = self._builder
+            if self._thread.is_alive() and builder is not None and builder.builder_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(builder.builder_pid, signal.SIGTERM)
             self._thread.join()
         if self._top is not None:
             remove_tree(self._top)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(name))
+    found, stack = [], list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        found.append(child)
+        stack.extend(children.get(child, []))
+    return found
