@@ -2,7 +2,7 @@
 
     python -m bench.fuzz [--examples 20000] [PYTEST_ARGS...]
 
-Every test run (`.ci/run`) gives each property test a few hundred cases (profile `ci`, in
+Every test run (`.ci/run`) gives each property test a hundred cases (profile `ci`, in
 tests/conftest.py); this runs the same tests with --examples cases each (default 20,000):
 the frame decoder, request and patch validation against a real daemon's handlers, the wire
 bounds, selectors, the realm model and the protocol. Prints pytest's summary and the wall

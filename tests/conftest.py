@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests import daemon_harness
+from tests.seeded_store import Prebuild, SeededRoot
 
-# Property tests: a few hundred cases each in every test run; `bench/fuzz.py` (profile
-# `fuzz`) runs the fuzzers with tens of thousands.
-# No time limits: the machine may be busy (a slow case is not a failing one).
-settings.register_profile("ci", max_examples=300, deadline=None,
+# Property tests: a hundred cases each in every test run (the suite runs often, and each
+# run draws new ones); `bench/fuzz.py` (profile `fuzz`) runs the fuzzers with tens of
+# thousands. No time limits: the machine may be busy (a slow case is not a failing one).
+settings.register_profile("ci", max_examples=100, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("fuzz", max_examples=int(os.environ.get("IX_FUZZ_EXAMPLES", "20000")),
                           deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -29,6 +30,33 @@ settings.load_profile(os.environ.get("IX_HYPOTHESIS_PROFILE", "ci"))
 def _remove_readable_client() -> Iterator[None]:
     yield
     shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
+
+
+#: the run's root with lib/c prebuilt (see `lib_c_root`)
+PREBUILD = Prebuild()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # If tests need lib/c prebuilt, start building it now and run their modules last (whole
+    # modules, in their order): the build overlaps every other test.
+    needing = {item.path for item in items
+               if "lib_c_root" in item.fixturenames or item.get_closest_marker("lib_c_root")}
+    if needing:
+        items.sort(key=lambda item: item.path in needing)  # stable: the order stays otherwise
+        if not config.option.collectonly:
+            PREBUILD.start()
+
+
+def pytest_sessionfinish() -> None:
+    PREBUILD.close()
+
+
+@pytest.fixture(scope="session")
+def lib_c_root() -> SeededRoot:
+    """The root whose store starts with lib/c, built once for the whole run: modules whose
+    daemons build C packages start from a copy instead of building musl again. (A module
+    that asks for it through `request.getfixturevalue` is marked `lib_c_root`.)"""
+    return PREBUILD.result()
 
 
 #: held while a test run has the test accounts

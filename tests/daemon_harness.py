@@ -183,11 +183,16 @@ def make_reachable(path: Path) -> None:
 
 
 def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
-                 extra: Sequence[str] = (), socket: Path | None = None) -> RunningDaemon:
+                 extra: Sequence[str] = (), socket: Path | None = None,
+                 niceness: int = 0) -> RunningDaemon:
+    """`niceness`: the daemon and its builds yield the processor to the tests (for a build
+    that runs beside them)."""
     root.mkdir(parents=True, exist_ok=True)
     make_reachable(root)
     log = root.parent / f"{root.name}-ixd.log"
     args = [sys.executable, "-m", "ixd.daemon.main", "--root", str(root)]
+    if niceness:
+        args = ["nice", "-n", str(niceness), *args]
     for overlay in overlays:
         args += ["--overlay", str(overlay)]
     args += ["--mirror", f"{MIRROR}/{{sha}}", *extra]

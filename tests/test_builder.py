@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -220,20 +222,61 @@ async def test_background_process_does_not_keep_the_build_alive(
     assert processes_of(node) == []
 
 
+#: the thread that started each process, by the process's argv (see `_record_starter`)
+_STARTERS: dict[str, threading.Thread] = {}
+
+
+def _record_starter(event: str, args: tuple[object, ...]) -> None:
+    """An audit hook (they stay for the process's life): which thread starts each process."""
+    if event == "subprocess.Popen":
+        _STARTERS[repr(args[1])] = threading.current_thread()
+
+
+def starter_of(node: Node) -> threading.Thread:
+    found = [thread for argv, thread in _STARTERS.items() if node.uid in argv]
+    assert len(found) == 1, (node.uid, list(_STARTERS))
+    return found[0]
+
+
 @needs_bwrap
-async def test_build_outlives_idle_worker_threads(
-    layout: Layout, monkeypatch: pytest.MonkeyPatch
+async def test_builds_are_started_by_one_thread_that_outlives_trios_workers(
+    layout: Layout
 ) -> None:
     # bwrap --die-with-parent uses PR_SET_PDEATHSIG, which fires when the *thread* that
-    # forked bwrap exits. Spawned from a trio worker thread, a build was SIGKILLed as soon as
-    # that thread idled out (10 s). Make idle workers exit almost at once to show it is not.
-    import trio._core._thread_cache as thread_cache
+    # forked bwrap exits. Spawned from one of trio's worker threads, which retire after 10 s
+    # idle, a build was SIGKILLed then. So every build is started by one thread that stays:
+    # not the event loop's, not the worker thread a request may come from.
+    if not _STARTERS:
+        sys.addaudithook(_record_starter)
+    slow = make_node(layout, 'sleep 0.5; echo survived > "$out/ok"')
+    await build(slow, layout, confine=True, make_thrs=1)
+    assert (out_of(slow) / "ok").read_text() == "survived\n"
 
-    monkeypatch.setattr(thread_cache, "IDLE_TIMEOUT", 0.01)
-    await trio.to_thread.run_sync(lambda: None)  # idle workers now expire quickly
-    node = make_node(layout, 'sleep 0.5; echo survived > "$out/ok"')
-    await build(node, layout, confine=True, make_thrs=1)
-    assert (out_of(node) / "ok").read_text() == "survived\n"
+    def build_from_a_worker_thread() -> threading.Thread:
+        trio.from_thread.run(functools.partial(build, other, layout, confine=True))
+        return threading.current_thread()
+
+    other = make_node(layout, 'echo other > "$out/ok"')
+    asking = await trio.to_thread.run_sync(build_from_a_worker_thread)
+    starter = starter_of(slow)
+    assert starter_of(other) is starter and starter.is_alive()
+    assert starter not in (threading.current_thread(), asking, *await trio_workers(8))
+
+
+async def trio_workers(count: int) -> set[threading.Thread]:
+    """`count` of trio's worker threads at once: the idle ones first (then new ones)."""
+    together = threading.Barrier(count)
+    found: set[threading.Thread] = set()
+
+    def meet() -> None:
+        together.wait(timeout=30)
+        found.add(threading.current_thread())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(trio.to_thread.run_sync, meet)
+    assert len(found) == count
+    return found
 
 
 DAEMON = """

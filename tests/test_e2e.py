@@ -6,28 +6,22 @@ import functools
 import json
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ixd.store.fstree import remove_tree
-from tests.daemon_harness import RunningDaemon, start_daemon, wait_for
+from tests.daemon_harness import RunningDaemon, wait_for
+from tests.seeded_store import SeededRoot
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[RunningDaemon]:
-    # not under /tmp: a build's /tmp is its own scratch, which would hold the mount points of
-    # a root under /tmp (see test_build_cannot_write_outside_its_output)
-    top = Path(tempfile.mkdtemp(prefix="ix-e2e-", dir="/var/tmp"))
-    running = start_daemon(top / "root")
-    try:
+def daemon(lib_c_root: SeededRoot) -> Iterator[RunningDaemon]:
+    # lib/c comes prebuilt (the root is not under /tmp: a build's /tmp is its own scratch,
+    # which would hold the mount points of a root under /tmp; see
+    # test_build_cannot_write_outside_its_output); everything else is built here
+    with lib_c_root.daemon() as running:
         yield running
-        assert running.stop() == 0, running.log.read_text()
-    finally:
-        running.stop()
-        remove_tree(top)
 
 
 def run_in_realm(realm: Path, program: str, *args: str) -> str:
@@ -43,6 +37,7 @@ def test_install_flags_remove_purge(daemon: RunningDaemon) -> None:
     done = daemon.ixc("mut", "e2e", "+bin/greet")
     assert "realm e2e: generation 1" in done.stdout
     assert "built bin/greet" in done.stderr  # progress shown while building
+    assert "built lib/c" not in done.stderr  # the prebuilt entries are valid here
     realm = daemon.realm("e2e")
     assert run_in_realm(realm, "greet") == "Hello, world!\n"
     assert realm_target(daemon, "e2e").startswith("../store/")

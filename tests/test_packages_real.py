@@ -36,7 +36,7 @@ from ixd.recipes.tree import RecipeTree
 from ixd.store.elf import NotElf, elf_interpreter
 from ixd.store.fetch import fetch_source
 from ixd.wire.errors import ChecksumMismatch
-from tests.daemon_harness import PKGS, PROJECT, RunningDaemon, start_daemon
+from tests.daemon_harness import PKGS, PROJECT, RunningDaemon
 from tests.seed import (
     DEBIAN_SOURCES,
     Needed,
@@ -45,8 +45,12 @@ from tests.seed import (
     parse_deb822,
     seed,
 )
+from tests.seeded_store import SeededRoot
 
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
+#: (the daemon's tests start from the run's root with lib/c prebuilt)
+pytestmark = pytest.mark.lib_c_root
+
 PACKAGES = ["lib/c", "bin/hello", "lib/lua", "bin/lua", "lib/lzma", "bin/xz",
             "lib/ncurses", "bin/less"]
 #: each program and the library package it links
@@ -251,14 +255,15 @@ class BuiltSet:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltSet]:
+def built(request: pytest.FixtureRequest) -> Iterator[BuiltSet]:
     missing = _unseeded()
     if missing:
         pytest.skip(f"the source mirror {MIRROR} is not seeded (IX_TEST_MIRROR): missing "
                     f"{', '.join(missing)}; run `python -m tests.seed --mirror {MIRROR}`")
-    root = tmp_path_factory.mktemp("realset") / "root"
-    daemon = start_daemon(root, overlays=(PKGS,), extra=["--mirror", f"{MIRROR}/{{sha}}"])
-    try:
+    # lib/c comes prebuilt, by an ixd of this run at this root path (the history below has
+    # its build); every other package is built here
+    lib_c_root: SeededRoot = request.getfixturevalue("lib_c_root")
+    with lib_c_root.daemon(overlays=(PKGS,)) as daemon:
         started = time.monotonic()
         _ixc(daemon.socket, "mut", REALM, *[f"+{p}" for p in PACKAGES],
              timeout=BUILD_TIMEOUT)
@@ -270,8 +275,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltSet]:
         for name, seconds in sorted(times.items()):
             print(f"  {seconds:7.1f}s  {name}")
         yield BuiltSet(daemon, daemon.realm(REALM), times)
-    finally:
-        assert daemon.stop() == 0, daemon.log.read_text()
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from tests.daemon_harness import (
     public_daemon,
     wait_for,
 )
+from tests.seeded_store import SeededRoot
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="attacks run as real accounts: root")
 
@@ -97,10 +98,11 @@ def socket_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def daemon(accounts: dict[str, int], socket_dir: Path) -> Iterator[RunningDaemon]:
-    # the socket outside var/, where only an allow-list sandbox hides it
-    with public_daemon("ix-sec-", ["--admin-group", "ixtadmins", "--jobs", "2"],
-                       socket=socket_dir / "ixd.sock") as running:
+def daemon(accounts: dict[str, int], socket_dir: Path,
+           lib_c_root: SeededRoot) -> Iterator[RunningDaemon]:
+    # the socket outside var/, where only an allow-list sandbox hides it; lib/c prebuilt
+    with lib_c_root.daemon(["--admin-group", "ixtadmins", "--jobs", "2"],
+                           socket=socket_dir / "ixd.sock") as running:
         yield running
 
 

@@ -39,14 +39,8 @@ from services.model import (
     restart_for,
 )
 from services.reconcile import REAP_MIN_AGE, Reconciler
-from tests.daemon_harness import (
-    PKGS,
-    PROJECT,
-    TEST_OVERLAY,
-    RunningDaemon,
-    start_daemon,
-    wait_for,
-)
+from tests.daemon_harness import PROJECT, RunningDaemon, wait_for
+from tests.seeded_store import SeededRoot
 from tests.test_runit import (
     SYSTEM_PYTHON,
     Runsvdir,
@@ -56,6 +50,9 @@ from tests.test_runit import (
     service_pid,
     throwaway_account,
 )
+
+#: (the daemon's tests start from the run's root with lib/c prebuilt)
+pytestmark = pytest.mark.lib_c_root
 
 # --- the pure part ---------------------------------------------------------------------------
 
@@ -520,38 +517,35 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    with public_tmpdir("ix-services-") as base:
+    # bin/beacon is a C program: its daemon starts with lib/c prebuilt
+    lib_c_root: SeededRoot = request.getfixturevalue("lib_c_root")
+    with public_tmpdir("ix-services-") as base, lib_c_root.daemon() as daemon:
         prefix = public_copy(base / "opt")
-        daemon = start_daemon(base / "root", overlays=(TEST_OVERLAY, PKGS),
-                              extra=[])
-        try:
-            with throwaway_account(base / "home") as user:
-                svdir = base / "home" / "service"  # the default: ~/service
-                # the user's own service, made by hand before the session ever ran
-                mine = svdir / "mine"
-                mine.mkdir(parents=True)
-                (mine / "run").write_text("#!/bin/sh\nexec sleep 3600\n")
-                (mine / "run").chmod(0o755)
-                (mine / "down").write_text("")  # not started: it only has to be left alone
-                (mine / "notes").write_text("hands off\n")
-                subprocess.run(["chown", "-R", f"{user}:{user}", str(svdir)], check=True)
-                done = subprocess.run(
-                    ["sh", str(prefix / "runit" / "enable-session.sh"), user,
-                     "--socket", str(daemon.socket), "--prefix", str(prefix),
-                     "--sv-dir", str(base / "sv"), "--service-dir", str(base / "service")],
-                    capture_output=True, text=True, check=True)
-                assert "enabled" in done.stdout
-                runsvdir = Runsvdir(base / "service")
-                try:
-                    yield Stack(daemon, user, base / "home", svdir, prefix,
-                                base / "sv" / f"ix-session-{user}")
-                finally:
-                    runsvdir.stop()
-        finally:
-            assert daemon.stop() == 0, daemon.log.read_text()
+        with throwaway_account(base / "home") as user:
+            svdir = base / "home" / "service"  # the default: ~/service
+            # the user's own service, made by hand before the session ever ran
+            mine = svdir / "mine"
+            mine.mkdir(parents=True)
+            (mine / "run").write_text("#!/bin/sh\nexec sleep 3600\n")
+            (mine / "run").chmod(0o755)
+            (mine / "down").write_text("")  # not started: it only has to be left alone
+            (mine / "notes").write_text("hands off\n")
+            subprocess.run(["chown", "-R", f"{user}:{user}", str(svdir)], check=True)
+            done = subprocess.run(
+                ["sh", str(prefix / "runit" / "enable-session.sh"), user,
+                 "--socket", str(daemon.socket), "--prefix", str(prefix),
+                 "--sv-dir", str(base / "sv"), "--service-dir", str(base / "service")],
+                capture_output=True, text=True, check=True)
+            assert "enabled" in done.stdout
+            runsvdir = Runsvdir(base / "service")
+            try:
+                yield Stack(daemon, user, base / "home", svdir, prefix,
+                            base / "sv" / f"ix-session-{user}")
+            finally:
+                runsvdir.stop()
 
 
 def beacon_says(sock: Path) -> str | None:

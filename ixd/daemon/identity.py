@@ -50,7 +50,9 @@ class AccountCache:
     """
 
     def __init__(self, files: tuple[str, ...] = ("/etc/passwd", "/etc/group"),
-                 max_age: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_age: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 source: AccountSource | None = None) -> None:
+        self._source = NSS if source is None else source
         self._files = files
         self._max_age = max_age
         self._clock = clock
@@ -67,10 +69,7 @@ class AccountCache:
             return self._uids[login]
         except KeyError:
             pass
-        try:
-            uid: int | None = pwd.getpwnam(login).pw_uid
-        except (KeyError, ValueError):  # ValueError: a NUL in the name
-            uid = None
+        uid = self._source.uid_of(login)
         self._uids[login] = uid
         return uid
 
@@ -80,10 +79,7 @@ class AccountCache:
             return self._logins[uid]
         except KeyError:
             pass
-        try:
-            login: str | None = pwd.getpwuid(uid).pw_name
-        except (KeyError, OverflowError):
-            login = None
+        login = self._source.login_of(uid)
         self._logins[uid] = login
         return login
 
@@ -94,7 +90,7 @@ class AccountCache:
             return self._groups[key]
         except KeyError:
             pass
-        member = _in_group_uncached(login, primary_gid, group)
+        member = self._source.in_group(login, primary_gid, group)
         self._groups[key] = member
         return member
 
@@ -108,6 +104,31 @@ class AccountCache:
         if signature != self._signature or now - self._since > self._max_age:
             self._uids, self._logins, self._groups = {}, {}, {}
             self._signature, self._since = signature, now
+
+
+@dataclass(frozen=True)
+class AccountSource:
+    """Where account answers come from: the system's (NSS) for the daemon; tests give
+    made-up accounts."""
+
+    uid_of: Callable[[str], int | None]
+    login_of: Callable[[int], str | None]
+    #: whether (login, primary gid) is in the named group
+    in_group: Callable[[str, int, str], bool]
+
+
+def _uid_of_uncached(login: str) -> int | None:
+    try:
+        return pwd.getpwnam(login).pw_uid
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
+        return None
+
+
+def _login_of_uncached(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
 
 
 def _file_signature(path: str) -> tuple[int, int, int] | None:
@@ -128,6 +149,9 @@ def _in_group_uncached(login: str, primary_gid: int, group: str) -> bool:
     except OSError:
         return gid == primary_gid
 
+
+#: the system's accounts, through NSS
+NSS = AccountSource(_uid_of_uncached, _login_of_uncached, _in_group_uncached)
 
 #: the daemon's one cache of account look-ups
 ACCOUNTS = AccountCache()

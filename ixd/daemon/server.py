@@ -110,7 +110,11 @@ class Server:
                 await trio.sleep(ACCEPT_BACKOFF)
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        caller = peer_credentials(stream.socket)
+        await self.serve_stream(stream, peer_credentials(stream.socket))
+
+    async def serve_stream(self, stream: trio.abc.Stream, caller: Caller) -> None:
+        """Serve one connection of `caller` until it ends (for a socket, the caller comes
+        from its peer credentials; in-process tests give a memory stream and a caller)."""
         held = self.per_user.get(caller.uid, 0)
         self.per_user[caller.uid] = held + 1
         try:
@@ -132,7 +136,7 @@ class Server:
             await trio.aclose_forcefully(stream)
 
 
-async def _refuse(stream: trio.SocketStream, error: IxError) -> None:
+async def _refuse(stream: trio.abc.Stream, error: IxError) -> None:
     conn = protocol.Connection("server")
     hello = protocol.Hello(protocol.PROTOCOL_VERSION, f"ixd {__version__}")
     with trio.move_on_after(1):
@@ -140,7 +144,7 @@ async def _refuse(stream: trio.SocketStream, error: IxError) -> None:
     await _drain(stream)
 
 
-async def _drain(stream: trio.SocketStream) -> None:
+async def _drain(stream: trio.abc.Stream) -> None:
     """Read what the client still sends, briefly, until it hangs up: closing a Unix socket
     with unread bytes resets it, and the client would lose the error just sent."""
     with trio.move_on_after(1):
@@ -208,7 +212,7 @@ def _weight(msg: protocol.Message) -> int:
 
 
 class _Connection:
-    def __init__(self, stream: trio.SocketStream, caller: Caller,
+    def __init__(self, stream: trio.abc.Stream, caller: Caller,
                  handle: RequestHandler, frame_timeout: float) -> None:
         self.stream = stream
         self.frame_timeout = frame_timeout
@@ -265,7 +269,8 @@ class _Connection:
                     data = await self.stream.receive_some(_RECV_SIZE)
                     if not pending:  # a new frame starts with these bytes
                         deadline = trio.current_time() + self.frame_timeout
-                    self.conn.receive_data(data)
+                    # (a socket gives bytes; other streams may give a bytearray)
+                    self.conn.receive_data(data if isinstance(data, bytes) else bytes(data))
                     continue
                 what = "hello" if self.conn.peer_hello is None else "the rest of a frame"
                 log.warning("uid %d: no %s within %ss; closing", self.caller.uid, what,
