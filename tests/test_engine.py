@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ixd.model.layout import Layout
+from ixd.model.layout import Layout, entry_kind
+from ixd.model.nodes import Node
 from ixd.model.selector import parse_selector
 from ixd.recipes.packages import Package, PackageGraph, walk_closure
-from ixd.recipes.plan import build_plan
+from ixd.recipes.plan import build_plan, realm_plan
 from ixd.recipes.tree import RecipeTree
 from ixd.wire.errors import BadName, DependencyCycle, RecipeError, RecipeNotFound
 
@@ -319,6 +320,24 @@ def test_plan_is_plain_data_with_dependencies_first(overlay: Path, tmp_path: Pat
         assert "pool" not in node
     assert set(data["targets"]) <= seen
     assert {p.uid for p in packages[0].run_closure if p.buildable} == set(data["targets"])
+
+
+def test_nodes_carry_the_kind_of_the_entry_they_make(overlay: Path, tmp_path: Path) -> None:
+    """The store's table records each entry's kind from its node, never from its path; the
+    path is spelled by the layout alone."""
+    layout = Layout(tmp_path)
+    graph = graph_for(overlay, tmp_path)
+    packages = graph.load_all([parse_selector("set/both")])
+    plan = realm_plan("alice", packages, {}, layout)
+    kinds = {n.entry_kind for n in plan.nodes if n.kind == "build"}
+    assert kinds and kinds <= {"bin", "lib", "aux"}
+    realm = plan.nodes[-1]
+    assert realm.kind == "realm" and realm.entry_kind == "rlm"
+    assert Path(realm.outputs[0]) == layout.store_dir(realm.uid, "rlm", "alice")
+    for node in plan.nodes:
+        if node.kind != "fetch":
+            assert entry_kind(node.outputs[0]) == node.entry_kind
+            assert Node.from_json(node.to_json()) == node
 
 
 def test_streamed_plan_batches_keep_every_node_in_order_and_stay_small(

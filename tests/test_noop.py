@@ -80,7 +80,7 @@ async def test_a_noop_is_answered_without_planning_or_the_database(daemon: Daemo
         assert realm["path"] == made["path"] and realm["state"] == made["state"]
 
     # the full change says the same, word for word
-    daemon._settled.clear()
+    daemon.realm_cache.settled.clear()
     assert await ask(daemon, "mut", mut(f"+{B}")) == again
 
 
@@ -105,11 +105,11 @@ async def test_a_let_in_another_order_is_a_change(daemon: Daemon) -> None:
 
 async def test_a_recipe_changed_since_the_realm_was_built_is_rebuilt(daemon: Daemon) -> None:
     made = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
-    seen = daemon.recipe_changes
+    seen = daemon.catalog.changes
     recipe = daemon.config.overlays[0] / "bin" / "slow" / "ix.sh"
     recipe.write_text(recipe.read_text().replace("starts", "begins"))
     with trio.fail_after(30):  # the watcher reports the edit: polled, with a deadline
-        while daemon.recipe_changes == seen:  # noqa: ASYNC110 (the daemon has no event)
+        while daemon.catalog.changes == seen:  # noqa: ASYNC110 (the daemon has no event)
             await trio.sleep(0.01)
     realm = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
     assert realm["changed"] and realm["generation"] == 2 and realm["path"] != made["path"]
@@ -142,7 +142,7 @@ async def test_a_rollback_or_purge_is_not_answered_from_before(daemon: Daemon) -
 
 async def test_a_collected_entry_is_not_taken_as_built(daemon: Daemon) -> None:
     made = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
-    settled = daemon._settled[REALM]
+    settled = daemon.realm_cache.settled[REALM]
     build = next(n for n in settled.plan.nodes if n.kind == "build")
     daemon.runner.valid.discard(build.uid)  # as gc does for what it collects
     realm = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]

@@ -89,8 +89,9 @@ def test_a_realm_recorded_with_a_flag_now_refused_says_how_to_go_on(tmp_path: Pa
         root = Caller(uid=0, gid=0, pid=1)
         with pytest.raises(BadFlag, match=r"realm 'old' \(generation 1\) holds a flag ix no "
                                           r"longer accepts: .*'greeting'.*`ixc let old ...`"):
-            daemon._prepare("old", [patch], root, fresh=False)
-        assert daemon._prepare("old", [patch], root, fresh=True).state.flags == (("shout", "1"),)
+            daemon.changes.prepare("old", [patch], root, fresh=False)
+        fresh = daemon.changes.prepare("old", [patch], root, fresh=True)
+        assert fresh.state.flags == (("shout", "1"),)
     finally:
         daemon.db.close()
 

@@ -328,7 +328,7 @@ def test_status_replies_are_pages_with_a_total(tmp_path: Path) -> None:
     caller = Caller(0, 0, 1)
 
     def status(args: dict[str, Any]) -> Any:
-        return trio.run(ixd.op_status, args, caller, lambda kind, data: None)
+        return trio.run(ixd.builds.op_status, args, caller, lambda kind, data: None)
 
     first = status({})
     assert len(first["builds"]) == paging.STATUS_PAGE
@@ -453,9 +453,10 @@ def numbered(text: str, count: int) -> None:
 
 
 @pytest.mark.parametrize(("flags", "joined_after"), [
-    ({"after": 8, "tag": "fend"}, 5000),  # all printed: the whole log is the replay
-    ({"at": 2500, "secs": 4, "after": 1, "tag": "fmid"}, 2500),  # half replayed, half live
-    ({"at": 0, "secs": 4, "tag": "fstart"}, 0),  # nothing printed yet: all of it live
+    # the pauses are the follower's window to join (an `ixc` start is ~50 ms)
+    ({"after": 4, "tag": "fend"}, 5000),  # all printed: the whole log is the replay
+    ({"at": 2500, "secs": 2, "after": 1, "tag": "fmid"}, 2500),  # half replayed, half live
+    ({"at": 0, "secs": 2, "tag": "fstart"}, 0),  # nothing printed yet: all of it live
 ], ids=["after", "between", "before"])
 def test_log_follow_gets_every_line_once_in_order(
         daemon: RunningDaemon, flags: dict[str, Any], joined_after: int) -> None:

@@ -163,7 +163,7 @@ class StoreRunner:
             await self._substitute(node, requested_by)
         else:
             await trio.to_thread.run_sync(assemble_realm, node)
-            await self._register(node, "rlm")
+            await self._register(node)
 
     async def _fetch(self, node: Node) -> None:
         source = node.sources[0]
@@ -272,7 +272,7 @@ class StoreRunner:
                             state: str) -> None:
         """Register the node's entry (in place in the store) and end its build's row, in one
         transaction; valid once committed."""
-        kind = Path(node.outputs[0]).name.split("-", 2)[1]
+        kind = node.entry_kind
         build_id = await started.result()
 
         def register_and_end() -> None:
@@ -360,11 +360,11 @@ class StoreRunner:
         message = error.message if error else ""
         await self.writes.write(lambda: self.db.build_ended(build_id, state, message))
 
-    async def _register(self, node: Node, kind: str) -> None:
+    async def _register(self, node: Node) -> None:
         out = node.outputs[0]
         content = await trio.to_thread.run_sync(tree_hash, Path(out))
         await self.writes.write(
-            lambda: self.db.register_valid(node.uid, out, node.name, kind, content))
+            lambda: self.db.register_valid(node.uid, out, node.name, node.entry_kind, content))
         self.valid.add(node.uid)
 
 

@@ -40,7 +40,7 @@ from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.build.cluster import LOG_TOPIC, STARTED_TOPIC
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import BadRequest, CacheError, IxError
-from ixd.model.layout import Layout
+from ixd.model.layout import Layout, entry_kind
 from ixd.model.nodes import Node, Plan
 from ixd.recipes.plan import fetch_node
 from ixd.build.runner import StoreRunner
@@ -190,7 +190,8 @@ def _inputs_plan(node: Node, layout: Layout, runner: StoreRunner,
                              f"worker holds: its submitter pushes its inputs first")
         references = tuple(r for r in hit.entry.references if r != uid)
         nodes[uid] = Node(uid=uid, kind="substitute", name=uid, deps=references, inputs=(),
-                          outputs=(hit.entry.store_path,))
+                          outputs=(hit.entry.store_path,),
+                          entry_kind=entry_kind(hit.entry.store_path))
         todo.extend(references)
     fetches = [fetch_node(s.url, s.sha256, s.filename, layout) for s in node.sources]
     target = dataclasses.replace(node, deps=(*nodes, *(f.uid for f in fetches)))

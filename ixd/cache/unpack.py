@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ixd.model.layout import entry_kind
 from ixd.model.nodes import Node, Source
 from ixd.store.builder import BuildLimits
 
@@ -45,6 +46,7 @@ def unpack_node(uid: str, name: str, store_path: Path, archive_sha256: str, arch
         env={"PATH": "/usr/bin:/bin", "LANG": "C"},
         sources=(Source(url=archive_url, sha256=archive_sha256, filename=ARCHIVE_NAME),),
         meta={"unpacks": archive_url},
+        entry_kind=entry_kind(store_path),
     )
 
 

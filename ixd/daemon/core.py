@@ -52,7 +52,7 @@ class Daemon:
         self.layout.ensure()
         self.db = BuildDatabase(self.layout.database, config.db_busy_timeout)
         log.info(recover(self.layout, self.db).summary())
-        cache = RealmCache()
+        self.realm_cache = cache = RealmCache()
         access = RealmAccess(self.db, self.layout, cache, config.admin_group)
         access.evict_squatters()
         self.catalog = Catalog(config.overlays, self.layout, dict(config.settings))
@@ -62,11 +62,11 @@ class Daemon:
         self.pusher, self.cluster = self.engine.pusher, self.engine.cluster
         collector = Collector(self.db, self.layout, self.runner, self.scheduler,
                               config.keep_generations, config.min_free)
-        changes = RealmChanges(self.db, self.layout, self.catalog, access, cache,
-                               self.scheduler, self.runner)
+        self.changes = changes = RealmChanges(self.db, self.layout, self.catalog, access,
+                                              cache, self.scheduler, self.runner)
         realms = RealmOps(self.db, self.layout, access, cache)
-        builds = BuildOps(self.db, self.layout, self.catalog, self.scheduler, self.runner,
-                          self.cluster)
+        self.builds = builds = BuildOps(self.db, self.layout, self.catalog, self.scheduler,
+                                        self.runner, self.cluster)
         admin = AdminOps(self.db, self.layout, self.catalog, access, cache, self.runner,
                          collector, self.pusher)
         self.handlers: dict[str, Handler] = {
@@ -90,15 +90,6 @@ class Daemon:
         # the daemon's tasks besides the server (`ixd.daemon.main`)
         self.watch_recipes = self.catalog.watch
         self.watch_free_space = collector.watch_free_space
-        # reached into by in-process tests (test_noop, test_security_policy, test_wire_bounds)
-        self._settled = cache.settled
-        self._prepare = changes.prepare
-        self.op_status = builds.op_status
-
-    @property
-    def recipe_changes(self) -> int:
-        """Batches of recipe changes seen so far (`Catalog.changes`)."""
-        return self.catalog.changes
 
     async def handle(self, op: str, args: dict[str, Any], caller: Caller,
                      emit: Listener) -> Any:

@@ -10,6 +10,18 @@ from pathlib import Path
 from ixd.wire.errors import RootUnsafe
 
 
+def entry_path(store: Path, uid: str, label: str) -> Path:
+    """A store entry's folder: `STORE/UID-LABEL`, the label `KIND-NAME` (`bin-hello`,
+    `rlm-alice`): the one spelling of a store path."""
+    return store / f"{uid}-{label}"
+
+
+def entry_kind(path: str | Path) -> str:
+    """The kind of the store entry at `path` (`bin` of `.../UID-bin-hello`): for entries
+    known only by their path (a binary cache's index); plan nodes carry theirs."""
+    return Path(path).name.split("-", 2)[1]
+
+
 @dataclass(frozen=True)
 class Layout:
     """The paths under one root. Pure: creating them is `ensure()`'s job."""
@@ -53,7 +65,7 @@ class Layout:
         return self.root / "trash"
 
     def store_dir(self, uid: str, kind: str, name: str) -> Path:
-        return self.store / f"{uid}-{kind}-{name}"
+        return entry_path(self.store, uid, f"{kind}-{name}")
 
     def log_path(self, uid: str) -> Path:
         return self.logs / f"{uid}.log"

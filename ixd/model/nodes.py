@@ -49,6 +49,9 @@ class Node:
     meta: dict[str, Any] = field(default_factory=dict)
     #: build nodes: seconds the recipe asks for beyond the daemon's --build-timeout (0: none)
     timeout: float = 0.0
+    #: the kind of the store entry the node makes (`bin`, `lib`, `rlm`, ...; empty for a
+    #: fetch): what the store's table records
+    entry_kind: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +72,7 @@ class Node:
             sources=tuple(Source(**s) for s in data["sources"]),
             meta=dict(data["meta"]),
             timeout=float(data.get("timeout", 0.0)),
+            entry_kind=str(data.get("entry_kind", "")),
         )
 
 

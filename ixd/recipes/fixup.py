@@ -22,7 +22,6 @@ from ixd.model.selector import Selector
 from ixd.recipes.packages import Package, content_hash
 
 #: store dirs of fix-up outputs end in this (`UID-fix-realm`)
-FIXUP_SUFFIX = "fix-realm"
 
 #: the hooks' runner; IX_R_DIR lists the realm's store dirs back to front
 FIXUP_SCRIPT = r"""set -eu
@@ -84,9 +83,10 @@ def fixup_node(realm: str, dirs: Sequence[str], dir_uids: Sequence[str],
         name=f"fix-up of realm {realm}",
         deps=tuple(dict.fromkeys([*dir_uids, *(p.uid for p in tools.values())])),
         inputs=tuple(inputs),
-        outputs=(str(layout.store / f"{uid}-{FIXUP_SUFFIX}"),),
+        outputs=(str(layout.store_dir(uid, "fix", "realm")),),
         command=("/bin/sh", "-s"),
         stdin=FIXUP_SCRIPT,
         env=env,
         meta={"package": "fix-up", "realm": realm, "flags": {}},
+        entry_kind="fix",
     )

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ixd.model import platforms
+from ixd.model.layout import entry_path
 from ixd.model.nodes import Node, Source, url_basename
 from ixd.model.selector import (
     ONE_LEVEL_FLAGS,
@@ -550,7 +551,7 @@ class PackageGraph:
             if kept is not None:  # the kept render shares the text too
                 self._renders[package.key] = (package.descriptor, kept[1])
             return
-        out = str(self.store / f"{package.uid}-{pkg_name(package.name, package.kind)}")
+        out = str(entry_path(self.store, package.uid, pkg_name(package.name, package.kind)))
         package.out_dir = out
         package.node = self._nodes[package.uid] = Node(
             uid=package.uid,
@@ -566,6 +567,7 @@ class PackageGraph:
             sources=sources,
             meta={"package": package.name, "flags": dict(package.flags)},
             timeout=d.timeout,
+            entry_kind=package.kind,
         )
 
     # --- cache invalidation ---------------------------------------------------------------

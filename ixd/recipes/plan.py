@@ -86,8 +86,9 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
         name=f"realm {realm}",
         deps=tuple(deps),
         inputs=tuple(dirs),
-        outputs=(str(layout.store / f"{uid}-rlm-{realm}"),),
+        outputs=(str(layout.store_dir(uid, "rlm", realm)),),
         meta=dict(meta),
+        entry_kind="rlm",
     )
 
 
