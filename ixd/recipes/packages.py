@@ -141,27 +141,26 @@ def _lib_deps(package: Package) -> tuple[Package, ...]:
 
 
 def visit(roots: Sequence[Package],
-          children: Callable[[Package], Sequence[Package]]) -> tuple[Package, ...]:
+          closure: Callable[[Package], Sequence[Package]]) -> tuple[Package, ...]:
     """The packages reachable from `roots` (roots included), each uid once, in stal/IX's
     order: depth first, every package before the packages it reaches, earlier roots and
-    children first. (The reverse of a post-order walk over children taken last to first.)"""
+    children first (the reverse of a post-order walk over children taken last to first).
+
+    `closure(p)` is p's whole closure, itself in this order (a package's `lib_closure` or
+    `run_deps`). So the walk never descends: taken last to first, each package of a
+    closure reaches only packages after it, already seen when it is reached; it comes out
+    at once. (A walk that descended would read each closure again at every level.)"""
     seen: set[str] = set()
     post: list[Package] = []
     for root in reversed(roots):
         if root.uid in seen:
             continue
         seen.add(root.uid)
-        stack: list[tuple[Package, Iterator[Package]]] = [(root, reversed(children(root)))]
-        while stack:
-            package, pending = stack[-1]
-            for child in pending:
-                if child.uid not in seen:
-                    seen.add(child.uid)
-                    stack.append((child, reversed(children(child))))
-                    break
-            else:
-                stack.pop()
+        for package in reversed(closure(root)):
+            if package.uid not in seen:
+                seen.add(package.uid)
                 post.append(package)
+        post.append(root)
     post.reverse()
     return tuple(post)
 
