@@ -24,6 +24,7 @@ Then it measures:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -44,6 +45,8 @@ _STARTED = time.perf_counter()
 PROJECT = Path(__file__).resolve().parent.parent
 PKGS = PROJECT / "pkgs"
 LAYERS = 12
+#: re-plans after the edit the in-process child times (their median is reported)
+REPLANS = 5
 PICKUP_DEADLINE = 30.0
 SERVE_DEADLINE = 30.0
 
@@ -295,10 +298,11 @@ def cold_child(args: argparse.Namespace) -> None:
     imported = time.perf_counter()
     from ixd.model.layout import Layout
     from ixd.model.selector import parse_selector
-    from ixd.recipes.packages import PackageGraph, walk_closure
+    from ixd.recipes.packages import GC_THRESHOLDS, PackageGraph, walk_closure
     from ixd.recipes.plan import realm_plan
     from ixd.recipes.tree import RecipeTree
 
+    gc.set_threshold(*GC_THRESHOLDS)  # as ixd sets them
     t0 = time.perf_counter()
     import_s = t0 - imported
     selectors = [parse_selector(s) for s in json.loads(Path(args.realm_file).read_text())]
@@ -339,11 +343,15 @@ def cold_child(args: argparse.Namespace) -> None:
     result["warm_unchanged_s"] = time.perf_counter() - t
     renders = graph.renders
     edited = Path(args.edit_file).resolve()
-    t = time.perf_counter()
-    result["invalidated"] = graph.invalidate_files([edited])
-    plan()
-    result["warm_after_invalidate_s"] = time.perf_counter() - t
-    result["rerenders"] = graph.renders - renders
+    samples = []
+    for _ in range(REPLANS):  # the edit seen again each time: the same work, 5 samples
+        t = time.perf_counter()
+        result["invalidated"] = graph.invalidate_files([edited])
+        plan()
+        samples.append(time.perf_counter() - t)
+    result["warm_after_invalidate_s"] = statistics.median(samples)
+    result["warm_after_invalidate_max_s"] = max(samples)
+    result["rerenders"] = (graph.renders - renders) // REPLANS
     print(json.dumps(result))
 
 
@@ -550,7 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"    re-plan, nothing changed:               "
               f"{replans['warm_unchanged_s'] * 1000:8.1f} ms")
         print(f"    re-plan after invalidate_files(edited): "
-              f"{replans['warm_after_invalidate_s'] * 1000:8.1f} ms "
+              f"{replans['warm_after_invalidate_s'] * 1000:8.1f} ms median of {REPLANS} "
+              f"(max {replans['warm_after_invalidate_max_s'] * 1000:.1f} ms) "
               f"({replans['invalidated']} packages invalidated, "
               f"{replans['rerenders']} re-rendered; goal <= 100 ms)")
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import logging.handlers
 import os
@@ -26,6 +27,7 @@ from ixd.cache.substitute import CacheSettings
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
 from ixd.model.layout import Layout
+from ixd.recipes.packages import GC_THRESHOLDS
 from ixd.store.builder import BuildLimits
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.store.buildusers import load_pool
@@ -274,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["keygen"]:
         return keygen_main(argv[1:])
     writer = _log_in_background()
+    gc.set_threshold(*GC_THRESHOLDS)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
