@@ -130,3 +130,22 @@ def test_a_store_mostly_of_dropped_renders_is_written_anew(tmp_path: Path) -> No
     assert len(store.read_text().splitlines()) == 2  # the header and the one render kept
     assert again.load(parse_selector("bin/churn")).descriptor.script_data == "v1199"
     assert again.renders == 0
+
+
+def test_no_more_renders_are_kept_than_the_bound(tmp_path: Path) -> None:
+    """Clients choose flags: the renders of their flag sets must not grow the store without
+    end. Beyond the bound a render is simply made again after a restart."""
+    root = tmp_path / "o"
+    recipe(root, "bin/flagged", "'v ' + (n or '')")
+    g = graph(tmp_path)
+    assert g.render_store is not None
+    g.render_store.max_renders = 5
+    for i in range(50):
+        g.load(parse_selector(f"bin/flagged(n={i})"))
+    g.render_store.flush()
+    store = tmp_path / "renders.jsonl"
+    assert len(store.read_text().splitlines()) == 1 + 5  # the header and five renders
+    again = graph(tmp_path)
+    assert again.load(parse_selector("bin/flagged(n=3)")).descriptor.script_data == "v 3"
+    assert again.load(parse_selector("bin/flagged(n=40)")).descriptor.script_data == "v 40"
+    assert again.renders == 1  # n=3 was kept, n=40 is made again

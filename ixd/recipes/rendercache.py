@@ -36,6 +36,10 @@ Kept = tuple[dict[str, Any], frozenset[Path], bool]
 
 #: renders waiting to be written are written once they take this much memory
 FLUSH_BYTES = 1 << 20
+#: at most this many renders are kept (about 40 times stal/IX's CI set): clients choose
+#: flags, so without a bound any user could grow the file (and its index) without end;
+#: renders beyond it are made again after a restart
+MAX_RENDERS = 200_000
 #: the modules whose code decides what a render gives
 #: the packages whose code a render depends on: every module of them is hashed
 _RENDER_PACKAGES = ("recipes", "model")
@@ -71,8 +75,9 @@ class RenderStore:
     when a package asks for it (a store made by a big tree would otherwise double the
     daemon's memory)."""
 
-    def __init__(self, path: Path, fingerprint: str) -> None:
+    def __init__(self, path: Path, fingerprint: str, max_renders: int = MAX_RENDERS) -> None:
         self.path = path
+        self.max_renders = max_renders
         self._header = (json.dumps({"fingerprint": fingerprint}) + "\n").encode()
         self._lock = threading.Lock()
         #: key -> (offset, length) of its line
@@ -194,6 +199,8 @@ class RenderStore:
         """Keep a render made now: `raw` its descriptor, `text` the same as JSON (written by
         the next `flush`)."""
         with self._lock:
+            if len(self._index) + len(self._pending) >= self.max_renders:
+                return  # full: made again after a restart
             identified = []
             for path in files:
                 identity = self._now(path)
