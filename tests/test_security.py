@@ -300,7 +300,9 @@ def test_fork_bomb_is_bounded_and_others_still_build(limited: RunningDaemon) -> 
         assert other.returncode == 0, err
     finally:
         _, bomb_err = bomb.communicate(timeout=120)
-    assert bomb.returncode != 0 and "did not finish within" in bomb_err
+    # it ends by the timeout, or earlier when its own shell cannot fork past the bound
+    assert bomb.returncode != 0
+    assert "did not finish within" in bomb_err or "Cannot fork" in bomb_err, bomb_err
     assert most <= MAX_PROCESSES
     wait_for(lambda: not build_processes(uid), "the fork bomb's processes to be gone", 15)
 
