@@ -3,23 +3,15 @@ packages without rendering, and never a render whose files or host answers chang
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ixd.model.selector import parse_selector
 from ixd.recipes.packages import PackageGraph
 from ixd.recipes.tree import RecipeTree
+from tests.test_stalix_render import recipe
 
 HOST = "linux-x86_64"
-
-
-def recipe(root: Path, name: str, data: str, **more: object) -> Path:
-    path = root / name / "ix.sh"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"bld": {"script": {"exec": ["/bin/sh", "-s"], "data": "@DATA@"}, **more}}
-    path.write_text(json.dumps(body).replace('"@DATA@"', "{{ (" + data + ") | jd }}"))
-    return path
 
 
 def graph(tmp_path: Path, **settings: str) -> PackageGraph:

@@ -18,12 +18,13 @@ from ixd.wire.errors import BadFlag, BadName, RecipeError, RecipeNotFound
 HOST = "linux-x86_64"
 
 
-def recipe(root: Path, name: str, data: str, **more: object) -> None:
-    """A buildable recipe whose script is `data` (a Jinja template)."""
+def recipe(root: Path, name: str, data: str, **more: object) -> Path:
+    """A buildable recipe whose script is `data` (a Jinja template); its file."""
     path = root / name / "ix.sh"
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"bld": {"script": {"exec": ["/bin/sh", "-s"], "data": "@DATA@"}, **more}}
     path.write_text(json.dumps(body).replace('"@DATA@"', "{{ (" + data + ") | jd }}"))
+    return path
 
 
 def graph(root: Path, tmp_path: Path, **settings: str) -> PackageGraph:

@@ -21,8 +21,6 @@ from ixd.model.nodes import Node
 from ixd.model.selector import Selector
 from ixd.recipes.packages import Package, content_hash
 
-#: store dirs of fix-up outputs end in this (`UID-fix-realm`)
-
 #: the hooks' runner; IX_R_DIR lists the realm's store dirs back to front
 FIXUP_SCRIPT = r"""set -eu
 mkdir "$tmp/realm"
