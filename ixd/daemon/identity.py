@@ -14,8 +14,12 @@ import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ixd.model.realm import login_or_uid
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -65,34 +69,16 @@ class AccountCache:
 
     def uid_of(self, login: str) -> int | None:
         self._check_fresh()
-        try:
-            return self._uids[login]
-        except KeyError:
-            pass
-        uid = self._source.uid_of(login)
-        self._uids[login] = uid
-        return uid
+        return _remembered(self._uids, login, self._source.uid_of)
 
     def login_of(self, uid: int) -> str | None:
         self._check_fresh()
-        try:
-            return self._logins[uid]
-        except KeyError:
-            pass
-        login = self._source.login_of(uid)
-        self._logins[uid] = login
-        return login
+        return _remembered(self._logins, uid, self._source.login_of)
 
     def in_group(self, login: str, primary_gid: int, group: str) -> bool:
         self._check_fresh()
-        key = (login, primary_gid, group)
-        try:
-            return self._groups[key]
-        except KeyError:
-            pass
-        member = self._source.in_group(login, primary_gid, group)
-        self._groups[key] = member
-        return member
+        return _remembered(self._groups, (login, primary_gid, group),
+                           lambda key: self._source.in_group(*key))
 
     def _check_fresh(self) -> None:
         now = self._clock()
@@ -104,6 +90,15 @@ class AccountCache:
         if signature != self._signature or now - self._since > self._max_age:
             self._uids, self._logins, self._groups = {}, {}, {}
             self._signature, self._since = signature, now
+
+
+def _remembered(table: dict[K, V], key: K, look: Callable[[K], V]) -> V:
+    """`table[key]`, looked up with `look` and kept the first time."""
+    try:
+        return table[key]
+    except KeyError:
+        value = table[key] = look(key)
+        return value
 
 
 @dataclass(frozen=True)
