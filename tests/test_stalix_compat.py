@@ -68,6 +68,7 @@ def graphs() -> dict[str, PackageGraph]:
     return {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", TARGETS)
 def test_ix_renders_the_tree_as_stalix_does(stem: str, tree: RecipeTree,
                                             graphs: dict[str, PackageGraph],

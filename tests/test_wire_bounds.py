@@ -409,6 +409,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_a_200_mib_log_is_streamed_whole_in_little_memory(
         daemon: RunningDaemon, tmp_path: Path) -> None:
     name = "bin/slow(secs=0,tag=biglog)"
