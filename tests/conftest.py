@@ -1,20 +1,27 @@
-"""Shared fixtures: real accounts for multi-user tests, and cleanup of what tests leave."""
+"""Shared fixtures: real accounts for multi-user tests, the roots with lib/c prebuilt, and
+cleanup of what tests leave; and what a parallel run (`pytest -n N`) shares between its
+processes (tests/parallel.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import grp
 import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests import daemon_harness
-from tests.seeded_store import Prebuild, SeededRoot
+from tests.parallel import ModuleScheduling, Needs, RunFolder, module_of, needs_of
+from tests.seeded_store import SEEDED_ROOTS, Prebuild, SeededRoot
 
 # Property tests: a hundred cases each in every test run (the suite runs often, and each
 # run draws new ones); `bench/fuzz.py` (profile `fuzz`) runs the fuzzers with tens of
@@ -32,23 +39,100 @@ def _remove_readable_client() -> Iterator[None]:
     shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
 
 
-#: the run's root with lib/c prebuilt (see `lib_c_root`)
-PREBUILD = Prebuild()
+class Run:
+    """What this process does for the whole run. Alone, or as xdist's controller (`pytest
+    -n N`), it makes the prebuilt lib/c roots and the test accounts when tests need them; as a
+    worker, it uses those its controller made (tests/parallel.py)."""
+
+    def __init__(self) -> None:
+        #: the folder shared with xdist's workers (and the prebuilt roots' home)
+        self._folder: RunFolder | None = None
+        #: a worker's controller's folder, and the worker's name there
+        self.controllers: RunFolder | None = None
+        self.worker = ""
+        #: what the run's tests need (as the workers of a parallel run told it)
+        self.needs = Needs()
+        #: the prebuilt lib/c roots, by fixture (see `lib_c_root`)
+        self.prebuilds = {name: Prebuild(packages) for name, packages in SEEDED_ROOTS.items()}
+        #: the test accounts, when made by this process for its workers
+        self.accounts: contextlib.ExitStack = contextlib.ExitStack()
+        self.made_accounts: dict[str, int] | None = None
+
+    def folder(self) -> RunFolder:
+        """This process's run folder, made when first asked for."""
+        if self._folder is None:
+            # not under /tmp: the prebuilt root lives here (see Prebuild.start)
+            self._folder = RunFolder(Path(tempfile.mkdtemp(prefix="ix-run-", dir="/var/tmp")))
+            self._folder.path.chmod(0o755)
+        return self._folder
+
+    def start_prebuilds(self, roots: Iterable[str]) -> None:
+        for root in roots:
+            self.prebuilds[root].start(self.folder().path / root)
+
+    def make_accounts(self) -> dict[str, int]:
+        if self.made_accounts is None:
+            self.made_accounts = self.accounts.enter_context(_locked_accounts())
+            self.folder().publish_accounts(self.made_accounts)
+        return self.made_accounts
+
+    def close(self) -> None:
+        for prebuild in self.prebuilds.values():
+            prebuild.close()
+        self.accounts.close()
+        if self._folder is not None:
+            shutil.rmtree(self._folder.path, ignore_errors=True)
+
+
+RUN = Run()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        RUN.controllers = RunFolder(Path(workerinput["ix_run_folder"]))
+        RUN.worker = workerinput["workerid"]
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's
+def pytest_configure_node(node: Any) -> None:
+    """(xdist's controller, for each worker it starts) where to find what it makes for them."""
+    node.workerinput["ix_run_folder"] = str(RUN.folder().path)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # If tests need lib/c prebuilt, start building it now and run their modules last (whole
-    # modules, in their order): the build overlaps every other test.
-    needing = {item.path for item in items
-               if "lib_c_root" in item.fixturenames or item.get_closest_marker("lib_c_root")}
-    if needing:
-        items.sort(key=lambda item: item.path in needing)  # stable: the order stays otherwise
+    needs = needs_of(items, SEEDED_ROOTS)
+    if RUN.controllers is not None:
+        # a worker: the controller makes what the tests need, once it hears
+        RUN.controllers.tell(RUN.worker, needs)
+        for root in set(needs.seeded_modules.values()):
+            RUN.prebuilds[root].follow(RUN.controllers.path / root)
+    elif needs.seeded_modules:
+        # If tests need lib/c prebuilt, start building it now and run their modules last
+        # (whole modules, in their order): the build overlaps every other test.
+        items.sort(key=lambda item: module_of(item.nodeid) in needs.seeded_modules)
         if not config.option.collectonly:
-            PREBUILD.start()
+            RUN.start_prebuilds(set(needs.seeded_modules.values()))
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's
+def pytest_xdist_node_collection_finished(node: Any, ids: Sequence[str]) -> None:
+    """(xdist's controller) A worker collected its tests, and said what they need."""
+    RUN.needs = needs = RUN.folder().needs()
+    if not node.config.option.collectonly:
+        RUN.start_prebuilds(set(needs.seeded_modules.values()))
+    if needs.accounts and os.getuid() == 0:
+        RUN.make_accounts()
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
+    return ModuleScheduling(config, log, needs=lambda: RUN.needs,
+                            seeded_ready=lambda root: RUN.prebuilds[root].finished())
 
 
 def pytest_sessionfinish() -> None:
-    PREBUILD.close()
+    RUN.close()
 
 
 @pytest.fixture(scope="session")
@@ -56,15 +140,17 @@ def lib_c_root() -> SeededRoot:
     """The root whose store starts with lib/c, built once for the whole run: modules whose
     daemons build C packages start from a copy instead of building musl again. (A module
     that asks for it through `request.getfixturevalue` is marked `lib_c_root`.)"""
-    return PREBUILD.result()
+    return RUN.prebuilds["lib_c_root"].result()
+
+
+@pytest.fixture(scope="session")
+def lib_c_clang_root() -> SeededRoot:
+    """Like `lib_c_root`, with lib/c also built by clang (mark: `lib_c_clang_root`)."""
+    return RUN.prebuilds["lib_c_clang_root"].result()
 
 
 #: held while a test run has the test accounts
 ACCOUNTS_LOCK = "/tmp/ix-test-accounts.lock"
-
-
-def _delete_account(name: str) -> None:
-    subprocess.run(["userdel", name], capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +159,15 @@ def accounts() -> Iterator[dict[str, int]]:
     holding ixtcarol; removed again at the end, whatever happened."""
     if os.getuid() != 0:
         pytest.skip("creating accounts needs root")
+    if RUN.controllers is not None:
+        yield RUN.controllers.accounts()  # made by the controller, for all its workers
+    else:
+        with _locked_accounts() as made:
+            yield made
+
+
+@contextlib.contextmanager
+def _locked_accounts() -> Iterator[dict[str, int]]:
     # Test runs of other checkouts on this machine use the same accounts: one run at a time
     # holds them (the lock goes with the process, however it ends).
     lock = os.open(ACCOUNTS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -81,6 +176,10 @@ def accounts() -> Iterator[dict[str, int]]:
         yield from _accounts()
     finally:
         os.close(lock)
+
+
+def _delete_account(name: str) -> None:
+    subprocess.run(["userdel", name], capture_output=True)
 
 
 def _accounts() -> Iterator[dict[str, int]]:

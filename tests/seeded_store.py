@@ -1,35 +1,44 @@
 """A root with lib/c (musl, built by ix from source, with gcc and with clang) that test daemons
 start from, instead of building musl again in every module's fresh store. It is built in a
-thread from the start of the run, and the modules that need it run last (tests/conftest.py).
+thread from the start of the run, and the modules that need it run last (tests/conftest.py;
+in a parallel run, once it is ready: tests/parallel.py).
 
 A store entry's uid covers the store paths of its inputs, so entries are only valid at the
 root path they were built at: the prebuilt root is made once per test run at one path, kept
 aside untouched, and copied back to that path (`cp -a`, store entries, database and logs)
 for each daemon that asks; the copy is deleted when that daemon is done. One seeded daemon at
-a time, then. Its entries are exactly what that daemon would have built (they were built by
-an ixd at that very path, registered valid in the copied database), so every other package
-is still built for real on top of them.
+a time, then, in all the processes of a run (`SeededRoot.hold` locks the path). Its entries
+are exactly what that daemon would have built (they were built by an ixd at that very path,
+registered valid in the copied database), so every other package is still built for real on
+top of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
+import time
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ixd.store.fstree import remove_tree
 from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, make_reachable, start_daemon
 
-#: what the prebuilt root holds (with the build tools they need): musl built with gcc, and
-#: with clang where there is one (for test_packages_real's --cc=clang build)
-SEEDED_PACKAGES = ("lib/c", *(("lib/c(cc=clang)",) if shutil.which("clang") else ()))
+#: the prebuilt roots of a run, by the fixture (and mark) that gives one, and what each holds
+#: (with the build tools they need): musl built with gcc; and also with clang where there is
+#: one, for test_packages_real's --cc=clang build. Two roots, so that two processes of a
+#: parallel run can each run daemons on one (tests/parallel.py).
+SEEDED_ROOTS = {
+    "lib_c_root": ("lib/c",),
+    "lib_c_clang_root": ("lib/c", *(("lib/c(cc=clang)",) if shutil.which("clang") else ())),
+}
 
 
 class SeededRoot:
@@ -39,25 +48,36 @@ class SeededRoot:
         self.top = top
         #: the root every seeded daemon of this run uses, one after the other
         self.path = top / "root"
-        self._pristine = top / "pristine"
+        #: the prebuilt root, once made
+        self.pristine = top / "pristine"
+        #: what went wrong making it, if it failed
+        self.failure = top / "failed"
+        #: the process id of the daemon building the prebuilt root, while it runs
+        self.builder_pid_file = top / "builder.pid"
         self._taken = False
         self._removed = itertools.count()
-        #: the process id of the daemon building the prebuilt root, while it runs
-        self.builder_pid: int | None = None
 
-    def prebuild(self, packages: Sequence[str] = SEEDED_PACKAGES) -> None:
+    def prebuild(self, packages: Sequence[str]) -> None:
         """Build `packages` with a real daemon at `path`, then keep its root aside."""
         # it builds beside the tests that need no prebuilt root (they run first): as the
         # processor's second choice, so their timings do not suffer
         daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19)
-        self.builder_pid = daemon.process.pid
+        self.builder_pid_file.write_text(str(daemon.process.pid))
         try:
             daemon.ixc("build", *packages, timeout=1800)
         finally:
             status = daemon.stop()
+            self.builder_pid_file.unlink()
         assert status == 0, daemon.log.read_text()
         (self.path / "var" / "ixd.sock").unlink(missing_ok=True)
-        self.path.rename(self._pristine)
+        self.path.rename(self.pristine)
+
+    def builder_pid(self) -> int | None:
+        """The daemon building the prebuilt root, while it runs."""
+        try:
+            return int(self.builder_pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None  # not started yet, or done (or the file is being written)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[Path]:
@@ -67,19 +87,24 @@ class SeededRoot:
             raise AssertionError(f"the seeded root {self.path} is in use: one seeded daemon "
                                  f"at a time (its entries are only valid at that path)")
         self._taken = True
+        # and one process at a time: other workers of a parallel run wait here (though the
+        # run hands all seeded modules to one worker, tests/parallel.py)
+        lock = os.open(self.top / "hold.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             yield self.path
         finally:
             if self.path.exists():
-                away = self.top / f"used-{next(self._removed)}"
+                away = self.top / f"used-{os.getpid()}-{next(self._removed)}"
                 self.path.rename(away)
                 remove_tree(away)
+            os.close(lock)
             self._taken = False
 
     def copy_into_place(self) -> None:
         """A fresh copy of the prebuilt root at `path` (which must be held, and free)."""
         assert self._taken and not self.path.exists(), self.path
-        subprocess.run(["cp", "-a", "--reflink=auto", str(self._pristine), str(self.path)],
+        subprocess.run(["cp", "-a", "--reflink=auto", str(self.pristine), str(self.path)],
                        check=True)
 
     @contextlib.contextmanager
@@ -105,67 +130,86 @@ class SeededRoot:
 
 class Prebuild:
     """The prebuilt root of this run, made in a thread of its own once started: the musl
-    build overlaps the tests that run before the first one needing it."""
+    build overlaps the tests that run before the first one needing it. One process of a run
+    makes it (`start`); the workers of a parallel run follow it through its folder
+    (`follow`): it is ready once `pristine` exists, failed once `failed` does."""
 
-    def __init__(self) -> None:
-        self._top: Path | None = None
-        self._builder: SeededRoot | None = None
-        self._thread: threading.Thread | None = None
+    #: how long a test may wait for the prebuilt root (seconds)
+    DEADLINE = 1800.0
+
+    def __init__(self, packages: Sequence[str]) -> None:
+        self.packages = packages
         self._seeded: SeededRoot | None = None
-        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is not None:
+    def start(self, top: Path) -> None:
+        """Make the root in `top` (a folder no other process of the run makes it in; not
+        under /tmp: a build's /tmp is its own scratch, which would hold the mount points of
+        a root under /tmp, see test_e2e's test_build_cannot_write_outside_its_output)."""
+        if self._seeded is not None:
             return
-        # not under /tmp: a build's /tmp is its own scratch, which would hold the mount
-        # points of a root under /tmp (see test_e2e's test_build_cannot_write_outside_its_output)
-        self._top = Path(tempfile.mkdtemp(prefix="ix-seeded-", dir="/var/tmp"))
-        self._top.chmod(0o755)
-        make_reachable(self._top)
-        self._builder = SeededRoot(self._top)
-        self._thread = threading.Thread(target=self._build, args=(self._builder,),
-                                        name="ix-test-prebuild", daemon=True)
+        top.mkdir(mode=0o755)
+        make_reachable(top)
+        self._seeded = SeededRoot(top)
+        self._thread = threading.Thread(target=self._build, args=(self._seeded, self.packages),
+                                        name=f"ix-test-prebuild-{top.name}", daemon=True)
         self._thread.start()
 
-    def _build(self, seeded: SeededRoot) -> None:
+    def follow(self, top: Path) -> None:
+        """Use the root another process of the run makes in `top`."""
+        self._seeded = SeededRoot(top)
+
+    @staticmethod
+    def _build(seeded: SeededRoot, packages: Sequence[str]) -> None:
         try:
-            seeded.prebuild()
-            self._seeded = seeded
-        except BaseException as exc:
-            self._error = exc
+            seeded.prebuild(packages)
+        except BaseException:
+            staging = seeded.failure.with_suffix(".tmp")
+            staging.write_text(traceback.format_exc())
+            staging.rename(seeded.failure)
+
+    def finished(self) -> bool:
+        """Whether the root is made (or failed to be)."""
+        seeded = self._seeded
+        return seeded is not None and (seeded.pristine.exists() or seeded.failure.exists())
 
     def result(self) -> SeededRoot:
-        """The prebuilt root, once made (started now if it was not yet)."""
-        self.start()
-        assert self._thread is not None and self._top is not None
-        while self._thread.is_alive():
+        """The prebuilt root, once made."""
+        seeded = self._seeded
+        assert seeded is not None, "the prebuilt root was neither started nor followed"
+        deadline = time.monotonic() + self.DEADLINE
+        while not self.finished():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the prebuilt root in {seeded.top} took more than "
+                                     f"{self.DEADLINE} s")
             # a test waits for it now: the build is no longer the processor's second choice
             # (again each second: the daemon may not have started yet)
-            if self._builder is not None and self._builder.builder_pid is not None:
-                for pid in [self._builder.builder_pid, *descendants(self._builder.builder_pid)]:
-                    with contextlib.suppress(OSError):
-                        # each thread has its own niceness (the daemon's spawner thread
-                        # passes its own on to the builds it starts)
-                        for thread in os.listdir(f"/proc/{pid}/task"):
-                            os.setpriority(os.PRIO_PROCESS, int(thread), 0)
-            self._thread.join(timeout=1)
-        self._thread.join()
-        if self._error is not None:
-            raise AssertionError(f"prebuilding lib/c failed: {self._error}") from self._error
-        assert self._seeded is not None
-        return self._seeded
+            builder = seeded.builder_pid()
+            for pid in [builder, *descendants(builder)] if builder else []:
+                with contextlib.suppress(OSError):
+                    # each thread has its own niceness (the daemon's spawner thread
+                    # passes its own on to the builds it starts)
+                    for thread in os.listdir(f"/proc/{pid}/task"):
+                        os.setpriority(os.PRIO_PROCESS, int(thread), 0)
+            if self._thread is not None:
+                self._thread.join(timeout=1)
+            else:
+                time.sleep(1)  # polled, with the deadline above: the build is elsewhere
+        if seeded.failure.exists():
+            raise AssertionError(f"prebuilding lib/c failed:\n{seeded.failure.read_text()}")
+        return seeded
 
     def close(self) -> None:
         """Stop the build if it still runs (no test came to need it), then delete everything
-        it made."""
-        if self._thread is not None:
-            builder = self._builder
-            if self._thread.is_alive() and builder is not None and builder.builder_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(builder.builder_pid, signal.SIGTERM)
-            self._thread.join()
-        if self._top is not None:
-            remove_tree(self._top)
+        it made (by the process that made it)."""
+        if self._thread is None or self._seeded is None:
+            return
+        builder = self._seeded.builder_pid()
+        if self._thread.is_alive() and builder:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(builder, signal.SIGTERM)
+        self._thread.join()
+        remove_tree(self._seeded.top)
 
 
 def descendants(pid: int) -> list[int]:

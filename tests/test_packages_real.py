@@ -49,7 +49,7 @@ from tests.seeded_store import SeededRoot
 
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
 #: (the daemon's tests start from the run's root with lib/c prebuilt)
-pytestmark = pytest.mark.lib_c_root
+pytestmark = pytest.mark.lib_c_clang_root
 
 PACKAGES = ["lib/c", "bin/hello", "lib/lua", "bin/lua", "lib/lzma", "bin/xz",
             "lib/ncurses", "bin/less"]
@@ -262,8 +262,8 @@ def built(request: pytest.FixtureRequest) -> Iterator[BuiltSet]:
                     f"{', '.join(missing)}; run `python -m tests.seed --mirror {MIRROR}`")
     # lib/c comes prebuilt, by an ixd of this run at this root path (the history below has
     # its build); every other package is built here
-    lib_c_root: SeededRoot = request.getfixturevalue("lib_c_root")
-    with lib_c_root.daemon(overlays=(PKGS,)) as daemon:
+    seeded: SeededRoot = request.getfixturevalue("lib_c_clang_root")
+    with seeded.daemon(overlays=(PKGS,)) as daemon:
         started = time.monotonic()
         _ixc(daemon.socket, "mut", REALM, *[f"+{p}" for p in PACKAGES],
              timeout=BUILD_TIMEOUT)
