@@ -1,10 +1,10 @@
-"""A root with lib/c (musl, built by ix from source, with gcc and with clang) that test daemons
-start from, instead of building musl again in every module's fresh store. It is built in a
+"""Roots with lib/c (musl, built by ix from source, with gcc; and with clang) that test daemons
+start from, instead of building musl again in every module's fresh store. Each is built in a
 thread from the start of the run, and the modules that need it run last (tests/conftest.py;
 in a parallel run, once it is ready: tests/parallel.py).
 
 A store entry's uid covers the store paths of its inputs, so entries are only valid at the
-root path they were built at: the prebuilt root is made once per test run at one path, kept
+root path they were built at: a prebuilt root is made once per test run at one path, kept
 aside untouched, and copied back to that path (`cp -a`, store entries, database and logs)
 for each daemon that asks; the copy is deleted when that daemon is done. One seeded daemon at
 a time, then, in all the processes of a run (`SeededRoot.hold` locks the path). Its entries
@@ -42,7 +42,7 @@ SEEDED_ROOTS = {
 
 
 class SeededRoot:
-    """The one root path of this test run whose store starts with lib/c built."""
+    """One root path of this test run whose store starts with lib/c built."""
 
     def __init__(self, top: Path) -> None:
         self.top = top
@@ -67,7 +67,7 @@ class SeededRoot:
             daemon.ixc("build", *packages, timeout=1800)
         finally:
             status = daemon.stop()
-            self.builder_pid_file.unlink()
+            self.builder_pid_file.unlink(missing_ok=True)
         assert status == 0, daemon.log.read_text()
         (self.path / "var" / "ixd.sock").unlink(missing_ok=True)
         self.path.rename(self.pristine)
@@ -88,7 +88,7 @@ class SeededRoot:
                                  f"at a time (its entries are only valid at that path)")
         self._taken = True
         # and one process at a time: other workers of a parallel run wait here (though the
-        # run hands all seeded modules to one worker, tests/parallel.py)
+        # run hands all modules of one root to one worker, tests/parallel.py)
         lock = os.open(self.top / "hold.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)

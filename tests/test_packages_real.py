@@ -48,7 +48,7 @@ from tests.seed import (
 from tests.seeded_store import SeededRoot
 
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
-#: (the daemon's tests start from the run's root with lib/c prebuilt)
+#: (the daemon's tests start from the run's root with lib/c prebuilt by gcc and by clang)
 pytestmark = pytest.mark.lib_c_clang_root
 
 PACKAGES = ["lib/c", "bin/hello", "lib/lua", "bin/lua", "lib/lzma", "bin/xz",
