@@ -1,25 +1,20 @@
 """Shared pieces of the daemon benchmarks: a real `ixd` on a fresh root, the real `ixc`.
 
-`BenchDaemon.start(jobs=N)` makes a root under /tmp, starts
-`python -m ixd.daemon.main --root ROOT --overlay tests/overlay --overlay pkgs --mirror ... --jobs N`
-and returns once the daemon has logged that it serves and answered a ping (no polling: a
-thread reads the daemon's stderr and signals the "serving on" line). `stop()` sends SIGTERM,
-waits, and removes the root.
+`BenchDaemon.start(jobs=N)` makes a root under /tmp and starts ixd there the way the tests do
+(`tests.daemon_harness.start_daemon`: the test overlay and pkgs, the seeded mirror), with
+`--jobs N`; it returns once the daemon serves. `stop()` stops it and removes the root.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import multiprocessing
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,11 +24,9 @@ from typing import Any
 from client.lexer import lex_mutation
 from ixd.model.realm import patch_to_wire
 from ixd.wire.transport import Client
-from tests.daemon_harness import MIRROR, PKGS, PROJECT, TEST_OVERLAY, read_rows
+from tests.daemon_harness import PROJECT, RunningDaemon, read_rows, start_daemon
 
 PYTHON = sys.executable
-START_DEADLINE = 60.0
-STOP_DEADLINE = 30.0
 
 
 def env() -> dict[str, str]:
@@ -81,62 +74,28 @@ def timed(repeat: int, call: Callable[[], None]) -> list[float]:
 
 
 class BenchDaemon:
-    def __init__(self, root: Path, process: subprocess.Popen[bytes], log: Path,
-                 jobs: int, tmp: Path) -> None:
-        self.root = root
-        self.process = process
-        self.log = log
+    def __init__(self, running: RunningDaemon, jobs: int, tmp: Path) -> None:
+        self.running = running
+        self.root = running.root
+        self.process = running.process
+        self.log = running.log
+        self.socket = running.socket
+        self.database = running.root / "var" / "ixd.sqlite"
         self.jobs = jobs
+        #: the folder holding the root, the log and whatever else a benchmark keeps
         self.tmp = tmp
-        self.socket = root / "var" / "ixd.sock"
-        self.database = root / "var" / "ixd.sqlite"
-        self._serving = threading.Event()
-        self._drain: threading.Thread | None = None
 
     @classmethod
     def start(cls, *, jobs: int, label: str = "bench",
               extra: Sequence[str] = ()) -> BenchDaemon:
         tmp = Path(tempfile.mkdtemp(prefix=f"ix-{label}-", dir="/tmp"))
         tmp.chmod(0o755)  # build users must reach the store
-        root = tmp / "root"
-        log = tmp / "ixd.log"
-        argv = [PYTHON, "-m", "ixd.daemon.main", "--root", str(root),
-                "--overlay", str(TEST_OVERLAY), "--overlay", str(PKGS),
-                "--mirror", f"{MIRROR}/{{sha}}", "--jobs", str(jobs), *extra]
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, env=env(), cwd="/")
-        daemon = cls(root, process, log, jobs, tmp)
-        assert process.stderr is not None
-        daemon._drain = threading.Thread(target=daemon._copy_log, args=(process.stderr,),
-                                         daemon=True)
-        daemon._drain.start()
         try:
-            # the "serving on" line, or EOF, or the deadline (should the line change):
-            # then one ping decides
-            daemon._serving.wait(START_DEADLINE)
-            try:
-                with Client.connect(daemon.socket) as client:
-                    client.request("ping", {})
-            except Exception as exc:
-                raise RuntimeError(f"ixd does not serve on {daemon.socket} ({exc}; exit "
-                                   f"{process.poll()}):\n{daemon.log_tail()}") from exc
+            running = start_daemon(tmp / "root", extra=["--jobs", str(jobs), *extra])
         except BaseException:
-            daemon.stop()
+            _remove_tree(tmp)
             raise
-        return daemon
-
-    def _copy_log(self, stream: io.BufferedReader) -> None:
-        """Copy the daemon's stderr into its log file; signal the "serving on" line."""
-        with self.log.open("wb") as out:
-            for line in stream:  # line by line until the daemon serves
-                out.write(line)
-                if b" serving on " in line:
-                    out.flush()
-                    self._serving.set()
-                    break
-            while chunk := stream.read1(1 << 16):  # then in big cheap chunks
-                out.write(chunk)
-        self._serving.set()  # EOF: the daemon exited; start() notices
+        return cls(running, jobs, tmp)
 
     def report_log(self) -> None:
         """Say so if the daemon exited badly or logged errors or warnings."""
@@ -201,20 +160,12 @@ class BenchDaemon:
             pass
         return "?"
 
-    def stop(self, *, keep: bool = False) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._drain is not None:
-            self._drain.join(timeout=STOP_DEADLINE)
+    def stop(self, *, keep: bool = False) -> int:
+        status = self.running.stop()
         self.report_log()
         if not keep:
             _remove_tree(self.tmp)
-        return self.process.returncode
+        return status
 
     def __enter__(self) -> BenchDaemon:
         return self

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.daemon_harness import RunningDaemon
 
 _STARTED = time.perf_counter()
 
@@ -48,7 +50,6 @@ LAYERS = 12
 #: re-plans after the edit the in-process child times (their median is reported)
 REPLANS = 5
 PICKUP_DEADLINE = 30.0
-SERVE_DEADLINE = 30.0
 
 # --- the generated overlay -----------------------------------------------------------------
 
@@ -386,53 +387,14 @@ def _env() -> dict[str, str]:
             "PYTHONPATH": str(PROJECT)}
 
 
-def daemon_watches() -> bool:
-    """Whether ixd wires ixd.daemon.watch into its daemon (so edits reach a running daemon)."""
-    sources = list((PROJECT / "ixd" / "daemon").glob("*.py"))
-    return any("watch_tree" in p.read_text() for p in sources if p.exists())
+def planning_daemon(root: Path, overlays: Sequence[Path],
+                    extra: Sequence[str] = ()) -> RunningDaemon:
+    """ixd on `root` (new, or one an earlier daemon left), started the way the tests start
+    it; unconfined: these benchmarks plan, they do not build."""
+    # imported here: the cold child (`--cold-child`) times its own imports
+    from tests.daemon_harness import start_daemon
 
-
-IXD = (sys.executable, "-m", "ixd.daemon.main")
-
-
-def start_daemon(root: Path, overlays: Sequence[Path], command: Sequence[str] = IXD,
-                 fresh: bool = True) -> tuple[subprocess.Popen[bytes], Path]:
-    """ixd on a new root (`fresh`) or on one an earlier daemon left."""
-    from ixd.wire.errors import IxError
-    from ixd.wire.transport import Client
-
-    if fresh:
-        root.mkdir(parents=True)
-    log = root.parent / "ixd.log"
-    argv = [*command, "--root", str(root), "--no-confine"]
-    for overlay in overlays:
-        argv += ["--overlay", str(overlay)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=_env(),
-                                   cwd="/")
-    socket = root / "var" / "ixd.sock"
-    end = time.monotonic() + SERVE_DEADLINE
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise SystemExit(f"ixd exited {process.returncode}:\n{log.read_text()}")
-        try:
-            with Client.connect(socket) as client:
-                client.request("ping", {})
-            return process, socket
-        except IxError:
-            time.sleep(0.02)  # polling under a deadline
-    stop_daemon(process)
-    raise SystemExit(f"ixd did not serve within {SERVE_DEADLINE}s:\n{log.read_text()}")
-
-
-def stop_daemon(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return start_daemon(root, overlays=overlays, extra=["--no-confine", *extra])
 
 
 def vm_hwm_kib(pid: int) -> int | None:
@@ -450,16 +412,15 @@ def node_uids(plan: dict[str, Any], package: str) -> set[str]:
             if n["name"] == package or n["name"].startswith(package + "(")}
 
 
-def run_daemon(tmp: Path, overlay: Overlay, command: Sequence[str] = IXD,
-               watches: bool | None = None) -> dict[str, Any]:
+def run_daemon(tmp: Path, overlay: Overlay) -> dict[str, Any]:
     import msgpack
 
     from ixd.wire.transport import Client
 
-    result: dict[str, Any] = {"watches": daemon_watches() if watches is None else watches}
-    process, socket = start_daemon(tmp / "daemon-root", [overlay.root, PKGS], command)
+    result: dict[str, Any] = {}
+    daemon = planning_daemon(tmp / "daemon-root", [overlay.root, PKGS])
     try:
-        with Client.connect(socket) as client:
+        with Client.connect(daemon.socket) as client:
             args = {"packages": overlay.realm}
 
             def timed() -> tuple[float, dict[str, Any]]:
@@ -473,27 +434,25 @@ def run_daemon(tmp: Path, overlay: Overlay, command: Sequence[str] = IXD,
             result["warm_s"], _ = timed()
             before = node_uids(plan, overlay.edit.name)
             result["edited_nodes"] = len(before)
-            if result["watches"]:
-                edit_recipe(overlay, 1)
-                edited_at = time.perf_counter()
-                end = edited_at + PICKUP_DEADLINE
-                polls = 0
-                while time.perf_counter() < end:
-                    polls += 1
-                    took, plan = timed()
-                    if node_uids(plan, overlay.edit.name) != before:
-                        result["after_change_s"] = took
-                        result["pickup_s"] = time.perf_counter() - edited_at
-                        result["polls"] = polls
-                        result["warm_after_change_median_s"] = statistics.median(
-                            timed()[0] for _ in range(5))
-                        break
-                else:
-                    result["not_picked_up"] = True
-        result["vmhwm_kib"] = vm_hwm_kib(process.pid)
+            edit_recipe(overlay, 1)
+            edited_at = time.perf_counter()
+            end = edited_at + PICKUP_DEADLINE
+            polls = 0
+            while time.perf_counter() < end:
+                polls += 1
+                took, plan = timed()
+                if node_uids(plan, overlay.edit.name) != before:
+                    result["after_change_s"] = took
+                    result["pickup_s"] = time.perf_counter() - edited_at
+                    result["polls"] = polls
+                    result["warm_after_change_median_s"] = statistics.median(
+                        timed()[0] for _ in range(5))
+                    break
+            else:
+                result["not_picked_up"] = True
+        result["vmhwm_kib"] = vm_hwm_kib(daemon.process.pid)
     finally:
-        stop_daemon(process)
-    result["exit"] = process.returncode
+        result["exit"] = daemon.stop()
     return result
 
 
@@ -569,10 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"of msgpack; the edited recipe is {daemon['edited_nodes']} of the nodes")
         print(f"  first request (cold in the daemon): {daemon['cold_s'] * 1000:8.0f} ms")
         print(f"  second request (warm, unchanged):   {daemon['warm_s'] * 1000:8.0f} ms")
-        if not daemon["watches"]:
-            print("  warm re-plan after a recipe change: UNAVAILABLE (ixd does not call "
-                  "watch_tree yet, so a running daemon does not see recipe edits)")
-        elif daemon.get("not_picked_up"):
+        if daemon.get("not_picked_up"):
             print(f"  warm re-plan after a recipe change: UNAVAILABLE (the daemon did not "
                   f"pick up the edit within {PICKUP_DEADLINE:.0f} s)")
         else:

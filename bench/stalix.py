@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.plan import IXD, PROJECT, start_daemon, stop_daemon, vm_hwm_kib
+from bench.plan import PROJECT, planning_daemon, vm_hwm_kib
 
 DEFAULT_PKGS = PROJECT.parent / "shared" / "stalix" / "pkgs"
 TARGETS = ("bin/b64", "bin/curl", "set/stalix", "set/ci(seed=1)")
@@ -40,13 +40,13 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
 def measure_ixd(tmp: Path, pkgs: Path, target: str, repeat: int) -> dict[str, Any]:
     from ixd.wire.transport import Client
 
-    command = (*IXD, "--overlay", str(pkgs), "--set", f"ix_boot_path={BOOT_PATH}")
+    settings = ["--set", f"ix_boot_path={BOOT_PATH}"]
     root = tmp / f"root-{abs(hash(target))}"
     args = {"packages": [target]}
     result: dict[str, Any] = {}
-    process, socket = start_daemon(root, [], command)
+    daemon = planning_daemon(root, [pkgs], settings)
     try:
-        with Client.connect(socket) as client:
+        with Client.connect(daemon.socket) as client:
             result["cold_dep"], deps = timed(lambda: client.request("dep", args))
             result["packages"] = len(deps["packages"])
             result["warm_dep"] = min(timed(lambda: client.request("dep", args))[0]
@@ -63,16 +63,16 @@ def measure_ixd(tmp: Path, pkgs: Path, target: str, repeat: int) -> dict[str, An
             result["plan"], _ = timed(
                 lambda: client.request("plan", {**args, "stream": True}, count))
             result["plan_events"] = len(streamed)
-        result["peak_mib"] = (vm_hwm_kib(process.pid) or 0) / 1024
+        result["peak_mib"] = (vm_hwm_kib(daemon.process.pid) or 0) / 1024
     finally:
-        stop_daemon(process)
+        daemon.stop()
     # the same root again: templates come from the bytecode cache
-    process, socket = start_daemon(root, [], command, fresh=False)
+    daemon = planning_daemon(root, [pkgs], settings)
     try:
-        with Client.connect(socket) as client:
+        with Client.connect(daemon.socket) as client:
             result["cold_dep_bytecode"], _ = timed(lambda: client.request("dep", args))
     finally:
-        stop_daemon(process)
+        daemon.stop()
     return result
 
 
