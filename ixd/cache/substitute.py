@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -250,6 +251,25 @@ class PushReport:
     present: int = 0
 
 
+class StoreRows:
+    """The store's entries that may be pushed (realms are per-machine), looked up by uid as a
+    push meets them: a push reads the rows of the closure it uploads, not the whole store
+    table (tens of thousands of rows, for each entry pushed)."""
+
+    def __init__(self, db: BuildDatabase) -> None:
+        self._db = db
+        self._rows: dict[str, dict[str, Any] | None] = {}
+
+    def get(self, uid: str) -> dict[str, Any] | None:
+        if uid not in self._rows:
+            row = self._db.store_entry(uid)
+            self._rows[uid] = row if row is not None and row["kind"] != "rlm" else None
+        return self._rows[uid]
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, str) and self.get(uid) is not None
+
+
 class Pusher:
     """Uploads store entries to the push cache: each built entry as it is registered
     (queued, retried, never in the way of a realm switch) and whole closures on request."""
@@ -304,15 +324,14 @@ class Pusher:
         """Upload `uids` and their references, references first (blocking)."""
         with self._lock:
             self.cache.ensure_info()
-            entries = {row["uid"]: row for row in self.db.store_entries()
-                       if row["kind"] != "rlm"}
+            entries = StoreRows(self.db)
             report = PushReport()
             done: set[str] = set()
             for uid in uids:
                 self._push_one(uid, entries, done, report)
             return report
 
-    def _push_one(self, uid: str, entries: Mapping[str, dict[str, str]], done: set[str],
+    def _push_one(self, uid: str, entries: StoreRows, done: set[str],
                   report: PushReport) -> None:
         if uid in done:
             return
