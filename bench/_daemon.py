@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import queue
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -119,15 +118,9 @@ class BenchDaemon:
             return "(no log)"
 
     def ixc_argv(self, *words: str) -> list[str]:
-        return [PYTHON, "-m", "client.main", "--socket", str(self.socket), *words]
-
-    def ixc(self, *words: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.ixc_argv(*words), capture_output=True, text=True,
-                                env=env(), cwd="/", timeout=600)
-        if result.returncode != 0:
-            raise RuntimeError(f"ixc {' '.join(words)} exited {result.returncode}:\n"
-                               f"{result.stdout}{result.stderr}")
-        return result
+        """The command line of `ixc WORDS` against this daemon (run it with `env()`)."""
+        argv, _env = self.running.ixc_argv(*words)
+        return argv
 
     def connect(self) -> Client:
         return Client.connect(self.socket)
