@@ -160,3 +160,26 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     assert {"ixd.daemon.core.Daemon", "ixd.store.db"} <= found
     assert package_of("ixd.daemon.core") == "ixd.daemon"
     assert package_of("client.main") == "client"
+
+
+def _git(*args: str) -> list[str]:
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def test_every_package_folder_has_a_tracked_init() -> None:
+    tracked = set(_git("ls-files", *OURS))
+    folders = {str(Path(path).parent) for path in tracked if path.endswith(".py")}
+    missing = sorted(f for f in folders if f"{f}/__init__.py" not in tracked)
+    assert not missing, f"package folders without a tracked __init__.py: {missing}"
+
+
+def test_no_tracked_file_is_ignored() -> None:
+    # a pattern such as `build/` once hid the whole `ixd/build/` package from git and ruff
+    ignored = _git("ls-files", "--cached", "--ignored", "--exclude-standard")
+    assert not ignored, f"tracked files that .gitignore matches: {ignored[:10]}"

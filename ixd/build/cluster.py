@@ -26,8 +26,8 @@ from typing import Any
 
 import trio
 
-from ixd.wire.errors import ClusterUnavailable
 from ixd.model.nodes import Node
+from ixd.wire.errors import ClusterUnavailable
 
 log = logging.getLogger("ixd.build.cluster")
 

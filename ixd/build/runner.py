@@ -18,22 +18,29 @@ from typing import BinaryIO
 
 import trio
 
-from ixd.store import builder
-from ixd.store import fetch
+from ixd.build.cluster import Cluster
+from ixd.build.scheduler import Listener
+from ixd.cache.substitute import Substituter
+from ixd.cache.unpack import unpack_limits, unpack_node
+from ixd.model.layout import Layout
+from ixd.model.nodes import Node
+from ixd.store import builder, fetch
 from ixd.store.assemble import assemble_realm
 from ixd.store.builder import ContentMismatch
 from ixd.store.buildusers import BuildUser, BuildUserPool
-from ixd.build.cluster import Cluster
 from ixd.store.db import BuildDatabase
 from ixd.store.dbwriter import PendingWrite, WriteQueue
-from ixd.wire.errors import BuildFailed, CacheHashMismatch, CacheUnsafeArchive, ClusterUnavailable, InternalError, IxError, error_from_wire
 from ixd.store.fstree import remove_tree
-from ixd.model.layout import Layout
-from ixd.model.nodes import Node
-from ixd.build.scheduler import Listener
-from ixd.cache.substitute import Substituter
 from ixd.store.treehash import tree_hash
-from ixd.cache.unpack import unpack_limits, unpack_node
+from ixd.wire.errors import (
+    BuildFailed,
+    CacheHashMismatch,
+    CacheUnsafeArchive,
+    ClusterUnavailable,
+    InternalError,
+    IxError,
+    error_from_wire,
+)
 
 log = logging.getLogger("ixd.build.runner")
 

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 import trio
 
-from ixd.wire.errors import BuildCancelled, CacheError, DependencyFailed, InternalError, IxError
 from ixd.build.fairness import FairSlots, Ticket
 from ixd.model.nodes import Node, Plan
+from ixd.wire.errors import BuildCancelled, CacheError, DependencyFailed, InternalError, IxError
 
 log = logging.getLogger("ixd.build.scheduler")
 

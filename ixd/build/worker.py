@@ -35,17 +35,17 @@ from typing import Any
 
 import trio
 
-from ixd.store.builder import BuildLimits
-from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.build.cluster import LOG_TOPIC, STARTED_TOPIC
-from ixd.store.db import BuildDatabase
-from ixd.wire.errors import BadRequest, CacheError, IxError
-from ixd.model.layout import Layout, entry_kind
-from ixd.model.nodes import Node, Plan
-from ixd.recipes.plan import fetch_node
 from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import Scheduler
 from ixd.cache.substitute import CacheSettings, Pusher, Substituter, open_caches
+from ixd.model.layout import Layout, entry_kind
+from ixd.model.nodes import Node, Plan
+from ixd.recipes.plan import fetch_node
+from ixd.store.builder import BuildLimits
+from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
+from ixd.store.db import BuildDatabase
+from ixd.wire.errors import BadRequest, CacheError, IxError
 
 #: the environment variable naming the worker's settings file
 CONFIG_ENV = "IX_WORKER_CONFIG"
