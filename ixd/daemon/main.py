@@ -30,7 +30,7 @@ from ixd.model.layout import Layout
 from ixd.recipes.packages import GC_THRESHOLDS
 from ixd.store.builder import BuildLimits
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
-from ixd.store.buildusers import load_pool
+from ixd.store.buildusers import BuildUserPool, load_pool
 from ixd.store.confine import check_confinement
 from ixd.store.verify import Problem, verify_store
 from ixd.wire.errors import ConfinementUnavailable, IxError, RootUnsafe
@@ -258,9 +258,11 @@ def keygen_main(argv: Sequence[str]) -> int:
 
 
 def check_build_confinement(config: Config) -> None:
-    """Refuse to start unless confined builds can run as build users (blocking)."""
-    users = load_pool(config.build_users)
-    check_confinement((users[0].uid, users[0].gid))
+    """Refuse to start unless confined builds can run as build users (blocking). The probe
+    takes its build user the way builds do, by its lock: another daemon starting at the same
+    moment kills the processes of every build user it can lock, and would kill the probe."""
+    with BuildUserPool(load_pool(config.build_users)).holding_one() as user:
+        check_confinement((user.uid, user.gid))
     unreachable = [p for p in (config.root, *config.root.parents)
                    if p.exists() and not os.stat(p).st_mode & 0o001]
     if unreachable:
