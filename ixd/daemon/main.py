@@ -3,6 +3,7 @@
     ixd --root ROOT [options]      serve
     ixd verify --root ROOT         check every valid store entry against its content hash
     ixd keygen NAME [--dir DIR]    write a cache signing key NAME.secret and NAME.public
+    ixd cache-init URL             make a binary cache's bucket and ix-cache-info
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ixd import __version__
 from ixd.build.cluster import ClusterSettings
 from ixd.cache.format import generate_key
 from ixd.cache.substitute import CacheSettings
+from ixd.daemon.admin_commands import cache_init_main
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
 from ixd.model.layout import Layout
@@ -277,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return verify_main(argv[1:])
     if argv[:1] == ["keygen"]:
         return keygen_main(argv[1:])
+    if argv[:1] == ["cache-init"]:
+        return cache_init_main(argv[1:])
     writer = _log_in_background()
     gc.set_threshold(*GC_THRESHOLDS)
     args = build_parser().parse_args(argv)

@@ -272,6 +272,13 @@ class CacheUnavailable(CacheError):
     code = "E_CACHE_UNAVAILABLE"
 
 
+class CacheNoBucket(CacheUnavailable):
+    """The cache's bucket (or folder) does not exist: the administrator makes it once, with
+    `ixd cache-init URL`."""
+
+    code = "E_CACHE_NO_BUCKET"
+
+
 class CacheRefused(CacheError):
     """A cache entry that does not check out: it never enters the store."""
 
