@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ixd.build.certs import DEFAULT_DAYS, make_certificates, members
 from ixd.cache.stores import BinaryCache, open_store, read_credentials
 from ixd.model.layout import Layout
 from ixd.wire.errors import IxError
@@ -48,4 +49,35 @@ def cache_init_main(argv: Sequence[str]) -> int:
     where = "made" if made else "was there already"
     print(f"{args.url}: the bucket {where}; ix-cache-info: StoreDir {info.store_dir}, "
           f"Priority {info.priority}")
+    return 0
+
+
+def cluster_certs_main(argv: Sequence[str]) -> int:
+    """`ixd cluster-certs DIR --ixd NAME --worker NAME`: the cluster's CA (made once, then
+    reused) and a certificate and key for the scheduler and each member named."""
+    parser = argparse.ArgumentParser(
+        prog="ixd cluster-certs",
+        description="make the Dask cluster's CA and TLS certificates (README, \"Build on a "
+                    "cluster\"); run again to add members")
+    parser.add_argument("dir", type=Path, help="where they go (the CA's key stays here)")
+    parser.add_argument("--ixd", action="append", default=[], metavar="NAME",
+                        help="an ixd that submits builds (repeatable): ixd-NAME.pem/.key")
+    parser.add_argument("--worker", action="append", default=[], metavar="NAME",
+                        help="an ix-worker (repeatable): worker-NAME.pem/.key")
+    parser.add_argument("--scheduler-host", action="append", default=[], metavar="HOST",
+                        help="the scheduler's host name or address, recorded in its "
+                             "certificate (repeatable)")
+    parser.add_argument("--days", type=int, default=DEFAULT_DAYS,
+                        help=f"how long they are valid (default {DEFAULT_DAYS})")
+    args = parser.parse_args(argv)
+    try:
+        written = make_certificates(args.dir, members(args.ixd, args.worker,
+                                                      args.scheduler_host), args.days)
+    except (IxError, OSError) as exc:
+        print(f"ixd cluster-certs: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    print(f"give each member ca.pem and its own .pem and .key (keys: readable by the account "
+          f"that uses them only); {args.dir / 'ca.key'} stays with you", file=sys.stderr)
     return 0
