@@ -205,18 +205,27 @@ class Cluster:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_close, client)
 
+    async def ready(self) -> bool:
+        """Whether builds can be submitted now: connected (waiting a while for a connection
+        being made, at start or after the scheduler went away)."""
+        if not self._settled.is_set():
+            with trio.move_on_after(min(SETTLE_WAIT, self.settings.connect_timeout * 2)):
+                await self._settled.wait()
+        return self._state == "connected" and self._client is not None
+
+    def unavailable(self) -> ClusterUnavailable:
+        """The error of a build the cluster cannot take now."""
+        return ClusterUnavailable(f"the cluster {self.settings.where} is {self._state} "
+                                  f"({self.trouble or 'not connected'})")
+
     async def build(self, node: Node) -> dict[str, Any]:
         """Submit `node` and wait for the worker's answer (see `ixd.build.worker.build`):
         ClusterUnavailable if the cluster cannot take it, ClusterLost if it went away with
         the build, ClusterRefused if the worker's task broke. Cancelling releases our
         interest (the build goes on if another ixd waits for it too)."""
-        if not self._settled.is_set():  # a connection is being made: wait for it
-            with trio.move_on_after(min(SETTLE_WAIT, self.settings.connect_timeout * 2)):
-                await self._settled.wait()
+        if not await self.ready():
+            raise self.unavailable()
         client = self._client
-        if self._state != "connected" or client is None:
-            raise ClusterUnavailable(f"the cluster {self.settings.where} is "
-                                     f"{self._state} ({self.trouble or 'not connected'})")
         future = await trio.to_thread.run_sync(self._submit, client, node)
         try:
             return await trio.to_thread.run_sync(self._result, future, abandon_on_cancel=True)

@@ -259,6 +259,13 @@ class StoreRunner:
         it REMOTE_ATTEMPTS times), with a build slot of this machine taken again."""
         cluster = self.cluster
         assert cluster is not None
+        if not await cluster.ready():  # no attempt to record: build here at once
+            unavailable = cluster.unavailable()
+            if cluster.required:
+                raise unavailable
+            log.info("building %s uid=%s here: %s", node.name, node.uid, unavailable.message)
+            emit("notice", {"text": f"{node.name}: {unavailable.message}; building it here"})
+            return False
         slot()  # the cluster's slots bound remote builds, not ours
         why: IxError | None = None
         for attempt in range(1, REMOTE_ATTEMPTS + 1):
