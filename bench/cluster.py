@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tests import daemon_harness
 from tests.cluster_harness import Cluster, machine_daemon, running_cluster
 from tests.daemon_harness import start_daemon
 from tests.test_packages_real import PACKAGES
@@ -176,8 +178,11 @@ def main() -> int:
             dedup(args, workers)
         noop_rate(args.noop_tasks)
         return 0
-    local = local_set(args.packages) if args.local else None
-    results = [real_set(workers, args.packages) for workers in args.workers or [1, 2]]
+    try:
+        local = local_set(args.packages) if args.local else None
+        results = [real_set(workers, args.packages) for workers in args.workers or [1, 2]]
+    finally:  # the copy of ix the worker account ran
+        shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
     print_real(results, args.packages, local)
     return 0
 

@@ -9,6 +9,7 @@ tests/test_cluster.py, tests/test_cluster_security.py and bench/cluster.py.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -70,6 +71,7 @@ def account_python() -> tuple[str, str]:
             shutil.copytree(packages, staging, symlinks=True)
             subprocess.run(["chmod", "-R", "go+rX", str(staging)], check=True)
             staging.rename(copy)
+            atexit.register(shutil.rmtree, copy, ignore_errors=True)
         packages = copy
     return SYSTEM_PYTHON, f"{readable_client()}:{packages}"
 

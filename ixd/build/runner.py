@@ -266,6 +266,8 @@ class StoreRunner:
             log.info("building %s uid=%s here: %s", node.name, node.uid, unavailable.message)
             emit("notice", {"text": f"{node.name}: {unavailable.message}; building it here"})
             return False
+        if node.uid in self._build_here:  # asked of this machine by the cluster meanwhile
+            return False
         slot()  # the cluster's slots bound remote builds, not ours
         why: IxError | None = None
         for attempt in range(1, REMOTE_ATTEMPTS + 1):
