@@ -341,8 +341,8 @@ class StoreRunner:
                 raise error  # the build itself failed there: it would here too
             if isinstance(error, ClusterLost):
                 raise ClusterLost(error.message)
-            raise ClusterRefused(f"{node.name} ({node.uid}) refused {error.message} "
-                                 f"[{error.code}]")
+            raise ClusterRefused(error.message if isinstance(error, ClusterRefused)
+                                 else f"{error.message} [{error.code}]")
         if node.uid not in await trio.to_thread.run_sync(self.substituter.lookup_fresh,
                                                          [node.uid]):
             raise ClusterRefused(f"{node.name} ({node.uid}) was built on {worker} but no "
