@@ -11,6 +11,12 @@ store; whose inputs are store entries (substituted here from this machine's trus
 and its own sources (fetched here: this machine's mirrors, then the source's URL, checked by
 sha256). Everything else is refused with ClusterRefused naming what is wrong, and the
 submitter builds the node itself.
+
+Sources travel by their sha256, not through the cache: a source is named by its content
+already, so any copy serves, and the worker's own mirrors (the same Debian-seeded ones, or
+a site mirror) and the upstream URL are where the submitter got it too. Uploading them as
+cache objects would send every source over the submitter's link for every new worker and
+mix unsigned objects into a cache that holds only signed entries.
 """
 
 from __future__ import annotations
