@@ -1,6 +1,6 @@
 """Benchmark: the project's real package set built on a Dask cluster (issue 22, item 7).
 
-    python -m bench.cluster [--workers 1 2] [--local] [--packages lib/c bin/hello ...]
+    python -m bench.cluster [--workers 1 2] [--pin] [--local] [--packages lib/c bin/hello ...]
     python -m bench.cluster --dedup [--workers 1 2 4] [--clients 8] [--shared 30] [--own 10]
                                     [--secs 0.5] [--noop-tasks 2000]
 
@@ -13,7 +13,8 @@ namespace of its own on this host, a SeaweedFS cache), once for each N of --work
 on fresh stores and a fresh cache. Prints the wall time of the `ixc mut`, the speed-up over
 the first N, the build nodes each worker ran and its utilisation (the time its builds took
 over the wall time), and how many times each uid was built over all machines (must be 1).
---local adds the set built by one ixd alone (--jobs 1, no cluster), for reference.
+--local adds the set built by one ixd alone (--jobs 1, no cluster), for reference; --pin
+puts each worker's machine on one core of its own, as one-core machines would be.
 
 --dedup: the issue-15 workload instead (bench/dedup.py's: 8 clients x 40 packages, 75 %
 shared, `bin/slow` builds) on two ixd against N workers, then the scheduler's own rate for
@@ -47,10 +48,13 @@ def worker_rows(state: Cluster, names: list[str], since: dict[str, int] | None =
                    if r["state"] == "valid"] for name in names}
 
 
-def real_set(workers: int, packages: list[str]) -> dict[str, Any]:
-    """The package set on a fresh cluster of `workers` workers: its figures."""
+def real_set(workers: int, packages: list[str], pin: bool) -> dict[str, Any]:
+    """The package set on a fresh cluster of `workers` workers (with `pin`, each worker's
+    machine on a core of its own): its figures."""
     names = [f"w{i}" for i in range(1, workers + 1)]
-    with running_cluster(names) as state, \
+    cores = os.cpu_count() or 1
+    cpus = [str(k % cores) for k in range(workers)] if pin else None
+    with running_cluster(names, cpus=cpus) as state, \
             machine_daemon(state, "a", state.ixd_args("a")) as a:
         begin = time.perf_counter()
         a.ixc("mut", "bench", *[f"+{p}" for p in packages], timeout=7200)
@@ -83,11 +87,11 @@ def _rows(daemon: Any) -> list[dict[str, Any]]:
     return list(json.loads(daemon.ixc("--json", "builds", "--limit", "1000").stdout)["builds"])
 
 
-def print_real(results: list[dict[str, Any]], packages: list[str], local: float | None
-               ) -> None:
+def print_real(results: list[dict[str, Any]], packages: list[str], local: float | None,
+               pin: bool) -> None:
     print(f"cluster: {' '.join(packages)} in one realm, every build on the workers "
-          f"(--jobs 1 each, {os.cpu_count()} cores on this host, load "
-          f"{os.getloadavg()[0]:.1f})")
+          f"(--jobs 1 each{', each worker machine on one core' if pin else ''}; "
+          f"{os.cpu_count()} cores on this host, load {os.getloadavg()[0]:.1f})")
     if local is not None:
         print(f"   local: one ixd --jobs 1, no cluster: {local:.1f} s")
     print(f"{'workers':>7}  {'wall':>8}  {'speed-up':>8}  {'nodes':>5}  {'max/uid':>7}  "
@@ -161,6 +165,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+")
     parser.add_argument("--packages", nargs="+", default=list(PACKAGES))
+    parser.add_argument("--pin", action="store_true",
+                        help="each worker's machine on one core of its own (taskset), as "
+                             "one-core machines: on a small host, workers otherwise share "
+                             "its cores and their builds only slow each other down")
     parser.add_argument("--local", action="store_true",
                         help="also the set built by one ixd alone, for reference")
     parser.add_argument("--dedup", action="store_true",
@@ -180,10 +188,11 @@ def main() -> int:
         return 0
     try:
         local = local_set(args.packages) if args.local else None
-        results = [real_set(workers, args.packages) for workers in args.workers or [1, 2]]
+        results = [real_set(workers, args.packages, args.pin)
+                   for workers in args.workers or [1, 2]]
     finally:  # the copy of ix the worker account ran
         shutil.rmtree(daemon_harness._READABLE, ignore_errors=True)
-    print_real(results, args.packages, local)
+    print_real(results, args.packages, local, args.pin)
     return 0
 
 

@@ -181,13 +181,14 @@ class Cluster:
             stop_process(self.scheduler, sig)
             self.scheduler = None
 
-    def start_worker(self, name: str, *, daemon: bool = True) -> None:
+    def start_worker(self, name: str, *, cpus: str | None = None) -> None:
         """ix-worker `name` as the worker account, beside the ixd of its machine (started
-        too unless it runs already), registered with the scheduler."""
-        if daemon and name not in self.worker_daemons:
+        too unless it runs already; with `cpus`, its builds on those cores only, as on a
+        machine of that many), registered with the scheduler."""
+        if name not in self.worker_daemons:
             self.worker_daemons[name] = start_machine_daemon(self, name, [
                 *self.cache_args(), "--cluster-worker-account", WORKER_ACCOUNT,
-                "--jobs", "1"])
+                "--jobs", "1"], cpus=cpus)
         python, path = account_python()
         socket = self.top / f"{name}.sock"
         log = self.top / f"{name}.log"
@@ -246,12 +247,15 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
         process.wait()
 
 
-def start_machine_daemon(cluster: Cluster, name: str, extra: Sequence[str]) -> RunningDaemon:
-    """An ixd on machine `name`: its socket outside the root, its root private."""
+def start_machine_daemon(cluster: Cluster, name: str, extra: Sequence[str], *,
+                         cpus: str | None = None) -> RunningDaemon:
+    """An ixd on machine `name`: its socket outside the root, its root private; with
+    `cpus` (a `taskset` list), it and its builds run on those cores only."""
     private = cluster.machine(name)
     socket = cluster.top / f"{name}.sock"
     log = cluster.top / f"{name}-ixd.log"
-    args = [*IN_NAMESPACE, str(private), str(cluster.root), sys.executable, "-m",
+    pinned = ["taskset", "-c", cpus] if cpus else []
+    args = [*pinned, *IN_NAMESPACE, str(private), str(cluster.root), sys.executable, "-m",
             "ixd.daemon.main", "--root", str(cluster.root), "--socket", str(socket),
             "--overlay", str(TEST_OVERLAY), "--overlay", str(PKGS),
             "--mirror", f"{MIRROR}/{{sha}}", *extra]
@@ -280,10 +284,10 @@ def machine_daemon(cluster: Cluster, name: str, extra: Sequence[str]
 
 
 @contextlib.contextmanager
-def running_cluster(workers: Sequence[str] = ("w1", "w2"), *, tls: bool = True
-                    ) -> Iterator[Cluster]:
-    """A scheduler, `workers` (each with its machine's ixd), a SeaweedFS cache and a signing
-    key; all stopped after."""
+def running_cluster(workers: Sequence[str] = ("w1", "w2"), *, tls: bool = True,
+                    cpus: Sequence[str] | None = None) -> Iterator[Cluster]:
+    """A scheduler, `workers` (each with its machine's ixd; on the cores `cpus[k]` if
+    given), a SeaweedFS cache and a signing key; all stopped after."""
     top = Path(tempfile.mkdtemp(prefix="ix-cluster-", dir="/var/tmp"))
     top.chmod(0o755)
     root = top / "ix"
@@ -297,8 +301,8 @@ def running_cluster(workers: Sequence[str] = ("w1", "w2"), *, tls: bool = True
                             tls)
             try:
                 state.start_scheduler()
-                for name in workers:
-                    state.start_worker(name)
+                for k, name in enumerate(workers):
+                    state.start_worker(name, cpus=cpus[k] if cpus else None)
                 yield state
             finally:
                 state.stop()
