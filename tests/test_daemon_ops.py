@@ -356,8 +356,8 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     made.db.close()
 
 
-OPS = ["build", "builds", "dep", "gc", "generations", "let", "list", "log", "mut", "ping",
-       "plan", "purge", "push", "rollback", "run", "status"]
+OPS = ["build", "builds", "cluster-build", "dep", "gc", "generations", "let", "list", "log",
+       "mut", "ping", "plan", "purge", "push", "rollback", "run", "status"]
 
 
 async def test_an_unknown_op_is_refused_naming_the_ops(daemon: Daemon) -> None:
@@ -367,6 +367,13 @@ async def test_an_unknown_op_is_refused_naming_the_ops(daemon: Daemon) -> None:
     assert refused.value.message == (f"unknown op 'frobnicate'; this daemon knows: "
                                      f"{', '.join(OPS)}")
     assert (await daemon.handle("ping", {}, STRANGER, quiet))["uid"] == STRANGER.uid
+
+
+async def test_only_a_cluster_workers_account_may_build_for_the_cluster(
+        daemon: Daemon) -> None:
+    for caller in (ROOT, STRANGER):
+        with pytest.raises(PermissionDenied, match="builds for no cluster"):
+            await daemon.handle("cluster-build", {"node": {}}, caller, quiet)
 
 
 async def test_admin_ops_need_an_admin(daemon: Daemon) -> None:

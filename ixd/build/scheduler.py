@@ -40,6 +40,29 @@ JOIN_REPLAY_LINES = 1000
 JOIN_REPLAY_CHARS = 256 * 1024
 
 
+class BuildSlot:
+    """The build slot a flight holds while its runner works. Calling it gives the slot back
+    early (the build's processes ended, or it runs on a cluster); `take_again` waits for one
+    again (a build that must run here after all). Without `slots`, a flight that needs none."""
+
+    def __init__(self, slots: FairSlots | None = None, user: int = 0, request: int = 0
+                 ) -> None:
+        self._slots = slots
+        self._user = user
+        self._request = request
+        self.held = slots is not None
+
+    def __call__(self) -> None:
+        if self.held and self._slots is not None:
+            self.held = False
+            self._slots.release()
+
+    async def take_again(self) -> None:
+        if self._slots is not None and not self.held:
+            await self._slots.acquire(self._user, self._request)
+            self.held = True
+
+
 class NodeRunner(Protocol):
     """Does the work of one node and records it valid; raises IxError on failure."""
 
@@ -48,7 +71,7 @@ class NodeRunner(Protocol):
     def expected_duration(self, node: Node) -> float | None: ...
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int,
-                       slot_done: Callable[[], None] = ...) -> None:
+                       slot_done: BuildSlot = ...) -> None:
         """`slot_done()` may be called once the node's processes have ended: its build slot
         goes to the next build while this one's bookkeeping (canonicalising, hashing,
         registering) goes on."""
@@ -258,15 +281,15 @@ class Scheduler:
                 flight.cancel_scope.cancel()
         return flight.error
 
-    async def _run_flight(self, flight: Flight, slot_done: Callable[[], None] = lambda: None
-                          ) -> None:
+    async def _run_flight(self, flight: Flight, slot_done: BuildSlot | None = None) -> None:
         node = flight.node
         if self.runner.is_valid(node):
             return
         flight.started = time.time()
         flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
                                 "expected": self.runner.expected_duration(node)})
-        await self.runner.run_node(node, flight.emit, flight.requested_by, slot_done)
+        await self.runner.run_node(node, flight.emit, flight.requested_by,
+                                   slot_done or BuildSlot())
         flight.emit("finished", {"uid": node.uid, "name": node.name, "kind": node.kind,
                                  "duration": time.time() - flight.started})
 
@@ -276,18 +299,11 @@ class Scheduler:
             with flight.cancel_scope:
                 if flight.ticket is not None:
                     await self.build_slots.wait(flight.ticket)
-                    held = True
-
-                    def slot_done() -> None:
-                        nonlocal held
-                        if held:
-                            held = False
-                            self.build_slots.release()
-
+                    slot = BuildSlot(self.build_slots, flight.requested_by, flight.request_key)
                     try:
-                        await self._run_flight(flight, slot_done)
+                        await self._run_flight(flight, slot)
                     finally:
-                        slot_done()
+                        slot()
                 else:
                     async with self._limiters[_pool_of(node)]:
                         await self._run_flight(flight)

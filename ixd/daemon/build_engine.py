@@ -35,8 +35,8 @@ class BuildEngine:
                             config.build_users, jobs, len(pool))
                 jobs = len(pool)
         caches, push_to = open_caches(config.cache, str(layout.store))
-        substituter = (Substituter(caches, layout, config.limits.max_output_size)
-                       if caches else None)
+        self.substituter = substituter = (
+            Substituter(caches, layout, config.limits.max_output_size) if caches else None)
         self.pusher = Pusher(push_to, db, layout) if push_to else None
         self.cluster: Cluster | None = None
         if config.cluster.enabled:
@@ -58,7 +58,9 @@ class BuildEngine:
 
     def _remote_started(self, uid: str, worker: str) -> None:
         """A worker says it builds `uid` (from the Dask client's thread)."""
-        self.runner.note_remote_worker(uid, worker)
+        if self.trio_token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.trio_token.run_sync_soon(self.runner.note_remote_worker, uid, worker)
 
     def _remote_log(self, uid: str, lines: list[str]) -> None:
         """Log lines of a remote build (from the Dask client's thread)."""

@@ -36,6 +36,8 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     #: a Dask cluster to build on (`ixd.build.cluster`)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    #: the account `ix-worker` runs as here: it may hand this ixd builds for the cluster
+    cluster_worker_account: str | None = None
     #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
     settings: tuple[tuple[str, str], ...] = ()
 

@@ -11,6 +11,7 @@ Who does what:
   them);
 - `ixd.daemon.build_ops`: `dep`, `plan`, `build`, `run`, `status`, `builds`, `log`;
 - `ixd.daemon.admin_ops`: `gc` (`ixd.daemon.collection`) and `push`;
+- `ixd.daemon.cluster_ops`: `cluster-build`, for this machine's `ix-worker` only;
 - `ixd.daemon.catalog`: the recipe graph and its watcher; `ixd.daemon.build_engine`: runner,
   scheduler, caches and cluster.
 """
@@ -27,6 +28,7 @@ from ixd.daemon.admin_ops import AdminOps
 from ixd.daemon.build_engine import BuildEngine
 from ixd.daemon.build_ops import BuildOps
 from ixd.daemon.catalog import Catalog
+from ixd.daemon.cluster_ops import ClusterOps, worker_account_uid
 from ixd.daemon.collection import Collector
 from ixd.daemon.config import Config
 from ixd.daemon.identity import Caller
@@ -69,6 +71,12 @@ class Daemon:
                                         self.runner, self.cluster)
         admin = AdminOps(self.db, self.layout, self.catalog, access, cache, self.runner,
                          collector, self.pusher)
+        account = config.cluster_worker_account
+        cluster_builds = ClusterOps(
+            self.layout, self.db, self.scheduler, self.runner, self.engine.substituter,
+            self.pusher, account,
+            worker_account_uid(account, config.build_users if config.confine else None)
+            if account is not None else None)
         self.handlers: dict[str, Handler] = {
             "ping": self.op_ping,
             "mut": changes.op_mut,
@@ -86,6 +94,7 @@ class Daemon:
             "log": builds.op_log,
             "gc": admin.op_gc,
             "push": admin.op_push,
+            "cluster-build": cluster_builds.op_cluster_build,
         }
         # the daemon's tasks besides the server (`ixd.daemon.main`)
         self.watch_recipes = self.catalog.watch

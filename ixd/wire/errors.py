@@ -266,10 +266,32 @@ class ClusterUnavailable(IxError):
     code = "E_CLUSTER_UNAVAILABLE"
 
 
+class ClusterLost(ClusterUnavailable):
+    """A remote attempt lost with its worker or scheduler (not the build's fault): recorded
+    as `lost` and tried again, on the cluster or here."""
+
+    code = "E_CLUSTER_LOST"
+
+
+class ClusterRefused(IxError):
+    """A cluster worker's machine would not build a node (it fails a check there, an input
+    or source cannot be had there, its ixd is not set up for the cluster): logged on both
+    sides, and the node is built locally instead."""
+
+    code = "E_CLUSTER_REFUSED"
+
+
 class CacheUnavailable(CacheError):
     """The cache's server is down, slow or refuses us; the build runs locally."""
 
     code = "E_CACHE_UNAVAILABLE"
+
+
+class CacheNoBucket(CacheUnavailable):
+    """The cache's bucket (or folder) does not exist: the administrator makes it once, with
+    `ixd cache-init URL`."""
+
+    code = "E_CACHE_NO_BUCKET"
 
 
 class CacheRefused(CacheError):
