@@ -1,8 +1,10 @@
 """The one queue of the daemon: runs plans, joining nodes already under way.
 
-Every node goes through `Scheduler.run`. A node valid in the store is skipped; a node queued
-or running for anybody is joined, not started again; a node nobody waits for any more is
-cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
+Every node goes through `Scheduler.run`. Only what the store lacks runs: a node valid in the
+store is skipped, and so are the build inputs of valid nodes (`needed_plan`: gc may delete a
+package's build-only inputs, and nothing builds them again while it stays valid); a node
+queued or running for anybody is joined, not started again; a node nobody waits for any more
+is cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
 request that started them, so a second waiter keeps a build going after the first left.
 Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
 Build slots go round-robin between the users waiting (by uid), then between each user's
@@ -23,7 +25,7 @@ from typing import Any, Protocol
 import trio
 
 from ixd.build.fairness import FairSlots, Ticket
-from ixd.model.nodes import Node, Plan
+from ixd.model.nodes import Node, Plan, needed_plan
 from ixd.wire.errors import BuildCancelled, CacheError, DependencyFailed, InternalError, IxError
 
 log = logging.getLogger("ixd.build.scheduler")
@@ -167,7 +169,9 @@ class Scheduler:
         return paths
 
     async def run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
-        """Make every node of the plan valid; raise the first failure (BuildFailed)."""
+        """Make the plan's targets valid, running only the nodes the store lacks and needs
+        (`needed_plan`); raise the first failure (BuildFailed). The whole plan is kept from
+        garbage collection meanwhile: a node judged valid stays so until it is read."""
         with self.keep(plan):
             if self.substituter is None:
                 await self._run(plan, listener, requested_by)
@@ -179,7 +183,9 @@ class Scheduler:
         """Run the plan with what the caches hold substituted; a substitute refused (the
         substituter remembers it) is built here on the next try, with what it needs."""
         for _ in range(SUBSTITUTE_TRIES):
-            narrowed = await substituter.narrow(plan, self.runner.is_valid)
+            # asked about only what must be built: a valid node's inputs need no substitute
+            needed = needed_plan(plan, self.runner.is_valid)
+            narrowed = await substituter.narrow(needed, self.runner.is_valid)
             try:
                 await self._run(narrowed, listener, requested_by)
                 return
@@ -189,6 +195,7 @@ class Scheduler:
         await self._run(plan, listener, requested_by)
 
     async def _run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
+        plan = needed_plan(plan, self.runner.is_valid)
         finished: dict[str, trio.Event] = {n.uid: trio.Event() for n in plan.nodes}
         failures: dict[str, IxError] = {}
         todo = [n for n in plan.nodes if not self.runner.is_valid(n)]

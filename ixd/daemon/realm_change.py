@@ -23,7 +23,7 @@ from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache, Settled
 from ixd.model.layout import Layout
-from ixd.model.nodes import Node, Plan
+from ixd.model.nodes import Plan, needed_plan
 from ixd.model.realm import (
     RealmPatch,
     RealmState,
@@ -95,7 +95,8 @@ class RealmChanges:
         """The answer to a change that changes nothing, from the realms as they are (no
         rendering, planning or database), or None if it may change something: a realm not
         settled here, a recipe changed since its plan, a state the patches change, an entry
-        of its plan no longer valid (blocking: under the realms' locks)."""
+        the realm needs no longer valid (its build-only inputs may be gone: `needed_plan`)
+        (blocking: under the realms' locks)."""
         who = self.access.identity(caller)
         answers = []
         for realm, realm_patches in _by_realm(patches).items():
@@ -110,7 +111,8 @@ class RealmChanges:
             for patch in realm_patches:
                 state = apply_patch(state, patch)
             if state != settled.state or not all(
-                    self.runner.is_valid(n) for n in _built(settled.plan)):
+                    self.runner.is_valid(n)
+                    for n in needed_plan(settled.plan, self.runner.is_valid).nodes):
                 return None
             path = settled.generation.path
             switch_realm_link(self.layout.realm_link(realm), Path(path))  # as it was: no write
@@ -183,9 +185,3 @@ def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:
     for patch in patches:
         grouped.setdefault(patch.realm, []).append(patch)
     return grouped
-
-
-def _built(plan: Plan) -> list[Node]:
-    """The nodes of `plan` whose entries the store must hold for the realm to stand (a
-    fetched source may be gone: nothing reads it once its build is done)."""
-    return [n for n in plan.nodes if n.kind != "fetch"]
