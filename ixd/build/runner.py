@@ -282,12 +282,21 @@ class StoreRunner:
         kind = node.entry_kind
         build_id = await started.result()
 
+        inputs = self._store_inputs(node)
+
         def register_and_end() -> None:
-            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash)
+            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash,
+                                   inputs)
             self.db.build_ended(build_id, state, "")
 
         await self.writes.write(register_and_end)
         self.valid.add(node.uid)
+
+    def _store_inputs(self, node: Node) -> list[str]:
+        """The store dirs `node` reads (not its sources): what the collector keeps with it
+        under `--keep-build-inputs`."""
+        store = str(self.layout.store)
+        return [p for p in node.inputs if os.path.dirname(p) == store]
 
     async def _substitute(self, node: Node, requested_by: int) -> None:
         """Install the node's entry from a binary cache. Recorded in the builds table as

@@ -61,7 +61,8 @@ class Daemon:
         self.runner, self.scheduler = self.engine.runner, self.engine.scheduler
         self.pusher, self.cluster = self.engine.pusher, self.engine.cluster
         collector = Collector(self.db, self.layout, self.runner, self.scheduler,
-                              config.keep_generations, config.min_free)
+                              config.keep_generations, config.min_free,
+                              config.keep_build_inputs)
         self.changes = changes = RealmChanges(self.db, self.layout, self.catalog, access,
                                               cache, self.scheduler, self.runner)
         realms = RealmOps(self.db, self.layout, access, cache)

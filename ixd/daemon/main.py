@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-free", type=parse_size, default=0,
                         help="collect garbage when free space under the root is below this "
                              "(e.g. 5G)")
+    parser.add_argument("--keep-build-inputs", action="store_true",
+                        help="gc keeps what every kept entry was built from (as Nix's "
+                             "keep-outputs); by default a valid package's build-only inputs "
+                             "are garbage, and nothing builds them again while it stays valid")
     parser.add_argument("--frame-timeout", type=float, default=10.0,
                         help="seconds a client may take to say hello or finish a frame")
     parser.add_argument("--max-connections-per-user", type=int, default=64)
@@ -162,7 +166,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
-                  min_free=args.min_free, frame_timeout=args.frame_timeout,
+                  min_free=args.min_free, keep_build_inputs=args.keep_build_inputs,
+                  frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
                   db_busy_timeout=args.db_busy_timeout, settings=tuple(args.settings),
                   cache=CacheSettings(tuple(args.cache), args.push, tuple(args.trusted_key),
