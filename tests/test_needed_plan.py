@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+import trio.testing
 
 from ixd.build.scheduler import Scheduler
 from ixd.model.nodes import Node, NodeKind, Plan, needed_plan
@@ -72,4 +73,22 @@ async def test_the_scheduler_builds_nothing_for_valid_packages_whose_inputs_are_
         runner.valid = {"rlm", "app", "lib"}
         await scheduler.run(Plan(PLAN.nodes, ("libc",)), quiet, 0)
         assert sorted(runner.started) == ["cc", "libc", "src"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_what_a_running_plan_judged_valid_stays_a_gc_root_until_it_ends(
+        autojump_clock: Any) -> None:
+    """The collector's roots include every path of a plan under way, the valid nodes whose
+    inputs were left out among them: nothing judged valid goes before it is read."""
+    runner = FakeRunner(seconds=10)
+    runner.valid = {"app", "lib"}
+    scheduler = Scheduler(runner, jobs=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        nursery.start_soon(scheduler.run, PLAN, quiet, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert runner.started == ["rlm"]  # assembling: app and lib are read now
+        assert {"/store/app", "/store/lib", "/store/rlm"} <= scheduler.kept_paths()
+        await trio.sleep(11)  # the assembly ends at 10
+        assert scheduler.kept_paths() == set()
         nursery.cancel_scope.cancel()
