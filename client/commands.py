@@ -121,7 +121,8 @@ def change_realms(ctx: Context, words: list[str]) -> int:
 
 
 PATCH_WORDS = """A bare word names a realm (before any: your login's); +PKG or PKG adds a package
-(to the front: it wins when two provide the same file), -PKG removes one; --k=v sets flag k
+(to the front: it wins when two provide the same file; one already there as asked stays put,
+no new generation), -PKG removes one; --k=v sets flag k
 on the package named last, or on the realm if none was named since the realm word; --k means
 --k=1, --k=- removes the flag. Example: ixc mut +bin/greet --greeting=Hello"""
 
@@ -296,9 +297,19 @@ def generations(ctx: Context, words: list[str]) -> int:
 def print_generations(value: dict[str, Any], out: TextIO) -> None:
     for g in value["generations"]:
         mark = "*" if g["number"] == value["current"] else " "
-        names = ", ".join(e["selector"] for e in g["state"]["entries"]) or "(empty)"
-        print(f"{mark}{g['number']:>4}  {when(g['created'])}  {g['by']:<12} {names}",
+        print(f"{mark}{g['number']:>4}  {when(g['created'])}  {g['by']:<12} "
+              f"{realm_words(g['state'])}{'  (collected)' if g.get('collected') else ''}",
               file=out)
+
+
+def realm_words(state: dict[str, Any]) -> str:
+    """A realm state as the words that make it: `--shout=1 bin/greet --greeting=Hi, ...`."""
+    def flags(given: dict[str, str]) -> str:
+        return "".join(f" --{k}={v}" for k, v in sorted(given.items()))
+
+    entries = ", ".join(f"{e['selector']}{flags(e['flags'])}" for e in state["entries"])
+    realm = flags(state.get("flags", {})).strip()
+    return " ".join(w for w in (realm, entries or "(empty)") if w)
 
 
 @command("rollback [REALM] [--to N]", "switch back to the previous (or given) generation")

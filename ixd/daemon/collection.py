@@ -71,6 +71,11 @@ class Collector:
         return result
 
     def _sweep(self, garbage: list[dict[str, Any]]) -> int:
+        # a generation whose entry goes is forgotten with it: `ixc generations` lists only
+        # what `ixc rollback` can go back to
+        dropped = self.db.drop_generations_at([e["path"] for e in garbage if e["kind"] == "rlm"])
+        if dropped:
+            log.info("gc: %d generations collected", dropped)
         self.db.unregister([e["uid"] for e in garbage])
         freed = 0
         for entry in garbage:

@@ -293,6 +293,18 @@ class BuildDatabase:
             db.execute("UPDATE realms SET current = ? WHERE name = ?", [number, realm])
         return _generation(rows[0])
 
+    def drop_generations_at(self, paths: Sequence[str]) -> int:
+        """Forget the generations whose realm entries the collector deletes (never a
+        realm's current one: that is a root); how many went."""
+        dropped = 0
+        with self._transaction() as db:
+            for start in range(0, len(paths), 500):
+                chunk = list(paths[start:start + 500])
+                cursor = db.execute(f"DELETE FROM generations WHERE path IN "
+                                    f"({','.join('?' * len(chunk))})", chunk)
+                dropped += int(cursor.rowcount)
+        return dropped
+
     def drop_realm(self, realm: str) -> None:
         """Forget a realm and its generations: whoever creates the name again starts afresh
         (no rollback to what was purged), and the collector no longer keeps them."""
