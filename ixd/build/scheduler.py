@@ -37,6 +37,9 @@ Listener = Callable[[str, dict[str, Any]], None]
 NETWORK_POOL = 8
 #: plans tried with substitutes before the rest is built without (each try refuses one more)
 SUBSTITUTE_TRIES = 3
+#: while a node runs, a `heartbeat` event this often (seconds) tells its waiters how long so
+#: far (and the expected time): a long build is never a silent terminal
+HEARTBEAT_EVERY = 10.0
 #: the latest log lines of a build replayed to a request that joins it (lines, characters)
 JOIN_REPLAY_LINES = 1000
 JOIN_REPLAY_CHARS = 256 * 1024
@@ -84,6 +87,12 @@ class Flight:
     started: float | None = None
     #: its place in the build slots' queues (build nodes only)
     ticket: Ticket | None = None
+    #: how each waiting user spelt the node (its name in their own plan), by uid
+    names: dict[int, str] = field(default_factory=dict)
+
+    def name_for(self, uid: int) -> str:
+        """The node as user `uid` spelt it if they wait for it, else as its requester did."""
+        return self.names.get(uid) or self.names.get(self.requested_by) or self.node.name
 
     @property
     def waiters(self) -> int:
@@ -253,12 +262,17 @@ class Scheduler:
             if flight.ticket is not None:  # a shared build takes each waiter's turn
                 self.build_slots.add_key(flight.ticket, requested_by, request_key)
         flight.waiting_uids[requested_by] += 1
+        flight.names.setdefault(requested_by, node.name)
+        if node.name != flight.node.name:  # every waiter reads the node as they spelt it
+            listener = _renaming(listener, node.name)
         flight.listeners.append(listener)
         try:
             await flight.done.wait()
         finally:
             flight.waiting_uids[requested_by] -= 1
             flight.waiting_uids += Counter()  # drop zero counts
+            if not flight.waiting_uids[requested_by]:
+                flight.names.pop(requested_by, None)
             flight.listeners.remove(listener)
             if flight.waiters == 0 and not flight.done.is_set():
                 log.info("cancel %s %s: nobody waits for it", node.name, node.uid)
@@ -271,9 +285,16 @@ class Scheduler:
         if self.runner.is_valid(node):
             return
         flight.started = time.time()
+        expected = self.runner.expected_duration(node)
         flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
-                                "expected": self.runner.expected_duration(node)})
-        await self.runner.run_node(node, flight.emit, flight.requested_by, slot_done)
+                                "expected": expected})
+        beating = trio.CancelScope()
+        assert self._nursery is not None
+        self._nursery.start_soon(_heartbeat, flight, expected, beating)
+        try:
+            await self.runner.run_node(node, flight.emit, flight.requested_by, slot_done)
+        finally:
+            beating.cancel()
         flight.emit("finished", {"uid": node.uid, "name": node.name, "kind": node.kind,
                                  "duration": time.time() - flight.started})
 
@@ -308,6 +329,26 @@ class Scheduler:
         finally:
             del self._flights[node.uid]
             flight.done.set()
+
+
+async def _heartbeat(flight: Flight, expected: float | None, scope: trio.CancelScope
+                     ) -> None:
+    """Every HEARTBEAT_EVERY seconds while the node runs (until `scope` is cancelled): how
+    long so far, and how long its package took last time (its waiters' ETA)."""
+    node, started = flight.node, trio.current_time()
+    with scope:
+        while True:
+            await trio.sleep(HEARTBEAT_EVERY)
+            flight.emit("heartbeat", {"uid": node.uid, "name": node.name, "kind": node.kind,
+                                      "elapsed": trio.current_time() - started,
+                                      "expected": expected})
+
+
+def _renaming(listener: Listener, name: str) -> Listener:
+    """`listener`, with the node's events naming it `name` (its waiter's own spelling)."""
+    def renamed(kind: str, data: dict[str, Any]) -> None:
+        listener(kind, {**data, "name": name} if "name" in data else data)
+    return renamed
 
 
 def _pool_of(node: Node) -> str:
