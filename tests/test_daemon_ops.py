@@ -367,8 +367,8 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     made.db.close()
 
 
-OPS = ["build", "builds", "dep", "gc", "generations", "let", "list", "log", "mut", "ping",
-       "plan", "purge", "push", "rollback", "run", "status"]
+OPS = ["build", "builds", "dep", "diff", "gc", "generations", "let", "list", "log", "mut",
+       "ping", "plan", "purge", "push", "rollback", "run", "search", "show", "status", "why"]
 
 
 async def test_an_unknown_op_is_refused_naming_the_ops(daemon: Daemon) -> None:

@@ -10,6 +10,7 @@ Who does what:
   squatters) and `ixd.daemon.realm_cache` (states parsed once, realms as their last change left
   them);
 - `ixd.daemon.build_ops`: `dep`, `plan`, `build`, `run`, `status`, `builds`, `log`;
+- `ixd.daemon.find_ops`: `search`, `show`, `why`, `diff`;
 - `ixd.daemon.admin_ops`: `gc` (`ixd.daemon.collection`) and `push`;
 - `ixd.daemon.catalog`: the recipe graph and its watcher; `ixd.daemon.build_engine`: runner,
   scheduler, caches and cluster.
@@ -29,6 +30,7 @@ from ixd.daemon.build_ops import BuildOps
 from ixd.daemon.catalog import Catalog
 from ixd.daemon.collection import Collector
 from ixd.daemon.config import Config
+from ixd.daemon.find_ops import FindOps
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache
@@ -68,6 +70,7 @@ class Daemon:
         realms = RealmOps(self.db, self.layout, access, cache)
         self.builds = builds = BuildOps(self.db, self.layout, self.catalog, self.scheduler,
                                         self.runner, self.cluster)
+        find = FindOps(self.db, self.catalog, cache, self.runner)
         admin = AdminOps(self.db, self.layout, self.catalog, access, cache, self.runner,
                          collector, self.pusher)
         self.handlers: dict[str, Handler] = {
@@ -85,6 +88,10 @@ class Daemon:
             "status": builds.op_status,
             "builds": builds.op_builds,
             "log": builds.op_log,
+            "search": find.op_search,
+            "show": find.op_show,
+            "why": find.op_why,
+            "diff": find.op_diff,
             "gc": admin.op_gc,
             "push": admin.op_push,
         }

@@ -3,6 +3,9 @@
     ixd --root ROOT [options]      serve
     ixd verify --root ROOT         check every valid store entry against its content hash
     ixd keygen NAME [--dir DIR]    write a cache signing key NAME.secret and NAME.public
+    ixd manpage                    print ixd.8
+
+`ixd --help` lists the subcommands from `SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import queue
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -26,6 +29,7 @@ from ixd.cache.format import generate_key
 from ixd.cache.substitute import CacheSettings
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
+from ixd.daemon.supervision import write_start_hint
 from ixd.model.layout import Layout
 from ixd.recipes.packages import GC_THRESHOLDS
 from ixd.store.builder import BuildLimits
@@ -58,7 +62,11 @@ def parse_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ixd", description="The ix daemon: owns the store, builds, switches realms.")
+        prog="ixd", description="The ix daemon: owns the store, builds, switches realms.",
+        usage="ixd --root ROOT [options]\n       ixd SUBCOMMAND [--help] ...",
+        epilog="subcommands:\n" + "\n".join(f"  ixd {name:<10} {summary}"
+                                             for name, (_, summary) in SUBCOMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True,
                         help="the store and state root (e.g. /ix); created if missing")
     parser.add_argument("--overlay", type=Path, action="append", default=[],
@@ -192,6 +200,7 @@ async def serve(daemon: Daemon, socket_path: Path, *,
 async def _serve(daemon: Daemon, socket_path: Path,
                  task_status: trio.TaskStatus[None]) -> None:
     listener = await open_unix_listener(socket_path)
+    await trio.to_thread.run_sync(write_start_hint, socket_path)
     server = Server(daemon.handle, frame_timeout=daemon.config.frame_timeout,
                     max_per_user=daemon.config.max_connections_per_user)
     async with trio.open_nursery() as nursery:
@@ -274,12 +283,26 @@ def check_build_confinement(config: Config) -> None:
             f"others (chmod o+x {unreachable[0]}), or choose a --root under public folders")
 
 
+#: `ixd NAME ...`: what runs instead of the daemon, and what `ixd --help` says of it
+SUBCOMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "verify": (verify_main, "check every valid store entry against its content hash "
+                            "(--root ROOT)"),
+    "keygen": (keygen_main, "write a cache signing key NAME.secret and NAME.public"),
+    "manpage": (lambda argv: manpage_main(), "print ixd.8, the manual page"),
+}
+
+
+def manpage_main() -> int:
+    from ixd.daemon.manpage import manual
+
+    sys.stdout.write(manual(build_parser(), SUBCOMMANDS))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["verify"]:
-        return verify_main(argv[1:])
-    if argv[:1] == ["keygen"]:
-        return keygen_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]][0](argv[1:])
     writer = _log_in_background()
     gc.set_threshold(*GC_THRESHOLDS)
     args = build_parser().parse_args(argv)
