@@ -37,8 +37,10 @@ from ixd.wire.errors import (
     CacheHashMismatch,
     CacheUnsafeArchive,
     ClusterUnavailable,
+    FetchError,
     InternalError,
     IxError,
+    NoSpace,
     error_from_wire,
 )
 
@@ -174,10 +176,18 @@ class StoreRunner:
 
     async def _fetch(self, node: Node) -> None:
         source = node.sources[0]
-        await trio.to_thread.run_sync(
-            lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
-                                       self.mirrors)
-        )
+        try:
+            await trio.to_thread.run_sync(
+                lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
+                                           self.mirrors)
+            )
+        except FetchError as exc:
+            if self.mirrors or type(exc) is not FetchError:  # a checksum is not a mirror's
+                raise
+            raise FetchError(f"{exc.message}; this ixd has no source mirror: where upstream "
+                             f"hosts are out of reach, the administrator gives one (ixd "
+                             f"--mirror TEMPLATE, or IX_MIRRORS under runit: docs/admin.md, "
+                             f"\"Sources\")") from exc
 
     async def _build(self, node: Node, emit: Listener, requested_by: int,
                      slot_done: Callable[[], None]) -> None:
@@ -357,8 +367,11 @@ class StoreRunner:
                 error = None
             with trio.CancelScope(shield=True):
                 await self._ended(started, "failed" if error else "cancelled", error)
-            log.info("%s finished: %s uid=%s result=%s", what, node.name, node.uid,
-                     "failed" if error else "cancelled")
+            # why, in the daemon's log too (a full disk is the admin's to fix: an error)
+            log.log(logging.ERROR if isinstance(error, NoSpace) else logging.INFO,
+                    "%s finished: %s uid=%s result=%s%s", what, node.name, node.uid,
+                    "failed" if error else "cancelled",
+                    f" [{error.code}] {error.message.splitlines()[0]}" if error else "")
             raise
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
