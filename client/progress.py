@@ -23,8 +23,6 @@ class Progress:
         #: the nodes of the current plan (a retry or another try plans anew), and those done
         self.todo: set[str] = set()
         self.finished: set[str] = set()
-        #: nodes this request joined, already under way for another request
-        self.shared: set[str] = set()
 
     @property
     def done(self) -> int:
@@ -47,8 +45,6 @@ class Progress:
         elif event.kind in ("started", "joined"):
             self.running[data["uid"]] = data["name"]
             verb = "building" if event.kind == "started" else "waiting for (shared)"
-            if event.kind == "joined":
-                self.shared.add(data["uid"])
             if event.kind == "started" and data.get("kind") == "substitute":
                 verb = "substituting"
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']}{self._eta()}")
@@ -74,12 +70,6 @@ class Progress:
         elif event.kind == "dropped" and self.verbose:
             self._say(f"ixc: {data.get('count')} progress events were dropped: this terminal "
                       "read too slowly")
-
-    def interrupted(self) -> list[str]:
-        """What became of the builds under way when the user stopped waiting (as far as
-        this request knows): their names, each shared one said so."""
-        return [f"{name} (shared: still built for the other request waiting for it)"
-                if uid in self.shared else name for uid, name in sorted(self.running.items())]
 
     def _eta(self) -> str:
         if not self.expected:
