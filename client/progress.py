@@ -45,6 +45,8 @@ class Progress:
         elif event.kind in ("started", "joined"):
             self.running[data["uid"]] = data["name"]
             verb = "building" if event.kind == "started" else "waiting for (shared)"
+            if event.kind == "started" and data.get("kind") == "fetch":
+                verb = "fetching"
             if event.kind == "started" and data.get("kind") == "substitute":
                 verb = "substituting"
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']}{self._eta()}")
@@ -57,7 +59,8 @@ class Progress:
             if data["uid"] in self.todo or not self.todo:
                 self.finished.add(data["uid"])
             now = ", ".join(sorted(self.running.values()))
-            verb = "substituted" if data.get("kind") == "substitute" else "built"
+            verb = {"substitute": "substituted", "fetch": "fetched"}.get(str(data.get("kind")),
+                                                                       "built")
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']} "
                       f"in {float(data.get('duration', 0)):.1f}s"
                       + (f"; running: {now}" if now else "") + self._eta())
