@@ -353,7 +353,7 @@ def rollback(ctx: Context, words: list[str]) -> int:
 
 
 @command("search TERM... [--limit N]", "packages whose name or description holds every\n"
-         "TERM, best first (--names PREFIX: the names that start with PREFIX)", read_only=True)
+         "TERM, best first (--names PREFIX: names starting so)", read_only=True)
 def search(ctx: Context, words: list[str]) -> int:
     if words[:1] == ["--names"]:  # what shell completion asks for
         if len(words) > 2:
@@ -380,8 +380,8 @@ def print_search(value: dict[str, Any], out: TextIO) -> None:
         print(f"no package matches {' '.join(value['terms'])}", file=out)
 
 
-@command("show PKG", "what a package is: description, version, sources, the flags it reads\n"
-         "(with defaults), its direct dependencies", read_only=True)
+@command("show PKG", "what a package is: description, version, sources,\n"
+         "the flags it reads (with defaults), its direct dependencies", read_only=True)
 def show(ctx: Context, words: list[str]) -> int:
     if len(words) != 1 or words[0].startswith("-"):
         raise UsageError("usage: ixc show PKG, e.g. ixc show bin/hello")

@@ -41,6 +41,10 @@ def usage() -> str:
     lines = ["ixc [--socket PATH] COMMAND ..."]
     for cmd in COMMANDS.values():
         first, *more = cmd.summary.splitlines()
+        if len(cmd.synopsis) > 34:  # a long synopsis gets a line of its own
+            lines.append(f"  {cmd.synopsis}")
+            lines.extend(f"  {'':<35}{line}" for line in cmd.summary.splitlines())
+            continue
         lines.append(f"  {cmd.synopsis:<35}{first}")
         lines.extend(f"  {'':<35}{line}" for line in more)
     return "\n".join([*lines, "", OPTIONS_HELP])
