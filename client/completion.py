@@ -1,8 +1,9 @@
 """Shell completion for `ixc`, written from its command table (`client.commands`): command
 names, each command's options (the `--words` of its synopsis), package names from the
 daemon's overlays (`ixc search --names PREFIX`, `+`/`-` kept) where a synopsis takes PKG, and
-realm names (`ixc list`) where it takes REALM. `ixc completion bash` and `ixc completion zsh`
-print the script; runit/install.sh installs both.
+realm names (`ixc list`) where it takes REALM; asked with `--no-retry`, so a daemon that is
+down makes completion offer nothing rather than wait. `ixc completion bash` and `ixc
+completion zsh` print the script; runit/install.sh installs both.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ _ixc_words() {
             packages)
                 while IFS= read -r name; do
                     COMPREPLY+=("$sign$name")
-                done < <(command ixc "${_ixc_socket[@]}" search --names "$word" 2>/dev/null) ;;
+                done < <(command ixc --no-retry "${_ixc_socket[@]}" search --names "$word" 2>/dev/null) ;;
             realms)
                 [[ -n $sign ]] && continue
                 while IFS= read -r name; do
                     COMPREPLY+=("$name")
-                done < <(compgen -W "$(command ixc "${_ixc_socket[@]}" list 2>/dev/null)" \
+                done < <(compgen -W "$(command ixc --no-retry "${_ixc_socket[@]}" list 2>/dev/null)" \
                          -- "$cur") ;;
             commands)
                 mapfile -t -O "${#COMPREPLY[@]}" COMPREPLY < <(compgen -W "$_ixc_commands" \
@@ -111,9 +112,9 @@ _ixc_words() {
         case $kind in
             packages)
                 compadd -P "$sign" -- \
-                    ${(f)"$(command ixc $_ixc_socket search --names "$word" 2>/dev/null)"} ;;
+                    ${(f)"$(command ixc --no-retry $_ixc_socket search --names "$word" 2>/dev/null)"} ;;
             realms)
-                [[ -n $sign ]] || compadd -- ${(f)"$(command ixc $_ixc_socket list 2>/dev/null)"} ;;
+                [[ -n $sign ]] || compadd -- ${(f)"$(command ixc --no-retry $_ixc_socket list 2>/dev/null)"} ;;
             commands)
                 compadd -- ${_ixc_commands%%:*} ;;
         esac
