@@ -44,6 +44,10 @@ def _cases(indent: str) -> str:
 
 
 BASH = r"""# bash completion for ixc: `ixc completion bash` wrote it from ixc's command table
+_ixc_ask() {  # the daemon, never waited for
+    command ixc --no-retry "${_ixc_socket[@]}" "$@" 2>/dev/null
+}
+
 _ixc_words() {
     local opts=$1 kind sign= word=$cur name
     shift
@@ -57,13 +61,12 @@ _ixc_words() {
             packages)
                 while IFS= read -r name; do
                     COMPREPLY+=("$sign$name")
-                done < <(command ixc --no-retry "${_ixc_socket[@]}" search --names "$word" 2>/dev/null) ;;
+                done < <(_ixc_ask search --names "$word") ;;
             realms)
                 [[ -n $sign ]] && continue
                 while IFS= read -r name; do
                     COMPREPLY+=("$name")
-                done < <(compgen -W "$(command ixc --no-retry "${_ixc_socket[@]}" list 2>/dev/null)" \
-                         -- "$cur") ;;
+                done < <(compgen -W "$(_ixc_ask list)" -- "$cur") ;;
             commands)
                 mapfile -t -O "${#COMPREPLY[@]}" COMPREPLY < <(compgen -W "$_ixc_commands" \
                     -- "$cur") ;;
@@ -97,6 +100,10 @@ complete -o nosort -F _ixc ixc
 
 ZSH = r"""#compdef ixc
 # zsh completion for ixc: `ixc completion zsh` wrote it from ixc's command table
+_ixc_ask() {  # the daemon, never waited for
+    command ixc --no-retry $_ixc_socket "$@" 2>/dev/null
+}
+
 _ixc_words() {
     local opts=$1 kind sign= word=$cur
     shift
@@ -111,10 +118,9 @@ _ixc_words() {
     for kind in "$@"; do
         case $kind in
             packages)
-                compadd -P "$sign" -- \
-                    ${(f)"$(command ixc --no-retry $_ixc_socket search --names "$word" 2>/dev/null)"} ;;
+                compadd -P "$sign" -- ${(f)"$(_ixc_ask search --names "$word")"} ;;
             realms)
-                [[ -n $sign ]] || compadd -- ${(f)"$(command ixc --no-retry $_ixc_socket list 2>/dev/null)"} ;;
+                [[ -n $sign ]] || compadd -- ${(f)"$(_ixc_ask list)"} ;;
             commands)
                 compadd -- ${_ixc_commands%%:*} ;;
         esac
