@@ -190,7 +190,8 @@ async def run_build(
             if ran.status != 0:
                 log_file.flush()
                 if space.looks_full(layout.build, _log_bytes(log_path)):
-                    raise space.no_space(layout.build, f"building {node.name}", log_path)
+                    raise space.no_space(layout.build, f"building {node.name}", log_path,
+                                         _quoted_tail(log_path))
                 raise BuildFailed(_failure_message(node, _describe_status(ran.status),
                                                    log_path))
             if on_exit is not None:
@@ -218,8 +219,10 @@ async def run_build(
         # hands the slot on once this raises)
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_abandon, user, out, scratch)
-        if space.is_full(exc) or space.is_full(exc.__cause__ or exc):
-            raise space.no_space(layout.build, f"building {node.name}", log_path) from exc
+        full = exc if space.is_full(exc) else exc.__cause__
+        if full is not None and space.is_full(full):
+            raise space.no_space(layout.build, f"building {node.name} ({full})", log_path,
+                                 _quoted_tail(log_path)) from exc
         if isinstance(exc, (OSError, subprocess.SubprocessError)):
             raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)
                               ) from exc
@@ -836,10 +839,12 @@ def _log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def _failure_message(node: Node, what: str, log_path: Path) -> str:
-    message = f"build of {node.name} ({node.uid}) {what}; log: {log_path}"
+    return f"build of {node.name} ({node.uid}) {what}; log: {log_path}{_quoted_tail(log_path)}"
+
+
+def _quoted_tail(log_path: Path) -> str:
+    """The log's last lines as an error message quotes them ("" for an empty log)."""
     tail = _log_tail(log_path)
-    if tail:
-        message += f"\nlast {len(tail)} lines of the log:\n" + "\n".join(
-            f"  {line}" for line in tail
-        )
-    return message
+    if not tail:
+        return ""
+    return f"\nlast {len(tail)} lines of the log:\n" + "\n".join(f"  {line}" for line in tail)

@@ -48,8 +48,9 @@ def looks_full(path: Path, log_tail: bytes) -> bool:
         return False
 
 
-def no_space(path: Path, doing: str, log: Path | None = None) -> NoSpace:
-    """The error for a write under `path` that found no space while `doing`."""
+def no_space(path: Path, doing: str, log: Path | None = None, tail: str = "") -> NoSpace:
+    """The error for a write under `path` that found no space while `doing` (`tail`: the
+    end of its log, to quote)."""
     try:
         mount = mount_point(path)
         free, total = free_bytes(path)
@@ -59,7 +60,7 @@ def no_space(path: Path, doing: str, log: Path | None = None) -> NoSpace:
     seen = f"; log: {log}" if log is not None else ""
     return NoSpace(f"no space left on {where} while {doing}; free some: `ixc gc` (an "
                    f"administrator) deletes what no realm needs, and `ixd --min-free SIZE` "
-                   f"collects garbage before the disk fills{seen}")
+                   f"collects garbage before the disk fills{seen}{tail}")
 
 
 def _size(count: int) -> str:
