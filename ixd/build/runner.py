@@ -44,8 +44,10 @@ from ixd.wire.errors import (
     ClusterRefused,
     ClusterUnavailable,
     DependencyFailed,
+    FetchError,
     InternalError,
     IxError,
+    NoSpace,
     error_from_wire,
 )
 
@@ -237,10 +239,18 @@ class StoreRunner:
 
     async def _fetch(self, node: Node) -> None:
         source = node.sources[0]
-        await trio.to_thread.run_sync(
-            lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
-                                       self.mirrors)
-        )
+        try:
+            await trio.to_thread.run_sync(
+                lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
+                                           self.mirrors)
+            )
+        except FetchError as exc:
+            if self.mirrors or type(exc) is not FetchError:  # a checksum is not a mirror's
+                raise
+            raise FetchError(f"{exc.message}; this ixd has no source mirror: where upstream "
+                             f"hosts are out of reach, the administrator gives one (ixd "
+                             f"--mirror TEMPLATE, or IX_MIRRORS under runit: docs/admin.md, "
+                             f"\"Sources\")") from exc
 
     async def _build(self, node: Node, emit: Listener, requested_by: int,
                      slot: BuildSlot) -> None:
@@ -396,12 +406,21 @@ class StoreRunner:
         kind = node.entry_kind
         build_id = await started.result()
 
+        inputs = self._store_inputs(node)
+
         def register_and_end() -> None:
-            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash)
+            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash,
+                                   inputs)
             self.db.build_ended(build_id, state, "")
 
         await self.writes.write(register_and_end)
         self.valid.add(node.uid)
+
+    def _store_inputs(self, node: Node) -> list[str]:
+        """The store dirs `node` reads (not its sources): what the collector keeps with it
+        under `--keep-build-inputs`."""
+        store = str(self.layout.store)
+        return [p for p in node.inputs if os.path.dirname(p) == store]
 
     async def _substitute(self, node: Node, requested_by: int) -> None:
         """Install the node's entry from a binary cache. Recorded in the builds table as
@@ -458,7 +477,10 @@ class StoreRunner:
             state, error = _ending(exc)
             with trio.CancelScope(shield=True):
                 await self._ended(row(), state, error)
-            log.info("%s finished: %s uid=%s result=%s", what, node.name, node.uid, state)
+            # why, in the daemon's log too (a full disk is the admin's to fix: an error)
+            log.log(logging.ERROR if isinstance(error, NoSpace) else logging.INFO,
+                    "%s finished: %s uid=%s result=%s%s", what, node.name, node.uid, state,
+                    f" [{error.code}] {error.message.splitlines()[0]}" if error else "")
             raise
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:

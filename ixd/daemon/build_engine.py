@@ -12,6 +12,7 @@ import trio
 from ixd.build.cluster import Cluster
 from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import Scheduler
+from ixd.cache.extras import require
 from ixd.cache.substitute import Pusher, Substituter, open_caches
 from ixd.daemon.config import Config
 from ixd.store.buildusers import BuildUserPool, load_pool
@@ -34,6 +35,12 @@ class BuildEngine:
                             "at once (add build users with runit/build-users.sh)", len(pool),
                             config.build_users, jobs, len(pool))
                 jobs = len(pool)
+        if config.cache.caches or config.cache.push:
+            s3 = any(u.startswith("s3://") for u in (*config.cache.caches, config.cache.push or ""))
+            require(["cryptography", "zstandard", *(["boto3"] if s3 else [])], "cache",
+                    "--cache and --push")
+        if config.cluster.enabled:
+            require(["distributed"], "cluster", "--dask")
         caches, push_to = open_caches(config.cache, str(layout.store))
         self.substituter = substituter = (
             Substituter(caches, layout, config.limits.max_output_size) if caches else None)

@@ -5,6 +5,9 @@
     ixd keygen NAME [--dir DIR]    write a cache signing key NAME.secret and NAME.public
     ixd cache-init URL             make a binary cache's bucket and ix-cache-info
     ixd cluster-certs DIR ...      make the Dask cluster's CA and TLS certificates
+    ixd manpage                    print ixd.8
+
+`ixd --help` lists the subcommands from `SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import queue
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -29,6 +32,7 @@ from ixd.cache.substitute import CacheSettings
 from ixd.daemon.admin_commands import cache_init_main, cluster_certs_main
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
+from ixd.daemon.supervision import write_start_hint
 from ixd.model.layout import Layout
 from ixd.recipes.packages import GC_THRESHOLDS
 from ixd.store.builder import BuildLimits
@@ -61,7 +65,11 @@ def parse_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ixd", description="The ix daemon: owns the store, builds, switches realms.")
+        prog="ixd", description="The ix daemon: owns the store, builds, switches realms.",
+        usage="ixd --root ROOT [options]\n       ixd SUBCOMMAND [--help] ...",
+        epilog="subcommands:\n" + "\n".join(f"  ixd {name:<10} {summary}"
+                                             for name, (_, summary) in SUBCOMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True,
                         help="the store and state root (e.g. /ix); created if missing")
     parser.add_argument("--overlay", type=Path, action="append", default=[],
@@ -78,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-free", type=parse_size, default=0,
                         help="collect garbage when free space under the root is below this "
                              "(e.g. 5G)")
+    parser.add_argument("--keep-build-inputs", action="store_true",
+                        help="gc keeps what every kept entry was built from (as Nix's "
+                             "keep-outputs); by default a valid package's build-only inputs "
+                             "are garbage, and nothing builds them again while it stays valid")
     parser.add_argument("--frame-timeout", type=float, default=10.0,
                         help="seconds a client may take to say hello or finish a frame")
     parser.add_argument("--max-connections-per-user", type=int, default=64)
@@ -185,7 +197,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
-                  min_free=args.min_free, frame_timeout=args.frame_timeout,
+                  min_free=args.min_free, keep_build_inputs=args.keep_build_inputs,
+                  frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
                   db_busy_timeout=args.db_busy_timeout, settings=tuple(args.settings),
                   cache=CacheSettings(tuple(args.cache), args.push, tuple(args.trusted_key),
@@ -210,6 +223,7 @@ async def serve(daemon: Daemon, socket_path: Path, *,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     daemon.engine.trio_token = trio.lowlevel.current_trio_token()
     listener = await open_unix_listener(socket_path)
+    await trio.to_thread.run_sync(write_start_hint, socket_path)
     server = Server(daemon.handle, frame_timeout=daemon.config.frame_timeout,
                     max_per_user=daemon.config.max_connections_per_user)
     async with trio.open_nursery() as nursery:
@@ -296,16 +310,30 @@ def check_build_confinement(config: Config) -> None:
             f"others (chmod o+x {unreachable[0]}), or choose a --root under public folders")
 
 
+#: `ixd NAME ...`: what runs instead of the daemon, and what `ixd --help` says of it
+SUBCOMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "verify": (verify_main, "check every valid store entry against its content hash "
+                            "(--root ROOT)"),
+    "keygen": (keygen_main, "write a cache signing key NAME.secret and NAME.public"),
+    "cache-init": (cache_init_main, "make a binary cache's bucket (or folder) and its "
+                                    "ix-cache-info (URL)"),
+    "cluster-certs": (cluster_certs_main, "make the Dask cluster's CA and TLS certificates "
+                                          "(DIR --ixd NAME --worker NAME)"),
+    "manpage": (lambda argv: manpage_main(), "print ixd.8, the manual page"),
+}
+
+
+def manpage_main() -> int:
+    from ixd.daemon.manpage import manual
+
+    sys.stdout.write(manual(build_parser(), SUBCOMMANDS))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["verify"]:
-        return verify_main(argv[1:])
-    if argv[:1] == ["keygen"]:
-        return keygen_main(argv[1:])
-    if argv[:1] == ["cache-init"]:
-        return cache_init_main(argv[1:])
-    if argv[:1] == ["cluster-certs"]:
-        return cluster_certs_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]][0](argv[1:])
     writer = _log_in_background()
     gc.set_threshold(*GC_THRESHOLDS)
     args = build_parser().parse_args(argv)
