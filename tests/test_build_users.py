@@ -75,14 +75,17 @@ def test_daemons_sharing_build_users_all_start_at_once() -> None:
 @needs_root
 def test_the_probe_takes_a_build_user_no_other_daemon_holds() -> None:
     users = load_pool(DEFAULT_GROUP)
-    other = BuildUserPool(users)  # another daemon of this machine, holding the first user
-    assert other._lock(users[0])
+    # Another daemon of this machine holds a build user. The suite's own daemons run at the
+    # same time (pytest -n 2) and may hold some, so take the first one that is free.
+    other = BuildUserPool(users)
+    held = next((u for u in users if other._lock(u)), None)
+    assert held is not None, "every build user is held: nothing left to test with"
     try:
         with BuildUserPool(users).holding_one() as user:
-            assert user != users[0]
+            assert user != held
             assert probe_confinement((user.uid, user.gid)) is None
     finally:
-        other._release(users[0], back_to_pool=True)
+        other._release(held, back_to_pool=True)
 
 
 @needs_root
