@@ -16,6 +16,8 @@
 {% endblock %}
 {% block setup %}
 {{ super() }}
+# the platform to compile for (the compiler is a host tool: it learns it from the package)
+export IX_TARGET={{ target.gnu_arch }}-unknown-linux-musl
 export CC=cc
 export CXX=c++
 export AR=ar

@@ -51,8 +51,9 @@ for name in cc clang c++ clang++; do
              -e "s|@TRIPLE@|{{ target.gnu_arch }}-unknown-linux-musl|g" \
              > "$out/bin/$name" <<'IX_WRAPPER'
 #!/bin/sh
-# @NAME@: @DRIVER@ of @LLVM@ for @TRIPLE@, linked statically by lld, against the C library and
-# runtimes among the build's target libraries, each found by the variable its env sets:
+# @NAME@: @DRIVER@ of @LLVM@ for $IX_TARGET (the package's platform, set by its build; else
+# @TRIPLE@), linked statically by lld, against the C library and runtimes among the build's
+# target libraries, each found by the variable its env sets:
 # IX_LIBC (lib/c: headers, start files, libc.a), IX_BUILTINS (lib/compiler_rt/builtins:
 # the runtime library, crtbegin and crtend, laid out as clang's resource folder), and for C++
 # IX_LIBCXX, IX_CXXABI, IX_UNWIND (lib/c++, lib/c++abi, lib/unwind). What is missing is left
@@ -94,7 +95,7 @@ clang++)
     set -- --unwindlib=none "$@"
     ;;
 esac
-exec @LLVM@/@DRIVER@ "$@" --target=@TRIPLE@
+exec @LLVM@/@DRIVER@ "$@" --target="${IX_TARGET:-@TRIPLE@}"
 IX_WRAPPER
     /bin/chmod +x "$out/bin/$name"
 done
