@@ -4,7 +4,7 @@
     lib/c, and its runtime library (clang: lib/compiler_rt/builtins), into every package's
     target libraries (its ind_deps), so recipes list only their other libraries in bld_libs.
     A C++ package lists lib/c++ there (as in stal/IX); only the compilers named in
-    `compilers` can build a package (C++: clang alone), any other `cc` is refused by name.
+    `compilers` can build a package (C++: clang alone), the other one is refused by name.
 
     Compiler flags come from the blocks cpp_defines (NAME or NAME=VALUE lines), cpp_includes
     (folders), c_flags, cxx_flags and ld_flags; a library names what to link in `libs`, which
@@ -39,15 +39,13 @@ export LIBS="{{ self.libs() | fix_list }} \${LIBS:-}"
 {% endblock %}
 {% if false %}
 {% block c_compiler %}
-{% set toolchains = {'clang': 'bld/host/clang', 'gcc': 'bld/host/gcc'} %}
 {% set compiler = cc or 'clang' %}
 {% set able = self.compilers() | parse_list %}
-{% if compiler not in toolchains %}
-{{ ix.error('no C toolchain is called ' ~ compiler ~ ' (--cc=' ~ compiler ~ '); the known ones: ' ~ (toolchains | sort | join(', '))) }}
-{% elif compiler not in able %}
+{% if compiler in ('clang', 'gcc') and compiler not in able %}
 {{ ix.error(('it is C++ (it links lib/c++): ' if 'lib/c++' in self.bld_libs() | parse_list else '') ~ '--cc=' ~ compiler ~ ' cannot build it; the compilers that can: ' ~ (able | join(', '))) }}
 {% endif %}
-{{ toolchains[compiler] }}
+{# a compiler ix does not have is a recipe no overlay holds: the daemon lists those it has #}
+bld/host/{{ compiler }}
 {% endblock %}
 {% block compilers %}
 {% if 'lib/c++' in self.bld_libs() | parse_list %}
