@@ -158,7 +158,7 @@ def test_a_source_the_workers_refuse_is_built_here_and_logged_on_both_sides(
             r.ixc("mut", "rr", "+bin/fromfile")
             rows = [row for row in _builds(r) if row["name"].startswith("bin/fromfile")]
             assert [row["state"] for row in reversed(rows)] == ["refused", "valid"], rows
-            assert "is not an http(s) URL" in rows[-1]["error"]
+            assert "is not an http(s) or deb-src URL" in rows[-1]["error"]
             here = r.log.read_text()
             assert "bin/fromfile" in here and "[E_CLUSTER_REFUSED]" in here
             assert "building it here" in here

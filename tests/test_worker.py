@@ -97,7 +97,7 @@ def test_sources_must_be_http_and_named_as_recipes_name_them(hello_nodes: list[N
     lib_c = _node(hello_nodes, "lib/c").to_json()
     source = lib_c["sources"][0]
     local = {**lib_c, "sources": [{**source, "url": "file:///etc/shadow"}]}
-    assert "is not an http(s) URL" in _refusal(local)
+    assert "is not an http(s) or deb-src URL" in _refusal(local)
     renamed = {**lib_c, "sources": [{**source, "filename": "../../x"}]}
     assert "is not the last part of its URL" in _refusal(renamed)
 

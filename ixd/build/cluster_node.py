@@ -36,8 +36,9 @@ from ixd.wire.errors import ClusterRefused
 
 _UID = re.compile(rf"[0-9a-f]{{{UID_LENGTH}}}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-#: the URL schemes a cluster node's sources may name (never a file of this machine)
-SOURCE_SCHEMES = ("http://", "https://")
+#: the URL schemes a cluster node's sources may name (never a file of this machine; a file of
+#: a Debian source package is looked up by this machine's apt, checked like any source)
+SOURCE_SCHEMES = ("http://", "https://", "deb-src://")
 #: a cluster node may ask for at most this much time beyond --build-timeout (a recipe's
 #: `timeout` block): a day
 MAX_EXTRA_TIMEOUT = 24 * 3600.0
@@ -88,7 +89,7 @@ def check_cluster_node(data: Any, layout: Layout) -> Node:
         if not _SHA256.fullmatch(source.sha256):
             raise _refuse(data, f"source sha256 {source.sha256[:80]!r} is not 64 hex digits")
         if not source.url.startswith(SOURCE_SCHEMES):
-            raise _refuse(data, f"source {source.url[:200]!r} is not an http(s) URL")
+            raise _refuse(data, f"source {source.url[:200]!r} is not an http(s) or deb-src URL")
         if source.filename != url_basename(source.url):  # as recipes name their sources
             raise _refuse(data, f"source file name {source.filename[:200]!r} is not the "
                                 f"last part of its URL")

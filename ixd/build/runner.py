@@ -33,6 +33,7 @@ from ixd.store.builder import ContentMismatch
 from ixd.store.buildusers import BuildUser, BuildUserPool
 from ixd.store.db import BuildDatabase
 from ixd.store.dbwriter import PendingWrite, WriteQueue
+from ixd.store.debsrc import DebianArchive
 from ixd.store.fstree import remove_tree
 from ixd.store.treehash import tree_hash
 from ixd.wire.errors import (
@@ -97,6 +98,8 @@ class StoreRunner:
         self.build_users = build_users
         self.limits = limits or builder.BuildLimits()
         self.mirrors = tuple(mirrors)
+        #: where `deb-src://` sources are looked up: apt, with ix's own state under var/
+        self.debian = DebianArchive(layout.var / "apt")
         #: installs `substitute` nodes from binary caches
         self.substituter = substituter
         #: told each uid this daemon built, once registered (the cache pusher)
@@ -242,7 +245,7 @@ class StoreRunner:
         try:
             await trio.to_thread.run_sync(
                 lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
-                                           self.mirrors)
+                                           self.mirrors, debian=self.debian)
             )
         except FetchError as exc:
             if self.mirrors or type(exc) is not FetchError:  # a checksum is not a mirror's
