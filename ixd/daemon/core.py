@@ -53,7 +53,7 @@ class Daemon:
         self.db = BuildDatabase(self.layout.database, config.db_busy_timeout)
         log.info(recover(self.layout, self.db).summary())
         self.realm_cache = cache = RealmCache()
-        access = RealmAccess(self.db, self.layout, cache, config.admin_group)
+        self.access = access = RealmAccess(self.db, self.layout, cache, config.admin_group)
         access.evict_squatters()
         self.catalog = Catalog(config.overlays, self.layout, dict(config.settings))
         self.graph = self.catalog.graph
@@ -90,6 +90,7 @@ class Daemon:
         # the daemon's tasks besides the server (`ixd.daemon.main`)
         self.watch_recipes = self.catalog.watch
         self.watch_free_space = collector.watch_free_space
+        self.watch_accounts = access.watch_accounts
 
     async def handle(self, op: str, args: dict[str, Any], caller: Caller,
                      emit: Listener) -> Any:
@@ -97,6 +98,7 @@ class Daemon:
         if handler is None:
             raise UnknownOp(f"unknown op {op!r}; this daemon knows: "
                             f"{', '.join(sorted(self.handlers))}")
+        await self.access.settle(caller)  # an account's first request: no squatter's realm
         return await handler(args, caller, emit)
 
     async def op_ping(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
