@@ -6,7 +6,8 @@ cancelled. Flights (one per uid under way) live in the scheduler's own nursery, 
 request that started them, so a second waiter keeps a build going after the first left.
 Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
 Build slots go round-robin between the users waiting (by uid), then between each user's
-requests (`ixd.build.fairness`): a user's many requests do not starve another user's one.
+requests, and no user holds more than `max_jobs_per_user` of them (`ixd.build.fairness`): a
+user's many requests do not starve another user's one.
 """
 
 from __future__ import annotations
@@ -114,13 +115,16 @@ class Flight:
 
 class Scheduler:
     def __init__(self, runner: NodeRunner, jobs: int,
-                 substituter: PlanNarrower | None = None) -> None:
+                 substituter: PlanNarrower | None = None,
+                 max_jobs_per_user: int | None = None, owner: int | None = None) -> None:
+        """`owner`: the uid of the daemon's own account, whose builds are not capped."""
         self.runner = runner
         self.substituter = substituter
         self.jobs = jobs
         self._flights: dict[str, Flight] = {}
         self._nursery: trio.Nursery | None = None
-        self.build_slots = FairSlots(jobs)
+        self.build_slots = FairSlots(jobs, max_jobs_per_user,
+                                     uncapped=() if owner is None else (owner,))
         self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2),
                           "substitute": trio.CapacityLimiter(8),
                           "network": trio.CapacityLimiter(NETWORK_POOL)}
@@ -274,15 +278,16 @@ class Scheduler:
         node = flight.node
         try:
             with flight.cancel_scope:
-                if flight.ticket is not None:
-                    await self.build_slots.wait(flight.ticket)
+                ticket = flight.ticket
+                if ticket is not None:
+                    await self.build_slots.wait(ticket)
                     held = True
 
                     def slot_done() -> None:
                         nonlocal held
                         if held:
                             held = False
-                            self.build_slots.release()
+                            self.build_slots.release(ticket)
 
                     try:
                         await self._run_flight(flight, slot_done)

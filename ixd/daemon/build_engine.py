@@ -52,7 +52,8 @@ class BuildEngine:
             substituter=substituter, on_built=self.pusher.submit if self.pusher else None,
             cluster=self.cluster, push_inputs=self.pusher.push if self.pusher else None,
         )
-        self.scheduler = Scheduler(self.runner, jobs, substituter)
+        self.scheduler = Scheduler(self.runner, jobs, substituter,
+                                   config.max_jobs_per_user or None, owner=os.getuid())
         #: the event loop's token, for the Dask client's thread (set when serving)
         self.trio_token: trio.lowlevel.TrioToken | None = None
 

@@ -129,7 +129,8 @@ class BuildOps:
         running = sum(1 for f in flights if f.started)
         reply = {"builds": page, "total": len(flights), "running": running,
                  "queued": len(flights) - running, "offset": offset, "limit": limit,
-                 "jobs": self.scheduler.jobs, "slots_free": self.scheduler.free_slots}
+                 "jobs": self.scheduler.jobs, "slots_free": self.scheduler.free_slots,
+                 "jobs_per_user": self.scheduler.build_slots.per_user}
         if self.cluster is not None:
             reply["cluster"] = self.cluster.state()
         return reply

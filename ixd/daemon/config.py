@@ -19,6 +19,8 @@ class Config:
     overlays: tuple[Path, ...]
     mirrors: tuple[str, ...] = ()
     jobs: int = 0
+    #: build slots one user may hold at once (0: `jobs` less one, see ixd.build.fairness)
+    max_jobs_per_user: int = 0
     confine: bool = True
     socket: Path | None = None
     admin_group: str | None = None

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", type=Path, help="the socket path (default ROOT/var/ixd.sock)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="concurrent builds (default: the number of cores)")
+    parser.add_argument("--max-jobs-per-user", type=int, default=0, metavar="N",
+                        help="build slots one user may hold at once (default: --jobs less "
+                             "one, so another user's build always finds a slot; the daemon's "
+                             "own account is not capped)")
     parser.add_argument("--admin-group",
                         help="members of this group may change root's realms (e.g. system)")
     parser.add_argument("--keep-generations", type=int, default=3,
@@ -150,6 +154,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise IxError(f"overlay {overlay} is not a directory")
     if args.jobs < 0:
         raise IxError(f"--jobs must be at least 1, not {args.jobs}")
+    if args.max_jobs_per_user < 0:
+        raise IxError(f"--max-jobs-per-user must be at least 1, not {args.max_jobs_per_user}")
     if args.root.is_symlink():
         raise RootUnsafe(f"--root {args.root} is a symbolic link (to {os.readlink(args.root)}); "
                          f"give the real path")
@@ -160,7 +166,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                          max_output_size=args.max_output_size)
     return Config(build_users=args.build_users, limits=limits,
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
-                  jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
+                  jobs=args.jobs, max_jobs_per_user=args.max_jobs_per_user,
+                  confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
                   min_free=args.min_free, frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
@@ -198,8 +205,10 @@ async def _serve(daemon: Daemon, socket_path: Path,
         if daemon.pusher is not None:
             nursery.start_soon(daemon.pusher.serve)
         await nursery.start(daemon.watch_recipes)
-        log.info("ixd %s serving on %s (root %s, jobs %d, confined %s)", __version__, socket_path,
-                 daemon.config.root, daemon.config.job_count, daemon.config.confine)
+        slots = daemon.scheduler.build_slots
+        log.info("ixd %s serving on %s (root %s, jobs %d, at most %d per user, confined %s)",
+                 __version__, socket_path, daemon.config.root, slots.total, slots.per_user,
+                 daemon.config.confine)
         task_status.started()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
