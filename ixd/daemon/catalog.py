@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from ixd.model.nodes import Plan
 from ixd.model.selector import Selector
 from ixd.recipes import plan as planning
 from ixd.recipes.fixup import fixer_selectors
-from ixd.recipes.packages import Package, PackageGraph
+from ixd.recipes.packages import DEFAULT_CACHE_BYTES, Package, PackageGraph
+from ixd.recipes.rendercache import DEFAULT_STORE_BYTES, Owner
 from ixd.recipes.tree import REALM_FLAG, RecipeTree
 
 log = logging.getLogger("ixd")
@@ -29,32 +31,54 @@ log = logging.getLogger("ixd")
 
 class Catalog:
     def __init__(self, overlays: Sequence[Path], layout: Layout,
-                 settings: Mapping[str, str]) -> None:
+                 settings: Mapping[str, str], *, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 render_store_bytes: int = DEFAULT_STORE_BYTES) -> None:
         self.overlays = tuple(overlays)
         self.layout = layout
+        # what each user's requests load counts against their share of the caches; the
+        # daemon's own account (root for the system's daemon) is not held to one
         self.graph = PackageGraph(
             RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja"), layout.store,
             settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
-            render_store=layout.var / "renders.jsonl")
+            render_store=layout.var / "renders.jsonl", max_bytes=cache_bytes,
+            render_store_bytes=render_store_bytes, uncapped=(os.getuid(),))
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
 
-    async def load(self, selectors: Sequence[Selector]) -> list[Package]:
-        """The packages of `selectors` (in a worker thread: rendering is CPU work)."""
+    async def load(self, selectors: Sequence[Selector], owner: Owner = None
+                   ) -> list[Package]:
+        """The packages of `selectors` for `owner`'s request (in a worker thread: rendering
+        is CPU work)."""
         packages: list[Package] = await trio.to_thread.run_sync(
-            self.graph.load_all, list(selectors))
+            self.graph.load_all, list(selectors), owner)
         return packages
 
-    def plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
-        """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
+    def plan_realm(self, realm: str, selectors: Sequence[Selector], owner: Owner = None,
+                   **meta: Any) -> Plan:
+        """Load the packages and plan the realm's assembly for `owner`'s request (blocking:
+        rendering is CPU)."""
         # as stal/IX's, every package of a realm has the flag target_realm=REALM (unless it
         # sets it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)
         packages = self.graph.load_all([s if REALM_FLAG in dict(s.flags)
                                         else s.with_flags({REALM_FLAG: realm})
-                                        for s in selectors])
-        fixers = self.graph.load_tools(fixer_selectors(packages))
+                                        for s in selectors], owner)
+        fixers = self.graph.load_tools(fixer_selectors(packages), owner)
         meta.update(realm=realm, packages=[str(p.selector) for p in packages])
         return planning.realm_plan(realm, packages, meta, self.layout, fixers)
+
+    def cache_usage(self, uid: int) -> dict[str, int]:
+        """The caches' bytes against their bounds, in all and `uid`'s own (for `status`)."""
+        graph, store = self.graph, self.graph.render_store
+        usage = {"packages": len(graph), "package_bytes": graph.bytes,
+                 "package_bytes_max": graph.max_bytes,
+                 "package_bytes_yours": graph.owner_bytes.get(uid, 0),
+                 "package_bytes_per_user_max": graph.user_bytes}
+        if store is not None:
+            usage.update(render_store_bytes=store.file_bytes,
+                         render_store_bytes_max=store.max_bytes,
+                         render_store_bytes_yours=store.owner_bytes.get(uid, 0),
+                         render_store_bytes_per_user_max=store.user_bytes)
+        return usage
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:

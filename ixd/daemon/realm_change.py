@@ -152,7 +152,7 @@ class RealmChanges:
                               ) from None
         for patch in patches:
             state = apply_patch(state, patch)
-        plan = self.catalog.plan_realm(realm, effective_selectors(state),
+        plan = self.catalog.plan_realm(realm, effective_selectors(state), caller.uid,
                                        state=state.to_json())
         return RealmChange(realm, claim.owner, current, state, plan, recipes)
 
