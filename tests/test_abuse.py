@@ -3,6 +3,11 @@ real unprivileged account against a real root-run ixd, and the bound it meets is
 here; the figures (latencies under the attack, memory, file sizes) are `bench/abuse.py`'s.
 
 - build slots: three long builds of one user leave a slot for another user's build;
+- logs: a build printing as fast as it can never makes a log past `--max-log-size` (head,
+  marker, tail), others' requests are answered meanwhile, a follower is told what it was
+  not sent, and gc deletes the logs of what it collected and of old failed builds;
+- caches: thousands of flag sets from one user fill only that user's share of the package
+  cache and of `var/renders.jsonl`, never their bounds, and push out nobody else's;
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,3 +79,158 @@ def test_three_long_builds_of_one_user_leave_a_slot_for_another(
     finally:
         os.killpg(flood.pid, 9)
         flood.communicate()
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+MAX_LOG = 1 << 20
+FLOOD_BYTES = 200_000_000
+
+
+@pytest.fixture(scope="module")
+def small_logs(accounts: dict[str, int]) -> Iterator[RunningDaemon]:
+    with public_daemon("ix-abuse-logs-", ["--jobs", "2", "--max-log-size", str(MAX_LOG),
+                                          "--keep-logs", "0", "--admin-group",
+                                          "ixtadmins"]) as running:
+        yield running
+
+
+def package_uid(daemon: RunningDaemon, selector: str, user: str) -> str:
+    packages = json.loads(daemon.ixc("dep", selector, "--json", user=user).stdout)["packages"]
+    uid: str = next(p["uid"] for p in packages if p["name"] == selector.split("(")[0])
+    return uid
+
+
+class SizeWatch:
+    """The largest size a file had, looked at as often as this thread can."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.largest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):  # a look every 2 ms, not a core spent on it
+            try:
+                self.largest = max(self.largest, self.path.stat().st_size)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> SizeWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_build_printing_as_fast_as_it_can_keeps_its_log_within_the_bound(
+        small_logs: RunningDaemon) -> None:
+    """Row 4: the attacker's build prints 200 MB; its log never holds more than
+    --max-log-size, keeps its head and its tail with a marker between, and the victim is
+    answered meanwhile; a follower of the flood is told what it was not sent live."""
+    daemon = small_logs
+    selector = f"bin/attack/flood(bytes={FLOOD_BYTES})"
+    uid = package_uid(daemon, selector, ATTACKER)
+    log = daemon.root / "var" / "log" / f"{uid}.log"
+    with SizeWatch(log) as watch:
+        flood = spawn(daemon, ATTACKER, "build", selector)
+        try:
+            wait_for(lambda: watch.largest >= MAX_LOG // 2, "the flood to fill half its log")
+            follower = spawn(daemon, VICTIM, "log", selector, "-f")
+            assert daemon.ixc("status", user=VICTIM, timeout=30).returncode == 0
+            out, err = flood.communicate(timeout=600)
+            assert flood.returncode == 0, err
+            followed, err = follower.communicate(timeout=120)
+            assert follower.returncode == 0, err
+        finally:
+            for process in (flood, locals().get("follower")):
+                if process is not None and process.poll() is None:
+                    os.killpg(process.pid, 9)
+                    process.communicate()
+    assert 0 < watch.largest <= MAX_LOG
+    data = log.read_bytes()
+    assert len(data) <= MAX_LOG
+    assert data.startswith(b"flood starts\nix flood: a line of build output")
+    assert data.endswith(b"flood ends\n")
+    assert b"bytes of output left out here: the log keeps the first" in data
+    # the follower: the log's head as it was, what it did not get said, the end live
+    assert followed.startswith("flood starts\n") and followed.endswith("flood ends\n")
+    assert "bytes of output not shown here" in followed or "lines left out here" in followed
+    assert len(followed) < 8 * MAX_LOG
+
+
+def test_gc_deletes_the_logs_of_what_it_collects_and_of_old_failed_builds(
+        small_logs: RunningDaemon) -> None:
+    daemon = small_logs
+    kept = "bin/slow(secs=0,tag=kept-log)"
+    daemon.ixc("mut", "logs", f"+{kept}", user=VICTIM)
+    collected = "bin/slow(secs=0,tag=collected-log)"
+    daemon.ixc("build", collected, user=ATTACKER)
+    failed = daemon.ixc("build", "bin/fails", user=ATTACKER, check=False)
+    assert failed.returncode != 0
+    logs = {name: daemon.root / "var" / "log" / f"{package_uid(daemon, name, VICTIM)}.log"
+            for name in (kept, collected, "bin/fails")}
+    assert all(path.exists() for path in logs.values())
+    done = daemon.ixc("gc", user="ixtcarol")
+    assert "build logs deleted" in done.stdout
+    assert logs[kept].exists()  # a realm holds it: its log stays
+    assert not logs[collected].exists()  # collected: its log went with it
+    assert not logs["bin/fails"].exists()  # failed, and older than --keep-logs 0
+
+
+# --- caches ----------------------------------------------------------------------------------
+
+CACHE = 2 << 20
+STORE = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def small_caches(accounts: dict[str, int]) -> Iterator[RunningDaemon]:
+    with public_daemon("ix-abuse-caches-", ["--jobs", "2", "--max-package-cache", str(CACHE),
+                                            "--max-render-store", str(STORE)]) as running:
+        yield running
+
+
+#: the attacker's client: `plan` of N distinct flag sets over one connection
+_FLAG_SETS = """
+import json, sys
+from ixd.wire.transport import Client
+socket, count = sys.argv[1], int(sys.argv[2])
+usage = []
+with Client.connect(socket) as client:
+    for n in range(count):
+        client.request("plan", {"packages": [f"bin/wave(wave_style=s{n})"], "summary": True})
+        if n % 100 == 99:
+            usage.append(client.request("status", {})["caches"])
+print(json.dumps(usage))
+"""
+
+
+def test_a_flood_of_flag_sets_fills_only_its_users_share_of_the_caches(
+        small_caches: RunningDaemon) -> None:
+    """Row 6: `plan` with 2,000 distinct flag sets from one user: the package cache and the
+    render store stay within their bytes, that user within a quarter of them, and the
+    victim's packages stay cached (its next plan renders nothing)."""
+    daemon = small_caches
+    victims = [f"bin/wave(wave_style=victim{n})" for n in range(5)]
+    daemon.ixc("plan", *victims, user=VICTIM)
+    before = json.loads(daemon.ixc("status", "--json", user=VICTIM).stdout)["caches"]
+    assert before["package_bytes_yours"] > 0
+    argv, env = daemon.ixc_argv("status", user=ATTACKER)
+    flood = subprocess.run([*argv[:argv.index("-m")], "-c", _FLAG_SETS, str(daemon.socket),
+                            "2000"], env=env, cwd="/", capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert flood.returncode == 0, flood.stderr
+    store = daemon.root / "var" / "renders.jsonl"
+    for usage in json.loads(flood.stdout):  # as the attacker saw it, every 100 plans
+        assert usage["package_bytes"] <= usage["package_bytes_max"] == CACHE
+        assert usage["package_bytes_yours"] <= usage["package_bytes_per_user_max"] == CACHE // 4
+        assert usage["render_store_bytes"] <= STORE
+        assert usage["render_store_bytes_yours"] <= usage["render_store_bytes_per_user_max"]
+    assert store.stat().st_size <= STORE
+    after = json.loads(daemon.ixc("status", "--json", user=VICTIM).stdout)["caches"]
+    assert after["package_bytes_yours"] == before["package_bytes_yours"]  # nothing pushed out
+    assert after["render_store_bytes_yours"] == before["render_store_bytes_yours"]

@@ -14,7 +14,6 @@ import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import BinaryIO
 
 import trio
 
@@ -27,6 +26,7 @@ from ixd.model.nodes import Node
 from ixd.store import builder, fetch
 from ixd.store.assemble import assemble_realm
 from ixd.store.builder import ContentMismatch
+from ixd.store.buildlog import BoundedLog
 from ixd.store.buildusers import BuildUser, BuildUserPool
 from ixd.store.db import BuildDatabase
 from ixd.store.dbwriter import PendingWrite, WriteQueue
@@ -82,7 +82,7 @@ class StoreRunner:
                              "through the cache")
         #: remote builds under way: uid -> the worker that runs it ("" until one says so)
         self._remote: dict[str, str] = {}
-        self._remote_logs: dict[str, tuple[Listener, BinaryIO]] = {}
+        self._remote_logs: dict[str, tuple[Listener, BoundedLog]] = {}
         self.make_thrs = make_thrs
         #: mirror of the database's valid uids, so validity checks cost no query (read it
         #: through `is_valid` and `is_valid_uid`; only `collecting` takes uids out)
@@ -204,12 +204,14 @@ class StoreRunner:
         worker = "(already in the cache)"
         try:
             async with self._recording(started, node, "remote build"):
-                with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (small local writes)
-                    self._remote_logs[node.uid] = (emit, log_file)
-                    try:
-                        worker = await self._submit(node)
-                    finally:
-                        del self._remote_logs[node.uid]
+                # bounded like a local build's (a local file: no wait worth a thread)
+                log_file = BoundedLog(log_path, self.limits.max_log_size, append=True)
+                self._remote_logs[node.uid] = (emit, log_file)
+                try:
+                    worker = await self._submit(node)
+                finally:
+                    del self._remote_logs[node.uid]
+                    log_file.finish()
                 # the worker's log stays: the unpack's output goes after it
                 await self._install(node, started, "remote", keep_log=True)
         finally:
@@ -242,10 +244,8 @@ class StoreRunner:
         if held is None:
             return
         emit, log_file = held
-        for line in lines:
-            log_file.write(line.encode(errors="replace") + b"\n")
-            emit("log", {"uid": uid, "line": line})
-        log_file.flush()
+        log_file.write(b"".join(line.encode(errors="replace") + b"\n" for line in lines))
+        relay_log(emit, uid, list(lines), log_file.written)
 
     async def _build_local(self, node: Node, emit: Listener, requested_by: int,
                            slot_done: Callable[[], None]) -> None:
@@ -256,7 +256,7 @@ class StoreRunner:
         async with self._recording(started, node, "build"), self._build_user() as user:
             built = await builder.run_build(
                 node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
-                on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
+                on_log=lambda items, end: relay_log(emit, node.uid, items, end),
                 user=user, limits=self.limits, on_exit=slot_done,
             )
         self._trash.send_nowait(built.trashed)
@@ -373,6 +373,18 @@ class StoreRunner:
         await self.writes.write(
             lambda: self.db.register_valid(node.uid, out, node.name, node.entry_kind, content))
         self.valid.add(node.uid)
+
+
+def relay_log(emit: Listener, uid: str, items: list[str | int], end: int) -> None:
+    """A build's output to its waiters: a `log` event per line, a `log-skipped` event with
+    the count where lines were left out (printed faster than the live budget); then where
+    its log file is up to (`log-mark`, kept by the flight for followers, not sent on)."""
+    for item in items:
+        if isinstance(item, str):
+            emit("log", {"uid": uid, "line": item})
+        else:
+            emit("log-skipped", {"uid": uid, "count": item, "live": True})
+    emit("log-mark", {"uid": uid, "end": end})
 
 
 async def _rm_rf(paths: list[Path]) -> bool:

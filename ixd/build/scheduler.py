@@ -79,6 +79,9 @@ class Flight:
     recent_log: deque[str] = field(default_factory=deque)
     recent_chars: int = 0
     log_lines: int = 0
+    #: bytes of its log file up to the end of the last line handed to the listeners (what a
+    #: follower reads from the file before the lines it is handed live)
+    log_end: int = 0
     queued: float = field(default_factory=time.time)
     started: float | None = None
     #: its place in the build slots' queues (build nodes only)
@@ -89,8 +92,13 @@ class Flight:
         return sum(self.waiting_uids.values())
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "log-mark":  # the builder's word on where its log file is: not an event
+            self.log_end = int(data["end"])
+            return
         if kind == "log" and isinstance(data.get("line"), str):
             self._remember(data["line"])
+        elif kind == "log-skipped":  # lines left out live: replays count them as earlier
+            self.log_lines += int(data.get("count", 0))
         for listener in list(self.listeners):
             listener(kind, data)
 

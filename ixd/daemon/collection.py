@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ log = logging.getLogger("ixd")
 
 class Collector:
     def __init__(self, db: BuildDatabase, layout: Layout, runner: StoreRunner,
-                 scheduler: Scheduler, keep_generations: int, min_free: int) -> None:
+                 scheduler: Scheduler, keep_generations: int, min_free: int,
+                 keep_logs: float = 30 * 86400.0) -> None:
         self.db = db
         self.layout = layout
         self.runner = runner
@@ -34,6 +36,8 @@ class Collector:
         self.keep_generations = keep_generations
         #: collect automatically when free space under the root falls below this (0: never)
         self.min_free = min_free
+        #: seconds the logs of builds that left no valid entry are kept
+        self.keep_logs = keep_logs
         self._lock = trio.Lock()
 
     async def collect_garbage(self) -> GcResult:
@@ -54,10 +58,33 @@ class Collector:
             garbage = [e for e in entries if e["path"] not in marked]
             with self.runner.collecting([e["uid"] for e in garbage]):
                 freed = await trio.to_thread.run_sync(self._sweep, garbage)
-        result = GcResult(len(garbage), freed, len(entries) - len(garbage))
-        log.info("gc: %d entries deleted, %d bytes freed, %d kept", result.entries,
-                 result.bytes, result.kept)
+            # the logs: of what was collected, and old ones of builds that left nothing
+            keep = {u for u in self.runner.valid} | {f.node.uid for f in
+                                                      self.scheduler.flights()}
+            logs, log_bytes = await trio.to_thread.run_sync(
+                self._sweep_logs, keep, {e["uid"] for e in garbage})
+        result = GcResult(len(garbage), freed, len(entries) - len(garbage), logs, log_bytes)
+        log.info("gc: %d entries deleted, %d bytes freed, %d kept; %d logs deleted (%d "
+                 "bytes)", result.entries, result.bytes, result.kept, logs, log_bytes)
         return result
+
+    def _sweep_logs(self, keep: set[str], collected: set[str]) -> tuple[int, int]:
+        """Delete the logs `gc.logs_to_delete` names (blocking); how many, and their bytes."""
+        found = []
+        with os.scandir(self.layout.logs) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                found.append(gc.LogFile(entry.name, st.st_size, st.st_mtime))
+        doomed = gc.logs_to_delete(found, keep, collected, time.time(), self.keep_logs)
+        for log_file in doomed:
+            try:
+                os.unlink(self.layout.logs / log_file.name)
+            except FileNotFoundError:
+                pass
+        return len(doomed), sum(f.size for f in doomed)
 
     def _sweep(self, garbage: list[dict[str, Any]]) -> int:
         self.db.unregister([e["uid"] for e in garbage])

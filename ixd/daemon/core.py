@@ -55,18 +55,21 @@ class Daemon:
         self.realm_cache = cache = RealmCache()
         self.access = access = RealmAccess(self.db, self.layout, cache, config.admin_group)
         access.evict_squatters()
-        self.catalog = Catalog(config.overlays, self.layout, dict(config.settings))
+        self.catalog = Catalog(config.overlays, self.layout, dict(config.settings),
+                               cache_bytes=config.package_cache_bytes,
+                               render_store_bytes=config.render_store_bytes)
         self.graph = self.catalog.graph
         self.engine = BuildEngine(config, self.db)
         self.runner, self.scheduler = self.engine.runner, self.engine.scheduler
         self.pusher, self.cluster = self.engine.pusher, self.engine.cluster
         collector = Collector(self.db, self.layout, self.runner, self.scheduler,
-                              config.keep_generations, config.min_free)
+                              config.keep_generations, config.min_free, config.keep_logs)
         self.changes = changes = RealmChanges(self.db, self.layout, self.catalog, access,
                                               cache, self.scheduler, self.runner)
         realms = RealmOps(self.db, self.layout, access, cache)
         self.builds = builds = BuildOps(self.db, self.layout, self.catalog, self.scheduler,
-                                        self.runner, self.cluster)
+                                        self.runner, self.cluster,
+                                        config.limits.max_log_size)
         admin = AdminOps(self.db, self.layout, self.catalog, access, cache, self.runner,
                          collector, self.pusher)
         self.handlers: dict[str, Handler] = {

@@ -27,8 +27,10 @@ from ixd.cache.substitute import CacheSettings
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
 from ixd.model.layout import Layout
-from ixd.recipes.packages import GC_THRESHOLDS
+from ixd.recipes.packages import DEFAULT_CACHE_BYTES, GC_THRESHOLDS
+from ixd.recipes.rendercache import DEFAULT_STORE_BYTES
 from ixd.store.builder import BuildLimits
+from ixd.store.buildlog import DEFAULT_MAX_LOG, MIN_MAX_LOG
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.store.buildusers import load_pool
 from ixd.store.confine import check_confinement
@@ -98,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
                         default=BuildLimits.max_output_size, metavar="SIZE",
                         help="bytes one build may write, scratch and output together "
                              "(default 32G)")
+    parser.add_argument("--max-log-size", type=parse_size, default=DEFAULT_MAX_LOG,
+                        metavar="SIZE",
+                        help="bytes of one build's log; past it the log keeps its head and "
+                             "a rolling tail (default 32M)")
+    parser.add_argument("--keep-logs", type=float, default=30.0, metavar="DAYS",
+                        help="gc deletes logs of failed builds older than this (default 30)")
+    parser.add_argument("--max-package-cache", type=parse_size, default=DEFAULT_CACHE_BYTES,
+                        metavar="SIZE",
+                        help="bytes of rendered packages kept in memory, a quarter of them "
+                             "for one user (default 256M)")
+    parser.add_argument("--max-render-store", type=parse_size, default=DEFAULT_STORE_BYTES,
+                        metavar="SIZE",
+                        help="bytes of var/renders.jsonl, renders kept across restarts "
+                             "(default 192M)")
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined, as the daemon (only where build users and "
                              "namespaces are unavailable: a build can then do all ixd can)")
@@ -162,13 +178,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.build_timeout <= 0 or args.max_processes < 1 or args.max_output_size < 1:
         raise IxError("--build-timeout, --max-processes and --max-output-size must be "
                       "positive")
+    if args.max_log_size < MIN_MAX_LOG:
+        raise IxError(f"--max-log-size {args.max_log_size} leaves no room for a log's head "
+                      f"and tail: at least {MIN_MAX_LOG} bytes")
+    if args.keep_logs < 0:
+        raise IxError(f"--keep-logs must be 0 days or more, not {args.keep_logs}")
     limits = BuildLimits(timeout=args.build_timeout, max_processes=args.max_processes,
-                         max_output_size=args.max_output_size)
+                         max_output_size=args.max_output_size,
+                         max_log_size=args.max_log_size)
     return Config(build_users=args.build_users, limits=limits,
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, max_jobs_per_user=args.max_jobs_per_user,
                   confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
+                  keep_logs=args.keep_logs * 86400,
+                  package_cache_bytes=args.max_package_cache,
+                  render_store_bytes=args.max_render_store,
                   min_free=args.min_free, frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
                   db_busy_timeout=args.db_busy_timeout, settings=tuple(args.settings),

@@ -35,13 +35,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import outcome
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Source
+from ixd.store.buildlog import DEFAULT_MAX_LOG, BoundedLog, LogPump, decode
 from ixd.store.buildusers import BuildUser, kill_processes_of
 from ixd.store.canonical import OutputRefused, canonicalise
 from ixd.store.confine import (
@@ -56,7 +56,9 @@ from ixd.wire.errors import BuildFailed, ConfinementUnavailable
 
 log = logging.getLogger(__name__)
 
-LineCallback = Callable[[str], None]
+#: a build's output as the event loop gets it: lines, and (ints) counts of lines left out
+#: (past the live budget), then the bytes of the log up to their end (`ixd.store.buildlog`)
+LogCallback = Callable[[list[str | int], int], None]
 #: the bwrap prefix of a confined build, given the fd for bwrap's --info-fd
 SandboxArgv = Callable[[int], list[str]]
 
@@ -67,9 +69,6 @@ LOG_TAIL_LINES = 20
 EOF_GRACE = 5.0
 #: how long to wait for killed processes to disappear before giving up on them
 KILL_GRACE = 10.0
-#: a "line" longer than this is passed to the callback in pieces
-MAX_LINE = 64 * 1024
-_READ_SIZE = 64 * 1024
 #: what _sandbox_pidfd says when the sandbox is already over (never a file descriptor)
 SANDBOX_GONE = -1
 
@@ -87,6 +86,8 @@ class BuildLimits:
     max_output_size: int = 32 << 30
     #: seconds between two measurements of the scratch's size
     size_poll: float = 1.0
+    #: bytes of its log (head and tail kept past it: `ixd.store.buildlog`)
+    max_log_size: int = DEFAULT_MAX_LOG
 
 
 class LimitExceeded(Exception):
@@ -99,7 +100,7 @@ async def run_build(
     *,
     confine: bool,
     make_thrs: int,
-    on_log_line: LineCallback | None = None,
+    on_log: LogCallback | None = None,
     user: BuildUser | None = None,
     limits: BuildLimits | None = None,
     on_exit: Callable[[], None] | None = None,
@@ -109,7 +110,9 @@ async def run_build(
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
     Confined builds need `user`, the build user to run as (held by the caller for the whole
-    call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
+    call). `on_log` gets the command's output on the event loop (within the live budget; the
+    log file gets all of it, up to `limits.max_log_size`). Raises BuildFailed (nothing left
+    in the store or scratch) if the command fails,
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
     impossible. `on_exit()` is called once the command has ended, before its output is
     canonicalised and moved. With `expect_hash`, an output of any other content hash is
@@ -161,58 +164,66 @@ async def run_build(
             ) + _unset_pwd(env)
 
     timeout = max(limits.timeout, node.timeout)
+    # opening a local file: no wait worth a thread
+    log_file = BoundedLog(log_path, limits.max_log_size, append=keep_log)
     try:
-        # Log writes are small and go to a local file: plain blocking I/O is fine here.
-        with open(log_path, "a+b" if keep_log else "w+b") as log_file:  # noqa: ASYNC230
-            prepare: Callable[[], None] | None = None
-            if user is None:
-                # two lstat calls on the loop; deleting what they find is a thread's work
-                if _exists(store_path) or _exists(scratch):
-                    await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
-                _prepare(node, layout, out, scratch)
-            else:
-                links = _source_links(node, layout)
-                build_user = user
+        prepare: Callable[[], None] | None = None
+        if user is None:
+            # two lstat calls on the loop; deleting what they find is a thread's work
+            if _exists(store_path) or _exists(scratch):
+                await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
+            _prepare(node, layout, out, scratch)
+        else:
+            links = _source_links(node, layout)
+            build_user = user
 
-                def prepare() -> None:
-                    _make_scratch(scratch, build_user, links, out.name)
-            ran = _Outcome()
-            watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
-            ran.status = await _run_logged(
-                list(node.command), env=env, cwd=tmp if user is None else scratch,
-                stdin=node.stdin.encode(),
-                log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
-                watch=watch, prepare=prepare, on_exit=on_exit)
-            if on_exit is not None and not ran.exited:  # killed: over now all the same
-                on_exit()
-            if ran.broken is not None:
-                raise BuildFailed(_failure_message(node, ran.broken, log_path))
-            if ran.status != 0:
-                raise BuildFailed(_failure_message(node, _describe_status(ran.status),
-                                                   log_path))
-            try:
-                # with the sandbox's pid namespace seen gone, no process of the build is left;
-                # otherwise every process of its uid is killed first
-                built = await trio.to_thread.run_sync(
-                    _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
-                    layout.trash, limits, expect_hash)
-            except (OSError, OutputRefused, LimitExceeded, ContentMismatch) as exc:
-                raise BuildFailed(_failure_message(
-                    node, f"its output could not be finished: {exc}", log_path)) from exc
-            if built.notes:
-                _end_line(log_file)
-            for note in built.notes:
-                line = f"ix: {note}"
-                log_file.write(line.encode() + b"\n")
-                if on_log_line is not None:
-                    on_log_line(line)
+            def prepare() -> None:
+                _make_scratch(scratch, build_user, links, out.name)
+        ran = _Outcome()
+        watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
+        ran.status = await _run_logged(
+            list(node.command), env=env, cwd=tmp if user is None else scratch,
+            stdin=node.stdin.encode(),
+            build_log=log_file, on_log=on_log, sandbox=sandbox, outcome=ran,
+            watch=watch, prepare=prepare, on_exit=on_exit)
+        if on_exit is not None and not ran.exited:  # killed: over now all the same
+            on_exit()
+        if ran.broken is not None:
+            raise BuildFailed(_failure_message(node, ran.broken, log_path, log_file))
+        if ran.status != 0:
+            what = _describe_status(ran.status)
+            if ran.log_error:
+                what += f" ({ran.log_error})"
+            raise BuildFailed(_failure_message(node, what, log_path, log_file))
+        try:
+            # with the sandbox's pid namespace seen gone, no process of the build is left;
+            # otherwise every process of its uid is killed first
+            built = await trio.to_thread.run_sync(
+                _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
+                layout.trash, limits, expect_hash)
+        except (OSError, OutputRefused, LimitExceeded, ContentMismatch) as exc:
+            raise BuildFailed(_failure_message(
+                node, f"its output could not be finished: {exc}", log_path,
+                log_file)) from exc
+        if built.notes:
+            log_file.end_line()
+        lines: list[str | int] = []
+        for note in built.notes:
+            line = f"ix: {note}"
+            log_file.write(line.encode() + b"\n")
+            lines.append(line)
+        if on_log is not None and lines:
+            on_log(lines, log_file.written)
     except BaseException as exc:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_abandon, user, out, scratch)
         if isinstance(exc, (OSError, subprocess.SubprocessError)):
-            raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)
-                              ) from exc
+            raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path,
+                                               log_file)) from exc
         raise
+    finally:
+        with trio.CancelScope(shield=True):  # its tail in order, unless it fits whole
+            await trio.to_thread.run_sync(log_file.finish)
     return built
 
 
@@ -368,14 +379,6 @@ def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
         _discard(out, scratch)
 
 
-def _end_line(log_file: BinaryIO) -> None:
-    """Start a new line in the log unless the build's output ended with one."""
-    log_file.flush()
-    size = os.fstat(log_file.fileno()).st_size
-    if size and os.pread(log_file.fileno(), 1, size - 1) != b"\n":
-        log_file.write(b"\n")
-
-
 def _readable_inputs(node: Node, layout: Layout) -> list[Path]:
     """What the sandbox shows read-only: the node's inputs and its sources, each once."""
     paths = dict.fromkeys([*node.inputs, *(os.fspath(layout.source_path(s.sha256))
@@ -427,6 +430,10 @@ class _Watch:
     seconds: float
     deadline: float
 
+    def next_poll(self) -> float:
+        """Seconds until the limits are checked again."""
+        return self.limits.size_poll
+
     async def broken(self) -> str | None:
         """The limit the build broke, if it did."""
         if trio.current_time() >= self.deadline:
@@ -448,6 +455,8 @@ class _Outcome:
     sandbox_gone: bool = False
     #: the command exited by itself (and `on_exit` was called)
     exited: bool = False
+    #: why its log stops short, if it does (a full disk)
+    log_error: str | None = None
 
 
 async def _run_logged(
@@ -456,8 +465,8 @@ async def _run_logged(
     env: dict[str, str],
     cwd: Path,
     stdin: bytes,
-    log_file: BinaryIO,
-    on_line: LineCallback | None,
+    build_log: BoundedLog,
+    on_log: LogCallback | None,
     sandbox: SandboxArgv | None,
     outcome: _Outcome,
     watch: _Watch,
@@ -480,10 +489,13 @@ async def _run_logged(
                                               sandbox=sandbox, prepare=prepare))
     popen = child.popen
     sandbox_pidfd: int | None = None
+    # the output is read, logged and split into lines in a thread of its own: off the
+    # event loop every other request needs, however fast the build prints
+    output_done = trio.Event()
+    pump = LogPump(child.output, build_log, on_log, _poster())
+    pump.start(output_done.set)
     try:
-        output_done = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, child.output, log_file, on_line, output_done)
             if child.stdin is not None:
                 nursery.start_soon(_feed, child.stdin, child.stdin_rest)
             if child.info is not None:
@@ -495,7 +507,7 @@ async def _run_logged(
             # Exited but not yet reaped: its pid (= process group id) cannot be reused
             # before we kill what is left of the group.
             while True:
-                poll = trio.current_time() + watch.limits.size_poll
+                poll = trio.current_time() + watch.next_poll()
                 with trio.move_on_at(min(poll, watch.deadline)):
                     await trio.lowlevel.wait_readable(child.pidfd)
                     break
@@ -514,6 +526,7 @@ async def _run_logged(
             nursery.cancel_scope.cancel()
         return status
     finally:
+        pump.stop()
         with trio.CancelScope(shield=True):
             if popen.returncode is None:
                 if sandbox_pidfd is not None:
@@ -529,9 +542,24 @@ async def _run_logged(
                     outcome.sandbox_gone = True
                 os.close(sandbox_pidfd)
             os.close(child.pidfd)
-            for stream in (child.output, child.stdin, child.info):
+            for stream in (child.stdin, child.info):
                 if stream is not None:
                     await stream.aclose()
+            await output_done.wait()  # the pump stops within POLL_SECONDS of `stop`
+            if pump.error is not None:
+                outcome.log_error = f"its log could not be written: {pump.error}"
+                log.warning("%s: %s", build_log.path, outcome.log_error)
+
+
+def _poster() -> Callable[[Callable[[], None]], None]:
+    """Posting a function to this event loop from another thread (a no-op once it ended)."""
+    token = trio.lowlevel.current_trio_token()
+
+    def post(function: Callable[[], None]) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(function)
+
+    return post
 
 
 class _Spawner:
@@ -588,8 +616,8 @@ class _Child:
     popen: subprocess.Popen[bytes]
     #: a pidfd of the process, readable once it has exited
     pidfd: int
-    #: stdout and stderr
-    output: trio.lowlevel.FdStream
+    #: stdout and stderr: the pipe's reading end (the log pump's, which closes it)
+    output: int
     #: for the rest of its stdin: what did not fit in the pipe at once (None: all did)
     stdin: trio.lowlevel.FdStream | None
     stdin_rest: bytes
@@ -663,7 +691,7 @@ def _spawn(
     return _Child(
         popen=popen,
         pidfd=pidfd,
-        output=trio.lowlevel.FdStream(out_r),
+        output=out_r,
         stdin=trio.lowlevel.FdStream(in_w) if in_w >= 0 else None,
         stdin_rest=rest,
         info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
@@ -683,32 +711,6 @@ def _write_what_fits(fd: int, data: bytes) -> bytes:
     except OSError:  # BlockingIOError: the pipe is full
         return data
     return data[written:]
-
-
-async def _pump(
-    stream: trio.abc.ReceiveStream,
-    log_file: BinaryIO,
-    on_line: LineCallback | None,
-    done: trio.Event,
-) -> None:
-    pending = b""
-    try:
-        while chunk := await stream.receive_some(_READ_SIZE):
-            log_file.write(chunk)
-            log_file.flush()
-            if on_line is None:
-                continue
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                on_line(_decode(line))
-            if len(pending) > MAX_LINE:
-                on_line(_decode(pending))
-                pending = b""
-        if pending and on_line is not None:
-            on_line(_decode(pending))
-    finally:
-        done.set()
 
 
 async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
@@ -780,10 +782,6 @@ def _pidfd_kill(pidfd: int) -> None:
 # --- messages ------------------------------------------------------------------------------
 
 
-def _decode(line: bytes) -> str:
-    return line.decode(errors="replace").removesuffix("\r")
-
-
 def _describe_status(status: int) -> str:
     if status < 0:
         try:
@@ -794,21 +792,17 @@ def _describe_status(status: int) -> str:
     return f"failed with exit status {status}"
 
 
-def _log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+def _log_tail(log_file: BoundedLog, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
-        with open(log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 256 * 1024))
-            data = f.read()
+        data = log_file.tail(256 * 1024)
     except OSError:
         return []
-    return [_decode(line) for line in data.splitlines()[-lines:]]
+    return [decode(line) for line in data.splitlines()[-lines:]]
 
 
-def _failure_message(node: Node, what: str, log_path: Path) -> str:
+def _failure_message(node: Node, what: str, log_path: Path, log_file: BoundedLog) -> str:
     message = f"build of {node.name} ({node.uid}) {what}; log: {log_path}"
-    tail = _log_tail(log_path)
+    tail = _log_tail(log_file)
     if tail:
         message += f"\nlast {len(tail)} lines of the log:\n" + "\n".join(
             f"  {line}" for line in tail
