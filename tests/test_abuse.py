@@ -8,6 +8,8 @@ here; the figures (latencies under the attack, memory, file sizes) are `bench/ab
   not sent, and gc deletes the logs of what it collected and of old failed builds;
 - caches: thousands of flag sets from one user fill only that user's share of the package
   cache and of `var/renders.jsonl`, never their bounds, and push out nobody else's;
+- memory: a build taking more than `--max-memory` fails with E_BUILD_LIMIT naming it (a
+  cgroup where this machine has one, per-process RLIMIT_DATA otherwise).
 """
 
 from __future__ import annotations
@@ -234,3 +236,39 @@ def test_a_flood_of_flag_sets_fills_only_its_users_share_of_the_caches(
     after = json.loads(daemon.ixc("status", "--json", user=VICTIM).stdout)["caches"]
     assert after["package_bytes_yours"] == before["package_bytes_yours"]  # nothing pushed out
     assert after["render_store_bytes_yours"] == before["render_store_bytes_yours"]
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+MAX_MEMORY = 128 << 20
+
+
+@pytest.fixture(scope="module")
+def small_memory(accounts: dict[str, int]) -> Iterator[RunningDaemon]:
+    with public_daemon("ix-abuse-memory-", ["--jobs", "2", "--max-memory",
+                                            str(MAX_MEMORY)]) as running:
+        yield running
+
+
+def test_a_build_taking_more_memory_than_its_bound_fails_naming_it(
+        small_memory: RunningDaemon) -> None:
+    """The first table's "a build allocating 5 GiB" row: allowed before; now the build's
+    processes share --max-memory, and the build fails with E_BUILD_LIMIT naming it (this
+    one asks for 512 MiB of a 128 MiB bound), while another user's build goes on."""
+    daemon = small_memory
+    hog = spawn(daemon, ATTACKER, "build", "bin/attack/hog(mb=512)")
+    try:
+        daemon.ixc("build", "bin/slow(secs=0,tag=beside-hog)", user=VICTIM, timeout=120)
+        _, err = hog.communicate(timeout=300)
+    finally:
+        if hog.poll() is None:
+            os.killpg(hog.pid, 9)
+            hog.communicate()
+    assert hog.returncode != 0
+    assert "[E_BUILD_LIMIT]" in err, err
+    cgroups = "cgroup" in daemon.log.read_text()
+    if cgroups:  # the kernel's count says it was the bound
+        assert f"used more than its --max-memory of {MAX_MEMORY} bytes" in err, err
+    else:  # RLIMIT_DATA: each process's allocation past the bound failed
+        assert "--max-memory" in err, err
+    assert "hog holds" not in err  # it never got its 512 MiB

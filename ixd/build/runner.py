@@ -28,6 +28,7 @@ from ixd.store.assemble import assemble_realm
 from ixd.store.builder import ContentMismatch
 from ixd.store.buildlog import BoundedLog
 from ixd.store.buildusers import BuildUser, BuildUserPool
+from ixd.store.cgroup import Cgroups
 from ixd.store.db import BuildDatabase
 from ixd.store.dbwriter import PendingWrite, WriteQueue
 from ixd.store.fstree import remove_tree
@@ -54,6 +55,7 @@ class StoreRunner:
     def __init__(self, layout: Layout, db: BuildDatabase, *, confine: bool,
                  mirrors: Sequence[str], make_thrs: int,
                  build_users: BuildUserPool | None = None,
+                 cgroups: Cgroups | None = None,
                  limits: builder.BuildLimits | None = None,
                  substituter: Substituter | None = None,
                  on_built: Callable[[str], None] | None = None,
@@ -67,6 +69,8 @@ class StoreRunner:
         self.writes = WriteQueue(db)
         self.confine = confine
         self.build_users = build_users
+        #: where each confined build gets a cgroup of its own (its memory bound), if here
+        self.cgroups = cgroups
         self.limits = limits or builder.BuildLimits()
         self.mirrors = tuple(mirrors)
         #: installs `substitute` nodes from binary caches
@@ -257,7 +261,7 @@ class StoreRunner:
             built = await builder.run_build(
                 node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
                 on_log=lambda items, end: relay_log(emit, node.uid, items, end),
-                user=user, limits=self.limits, on_exit=slot_done,
+                user=user, limits=self.limits, on_exit=slot_done, cgroups=self.cgroups,
             )
         self._trash.send_nowait(built.trashed)
         await self._record_valid(node, started, built.content_hash, "valid")
@@ -310,14 +314,15 @@ class StoreRunner:
             with trio.CancelScope(shield=True):  # a bounded download nobody can stop
                 hit = await trio.to_thread.run_sync(substituter.fetch, node)
             archive = self.layout.source_path(hit.entry.file_hash)
+            limits = unpack_limits(self.limits, hit.entry.content_size)
             unpack = unpack_node(node.uid, node.name, Path(node.outputs[0]),
-                                 hit.entry.file_hash, hit.entry.url)
+                                 hit.entry.file_hash, hit.entry.url, limits.max_output_size)
             try:
                 async with self._build_user() as user:
                     built = await builder.run_build(
                         unpack, self.layout, confine=self.confine, make_thrs=1, user=user,
-                        limits=unpack_limits(self.limits, hit.entry.content_size),
-                        expect_hash=hit.entry.content_hash, keep_log=keep_log)
+                        limits=limits, expect_hash=hit.entry.content_hash, keep_log=keep_log,
+                        cgroups=self.cgroups)
             except BuildFailed as exc:
                 refusal = (CacheHashMismatch if isinstance(exc.__cause__, ContentMismatch)
                            else CacheUnsafeArchive)

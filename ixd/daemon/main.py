@@ -58,6 +58,12 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5G or 200M)") from None
 
 
+def default_max_memory(jobs: int) -> int:
+    """Half the machine's memory, shared by `jobs` builds."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(64 << 20, total // 2 // max(1, jobs))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ixd", description="The ix daemon: owns the store, builds, switches realms.")
@@ -100,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         default=BuildLimits.max_output_size, metavar="SIZE",
                         help="bytes one build may write, scratch and output together "
                              "(default 32G)")
+    parser.add_argument("--max-memory", type=parse_size, default=0, metavar="SIZE",
+                        help="bytes of memory one build's processes share (default: half "
+                             "the machine's memory divided by --jobs)")
     parser.add_argument("--max-log-size", type=parse_size, default=DEFAULT_MAX_LOG,
                         metavar="SIZE",
                         help="bytes of one build's log; past it the log keeps its head and "
@@ -183,9 +192,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
                       f"and tail: at least {MIN_MAX_LOG} bytes")
     if args.keep_logs < 0:
         raise IxError(f"--keep-logs must be 0 days or more, not {args.keep_logs}")
+    if args.max_memory < 0:
+        raise IxError(f"--max-memory must be a size, not {args.max_memory}")
+    jobs = args.jobs or os.cpu_count() or 1
     limits = BuildLimits(timeout=args.build_timeout, max_processes=args.max_processes,
                          max_output_size=args.max_output_size,
-                         max_log_size=args.max_log_size)
+                         max_log_size=args.max_log_size,
+                         max_memory=args.max_memory or default_max_memory(jobs))
     return Config(build_users=args.build_users, limits=limits,
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, max_jobs_per_user=args.max_jobs_per_user,
@@ -211,9 +224,11 @@ async def serve(daemon: Daemon, socket_path: Path, *,
     try:
         await _serve(daemon, socket_path, task_status)
     finally:
-        if daemon.cluster is not None:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if daemon.cluster is not None:
                 await trio.to_thread.run_sync(daemon.cluster.close)
+            if daemon.runner.cgroups is not None:  # the builds are over: their parent goes
+                await trio.to_thread.run_sync(daemon.runner.cgroups.close)
 
 
 async def _serve(daemon: Daemon, socket_path: Path,

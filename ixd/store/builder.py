@@ -44,6 +44,7 @@ from ixd.model.nodes import Node, Source
 from ixd.store.buildlog import DEFAULT_MAX_LOG, BoundedLog, LogPump, decode
 from ixd.store.buildusers import BuildUser, kill_processes_of
 from ixd.store.canonical import OutputRefused, canonicalise
+from ixd.store.cgroup import BuildCgroup, Cgroups, enter_argv
 from ixd.store.confine import (
     build_identity_argv,
     bwrap_path,
@@ -52,7 +53,7 @@ from ixd.store.confine import (
     tool_path,
 )
 from ixd.store.fstree import remove_tree
-from ixd.wire.errors import BuildFailed, ConfinementUnavailable
+from ixd.wire.errors import BuildFailed, BuildLimitExceeded, ConfinementUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,12 @@ EOF_GRACE = 5.0
 KILL_GRACE = 10.0
 #: what _sandbox_pidfd says when the sandbox is already over (never a file descriptor)
 SANDBOX_GONE = -1
+#: how fast a build is taken to write (bytes/s) until it is seen writing faster, the
+#: overshoot of --max-output-size the measurements aim below, and the shortest wait
+#: between two of them (seconds): see `_Watch`
+ASSUMED_WRITE_RATE = 2 << 30
+OVERSHOOT_AIM = 1.15
+MIN_SIZE_POLL = 0.002
 
 
 @dataclass(frozen=True)
@@ -81,17 +88,20 @@ class BuildLimits:
     timeout: float = 4 * 3600.0
     #: processes of the build's uid at once (RLIMIT_NPROC)
     max_processes: int = 4096
-    #: bytes of its scratch and output together (measured every `size_poll` seconds, and
-    #: the finished output once more)
+    #: bytes of its scratch and output together: no file may be larger (RLIMIT_FSIZE), the
+    #: scratch is measured the more often the nearer it is (`_Watch`), the output once more
     max_output_size: int = 32 << 30
-    #: seconds between two measurements of the scratch's size
+    #: the longest wait between two measurements of the scratch's size (seconds)
     size_poll: float = 1.0
+    #: bytes of memory its processes share (a cgroup's bound: `ixd.store.cgroup`; where
+    #: there is none, each process's data, RLIMIT_DATA); 0: none
+    max_memory: int = 0
     #: bytes of its log (head and tail kept past it: `ixd.store.buildlog`)
     max_log_size: int = DEFAULT_MAX_LOG
 
 
 class LimitExceeded(Exception):
-    """Raised inside the build's watchdog; becomes a BuildFailed naming the limit."""
+    """Raised inside the build's watchdog; becomes a BuildLimitExceeded naming the limit."""
 
 
 async def run_build(
@@ -106,6 +116,7 @@ async def run_build(
     on_exit: Callable[[], None] | None = None,
     expect_hash: str | None = None,
     keep_log: bool = False,
+    cgroups: Cgroups | None = None,
 ) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
@@ -117,7 +128,9 @@ async def run_build(
     impossible. `on_exit()` is called once the command has ended, before its output is
     canonicalised and moved. With `expect_hash`, an output of any other content hash is
     refused (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`:
-    the command's output goes after what the log already holds. On trio
+    the command's output goes after what the log already holds. A confined build runs in a
+    cgroup of its own under `cgroups` (its memory bound), else with RLIMIT_DATA; a broken
+    limit raises BuildLimitExceeded. On trio
     cancellation the build's processes are killed and waited for, its files removed, and
     Cancelled re-raised.
     """
@@ -141,6 +154,8 @@ async def run_build(
     env.update(out=os.fspath(store_path), tmp=os.fspath(tmp), src=os.fspath(src),
                uid=node.uid, make_thrs=str(make_thrs))
     sandbox: SandboxArgv | None = None
+    cgroup: BuildCgroup | None = None
+    memory: int | None = None  # the per-process fallback's bound (confined builds only)
     if confine:
         assert user is not None
         if bwrap_path() is None:
@@ -148,7 +163,15 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        prefix = build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes)
+        memory = limits.max_memory or None
+        if cgroups is not None and memory is not None:
+            cgroup = cgroups.build(node.uid)
+        prefix = build_identity_argv(
+            user.uid, user.gid, max_processes=limits.max_processes,
+            max_file_size=limits.max_output_size,
+            max_data=memory if cgroup is None else None)
+        if cgroup is not None:
+            prefix = enter_argv(cgroup.procs) + prefix
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
@@ -176,11 +199,14 @@ async def run_build(
         else:
             links = _source_links(node, layout)
             build_user = user
+            build_cgroup = cgroup
 
             def prepare() -> None:
                 _make_scratch(scratch, build_user, links, out.name)
+                if build_cgroup is not None:
+                    build_cgroup.create(limits.max_memory, limits.max_processes)
         ran = _Outcome()
-        watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
+        watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout, cgroup)
         ran.status = await _run_logged(
             list(node.command), env=env, cwd=tmp if user is None else scratch,
             stdin=node.stdin.encode(),
@@ -188,12 +214,19 @@ async def run_build(
             watch=watch, prepare=prepare, on_exit=on_exit)
         if on_exit is not None and not ran.exited:  # killed: over now all the same
             on_exit()
+        if ran.broken is None:  # a bound the kernel held: the build did not end well
+            ran.broken = await watch.broken_at_end(ran.status)
+        elif watch.over_output:  # every process of it is dead: what it left, for the record
+            ran.broken += await watch.final_size()
         if ran.broken is not None:
-            raise BuildFailed(_failure_message(node, ran.broken, log_path, log_file))
+            raise BuildLimitExceeded(_failure_message(node, ran.broken, log_path, log_file))
         if ran.status != 0:
             what = _describe_status(ran.status)
             if ran.log_error:
                 what += f" ({ran.log_error})"
+            if cgroup is None and memory is not None:
+                what += (f" (were it out of memory: each of its processes may use "
+                         f"{memory} bytes of data, --max-memory)")
             raise BuildFailed(_failure_message(node, what, log_path, log_file))
         try:
             # with the sandbox's pid namespace seen gone, no process of the build is left;
@@ -201,7 +234,11 @@ async def run_build(
             built = await trio.to_thread.run_sync(
                 _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
                 layout.trash, limits, expect_hash)
-        except (OSError, OutputRefused, LimitExceeded, ContentMismatch) as exc:
+        except LimitExceeded as exc:
+            raise BuildLimitExceeded(_failure_message(
+                node, f"its output could not be finished: {exc}", log_path,
+                log_file)) from exc
+        except (OSError, OutputRefused, ContentMismatch) as exc:
             raise BuildFailed(_failure_message(
                 node, f"its output could not be finished: {exc}", log_path,
                 log_file)) from exc
@@ -224,6 +261,8 @@ async def run_build(
     finally:
         with trio.CancelScope(shield=True):  # its tail in order, unless it fits whole
             await trio.to_thread.run_sync(log_file.finish)
+            if cgroup is not None:  # every process of the build is dead by now
+                await trio.to_thread.run_sync(cgroup.remove)
     return built
 
 
@@ -421,29 +460,78 @@ def tree_bytes(path: Path) -> int:
 
 @dataclass
 class _Watch:
-    """A running build's limits, checked by the task that waits for the build anyway (each
-    `limits.size_poll` seconds and at the deadline), not by tasks of their own: a short build
-    costs no extra trips through the event loop."""
+    """A running build's limits, checked by the task that waits for the build anyway (at the
+    deadline, and whenever the scratch's size is due to be measured), not by tasks of their
+    own: a short build costs no extra trips through the event loop.
+
+    The scratch is measured the more often the nearer it is to `--max-output-size`: the next
+    measurement comes before the build could write past OVERSHOOT_AIM times the bound at the
+    fastest rate it was seen writing (at least ASSUMED_WRITE_RATE, what a page cache takes),
+    and at least every `limits.size_poll` seconds. A single file cannot outgrow the bound at
+    all (RLIMIT_FSIZE). The memory bound is the kernel's: a process its OOM killer ended in
+    the build's cgroup breaks it."""
 
     scratch: Path
     limits: BuildLimits
     seconds: float
     deadline: float
+    cgroup: BuildCgroup | None = None
+    #: the last measurement: bytes, when (trio time), and the fastest growth seen (bytes/s)
+    used: int = 0
+    at: float | None = None
+    rate: float = 0.0
+    #: the build was killed for its output's size
+    over_output: bool = False
 
     def next_poll(self) -> float:
         """Seconds until the limits are checked again."""
-        return self.limits.size_poll
+        room = OVERSHOOT_AIM * self.limits.max_output_size - self.used
+        rate = max(self.rate, ASSUMED_WRITE_RATE)
+        return min(self.limits.size_poll, max(MIN_SIZE_POLL, room / rate))
+
+    def _measure(self) -> tuple[int, int]:
+        """The scratch's bytes and the OOM killer's count (blocking)."""
+        return (tree_bytes(self.scratch),
+                self.cgroup.oom_kills() if self.cgroup is not None else 0)
 
     async def broken(self) -> str | None:
         """The limit the build broke, if it did."""
         if trio.current_time() >= self.deadline:
             return (f"did not finish within {self.seconds:.0f} s (--build-timeout) and was "
                     f"killed")
-        used = await trio.to_thread.run_sync(tree_bytes, self.scratch)
+        used, oom_kills = await trio.to_thread.run_sync(self._measure)
+        now = trio.current_time()
+        if self.at is not None and now > self.at:
+            self.rate = max(self.rate, (used - self.used) / (now - self.at))
+        self.used, self.at = used, now
+        if oom_kills:
+            return self._memory_broken()
         if used > self.limits.max_output_size:
+            self.over_output = True
             return (f"wrote {used} bytes, more than the --max-output-size of "
                     f"{self.limits.max_output_size}, and was killed")
         return None
+
+    async def broken_at_end(self, status: int) -> str | None:
+        """After the command ended by itself: a bound the kernel held (the OOM killer ended
+        one of its processes; a file reached the output's size, RLIMIT_FSIZE)."""
+        used, oom_kills = await trio.to_thread.run_sync(self._measure)
+        if oom_kills:
+            return self._memory_broken()
+        if status != 0 and used >= self.limits.max_output_size:
+            return (f"wrote {used} bytes, as much as the --max-output-size of "
+                    f"{self.limits.max_output_size} (a file may be no larger), and failed")
+        return None
+
+    def _memory_broken(self) -> str:
+        return (f"used more than its --max-memory of {self.limits.max_memory} bytes (the "
+                f"kernel's OOM killer ended a process of it) and was killed")
+
+    async def final_size(self) -> str:
+        """After a build killed for its output: what its scratch held when it stopped."""
+        used = await trio.to_thread.run_sync(tree_bytes, self.scratch)
+        return (f"; it held {used} bytes when it stopped, "
+                f"{used / self.limits.max_output_size:.2f} times the limit")
 
 
 @dataclass
