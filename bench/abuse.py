@@ -1,22 +1,26 @@
-"""Benchmark: what one user's abuse costs the others (issue 21, rows 3 to 6).
+"""Benchmark: what one user's abuse costs the others (issue 21, rows 3 to 6 and the limits).
 
-    python -m bench.abuse [--only slots,flood,flags] [--flood-bytes 3000000000]
-                          [--flag-sets 24000] [--jobs 2]
+    python -m bench.abuse [--only slots,flood,flags,memory,disk] [--jobs 2]
+                          [--flood-bytes 3000000000] [--flag-sets 24000]
 
-Each scenario starts a real ixd on a fresh root (tests/overlay + pkgs/, `--jobs 2`), runs
-the attack from one client and measures what another client sees meanwhile, over the real
-socket:
+Each scenario starts a real ixd on a fresh root (tests/overlay + pkgs/; `flags` over
+stal/IX's own tree), runs the attack as one uid (65534, not the daemon's own account, whose
+builds and loads are not held to a user's share) and measures what another client sees
+meanwhile, over the real socket:
 
-- `slots`: three 60 s builds of one user, then another user's 0.1 s build: how long that one
-  takes (the build requests go as two different uids: the attacker's as `nobody`'s... no:
-  as the bench's own two forked clients, uids 65534 and 65533, so the daemon's own account,
-  which is not capped, is neither);
+- `slots`: three 60 s builds of the attacker with `--jobs 2`, then another uid's (65533)
+  0.1 s build: how long that one takes;
 - `flood`: a build that prints as fast as it can (`bin/attack/flood`, 3 GB by default):
-  `status` p50/p99 of another client while it runs against without it, the log's size,
-  the build's duration;
+  `status` p50/p99 of another client while it runs against without it, the log's largest
+  and final size, the build's duration;
 - `flags`: `plan` of one package with N distinct flag sets (no build), one request after
   another: ixd's RSS, `var/renders.jsonl`'s size, and another client's `status` p50 while
-  it runs against before.
+  it runs against before;
+- `memory`: a build taking 1 GiB with `--max-memory 256M`: how it ends, and the cgroup's
+  peak;
+- `disk`: with `--max-output-size 32M` and `256M`, the issue's disk filler (1 MiB files one
+  after another) and four writers of 8 MiB files at once, four times each: how far past the
+  bound the scratch was when the build stopped.
 
 Prints one table per scenario with units; the targets (issue 21) beside the figures.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -188,6 +193,11 @@ class _Child:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
+    def poll_wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
 
 def _as_user(uid: int, work: Callable[..., None], *args: object) -> _Child:
     """`work(*args)` in a forked process running as `uid` (the bench runs as root)."""
@@ -218,8 +228,94 @@ def _size(path: Path) -> int:
         return 0
 
 
-SCENARIOS: dict[str, Callable[[argparse.Namespace], list[str]]] = {"flood": flood,
-                                                                   "flags": flags}
+#: the victim of `slots`: another uid without a share of its own yet
+VICTIM_UID = 65533
+
+
+def slots(args: argparse.Namespace) -> list[str]:
+    problems: list[str] = []
+    with BenchDaemon.start(jobs=2, label="abuse-slots") as daemon:
+        longs = [f"bin/attack/hold(tag=long{n},secs=60)" for n in range(3)]
+        attacker = _as_user(ATTACKER_UID, _build, str(daemon.socket), longs)
+        try:
+            deadline = time.monotonic() + 60
+            while not any(b["state"] == "running" and b["name"].startswith("bin/attack/hold")
+                          for b in daemon.request("status", {})["builds"]):
+                if time.monotonic() > deadline:
+                    problems.append("the attacker's builds never ran")
+                    return problems
+                time.sleep(0.05)
+            started = time.perf_counter()
+            victim = _as_user(VICTIM_UID, _build, str(daemon.socket),
+                              ["bin/slow(secs=0.1,tag=victim)"])
+            while victim.poll() is None:
+                time.sleep(0.01)
+            took = time.perf_counter() - started
+            running = sum(1 for b in daemon.request("status", {})["builds"]
+                          if b["state"] == "running")
+        finally:
+            os.kill(attacker.pid, 9)
+            attacker.poll_wait()
+        print(f"slots: three 60 s builds of uid {ATTACKER_UID}, then a 0.1 s build of uid "
+              f"{VICTIM_UID}, ixd --jobs 2; {load_average()}")
+        print(f"  the 0.1 s build took {took:.2f} s (request to answer; target <= 2 s); "
+              f"afterwards {running} build(s) of the attacker running")
+        if victim.returncode != 0:
+            problems.append(f"the victim's build failed (exit {victim.returncode})")
+    return problems
+
+
+def _build(socket: str, selectors: list[str]) -> None:
+    with Client.connect(socket) as client:
+        client.request("build", {"packages": selectors})
+
+
+def memory(args: argparse.Namespace) -> list[str]:
+    problems: list[str] = []
+    with BenchDaemon.start(jobs=args.jobs, label="abuse-memory",
+                           extra=["--max-memory", "256M"]) as daemon:
+        mechanism = next((line.split("): ", 1)[1] for line in daemon.log.read_text()
+                          .splitlines() if "build memory" in line), "?")
+        started = time.perf_counter()
+        done = subprocess.run(daemon.ixc_argv("build", "bin/attack/hog(mb=1024)"), env=env(),
+                              capture_output=True, text=True, check=False)
+        took = time.perf_counter() - started
+        error = next((line for line in done.stderr.splitlines() if "error" in line), "")
+        print(f"memory: a build taking 1 GiB with --max-memory 256M; {load_average()}")
+        print(f"  mechanism: {mechanism}")
+        print(f"  exit {done.returncode} after {took:.1f} s: {error[:300]}")
+        if "E_BUILD_LIMIT" not in done.stderr:
+            problems.append("the hog was not stopped by its memory limit")
+    return problems
+
+
+def disk(args: argparse.Namespace) -> list[str]:
+    problems: list[str] = []
+    print(f"disk: how far past --max-output-size a build got before it was stopped; "
+          f"{load_average()}")
+    for bound in ("32M", "256M"):
+        with BenchDaemon.start(jobs=args.jobs, label="abuse-disk",
+                               extra=["--max-output-size", bound]) as daemon:
+            for attack in ("filler", "burst"):
+                ratios = []
+                for n in range(4):
+                    done = subprocess.run(
+                        daemon.ixc_argv("build", f"bin/attack/{attack}(tag={n})"), env=env(),
+                        capture_output=True, text=True, check=False)
+                    found = re.search(r"([0-9.]+) times the limit", done.stderr)
+                    if found is None:
+                        problems.append(f"{attack} at {bound}: {done.stderr[-300:]}")
+                        continue
+                    ratios.append(float(found.group(1)))
+                if ratios:
+                    print(f"  --max-output-size {bound:>4}, {attack:<6}: held "
+                          f"{', '.join(f'{r:.2f}' for r in ratios)} times the bound when "
+                          f"stopped (target <= 1.25)")
+    return problems
+
+
+SCENARIOS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+    "slots": slots, "flood": flood, "flags": flags, "memory": memory, "disk": disk}
 
 
 def main() -> int:

@@ -93,8 +93,6 @@ class Package:
     lib_closure: tuple[Package, ...] = ()
     #: what must be present at run time besides itself, in stal/IX's order
     run_deps: tuple[Package, ...] = ()
-    #: what must be present at run time, the package itself last
-    run_closure: tuple[Package, ...] = ()
     #: the node that builds it (None for a hub)
     node: Node | None = None
     files: frozenset[Path] = field(default_factory=frozenset)
@@ -104,6 +102,13 @@ class Package:
     @property
     def kind(self) -> str:
         return self.flags["kind"]
+
+    @property
+    def run_closure(self) -> tuple[Package, ...]:
+        """What must be present at run time, dependencies first, the package itself last.
+        Made when asked for, not kept: a package that held itself would be a reference
+        cycle, freed only by the cyclic collector once the cache lets go of it."""
+        return (*reversed(self.run_deps), self)
 
     @property
     def buildable(self) -> bool:
@@ -282,7 +287,7 @@ def package_bytes(package: Package, shared_node: bool) -> int:
              + sum(size(v) for v in package.flags.values())
              + sum(size(t) for t in (package.tools, package.host_libs, package.target_libs,
                                      package.data, package.lib_closure, package.run_deps,
-                                     package.run_closure, package.deps))
+                                     package.deps))
              + INDEX_ENTRY * (3 + len(package.deps) + len(package.files)))
     if not shared_node:
         total += size(d) + size(d.script_data)
@@ -508,7 +513,6 @@ class PackageGraph:
             package.uid = content_hash({"hub": [p.uid for p in run_deps if p.buildable]})
         else:
             shared = self._make_buildable(package)
-        package.run_closure = (*reversed(run_deps), package)
         self._packages[key] = package
         self._count(key, package_bytes(package, shared))
         for path in files:
