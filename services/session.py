@@ -56,6 +56,7 @@ from ixd.wire.errors import (
     IxError,
     NoSuchRealm,
     PermissionDenied,
+    SessionError,
     UnsafeServiceDir,
     UsageError,
 )
@@ -95,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str], *, socket: str) -> int:
-    """`ixc session ...`; `socket` is the one ixc would use (--socket or $IX_SOCKET)."""
+    """`ixc session ...`; `socket` is the one ixc would use (--socket or $IX_SOCKET). What
+    goes wrong is an ix error (E_SESSION for the file system), never a traceback."""
+    try:
+        return _main(argv, socket)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SessionError(f"ixc session: {where}{exc.strerror or exc}") from None
+
+
+def _main(argv: Sequence[str], socket: str) -> int:
     args = build_parser().parse_args(list(argv))
     if args.interval <= 0:
         raise UsageError("ixc session: --interval must be more than 0 seconds")
@@ -115,6 +125,10 @@ def main(argv: Sequence[str], *, socket: str) -> int:
             svdir.mkdir(mode=0o755, parents=True, exist_ok=True)
         except FileExistsError:
             pass  # a file, a dangling symlink: check_service_dir says what is wrong
+        except OSError as exc:
+            raise SessionError(f"ixc session: cannot make the service folder --svdir "
+                               f"{svdir}: {exc.strerror or exc}; give a folder of your own "
+                               f"that you can create, e.g. --svdir ~/service") from None
         check_service_dir(svdir)
         locate = DaemonRealm(socket, realm, os.getuid())
         try:

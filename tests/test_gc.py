@@ -65,3 +65,14 @@ def test_logs_go_with_what_gc_collects_and_when_old() -> None:
     doomed = gc.logs_to_delete(logs, {"a" * 32, "e" * 32}, {"b" * 32}, now, 30 * day)
     assert [f.name[0] for f in doomed] == ["b", "c", "."]
     assert gc.logs_to_delete(logs, set(), set(), now + 1, 0.0) == logs  # --keep-logs 0: all
+
+
+def test_kept_build_inputs_are_marked_through_every_kept_entry() -> None:
+    links = {"/s/realm": ["/s/app"]}
+    built_from = {"/s/app": ["/s/lib", "/s/cc"], "/s/lib": ["/s/cc", "/s/libc"],
+                  "/s/orphan": ["/s/other"], "/s/libc": []}
+    assert gc.mark({"/s/realm"}, links) == {"/s/realm", "/s/app"}
+    merged = gc.with_build_inputs(links, built_from)
+    assert gc.mark({"/s/realm"}, merged) == {"/s/realm", "/s/app", "/s/lib", "/s/cc",
+                                             "/s/libc"}
+    assert links == {"/s/realm": ["/s/app"]}  # the realm links themselves are left alone

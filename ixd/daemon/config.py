@@ -32,6 +32,8 @@ class Config:
     keep_logs: float = 30 * 86400.0
     #: collect garbage automatically when free space under the root falls below this
     min_free: int = 0
+    #: gc keeps what every kept entry was built from (`--keep-build-inputs`)
+    keep_build_inputs: bool = False
     frame_timeout: float = 10.0
     max_connections_per_user: int = 64
     db_busy_timeout: float = 30.0
@@ -45,6 +47,8 @@ class Config:
     #: bytes of the package cache (memory) and of var/renders.jsonl (`ixd.recipes`)
     package_cache_bytes: int = DEFAULT_CACHE_BYTES
     render_store_bytes: int = DEFAULT_STORE_BYTES
+    #: the account `ix-worker` runs as here: it may hand this ixd builds for the cluster
+    cluster_worker_account: str | None = None
     #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
     settings: tuple[tuple[str, str], ...] = ()
 

@@ -41,6 +41,7 @@ import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no p
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Source
+from ixd.store import space
 from ixd.store.buildlog import DEFAULT_MAX_LOG, BoundedLog, LogPump, decode
 from ixd.store.buildusers import BuildUser, kill_processes_of
 from ixd.store.canonical import OutputRefused, canonicalise
@@ -125,14 +126,15 @@ async def run_build(
     log file gets all of it, up to `limits.max_log_size`). Raises BuildFailed (nothing left
     in the store or scratch) if the command fails,
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
-    impossible. `on_exit()` is called once the command has ended, before its output is
-    canonicalised and moved. With `expect_hash`, an output of any other content hash is
-    refused (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`:
-    the command's output goes after what the log already holds. A confined build runs in a
+    impossible, NoSpace (a BuildFailed) if the file system filled. `on_exit()` is called once
+    the command has ended and its work folder is deleted, before its output is canonicalised
+    and moved (a build that fails never calls it: its caller hands its slot on once its files
+    are gone). With `expect_hash`, an output of any other content hash is refused
+    (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`: the
+    command's output goes after what the log already holds. A confined build runs in a
     cgroup of its own under `cgroups` (its memory bound), else with RLIMIT_DATA; a broken
-    limit raises BuildLimitExceeded. On trio
-    cancellation the build's processes are killed and waited for, its files removed, and
-    Cancelled re-raised.
+    limit raises BuildLimitExceeded. On trio cancellation the build's processes are killed
+    and waited for, its files removed, and Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
@@ -211,9 +213,7 @@ async def run_build(
             list(node.command), env=env, cwd=tmp if user is None else scratch,
             stdin=node.stdin.encode(),
             build_log=log_file, on_log=on_log, sandbox=sandbox, outcome=ran,
-            watch=watch, prepare=prepare, on_exit=on_exit)
-        if on_exit is not None and not ran.exited:  # killed: over now all the same
-            on_exit()
+            watch=watch, prepare=prepare)
         if ran.broken is None:  # a bound the kernel held: the build did not end well
             ran.broken = await watch.broken_at_end(ran.status)
         elif watch.over_output:  # every process of it is dead: what it left, for the record
@@ -221,6 +221,9 @@ async def run_build(
         if ran.broken is not None:
             raise BuildLimitExceeded(_failure_message(node, ran.broken, log_path, log_file))
         if ran.status != 0:
+            if space.looks_full(layout.build, _log_bytes(log_file)):
+                raise space.no_space(layout.build, f"building {node.name}", log_path,
+                                     _quoted_tail(log_file))
             what = _describe_status(ran.status)
             if ran.log_error:
                 what += f" ({ran.log_error})"
@@ -228,6 +231,10 @@ async def run_build(
                 what += (f" (were it out of memory: each of its processes may use "
                          f"{memory} bytes of data, --max-memory)")
             raise BuildFailed(_failure_message(node, what, log_path, log_file))
+        if on_exit is not None:
+            # the slot's next build starts on the space this one's work took: free first
+            await _clear_work(scratch, None if ran.sandbox_gone else user)
+            on_exit()
         try:
             # with the sandbox's pid namespace seen gone, no process of the build is left;
             # otherwise every process of its uid is killed first
@@ -252,8 +259,14 @@ async def run_build(
         if on_log is not None and lines:
             on_log(lines, log_file.written)
     except BaseException as exc:
+        # a failed build's files are gone before its slot goes to the next (the caller
+        # hands the slot on once this raises)
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_abandon, user, out, scratch)
+        full = exc if space.is_full(exc) else exc.__cause__
+        if full is not None and space.is_full(full):
+            raise space.no_space(layout.build, f"building {node.name} ({full})", log_path,
+                                 _quoted_tail(log_file)) from exc
         if isinstance(exc, (OSError, subprocess.SubprocessError)):
             raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path,
                                                log_file)) from exc
@@ -409,6 +422,28 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
                  trashed)
 
 
+async def _clear_work(scratch: Path, user: BuildUser | None) -> None:
+    """Delete a finished build's work (`tmp`, `src`; its output stays in `store`): no process
+    of it left first (`user`'s are killed, if given). Root uses one `rm -rf`, which holds no
+    interpreter lock the event loop needs."""
+    if user is not None:
+        await trio.to_thread.run_sync(kill_processes_of, user)
+    work = [scratch / "tmp", scratch / "src"]
+    if os.geteuid() == 0:
+        done = await trio.run_process(["rm", "-rf", "--one-file-system", "--",
+                                       *map(os.fspath, work)], check=False,
+                                      stdin=subprocess.DEVNULL, capture_stderr=True)
+        if done.returncode == 0:
+            return
+    for folder in work:
+        await trio.to_thread.run_sync(remove_tree, folder)
+
+
+def _log_bytes(log_file: BoundedLog) -> bytes:
+    """The end of a build's log, as written."""
+    return "\n".join(_log_tail(log_file)).encode(errors="replace")
+
+
 def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
     """After a failure or cancellation: no process of the build left, nothing of it kept."""
     try:
@@ -541,7 +576,7 @@ class _Outcome:
     broken: str | None = None
     #: the sandbox's pid 1 was seen to end (so its whole pid namespace is gone)
     sandbox_gone: bool = False
-    #: the command exited by itself (and `on_exit` was called)
+    #: the command exited by itself
     exited: bool = False
     #: why its log stops short, if it does (a full disk)
     log_error: str | None = None
@@ -559,7 +594,6 @@ async def _run_logged(
     outcome: _Outcome,
     watch: _Watch,
     prepare: Callable[[], None] | None = None,
-    on_exit: Callable[[], None] | None = None,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -570,8 +604,7 @@ async def _run_logged(
     namespace, and every process that ever ran in it, is then gone for sure. While it runs,
     `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
     `outcome.broken` and the build is killed. `prepare()` runs first, in the spawner's
-    thread; `on_exit()` as soon as the command has exited by itself (`outcome.exited`),
-    before its output is read to the end and its pipes are closed.
+    thread.
     """
     child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, stdin=stdin,
                                               sandbox=sandbox, prepare=prepare))
@@ -604,8 +637,6 @@ async def _run_logged(
                     nursery.cancel_scope.cancel()
                     return -1
             outcome.exited = True
-            if on_exit is not None:  # the command is over: its slot is the next build's
-                on_exit()
             _kill_group(popen.pid)
             status = popen.poll()
             assert status is not None
@@ -889,10 +920,12 @@ def _log_tail(log_file: BoundedLog, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def _failure_message(node: Node, what: str, log_path: Path, log_file: BoundedLog) -> str:
-    message = f"build of {node.name} ({node.uid}) {what}; log: {log_path}"
+    return f"build of {node.name} ({node.uid}) {what}; log: {log_path}{_quoted_tail(log_file)}"
+
+
+def _quoted_tail(log_file: BoundedLog) -> str:
+    """The log's last lines as an error message quotes them ("" for an empty log)."""
     tail = _log_tail(log_file)
-    if tail:
-        message += f"\nlast {len(tail)} lines of the log:\n" + "\n".join(
-            f"  {line}" for line in tail
-        )
-    return message
+    if not tail:
+        return ""
+    return f"\nlast {len(tail)} lines of the log:\n" + "\n".join(f"  {line}" for line in tail)
