@@ -580,7 +580,8 @@ def gc(ctx: Context, words: list[str]) -> int:
         raise UsageError("usage: ixc gc")
     return ctx.show(ctx.call("gc", {}), lambda v, out: print(
         f"gc: {v['entries']} entries deleted, {v['bytes']} bytes freed, "
-        f"{v['kept']} kept", file=out))
+        f"{v['kept']} kept; {v.get('logs', 0)} build logs deleted "
+        f"({v.get('log_bytes', 0)} bytes)", file=out))
 
 
 @command("session --svdir DIR [--realm NAME]", "keep DIR's runit services in step with a realm",

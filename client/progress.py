@@ -69,7 +69,9 @@ class Progress:
         elif event.kind == "log" and self.verbose:
             self._say(f"  | {data.get('line', '')}")
         elif event.kind == "log-skipped" and self.verbose:
-            self._say(f"  | ... {data.get('count')} earlier lines; see `ixc log {data.get('uid')}`")
+            where = "here (printed faster than ixd relays)" if data.get("live") else "earlier"
+            self._say(f"  | ... {data.get('count')} lines left out {where}; see "
+                      f"`ixc log {data.get('uid')}`")
         elif event.kind == "dropped" and self.verbose:
             self._say(f"ixc: {data.get('count')} progress events were dropped: this terminal "
                       "read too slowly")

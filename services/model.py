@@ -29,6 +29,8 @@ MARKER = ".ix-session"
 NEW_PREFIX = ".ix-new."
 #: a folder taken out of service, removed once its runsv is gone
 RETIRED_PREFIX = ".ix-retired."
+#: the link to the realm generation the services run from (their PATH goes through it)
+REALM_LINK = ".ix-realm"
 #: what runsv writes into a service folder: never copied, compared or removed
 RUNSV_OWN = frozenset({"supervise", "log/supervise"})
 #: the longest service name accepted (a file name, less room for the prefixes above)

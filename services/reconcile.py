@@ -1,9 +1,11 @@
 """One reconciliation pass, and the bookkeeping between passes.
 
-`Reconciler.sync()` reads the realm's services and the tree, plans (`services.model.plan`)
-and applies the actions, logging one line per service that changes. `Reconciler.reap()`
-removes retired folders whose runsv has gone, escalating to KILL for a service that does
-not stop on TERM. Neither ever raises for one bad service or folder: it logs and goes on.
+`Reconciler.sync()` asks where the realm's current generation is (`locate`: the daemon
+says, and only for a realm of ours), reads its services and the tree, plans
+(`services.model.plan`) and applies the actions, logging one line per service that
+changes. `Reconciler.reap()` removes retired folders whose runsv has gone, escalating to
+KILL for a service that does not stop on TERM. Neither ever raises for one bad service or
+folder: it logs and goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import tree
-from services.model import Create, LeaveAlone, Retire, Update, plan
+from services.model import REALM_LINK, Create, LeaveAlone, Retire, Update, plan
 
 log = logging.getLogger("ix.session")
 
@@ -42,12 +44,18 @@ class Summary:
         return bool(self.created or self.updated or self.retired)
 
 
+#: the current generation of the realm followed, if the daemon says it is ours; None if
+#: there is no such realm; raises tree.RealmNotOurs (another uid's realm) or
+#: tree.RealmUnreadable (the daemon cannot be asked now)
+Locate = Callable[[], str | None]
+
+
 class Reconciler:
-    def __init__(self, svdir: Path, realm_link: Path, realm: str, *,
+    def __init__(self, svdir: Path, realm: str, locate: Locate, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.svdir = svdir
-        self.realm_link = realm_link
         self.realm = realm
+        self.locate = locate
         self.clock = clock
         self.retired: dict[Path, float] = {}  # retired folder → when
         self.killed: set[Path] = set()
@@ -57,7 +65,15 @@ class Reconciler:
     def sync(self) -> Summary:
         summary = Summary()
         try:
-            generation, desired, warnings = tree.read_realm_services(self.realm_link)
+            try:
+                located = self.locate()
+            except tree.RealmNotOurs as exc:  # its services stop: never run as us
+                located = None
+                self._once(f"notours:{exc}", logging.WARNING,
+                           "realm %s: %s; none of its services run", self.realm, exc)
+            else:
+                self._said = {s for s in self._said if not s.startswith("notours:")}
+            generation, desired, warnings = tree.read_realm_services(located)
         except tree.RealmUnreadable as exc:
             summary.unreadable = str(exc)
             self._once(f"unreadable:{exc}", logging.WARNING,
@@ -69,8 +85,8 @@ class Reconciler:
         if generation != self._generation:
             self._generation = generation
             if generation is None:
-                log.info("realm %s does not exist (%s): it provides no services",
-                         self.realm, self.realm_link)
+                log.info("realm %s is not there (or not ours): it provides no services",
+                         self.realm)
             else:
                 log.info("realm %s is %s: services %s", self.realm, generation,
                          " ".join(sorted(desired)) or "(none)")
@@ -91,6 +107,11 @@ class Reconciler:
             summary.unreadable = f"cannot read the service tree {self.svdir}: {exc}"
             self._once(f"tree:{exc}", logging.ERROR, "%s", summary.unreadable)
             return summary
+        try:
+            tree.point_realm_link(self.svdir, generation)
+        except OSError as exc:
+            self._once(f"link:{exc}", logging.ERROR, "cannot point %s/%s at %s: %s",
+                       self.svdir, REALM_LINK, generation, exc)
         for path in unfinished:  # left by a session that died while creating it
             shutil.rmtree(path, ignore_errors=True)
         for path in retired:

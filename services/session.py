@@ -1,19 +1,26 @@
 """`ixc session --svdir DIR [--realm NAME]`: keep a runit service tree in step with a realm.
 
-Runs in the foreground, as the user. Every service the realm provides
-(`<root>/realm/<realm>/etc/services/<name>/`) becomes a writable folder `DIR/<name>` with a
-copy of its files (runsv must write `supervise/` there, and the store is read-only);
-services the realm no longer provides are stopped and removed. The realm link's folder is
-watched with inotify, so a switch — `ixc mut`, `ixc let`, `ixc rollback`, `ixc purge` —
-is followed at once. Folders in DIR that the session did not create (no marker file naming
-this realm) are never touched.
+Runs in the foreground, as the user. Every service the realm's current generation provides
+(`etc/services/<name>/`) becomes a writable folder `DIR/<name>` with a copy of its files
+(runsv must write `supervise/` there, and the store is read-only); services the realm no
+longer provides are stopped and removed. The realm link's folder is watched with inotify, so
+a switch — `ixc mut`, `ixc let`, `ixc rollback`, `ixc purge` — is followed at once. Folders
+in DIR that the session did not create (no marker file naming this realm) are never
+touched.
+
+Only a realm the daemon says the caller's uid owns is followed, and only the generation the
+daemon names (never what the realm link or the name suggest: a name may have been claimed
+before the account existed, or purged and taken by another user since). A realm of another
+uid is refused at start (`E_PERMISSION`); one that changes hands later provides no services
+from then on. The services' PATH goes through `DIR/.ix-realm`, a link the session points at
+the generation the daemon named.
 
 DIR must be a folder of the caller's own that neither group nor others may write, and not a
 symlink: a runsvdir runs whatever `run` files appear there, as the caller. Anything else is
 refused with `E_UNSAFE_SVDIR`.
 
     --svdir DIR     the service tree (created if missing); a runsvdir supervises it
-    --realm NAME    the realm to follow (default: your login)
+    --realm NAME    the realm to follow, one of yours (default: your login)
     --root ROOT     the daemon's root (default: asked from ixd over the socket)
     --runsvdir      also run `runsvdir -P DIR` and stop its services on TERM: what the
                     runit session service (runit/session/run) uses
@@ -47,12 +54,16 @@ from ixd.wire.errors import (
     ConnectionLost,
     DaemonUnavailable,
     IxError,
+    NoSuchRealm,
+    PermissionDenied,
     SessionError,
     UnsafeServiceDir,
     UsageError,
 )
 from ixd.wire.transport import DEFAULT_SOCKET, Client
+from services.model import REALM_LINK
 from services.reconcile import Reconciler
+from services.tree import RealmNotOurs, RealmUnreadable
 
 log = logging.getLogger("ix.session")
 
@@ -70,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Keep a runit service tree in step with the services of a realm (foreground)."))
     parser.add_argument("--svdir", type=Path, required=True,
                         help="the service tree a runsvdir supervises (created if missing)")
-    parser.add_argument("--realm", help="the realm to follow (default: your login)")
+    parser.add_argument("--realm", help="the realm to follow, one of yours (default: your "
+                                         "login)")
     parser.add_argument("--root", type=Path,
                         help="the daemon's root (default: asked from ixd)")
     parser.add_argument("--socket", help="ixd's socket (default: $IX_SOCKET, then "
@@ -99,11 +111,12 @@ def _main(argv: Sequence[str], socket: str) -> int:
         raise UsageError("ixc session: --interval must be more than 0 seconds")
     _setup_logging()
     svdir = Path(os.path.abspath(args.svdir))
+    socket = args.socket or socket
     with _Signals() as signals:
         if args.root is not None:
             root, login = Path(os.path.abspath(args.root)), own_login()
         else:
-            found = _ask_daemon(args.socket or socket, signals)
+            found = _ask_daemon(socket, signals)
             if found is None:
                 return 0  # stopped while waiting for the daemon
             root, login = found
@@ -117,15 +130,52 @@ def _main(argv: Sequence[str], socket: str) -> int:
                                f"{svdir}: {exc.strerror or exc}; give a folder of your own "
                                f"that you can create, e.g. --svdir ~/service") from None
         check_service_dir(svdir)
-        reconciler = Reconciler(svdir, root / "realm" / realm, realm)
-        log.info("session of %s: realm %s (%s) -> service tree %s", own_login(), realm,
-                 reconciler.realm_link, svdir)
+        locate = DaemonRealm(socket, realm, os.getuid())
+        try:
+            locate()
+        except RealmNotOurs as exc:
+            raise PermissionDenied(f"ixc session: {exc}: a session runs only the services "
+                                   f"of a realm of your own; follow one of yours "
+                                   f"(--realm NAME)") from None
+        except RealmUnreadable:
+            pass  # the daemon is not up: the session waits for it
+        reconciler = Reconciler(svdir, realm, locate)
+        log.info("session of %s: realm %s (root %s) -> service tree %s", own_login(), realm,
+                 root, svdir)
         if args.once:
             summary = reconciler.sync()
             reconciler.reap()
             return 1 if summary.failed or summary.unreadable else 0
-        return Session(reconciler, signals, runsvdir=args.runsvdir,
+        return Session(reconciler, signals, root / "realm", runsvdir=args.runsvdir,
                        interval=args.interval).run()
+
+
+class DaemonRealm:
+    """Where the realm's current generation is, as the daemon says, if `uid` owns it (the
+    session's `Locate`): one `list REALM` request per pass."""
+
+    def __init__(self, socket: str, realm: str, uid: int) -> None:
+        self.socket = socket
+        self.realm = realm
+        self.uid = uid
+
+    def __call__(self) -> str | None:
+        try:
+            with Client.connect(self.socket, agent="ixc session") as client:
+                value = client.request("list", {"realm": self.realm})
+        except NoSuchRealm:
+            return None
+        except IxError as exc:  # not up, restarting, or an older daemon: ask again later
+            raise RealmUnreadable(f"cannot ask ixd about realm {self.realm}: "
+                                  f"{exc.message}") from None
+        owner = value.get("owner_uid")
+        if not isinstance(owner, int):
+            raise RealmUnreadable(f"ixd does not say who owns realm {self.realm} (an ixd "
+                                  f"older than this session?)")
+        if owner != self.uid:
+            raise RealmNotOurs(f"ixd says realm {self.realm} belongs to "
+                               f"{value.get('owner')} (uid {owner}), not to uid {self.uid}")
+        return str(value["path"])
 
 
 def check_service_dir(path: Path, uid: int | None = None) -> None:
@@ -164,13 +214,14 @@ def _name_of(uid: int) -> str:
 class Session:
     """The foreground loop: inotify on the realm folder, signals, runsvdir, passes."""
 
-    def __init__(self, reconciler: Reconciler, signals: _Signals, *, runsvdir: bool,
-                 interval: float) -> None:
+    def __init__(self, reconciler: Reconciler, signals: _Signals, realms_dir: Path, *,
+                 runsvdir: bool, interval: float) -> None:
         self.reconciler = reconciler
         self.signals = signals
         self.want_runsvdir = runsvdir
         self.interval = interval
-        self.realms_dir = reconciler.realm_link.parent
+        #: where the realm links are: a switch there makes a pass at once
+        self.realms_dir = realms_dir
         self.realm = reconciler.realm
         self.dirty = True
         self.wd: int | None = None
@@ -261,8 +312,10 @@ class Session:
         if self.runsvdir_due is None or now < self.runsvdir_due:
             return
         env = dict(os.environ)
-        # the realm's programs first on the services' PATH (through the moving realm link)
-        env["PATH"] = f"{self.reconciler.realm_link}/bin:{env.get('PATH', '/usr/bin:/bin')}"
+        # the realm's programs first on the services' PATH, through the session's own link
+        # to the generation the daemon vouched for (not the realm link: see the module)
+        link = self.reconciler.svdir / REALM_LINK
+        env["PATH"] = f"{link}/bin:{env.get('PATH', '/usr/bin:/bin')}"
         argv = ["runsvdir", "-P", str(self.reconciler.svdir)]
         try:
             self.runsvdir = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)

@@ -10,6 +10,7 @@ gone.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -23,6 +24,7 @@ from typing import cast
 from services.model import (
     MARKER,
     NEW_PREFIX,
+    REALM_LINK,
     RETIRED_PREFIX,
     RUNSV_OWN,
     Present,
@@ -48,31 +50,28 @@ class RealmUnreadable(Exception):
     the store mid-read, ...): the tree is left as it is and reading is tried again later."""
 
 
+class RealmNotOurs(Exception):
+    """The daemon says the realm belongs to another uid: none of its services may run as
+    us (its owner could put anything there)."""
+
+
 class ServiceUnreadable(Exception):
     """One service folder of the realm is unusable (too big, no `run`, ...)."""
 
 
 # --- the realm side ----------------------------------------------------------------------
 
-def read_realm_services(realm_link: Path) -> tuple[str | None, dict[str, ServiceSpec],
+def read_realm_services(generation: str | None) -> tuple[str | None, dict[str, ServiceSpec],
                                                    list[str]]:
-    """The generation `realm_link` points at (None: there is no such realm), the services it
-    provides, and a warning for each service folder that is not usable.
-
-    The link is resolved once, so a realm switched while this reads gives one generation's
-    services, never a mix."""
-    if not realm_link.parent.is_dir():
-        raise RealmUnreadable(f"{realm_link.parent} is not a folder (is the root right, and "
-                              f"has ixd started there?)")
-    try:
-        os.readlink(realm_link)
-    except FileNotFoundError:
+    """The services the realm generation `generation` provides (a store folder the daemon
+    named as the current generation of a realm of ours; None: no such realm, no services),
+    and a warning for each service folder that is not usable. A store folder never changes,
+    so what is read is one generation's services, never a mix."""
+    if generation is None:
         return None, {}, []
-    except OSError as exc:
-        raise RealmUnreadable(f"cannot read the realm link {realm_link}: {exc}") from exc
-    generation = os.path.realpath(realm_link)
     if not os.path.isdir(generation):
-        raise RealmUnreadable(f"{realm_link} points at {generation}, which is not a folder")
+        raise RealmUnreadable(f"the realm's generation {generation} is not a folder (gone "
+                              f"from the store?)")
     services_dir = os.path.join(generation, "etc", "services")
     specs: dict[str, ServiceSpec] = {}
     warnings: list[str] = []
@@ -98,6 +97,30 @@ def read_realm_services(realm_link: Path) -> tuple[str | None, dict[str, Service
             # the generation went away under us (a GC after a switch): read again later
             raise RealmUnreadable(f"{generation} changed while it was read: {exc}") from exc
     return generation, specs, warnings
+
+
+def point_realm_link(svdir: Path, generation: str | None) -> None:
+    """`svdir/.ix-realm`, the link the services' PATH goes through, pointed at
+    `generation` (the one the daemon vouched for), or removed: never the realm's own link
+    under the daemon's root, which follows whoever owns the name."""
+    link = svdir / REALM_LINK
+    if generation is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        return
+    try:
+        if os.readlink(link) == generation:
+            return
+    except OSError:
+        pass
+    tmp = svdir / f"{REALM_LINK}.{secrets.token_hex(4)}"
+    os.symlink(generation, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_service(name: str, folder: str) -> ServiceSpec:

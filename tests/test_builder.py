@@ -55,13 +55,20 @@ def layout() -> Iterator[Layout]:
 async def build(node: Node, layout: Layout, *, confine: bool, make_thrs: int = 1,
                 on_log_line: Callable[[str], None] | None = None,
                 limits: BuildLimits | None = None, expect_hash: str | None = None) -> Built:
-    """run_build, confined as a build user of the machine's pool (as ixd runs it)."""
+    """run_build, confined as a build user of the machine's pool (as ixd runs it); the
+    lines it hands the event loop to `on_log_line`."""
+    def on_log(items: list[str | int], end: int) -> None:
+        if on_log_line is not None:
+            for item in items:
+                assert isinstance(item, str), f"{item} lines left out live"
+                on_log_line(item)
+
     if not confine:
         return await run_build(node, layout, confine=False, make_thrs=make_thrs,
-                               on_log_line=on_log_line, limits=limits, expect_hash=expect_hash)
+                               on_log=on_log, limits=limits, expect_hash=expect_hash)
     async with BuildUserPool(load_pool(DEFAULT_GROUP)).take() as user:
         return await run_build(node, layout, confine=True, make_thrs=make_thrs,
-                               on_log_line=on_log_line, limits=limits, user=user,
+                               on_log=on_log, limits=limits, user=user,
                                expect_hash=expect_hash)
 
 

@@ -353,6 +353,51 @@ def test_what_a_down_push_cache_missed_is_pushed_after_a_restart(shared: Shared)
     assert not _dangling(shared.s3, "catch-up")
 
 
+#: what an account that can write to the bucket runs to plant an index (system python3)
+_PLANT = """
+import sys, boto3, botocore.config
+endpoint, bucket, key, body = sys.argv[1:5]
+boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+             aws_access_key_id=sys.argv[5], aws_secret_access_key=sys.argv[6],
+             config=botocore.config.Config(s3={"addressing_style": "path"})
+             ).put_object(Bucket=bucket, Key=key, Body=body.encode())
+"""
+
+
+def test_an_index_planted_before_the_builders_push_is_pushed_over(
+        shared: Shared, accounts: dict[str, int]) -> None:
+    """Issue 21, row 7: an unprivileged account with write access to the bucket uploads an
+    unsigned index for a uid before its builder pushes it; the builder's push replaces it
+    with the signed entry, which another daemon then substitutes."""
+    from tests.s3server import ACCESS_KEY, SECRET_KEY
+
+    selector = "bin/slow(secs=0,tag=planted)"
+    with _daemon(shared, shared.push_args("planted")) as a:
+        uid = next(p["uid"] for p in json.loads(a.ixc("dep", selector, "--json",
+                                                      user="ixtalice").stdout)["packages"]
+                   if p["name"] == "bin/slow")
+        store_path = f"{a.root}/store/{uid}-slow"
+        forged = fmt.Entry(uid, store_path, "0" * 64, 1, "0" * 64, 1)
+        planted = subprocess.run(
+            ["runuser", "-u", "ixtbob", "--", "/usr/bin/python3", "-c", _PLANT,
+             shared.s3.endpoint, BUCKET, f"planted/{fmt.index_key(uid)}", forged.serialise(),
+             ACCESS_KEY, SECRET_KEY], capture_output=True, text=True, cwd="/", check=False)
+        assert planted.returncode == 0, planted.stderr
+        assert uid in _indexes(shared.s3, "planted")
+        a.ixc("build", selector, user="ixtalice", timeout=300)
+        wait_for(lambda: f"pushed {uid}" in a.log.read_text(), "the builder's push")
+        log = a.log.read_text()
+        assert f"{uid} is signed by no key, none of them trusted" in log
+        assert "pushing over it" in log
+        pushes = [line for line in log.splitlines() if f"pushed {uid}" in line]
+        assert pushes and not any("(0 entries uploaded)" in line for line in pushes), pushes
+    assert not _dangling(shared.s3, "planted")
+    with _daemon(shared, shared.cache_args("planted")) as b:
+        b.ixc("build", selector, user="ixtcarol", timeout=300)
+        states = {r["uid"]: r["state"] for r in _builds(b)}
+        assert states[uid] == "substituted", states
+
+
 def test_push_needs_a_push_cache(shared: Shared) -> None:
     with _daemon(shared, []) as d:
         refused = d.ixc("push", REALM, check=False)

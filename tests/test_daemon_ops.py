@@ -395,7 +395,8 @@ async def test_admin_ops_need_an_admin(daemon: Daemon) -> None:
             await daemon.handle(op, {}, STRANGER, quiet)
     with pytest.raises(CacheError, match="no push cache"):
         await daemon.handle("push", {}, ROOT, quiet)
-    assert await daemon.handle("gc", {}, ROOT, quiet) == {"entries": 0, "bytes": 0, "kept": 0}
+    assert await daemon.handle("gc", {}, ROOT, quiet) == {"entries": 0, "bytes": 0, "kept": 0,
+                                                          "logs": 0, "log_bytes": 0}
 
 
 # --- the runner's guard of what garbage collection deletes -----------------------------------

@@ -53,6 +53,20 @@ def test_roots_keep_current_and_newest_generations() -> None:
     assert roots == {"/s/g2", "/s/g4", "/s/g5", "/s/flight"}
 
 
+def test_logs_go_with_what_gc_collects_and_when_old() -> None:
+    day = 86400.0
+    now = 100 * day
+    logs = [gc.LogFile("a" * 32 + ".log", 10, now - 40 * day),  # valid entry: kept, however old
+            gc.LogFile("b" * 32 + ".log", 20, now),  # collected now: goes at once
+            gc.LogFile("c" * 32 + ".log", 30, now - 40 * day),  # failed long ago: goes
+            gc.LogFile("d" * 32 + ".log", 40, now - 1 * day),  # failed yesterday: stays
+            gc.LogFile("e" * 32 + ".log", 50, now - 40 * day),  # a build under way: stays
+            gc.LogFile(".x.log.123.unroll", 60, now - 40 * day)]  # a leftover: goes when old
+    doomed = gc.logs_to_delete(logs, {"a" * 32, "e" * 32}, {"b" * 32}, now, 30 * day)
+    assert [f.name[0] for f in doomed] == ["b", "c", "."]
+    assert gc.logs_to_delete(logs, set(), set(), now + 1, 0.0) == logs  # --keep-logs 0: all
+
+
 def test_kept_build_inputs_are_marked_through_every_kept_entry() -> None:
     links = {"/s/realm": ["/s/app"]}
     built_from = {"/s/app": ["/s/lib", "/s/cc"], "/s/lib": ["/s/cc", "/s/libc"],

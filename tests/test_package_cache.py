@@ -179,3 +179,61 @@ def test_a_failed_load_leaves_nothing_pinned(overlay: Path, tmp_path: Path) -> N
         g.load(app(i))
     assert len(g) <= 5  # lib/a of the failed loads went like everything else
     check_consistent(g)
+
+
+def owned_graph(overlay: Path, tmp_path: Path, max_bytes: int) -> PackageGraph:
+    return PackageGraph(RecipeTree([overlay, PROJECT_PKGS]), tmp_path / "store", host=HOST,
+                        max_bytes=max_bytes, user_share=0.25, uncapped=(0,))
+
+
+def check_bytes(g: PackageGraph) -> None:
+    """The byte counts add up to the packages cached, by owner."""
+    assert g.bytes == sum(size for size, _ in g._sizes.values())
+    assert set(g._sizes) == set(g._packages)
+    for owner, total in g.owner_bytes.items():
+        assert total == sum(size for size, o in g._sizes.values() if o == owner)
+
+
+def test_the_cache_is_bounded_by_bytes_and_its_estimate_by_memory(overlay: Path,
+                                                                    tmp_path: Path) -> None:
+    g = owned_graph(overlay, tmp_path, max_bytes=400 << 10)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        empty = held(tracemalloc.take_snapshot())
+        for i in range(200):
+            g.load(app(i), 0)  # (uncapped: the cache's own bound alone)
+            assert g.bytes <= g.max_bytes
+        gc.collect()
+        full = held(tracemalloc.take_snapshot())
+        for i in range(200, 1000):
+            g.load(app(i), 0)
+            assert g.bytes <= g.max_bytes
+        gc.collect()
+        after = held(tracemalloc.take_snapshot())
+    finally:
+        tracemalloc.stop()
+    check_bytes(g)
+    check_consistent(g)
+    assert g.evicted > 1000
+    # the estimate is the memory held, within half again either way
+    assert 0.5 * g.max_bytes < full - empty < 1.5 * g.max_bytes, (full - empty, g.bytes)
+    assert after - full < 0.2 * (full - empty)
+
+
+def test_one_user_fills_only_their_share_of_the_cache(overlay: Path, tmp_path: Path) -> None:
+    """Row 6: a flood of flag sets from one user pushes out their own packages, nobody
+    else's."""
+    g = owned_graph(overlay, tmp_path, max_bytes=1 << 20)
+    victims = [g.load(app(f"victim{i}"), 1001) for i in range(10)]
+    mine = g.owner_bytes[1001]
+    for i in range(1000):
+        g.load(app(i), 6666)
+        assert g.owner_bytes[6666] <= g.user_bytes == (1 << 20) // 4
+    check_bytes(g)
+    check_consistent(g)
+    renders = g.renders
+    assert [g.load(app(f"victim{i}"), 1001) for i in range(10)] == victims
+    assert g.renders == renders and g.owner_bytes[1001] == mine  # all still cached
+    # the shared build tool counts against whoever loaded it first: the victim
+    assert g._sizes[("bld/tool", (("kind", "bin"), ("target", HOST)))][1] == 1001

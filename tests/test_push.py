@@ -81,3 +81,41 @@ def test_a_realm_is_not_pushed(store: tuple[Layout, BuildDatabase], tmp_path: Pa
     with pytest.raises(CacheError, match="not a valid store entry here"):
         Pusher(cache, db, layout).push([REALM])
     assert not cache.has_index(REALM)
+
+
+@pytest.mark.parametrize("planted", ["unsigned index", "index of another key",
+                                     "archive deleted", "garbage archive"])
+def test_a_push_repairs_a_bad_entry_instead_of_skipping_it(
+        store: tuple[Layout, BuildDatabase], tmp_path: Path, planted: str) -> None:
+    """Issue 21, row 7: whatever someone with write access to the bucket left under an
+    entry's name, the builder's push makes it the good, signed entry."""
+    layout, db = store
+    key = fmt.generate_key("builder-1")
+    folder = tmp_path / "cache"
+    cache = BinaryCache(open_store(f"file://{folder}"), str(layout.store), signing_key=key)
+    path = db.store_entry(LIB)["path"]  # type: ignore[index]
+    forged = fmt.Entry(LIB, path, "0" * 64, 1, "0" * 64, 1)
+    if planted == "unsigned index":
+        cache.ensure_info()
+        (folder / fmt.index_key(LIB)).write_text(forged.serialise())
+    elif planted == "index of another key":
+        cache.ensure_info()
+        other = fmt.sign(forged, fmt.generate_key("mallory"))
+        (folder / fmt.index_key(LIB)).write_text(other.serialise())
+    else:
+        Pusher(cache, db, layout).push([LIB])
+        good = fmt.parse_entry(LIB, (folder / fmt.index_key(LIB)).read_text(),
+                               str(layout.store))
+        if planted == "archive deleted":
+            (folder / good.url).unlink()
+        else:  # a reproducible archive's name, taken before the builder's first push
+            (folder / good.url).write_bytes(b"x" * good.file_size)
+            (folder / fmt.index_key(LIB)).unlink()
+    report = Pusher(cache, db, layout).push([APP])
+    assert report.pushed == [LIB, APP]
+    reader = BinaryCache(open_store(f"file://{folder}"), str(layout.store),
+                         {"builder-1": key.public()})
+    entry = reader.lookup([LIB])[LIB]
+    with open(tmp_path / "fetched", "wb") as handle:
+        reader.download(entry, handle)  # the archive is there, and the signed one
+    assert Pusher(cache, db, layout).push([APP]).pushed == []  # now it holds: skipped

@@ -126,7 +126,7 @@ def test_a_store_mostly_of_dropped_renders_is_written_anew(tmp_path: Path) -> No
 
 def test_no_more_renders_are_kept_than_the_bound(tmp_path: Path) -> None:
     """Clients choose flags: the renders of their flag sets must not grow the store without
-    end. Beyond the bound a render is simply made again after a restart."""
+    end. Past the bound the least recently used render goes (made again when asked for)."""
     root = tmp_path / "o"
     recipe(root, "bin/flagged", "'v ' + (n or '')")
     g = graph(tmp_path)
@@ -135,9 +135,66 @@ def test_no_more_renders_are_kept_than_the_bound(tmp_path: Path) -> None:
     for i in range(50):
         g.load(parse_selector(f"bin/flagged(n={i})"))
     g.render_store.flush()
+    assert g.render_store.evicted == 45
+
+    def kept(n: int) -> bool:
+        key = ("bin/flagged", (("kind", "bin"), ("n", str(n)), ("target", HOST)))
+        return g.render_store is not None and g.render_store.get(key) is not None
+
+    assert [n for n in range(50) if kept(n)] == [45, 46, 47, 48, 49]
+
+
+def fill(tmp_path: Path, owner: int | None, tags: range, **bounds: float) -> PackageGraph:
+    """A graph whose store bounds are `bounds`, loaded with bin/flagged(n=TAG) by `owner`."""
+    g = PackageGraph(RecipeTree([tmp_path / "o"]), tmp_path / "store", host=HOST,
+                     render_store=tmp_path / "renders.jsonl",
+                     render_store_bytes=int(bounds.get("store", 1 << 20)),
+                     user_share=bounds.get("share", 0.25), uncapped=(0,))
+    for n in tags:
+        g.load(parse_selector(f"bin/flagged(n={n})"), owner)
+    assert g.render_store is not None
+    g.render_store.flush()
+    return g
+
+
+def test_the_store_file_never_outgrows_its_bytes(tmp_path: Path) -> None:
+    recipe(tmp_path / "o", "bin/flagged", "'v ' + (n or '') + '" + "x" * 500 + "'")
     store = tmp_path / "renders.jsonl"
-    assert len(store.read_text().splitlines()) == 1 + 5  # the header and five renders
-    again = graph(tmp_path)
-    assert again.load(parse_selector("bin/flagged(n=3)")).descriptor.script_data == "v 3"
-    assert again.load(parse_selector("bin/flagged(n=40)")).descriptor.script_data == "v 40"
-    assert again.renders == 1  # n=3 was kept, n=40 is made again
+    g = fill(tmp_path, None, range(0), store=64 << 10)
+    rs = g.render_store
+    assert rs is not None
+    largest = 0
+    for n in range(600):  # ~600 KiB of renders through a 64 KiB store
+        g.load(parse_selector(f"bin/flagged(n={n})"), 1001 + n % 3)
+        rs.flush()
+        largest = max(largest, store.stat().st_size)
+        assert rs.bytes <= rs.live_bytes
+    assert 32 << 10 < largest <= 64 << 10
+    assert rs.evicted > 500
+    # what is kept is what is newest, and it reads back after a restart
+    again = fill(tmp_path, None, range(0), store=64 << 10)
+    assert again.load(parse_selector("bin/flagged(n=599)")).descriptor.script_data.startswith(
+        "v 599x")
+    assert again.renders == 0
+
+
+def test_one_owner_fills_only_their_share_of_the_store(tmp_path: Path) -> None:
+    recipe(tmp_path / "o", "bin/flagged", "'v ' + (n or '') + '" + "x" * 500 + "'")
+    g = fill(tmp_path, 1001, range(20), store=256 << 10)  # a victim's renders
+    rs = g.render_store
+    assert rs is not None
+    victims = rs.owner_bytes[1001]
+    for n in range(100, 1000):  # an attacker's flood of flag sets
+        g.load(parse_selector(f"bin/flagged(n={n})"), 6666)
+    rs.flush()
+    assert rs.owner_bytes[6666] <= rs.user_bytes == (128 << 10) // 4
+    assert rs.owner_bytes[1001] == victims  # nothing of the victim's was pushed out
+    assert (tmp_path / "renders.jsonl").stat().st_size <= 256 << 10
+    again = fill(tmp_path, None, range(0), store=256 << 10)  # owners survive a restart
+    assert again.render_store is not None
+    assert again.render_store.owner_bytes[1001] == victims
+    assert again.render_store.owner_bytes[6666] <= rs.user_bytes
+    # the daemon's own account (uid 0 here) is held to the store's bound only
+    for n in range(2000, 2200):
+        g.load(parse_selector(f"bin/flagged(n={n})"), 0)
+    assert rs.owner_bytes[0] > rs.user_bytes and rs.bytes <= rs.live_bytes

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from ixd.build.fairness import FairSlots
+from ixd.build.fairness import FairSlots, Ticket
 from ixd.build.scheduler import NETWORK_POOL, Listener, Scheduler
 from ixd.model.nodes import Node, Plan
 from ixd.wire.errors import BuildCancelled, BuildFailed, DependencyFailed
@@ -184,21 +184,29 @@ async def test_slots_go_round_robin_between_users_not_requests(autojump_clock: A
 
 
 
+def granted_in_turn(slots: FairSlots, first: Ticket, waiting: list[Ticket]) -> list[Ticket]:
+    """With one slot: each granted ticket releases it in turn; the order they got it in."""
+    order: list[Ticket] = []
+    holder = first
+    for _ in waiting:
+        slots.release(holder)
+        holder = next(t for t in waiting if t.granted and t not in order)
+        order.append(holder)
+    slots.release(holder)
+    return order
+
+
 def test_fair_slots_turns_go_by_user_then_by_request() -> None:
     slots = FairSlots(1)
-    assert slots.ticket("A", 1).granted
+    first = slots.ticket("A", 1)
+    assert first.granted
     a1 = [slots.ticket("A", 1) for _ in range(3)]
     a2 = [slots.ticket("A", 2) for _ in range(3)]
     b = [slots.ticket("B", 9) for _ in range(3)]
-    order = []
-    for _ in range(9):
-        slots.release()
-        order.append(next(t for t in [*a1, *a2, *b] if t.granted and t not in order))
+    order = granted_in_turn(slots, first, [*a1, *a2, *b])
     # B has not been served: first; then A's request 2 (A's 1 was served last) ...
     assert order == [b[0], a2[0], b[1], a1[0], b[2], a2[1], a1[1], a2[2], a1[2]]
-    assert slots.waiting == 0
-    slots.release()
-    assert slots.free == 1
+    assert slots.waiting == 0 and slots.free == 1 and slots.held == {}
 
 
 def test_a_shared_build_takes_the_turn_of_any_waiter() -> None:
@@ -209,13 +217,71 @@ def test_a_shared_build_takes_the_turn_of_any_waiter() -> None:
     shared = slots.ticket("A")  # A asked for it last ...
     slots.add_key(shared, "B")  # ... but B waits for it too
     mine = slots.ticket("B")
-    order = []
-    for _ in range(7):
-        slots.release()
-        order.append(next(t for t in [*own, shared, mine] if t.granted and t not in order))
+    order = granted_in_turn(slots, running, [*own, shared, mine])
     # B had no turn yet: its turn goes to the shared build, not to A's sixth
-    assert order[0] is shared and order[1] is own[0] and order[2] is mine
+    assert order[0] is shared and shared.user == "B"
+    assert order[1] is own[0] and order[2] is mine
     assert order[3:] == own[1:] and slots.waiting == 0
+
+
+def test_one_user_holds_at_most_its_share_of_the_slots() -> None:
+    """Issue 21, row 3: three long builds of A with two slots leave one for B at once."""
+    slots = FairSlots(2)
+    assert slots.per_user == 1
+    a = [slots.ticket("A") for _ in range(3)]
+    assert [t.granted for t in a] == [True, False, False]
+    assert slots.free == 1 and slots.held == {"A": 1}
+    b = slots.ticket("B")
+    assert b.granted and slots.free == 0
+    slots.release(b)  # B is done: its slot waits for a user under their share
+    assert slots.free == 1 and not a[1].granted
+    slots.release(a[0])
+    assert a[1].granted and not a[2].granted and slots.held == {"A": 1}
+    # a build B waits for too takes B's share, and so runs beside A's
+    slots.add_key(a[2], "B")
+    assert a[2].granted and a[2].user == "B" and slots.held == {"A": 1, "B": 1}
+
+
+def test_the_daemons_own_account_may_hold_every_slot() -> None:
+    slots = FairSlots(2, uncapped=(0,))
+    assert [slots.ticket(0).granted for _ in range(3)] == [True, True, False]
+    assert not slots.ticket("A").granted  # and others wait their turn as before
+
+
+def test_the_share_of_one_slot_is_the_slot() -> None:
+    slots = FairSlots(1)
+    assert slots.per_user == 1 and slots.ticket("A").granted
+    assert FairSlots(4).per_user == 3 and FairSlots(4, per_user=4).per_user == 4
+    assert FairSlots(2, per_user=9).per_user == 2
+    with pytest.raises(ValueError, match="at least one slot"):
+        FairSlots(2, per_user=0)
+
+
+async def test_a_flood_of_long_builds_leaves_a_slot_for_another_user(
+        autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=60.0)
+    scheduler = Scheduler(runner, jobs=2)
+    finished: dict[str, float] = {}
+
+    async def request(name: str, plan: Plan, uid: int) -> None:
+        await scheduler.run(plan, quiet, uid)
+        finished[name] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        begin = trio.current_time()
+        async with trio.open_nursery() as requests:
+            for i in range(3):
+                requests.start_soon(request, f"a{i}", Plan((node(f"a{i}"),), ()), 1001)
+            await trio.testing.wait_all_tasks_blocked()
+            runner.seconds = 0.1
+            requests.start_soon(request, "b", Plan((node("b"),), ()), 1002)
+            await trio.testing.wait_all_tasks_blocked()
+            runner.seconds = 60.0
+        nursery.cancel_scope.cancel()
+    # the slot B's build leaves stays free: A holds its share, one at a time
+    assert finished["b"] - begin == pytest.approx(0.1)
+    assert sorted(finished.values())[1:] == pytest.approx([60.0, 120.0, 180.0])
 
 
 async def test_failure_stops_dependents_and_reaches_every_waiter(autojump_clock: Any) -> None:
@@ -289,13 +355,13 @@ async def test_cancelled_waiter_reports_cancellation_to_a_late_joiner(
 
 async def test_fair_slots_forget_a_cancelled_waiter() -> None:
     slots = FairSlots(1)
-    await slots.acquire("a")
+    first = await slots.acquire("a")
     got: list[str] = []
 
     async def take(key: str) -> None:
-        await slots.acquire(key)
+        ticket = await slots.acquire(key)
         got.append(key)
-        slots.release()
+        slots.release(ticket)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(take, "c")
@@ -306,7 +372,7 @@ async def test_fair_slots_forget_a_cancelled_waiter() -> None:
             assert slots.waiting == 2
             inner.cancel_scope.cancel()
         assert slots.waiting == 1
-        slots.release()
+        slots.release(first)
     assert got == ["c"]
     assert slots.free == 1
 

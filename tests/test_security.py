@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -277,7 +278,7 @@ def test_a_build_that_never_ends_is_killed_whole(limited: RunningDaemon) -> None
     started = time.monotonic()
     failed = limited.ixc("build", "bin/attack/forever", user=ATTACKER, check=False)
     assert failed.returncode != 0
-    assert f"did not finish within {TIMEOUT} s" in failed.stderr and "E_BUILD_FAILED" in \
+    assert f"did not finish within {TIMEOUT} s" in failed.stderr and "E_BUILD_LIMIT" in \
         failed.stderr
     assert time.monotonic() - started < TIMEOUT + 30
     wait_for(lambda: not build_processes(uid), "the timed-out build's processes to be gone",
@@ -308,9 +309,14 @@ def test_fork_bomb_is_bounded_and_others_still_build(limited: RunningDaemon) -> 
 
 
 def test_disk_filler_is_stopped_at_the_output_limit(limited: RunningDaemon) -> None:
+    """Issue 21: a disk filler stopped within a quarter past --max-output-size (its scratch
+    measured the more often the nearer it is to the bound), with E_BUILD_LIMIT."""
     failed = limited.ixc("build", "bin/attack/filler", user=ATTACKER, check=False)
     assert failed.returncode != 0
-    assert "--max-output-size" in failed.stderr or "SIGXFSZ" in failed.stderr, failed.stderr
+    assert "--max-output-size" in failed.stderr and "[E_BUILD_LIMIT]" in failed.stderr
+    held = re.search(r"it held (\d+) bytes when it stopped", failed.stderr)
+    assert held, failed.stderr
+    assert MAX_OUTPUT < int(held.group(1)) <= 1.25 * MAX_OUTPUT, failed.stderr
     assert scratch_dirs(limited) == []
     limited.ixc("build", "bin/attack/hold(tag=after-filler,secs=0)", user=VICTIM)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import sqlite3
@@ -19,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from ixd.daemon import identity
 from ixd.daemon.core import Config, Daemon
-from ixd.daemon.identity import Caller
+from ixd.daemon.identity import AccountCache, AccountSource, Caller
 from ixd.model.realm import patch_from_wire
 from ixd.model.selector import Selector, parse_selector
 from ixd.recipes.packages import PackageGraph
@@ -29,7 +31,13 @@ from ixd.store import db as dbmod
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import BadFlag, UnsafeServiceDir
 from services import session
-from tests.daemon_harness import SYSTEM_PYTHON, RunningDaemon, public_daemon, readable_client
+from tests.daemon_harness import (
+    SYSTEM_PYTHON,
+    RunningDaemon,
+    public_daemon,
+    readable_client,
+    wait_for,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 PKGS = PROJECT / "pkgs"
@@ -92,6 +100,37 @@ def test_a_realm_recorded_with_a_flag_now_refused_says_how_to_go_on(tmp_path: Pa
             daemon.changes.prepare("old", [patch], root, fresh=False)
         fresh = daemon.changes.prepare("old", [patch], root, fresh=True)
         assert fresh.state.flags == (("shout", "1"),)
+    finally:
+        daemon.db.close()
+
+
+# --- a squatter's realm is dropped at the account's first request (in process) ----------
+
+
+async def test_an_accounts_first_request_even_a_ping_drops_a_squatters_realm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logins = {"alice": 1001}
+    source = AccountSource(logins.get, lambda uid: {v: k for k, v in logins.items()}.get(uid),
+                           lambda login, gid, group: False)
+    monkeypatch.setattr(identity, "ACCOUNTS", AccountCache(source=source))
+    (tmp_path / "overlay").mkdir()
+    daemon = Daemon(Config(root=tmp_path / "root", overlays=(tmp_path / "overlay",
+                                                             PKGS / "die"), confine=False))
+    try:
+        # alice claimed `dave` before there was a dave, with a generation and its link
+        entry = daemon.layout.store / "x-rlm-dave"
+        entry.mkdir(parents=True)
+        daemon.db.add_generation("dave", str(entry), {"name": "dave"}, by=1001, owner=1001)
+        daemon.layout.realm_link("dave").symlink_to(entry)
+        await daemon.handle("ping", {}, Caller(uid=1001, gid=1001, pid=1), lambda *a: None)
+        assert daemon.db.realm("dave") is not None  # alice's pings change nothing
+        logins["dave"] = 2002  # the account appears
+        monkeypatch.setattr(identity, "ACCOUNTS", AccountCache(source=source))
+        answer = await daemon.handle("ping", {}, Caller(uid=2002, gid=2002, pid=2),
+                                     lambda *a: None)
+        assert answer["login"] == "dave"
+        assert daemon.db.realm("dave") is None and daemon.db.generations("dave") == []
+        assert not daemon.layout.realm_link("dave").is_symlink()
     finally:
         daemon.db.close()
 
@@ -384,12 +423,110 @@ def test_a_squatted_realm_is_dropped_as_soon_as_anyone_looks(daemon: RunningDaem
         refused(daemon, "ixtbob", "list", "ixterin", code="E_NO_REALM")
 
 
-def test_ixc_session_refuses_a_service_tree_of_another_user(daemon: RunningDaemon,
-                                                            tmp_path: Path) -> None:
+@contextmanager
+def public_folder() -> Iterator[Path]:
+    """A folder under /tmp every account may pass through (0755), removed afterwards."""
     top = Path(subprocess.run(["mktemp", "-d", "/tmp/ix-svdir-XXXXXX"], capture_output=True,
                               text=True, check=True).stdout.strip())
     try:
         top.chmod(0o755)
+        yield top
+    finally:
+        subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+@contextmanager
+def service_dir(owner: str) -> Iterator[Path]:
+    """An empty service tree of `owner`'s (0755), removed afterwards."""
+    with public_folder() as top:
+        svdir = top / "service"
+        svdir.mkdir(mode=0o755)
+        subprocess.run(["chown", owner, str(svdir)], check=True)
+        yield svdir
+
+
+def test_a_service_realm_claimed_before_its_account_existed_never_runs_as_it(
+        daemon: RunningDaemon) -> None:
+    """Issue 21, row 2: `ixc mut FUTURELOGIN +SERVICE_PKG` before the account exists; the
+    account is made, pings, runs `ixc session`: nothing of the squatter's runs as it."""
+    name = "ixtfuture"
+    daemon.ixc("mut", name, "+bin/svc/runit(tag=squat)", user="ixtalice")
+    squatted = daemon.realm(name) / "etc" / "services" / "svc-squat" / "run"
+    assert squatted.exists()
+    with late_account(name) as uid:
+        # its first request, of any kind: the squatter's realm is gone before it answers
+        # (ixd also drops it within a second of the account files changing)
+        assert f"answers {name} (uid {uid})" in daemon.ixc("ping", user=name).stdout
+        assert not os.path.lexists(daemon.realm(name))
+        refused(daemon, name, "generations", code="E_NO_REALM")
+        with service_dir(name) as svdir:
+            daemon.ixc("session", "--svdir", str(svdir), "--once", user=name)
+            assert os.listdir(svdir) == []  # no service of alice's, no link to her realm
+            # a realm of another user's is refused, whatever its name or link say
+            stderr = refused(daemon, name, "session", "--svdir", str(svdir), "--realm",
+                             "waves", "--once", code="E_PERMISSION")
+            assert "belongs to ixtalice" in stderr
+            # the account's own realm: its own services, run from the generation ixd names
+            daemon.ixc("mut", "+bin/svc/runit(tag=own)", user=name)
+            daemon.ixc("session", "--svdir", str(svdir), "--once", user=name)
+            assert sorted(os.listdir(svdir)) == [".ix-realm", "svc-own"]
+            assert os.readlink(svdir / ".ix-realm") == os.path.realpath(daemon.realm(name))
+        refused(daemon, "ixtalice", "mut", name, "+bin/svc/runit(tag=back)",
+                code="E_PERMISSION")
+
+
+def test_a_squatted_login_realm_goes_when_the_account_appears(daemon: RunningDaemon) -> None:
+    daemon.ixc("mut", "ixtlater", "+bin/svc/runit(tag=early)", user="ixtbob")
+    assert os.path.lexists(daemon.realm("ixtlater"))
+    with late_account("ixtlater"):  # no request of the account at all
+        wait_for(lambda: not os.path.lexists(daemon.realm("ixtlater")),
+                 "the squatted realm link to go", 10)
+
+
+def test_realm_names_of_the_form_uidN_are_refused(daemon: RunningDaemon) -> None:
+    """Issue 21, row 2: realm `uidNNNN` for a uid with no account."""
+    uid = next(u for u in range(47001, 48000) if not _has_account(u))
+    stderr = refused(daemon, "ixtalice", "mut", f"uid{uid}", "+bin/svc/runit(tag=uidsquat)",
+                     code="E_BAD_REALM_NAME")
+    assert f"'uid{uid}' is refused" in stderr
+    answers = raw_requests(daemon, "ixtalice", [("mut", {"patches": [
+        {"realm": f"uid{uid}", "ops": [{"op": "add", "selector": "bin/svc/runit(tag=u)",
+                                        "flags": {}}]}]})])
+    assert answers[0].get("code") == "E_BAD_REALM_NAME", answers
+    assert not os.path.lexists(daemon.realm(f"uid{uid}"))
+    # that uid, without an account: no realm of its own, no session of one
+    for words, code in ((["list", "--json"], None), (["mut", "+bin/svc/runit"],
+                                                     "E_BAD_REALM_NAME"),
+                        (["generations"], "E_BAD_REALM_NAME"),
+                        (["session", "--svdir", "/nonexistent", "--once"], "E_BAD_REALM_NAME")):
+        done = as_uid(daemon, uid, *words)
+        if code is None:
+            assert done.returncode == 0, done.stderr
+        else:
+            assert done.returncode != 0 and f"[{code}]" in done.stderr, (words, done.stderr)
+            assert "uid" in done.stderr
+
+
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def as_uid(daemon: RunningDaemon, uid: int, *words: str) -> subprocess.CompletedProcess[str]:
+    """`ixc WORDS` as a uid without an account."""
+    argv, env = daemon.ixc_argv(*words, user="ixtalice")
+    python_and_rest = argv[argv.index("--") + 1:]
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                           "--", *python_and_rest], capture_output=True, text=True, env=env,
+                          cwd="/", timeout=120, check=False)
+
+
+def test_ixc_session_refuses_a_service_tree_of_another_user(daemon: RunningDaemon,
+                                                            tmp_path: Path) -> None:
+    with public_folder() as top:
         bobs = top / "bobs"
         bobs.mkdir(mode=0o755)
         shared = top / "shared"
@@ -410,5 +547,3 @@ def test_ixc_session_refuses_a_service_tree_of_another_user(daemon: RunningDaemo
         assert os.listdir(bobs) == [] and os.listdir(shared) == []
         daemon.ixc("session", "--svdir", str(alices), "--root", str(daemon.root), "--once",
                    user="ixtalice")
-    finally:
-        subprocess.run(["rm", "-rf", str(top)], check=False)

@@ -119,6 +119,17 @@ def test_bad_realm_names(name: str) -> None:
     assert info.value.code == "E_BAD_REALM_NAME"
 
 
+@pytest.mark.parametrize("name", ["uid0", "uid1001", "uid4294967295"])
+def test_realm_names_standing_for_a_uid_are_refused(name: str) -> None:
+    with pytest.raises(BadRealmName, match="a realm is an account's only through its login"):
+        validate_realm_name(name)
+
+
+@pytest.mark.parametrize("name", ["uid", "uidx", "uid1a", "Uid12", "xuid12", "uid-1"])
+def test_names_merely_like_a_uid_are_realm_names(name: str) -> None:
+    assert validate_realm_name(name) == name
+
+
 # --- flags ---------------------------------------------------------------------------------
 
 

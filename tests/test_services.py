@@ -39,7 +39,7 @@ from services.model import (
     restart_for,
 )
 from services.reconcile import REAP_MIN_AGE, Reconciler
-from tests.daemon_harness import PROJECT, RunningDaemon, wait_for
+from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon, wait_for
 from tests.seeded_store import SeededRoot
 from tests.test_runit import (
     SYSTEM_PYTHON,
@@ -171,9 +171,26 @@ class FakeRoot:
     root: Path
     count: int = 0
 
+    #: whether the (stand-in) daemon says realm alice is ours
+    ours: bool = True
+
     @property
     def link(self) -> Path:
         return self.root / "realm" / "alice"
+
+    def locate(self) -> str | None:
+        """What the daemon answers a session for realm alice (the stand-in for
+        `session.DaemonRealm`): the generation its link names, if the realm is ours; no realm
+        folder stands for a daemon that cannot be asked."""
+        if not self.link.parent.is_dir():
+            raise tree.RealmUnreadable(f"{self.link.parent} is not a folder")
+        try:
+            os.readlink(self.link)
+        except FileNotFoundError:
+            return None
+        if not self.ours:
+            raise tree.RealmNotOurs("ixd says realm alice belongs to mallory (uid 4242)")
+        return os.path.realpath(self.link)
 
     def generation(self, services: dict[str, dict[str, str]]) -> Path:
         """A package holding the files, and a realm entry of symlinks to them (as assembly
@@ -212,6 +229,11 @@ class Clock:
         return self.now
 
 
+def tree_names(svdir: Path) -> list[str]:
+    """What the service tree holds besides the session's link to the realm generation."""
+    return sorted(p.name for p in svdir.iterdir() if p.name != model.REALM_LINK)
+
+
 @pytest.fixture
 def fake(tmp_path: Path) -> FakeRoot:
     return FakeRoot(tmp_path / "root")
@@ -231,7 +253,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def rec(fake: FakeRoot, svdir: Path, clock: Clock) -> Reconciler:
-    return Reconciler(svdir, fake.link, "alice", clock=clock)
+    return Reconciler(svdir, "alice", fake.locate, clock=clock)
 
 
 BEACON = {"run": "#!/bin/sh\nexec beacon\n", "finish": "#!/bin/sh\necho end\n",
@@ -340,7 +362,7 @@ def test_a_service_that_goes_is_retired_then_removed(
     assert rec.reap() == 1  # not yet: a runsv starting just now must be seen first
     clock.now += REAP_MIN_AGE
     assert rec.reap() == 0  # no runsv supervises it: removed
-    assert sorted(p.name for p in svdir.iterdir()) == ["other"]
+    assert tree_names(svdir) == ["other"]
 
 
 def test_a_retired_folder_waits_for_its_runsv(
@@ -382,7 +404,7 @@ def test_leftovers_of_a_dead_session_are_cleaned(
     rec.sync()
     clock.now += REAP_MIN_AGE
     rec.reap()
-    assert sorted(p.name for p in svdir.iterdir()) == sorted(["beacon", foreign.name])
+    assert tree_names(svdir) == sorted(["beacon", foreign.name])
 
 
 def test_a_removed_tree_is_made_again(fake: FakeRoot, svdir: Path, rec: Reconciler) -> None:
@@ -423,12 +445,20 @@ def test_rename_noreplace_refuses_an_empty_folder(tmp_path: Path) -> None:
     assert dst.is_dir() and not src.exists()
 
 
-def test_session_once_with_a_root(fake: FakeRoot, svdir: Path) -> None:
+def test_a_realm_that_changes_hands_stops_its_services(
+        fake: FakeRoot, svdir: Path, rec: Reconciler, clock: Clock,
+        caplog: pytest.LogCaptureFixture) -> None:
     fake.generation({"beacon": BEACON})
-    code = session.main(["--svdir", str(svdir), "--root", str(fake.root), "--realm", "alice",
-                         "--once"], socket="/nonexistent")
-    assert code == 0
-    assert (svdir / "beacon" / "run").read_text() == BEACON["run"]
+    assert rec.sync().created == ["beacon"]
+    assert os.readlink(svdir / model.REALM_LINK) == os.path.realpath(fake.link)
+    fake.ours = False  # purged, and the name taken by another user
+    summary = rec.sync()
+    assert summary.retired == ["beacon"] and not summary.created
+    assert "belongs to mallory" in caplog.text and "none of its services run" in caplog.text
+    assert not os.path.lexists(svdir / model.REALM_LINK)  # the services' PATH leads nowhere
+    clock.now += REAP_MIN_AGE
+    rec.reap()
+    assert list(svdir.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv", [[], ["--svdir"], ["--svdir", "x", "--bogus"],
@@ -454,33 +484,47 @@ def test_importing_the_session_leaves_ixc_light() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.fixture(scope="module")
+def shell_daemon() -> Iterator[RunningDaemon]:
+    """A real daemon for sessions of root, whose service package is shell alone
+    (tests/overlay's bin/svc/runit: nothing to compile)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    with public_daemon("ix-svc-") as running:
+        yield running
+
+
 def test_the_session_follows_switches_through_inotify(
-        fake: FakeRoot, svdir: Path, tmp_path: Path) -> None:
-    """The foreground loop, as a process: a switch is followed at once (the periodic pass
-    is an hour away), HUP makes a pass, TERM ends it."""
-    fake.generation({})
+        shell_daemon: RunningDaemon, tmp_path: Path) -> None:
+    """The foreground loop, as a process against a real ixd: a switch is followed at once
+    (the periodic pass is an hour away), HUP makes a pass, TERM ends it."""
+    daemon = shell_daemon
+    svdir = tmp_path / "service"
     log = tmp_path / "session.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.session", "--svdir", str(svdir), "--root",
-             str(fake.root), "--realm", "alice", "--interval", "3600"],
+            [sys.executable, "-m", "services.session", "--socket", str(daemon.socket),
+             "--svdir", str(svdir), "--realm", "svcroot", "--interval", "3600"],
             stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT,
             env={**os.environ, "PYTHONPATH": str(PROJECT)})
     try:
-        wait_for(lambda: "provides no services" in log.read_text()
-                 or "services (none)" in log.read_text(), "the first pass", 10)
-        fake.generation({"beacon": BEACON})
-        wait_for(lambda: (svdir / "beacon" / "run").exists(), "the service to be added", 10)
-        fake.switch(None)
-        wait_for(lambda: not (svdir / "beacon").exists(), "the service to be removed", 10)
-        wait_for(lambda: not list(svdir.iterdir()), "the retired folder to be removed", 10)
+        wait_for(lambda: "provides no services" in log.read_text(), "the first pass", 10)
+        daemon.ixc("mut", "svcroot", "+bin/svc/runit(tag=a)")
+        run = svdir / "svc-a" / "run"
+        wait_for(run.exists, "the service to be added", 10)
+        generation = os.readlink(svdir / model.REALM_LINK)
+        assert generation == os.path.realpath(daemon.realm("svcroot"))
+        daemon.ixc("mut", "svcroot", "-bin/svc/runit(tag=a)")
+        wait_for(lambda: not (svdir / "svc-a").exists(), "the service to be removed", 10)
+        wait_for(lambda: [p.name for p in svdir.iterdir()] == [model.REALM_LINK],
+                 "the retired folder to be removed", 10)
 
-        fake.generation({"beacon": BEACON})
-        wait_for(lambda: (svdir / "beacon" / "run").exists(), "the service to be back", 10)
-        (svdir / "beacon" / "run").write_text("changed by hand")
+        daemon.ixc("rollback", "svcroot")
+        wait_for(run.exists, "the service to be back", 10)
+        assert os.readlink(svdir / model.REALM_LINK) == generation
+        run.write_text("changed by hand")
         process.send_signal(signal.SIGHUP)
-        wait_for(lambda: (svdir / "beacon" / "run").read_text() == BEACON["run"],
-                 "HUP to make a pass", 10)
+        wait_for(lambda: run.read_text().startswith("#!/bin/sh"), "HUP to make a pass", 10)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0, log.read_text()
     finally:
@@ -590,7 +634,8 @@ def test_realm_services_follow_mut_remove_and_rollback(stack: Stack) -> None:
     stack.ixc("mut", "-bin/beacon/runit")
     wait_for(lambda: not folder.exists(), "the service folder to go", 10)
     wait_for(lambda: not _alive(pid), "beacon to stop", 10)
-    wait_for(lambda: not any(p.name.startswith(".ix-") for p in stack.svdir.iterdir()),
+    wait_for(lambda: not any(p.name.startswith(".ix-") and p.name != model.REALM_LINK
+                             for p in stack.svdir.iterdir()),
              "the retired folder to be removed", 10)
 
     stack.ixc("rollback", stack.user)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -18,13 +19,15 @@ from ixd.model.layout import Layout
 from ixd.store.builder import BuildLimits, ContentMismatch
 from ixd.store.canonical import canonicalise
 from ixd.store.treehash import tree_hash
-from ixd.wire.errors import BuildFailed
+from ixd.wire.errors import BuildFailed, BuildLimitExceeded
 from tests.test_builder import assert_cleaned_up, build, layout, needs_bwrap
 
 __all__ = ["layout"]  # the fixture
 
 pytestmark = needs_bwrap
 UID = "0123456789abcdef0123456789abcdef"
+#: the tar stream an unpack reads at most (the runner gives it the unpack's output bound)
+MAX_STREAM = 1 << 30
 
 
 def entry_tree(top: Path) -> Path:
@@ -71,7 +74,8 @@ async def test_an_archive_unpacks_to_the_signed_tree(layout: Layout, tmp_path: P
     tree = entry_tree(tmp_path)
     expected = canonical_hash(tree, tmp_path)
     sha = seed_archive(layout, pack(tree))
-    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst")
+    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst",
+                       MAX_STREAM)
     built = await build(node, layout, confine=True, expect_hash=expected)
     out = store_path(layout)
     assert built.content_hash == expected == tree_hash(out)
@@ -87,7 +91,8 @@ async def test_an_archive_of_other_content_never_reaches_the_store(layout: Layou
     expected = canonical_hash(tree, tmp_path)
     (tree / "share" / "data").write_bytes(b"not what was signed")
     sha = seed_archive(layout, pack(tree))
-    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst")
+    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst",
+                       MAX_STREAM)
     with pytest.raises(BuildFailed, match="not the expected") as info:
         await build(node, layout, confine=True, expect_hash=expected)
     assert isinstance(info.value.__cause__, ContentMismatch)
@@ -119,7 +124,8 @@ def hostile_tar() -> bytes:
 async def test_a_hostile_archive_writes_nothing_outside_and_is_refused(
         layout: Layout, tmp_path: Path) -> None:
     sha = seed_archive(layout, zstd(hostile_tar()))
-    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst")
+    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst",
+                       MAX_STREAM)
     with pytest.raises(BuildFailed):
         # whatever tar made of it, it is not the tree of this hash
         await build(node, layout, confine=True, expect_hash="sha256:" + "0" * 64)
@@ -143,10 +149,45 @@ async def test_a_compression_bomb_stops_at_what_the_index_names(layout: Layout) 
     archive = zstd(big.getvalue())
     assert len(archive) < 1 << 20
     sha = seed_archive(layout, archive)
-    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst")
     limits = unpack_limits(BuildLimits(), content_size=10)
+    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst",
+                       limits.max_output_size)
     assert limits.max_output_size == 20 + (64 << 20)
-    with pytest.raises(BuildFailed, match="--max-output-size"):
+    with pytest.raises(BuildLimitExceeded, match="--max-output-size") as info:
         await build(node, layout, confine=True, limits=limits,
                     expect_hash="sha256:" + "0" * 64)
+    assert info.value.code == "E_BUILD_LIMIT"
+    # the stream is cut at the bound, and no file may be larger: a few blocks of folders past
+    assert held(info.value.message) <= 1.01 * limits.max_output_size
+    assert_cleaned_up(layout, node)
+
+
+def held(message: str) -> int:
+    """The bytes a build killed for its output held when it stopped (its error says)."""
+    found = re.search(r"(?:it held|wrote) (\d+) bytes", message)
+    assert found, message
+    return int(found.group(1)) if "it held" not in message else int(
+        re.search(r"it held (\d+) bytes", message).group(1))  # type: ignore[union-attr]
+
+
+async def test_a_bomb_of_many_files_stops_within_a_quarter_past_the_bound(
+        layout: Layout) -> None:
+    """Issue 21, row 7 of the first table: a zstd bomb that fills the disk in many files of
+    zeros, each below the bound, is stopped at most 1.25 times past it."""
+    big = io.BytesIO()
+    with tarfile.open(fileobj=big, mode="w") as tar:
+        for n in range(64):
+            info = tarfile.TarInfo(f"./zeros{n}")
+            info.size = 8 << 20
+            tar.addfile(info, io.BytesIO(bytes(info.size)))
+    archive = zstd(big.getvalue())
+    assert len(archive) < 1 << 20  # 512 MiB in under one
+    sha = seed_archive(layout, archive)
+    limits = unpack_limits(BuildLimits(), content_size=10)
+    node = unpack_node(UID, "bin/hello", store_path(layout), sha, "s3://c/nar/x.tar.zst",
+                       limits.max_output_size)
+    with pytest.raises(BuildLimitExceeded, match="--max-output-size") as info:
+        await build(node, layout, confine=True, limits=limits,
+                    expect_hash="sha256:" + "0" * 64)
+    assert held(info.value.message) <= 1.25 * limits.max_output_size, info.value.message
     assert_cleaned_up(layout, node)

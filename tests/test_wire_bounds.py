@@ -527,6 +527,9 @@ async def test_follow_replays_whole_lines_then_live_ones_without_gap_or_repeat(
     flight.started = time.time() - 1
     log = tmp_path / "x.log"
     log.write_bytes(b"line 1\nline 2\npart")  # the builder holds "part" until its line ends
+    flight.emit("log", {"line": "line 1"})
+    flight.emit("log", {"line": "line 2"})
+    flight.emit("log-mark", {"end": len("line 1\nline 2\n")})  # where the lines it relayed end
     sink = Collector()
     result: dict[str, Any] = {}
 
@@ -539,10 +542,11 @@ async def test_follow_replays_whole_lines_then_live_ones_without_gap_or_repeat(
         await sink.until("line 1\nline 2\n")
         await trio.testing.wait_all_tasks_blocked()  # nothing more comes for now
         assert "".join(sink.texts) == "line 1\nline 2\n"
-        with log.open("ab") as file:  # what the builder does, in one step
-            file.write(b"ial\nline 4\n")
+        with log.open("ab") as file:  # what the builder's pump does: the file first,
+            file.write(b"ial\nline 4\nline 5 under way")  # then the lines (and more)
         flight.emit("log", {"line": "partial"})
         flight.emit("log", {"line": "line 4"})
+        flight.emit("log-mark", {"end": len("line 1\nline 2\npartial\nline 4\n")})
         await trio.testing.wait_all_tasks_blocked()
         flight.done.set()
     assert "".join(sink.texts) == "line 1\nline 2\npartial\nline 4\n"

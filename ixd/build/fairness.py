@@ -1,4 +1,5 @@
-"""Build slots shared round-robin between users, then between each user's requests.
+"""Build slots shared round-robin between users, then between each user's requests, with a
+per-user cap on the slots one user holds.
 
 A plain FIFO limiter lets a 500-package request that queued first hold every slot until it is
 done; a round-robin between requests still lets one user with ten requests take ten turns
@@ -7,15 +8,23 @@ and among that user's requests to the one served least recently: a user's single
 starts with the next free slot whatever anybody else queued, and a user's own small request
 is not stuck behind their own big one.
 
+Turns alone do not free a slot: three long builds of one user fill two slots until the first
+of them ends. So no user holds more than `per_user` slots at once (`ixd
+--max-jobs-per-user`, by default one less than the slots): with a slot to spare, another
+user's build starts at once, not after the longest build of the first. The daemon's own
+account (root for the system's daemon, the user of a personal one) is not capped: the slots
+are its machine's, and a daemon only its owner uses keeps every slot busy.
+
 A build several requests wait for stands in the queue of each of them (`add_key`), so it
-takes the earliest turn of any of its waiters instead of only its first requester's turn.
+takes the earliest turn of any of its waiters instead of only its first requester's turn;
+it counts against the cap of the user whose turn it took.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 
 import trio
 
@@ -26,21 +35,38 @@ class Ticket:
     def __init__(self) -> None:
         self.event = trio.Event()
         self.done = False  # granted, or given up
+        #: the user whose turn (and share of the slots) it took, once granted
+        self.user: Hashable = None
 
     @property
     def granted(self) -> bool:
         return bool(self.event.is_set())
 
 
+def default_per_user(total: int) -> int:
+    """The slots one user may hold by default: all but one (so another user's build always
+    finds one), or the only one."""
+    return total - 1 if total >= 2 else total
+
+
 class FairSlots:
     #: finished users and requests are forgotten once this many more are remembered
     FORGET_AFTER = 1024
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, per_user: int | None = None,
+                 uncapped: Iterable[Hashable] = ()) -> None:
         if total < 1:
             raise ValueError(f"need at least one slot, not {total}")
+        per_user = default_per_user(total) if per_user is None else per_user
+        if per_user < 1:
+            raise ValueError(f"a user needs at least one slot, not {per_user}")
         self.total = total
+        self.per_user = min(per_user, total)
+        #: users who may hold every slot (the daemon's own account)
+        self.uncapped = frozenset(uncapped)
         self.free = total
+        #: slots held now, by user (users holding none are left out)
+        self.held: dict[Hashable, int] = {}
         # user -> request -> its tickets in order (finished ones are skipped lazily)
         self._queues: dict[Hashable, dict[Hashable, deque[Ticket]]] = {}
         # when each user, and each (user, request), was last given a slot
@@ -52,17 +78,15 @@ class FairSlots:
         self.waiting = 0
 
     def ticket(self, user: Hashable, request: Hashable = None) -> Ticket:
-        """A place in the queue of `user`'s `request`, or a slot at once if one is free and
-        nobody waits."""
+        """A place in the queue of `user`'s `request`, or a slot at once if one is free for
+        that user and nobody waits."""
         ticket = Ticket()
-        if self.free > 0 and not self.waiting:
-            self.free -= 1
-            self._serve(user, request)
-            ticket.done = True
-            ticket.event.set()
+        if self.free > 0 and not self.waiting and self._under_cap(user):
+            self._grant(ticket, user, request)
         else:
             self._enqueue(ticket, user, request)
             self.waiting += 1
+            self._dispatch()  # a slot another user's cap left free
         return ticket
 
     def add_key(self, ticket: Ticket, user: Hashable, request: Hashable = None) -> None:
@@ -70,6 +94,7 @@ class FairSlots:
         the same build)."""
         if not ticket.done:
             self._enqueue(ticket, user, request)
+            self._dispatch()
 
     def _enqueue(self, ticket: Ticket, user: Hashable, request: Hashable) -> None:
         self._queues.setdefault(user, {}).setdefault(request, deque()).append(ticket)
@@ -80,20 +105,41 @@ class FairSlots:
             await ticket.event.wait()
         except BaseException:
             if ticket.granted:
-                self.release()
+                self.release(ticket)
             elif not ticket.done:
                 ticket.done = True
                 self.waiting -= 1
             raise
 
-    async def acquire(self, user: Hashable, request: Hashable = None) -> None:
+    async def acquire(self, user: Hashable, request: Hashable = None) -> Ticket:
+        """A slot for `user`; hand the ticket to `release` when done with it."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        await self.wait(self.ticket(user, request))
+        ticket = self.ticket(user, request)
+        await self.wait(ticket)
+        return ticket
 
-    def release(self) -> None:
+    def release(self, ticket: Ticket) -> None:
+        """Give back the slot `ticket` holds: it goes to the next turn (`_dispatch`)."""
+        assert ticket.granted, "released a slot that was never granted"
+        held = self.held[ticket.user] - 1
+        if held:
+            self.held[ticket.user] = held
+        else:
+            del self.held[ticket.user]
+        self.free += 1
+        assert self.free <= self.total, "released more slots than acquired"
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting tickets, a turn at a time: to the user served least
+        recently among those under their cap, and to that user's request served least
+        recently."""
         user_served, request_served = self._user_served, self._request_served
-        while self._queues:
-            user = min(self._queues, key=lambda u: user_served.get(u, -1))
+        while self.free > 0 and self.waiting:
+            users = [u for u in self._queues if self._under_cap(u)]
+            if not users:
+                return  # who waits holds their share: the slot waits for another user
+            user = min(users, key=lambda u: user_served.get(u, -1))
             requests = self._queues[user]
             request = min(requests, key=lambda r: request_served.get((user, r), -1))
             queue = requests[request]
@@ -104,13 +150,19 @@ class FairSlots:
                     del self._queues[user]
             if ticket.done:
                 continue  # granted through another request's turn, or given up
-            self._serve(user, request)
-            ticket.done = True
             self.waiting -= 1
-            ticket.event.set()
-            return
-        self.free += 1
-        assert self.free <= self.total, "released more slots than acquired"
+            self._grant(ticket, user, request)
+
+    def _under_cap(self, user: Hashable) -> bool:
+        return self.held.get(user, 0) < self.per_user or user in self.uncapped
+
+    def _grant(self, ticket: Ticket, user: Hashable, request: Hashable) -> None:
+        self.free -= 1
+        self.held[user] = self.held.get(user, 0) + 1
+        ticket.user = user
+        ticket.done = True
+        self._serve(user, request)
+        ticket.event.set()
 
     def _serve(self, user: Hashable, request: Hashable) -> None:
         now = next(self._clock)

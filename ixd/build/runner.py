@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import trio
 
@@ -30,7 +29,9 @@ from ixd.model.nodes import Node
 from ixd.store import builder, fetch
 from ixd.store.assemble import assemble_realm
 from ixd.store.builder import ContentMismatch
+from ixd.store.buildlog import BoundedLog
 from ixd.store.buildusers import BuildUser, BuildUserPool
+from ixd.store.cgroup import Cgroups
 from ixd.store.db import BuildDatabase
 from ixd.store.dbwriter import PendingWrite, WriteQueue
 from ixd.store.debsrc import DebianArchive
@@ -74,7 +75,7 @@ class RemoteAttempt:
     row: PendingWrite[int]
     emit: Listener
     worker: str = ""
-    log_file: BinaryIO | None = None
+    log_file: BoundedLog | None = None
     #: rows of workers that went away, to end as `lost` once their ids are known
     lost: list[tuple[PendingWrite[int], str]] = field(default_factory=list)
 
@@ -83,6 +84,7 @@ class StoreRunner:
     def __init__(self, layout: Layout, db: BuildDatabase, *, confine: bool,
                  mirrors: Sequence[str], make_thrs: int,
                  build_users: BuildUserPool | None = None,
+                 cgroups: Cgroups | None = None,
                  limits: builder.BuildLimits | None = None,
                  substituter: Substituter | None = None,
                  on_built: Callable[[str], None] | None = None,
@@ -96,6 +98,8 @@ class StoreRunner:
         self.writes = WriteQueue(db)
         self.confine = confine
         self.build_users = build_users
+        #: where each confined build gets a cgroup of its own (its memory bound), if here
+        self.cgroups = cgroups
         self.limits = limits or builder.BuildLimits()
         self.mirrors = tuple(mirrors)
         #: where `deb-src://` sources are looked up: apt, with ix's own state under var/
@@ -318,12 +322,14 @@ class StoreRunner:
         worker = "(already in the cache)"
         try:
             async with self._recording(lambda: attempt.row, node, "remote build"):
-                with open(self.layout.log_path(node.uid), "ab") as log_file:  # noqa: ASYNC230
-                    attempt.log_file = log_file  # (small local writes)
-                    try:
-                        worker = await self._submit(node)
-                    finally:
-                        attempt.log_file = None
+                # bounded like a local build's (a local file: no wait worth a thread)
+                attempt.log_file = BoundedLog(self.layout.log_path(node.uid),
+                                              self.limits.max_log_size, append=True)
+                try:
+                    worker = await self._submit(node)
+                finally:
+                    attempt.log_file.finish()
+                    attempt.log_file = None
                 # the worker's log stays: the unpack's output goes after it
                 await self._install(node, attempt.row, "remote", keep_log=True)
         finally:
@@ -368,10 +374,9 @@ class StoreRunner:
         attempt = self._remote.get(uid)
         if attempt is None or attempt.log_file is None:
             return
-        for line in lines:
-            attempt.log_file.write(line.encode(errors="replace") + b"\n")
-            attempt.emit("log", {"uid": uid, "line": line})
-        attempt.log_file.flush()
+        log_file = attempt.log_file
+        log_file.write(b"".join(line.encode(errors="replace") + b"\n" for line in lines))
+        relay_log(attempt.emit, uid, list(lines), log_file.written)
 
     async def _build_local(self, node: Node, emit: Listener, requested_by: int,
                            slot_done: BuildSlot) -> None:
@@ -383,8 +388,8 @@ class StoreRunner:
                 self._build_user() as user:
             built = await builder.run_build(
                 node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
-                on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
-                user=user, limits=self.limits, on_exit=slot_done,
+                on_log=lambda items, end: relay_log(emit, node.uid, items, end),
+                user=user, limits=self.limits, on_exit=slot_done, cgroups=self.cgroups,
             )
         self._trash.send_nowait(built.trashed)
         await self._record_valid(node, started, built.content_hash, "valid")
@@ -446,14 +451,15 @@ class StoreRunner:
             with trio.CancelScope(shield=True):  # a bounded download nobody can stop
                 hit = await trio.to_thread.run_sync(substituter.fetch, node)
             archive = self.layout.source_path(hit.entry.file_hash)
+            limits = unpack_limits(self.limits, hit.entry.content_size)
             unpack = unpack_node(node.uid, node.name, Path(node.outputs[0]),
-                                 hit.entry.file_hash, hit.entry.url)
+                                 hit.entry.file_hash, hit.entry.url, limits.max_output_size)
             try:
                 async with self._build_user() as user:
                     built = await builder.run_build(
                         unpack, self.layout, confine=self.confine, make_thrs=1, user=user,
-                        limits=unpack_limits(self.limits, hit.entry.content_size),
-                        expect_hash=hit.entry.content_hash, keep_log=keep_log)
+                        limits=limits, expect_hash=hit.entry.content_hash, keep_log=keep_log,
+                        cgroups=self.cgroups)
             except BuildFailed as exc:
                 refusal = (CacheHashMismatch if isinstance(exc.__cause__, ContentMismatch)
                            else CacheUnsafeArchive)
@@ -507,6 +513,18 @@ class StoreRunner:
         await self.writes.write(
             lambda: self.db.register_valid(node.uid, out, node.name, node.entry_kind, content))
         self.valid.add(node.uid)
+
+
+def relay_log(emit: Listener, uid: str, items: list[str | int], end: int) -> None:
+    """A build's output to its waiters: a `log` event per line, a `log-skipped` event with
+    the count where lines were left out (printed faster than the live budget); then where
+    its log file is up to (`log-mark`, kept by the flight for followers, not sent on)."""
+    for item in items:
+        if isinstance(item, str):
+            emit("log", {"uid": uid, "line": item})
+        else:
+            emit("log-skipped", {"uid": uid, "count": item, "live": True})
+    emit("log-mark", {"uid": uid, "end": end})
 
 
 def _ending(exc: BaseException) -> tuple[str, IxError | None]:

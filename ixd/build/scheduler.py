@@ -8,7 +8,8 @@ is cancelled. Flights (one per uid under way) live in the scheduler's own nurser
 request that started them, so a second waiter keeps a build going after the first left.
 Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
 Build slots go round-robin between the users waiting (by uid), then between each user's
-requests (`ixd.build.fairness`): a user's many requests do not starve another user's one.
+requests, and no user holds more than `max_jobs_per_user` of them (`ixd.build.fairness`): a
+user's many requests do not starve another user's one.
 """
 
 from __future__ import annotations
@@ -50,21 +51,22 @@ class BuildSlot:
     early (the build's processes ended, or it runs on a cluster); `take_again` waits for one
     again (a build that must run here after all). Without `slots`, a flight that needs none."""
 
-    def __init__(self, slots: FairSlots | None = None, user: int = 0, request: int = 0
-                 ) -> None:
+    def __init__(self, slots: FairSlots | None = None, ticket: Ticket | None = None,
+                 user: int = 0, request: int = 0) -> None:
         self._slots = slots
+        self._ticket = ticket
         self._user = user
         self._request = request
-        self.held = slots is not None
+        self.held = slots is not None and ticket is not None
 
     def __call__(self) -> None:
-        if self.held and self._slots is not None:
+        if self.held and self._slots is not None and self._ticket is not None:
             self.held = False
-            self._slots.release()
+            self._slots.release(self._ticket)
 
     async def take_again(self) -> None:
         if self._slots is not None and not self.held:
-            await self._slots.acquire(self._user, self._request)
+            self._ticket = await self._slots.acquire(self._user, self._request)
             self.held = True
 
 
@@ -106,6 +108,9 @@ class Flight:
     recent_log: deque[str] = field(default_factory=deque)
     recent_chars: int = 0
     log_lines: int = 0
+    #: bytes of its log file up to the end of the last line handed to the listeners (what a
+    #: follower reads from the file before the lines it is handed live)
+    log_end: int = 0
     queued: float = field(default_factory=time.time)
     started: float | None = None
     #: its place in the build slots' queues (build nodes only)
@@ -122,8 +127,13 @@ class Flight:
         return sum(self.waiting_uids.values())
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "log-mark":  # the builder's word on where its log file is: not an event
+            self.log_end = int(data["end"])
+            return
         if kind == "log" and isinstance(data.get("line"), str):
             self._remember(data["line"])
+        elif kind == "log-skipped":  # lines left out live: replays count them as earlier
+            self.log_lines += int(data.get("count", 0))
         for listener in list(self.listeners):
             listener(kind, data)
 
@@ -148,13 +158,16 @@ class Flight:
 
 class Scheduler:
     def __init__(self, runner: NodeRunner, jobs: int,
-                 substituter: PlanNarrower | None = None) -> None:
+                 substituter: PlanNarrower | None = None,
+                 max_jobs_per_user: int | None = None, owner: int | None = None) -> None:
+        """`owner`: the uid of the daemon's own account, whose builds are not capped."""
         self.runner = runner
         self.substituter = substituter
         self.jobs = jobs
         self._flights: dict[str, Flight] = {}
         self._nursery: trio.Nursery | None = None
-        self.build_slots = FairSlots(jobs)
+        self.build_slots = FairSlots(jobs, max_jobs_per_user,
+                                     uncapped=() if owner is None else (owner,))
         self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2),
                           "substitute": trio.CapacityLimiter(8),
                           "network": trio.CapacityLimiter(NETWORK_POOL)}
@@ -327,7 +340,8 @@ class Scheduler:
             with flight.cancel_scope:
                 if flight.ticket is not None:
                     await self.build_slots.wait(flight.ticket)
-                    slot = BuildSlot(self.build_slots, flight.requested_by, flight.request_key)
+                    slot = BuildSlot(self.build_slots, flight.ticket, flight.requested_by,
+                                     flight.request_key)
                     try:
                         await self._run_flight(flight, slot)
                     finally:

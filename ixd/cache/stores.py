@@ -489,6 +489,29 @@ class BinaryCache:
     def has_index(self, uid: str) -> bool:
         return self.store.exists(fmt.index_key(uid))
 
+    def holds(self, uid: str) -> bool:
+        """Whether the cache holds a good entry of `uid` (what a push may skip): an index for
+        this store, signed by a key this daemon trusts (or signs with), whose archive is
+        there. Anything else (an index planted by whoever can write to the bucket, unsigned
+        or signed by another key; an archive deleted since) is logged and pushed over."""
+        data = self.store.get(fmt.index_key(uid), fmt.MAX_INDEX_BYTES)
+        if data is None:
+            return False
+        trusted = dict(self.trusted)
+        if self.signing_key is not None:
+            trusted[self.signing_key.name] = self.signing_key.public()
+        try:
+            entry = fmt.parse_entry(uid, data.decode(errors="replace"), self.store_dir)
+            fmt.check_signature(entry, trusted, f"cache {self.url}")
+        except CacheRefused as exc:
+            log.warning("%s; pushing over it", exc.message)
+            return False
+        if not self.store.exists(entry.url):
+            log.warning("cache %s: the archive %s of %s is missing; pushing it again",
+                        self.url, entry.url, uid)
+            return False
+        return True
+
     def initialise(self) -> tuple[bool, fmt.CacheInfo]:
         """Make the cache's bucket (or folder) and its ix-cache-info (`ixd cache-init`):
         whether the bucket was made, and the info it now holds. CacheRefused if it is
@@ -514,8 +537,9 @@ class BinaryCache:
             raise CacheError(f"cache {self.url}: pushing needs a signing key (ixd "
                              f"--signing-key FILE, made by ixd keygen)")
         signed = fmt.sign(entry, self.signing_key)
-        if not self.store.exists(signed.url):
-            self.store.upload(signed.url, archive)
+        # uploaded even if an object is there: whoever can write to the bucket may have put
+        # one under the name a reproducible archive's hash gives, before this push
+        self.store.upload(signed.url, archive)
         self.store.put(fmt.index_key(entry.uid), signed.serialise().encode())
         with self._lock:
             self._hits[entry.uid] = signed

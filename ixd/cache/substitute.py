@@ -317,7 +317,7 @@ class Pusher:
         row = entries.get(uid)
         if row is None:
             raise CacheError(f"{uid} is not a valid store entry here: nothing to push")
-        if self.cache.has_index(uid):
+        if self.cache.holds(uid):  # a bad or half entry is pushed over, not skipped
             report.present += 1
             return
         path = Path(row["path"])

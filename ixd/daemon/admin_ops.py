@@ -56,7 +56,7 @@ class AdminOps:
             raise CacheError("this ixd has no push cache: start it with --push URL "
                              "--signing-key FILE")
         if args.get("packages"):
-            packages = await self.catalog.load(request_args.selectors(args))
+            packages = await self.catalog.load(request_args.selectors(args), caller.uid)
             plan = planning.build_plan(packages, self.layout)
         else:
             name = request_args.realm_name(args, caller)
@@ -65,7 +65,7 @@ class AdminOps:
                 raise NoSuchRealm(f"there is no realm {name!r} to push")
             plan = await trio.to_thread.run_sync(
                 self.catalog.plan_realm, name,
-                effective_selectors(self.cache.state_of(generation)))
+                effective_selectors(self.cache.state_of(generation)), caller.uid)
         uids = [n.uid for n in plan.nodes if n.kind == "build" and self.runner.is_valid(n)]
         report = await trio.to_thread.run_sync(self.pusher.push, uids)
         log.info("push by uid %d: %d uploaded, %d already there", caller.uid,

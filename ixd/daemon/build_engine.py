@@ -16,6 +16,7 @@ from ixd.cache.extras import require
 from ixd.cache.substitute import Pusher, Substituter, open_caches
 from ixd.daemon.config import Config
 from ixd.store.buildusers import BuildUserPool, load_pool
+from ixd.store.cgroup import probe as probe_cgroups
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import BadRequest
 
@@ -27,9 +28,18 @@ class BuildEngine:
         layout = config.layout
         jobs = config.job_count
         pool = None
+        cgroups = None
         if config.confine:
             pool = BuildUserPool(load_pool(config.build_users))
             pool.clear_all()  # nothing left over from an earlier run may touch new builds
+            cgroups, how = probe_cgroups(layout.root)
+            if cgroups is not None:
+                cgroups.clean()  # what a crash left, now that no build runs
+                log.info("build memory (--max-memory %d bytes) %s: %s",
+                         config.limits.max_memory, how, cgroups.describe())
+            else:
+                log.warning("build memory (--max-memory %d bytes): per process only "
+                            "(RLIMIT_DATA), as %s", config.limits.max_memory, how)
             if len(pool) < jobs:
                 log.warning("%d build users in group %s for --jobs %d: at most %d builds run "
                             "at once (add build users with runit/build-users.sh)", len(pool),
@@ -55,11 +65,13 @@ class BuildEngine:
                                    on_log=self._remote_log)
         self.runner = StoreRunner(
             layout, db, confine=config.confine, mirrors=config.mirrors,
-            make_thrs=os.cpu_count() or 1, build_users=pool, limits=config.limits,
+            make_thrs=os.cpu_count() or 1, build_users=pool, cgroups=cgroups,
+            limits=config.limits,
             substituter=substituter, on_built=self.pusher.submit if self.pusher else None,
             cluster=self.cluster, push_inputs=self.pusher.push if self.pusher else None,
         )
-        self.scheduler = Scheduler(self.runner, jobs, substituter)
+        self.scheduler = Scheduler(self.runner, jobs, substituter,
+                                   config.max_jobs_per_user or None, owner=os.getuid())
         #: the event loop's token, for the Dask client's thread (set when serving)
         self.trio_token: trio.lowlevel.TrioToken | None = None
 

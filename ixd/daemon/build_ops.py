@@ -23,6 +23,7 @@ from ixd.model.nodes import Node
 from ixd.model.selector import Selector, parse_selector
 from ixd.recipes import plan as planning
 from ixd.recipes.packages import Package, walk_closure
+from ixd.store.buildlog import DEFAULT_MAX_LOG, head_bytes
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import BadRequest
 
@@ -41,8 +42,11 @@ class BuildsSeen(Protocol):
 
 class BuildOps:
     def __init__(self, db: BuildDatabase, layout: Layout, catalog: Catalog,
-                 scheduler: Scheduler, runner: BuildsSeen, cluster: Cluster | None) -> None:
+                 scheduler: Scheduler, runner: BuildsSeen, cluster: Cluster | None,
+                 max_log_size: int = DEFAULT_MAX_LOG) -> None:
         self.db = db
+        #: the head of a running build's log, which a follower reads from the file
+        self.log_head = head_bytes(max_log_size)
         self.layout = layout
         self.catalog = catalog
         self.scheduler = scheduler
@@ -50,7 +54,7 @@ class BuildOps:
         self.cluster = cluster
 
     async def op_dep(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        packages = await self.catalog.load(request_args.selectors(args))
+        packages = await self.catalog.load(request_args.selectors(args), caller.uid)
         return {"packages": [{"name": p.name, "selector": str(p.selector), "uid": p.uid,
                               "kind": p.kind, "out": p.out_dir}
                              for p in walk_closure(packages)]}
@@ -58,7 +62,7 @@ class BuildOps:
     async def op_plan(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         """The plan as one reply; `summary`: only what it holds; `stream`: its nodes in
         `plan-nodes` events (a big plan outgrows one frame), the reply without them."""
-        packages = await self.catalog.load(request_args.selectors(args))
+        packages = await self.catalog.load(request_args.selectors(args), caller.uid)
         plan = await trio.to_thread.run_sync(planning.build_plan, packages, self.layout)
         if args.get("summary"):
             return planning.plan_summary(plan)
@@ -71,7 +75,7 @@ class BuildOps:
 
     async def op_build(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         selectors = request_args.selectors(args)
-        packages = await self.catalog.load(selectors)
+        packages = await self.catalog.load(selectors, caller.uid)
         await self._tell_unread(selectors, packages, args, emit)
         await self.scheduler.run(planning.build_plan(packages, self.layout), emit, caller.uid)
         return {"packages": [{"selector": str(p.selector), "uid": p.uid,
@@ -87,7 +91,8 @@ class BuildOps:
         if not isinstance(hold, bool):
             raise BadRequest(f"'hold' must be true or false, not {hold!r}")
         selectors = request_args.selectors(args)
-        loaded = await trio.to_thread.run_sync(self.catalog.load_realm, "run", selectors)
+        loaded = await trio.to_thread.run_sync(self.catalog.load_realm, "run", selectors,
+                                               caller.uid)
         await self._tell_unread(selectors, loaded.packages, args, emit)
         realm_plan = await trio.to_thread.run_sync(self.catalog.plan_loaded, "run", loaded)
         path = realm_plan.nodes[-1].outputs[0]
@@ -148,9 +153,11 @@ class BuildOps:
         running = sum(1 for f in flights if f.started)
         reply = {"builds": page, "total": len(flights), "running": running,
                  "queued": len(flights) - running, "offset": offset, "limit": limit,
-                 "jobs": self.scheduler.jobs, "slots_free": self.scheduler.free_slots}
+                 "jobs": self.scheduler.jobs, "slots_free": self.scheduler.free_slots,
+                 "jobs_per_user": self.scheduler.build_slots.per_user}
         if self.cluster is not None:
             reply["cluster"] = self.cluster.state()
+        reply["caches"] = self.catalog.cache_usage(caller.uid)
         return reply
 
     async def op_builds(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
@@ -177,8 +184,9 @@ class BuildOps:
         if _UID.match(target):
             uid = target
         else:
-            package = (await self.catalog.load([parse_selector(target)]))[0]
+            package = (await self.catalog.load([parse_selector(target)], caller.uid))[0]
             uid = package.uid
         return await logstream.serve_log(
             uid, self.layout.log_path(uid), target, bool(args.get("follow")),
-            lambda: self.scheduler.flight_of(uid), emit)
+            lambda: self.scheduler.flight_of(uid), emit,
+            self.log_head)

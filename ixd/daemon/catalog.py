@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from ixd.recipes import plan as planning
 from ixd.recipes.fixup import fixer_selectors
 from ixd.recipes.flagnames import TemplateNames
 from ixd.recipes.index import RecipeIndex
-from ixd.recipes.packages import Package, PackageGraph, walk_closure
+from ixd.recipes.packages import DEFAULT_CACHE_BYTES, Package, PackageGraph, walk_closure
+from ixd.recipes.rendercache import DEFAULT_STORE_BYTES, Owner
 from ixd.recipes.tree import REALM_FLAG, RecipeTree
 from ixd.wire.errors import RecipeNotFound
 
@@ -45,13 +47,17 @@ class RealmPackages:
 
 class Catalog:
     def __init__(self, overlays: Sequence[Path], layout: Layout,
-                 settings: Mapping[str, str]) -> None:
+                 settings: Mapping[str, str], *, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 render_store_bytes: int = DEFAULT_STORE_BYTES) -> None:
         self.overlays = tuple(overlays)
         self.layout = layout
+        # what each user's requests load counts against their share of the caches; the
+        # daemon's own account (root for the system's daemon) is not held to one
         self.graph = PackageGraph(
             RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja"), layout.store,
             settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
-            render_store=layout.var / "renders.jsonl")
+            render_store=layout.var / "renders.jsonl", max_bytes=cache_bytes,
+            render_store_bytes=render_store_bytes, uncapped=(os.getuid(),))
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
         #: the overlays' packages by name and description
@@ -59,26 +65,33 @@ class Catalog:
         #: the names (flags) each recipe file reads
         self.names = TemplateNames()
 
-    async def load(self, selectors: Sequence[Selector]) -> list[Package]:
-        """The packages of `selectors` (in a worker thread: rendering is CPU work)."""
+    async def load(self, selectors: Sequence[Selector], owner: Owner = None
+                   ) -> list[Package]:
+        """The packages of `selectors` for `owner`'s request (in a worker thread: rendering
+        is CPU work)."""
         packages: list[Package] = await trio.to_thread.run_sync(
-            self.explained, lambda: self.graph.load_all(list(selectors)), selectors)
+            self.explained, lambda: self.graph.load_all(list(selectors), owner), selectors)
         return packages
 
-    def load_realm(self, realm: str, selectors: Sequence[Selector]) -> RealmPackages:
-        """A realm's packages and fix-up tools (blocking: rendering is CPU)."""
+    def load_realm(self, realm: str, selectors: Sequence[Selector], owner: Owner = None
+                   ) -> RealmPackages:
+        """A realm's packages and fix-up tools for `owner`'s request (blocking: rendering is
+        CPU)."""
         # as stal/IX's, every package of a realm has the flag target_realm=REALM (unless it
         # sets it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)
         def load() -> RealmPackages:
             packages = self.graph.load_all([s if REALM_FLAG in dict(s.flags)
                                             else s.with_flags({REALM_FLAG: realm})
-                                            for s in selectors])
-            return RealmPackages(packages, self.graph.load_tools(fixer_selectors(packages)))
+                                            for s in selectors], owner)
+            return RealmPackages(packages,
+                                 self.graph.load_tools(fixer_selectors(packages), owner))
         return self.explained(load, selectors)
 
-    def plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
-        """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
-        return self.plan_loaded(realm, self.load_realm(realm, selectors), **meta)
+    def plan_realm(self, realm: str, selectors: Sequence[Selector], owner: Owner = None,
+                   **meta: Any) -> Plan:
+        """Load the packages and plan the realm's assembly for `owner`'s request (blocking:
+        rendering is CPU)."""
+        return self.plan_loaded(realm, self.load_realm(realm, selectors, owner), **meta)
 
     def plan_loaded(self, realm: str, loaded: RealmPackages, **meta: Any) -> Plan:
         meta.update(realm=realm, packages=[str(p.selector) for p in loaded.packages])
@@ -114,6 +127,20 @@ class Catalog:
         if not closest:
             return f"{exc.message}; `ixc search WORD` finds packages"
         return f"{exc.message}; did you mean {' or '.join(closest)}?"
+
+    def cache_usage(self, uid: int) -> dict[str, int]:
+        """The caches' bytes against their bounds, in all and `uid`'s own (for `status`)."""
+        graph, store = self.graph, self.graph.render_store
+        usage = {"packages": len(graph), "package_bytes": graph.bytes,
+                 "package_bytes_max": graph.max_bytes,
+                 "package_bytes_yours": graph.owner_bytes.get(uid, 0),
+                 "package_bytes_per_user_max": graph.user_bytes}
+        if store is not None:
+            usage.update(render_store_bytes=store.file_bytes,
+                         render_store_bytes_max=store.max_bytes,
+                         render_store_bytes_yours=store.owner_bytes.get(uid, 0),
+                         render_store_bytes_per_user_max=store.user_bytes)
+        return usage
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:

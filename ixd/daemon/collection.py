@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ log = logging.getLogger("ixd")
 class Collector:
     def __init__(self, db: BuildDatabase, layout: Layout, runner: StoreRunner,
                  scheduler: Scheduler, keep_generations: int, min_free: int,
-                 keep_build_inputs: bool = False) -> None:
+                 keep_build_inputs: bool = False, keep_logs: float = 30 * 86400.0) -> None:
         self.db = db
         self.layout = layout
         self.runner = runner
@@ -42,6 +43,8 @@ class Collector:
         self.min_free = min_free
         #: keep what every kept entry was built from, recursively
         self.keep_build_inputs = keep_build_inputs
+        #: seconds the logs of builds that left no valid entry are kept
+        self.keep_logs = keep_logs
         self._lock = trio.Lock()
 
     async def collect_garbage(self) -> GcResult:
@@ -65,10 +68,33 @@ class Collector:
             garbage = [e for e in entries if e["path"] not in marked]
             with self.runner.collecting([e["uid"] for e in garbage]):
                 freed = await trio.to_thread.run_sync(self._sweep, garbage)
-        result = GcResult(len(garbage), freed, len(entries) - len(garbage))
-        log.info("gc: %d entries deleted, %d bytes freed, %d kept", result.entries,
-                 result.bytes, result.kept)
+            # the logs: of what was collected, and old ones of builds that left nothing
+            keep = {u for u in self.runner.valid} | {f.node.uid for f in
+                                                      self.scheduler.flights()}
+            logs, log_bytes = await trio.to_thread.run_sync(
+                self._sweep_logs, keep, {e["uid"] for e in garbage})
+        result = GcResult(len(garbage), freed, len(entries) - len(garbage), logs, log_bytes)
+        log.info("gc: %d entries deleted, %d bytes freed, %d kept; %d logs deleted (%d "
+                 "bytes)", result.entries, result.bytes, result.kept, logs, log_bytes)
         return result
+
+    def _sweep_logs(self, keep: set[str], collected: set[str]) -> tuple[int, int]:
+        """Delete the logs `gc.logs_to_delete` names (blocking); how many, and their bytes."""
+        found = []
+        with os.scandir(self.layout.logs) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                found.append(gc.LogFile(entry.name, st.st_size, st.st_mtime))
+        doomed = gc.logs_to_delete(found, keep, collected, time.time(), self.keep_logs)
+        for log_file in doomed:
+            try:
+                os.unlink(self.layout.logs / log_file.name)
+            except FileNotFoundError:
+                pass
+        return len(doomed), sum(f.size for f in doomed)
 
     def _sweep(self, garbage: list[dict[str, Any]]) -> int:
         # a generation whose entry goes is forgotten with it: `ixc generations` lists only

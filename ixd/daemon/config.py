@@ -9,6 +9,8 @@ from pathlib import Path
 from ixd.build.cluster import ClusterSettings
 from ixd.cache.substitute import CacheSettings
 from ixd.model.layout import Layout
+from ixd.recipes.packages import DEFAULT_CACHE_BYTES
+from ixd.recipes.rendercache import DEFAULT_STORE_BYTES
 from ixd.store.builder import BuildLimits
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 
@@ -19,11 +21,15 @@ class Config:
     overlays: tuple[Path, ...]
     mirrors: tuple[str, ...] = ()
     jobs: int = 0
+    #: build slots one user may hold at once (0: `jobs` less one, see ixd.build.fairness)
+    max_jobs_per_user: int = 0
     confine: bool = True
     socket: Path | None = None
     admin_group: str | None = None
     #: generations of each realm kept by garbage collection, besides the current one
     keep_generations: int = 3
+    #: seconds gc keeps the logs of failed builds (logs of collected entries go at once)
+    keep_logs: float = 30 * 86400.0
     #: collect garbage automatically when free space under the root falls below this
     min_free: int = 0
     #: gc keeps what every kept entry was built from (`--keep-build-inputs`)
@@ -38,6 +44,9 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     #: a Dask cluster to build on (`ixd.build.cluster`)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    #: bytes of the package cache (memory) and of var/renders.jsonl (`ixd.recipes`)
+    package_cache_bytes: int = DEFAULT_CACHE_BYTES
+    render_store_bytes: int = DEFAULT_STORE_BYTES
     #: the account `ix-worker` runs as here: it may hand this ixd builds for the cluster
     cluster_worker_account: str | None = None
     #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)

@@ -57,21 +57,24 @@ class Daemon:
         self.db = BuildDatabase(self.layout.database, config.db_busy_timeout)
         log.info(recover(self.layout, self.db).summary())
         self.realm_cache = cache = RealmCache()
-        access = RealmAccess(self.db, self.layout, cache, config.admin_group)
+        self.access = access = RealmAccess(self.db, self.layout, cache, config.admin_group)
         access.evict_squatters()
-        self.catalog = Catalog(config.overlays, self.layout, dict(config.settings))
+        self.catalog = Catalog(config.overlays, self.layout, dict(config.settings),
+                               cache_bytes=config.package_cache_bytes,
+                               render_store_bytes=config.render_store_bytes)
         self.graph = self.catalog.graph
         self.engine = BuildEngine(config, self.db)
         self.runner, self.scheduler = self.engine.runner, self.engine.scheduler
         self.pusher, self.cluster = self.engine.pusher, self.engine.cluster
         collector = Collector(self.db, self.layout, self.runner, self.scheduler,
                               config.keep_generations, config.min_free,
-                              config.keep_build_inputs)
+                              config.keep_build_inputs, config.keep_logs)
         self.changes = changes = RealmChanges(self.db, self.layout, self.catalog, access,
                                               cache, self.scheduler, self.runner)
         realms = RealmOps(self.db, self.layout, access, cache)
         self.builds = builds = BuildOps(self.db, self.layout, self.catalog, self.scheduler,
-                                        self.runner, self.cluster)
+                                        self.runner, self.cluster,
+                                        config.limits.max_log_size)
         find = FindOps(self.db, self.catalog, cache, self.runner)
         admin = AdminOps(self.db, self.layout, self.catalog, access, cache, self.runner,
                          collector, self.pusher)
@@ -107,6 +110,7 @@ class Daemon:
         # the daemon's tasks besides the server (`ixd.daemon.main`)
         self.watch_recipes = self.catalog.watch
         self.watch_free_space = collector.watch_free_space
+        self.watch_accounts = access.watch_accounts
 
     async def handle(self, op: str, args: dict[str, Any], caller: Caller,
                      emit: Listener) -> Any:
@@ -114,6 +118,7 @@ class Daemon:
         if handler is None:
             raise UnknownOp(f"unknown op {op!r}; this daemon knows: "
                             f"{', '.join(sorted(self.handlers))}")
+        await self.access.settle(caller)  # an account's first request: no squatter's realm
         return await handler(args, caller, emit)
 
     async def op_ping(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:

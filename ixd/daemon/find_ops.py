@@ -72,7 +72,7 @@ class FindOps:
     async def op_show(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         """One package as its recipe renders it (with the flags given in its selector)."""
         selector = request_args.selectors({"packages": [args.get("package")]})[0]
-        package = (await self.catalog.load([selector]))[0]
+        package = (await self.catalog.load([selector], caller.uid))[0]
         return await trio.to_thread.run_sync(self._describe, package)
 
     def _describe(self, package: Package) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class FindOps:
         name = request_args.realm_name(args, caller)
         state = await self._current_state(name)
         loaded = await trio.to_thread.run_sync(self.catalog.load_realm, name,
-                                               effective_selectors(state))
+                                               effective_selectors(state), caller.uid)
         chain = await trio.to_thread.run_sync(why_chain, loaded.packages, target.name,
                                               dict(target.flags))
         if chain is None:

@@ -32,8 +32,8 @@ class Caller:
 
     @property
     def login(self) -> str:
-        """The caller's login; `uidN` for a uid without an account (usable as a realm name,
-        the default realm of such a caller)."""
+        """The caller's login; `uidN` for a uid without an account (not a realm name: such
+        a caller has no realm of its own)."""
         return login_or_uid(self.uid, ACCOUNTS.login_of(self.uid))
 
 
@@ -86,7 +86,7 @@ class AccountCache:
         if now - self._checked < CHECK_INTERVAL:
             return
         self._checked = now
-        signature = tuple(_file_signature(f) for f in self._files)
+        signature = files_signature(self._files)
         if signature != self._signature or now - self._since > self._max_age:
             self._uids, self._logins, self._groups = {}, {}, {}
             self._signature, self._since = signature, now
@@ -124,6 +124,11 @@ def _login_of_uncached(uid: int) -> str | None:
         return pwd.getpwuid(uid).pw_name
     except (KeyError, OverflowError):
         return None
+
+
+def files_signature(paths: tuple[str, ...]) -> tuple[tuple[int, int, int] | None, ...]:
+    """What tells a change of the account files: each one's inode, size and mtime."""
+    return tuple(_file_signature(p) for p in paths)
 
 
 def _file_signature(path: str) -> tuple[int, int, int] | None:

@@ -6,13 +6,17 @@ and each piece goes out as a `log-text` event (`{"uid", "text"}`) through the re
 `ixd.daemon.server.Emitter.send`): a slow reader slows the reading down, the daemon's memory stays
 at a few pieces, and other clients are served in between.
 
-Following a running build (`ixc log -f`) is the log so far, then every line the build prints
-after, each exactly once. Subscribing to the build and taking the log file's size happen in
-one step with no await in between; the builder writes each piece of output to the file and
-hands its complete lines to the listeners in one step too. So the file up to its last newline
-at that moment is exactly what came before the first line the follower is handed. Live lines
-wait for a slow follower in a bounded backlog; one that falls `FOLLOW_BACKLOG` behind gets
-`TooSlow`, never a silent gap.
+Following a running build (`ixc log -f`) is the log so far, then every line the build's
+output is relayed live with after, each exactly once. The builder writes the output to the
+file first (in its log pump's thread: `ixd.store.buildlog`) and then hands the event loop
+its lines together with where in the file they end (`Flight.log_end`). Subscribing to the
+build and taking `log_end` happen in one step with no await in between, so the file up to
+`log_end` is exactly what came before the first line the follower is handed. Only the log's
+head is read from the file (past it, a log over its bound is a rolling ring): a follower
+that joins a build after more output than that is told how much it does not see. Lines the
+builder left out live (a build printing faster than the live budget) reach the follower as
+a marker saying so. Live lines wait for a slow follower in a bounded backlog; one that falls
+`FOLLOW_BACKLOG` behind gets `TooSlow`, never a silent gap.
 """
 
 from __future__ import annotations
@@ -34,10 +38,6 @@ from ixd.wire.errors import NoSuchBuild, TooSlow
 LOG_CHUNK = 256 * 1024
 #: characters of live lines one follower may fall behind before it is cut off with TooSlow
 FOLLOW_BACKLOG = 16 * 1024 * 1024
-#: a log file last written this long before its build started is an earlier build's, which
-#: the builder has not yet replaced (file times may lag the clock by a tick)
-_STALE_SLACK = 0.01
-
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -56,13 +56,15 @@ def sender(emit: Listener) -> Send:
 
 
 async def serve_log(uid: str, path: Path, target: str, follow: bool,
-                    find_flight: Callable[[], Flight | None], emit: Listener) -> dict[str, Any]:
-    """`ixc log`: stream build `uid`'s log file, or follow the build while it runs."""
+                    find_flight: Callable[[], Flight | None], emit: Listener,
+                    head: int = 1 << 62) -> dict[str, Any]:
+    """`ixc log`: stream build `uid`'s log file, or follow the build while it runs (`head`:
+    the bytes at the start of a running build's log that stay as written)."""
     send = sender(emit)
     if follow:
         flight = find_flight()
         if flight is not None:
-            return await _follow(flight, uid, path, send)
+            return await _follow(flight, uid, path, send, head)
     file = await trio.to_thread.run_sync(_open, path)
     if file is None:
         raise NoSuchBuild(f"no build log for {target} (uid {uid}): it was never built here"
@@ -124,10 +126,13 @@ class _Backlog:
         self._wake = trio.Event()
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        if kind != "log" or self.overflowed:
+        if self.overflowed:
             return
         line = data.get("line")
-        if not isinstance(line, str):
+        if kind == "log-skipped":
+            line = (f"[ix: {data.get('count')} lines left out here: the build printed them "
+                    f"faster than ixd relays output live; `ixc log` shows the log]")
+        elif kind != "log" or not isinstance(line, str):
             return
         self.size += len(line) + 1
         if self.size > self.limit:
@@ -161,31 +166,35 @@ class _Backlog:
         return "".join(f"{line}\n" for line in parts)
 
 
-def _subscribe(flight: Flight, path: Path, backlog: _Backlog) -> tuple[BinaryIO | None, int]:
-    """Listen to `flight` and take its log file as it is now, in one step (no await): the
-    file and its size, or None when there is no log of this build yet."""
+def _subscribe(flight: Flight, path: Path, backlog: _Backlog, head: int
+               ) -> tuple[BinaryIO | None, int, int]:
+    """Listen to `flight` and take where its log is, in one step (no await): the file, the
+    bytes to send from it, and the bytes after those that the follower does not get (past
+    the log's head)."""
     file = None
-    size = 0
-    if flight.started is not None:
+    size = cut = 0
+    if flight.started is not None and flight.log_end:
         file = _open(path)
         if file is not None:
-            stat = os.fstat(file.fileno())
-            if stat.st_mtime < flight.started - _STALE_SLACK:
-                file.close()  # an earlier build's: this one has not started writing yet
-                file = None
-            else:
-                size = stat.st_size
+            size = min(flight.log_end, head)
+            cut = flight.log_end - size
     flight.listeners.append(backlog)
-    return file, size
+    return file, size, cut
 
 
-async def _follow(flight: Flight, uid: str, path: Path, send: Send) -> dict[str, Any]:
+async def _follow(flight: Flight, uid: str, path: Path, send: Send, head: int
+                  ) -> dict[str, Any]:
     backlog = _Backlog(FOLLOW_BACKLOG)
-    file, size = _subscribe(flight, path, backlog)
+    file, size, cut = _subscribe(flight, path, backlog, head)
     try:
         if file is not None:
             with file:
-                await _stream(file, size, uid, send, whole_lines=True)
+                await _stream(file, size, uid, send, whole_lines=not cut)
+        if cut:
+            await send("log-text", {"uid": uid, "text": (
+                f"\n[ix: {cut} bytes of output not shown here: a follower reads the first "
+                f"{head} bytes of a log, then what the build prints from now on; `ixc log` "
+                f"shows the whole log once the build is done]\n")})
         failed: TooSlow | None = None  # raised outside the nursery, not in a group
         async with trio.open_nursery() as nursery:
 

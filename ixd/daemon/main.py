@@ -34,8 +34,10 @@ from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
 from ixd.daemon.supervision import write_start_hint
 from ixd.model.layout import Layout
-from ixd.recipes.packages import GC_THRESHOLDS
+from ixd.recipes.packages import DEFAULT_CACHE_BYTES, GC_THRESHOLDS
+from ixd.recipes.rendercache import DEFAULT_STORE_BYTES
 from ixd.store.builder import BuildLimits
+from ixd.store.buildlog import DEFAULT_MAX_LOG, MIN_MAX_LOG
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.store.buildusers import BuildUserPool, load_pool
 from ixd.store.confine import check_confinement
@@ -63,6 +65,12 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5G or 200M)") from None
 
 
+def default_max_memory(jobs: int) -> int:
+    """Half the machine's memory, shared by `jobs` builds."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(64 << 20, total // 2 // max(1, jobs))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ixd", description="The ix daemon: owns the store, builds, switches realms.",
@@ -79,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", type=Path, help="the socket path (default ROOT/var/ixd.sock)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="concurrent builds (default: the number of cores)")
+    parser.add_argument("--max-jobs-per-user", type=int, default=0, metavar="N",
+                        help="build slots one user may hold at once (default: --jobs less "
+                             "one, so another user's build always finds a slot; the daemon's "
+                             "own account is not capped)")
     parser.add_argument("--admin-group",
                         help="members of this group may change root's realms (e.g. system)")
     parser.add_argument("--keep-generations", type=int, default=3,
@@ -109,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
                         default=BuildLimits.max_output_size, metavar="SIZE",
                         help="bytes one build may write, scratch and output together "
                              "(default 32G)")
+    parser.add_argument("--max-memory", type=parse_size, default=0, metavar="SIZE",
+                        help="bytes of memory one build's processes share (default: half "
+                             "the machine's memory divided by --jobs)")
+    parser.add_argument("--max-log-size", type=parse_size, default=DEFAULT_MAX_LOG,
+                        metavar="SIZE",
+                        help="bytes of one build's log; past it the log keeps its head and "
+                             "a rolling tail (default 32M)")
+    parser.add_argument("--keep-logs", type=float, default=30.0, metavar="DAYS",
+                        help="gc deletes logs of failed builds older than this (default 30)")
+    parser.add_argument("--max-package-cache", type=parse_size, default=DEFAULT_CACHE_BYTES,
+                        metavar="SIZE",
+                        help="bytes of rendered packages kept in memory, a quarter of them "
+                             "for one user (default 256M)")
+    parser.add_argument("--max-render-store", type=parse_size, default=DEFAULT_STORE_BYTES,
+                        metavar="SIZE",
+                        help="bytes of var/renders.jsonl, renders kept across restarts "
+                             "(default 192M)")
     parser.add_argument("--no-confine", action="store_true",
                         help="run builds unconfined, as the daemon (only where build users and "
                              "namespaces are unavailable: a build can then do all ixd can)")
@@ -176,14 +205,26 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise IxError(f"overlay {overlay} is not a directory")
     if args.jobs < 0:
         raise IxError(f"--jobs must be at least 1, not {args.jobs}")
+    if args.max_jobs_per_user < 0:
+        raise IxError(f"--max-jobs-per-user must be at least 1, not {args.max_jobs_per_user}")
     if args.root.is_symlink():
         raise RootUnsafe(f"--root {args.root} is a symbolic link (to {os.readlink(args.root)}); "
                          f"give the real path")
     if args.build_timeout <= 0 or args.max_processes < 1 or args.max_output_size < 1:
         raise IxError("--build-timeout, --max-processes and --max-output-size must be "
                       "positive")
+    if args.max_log_size < MIN_MAX_LOG:
+        raise IxError(f"--max-log-size {args.max_log_size} leaves no room for a log's head "
+                      f"and tail: at least {MIN_MAX_LOG} bytes")
+    if args.keep_logs < 0:
+        raise IxError(f"--keep-logs must be 0 days or more, not {args.keep_logs}")
+    if args.max_memory < 0:
+        raise IxError(f"--max-memory must be a size, not {args.max_memory}")
+    jobs = args.jobs or os.cpu_count() or 1
     limits = BuildLimits(timeout=args.build_timeout, max_processes=args.max_processes,
-                         max_output_size=args.max_output_size)
+                         max_output_size=args.max_output_size,
+                         max_log_size=args.max_log_size,
+                         max_memory=args.max_memory or default_max_memory(jobs))
     cluster = ClusterSettings(args.dask, args.dask_scheduler_file, args.dask_required,
                               args.tls_ca, args.tls_cert, args.tls_key, args.insecure_cluster,
                               args.dask_connect_timeout)
@@ -195,8 +236,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         check_secret_file(args.signing_key, "--signing-key")
     return Config(build_users=args.build_users, limits=limits,
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
-                  jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
+                  jobs=args.jobs, max_jobs_per_user=args.max_jobs_per_user,
+                  confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
+                  keep_logs=args.keep_logs * 86400,
+                  package_cache_bytes=args.max_package_cache,
+                  render_store_bytes=args.max_render_store,
                   min_free=args.min_free, keep_build_inputs=args.keep_build_inputs,
                   frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
@@ -222,6 +267,16 @@ def check_secret_file(path: Path, option: str) -> None:
 async def serve(daemon: Daemon, socket_path: Path, *,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     daemon.engine.trio_token = trio.lowlevel.current_trio_token()
+    try:
+        await _serve(daemon, socket_path, task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            if daemon.runner.cgroups is not None:  # the builds are over: their parent goes
+                await trio.to_thread.run_sync(daemon.runner.cgroups.close)
+
+
+async def _serve(daemon: Daemon, socket_path: Path,
+                 task_status: trio.TaskStatus[None]) -> None:
     listener = await open_unix_listener(socket_path)
     await trio.to_thread.run_sync(write_start_hint, socket_path)
     server = Server(daemon.handle, frame_timeout=daemon.config.frame_timeout,
@@ -233,11 +288,14 @@ async def serve(daemon: Daemon, socket_path: Path, *,
         nursery.start_soon(daemon.runner.collect_trash)
         await nursery.start(server.serve, listener)
         nursery.start_soon(daemon.watch_free_space)
+        nursery.start_soon(daemon.watch_accounts)
         if daemon.pusher is not None:
             nursery.start_soon(daemon.pusher.serve)
         await nursery.start(daemon.watch_recipes)
-        log.info("ixd %s serving on %s (root %s, jobs %d, confined %s)", __version__, socket_path,
-                 daemon.config.root, daemon.config.job_count, daemon.config.confine)
+        slots = daemon.scheduler.build_slots
+        log.info("ixd %s serving on %s (root %s, jobs %d, at most %d per user, confined %s)",
+                 __version__, socket_path, daemon.config.root, slots.total, slots.per_user,
+                 daemon.config.confine)
         task_status.started()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:

@@ -166,7 +166,7 @@ class RealmChanges:
         for patch in patches:
             state = apply_patch(state, patch)
         checks.refuse_empty(realm, state, not claim.exists, self.catalog.index.with_basename)
-        loaded = self.catalog.load_realm(realm, effective_selectors(state))
+        loaded = self.catalog.load_realm(realm, effective_selectors(state), caller.uid)
         given = checks.flags_set(patches)
         notices = checks.unread_flags(realm, state, loaded.packages, given,
                                       self.catalog.flags_read, strict)

@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from ixd.build.scheduler import Listener
-from ixd.daemon import auth, identity, request_args
+from ixd.daemon import identity, request_args
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache
@@ -34,15 +34,10 @@ class RealmOps:
 
     async def op_list(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         if args.get("realm") is None:
+            await self.access.evict_all_squatters()
             rows = await trio.to_thread.run_sync(self.db.realms)
-            squatted = await trio.to_thread.run_sync(lambda: {
-                r["name"] for r in rows if auth.is_squatted(r["name"], int(r["owner"]))})
-            for name in sorted(squatted):
-                async with self.access.lock(name):
-                    await trio.to_thread.run_sync(self.access.evict_squatter, name)
             return {"realms": [{"name": r["name"], "owner": r["owner"],
-                                "generation": r["current"]}
-                               for r in rows if r["name"] not in squatted]}
+                                "generation": r["current"]} for r in rows]}
         name = request_args.realm_name(args, caller)
         row = await trio.to_thread.run_sync(self.db.realm, name)
         if await self.access.void(name, row):
@@ -51,8 +46,10 @@ class RealmOps:
         if row is None or generation is None:
             raise NoSuchRealm(f"there is no realm {name!r}; create it with "
                               f"`ixc mut {name} +bin/...`")
+        # `owner_uid`: what `ixc session` checks before it runs a realm's services
         return {"realm": name, "generation": generation.number, "path": generation.path,
-                "state": generation.state, "owner": identity.login_of_uid(int(row["owner"]))}
+                "state": generation.state, "owner": identity.login_of_uid(int(row["owner"])),
+                "owner_uid": int(row["owner"])}
 
     async def op_generations(self, args: dict[str, Any], caller: Caller, emit: Listener
                              ) -> Any:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ixd.daemon import identity
 from ixd.daemon.identity import Caller
 from ixd.model.selector import Selector, check_client_flags, parse_selector, validate_realm_name
-from ixd.wire.errors import BadRequest
+from ixd.wire.errors import BadRealmName, BadRequest
 
 
 def selectors(args: dict[str, Any]) -> list[Selector]:
@@ -22,8 +23,13 @@ def selectors(args: dict[str, Any]) -> list[Selector]:
 
 
 def realm_name(args: dict[str, Any], caller: Caller) -> str:
-    """`realm`, or the caller's login's realm."""
-    name = args.get("realm") or caller.login
+    """`realm`, or the caller's login's realm (a uid without a login has none)."""
+    name = args.get("realm")
+    if not name:
+        if identity.ACCOUNTS.login_of(caller.uid) is None:
+            raise BadRealmName(f"uid {caller.uid} has no login, so it has no realm of its "
+                               f"own: name the realm (e.g. `ixc list work`)")
+        name = caller.login
     if not isinstance(name, str):
         raise BadRequest("'realm' must be a string")
     return validate_realm_name(name)

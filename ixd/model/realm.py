@@ -34,13 +34,13 @@ from ixd.wire.record import Record
 
 def login_or_uid(uid: int, login: str | None) -> str:
     """`login`, or `uidN` for a uid without an account: how ix names an account everywhere
-    (a valid realm name: the default realm of such a caller)."""
+    (never a realm name: such an account has no realm of its own)."""
     return f"uid{uid}" if login is None else login
 
 
 def own_login() -> str:
     """This process's login (`uidN` without an account): the realm `ixc` changes by
-    default."""
+    default (a uid without an account has none: the daemon refuses `uidN`)."""
     import os
     import pwd  # here: only the commands that need a login pay for it
 

@@ -169,7 +169,7 @@ def _check_package_name(name: str) -> None:
 
 def validate_realm_name(name: str) -> str:
     """Return `name` if it is a realm name (`[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 64
-    characters), else raise `BadRealmName`."""
+    characters, not `uid` and digits), else raise `BadRealmName`."""
     if not isinstance(name, str):
         raise BadRealmName(f"realm name {name!r} is not a string")
     if len(name) > REALM_NAME_MAX:
@@ -181,6 +181,12 @@ def validate_realm_name(name: str) -> str:
         raise BadRealmName(
             f"realm name {name!r} is not valid: a realm name is a letter, digit or _ followed by"
             " letters, digits, _ . or -"
+        )
+    if name.startswith("uid") and name[3:].isdigit():
+        raise BadRealmName(
+            f"realm name {name!r} is refused: a name uidN would stand for the account of uid"
+            f" N, but a realm is an account's only through its login (a uid without a login"
+            f" has no realm of its own); choose another name"
         )
     return name
 

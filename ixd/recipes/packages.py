@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from sys import getsizeof
 from typing import Any
 
 from ixd.model import platforms
@@ -47,7 +48,13 @@ from ixd.model.selector import (
 )
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
 from ixd.recipes.hosttools import HostVersions
-from ixd.recipes.rendercache import RenderStore, fingerprint
+from ixd.recipes.rendercache import (
+    DEFAULT_STORE_BYTES,
+    DEFAULT_USER_SHARE,
+    Owner,
+    RenderStore,
+    fingerprint,
+)
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, recipe_file
 from ixd.wire.errors import DependencyCycle
 
@@ -57,6 +64,9 @@ UID_LENGTH = 32
 #: how many packages a graph keeps cached by default: stal/IX's CI set alone loads 27,416
 #: (five platforms), and a warm `dep` of it must not render any of them again
 DEFAULT_MAX_PACKAGES = 60_000
+#: bytes the cached packages may take (an estimate: `package_bytes`); one user's loads fill
+#: at most DEFAULT_USER_SHARE of them (the daemon's own account is not held to it)
+DEFAULT_CACHE_BYTES = 256 << 20
 
 
 def content_hash(data: Any) -> str:
@@ -108,8 +118,6 @@ class Package:
     lib_closure: tuple[Package, ...] = ()
     #: what must be present at run time besides itself, in stal/IX's order
     run_deps: tuple[Package, ...] = ()
-    #: what must be present at run time, the package itself last
-    run_closure: tuple[Package, ...] = ()
     #: the node that builds it (None for a hub)
     node: Node | None = None
     files: frozenset[Path] = field(default_factory=frozenset)
@@ -119,6 +127,13 @@ class Package:
     @property
     def kind(self) -> str:
         return self.flags["kind"]
+
+    @property
+    def run_closure(self) -> tuple[Package, ...]:
+        """What must be present at run time, dependencies first, the package itself last.
+        Made when asked for, not kept: a package that held itself would be a reference
+        cycle, freed only by the cyclic collector once the cache lets go of it."""
+        return (*reversed(self.run_deps), self)
 
     @property
     def buildable(self) -> bool:
@@ -280,28 +295,78 @@ def _host_llvm_bin() -> str | None:
     return best[1] if best else None
 
 
+#: what the cache's own entries for a package cost: its place in the LRU orders, the
+#: owner's count, the index of its files and dependents (per entry)
+INDEX_ENTRY = 120
+
+
+def package_bytes(package: Package, shared_node: bool) -> int:
+    """About what `package` holds in memory (measured against tracemalloc in
+    tests/test_package_cache.py): the objects it owns, shallow, with the texts of its
+    descriptor and node unless it shares them with another flag set of the same build
+    (`shared_node`). The packages it refers to are counted as themselves."""
+    size = getsizeof
+    d = package.descriptor
+    total = (size(package) + size(package.__dict__) + size(package.key)
+             + size(package.key[1]) + size(package.flags)
+             + sum(size(v) for v in package.flags.values())
+             + sum(size(t) for t in (package.tools, package.host_libs, package.target_libs,
+                                     package.data, package.lib_closure, package.run_deps,
+                                     package.deps))
+             + INDEX_ENTRY * (3 + len(package.deps) + len(package.files)))
+    if not shared_node:
+        total += size(d) + size(d.script_data)
+    node = package.node
+    if node is not None:  # its own node: at least its name and meta (the flags again)
+        total += size(node) + size(node.name) + size(node.meta) + 2 * size(package.flags)
+        if not shared_node:
+            total += (size(node.env) + sum(size(v) for v in node.env.values())
+                      + size(node.inputs) + sum(size(i) for i in node.inputs)
+                      + size(node.deps))
+    return total
+
+
 class PackageGraph:
     """Loads and caches packages for one daemon configuration.
 
-    At most `max_packages` packages stay cached (checked after each top-level load): the
-    least recently used go first, except that a package stays while a cached package depends
-    on it, so every cached package's dependencies are cached too and `invalidate_files` still
-    finds every package a changed file reaches.
+    The cache is bounded by bytes (`max_bytes`, an estimate: `package_bytes`) and by count
+    (`max_packages`), checked after each top-level load: the least recently used go first,
+    except that a package stays while a cached package depends on it, so every cached
+    package's dependencies are cached too and `invalidate_files` still finds every package a
+    changed file reaches. Each package counts against the user whose load made it (`owner`):
+    one user holds at most `user_share` of the bytes, and past it their own least recently
+    used packages go first, so one user's flood of flag sets pushes out nobody else's.
     """
 
     def __init__(self, tree: RecipeTree, store: Path, host: str | None = None,
                  max_packages: int = DEFAULT_MAX_PACKAGES,
                  settings: Mapping[str, str] | None = None,
                  host_tools_cache: Path | None = None,
-                 render_store: Path | None = None) -> None:
+                 render_store: Path | None = None,
+                 max_bytes: int = DEFAULT_CACHE_BYTES,
+                 user_share: float = DEFAULT_USER_SHARE,
+                 uncapped: Iterable[Owner] = (),
+                 render_store_bytes: int = DEFAULT_STORE_BYTES) -> None:
         if max_packages < 1:
             raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
         self.store = Path(store)
         self.host = host or platforms.host_name()
         self.max_packages = max_packages
+        self.max_bytes = max_bytes
+        #: the bytes one owner's packages may take, and the owners not held to it
+        self.user_bytes = int(max_bytes * user_share)
+        self.uncapped = frozenset(uncapped)
         # least recently used first
         self._packages: OrderedDict[PackageKey, Package] = OrderedDict()
+        #: the estimated bytes of the cached packages, in all and by owner; each package's
+        #: bytes and owner; each owner's packages, least recently used first
+        self.bytes = 0
+        self.owner_bytes: dict[Owner, int] = {}
+        self._sizes: dict[PackageKey, tuple[int, Owner]] = {}
+        self._owned: dict[Owner, OrderedDict[PackageKey, None]] = {}
+        #: who the load under way is for (lock held)
+        self._owner: Owner = None
         # key -> the keys of the cached (or loading) packages that depend on it directly
         self._dependents: dict[PackageKey, set[PackageKey]] = {}
         # passed over by eviction for their dependents' sake, not used since
@@ -322,13 +387,16 @@ class PackageGraph:
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
         #: renders kept across restarts (ixd.recipes.rendercache), if given a file
-        self.render_store = (RenderStore(render_store, fingerprint(self.settings, self.host))
+        self.render_store = (RenderStore(render_store, fingerprint(self.settings, self.host),
+                                         max_bytes=render_store_bytes, user_share=user_share,
+                                         uncapped=self.uncapped)
                              if render_store is not None else None)
 
     # --- loading ------------------------------------------------------------------------
 
-    def load(self, selector: Selector) -> Package:
-        """A top-level package: `target` defaults to the host, `kind` to its name's kind."""
+    def load(self, selector: Selector, owner: Owner = None) -> Package:
+        """A top-level package: `target` defaults to the host, `kind` to its name's kind.
+        What the load makes counts against `owner` (the requesting uid)."""
         name = normal_name(validate_package_name(selector.name))
         flags = dict(selector.flags)
         for flag, value in flags.items():  # a client's: the strict charset
@@ -336,32 +404,31 @@ class PackageGraph:
         flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
         flags.setdefault("kind", kind_of(name))
         with self._lock:
+            self._owner = owner
             try:
                 package = self._load(name, flags, ())
             finally:
                 if self.render_store is not None:
                     self.render_store.flush()
-            if len(self._packages) > self.max_packages:
-                self._evict()
-            if len(self._renders) > 2 * self.max_packages:
-                self._prune_renders()
+            self._bound()
             return package
 
-    def load_all(self, selectors: Sequence[Selector]) -> list[Package]:
-        return [self.load(s) for s in selectors]
+    def load_all(self, selectors: Sequence[Selector], owner: Owner = None) -> list[Package]:
+        return [self.load(s, owner) for s in selectors]
 
-    def load_tools(self, selectors: Sequence[Selector]) -> list[Package]:
+    def load_tools(self, selectors: Sequence[Selector], owner: Owner = None
+                   ) -> list[Package]:
         """Packages a recipe names as build tools (`fix.deps`: the realm's fix-up tools):
         loaded as along a `bld.deps` edge, with only `target=host` and `kind=bin` under
         their written flags (the recipe charset)."""
         with self._lock:
+            self._owner = owner
             loaded = []
             for sel in selectors:
                 flags = child_flags("bld_tool", {}, False, dict(sel.flags), self.host)
                 flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
                 loaded.append(self._load(normal_name(sel.name), flags, ()))
-            if len(self._packages) > self.max_packages:
-                self._evict()
+            self._bound()
             return loaded
 
     def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...]) -> Package:
@@ -369,6 +436,7 @@ class PackageGraph:
         cached = self._packages.get(key)
         if cached is not None:
             self._packages.move_to_end(key)
+            self._owned[self._sizes[key][1]].move_to_end(key)
             if self._kept:
                 self._kept.discard(key)
             return cached
@@ -425,7 +493,7 @@ class PackageGraph:
                 if self.render_store is not None and not probed:  # realm-blind: kept once
                     kept_as = key if rendered.reads_realm else realm_free_key
                     self.render_store.put(kept_as, rendered.descriptor, rendered.text, files,
-                                          rendered.reads_realm)
+                                          rendered.reads_realm, self._owner)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
@@ -463,14 +531,15 @@ class PackageGraph:
             lib_closure=lib_closure, files=files, deps=tuple(deps),
             run_deps=run_deps,
         )
+        shared = False
         if is_hub:
             # as in stal/IX, a hub is what it brings at run time: hubs that bring the same
             # builds are one node of every walk (docs/recipes.md, "Hubs")
             package.uid = content_hash({"hub": [p.uid for p in run_deps if p.buildable]})
         else:
-            self._make_buildable(package)
-        package.run_closure = (*reversed(run_deps), package)
+            shared = self._make_buildable(package)
         self._packages[key] = package
+        self._count(key, package_bytes(package, shared))
         for path in files:
             self._by_file.setdefault(path, set()).add(key)
         return package
@@ -548,8 +617,9 @@ class PackageGraph:
             self._boot_tools[tool] = found
         return found
 
-    def _make_buildable(self, package: Package) -> None:
-        """The build node decides the uid: everything that can change the output."""
+    def _make_buildable(self, package: Package) -> bool:
+        """The build node decides the uid: everything that can change the output. True if
+        another flag set of the same build made the node (its texts are shared)."""
         d = package.descriptor
         bins = [p for p in (*package.tools, *package.data) if p.out_dir is not None]
         env = {
@@ -575,7 +645,7 @@ class PackageGraph:
             kept = self._renders.get(package.key)
             if kept is not None:  # the kept render shares the text too
                 self._renders[package.key] = (package.descriptor, kept[1])
-            return
+            return True
         out = str(entry_path(self.store, package.uid, pkg_name(package.name, package.kind)))
         package.out_dir = out
         package.node = self._nodes[package.uid] = Node(
@@ -594,6 +664,7 @@ class PackageGraph:
             timeout=d.timeout,
             entry_kind=package.kind,
         )
+        return False
 
     # --- cache invalidation ---------------------------------------------------------------
 
@@ -627,30 +698,66 @@ class PackageGraph:
 
     # --- the bound ------------------------------------------------------------------------
 
-    def _evict(self) -> None:
-        """Drop least recently used packages until at most `max_packages` are cached (lock
-        held). A package that a cached package depends on is passed over (moved to the back)
-        until its dependents are gone, and then, unless used meanwhile, it is next to go:
-        dependencies have no cycles, so some cached package has no cached dependents, and
-        each pass over the cache drops at least one."""
+    def _count(self, key: PackageKey, size: int) -> None:
+        """A package newly cached: its bytes count against the load's owner."""
+        owner = self._owner
+        self._sizes[key] = (size, owner)
+        self.bytes += size
+        self.owner_bytes[owner] = self.owner_bytes.get(owner, 0) + size
+        self._owned.setdefault(owner, OrderedDict())[key] = None
+
+    def _bound(self) -> None:
+        """After a top-level load (lock held): each owner within their share, the cache
+        within its bytes and count; the kept renders at most twice the packages."""
+        for owner in [o for o, b in self.owner_bytes.items()
+                      if b > self.user_bytes and o not in self.uncapped]:
+            self._evict(self._owned[owner], self._over_share(owner))
+        self._evict(self._packages, lambda: (len(self._packages) > self.max_packages
+                                             or self.bytes > self.max_bytes))
+        if len(self._renders) > 2 * len(self._packages) + 1000:
+            self._prune_renders()
+
+    def _over_share(self, owner: Owner) -> Callable[[], bool]:
+        return lambda: self.owner_bytes.get(owner, 0) > self.user_bytes
+
+    def _evict(self, order: OrderedDict[PackageKey, Any], over: Callable[[], bool]) -> None:
+        """Drop the least recently used packages of `order` (the cache, or one owner's part
+        of it) while `over()` (lock held). A package that a cached package depends on is
+        passed over (moved to the back) until its dependents are gone, and then, unless used
+        meanwhile, it is next to go: dependencies have no cycles, so some cached package has
+        no cached dependents; a whole pass that drops nothing (an owner's packages all
+        needed by others') ends it."""
         packages, dependents, kept = self._packages, self._dependents, self._kept
-        while len(packages) > self.max_packages:
-            key, package = next(iter(packages.items()))
+        passed = 0
+        while over() and order and passed < len(order):
+            key = next(iter(order))
             if key in dependents:
-                packages.move_to_end(key)
+                order.move_to_end(key)
                 kept.add(key)
+                passed += 1
                 continue
+            package = packages[key]
             self._forget(package)
             self.evicted += 1
+            passed = 0
             for dep in package.deps:
-                if dep in kept and dep not in dependents:  # only kept for this one
-                    packages.move_to_end(dep, last=False)
+                if dep in kept and dep not in dependents and dep in order:
+                    order.move_to_end(dep, last=False)  # only kept for this one
 
     def _forget(self, package: Package, keep_render: bool = False) -> None:
         """Drop a cached package and every index entry naming it (lock held); with
         `keep_render`, its render stays cached, and so do the index entries that find it."""
         key = package.key
         del self._packages[key]
+        size, owner = self._sizes.pop(key)
+        self.bytes -= size
+        left = self.owner_bytes[owner] - size
+        owned = self._owned[owner]
+        del owned[key]
+        if owned:
+            self.owner_bytes[owner] = left
+        else:
+            del self.owner_bytes[owner], self._owned[owner]
         self._kept.discard(key)
         if not (keep_render and key in self._renders):
             self._renders.pop(key, None)

@@ -35,7 +35,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import outcome
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
@@ -43,8 +42,10 @@ import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no p
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Source
 from ixd.store import space
+from ixd.store.buildlog import DEFAULT_MAX_LOG, BoundedLog, LogPump, decode
 from ixd.store.buildusers import BuildUser, kill_processes_of
 from ixd.store.canonical import OutputRefused, canonicalise
+from ixd.store.cgroup import BuildCgroup, Cgroups, enter_argv
 from ixd.store.confine import (
     build_identity_argv,
     bwrap_path,
@@ -53,11 +54,13 @@ from ixd.store.confine import (
     tool_path,
 )
 from ixd.store.fstree import remove_tree
-from ixd.wire.errors import BuildFailed, ConfinementUnavailable
+from ixd.wire.errors import BuildFailed, BuildLimitExceeded, ConfinementUnavailable
 
 log = logging.getLogger(__name__)
 
-LineCallback = Callable[[str], None]
+#: a build's output as the event loop gets it: lines, and (ints) counts of lines left out
+#: (past the live budget), then the bytes of the log up to their end (`ixd.store.buildlog`)
+LogCallback = Callable[[list[str | int], int], None]
 #: the bwrap prefix of a confined build, given the fd for bwrap's --info-fd
 SandboxArgv = Callable[[int], list[str]]
 
@@ -68,11 +71,14 @@ LOG_TAIL_LINES = 20
 EOF_GRACE = 5.0
 #: how long to wait for killed processes to disappear before giving up on them
 KILL_GRACE = 10.0
-#: a "line" longer than this is passed to the callback in pieces
-MAX_LINE = 64 * 1024
-_READ_SIZE = 64 * 1024
 #: what _sandbox_pidfd says when the sandbox is already over (never a file descriptor)
 SANDBOX_GONE = -1
+#: how fast a build is taken to write (bytes/s) until it is seen writing faster, the
+#: overshoot of --max-output-size the measurements aim below, and the shortest wait
+#: between two of them (seconds): see `_Watch`
+ASSUMED_WRITE_RATE = 2 << 30
+OVERSHOOT_AIM = 1.15
+MIN_SIZE_POLL = 0.002
 
 
 @dataclass(frozen=True)
@@ -83,15 +89,20 @@ class BuildLimits:
     timeout: float = 4 * 3600.0
     #: processes of the build's uid at once (RLIMIT_NPROC)
     max_processes: int = 4096
-    #: bytes of its scratch and output together (measured every `size_poll` seconds, and
-    #: the finished output once more)
+    #: bytes of its scratch and output together: no file may be larger (RLIMIT_FSIZE), the
+    #: scratch is measured the more often the nearer it is (`_Watch`), the output once more
     max_output_size: int = 32 << 30
-    #: seconds between two measurements of the scratch's size
+    #: the longest wait between two measurements of the scratch's size (seconds)
     size_poll: float = 1.0
+    #: bytes of memory its processes share (a cgroup's bound: `ixd.store.cgroup`; where
+    #: there is none, each process's data, RLIMIT_DATA); 0: none
+    max_memory: int = 0
+    #: bytes of its log (head and tail kept past it: `ixd.store.buildlog`)
+    max_log_size: int = DEFAULT_MAX_LOG
 
 
 class LimitExceeded(Exception):
-    """Raised inside the build's watchdog; becomes a BuildFailed naming the limit."""
+    """Raised inside the build's watchdog; becomes a BuildLimitExceeded naming the limit."""
 
 
 async def run_build(
@@ -100,25 +111,30 @@ async def run_build(
     *,
     confine: bool,
     make_thrs: int,
-    on_log_line: LineCallback | None = None,
+    on_log: LogCallback | None = None,
     user: BuildUser | None = None,
     limits: BuildLimits | None = None,
     on_exit: Callable[[], None] | None = None,
     expect_hash: str | None = None,
     keep_log: bool = False,
+    cgroups: Cgroups | None = None,
 ) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
     Confined builds need `user`, the build user to run as (held by the caller for the whole
-    call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
+    call). `on_log` gets the command's output on the event loop (within the live budget; the
+    log file gets all of it, up to `limits.max_log_size`). Raises BuildFailed (nothing left
+    in the store or scratch) if the command fails,
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
     impossible, NoSpace (a BuildFailed) if the file system filled. `on_exit()` is called once
     the command has ended and its work folder is deleted, before its output is canonicalised
     and moved (a build that fails never calls it: its caller hands its slot on once its files
     are gone). With `expect_hash`, an output of any other content hash is refused
     (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`: the
-    command's output goes after what the log already holds. On trio cancellation the build's
-    processes are killed and waited for, its files removed, and Cancelled re-raised.
+    command's output goes after what the log already holds. A confined build runs in a
+    cgroup of its own under `cgroups` (its memory bound), else with RLIMIT_DATA; a broken
+    limit raises BuildLimitExceeded. On trio cancellation the build's processes are killed
+    and waited for, its files removed, and Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
@@ -140,6 +156,8 @@ async def run_build(
     env.update(out=os.fspath(store_path), tmp=os.fspath(tmp), src=os.fspath(src),
                uid=node.uid, make_thrs=str(make_thrs))
     sandbox: SandboxArgv | None = None
+    cgroup: BuildCgroup | None = None
+    memory: int | None = None  # the per-process fallback's bound (confined builds only)
     if confine:
         assert user is not None
         if bwrap_path() is None:
@@ -147,7 +165,15 @@ async def run_build(
                 f"cannot build {node.name} ({node.uid}) confined: bubblewrap (`bwrap`) "
                 "is not installed"
             )
-        prefix = build_identity_argv(user.uid, user.gid, max_processes=limits.max_processes)
+        memory = limits.max_memory or None
+        if cgroups is not None and memory is not None:
+            cgroup = cgroups.build(node.uid)
+        prefix = build_identity_argv(
+            user.uid, user.gid, max_processes=limits.max_processes,
+            max_file_size=limits.max_output_size,
+            max_data=memory if cgroup is None else None)
+        if cgroup is not None:
+            prefix = enter_argv(cgroup.procs) + prefix
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
@@ -163,57 +189,75 @@ async def run_build(
             ) + _unset_pwd(env)
 
     timeout = max(limits.timeout, node.timeout)
+    # opening a local file: no wait worth a thread
+    log_file = BoundedLog(log_path, limits.max_log_size, append=keep_log)
     try:
-        # Log writes are small and go to a local file: plain blocking I/O is fine here.
-        with open(log_path, "a+b" if keep_log else "w+b") as log_file:  # noqa: ASYNC230
-            prepare: Callable[[], None] | None = None
-            if user is None:
-                # two lstat calls on the loop; deleting what they find is a thread's work
-                if _exists(store_path) or _exists(scratch):
-                    await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
-                _prepare(node, layout, out, scratch)
-            else:
-                links = _source_links(node, layout)
-                build_user = user
+        prepare: Callable[[], None] | None = None
+        if user is None:
+            # two lstat calls on the loop; deleting what they find is a thread's work
+            if _exists(store_path) or _exists(scratch):
+                await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
+            _prepare(node, layout, out, scratch)
+        else:
+            links = _source_links(node, layout)
+            build_user = user
+            build_cgroup = cgroup
 
-                def prepare() -> None:
-                    _make_scratch(scratch, build_user, links, out.name)
-            ran = _Outcome()
-            watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout)
-            ran.status = await _run_logged(
-                list(node.command), env=env, cwd=tmp if user is None else scratch,
-                stdin=node.stdin.encode(),
-                log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
-                watch=watch, prepare=prepare)
-            if ran.broken is not None:
-                raise BuildFailed(_failure_message(node, ran.broken, log_path))
-            if ran.status != 0:
-                log_file.flush()
-                if space.looks_full(layout.build, _log_bytes(log_path)):
-                    raise space.no_space(layout.build, f"building {node.name}", log_path,
-                                         _quoted_tail(log_path))
-                raise BuildFailed(_failure_message(node, _describe_status(ran.status),
-                                                   log_path))
-            if on_exit is not None:
-                # the slot's next build starts on the space this one's work took: free first
-                await _clear_work(scratch, None if ran.sandbox_gone else user)
-                on_exit()
-            try:
-                # with the sandbox's pid namespace seen gone, no process of the build is left;
-                # otherwise every process of its uid is killed first
-                built = await trio.to_thread.run_sync(
-                    _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
-                    layout.trash, limits, expect_hash)
-            except (OSError, OutputRefused, LimitExceeded, ContentMismatch) as exc:
-                raise BuildFailed(_failure_message(
-                    node, f"its output could not be finished: {exc}", log_path)) from exc
-            if built.notes:
-                _end_line(log_file)
-            for note in built.notes:
-                line = f"ix: {note}"
-                log_file.write(line.encode() + b"\n")
-                if on_log_line is not None:
-                    on_log_line(line)
+            def prepare() -> None:
+                _make_scratch(scratch, build_user, links, out.name)
+                if build_cgroup is not None:
+                    build_cgroup.create(limits.max_memory, limits.max_processes)
+        ran = _Outcome()
+        watch = _Watch(scratch, limits, timeout, trio.current_time() + timeout, cgroup)
+        ran.status = await _run_logged(
+            list(node.command), env=env, cwd=tmp if user is None else scratch,
+            stdin=node.stdin.encode(),
+            build_log=log_file, on_log=on_log, sandbox=sandbox, outcome=ran,
+            watch=watch, prepare=prepare)
+        if ran.broken is None:  # a bound the kernel held: the build did not end well
+            ran.broken = await watch.broken_at_end(ran.status)
+        elif watch.over_output:  # every process of it is dead: what it left, for the record
+            ran.broken += await watch.final_size()
+        if ran.broken is not None:
+            raise BuildLimitExceeded(_failure_message(node, ran.broken, log_path, log_file))
+        if ran.status != 0:
+            if space.looks_full(layout.build, _log_bytes(log_file)):
+                raise space.no_space(layout.build, f"building {node.name}", log_path,
+                                     _quoted_tail(log_file))
+            what = _describe_status(ran.status)
+            if ran.log_error:
+                what += f" ({ran.log_error})"
+            if cgroup is None and memory is not None:
+                what += (f" (were it out of memory: each of its processes may use "
+                         f"{memory} bytes of data, --max-memory)")
+            raise BuildFailed(_failure_message(node, what, log_path, log_file))
+        if on_exit is not None:
+            # the slot's next build starts on the space this one's work took: free first
+            await _clear_work(scratch, None if ran.sandbox_gone else user)
+            on_exit()
+        try:
+            # with the sandbox's pid namespace seen gone, no process of the build is left;
+            # otherwise every process of its uid is killed first
+            built = await trio.to_thread.run_sync(
+                _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
+                layout.trash, limits, expect_hash)
+        except LimitExceeded as exc:
+            raise BuildLimitExceeded(_failure_message(
+                node, f"its output could not be finished: {exc}", log_path,
+                log_file)) from exc
+        except (OSError, OutputRefused, ContentMismatch) as exc:
+            raise BuildFailed(_failure_message(
+                node, f"its output could not be finished: {exc}", log_path,
+                log_file)) from exc
+        if built.notes:
+            log_file.end_line()
+        lines: list[str | int] = []
+        for note in built.notes:
+            line = f"ix: {note}"
+            log_file.write(line.encode() + b"\n")
+            lines.append(line)
+        if on_log is not None and lines:
+            on_log(lines, log_file.written)
     except BaseException as exc:
         # a failed build's files are gone before its slot goes to the next (the caller
         # hands the slot on once this raises)
@@ -222,11 +266,16 @@ async def run_build(
         full = exc if space.is_full(exc) else exc.__cause__
         if full is not None and space.is_full(full):
             raise space.no_space(layout.build, f"building {node.name} ({full})", log_path,
-                                 _quoted_tail(log_path)) from exc
+                                 _quoted_tail(log_file)) from exc
         if isinstance(exc, (OSError, subprocess.SubprocessError)):
-            raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)
-                              ) from exc
+            raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path,
+                                               log_file)) from exc
         raise
+    finally:
+        with trio.CancelScope(shield=True):  # its tail in order, unless it fits whole
+            await trio.to_thread.run_sync(log_file.finish)
+            if cgroup is not None:  # every process of the build is dead by now
+                await trio.to_thread.run_sync(cgroup.remove)
     return built
 
 
@@ -390,9 +439,9 @@ async def _clear_work(scratch: Path, user: BuildUser | None) -> None:
         await trio.to_thread.run_sync(remove_tree, folder)
 
 
-def _log_bytes(log_path: Path) -> bytes:
+def _log_bytes(log_file: BoundedLog) -> bytes:
     """The end of a build's log, as written."""
-    return "\n".join(_log_tail(log_path)).encode(errors="replace")
+    return "\n".join(_log_tail(log_file)).encode(errors="replace")
 
 
 def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
@@ -402,14 +451,6 @@ def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
             kill_processes_of(user)
     finally:
         _discard(out, scratch)
-
-
-def _end_line(log_file: BinaryIO) -> None:
-    """Start a new line in the log unless the build's output ended with one."""
-    log_file.flush()
-    size = os.fstat(log_file.fileno()).st_size
-    if size and os.pread(log_file.fileno(), 1, size - 1) != b"\n":
-        log_file.write(b"\n")
 
 
 def _readable_inputs(node: Node, layout: Layout) -> list[Path]:
@@ -454,25 +495,78 @@ def tree_bytes(path: Path) -> int:
 
 @dataclass
 class _Watch:
-    """A running build's limits, checked by the task that waits for the build anyway (each
-    `limits.size_poll` seconds and at the deadline), not by tasks of their own: a short build
-    costs no extra trips through the event loop."""
+    """A running build's limits, checked by the task that waits for the build anyway (at the
+    deadline, and whenever the scratch's size is due to be measured), not by tasks of their
+    own: a short build costs no extra trips through the event loop.
+
+    The scratch is measured the more often the nearer it is to `--max-output-size`: the next
+    measurement comes before the build could write past OVERSHOOT_AIM times the bound at the
+    fastest rate it was seen writing (at least ASSUMED_WRITE_RATE, what a page cache takes),
+    and at least every `limits.size_poll` seconds. A single file cannot outgrow the bound at
+    all (RLIMIT_FSIZE). The memory bound is the kernel's: a process its OOM killer ended in
+    the build's cgroup breaks it."""
 
     scratch: Path
     limits: BuildLimits
     seconds: float
     deadline: float
+    cgroup: BuildCgroup | None = None
+    #: the last measurement: bytes, when (trio time), and the fastest growth seen (bytes/s)
+    used: int = 0
+    at: float | None = None
+    rate: float = 0.0
+    #: the build was killed for its output's size
+    over_output: bool = False
+
+    def next_poll(self) -> float:
+        """Seconds until the limits are checked again."""
+        room = OVERSHOOT_AIM * self.limits.max_output_size - self.used
+        rate = max(self.rate, ASSUMED_WRITE_RATE)
+        return min(self.limits.size_poll, max(MIN_SIZE_POLL, room / rate))
+
+    def _measure(self) -> tuple[int, int]:
+        """The scratch's bytes and the OOM killer's count (blocking)."""
+        return (tree_bytes(self.scratch),
+                self.cgroup.oom_kills() if self.cgroup is not None else 0)
 
     async def broken(self) -> str | None:
         """The limit the build broke, if it did."""
         if trio.current_time() >= self.deadline:
             return (f"did not finish within {self.seconds:.0f} s (--build-timeout) and was "
                     f"killed")
-        used = await trio.to_thread.run_sync(tree_bytes, self.scratch)
+        used, oom_kills = await trio.to_thread.run_sync(self._measure)
+        now = trio.current_time()
+        if self.at is not None and now > self.at:
+            self.rate = max(self.rate, (used - self.used) / (now - self.at))
+        self.used, self.at = used, now
+        if oom_kills:
+            return self._memory_broken()
         if used > self.limits.max_output_size:
+            self.over_output = True
             return (f"wrote {used} bytes, more than the --max-output-size of "
                     f"{self.limits.max_output_size}, and was killed")
         return None
+
+    async def broken_at_end(self, status: int) -> str | None:
+        """After the command ended by itself: a bound the kernel held (the OOM killer ended
+        one of its processes; a file reached the output's size, RLIMIT_FSIZE)."""
+        used, oom_kills = await trio.to_thread.run_sync(self._measure)
+        if oom_kills:
+            return self._memory_broken()
+        if status != 0 and used >= self.limits.max_output_size:
+            return (f"wrote {used} bytes, as much as the --max-output-size of "
+                    f"{self.limits.max_output_size} (a file may be no larger), and failed")
+        return None
+
+    def _memory_broken(self) -> str:
+        return (f"used more than its --max-memory of {self.limits.max_memory} bytes (the "
+                f"kernel's OOM killer ended a process of it) and was killed")
+
+    async def final_size(self) -> str:
+        """After a build killed for its output: what its scratch held when it stopped."""
+        used = await trio.to_thread.run_sync(tree_bytes, self.scratch)
+        return (f"; it held {used} bytes when it stopped, "
+                f"{used / self.limits.max_output_size:.2f} times the limit")
 
 
 @dataclass
@@ -484,6 +578,8 @@ class _Outcome:
     sandbox_gone: bool = False
     #: the command exited by itself
     exited: bool = False
+    #: why its log stops short, if it does (a full disk)
+    log_error: str | None = None
 
 
 async def _run_logged(
@@ -492,8 +588,8 @@ async def _run_logged(
     env: dict[str, str],
     cwd: Path,
     stdin: bytes,
-    log_file: BinaryIO,
-    on_line: LineCallback | None,
+    build_log: BoundedLog,
+    on_log: LogCallback | None,
     sandbox: SandboxArgv | None,
     outcome: _Outcome,
     watch: _Watch,
@@ -514,10 +610,13 @@ async def _run_logged(
                                               sandbox=sandbox, prepare=prepare))
     popen = child.popen
     sandbox_pidfd: int | None = None
+    # the output is read, logged and split into lines in a thread of its own: off the
+    # event loop every other request needs, however fast the build prints
+    output_done = trio.Event()
+    pump = LogPump(child.output, build_log, on_log, _poster())
+    pump.start(output_done.set)
     try:
-        output_done = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, child.output, log_file, on_line, output_done)
             if child.stdin is not None:
                 nursery.start_soon(_feed, child.stdin, child.stdin_rest)
             if child.info is not None:
@@ -529,7 +628,7 @@ async def _run_logged(
             # Exited but not yet reaped: its pid (= process group id) cannot be reused
             # before we kill what is left of the group.
             while True:
-                poll = trio.current_time() + watch.limits.size_poll
+                poll = trio.current_time() + watch.next_poll()
                 with trio.move_on_at(min(poll, watch.deadline)):
                     await trio.lowlevel.wait_readable(child.pidfd)
                     break
@@ -546,6 +645,7 @@ async def _run_logged(
             nursery.cancel_scope.cancel()
         return status
     finally:
+        pump.stop()
         with trio.CancelScope(shield=True):
             if popen.returncode is None:
                 if sandbox_pidfd is not None:
@@ -561,9 +661,24 @@ async def _run_logged(
                     outcome.sandbox_gone = True
                 os.close(sandbox_pidfd)
             os.close(child.pidfd)
-            for stream in (child.output, child.stdin, child.info):
+            for stream in (child.stdin, child.info):
                 if stream is not None:
                     await stream.aclose()
+            await output_done.wait()  # the pump stops within POLL_SECONDS of `stop`
+            if pump.error is not None:
+                outcome.log_error = f"its log could not be written: {pump.error}"
+                log.warning("%s: %s", build_log.path, outcome.log_error)
+
+
+def _poster() -> Callable[[Callable[[], None]], None]:
+    """Posting a function to this event loop from another thread (a no-op once it ended)."""
+    token = trio.lowlevel.current_trio_token()
+
+    def post(function: Callable[[], None]) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(function)
+
+    return post
 
 
 class _Spawner:
@@ -620,8 +735,8 @@ class _Child:
     popen: subprocess.Popen[bytes]
     #: a pidfd of the process, readable once it has exited
     pidfd: int
-    #: stdout and stderr
-    output: trio.lowlevel.FdStream
+    #: stdout and stderr: the pipe's reading end (the log pump's, which closes it)
+    output: int
     #: for the rest of its stdin: what did not fit in the pipe at once (None: all did)
     stdin: trio.lowlevel.FdStream | None
     stdin_rest: bytes
@@ -695,7 +810,7 @@ def _spawn(
     return _Child(
         popen=popen,
         pidfd=pidfd,
-        output=trio.lowlevel.FdStream(out_r),
+        output=out_r,
         stdin=trio.lowlevel.FdStream(in_w) if in_w >= 0 else None,
         stdin_rest=rest,
         info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
@@ -715,32 +830,6 @@ def _write_what_fits(fd: int, data: bytes) -> bytes:
     except OSError:  # BlockingIOError: the pipe is full
         return data
     return data[written:]
-
-
-async def _pump(
-    stream: trio.abc.ReceiveStream,
-    log_file: BinaryIO,
-    on_line: LineCallback | None,
-    done: trio.Event,
-) -> None:
-    pending = b""
-    try:
-        while chunk := await stream.receive_some(_READ_SIZE):
-            log_file.write(chunk)
-            log_file.flush()
-            if on_line is None:
-                continue
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                on_line(_decode(line))
-            if len(pending) > MAX_LINE:
-                on_line(_decode(pending))
-                pending = b""
-        if pending and on_line is not None:
-            on_line(_decode(pending))
-    finally:
-        done.set()
 
 
 async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
@@ -812,10 +901,6 @@ def _pidfd_kill(pidfd: int) -> None:
 # --- messages ------------------------------------------------------------------------------
 
 
-def _decode(line: bytes) -> str:
-    return line.decode(errors="replace").removesuffix("\r")
-
-
 def _describe_status(status: int) -> str:
     if status < 0:
         try:
@@ -826,25 +911,21 @@ def _describe_status(status: int) -> str:
     return f"failed with exit status {status}"
 
 
-def _log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+def _log_tail(log_file: BoundedLog, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
-        with open(log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 256 * 1024))
-            data = f.read()
+        data = log_file.tail(256 * 1024)
     except OSError:
         return []
-    return [_decode(line) for line in data.splitlines()[-lines:]]
+    return [decode(line) for line in data.splitlines()[-lines:]]
 
 
-def _failure_message(node: Node, what: str, log_path: Path) -> str:
-    return f"build of {node.name} ({node.uid}) {what}; log: {log_path}{_quoted_tail(log_path)}"
+def _failure_message(node: Node, what: str, log_path: Path, log_file: BoundedLog) -> str:
+    return f"build of {node.name} ({node.uid}) {what}; log: {log_path}{_quoted_tail(log_file)}"
 
 
-def _quoted_tail(log_path: Path) -> str:
+def _quoted_tail(log_file: BoundedLog) -> str:
     """The log's last lines as an error message quotes them ("" for an empty log)."""
-    tail = _log_tail(log_path)
+    tail = _log_tail(log_file)
     if not tail:
         return ""
     return f"\nlast {len(tail)} lines of the log:\n" + "\n".join(f"  {line}" for line in tail)

@@ -173,15 +173,23 @@ def identity_argv(uid: int, gid: int) -> list[str]:
     return [tool_path(CHPST) or CHPST, "-u", f":{uid}:{gid}"]
 
 
-def build_identity_argv(uid: int, gid: int, *, max_processes: int) -> list[str]:
+def build_identity_argv(uid: int, gid: int, *, max_processes: int,
+                        max_file_size: int | None = None,
+                        max_data: int | None = None) -> list[str]:
     """The prefix that runs a build as its build user, within its limits, in one exec:
     `chpst -p N` bounds the processes of its uid (RLIMIT_NPROC counts per real uid, and
     every running build has a uid of its own, so it bounds exactly one build), `-c 0`
-    forbids core dumps. Per build, not on the daemon: a helper the daemon starts as that
-    uid later (`kill -9 -1` after a fork bomb) must be able to exec while the uid is at its
-    limit."""
-    return [tool_path(CHPST) or CHPST, "-p", str(max_processes), "-c", "0",
-            "-u", f":{uid}:{gid}"]
+    forbids core dumps, `-f` bounds the size of any file it writes (RLIMIT_FSIZE: a single
+    file can never outgrow the output bound, however fast it is written), `-d` each
+    process's data (RLIMIT_DATA: the memory bound where no cgroup can be had). Per build,
+    not on the daemon: a helper the daemon starts as that uid later (`kill -9 -1` after a
+    fork bomb) must be able to exec while the uid is at its limit."""
+    argv = [tool_path(CHPST) or CHPST, "-p", str(max_processes), "-c", "0"]
+    if max_file_size is not None:
+        argv += ["-f", str(max_file_size)]
+    if max_data is not None:
+        argv += ["-d", str(max_data)]
+    return [*argv, "-u", f":{uid}:{gid}"]
 
 
 def probe_confinement(user: tuple[int, int] | None = None) -> str | None:

@@ -27,9 +27,38 @@ class GcResult:
     entries: int
     bytes: int
     kept: int
+    #: build logs deleted, and their bytes
+    logs: int = 0
+    log_bytes: int = 0
 
     def to_json(self) -> dict[str, int]:
-        return {"entries": self.entries, "bytes": self.bytes, "kept": self.kept}
+        return {"entries": self.entries, "bytes": self.bytes, "kept": self.kept,
+                "logs": self.logs, "log_bytes": self.log_bytes}
+
+
+@dataclass(frozen=True)
+class LogFile:
+    """A file of the daemon's log folder: its name, size and last write (seconds)."""
+
+    name: str
+    size: int
+    mtime: float
+
+
+def logs_to_delete(logs: Iterable[LogFile], keep_uids: set[str], collected: set[str],
+                   now: float, keep_seconds: float) -> list[LogFile]:
+    """The logs a collection deletes: those of the entries it collected, at once; those of
+    builds that left no valid entry (failed, cancelled, collected before) once older than
+    `keep_seconds`; never the log of a valid entry or of a build under way (`keep_uids`).
+    Anything else in the folder (a log cut short mid-rewrite) goes with the old ones."""
+    doomed = []
+    for log_file in logs:
+        uid = log_file.name.removesuffix(".log") if log_file.name.endswith(".log") else None
+        if uid is not None and uid in keep_uids:
+            continue
+        if (uid is not None and uid in collected) or now - log_file.mtime > keep_seconds:
+            doomed.append(log_file)
+    return doomed
 
 
 def root_paths(generations: Iterable[Generation], current: Mapping[str, int], keep: int,

@@ -179,6 +179,13 @@ class BuildFailed(IxError):
     code = "E_BUILD_FAILED"
 
 
+class BuildLimitExceeded(BuildFailed):
+    """A build broke one of its limits (time, output size, memory) and was killed whole;
+    the message names the limit and the option that sets it."""
+
+    code = "E_BUILD_LIMIT"
+
+
 class DependencyFailed(BuildFailed):
     """A node not started because something it needs failed."""
 
