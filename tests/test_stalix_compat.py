@@ -78,7 +78,7 @@ def test_ix_renders_the_tree_as_stalix_does(stem: str, tree: RecipeTree,
     if key not in graphs:
         graphs[key] = PackageGraph(tree, tmp_path_factory.mktemp("stalix") / "store",
                                    host="linux-x86_64", settings=expected["settings"],
-                                   max_packages=1_000_000)
+                                   max_packages=1_000_000, max_bytes=1 << 40)
     graph = graphs[key]
     store = graph.store
     selector = parse_selector(expected["target"]).with_flags(expected["flags"])

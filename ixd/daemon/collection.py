@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -20,7 +19,7 @@ from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import Scheduler
 from ixd.model.layout import Layout
 from ixd.store import gc
-from ixd.store.db import BuildDatabase
+from ixd.store.db import BuildDatabase, StoreRef
 from ixd.store.gc import GcResult
 from ixd.store.recovery import empty_trash, move_to_trash
 from ixd.store.treehash import tree_size
@@ -52,9 +51,9 @@ class Collector:
         async with self._lock:
             generations = await trio.to_thread.run_sync(self.db.all_generations)
             realms = await trio.to_thread.run_sync(self.db.realms)
-            entries = await trio.to_thread.run_sync(self.db.store_entries)
+            entries = await trio.to_thread.run_sync(self.db.store_refs)
             current = {r["name"]: r["current"] for r in realms}
-            realm_paths = [e["path"] for e in entries if e["kind"] == "rlm"]
+            realm_paths = [e.path for e in entries if e.kind == "rlm"]
             links = await trio.to_thread.run_sync(
                 lambda: {p: gc.realm_links(p) for p in realm_paths})
             if self.keep_build_inputs:
@@ -65,14 +64,14 @@ class Collector:
             roots = gc.root_paths(generations, current, self.keep_generations,
                                   self.scheduler.kept_paths())
             marked = gc.mark(roots, links)
-            garbage = [e for e in entries if e["path"] not in marked]
-            with self.runner.collecting([e["uid"] for e in garbage]):
+            garbage = [e for e in entries if e.path not in marked]
+            with self.runner.collecting([e.uid for e in garbage]):
                 freed = await trio.to_thread.run_sync(self._sweep, garbage)
             # the logs: of what was collected, and old ones of builds that left nothing
             keep = {u for u in self.runner.valid} | {f.node.uid for f in
                                                       self.scheduler.flights()}
             logs, log_bytes = await trio.to_thread.run_sync(
-                self._sweep_logs, keep, {e["uid"] for e in garbage})
+                self._sweep_logs, keep, {e.uid for e in garbage})
         result = GcResult(len(garbage), freed, len(entries) - len(garbage), logs, log_bytes)
         log.info("gc: %d entries deleted, %d bytes freed, %d kept; %d logs deleted (%d "
                  "bytes)", result.entries, result.bytes, result.kept, logs, log_bytes)
@@ -96,16 +95,16 @@ class Collector:
                 pass
         return len(doomed), sum(f.size for f in doomed)
 
-    def _sweep(self, garbage: list[dict[str, Any]]) -> int:
+    def _sweep(self, garbage: list[StoreRef]) -> int:
         # a generation whose entry goes is forgotten with it: `ixc generations` lists only
         # what `ixc rollback` can go back to
-        dropped = self.db.drop_generations_at([e["path"] for e in garbage if e["kind"] == "rlm"])
+        dropped = self.db.drop_generations_at([e.path for e in garbage if e.kind == "rlm"])
         if dropped:
             log.info("gc: %d generations collected", dropped)
-        self.db.unregister([e["uid"] for e in garbage])
+        self.db.unregister([e.uid for e in garbage])
         freed = 0
         for entry in garbage:
-            path = Path(entry["path"])
+            path = Path(entry.path)
             if path.exists():
                 freed += tree_size(path)
                 move_to_trash(path, self.layout)

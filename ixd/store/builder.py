@@ -222,8 +222,7 @@ async def run_build(
             raise BuildLimitExceeded(_failure_message(node, ran.broken, log_path, log_file))
         if ran.status != 0:
             if space.looks_full(layout.build, _log_bytes(log_file)):
-                raise space.no_space(layout.build, f"building {node.name}", log_path,
-                                     _quoted_tail(log_file))
+                raise _OutOfSpace  # told once its scratch is gone: what is free then
             what = _describe_status(ran.status)
             if ran.log_error:
                 what += f" ({ran.log_error})"
@@ -263,6 +262,9 @@ async def run_build(
         # hands the slot on once this raises)
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_abandon, user, out, scratch)
+        if isinstance(exc, _OutOfSpace):
+            raise space.no_space(layout.build, f"building {node.name}", log_path,
+                                 _quoted_tail(log_file)) from None
         full = exc if space.is_full(exc) else exc.__cause__
         if full is not None and space.is_full(full):
             raise space.no_space(layout.build, f"building {node.name} ({full})", log_path,
@@ -277,6 +279,10 @@ async def run_build(
             if cgroup is not None:  # every process of the build is dead by now
                 await trio.to_thread.run_sync(cgroup.remove)
     return built
+
+
+class _OutOfSpace(Exception):
+    """A build that failed for want of space (`run_build` tells it once its files are gone)."""
 
 
 class ContentMismatch(Exception):
@@ -913,7 +919,7 @@ def _describe_status(status: int) -> str:
 
 def _log_tail(log_file: BoundedLog, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
-        data = log_file.tail(256 * 1024)
+        data = log_file.tail()
     except OSError:
         return []
     return [decode(line) for line in data.splitlines()[-lines:]]

@@ -42,6 +42,9 @@ MAX_LINE = 64 * 1024
 #: bytes of output relayed live per second and at once (the rest only goes to the file)
 LIVE_RATE = 256 * 1024
 LIVE_BURST = 1 << 20
+#: the last bytes of output kept in memory too: an error message quotes them even when the
+#: file could not be written (a full disk)
+RECENT_BYTES = 64 * 1024
 #: the pump reads this much at once, and looks at its stop flag this often (seconds)
 READ_SIZE = 64 * 1024
 POLL_SECONDS = 0.1
@@ -77,17 +80,26 @@ class BoundedLog:
         self._ring_at = 0
         #: whether the output so far ends a line (or there is none)
         self._line_ended = not self.written or os.pread(self._fd, 1, self.written - 1) == b"\n"
+        #: the output's last RECENT_BYTES (this writer's, not what the file held before)
+        self._recent = bytearray()
 
     @property
     def dropped(self) -> int:
         """Bytes of output left out between the head and the tail."""
         return max(0, self.written - self.head - self.ring_size)
 
+    def remember(self, data: bytes) -> None:
+        """Keep `data` among the recent output `tail` gives, without writing it (the file
+        could not be written)."""
+        self._recent += data[-RECENT_BYTES:]
+        del self._recent[:-RECENT_BYTES]
+
     def write(self, data: bytes) -> None:
         fd = self._fd
         assert fd is not None, "the log is finished"
         if not data:
             return
+        self.remember(data)
         self._line_ended = data.endswith(b"\n")
         room = self.limit - self.written
         if room > 0:  # still within the bound: the file is the output as it came
@@ -119,8 +131,11 @@ class BoundedLog:
                 f"(ixd --max-log-size {self.limit})]")
         return text.encode().ljust(MARKER_BYTES - 1)[:MARKER_BYTES - 1] + b"\n"
 
-    def tail(self, size: int = 256 * 1024) -> bytes:
-        """The last `size` bytes of output the log holds, in order (blocking)."""
+    def tail(self, size: int = RECENT_BYTES) -> bytes:
+        """The last `size` bytes of output, in order: from memory, up to RECENT_BYTES of what
+        this writer was given (written or not), else from the file (blocking)."""
+        if self._recent or size <= 0:
+            return bytes(self._recent[-size:]) if size > 0 else b""
         with open(self.path, "rb") as file:
             if not self.dropped:
                 file.seek(max(0, self.written - size))
@@ -320,6 +335,8 @@ class LogPump:
                     self.log.write(chunk)
                 except OSError as exc:  # a full disk: the build goes on, its log stops
                     self.error = exc
+            else:  # still quoted when the build fails
+                self.log.remember(chunk)
             if self.relay is None:
                 continue
             if self.budget.take(len(chunk)):

@@ -149,6 +149,32 @@ def kill_processes_of(user: BuildUser) -> None:
             f"{exc}") from exc
 
 
+def _start_kill(user: BuildUser) -> subprocess.Popen[bytes] | OSError:
+    """`kill_processes_of(user)` started, not waited for (or why it could not start)."""
+    try:
+        return subprocess.Popen(
+            [*identity_argv(user.uid, user.gid), "/bin/sh", "-c", "kill -9 -1 2>/dev/null; exit 0"],
+            env={"PATH": "/usr/bin:/bin"}, cwd="/", stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        return exc
+
+
+def _finish_kill(sweep: subprocess.Popen[bytes] | OSError) -> str | None:
+    """Wait for a sweep `_start_kill` started: None once done, else why it failed."""
+    if isinstance(sweep, OSError):
+        return str(sweep)
+    try:
+        _, stderr = sweep.communicate(timeout=KILL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        sweep.kill()
+        sweep.wait()
+        return f"no answer within {KILL_TIMEOUT} s"
+    if sweep.returncode != 0:
+        return stderr.decode(errors="replace").strip() or f"exit status {sweep.returncode}"
+    return None
+
+
 class BuildUserPool:
     """Hands each running build a uid of its own; waits when all are taken.
 
@@ -172,13 +198,19 @@ class BuildUserPool:
 
     def clear_all(self) -> None:
         """Kill whatever runs as any build user (blocking; at daemon start, when nothing of
-        ours runs yet). Users held by another daemon are left to it."""
-        for user in self.users:
-            if self._lock(user):
-                try:
-                    kill_processes_of(user)
-                finally:
-                    os.close(self._held.pop(user.uid))
+        ours runs yet). Users held by another daemon are left to it. The sweeps run side by
+        side: one after another they took a quarter of a second of every start."""
+        mine = [user for user in self.users if self._lock(user)]
+        try:
+            sweeps = [(user, _start_kill(user)) for user in mine]
+            stuck = [f"{user.name} (uid {user.uid}): {why}" for user, sweep in sweeps
+                     if (why := _finish_kill(sweep)) is not None]
+        finally:
+            for user in mine:
+                os.close(self._held.pop(user.uid))
+        if stuck:
+            raise BuildUserStuck(f"could not kill the processes of build users: "
+                                 f"{'; '.join(stuck)}")
 
     @contextlib.contextmanager
     def holding_one(self, deadline: float = PROBE_USER_DEADLINE) -> Iterator[BuildUser]:
