@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ixd.model import platforms
 from ixd.model.layout import entry_path
@@ -65,6 +65,13 @@ def content_hash(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]
 
 
+DirectEdge = Literal["bld_deps", "target_libs", "host_libs", "bld_data", "lib_deps",
+                     "run_deps", "run_data"]
+#: the edges of `Package.children`, in order
+DIRECT_EDGES: tuple[DirectEdge, ...] = ("bld_deps", "target_libs", "host_libs", "bld_data",
+                                        "lib_deps", "run_deps", "run_data")
+
+
 @dataclass(eq=False)
 class Package:
     key: PackageKey
@@ -90,6 +97,11 @@ class Package:
     files: frozenset[Path] = field(default_factory=frozenset)
     #: the keys of the packages loaded along its edges (what it depends on directly)
     deps: tuple[PackageKey, ...] = ()
+    #: the packages its render loaded with `intro(...)`, in the order it did
+    intro: tuple[Package, ...] = ()
+    #: the packages loaded along its edges, each edge's in its recipe's order, the edges in
+    #: `DIRECT_EDGES`' order (see `direct`)
+    children: tuple[Package, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -110,6 +122,28 @@ class Package:
                  if not (k == "kind" and v == kind_of(self.name))
                  and k != "target" and k != REALM_FLAG]
         return str(recipe_selector(self.name, tuple(shown)))
+
+    def direct(self, edge: DirectEdge) -> tuple[Package, ...]:
+        """The packages loaded along one kind of its edges, in its recipe's order:
+        `target_libs` and `host_libs` end with the libraries its build tools induce."""
+        if edge == "run_data":  # the last edge, and the one asked for most
+            return self.children[len(self.children) - len(self.descriptor.run_data):]
+        return self.edges()[DIRECT_EDGES.index(edge)]
+
+    def edges(self) -> tuple[tuple[Package, ...], ...]:
+        """`direct` of every edge, in `DIRECT_EDGES`' order."""
+        d = self.descriptor
+        written = [len(getattr(d, name)) for name in DIRECT_EDGES]  # the recipe's selectors
+        # the induced libraries are in `children` twice, after the target and host libraries
+        induced = (len(self.children) - sum(written)) // 2
+        written[1] += induced
+        written[2] += induced
+        out = []
+        start = 0
+        for count in written:
+            out.append(self.children[start:start + count])
+            start += count
+        return tuple(out)
 
     def build_inputs(self) -> tuple[Package, ...]:
         return self.tools + self.host_libs + self.target_libs + self.data
@@ -300,6 +334,12 @@ class PackageGraph:
         self.render_store = (RenderStore(render_store, fingerprint(self.settings, self.host))
                              if render_store is not None else None)
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every load and invalidation: while a caller holds it, no package it has
+        loaded is dropped."""
+        return self._lock
+
     # --- loading ------------------------------------------------------------------------
 
     def load(self, selector: Selector) -> Package:
@@ -369,7 +409,7 @@ class PackageGraph:
             deps[dep.key] = None
             return dep
 
-        introduced: list[PackageKey] = []
+        introduced: dict[PackageKey, Package] = {}
 
         def intro(text: str) -> Package:
             """`intro(selector)`: load a package with this one's flags (for its uid)."""
@@ -377,8 +417,9 @@ class PackageGraph:
             child = {**{k: v for k, v in flags.items() if k not in ONE_LEVEL_FLAGS},
                      **dict(sel.flags)}
             child["target"] = platforms.resolve(child.get("target", "host"), self.host)
-            introduced.append(key)
-            return depend(self._load(normal_name(sel.name), child, stack))
+            loaded = depend(self._load(normal_name(sel.name), child, stack))
+            introduced.setdefault(loaded.key, loaded)
+            return loaded
 
         cached = self._renders.get(key)
         realm_free_key = _without_realm(key)
@@ -409,34 +450,38 @@ class PackageGraph:
             flags = {**flags, "boot": "1"}
 
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
-            loaded = []
-            for sel in selectors:
-                child = child_flags(kind, flags, is_hub, dict(sel.flags), self.host)
-                child["target"] = platforms.resolve(child.get("target", "host"), self.host)
-                loaded.append(depend(self._load(normal_name(sel.name), child, stack)))
-            return loaded
+            return [depend(self._load(*self._edge_key(kind, flags, is_hub, sel), stack))
+                    for sel in selectors]
 
         # the order of every list follows stal/IX's, so the dirs in a build's environment
         # come out in its order (docs/recipes.md, "Closures")
-        tools = visit(edge("bld_tool", descriptor.bld_deps), _run_deps)
+        bld_deps = edge("bld_tool", descriptor.bld_deps)
+        tools = visit(bld_deps, _run_deps)
         induced = [s for t in tools for s in t.descriptor.ind_deps]
-        target_libs = visit(edge("target_lib", [*descriptor.target_libs, *induced]),
-                            _lib_deps)
-        host_libs = visit(edge("host_lib", [*descriptor.host_libs, *induced]), _lib_deps)
-        data = _unique(edge("data", descriptor.bld_data))
-        lib_closure = visit(edge("lib_dep", descriptor.lib_deps), _lib_deps)
-        run_roots = edge("run_dep", descriptor.run_deps) + edge("data", descriptor.run_data)
+        direct_target_libs = edge("target_lib", [*descriptor.target_libs, *induced])
+        target_libs = visit(direct_target_libs, _lib_deps)
+        direct_host_libs = edge("host_lib", [*descriptor.host_libs, *induced])
+        host_libs = visit(direct_host_libs, _lib_deps)
+        bld_data = edge("data", descriptor.bld_data)
+        data = _unique(bld_data)
+        lib_deps = edge("lib_dep", descriptor.lib_deps)
+        lib_closure = visit(lib_deps, _lib_deps)
+        run_dep_list = edge("run_dep", descriptor.run_deps)
+        run_data = edge("data", descriptor.run_data)
+        run_roots = run_dep_list + run_data
         if flags["kind"] == "lib":
             run_roots.extend(lib_closure)
         for lib in target_libs:
-            run_roots.extend(edge("data", lib.descriptor.run_data))
+            run_roots.extend(lib.direct("run_data"))
         run_deps = visit(run_roots, _run_deps)
 
         package = Package(
             key=key, name=name, flags=flags, descriptor=descriptor, uid="", out_dir=None,
             tools=tools, host_libs=host_libs, target_libs=target_libs, data=data,
             lib_closure=lib_closure, files=files, deps=tuple(deps),
-            run_deps=run_deps,
+            run_deps=run_deps, intro=tuple(introduced.values()),
+            children=(*bld_deps, *direct_target_libs, *direct_host_libs, *bld_data, *lib_deps,
+                      *run_dep_list, *run_data),
         )
         if is_hub:
             # as in stal/IX, a hub is what it brings at run time: hubs that bring the same
@@ -449,6 +494,14 @@ class PackageGraph:
         for path in files:
             self._by_file.setdefault(path, set()).add(key)
         return package
+
+    def _edge_key(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
+                  selector: Selector) -> tuple[str, dict[str, str]]:
+        """The name and flags of the package `selector` names along an edge of `kind` from
+        a package with `flags`."""
+        child = child_flags(kind, flags, is_hub, dict(selector.flags), self.host)
+        child["target"] = platforms.resolve(child.get("target", "host"), self.host)
+        return normal_name(selector.name), child
 
     def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
