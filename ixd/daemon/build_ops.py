@@ -16,13 +16,12 @@ import trio
 from ixd.build.cluster import Cluster
 from ixd.build.scheduler import Listener, Scheduler
 from ixd.daemon import identity, logstream, paging, request_args
-from ixd.daemon.catalog import Catalog
+from ixd.daemon.catalog import EPHEMERAL_REALM, Catalog
 from ixd.daemon.identity import Caller
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node
 from ixd.model.selector import parse_selector
 from ixd.recipes import plan as planning
-from ixd.recipes.packages import walk_closure
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import BadRequest
 
@@ -50,10 +49,12 @@ class BuildOps:
         self.cluster = cluster
 
     async def op_dep(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        packages = await self.catalog.load(request_args.selectors(args))
-        return {"packages": [{"name": p.name, "selector": str(p.selector), "uid": p.uid,
-                              "kind": p.kind, "out": p.out_dir}
-                             for p in walk_closure(packages)]}
+        """Every package of the closure, hubs included, by name and flags, in the order
+        stal/IX's `ix build` loads them."""
+        packages = await self.catalog.dep(request_args.selectors(args))
+        return {"packages": [{"name": p.name, "selector": str(p.selector), "flags": p.flags,
+                              "uid": p.uid, "kind": p.kind, "out": p.out_dir}
+                             for p in packages]}
 
     async def op_plan(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         """The plan as one reply; `summary`: only what it holds; `stream`: its nodes in
@@ -84,7 +85,7 @@ class BuildOps:
         hold = args.get("hold", False)
         if not isinstance(hold, bool):
             raise BadRequest(f"'hold' must be true or false, not {hold!r}")
-        realm_plan = await trio.to_thread.run_sync(self.catalog.plan_realm, "run",
+        realm_plan = await trio.to_thread.run_sync(self.catalog.plan_realm, EPHEMERAL_REALM,
                                                    request_args.selectors(args))
         path = realm_plan.nodes[-1].outputs[0]
         # kept from before the build: no collection between the build and the hold

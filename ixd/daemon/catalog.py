@@ -21,10 +21,22 @@ from ixd.model.nodes import Plan
 from ixd.model.selector import Selector
 from ixd.recipes import plan as planning
 from ixd.recipes.fixup import fixer_selectors
+from ixd.recipes.loadorder import load_order
 from ixd.recipes.packages import Package, PackageGraph
 from ixd.recipes.tree import REALM_FLAG, RecipeTree
 
 log = logging.getLogger("ixd")
+
+#: the realm stal/IX's `ix build` and `ix run` put their packages in: `dep`, `plan`, `build`
+#: and `run` load theirs in it too
+EPHEMERAL_REALM = "ephemeral"
+
+
+def in_realm(realm: str, selectors: Sequence[Selector]) -> list[Selector]:
+    """As stal/IX's, every package of a realm has the flag target_realm=REALM (unless it sets
+    it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)."""
+    return [s if REALM_FLAG in s.flags_dict else s.with_flags({REALM_FLAG: realm})
+            for s in selectors]
 
 
 class Catalog:
@@ -40,18 +52,26 @@ class Catalog:
         self.changes = 0
 
     async def load(self, selectors: Sequence[Selector]) -> list[Package]:
-        """The packages of `selectors` (in a worker thread: rendering is CPU work)."""
+        """The packages of `selectors` as stal/IX's `ix build` loads them, in its realm
+        `ephemeral` (in a worker thread: rendering is CPU work)."""
         packages: list[Package] = await trio.to_thread.run_sync(
-            self.graph.load_all, list(selectors))
+            self.graph.load_all, in_realm(EPHEMERAL_REALM, selectors))
+        return packages
+
+    async def dep(self, selectors: Sequence[Selector]) -> list[Package]:
+        """Every package of the closure of `selectors`, in the order stal/IX's `ix build`
+        loads them (`ixd.recipes.loadorder`)."""
+
+        def ordered() -> list[Package]:
+            with self.graph.lock:  # no package of the closure dropped meanwhile
+                return load_order(self.graph.load_all(in_realm(EPHEMERAL_REALM, selectors)))
+
+        packages: list[Package] = await trio.to_thread.run_sync(ordered)
         return packages
 
     def plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
         """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
-        # as stal/IX's, every package of a realm has the flag target_realm=REALM (unless it
-        # sets it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)
-        packages = self.graph.load_all([s if REALM_FLAG in dict(s.flags)
-                                        else s.with_flags({REALM_FLAG: realm})
-                                        for s in selectors])
+        packages = self.graph.load_all(in_realm(realm, selectors))
         fixers = self.graph.load_tools(fixer_selectors(packages))
         meta.update(realm=realm, packages=[str(p.selector) for p in packages])
         return planning.realm_plan(realm, packages, meta, self.layout, fixers)
