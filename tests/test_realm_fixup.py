@@ -92,9 +92,13 @@ def test_realms_with_the_same_packages_share_one_fix_up(daemon: RunningDaemon) -
     assert len(made) == 1
 
 
-def test_outside_a_realm_there_is_no_target_realm(daemon: RunningDaemon) -> None:
+def test_plain_plans_are_in_the_ephemeral_realm(daemon: RunningDaemon) -> None:
+    # as stal/IX's `ix build`: its realm `ephemeral`, so bin/realmy brings aux/fixdemo
     summary = json.loads(daemon.ixc("plan", "--summary", "bin/realmy").stdout)
     assert "bin/realmy" in summary["packages"]
+    assert "aux/fixdemo" in summary["packages"]
+    # outside any realm (the flag set empty) it does not
+    summary = json.loads(daemon.ixc("plan", "--summary", "bin/realmy(target_realm=)").stdout)
     assert "aux/fixdemo" not in summary["packages"]
     # a realm whose packages name no fix.deps has no fix-up node
     daemon.ixc("mut", "plain", "+bin/realmy(target_realm=)")
