@@ -36,7 +36,7 @@ class Node:
     inputs: tuple[str, ...]
     #: paths the node creates; outputs[0] is its store dir (or cache file for a fetch)
     outputs: tuple[str, ...]
-    #: argv of the build command (empty for fetch and realm nodes)
+    #: argv of the build command (empty for a fetch; a realm's: how its fix-up hooks run)
     command: tuple[str, ...] = ()
     #: text fed to the command on stdin
     stdin: str = ""

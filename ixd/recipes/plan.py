@@ -7,7 +7,7 @@ from typing import Any
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan, Source
-from ixd.recipes.fixup import fixup_node
+from ixd.recipes.fixup import HOOKS_SCRIPT, hook_env, hook_tools
 from ixd.recipes.packages import Package, content_hash, walk_closure
 
 
@@ -66,20 +66,26 @@ def realm_dirs(packages: Sequence[Package]) -> list[str]:
 
 
 def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
-               layout: Layout, fixup: Node | None = None) -> Node:
-    """Assembling a realm is a node too, so an unchanged realm is not assembled again. With
-    `fixup` (the node running the realm's fix-up hooks), its output is linked first: what the
-    hooks made wins."""
+               layout: Layout, fixers: Sequence[Package] = ()) -> Node:
+    """Assembling a realm is a node too, so an unchanged realm is not assembled again.
+
+    If the packages it links ship `fix/` hooks (found when it runs: `ixd.recipes.fixup`),
+    the node runs them as a build: `command`, `stdin` and `env` say how, the tools `fixers`
+    bring (their store dirs in `meta["fix_tools"]`) on PATH. Its uid covers all of it."""
     dirs = realm_dirs(packages)
     deps = runtime_uids(packages)
-    if fixup is not None:
-        dirs = [fixup.outputs[0], *dirs]
-        deps.append(fixup.uid)
+    tools = hook_tools(fixers)
+    deps.extend(p.uid for p in tools if p.uid not in deps)
     # the static policy's exceptions: what packages flagged allow_dynamic bring in
     allowed = sorted({q.out_dir for p in packages if p.flags.get("allow_dynamic", "0") != "0"
                       for q in p.run_closure if q.out_dir})
     meta = {**meta, "allow_dynamic": allowed}
-    uid = content_hash({"realm": realm, "dirs": dirs, "meta": meta})
+    if fixers:
+        meta["fixers"] = [p.display_name for p in fixers]
+        meta["fix_tools"] = [p.out_dir for p in tools]
+    env = hook_env(tools)
+    uid = content_hash({"realm": realm, "dirs": dirs, "meta": meta,
+                        "hooks": {"script": HOOKS_SCRIPT, "env": env}})
     return Node(
         uid=uid,
         kind="realm",
@@ -87,6 +93,9 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
         deps=tuple(deps),
         inputs=tuple(dirs),
         outputs=(str(layout.store_dir(uid, "rlm", realm)),),
+        command=("/bin/sh", "-s"),
+        stdin=HOOKS_SCRIPT,
+        env=env,
         meta=dict(meta),
         entry_kind="rlm",
     )
@@ -95,15 +104,9 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
 def realm_plan(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
                layout: Layout, fixers: Sequence[Package] = ()) -> Plan:
     """The nodes to build and assemble a realm. `fixers` are the packages its `fix.deps`
-    name, loaded as build tools (`fixup.fixer_selectors`): with any, the realm's fix-up
-    hooks run in a node of their own before assembly."""
+    name, loaded as build tools (`fixup.fixer_selectors`): built before it, for its hooks."""
     nodes = package_nodes([*packages, *fixers], layout)
-    fixup = None
-    if fixers:
-        fixup = fixup_node(realm, realm_dirs(packages), runtime_uids(packages), fixers, layout)
-        nodes.append(fixup)
-        meta = {**meta, "fixers": [p.display_name for p in fixers]}
-    node = realm_node(realm, packages, meta, layout, fixup)
+    node = realm_node(realm, packages, meta, layout, fixers)
     return Plan((*nodes, node), (node.uid,))
 
 
