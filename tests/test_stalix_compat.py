@@ -179,7 +179,7 @@ def test_ixc_dep_names_hubs_that_share_a_uid(daemon: RunningDaemon) -> None:
 
 def test_glib_brings_its_fix_up_only_in_a_realm(tree: RecipeTree, tmp_path: Path) -> None:
     """stal/IX's lib/glib/ix adds lib/glib/ix/fix (hooks that compile the realm's GSettings
-    schemas) when `target_realm` is set; the realm's plan then runs them with bld/glib."""
+    schemas) when `target_realm` is set; the realm's node then runs them with bld/glib."""
     from ixd.model.layout import Layout
     from ixd.recipes.fixup import fixer_selectors
     from ixd.recipes.plan import realm_plan
@@ -196,10 +196,16 @@ def test_glib_brings_its_fix_up_only_in_a_realm(tree: RecipeTree, tmp_path: Path
     assert [str(s) for s in fixer_selectors([glib])] == ["bld/glib"]
     fixers = graph.load_tools(fixer_selectors([glib]))
     plan = realm_plan("work", [glib], {"realm": "work"}, layout, fixers)
-    fixup, realm = plan.nodes[-2:]
-    assert fixup.name == "fix-up of realm work" and fixup.outputs[0] == realm.inputs[0]
-    assert fixup.uid in realm.deps and glib.out_dir in fixup.inputs
-    assert all(p.out_dir in fixup.inputs for p in fixers[0].run_closure if p.out_dir)
+    realm = plan.nodes[-1]
+    # the realm's node runs the hooks it finds, with bld/glib built before and on PATH
+    tools = [p for p in fixers[0].run_closure if p.out_dir]
+    assert all(p.uid in realm.deps for p in tools)
+    assert realm.meta["fix_tools"] == [p.out_dir for p in reversed(tools)]
+    assert realm.env["PATH"] == ":".join([*(f"{d}/bin" for d in realm.meta["fix_tools"]),
+                                          "/usr/bin", "/bin"])
+    assert glib.out_dir in realm.inputs
+    assert not set(realm.meta["fix_tools"]) & set(realm.inputs)
     assert realm.meta["fixers"] == ["bld/glib"]
     without = realm_plan("work", [bare], {"realm": "work"}, layout)
-    assert not any(n.name.startswith("fix-up") for n in without.nodes)
+    assert "fix_tools" not in without.nodes[-1].meta
+    assert without.nodes[-1].env["PATH"] == "/usr/bin:/bin"
