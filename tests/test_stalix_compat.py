@@ -110,6 +110,21 @@ def assert_same_packages(expected: list[str], actual: list[str]) -> None:
     assert first is None, f"order differs at {first}: {expected[first]} before {actual[first]}"
 
 
+def test_every_descriptor_of_the_tree_reads_back_from_its_raw_form(
+        tree: RecipeTree, tmp_path: Path) -> None:
+    """What the render store keeps of a render another flag set took (`Descriptor.to_raw`)
+    is read back as the same descriptor, for every package bin/curl loads."""
+    from ixd.recipes.descriptor import parse_descriptor
+
+    expected = golden("bin_curl")
+    graph = PackageGraph(tree, tmp_path / "store", host="linux-x86_64",
+                         settings=expected["settings"])
+    graph.load(parse_selector(expected["target"]).with_flags(expected["flags"]))
+    for package in graph._packages.values():
+        raw = json.loads(json.dumps(package.descriptor.to_raw()))
+        assert parse_descriptor(raw, package.name) == package.descriptor, package.name
+
+
 def test_a_changed_script_is_told_apart(tree: RecipeTree, tmp_path: Path) -> None:
     """The comparison can fail: one rendered setting changed shows in the node it reaches."""
     expected = golden("bin_b64")

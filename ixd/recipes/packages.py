@@ -48,7 +48,7 @@ from ixd.model.selector import (
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
 from ixd.recipes.hosttools import HostVersions
 from ixd.recipes.rendercache import RenderStore, fingerprint
-from ixd.recipes.tree import REALM_FLAG, RecipeTree, recipe_file
+from ixd.recipes.tree import REALM_FLAG, RecipeTree, Rendered, recipe_file
 from ixd.wire.errors import DependencyCycle
 
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -150,6 +150,25 @@ class Package:
 
     def __repr__(self) -> str:
         return f"Package({self.selector}, uid={self.uid})"
+
+
+_MISSING = object()
+#: names of the render context that hold the engine's helpers: a new object for each render
+#: (`ix`, `intro`, and the host's probes when renders are kept), doing the same
+_SAME_HELPERS = frozenset({"ix", "intro", "isfile", "ix_boot_tool", "host_versions"})
+
+
+@dataclass(frozen=True)
+class _SharedRender:
+    """A render kept for other flag sets of its package: the names it read and their values,
+    its descriptor, the files it read."""
+
+    names: tuple[str, ...]
+    values: tuple[Any, ...]
+    parsed: Descriptor
+    files: frozenset[Path]
+    reads_realm: bool
+    probed: bool
 
 
 #: the cyclic collector's thresholds for a process that holds a package graph (Python's:
@@ -318,6 +337,8 @@ class PackageGraph:
         self._by_file: dict[Path, set[PackageKey]] = {}
         self._lock = threading.RLock()
         self.renders = 0
+        #: loads that took a render of another flag set of the package (`_same_render`)
+        self.shared_renders = 0
         self.evicted = 0
         self.host_versions = HostVersions(host_tools_cache)
         self.settings = render_settings(self.store, settings or {})
@@ -328,6 +349,10 @@ class PackageGraph:
         #: the keys of kept renders whose templates never name `target_realm`: the same
         #: render serves the package in every realm (and outside any)
         self._realm_free: set[PackageKey] = set()
+        #: renders made, by package name, for other flag sets of the package that read the
+        #: same values (`_same_render`); dropped with the files they read
+        self._shared: dict[str, list[_SharedRender]] = {}
+        self._read_names: dict[tuple[str, ...], tuple[str, ...]] = {}
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
         #: renders kept across restarts (ixd.recipes.rendercache), if given a file
@@ -429,19 +454,32 @@ class PackageGraph:
             cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
             probed: list[bool] = []
-            rendered = self.tree.render(name, self._context(name, flags, intro, probed))
-            self.renders += 1
-            descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
-            files = rendered.files
-            if not introduced:  # a render that names another package's uid goes with it
+            context = self._context(name, flags, intro, probed)
+            shared = self._same_render(name, context)
+            if shared is None:
+                rendered = self.tree.render(name, context)
+                self.renders += 1
+                descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
+                raw, text, files = rendered.descriptor, rendered.text, rendered.files
+                reads_realm = rendered.reads_realm
+                if not introduced:  # a render that names another package's uid goes with it
+                    self._remember_render(name, context, rendered, descriptor, bool(probed))
+            else:
+                self.shared_renders += 1
+                descriptor, files, reads_realm = shared.parsed, shared.files, shared.reads_realm
+                raw, text = None, ""
+                probed = [True] if shared.probed else []
+            if not introduced:
                 self._keep_render(key, descriptor, files)
-                if not rendered.reads_realm:
+                if not reads_realm:
                     self._keep_render(realm_free_key, descriptor, files)
                     self._realm_free.add(realm_free_key)
                 if self.render_store is not None and not probed:  # realm-blind: kept once
-                    kept_as = key if rendered.reads_realm else realm_free_key
-                    self.render_store.put(kept_as, rendered.descriptor, rendered.text, files,
-                                          rendered.reads_realm)
+                    kept_as = key if reads_realm else realm_free_key
+                    if raw is None:
+                        raw = descriptor.to_raw()
+                        text = json.dumps(raw)
+                    self.render_store.put(kept_as, raw, text, files, reads_realm)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
@@ -522,6 +560,26 @@ class PackageGraph:
             self._keep_render(realm_free_key, descriptor, files)
             self._realm_free.add(realm_free_key)
         return descriptor, files
+
+    def _same_render(self, name: str, context: Mapping[str, Any]) -> _SharedRender | None:
+        """A render of the package `name` made in this run whose every name looked up has
+        the same value in `context`: the same templates would render the same text, so
+        another flag set of the package (a flag it never reads) costs no render."""
+        for shared in self._shared.get(name, ()):
+            if all(context.get(n, _MISSING) == v
+                   for n, v in zip(shared.names, shared.values, strict=True)):
+                return shared
+        return None
+
+    def _remember_render(self, name: str, context: Mapping[str, Any], rendered: Rendered,
+                         descriptor: Descriptor, probed: bool) -> None:
+        """Keep `rendered` for `_same_render`, with the values of the names it looked up
+        (but the engine's helpers, the same for every render of a graph)."""
+        names = tuple(sorted(rendered.reads - _SAME_HELPERS))
+        names = self._read_names.setdefault(names, names)  # renders of a family read alike
+        self._shared.setdefault(name, []).append(_SharedRender(
+            names, tuple(context.get(n, _MISSING) for n in names), descriptor, rendered.files,
+            rendered.reads_realm, probed))
 
     def _keep_render(self, key: PackageKey, descriptor: Descriptor,
                      files: frozenset[Path]) -> None:
@@ -655,6 +713,13 @@ class PackageGraph:
                 if package is not None:
                     self._forget(package, keep_render=True)
                 self._dependents.pop(key, None)  # they are all stale too
+            changed_set = set(changed)
+            for name, renders in list(self._shared.items()):
+                kept = [r for r in renders if changed_set.isdisjoint(r.files)]
+                if kept:
+                    self._shared[name] = kept
+                else:
+                    del self._shared[name]
             self.tree.invalidate(changed)
             if self.render_store is not None:
                 self.render_store.forget(changed)
@@ -703,7 +768,9 @@ class PackageGraph:
             self._unindex(key, cached[1])
 
     def _prune_renders(self) -> None:
-        """Drop the renders kept for packages not loaded again since (lock held)."""
+        """Drop the renders kept for packages not loaded again since (lock held), and those
+        kept for other flag sets (made again when needed)."""
+        self._shared.clear()
         for key in [k for k in self._renders if k not in self._packages]:
             self._drop_render(key)
 
