@@ -41,11 +41,13 @@ def in_realm(realm: str, selectors: Sequence[Selector]) -> list[Selector]:
 
 class Catalog:
     def __init__(self, overlays: Sequence[Path], layout: Layout,
-                 settings: Mapping[str, str]) -> None:
+                 settings: Mapping[str, str], template_cache: Path | None = None) -> None:
         self.overlays = tuple(overlays)
         self.layout = layout
+        tree = RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja",
+                          shared_templates=template_cache)
         self.graph = PackageGraph(
-            RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja"), layout.store,
+            tree, layout.store,
             settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
             render_store=layout.var / "renders.jsonl")
         #: batches of recipe changes seen (and dropped from the package cache) so far

@@ -38,6 +38,8 @@ class Config:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
     settings: tuple[tuple[str, str], ...] = ()
+    #: the machine's folder of compiled templates (`ixd.recipes.templatecache`); None: none
+    template_cache: Path | None = None
 
     @property
     def layout(self) -> Layout:

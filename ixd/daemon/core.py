@@ -55,7 +55,8 @@ class Daemon:
         self.realm_cache = cache = RealmCache()
         access = RealmAccess(self.db, self.layout, cache, config.admin_group)
         access.evict_squatters()
-        self.catalog = Catalog(config.overlays, self.layout, dict(config.settings))
+        self.catalog = Catalog(config.overlays, self.layout, dict(config.settings),
+                               config.template_cache)
         self.graph = self.catalog.graph
         self.engine = BuildEngine(config, self.db)
         self.runner, self.scheduler = self.engine.runner, self.engine.scheduler

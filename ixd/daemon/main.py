@@ -28,6 +28,7 @@ from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
 from ixd.model.layout import Layout
 from ixd.recipes.packages import GC_THRESHOLDS
+from ixd.recipes.templatecache import DEFAULT_SHARED as DEFAULT_TEMPLATE_CACHE
 from ixd.store.builder import BuildLimits
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.store.buildusers import load_pool
@@ -101,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                         dest="settings", type=parse_setting,
                         help="a name every recipe sees, e.g. default_clang=18 or "
                              "ix_boot_path=/usr/bin:/bin (docs/recipes.md, \"Settings\")")
+    parser.add_argument("--template-cache", metavar="DIR",
+                        help="compiled templates shared by every ixd of the machine (default "
+                             f"{DEFAULT_TEMPLATE_CACHE} when run as root, else none; an "
+                             "empty value: none)")
     cache = parser.add_argument_group("binary caches (docs/cache.md)")
     cache.add_argument("--cache", action="append", default=[], metavar="URL",
                        help="substitute from this cache (s3://BUCKET/PREFIX?endpoint=...&"
@@ -158,7 +163,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
                       "positive")
     limits = BuildLimits(timeout=args.build_timeout, max_processes=args.max_processes,
                          max_output_size=args.max_output_size)
-    return Config(build_users=args.build_users, limits=limits,
+    template_cache = (Path(args.template_cache) if args.template_cache
+                      else DEFAULT_TEMPLATE_CACHE if args.template_cache is None
+                      and os.geteuid() == 0 else None)
+    return Config(build_users=args.build_users, limits=limits, template_cache=template_cache,
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
