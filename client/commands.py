@@ -279,17 +279,16 @@ def plan(ctx: Context, words: list[str]) -> int:
     if summary:
         print_json(ctx.call("plan", {**request, "summary": True}), ctx.out)
         return 0
-    # the nodes come in events: a big plan (stal/IX's CI set: 80 MB) outgrows one frame
-    nodes: list[Any] = []
-
-    def collect(event: Event) -> None:
-        if event.kind == "plan-nodes":
-            nodes.extend(event.data["nodes"])
+    # the daemon sends the plan as JSON text, in pieces (stal/IX's CI set: 80 MB), printed as
+    # they come: nothing to decode and encode again
+    def write(event: Event) -> None:
+        if event.kind == "plan-text":
+            ctx.out.write(event.data["text"].decode())
         else:
             ctx.progress(event)
 
-    reply = ctx.call("plan", {**request, "stream": True}, on_event=collect)
-    print_json({"nodes": nodes, "targets": reply["targets"]}, ctx.out)
+    ctx.call("plan", {**request, "text": True}, on_event=write)
+    ctx.out.flush()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -130,6 +131,24 @@ def node_batches(plan: Plan) -> Iterator[list[dict[str, Any]]]:
         size += weight
     if batch:
         yield batch
+
+
+def plan_text(plan: Plan, chunk_bytes: int = BATCH_BYTES) -> Iterator[bytes]:
+    """The plan as one JSON document (`Plan.to_json`'s, a node a line), in pieces of about
+    `chunk_bytes`: what `ixc plan` prints, made once here and passed on as it is (a client
+    decoding 80 MB of nodes and encoding them again takes seconds)."""
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    parts = ['{"nodes":[']
+    size = 0
+    for index, node in enumerate(plan.nodes):
+        line = ("\n" if index == 0 else ",\n") + encode(node.to_json())
+        parts.append(line)
+        size += len(line)
+        if size >= chunk_bytes:
+            yield "".join(parts).encode()
+            parts, size = [], 0
+    parts.append(f'\n],"targets":{encode(list(plan.targets))}}}\n')
+    yield "".join(parts).encode()
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:
