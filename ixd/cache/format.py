@@ -17,20 +17,15 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+from typing import TYPE_CHECKING
 
 from ixd.wire.errors import CacheFormatError, CacheKeyError, CacheSignatureInvalid
+
+if TYPE_CHECKING:  # imported where used: 7 MiB a daemon without caches does not need
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 INFO_KEY = "ix-cache-info"
 INDEX_SUFFIX = ".narinfo"
@@ -205,6 +200,12 @@ class SecretKey:
     key: Ed25519PrivateKey
 
     def serialise(self) -> str:
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+
         raw = self.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         return f"{self.name}:{base64.b64encode(raw).decode()}\n"
 
@@ -218,21 +219,29 @@ class PublicKey:
     key: Ed25519PublicKey
 
     def serialise(self) -> str:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         raw = self.key.public_bytes(Encoding.Raw, PublicFormat.Raw)
         return f"{self.name}:{base64.b64encode(raw).decode()}\n"
 
 
 def generate_key(name: str) -> SecretKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     _check_key_name(name)
     return SecretKey(name, Ed25519PrivateKey.generate())
 
 
 def parse_secret_key(text: str, where: str) -> SecretKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     name, raw = _key_parts(text, where)
     return SecretKey(name, Ed25519PrivateKey.from_private_bytes(raw))
 
 
 def parse_public_key(text: str, where: str) -> PublicKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     name, raw = _key_parts(text, where)
     return PublicKey(name, Ed25519PublicKey.from_public_bytes(raw))
 
@@ -270,6 +279,8 @@ def sign(entry: Entry, key: SecretKey) -> Entry:
 
 def check_signature(entry: Entry, trusted: Mapping[str, PublicKey], cache: str) -> str:
     """The name of the trusted key that signed `entry`; CacheSignatureInvalid if none did."""
+    from cryptography.exceptions import InvalidSignature
+
     names = []
     for signature in entry.signatures:
         name, _, data = signature.partition(":")
