@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import pytest
@@ -399,6 +400,11 @@ def test_the_plan_as_text_is_the_plans_json_in_pieces(overlay: Path, tmp_path: P
     assert b"".join(planning.plan_text(plan)) == text.encode()
     for node in plan.nodes:
         assert node.to_json() == dataclasses.asdict(node)
+    # what the daemon sends: the pieces, each compressed on its own
+    sent = planning.compressed_plan_text(plan)
+    assert b"".join(zlib.decompress(p) for p in sent.pieces) == text.encode()
+    assert (sent.size, sent.nodes, sent.targets) == (len(text.encode()), len(plan.nodes),
+                                                     plan.targets)
 
 
 def test_a_dependents_render_is_reused_after_a_dependency_changes(overlay: Path,

@@ -59,19 +59,18 @@ class BuildOps:
     async def op_plan(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         """The plan as one reply; `summary`: only what it holds; `stream`: its nodes in
         `plan-nodes` events (a big plan outgrows one frame), the reply without them; `text`:
-        the plan as one JSON document, in pieces of it in `plan-text` events."""
+        the plan as one JSON document, in pieces of it in `plan-text` events, each
+        compressed (zlib) on its own."""
+        if args.get("text"):
+            text = await self.catalog.plan_text(request_args.selectors(args))
+            send = logstream.sender(emit)
+            for piece in text.pieces:
+                await send("plan-text", {"zlib": piece})
+            return {"targets": list(text.targets), "nodes": text.nodes, "bytes": text.size}
         packages = await self.catalog.load(request_args.selectors(args))
         plan = await trio.to_thread.run_sync(planning.build_plan, packages, self.layout)
         if args.get("summary"):
             return planning.plan_summary(plan)
-        if args.get("text"):
-            send = logstream.sender(emit)
-            pieces = planning.plan_text(plan)
-            size = 0
-            while (piece := await trio.to_thread.run_sync(next, pieces, None)) is not None:
-                size += len(piece)
-                await send("plan-text", {"text": piece})
-            return {"targets": list(plan.targets), "nodes": len(plan.nodes), "bytes": size}
         if not args.get("stream"):
             return plan.to_json()
         send = logstream.sender(emit)

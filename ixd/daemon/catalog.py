@@ -27,6 +27,9 @@ from ixd.recipes.tree import REALM_FLAG, RecipeTree
 
 log = logging.getLogger("ixd")
 
+#: a plan as text is kept for the next request if it compresses to at most this many bytes
+MAX_KEPT_PLAN = 64 << 20
+
 #: the realm stal/IX's `ix build` and `ix run` put their packages in: `dep`, `plan`, `build`
 #: and `run` load theirs in it too
 EPHEMERAL_REALM = "ephemeral"
@@ -52,6 +55,8 @@ class Catalog:
             render_store=layout.var / "renders.jsonl")
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
+        #: the last plan asked for as text (`plan_text`): its request, the changes it saw
+        self._plan_text: tuple[tuple[tuple[str, ...], int], planning.PlanText] | None = None
 
     async def load(self, selectors: Sequence[Selector]) -> list[Package]:
         """The packages of `selectors` as stal/IX's `ix build` loads them, in its realm
@@ -70,6 +75,24 @@ class Catalog:
 
         packages: list[Package] = await trio.to_thread.run_sync(ordered)
         return packages
+
+    async def plan_text(self, selectors: Sequence[Selector]) -> planning.PlanText:
+        """The plan of `selectors` as `ixc plan` prints it, compressed; the last one asked
+        for is kept until a recipe changes (a warm `ixc plan` sends it again as it is)."""
+        key = (tuple(str(s) for s in selectors), self.changes)
+        kept = self._plan_text
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        packages = await self.load(selectors)
+        layout = self.layout
+
+        def make() -> planning.PlanText:
+            return planning.compressed_plan_text(planning.build_plan(packages, layout))
+
+        text: planning.PlanText = await trio.to_thread.run_sync(make)
+        if sum(len(p) for p in text.pieces) <= MAX_KEPT_PLAN:
+            self._plan_text = (key, text)
+        return text
 
     def plan_realm(self, realm: str, selectors: Sequence[Selector], **meta: Any) -> Plan:
         """Load the packages and plan the realm's assembly (blocking: rendering is CPU)."""
@@ -91,6 +114,7 @@ class Catalog:
             task_status.started()
 
     async def _invalidate(self, paths: set[Path]) -> None:
+        self._plan_text = None  # made before the change (one made meanwhile has a stale key)
         dropped = await trio.to_thread.run_sync(self.graph.invalidate_files, paths)
         self.changes += 1  # after the drop: a plan made before it is stale
         log.info("recipes changed: %d files, %d cached packages dropped", len(paths), dropped)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import os
 import posixpath
@@ -39,6 +40,7 @@ from ixd.model.selector import (
     EdgeKind,
     Selector,
     child_flags,
+    flags_text,
     kind_of,
     parse_selector,
     recipe_selector,
@@ -113,7 +115,11 @@ class Package:
 
     @functools.cached_property
     def selector(self) -> Selector:
-        return recipe_selector(self.name, self.key[1])
+        # the key's flags are checked and sorted already: no need to check them again
+        selector = object.__new__(Selector)
+        object.__setattr__(selector, "name", self.name)
+        object.__setattr__(selector, "flags", self.key[1])
+        return selector
 
     @functools.cached_property
     def display_name(self) -> str:
@@ -121,7 +127,7 @@ class Package:
         shown = [(k, v) for k, v in self.key[1]
                  if not (k == "kind" and v == kind_of(self.name))
                  and k != "target" and k != REALM_FLAG]
-        return str(recipe_selector(self.name, tuple(shown)))
+        return f"{self.name}({flags_text(shown)})" if shown else self.name
 
     def direct(self, edge: DirectEdge) -> tuple[Package, ...]:
         """The packages loaded along one kind of its edges, in its recipe's order:
@@ -160,15 +166,28 @@ _SAME_HELPERS = frozenset({"ix", "intro", "isfile", "ix_boot_tool", "host_versio
 
 @dataclass(frozen=True)
 class _SharedRender:
-    """A render kept for other flag sets of its package: the names it read and their values,
-    its descriptor, the files it read."""
+    """A render kept for other flag sets of its package: its descriptor, the files it read."""
 
-    names: tuple[str, ...]
-    values: tuple[Any, ...]
     parsed: Descriptor
     files: frozenset[Path]
     reads_realm: bool
     probed: bool
+
+
+#: the names of the render context whose values are platform descriptions (dicts)
+_PLATFORM_NAMES = frozenset({"host", "target"})
+
+
+def _values_key(context: Mapping[str, Any], names: tuple[str, ...],
+                platforms_at: tuple[int, ...]) -> tuple[Any, ...]:
+    """The values of `names` in `context` (`_MISSING` for an undefined one) as a dict key:
+    a platform description (at `platforms_at`) is one shared dict per platform, alive for
+    good (`platforms.describe`), so its identity stands for it."""
+    values = list(map(context.get, names, itertools.repeat(_MISSING)))
+    for at in platforms_at:
+        if type(values[at]) is dict:
+            values[at] = ("platform", id(values[at]))
+    return tuple(values)
 
 
 #: the cyclic collector's thresholds for a process that holds a package graph (Python's:
@@ -245,6 +264,7 @@ def _canon(text: str) -> str:
     return out.rstrip("-").lower()
 
 
+@functools.lru_cache(maxsize=65536)
 def pkg_name(name: str, kind: str) -> str:
     """The package's file name, as stal/IX makes it: `lib/gperftools` → `lib-gperftools`,
     `bld/host/cc` (a bin) → `bin-host-cc`, `bin/x/t.sh` → `bin-x-t`. Store dirs end in it."""
@@ -258,6 +278,7 @@ def _norm_name(name: str) -> str:
     return recipe_file(name).removesuffix(".sh").removesuffix("/ix")
 
 
+@functools.lru_cache(maxsize=65536)
 def uniq_id(name: str, kind: str) -> str:
     """`uniq_id` of the render context: `lib/gperftools` → `lib_gperftools`, as stal/IX
     makes it (a C identifier that names the package, the same for all its flag sets)."""
@@ -334,7 +355,11 @@ class PackageGraph:
         self._dependents: dict[PackageKey, set[PackageKey]] = {}
         # passed over by eviction for their dependents' sake, not used since
         self._kept: set[PackageKey] = set()
-        self._by_file: dict[Path, set[PackageKey]] = {}
+        #: the keys whose render read each set of files, and the sets each file is in (a
+        #: template family's renders read one set: indexing sets, not files, costs a key
+        #: one entry, not one per file)
+        self._by_files: dict[frozenset[Path], set[PackageKey]] = {}
+        self._file_sets_of: dict[Path, set[frozenset[Path]]] = {}
         self._lock = threading.RLock()
         self.renders = 0
         #: loads that took a render of another flag set of the package (`_same_render`)
@@ -351,8 +376,15 @@ class PackageGraph:
         self._realm_free: set[PackageKey] = set()
         #: renders made, by package name, for other flag sets of the package that read the
         #: same values (`_same_render`); dropped with the files they read
-        self._shared: dict[str, list[_SharedRender]] = {}
-        self._read_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        #: name -> the names a render of it looked up -> their values -> the render
+        self._shared: dict[str, dict[tuple[str, ...], dict[tuple[Any, ...], _SharedRender]]] = {}
+        #: each tuple of names looked up, once, with where the platform names are in it
+        self._read_names: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        self._shared_count = 0
+        #: one copy of each descriptor (`_intern`), and the uid of each build made of the
+        #: same (`_make_buildable`); both dropped with the renders they came from
+        self._descriptors: dict[Descriptor, Descriptor] = {}
+        self._uids: dict[tuple[Any, ...], str] = {}
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
         #: renders kept across restarts (ixd.recipes.rendercache), if given a file
@@ -385,6 +417,7 @@ class PackageGraph:
                 self._evict()
             if len(self._renders) > 2 * self.max_packages:
                 self._prune_renders()
+            self._bound_memos()
             return package
 
     def load_all(self, selectors: Sequence[Selector]) -> list[Package]:
@@ -459,7 +492,8 @@ class PackageGraph:
             if shared is None:
                 rendered = self.tree.render(name, context)
                 self.renders += 1
-                descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
+                descriptor = self._intern(parse_descriptor(rendered.descriptor,
+                                                           recipe_file(name)))
                 raw, text, files = rendered.descriptor, rendered.text, rendered.files
                 reads_realm = rendered.reads_realm
                 if not introduced:  # a render that names another package's uid goes with it
@@ -510,7 +544,8 @@ class PackageGraph:
         if flags["kind"] == "lib":
             run_roots.extend(lib_closure)
         for lib in target_libs:
-            run_roots.extend(lib.direct("run_data"))
+            if lib.descriptor.run_data:
+                run_roots.extend(lib.direct("run_data"))
         run_deps = visit(run_roots, _run_deps)
 
         package = Package(
@@ -529,8 +564,7 @@ class PackageGraph:
             self._make_buildable(package)
         package.run_closure = (*reversed(run_deps), package)
         self._packages[key] = package
-        for path in files:
-            self._by_file.setdefault(path, set()).add(key)
+        self._index(key, files)
         return package
 
     def _edge_key(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
@@ -553,7 +587,7 @@ class PackageGraph:
         if stored is None:
             return None
         raw, files, reads_realm = stored
-        descriptor = parse_descriptor(raw, recipe_file(name))
+        descriptor = self._intern(parse_descriptor(raw, recipe_file(name)))
         files = self.tree.shared_file_set(files)
         self._keep_render(key, descriptor, files)
         if not reads_realm:
@@ -561,14 +595,19 @@ class PackageGraph:
             self._realm_free.add(realm_free_key)
         return descriptor, files
 
+    def _intern(self, descriptor: Descriptor) -> Descriptor:
+        """The one copy of an equal descriptor (flag sets that render the same, made again
+        or read back from the render store: one script text in memory)."""
+        return self._descriptors.setdefault(descriptor, descriptor)
+
     def _same_render(self, name: str, context: Mapping[str, Any]) -> _SharedRender | None:
         """A render of the package `name` made in this run whose every name looked up has
         the same value in `context`: the same templates would render the same text, so
         another flag set of the package (a flag it never reads) costs no render."""
-        for shared in self._shared.get(name, ()):
-            if all(context.get(n, _MISSING) == v
-                   for n, v in zip(shared.names, shared.values, strict=True)):
-                return shared
+        for names, renders in self._shared.get(name, {}).items():
+            found = renders.get(_values_key(context, names, self._read_names[names][1]))
+            if found is not None:
+                return found
         return None
 
     def _remember_render(self, name: str, context: Mapping[str, Any], rendered: Rendered,
@@ -576,16 +615,20 @@ class PackageGraph:
         """Keep `rendered` for `_same_render`, with the values of the names it looked up
         (but the engine's helpers, the same for every render of a graph)."""
         names = tuple(sorted(rendered.reads - _SAME_HELPERS))
-        names = self._read_names.setdefault(names, names)  # renders of a family read alike
-        self._shared.setdefault(name, []).append(_SharedRender(
-            names, tuple(context.get(n, _MISSING) for n in names), descriptor, rendered.files,
-            rendered.reads_realm, probed))
+        kept = self._read_names.get(names)  # renders of a family read alike: one tuple
+        if kept is None:
+            kept = self._read_names[names] = (
+                names, tuple(i for i, n in enumerate(names) if n in _PLATFORM_NAMES))
+        names, platforms_at = kept
+        values = _values_key(context, names, platforms_at)
+        self._shared.setdefault(name, {}).setdefault(names, {})[values] = _SharedRender(
+            descriptor, rendered.files, rendered.reads_realm, probed)
+        self._shared_count += 1
 
     def _keep_render(self, key: PackageKey, descriptor: Descriptor,
                      files: frozenset[Path]) -> None:
         self._renders[key] = (descriptor, files)
-        for path in files:  # from now on a change to one of them finds it
-            self._by_file.setdefault(path, set()).add(key)
+        self._index(key, files)  # from now on a change to one of them finds it
 
     def _context(self, name: str, flags: Mapping[str, str],
                  intro: Callable[[str], Package], probed: list[bool]) -> dict[str, Any]:
@@ -646,18 +689,24 @@ class PackageGraph:
         }
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         inputs = _unique(p for p in package.build_inputs() if p.buildable)
+        input_uids = tuple(p.uid for p in inputs)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
-        # sets that render the same build are one build
-        package.uid = content_hash({
-            "name": package.name,
-            "kind": package.kind,
-            "exec": d.script_exec,
-            "script": d.script_data,
-            "env": env,
-            "inputs": [p.uid for p in inputs],
-            "sources": [[s.filename, s.sha256] for s in sources],
-            "net": d.net,
-        })
+        # sets that render the same build are one build (and its uid is hashed once)
+        made_of = (package.name, package.kind, d, env["IX_B_DIR"], env["IX_H_DIR"],
+                   env["IX_T_DIR"], input_uids)
+        uid = self._uids.get(made_of)
+        if uid is None:
+            uid = self._uids[made_of] = content_hash({
+                "name": package.name,
+                "kind": package.kind,
+                "exec": d.script_exec,
+                "script": d.script_data,
+                "env": env,
+                "inputs": list(input_uids),
+                "sources": [[s.filename, s.sha256] for s in sources],
+                "net": d.net,
+            })
+        package.uid = uid
         same = self._nodes.get(package.uid)
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
@@ -665,10 +714,11 @@ class PackageGraph:
             package.node = dataclasses.replace(  # its own name; the rest is shared
                 same, name=package.display_name,
                 meta={"package": package.name, "flags": dict(package.flags)})
-            package.descriptor = dataclasses.replace(d, script_data=same.stdin)
-            kept = self._renders.get(package.key)
-            if kept is not None:  # the kept render shares the text too
-                self._renders[package.key] = (package.descriptor, kept[1])
+            if d.script_data is not same.stdin:
+                package.descriptor = dataclasses.replace(d, script_data=same.stdin)
+                kept = self._renders.get(package.key)
+                if kept is not None:  # the kept render shares the text too
+                    self._renders[package.key] = (package.descriptor, kept[1])
             return
         out = str(entry_path(self.store, package.uid, pkg_name(package.name, package.kind)))
         package.out_dir = out
@@ -698,7 +748,8 @@ class PackageGraph:
         changed = [Path(p) for p in paths]
         with self._lock:
             stale: set[PackageKey] = set()
-            direct = {k for p in changed for k in self._by_file.get(p, ())}
+            direct = {k for p in changed for fs in self._file_sets_of.get(p, ())
+                      for k in self._by_files[fs]}
             for key in direct:
                 self._drop_render(key)
             todo = list(direct)
@@ -714,12 +765,13 @@ class PackageGraph:
                     self._forget(package, keep_render=True)
                 self._dependents.pop(key, None)  # they are all stale too
             changed_set = set(changed)
-            for name, renders in list(self._shared.items()):
-                kept = [r for r in renders if changed_set.isdisjoint(r.files)]
-                if kept:
-                    self._shared[name] = kept
-                else:
-                    del self._shared[name]
+            self._descriptors.clear()
+            self._uids.clear()
+            for by_names in self._shared.values():
+                for renders in by_names.values():
+                    for values in [v for v, r in renders.items()
+                                   if not changed_set.isdisjoint(r.files)]:
+                        del renders[values]
             self.tree.invalidate(changed)
             if self.render_store is not None:
                 self.render_store.forget(changed)
@@ -771,16 +823,51 @@ class PackageGraph:
         """Drop the renders kept for packages not loaded again since (lock held), and those
         kept for other flag sets (made again when needed)."""
         self._shared.clear()
+        self._read_names.clear()
+        self._shared_count = 0
+        self._descriptors.clear()
+        self._uids.clear()
         for key in [k for k in self._renders if k not in self._packages]:
             self._drop_render(key)
 
-    def _unindex(self, key: PackageKey, files: Iterable[Path]) -> None:
-        for path in files:
-            keys = self._by_file.get(path)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_file[path]
+    def _index(self, key: PackageKey, files: frozenset[Path]) -> None:
+        keys = self._by_files.get(files)
+        if keys is None:
+            keys = self._by_files[files] = set()
+            for path in files:
+                self._file_sets_of.setdefault(path, set()).add(files)
+        keys.add(key)
+
+    def _bound_memos(self) -> None:
+        """The renders kept for other flag sets, the one copy of each descriptor and the
+        uids of builds made alike hold at most as many entries as the package cache: clients
+        choose flags, so they must not grow for good (lock held; made again when needed)."""
+        if self._shared_count > self.max_packages:
+            self._shared.clear()
+            self._read_names.clear()
+            self._shared_count = 0
+        if len(self._descriptors) > self.max_packages:
+            self._descriptors.clear()
+        if len(self._uids) > self.max_packages:
+            self._uids.clear()
+
+    def _unindex(self, key: PackageKey, files: frozenset[Path]) -> None:
+        keys = self._by_files.get(files)
+        if keys is None:
+            return
+        keys.discard(key)
+        if not keys:
+            del self._by_files[files]
+            for path in files:
+                sets = self._file_sets_of.get(path)
+                if sets is not None:
+                    sets.discard(files)
+                    if not sets:
+                        del self._file_sets_of[path]
+
+    def keys_reading(self, path: Path) -> set[PackageKey]:
+        """The keys whose kept render or cached package read `path`."""
+        return {k for fs in self._file_sets_of.get(path, ()) for k in self._by_files[fs]}
 
     def _drop_dependent(self, key: PackageKey, deps: Iterable[PackageKey]) -> None:
         """`key` no longer depends on `deps` (lock held)."""

@@ -62,6 +62,7 @@ def join_template_path(name: str, parent: str | None) -> str:
     return normal
 
 
+@functools.lru_cache(maxsize=65536)
 def recipe_file(package_name: str) -> str:
     """The template of a package: `bin/hello` → `bin/hello/ix.sh`; `x/t.sh` → itself."""
     return package_name if package_name.endswith(".sh") else f"{package_name}/ix.sh"
@@ -133,6 +134,8 @@ class OverlayLoader(jinja2.BaseLoader):
         return _INCLUDE_LINE.sub(replace, text)
 
 
+#: what Jinja's generated code takes for a name the context does not have
+_JINJA_MISSING: Any = getattr(jinja2.runtime, "missing")  # noqa: B009 (not in its __all__)
 #: keyword arguments Jinja's generated code passes to every call (for `pass_context`
 #: functions only)
 _RUNTIME_KWARGS = frozenset({"_block_vars", "_loop_vars"})
@@ -144,10 +147,15 @@ class RecipeContext(jinja2.runtime.Context):
     notes each name the render looks up (`Rendered.reads`)."""
 
     def resolve_or_missing(self, key: str) -> Any:
+        # Jinja's own, inline: generated code calls it for every name of every block
         reads = _read_names.get()
         if reads is not None:
             reads.add(key)
-        return super().resolve_or_missing(key)
+        if key in self.vars:
+            return self.vars[key]
+        if key in self.parent:
+            return self.parent[key]
+        return _JINJA_MISSING
 
     def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         if (type(__obj) is jinja2.runtime.BlockReference and not args
