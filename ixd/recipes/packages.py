@@ -385,6 +385,8 @@ class PackageGraph:
         #: same (`_make_buildable`); both dropped with the renders they came from
         self._descriptors: dict[Descriptor, Descriptor] = {}
         self._uids: dict[tuple[Any, ...], str] = {}
+        #: the descriptor parsed from each render the render store gave (by its digest)
+        self._parsed: dict[bytes, Descriptor] = {}
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
         #: renders kept across restarts (ixd.recipes.rendercache), if given a file
@@ -579,15 +581,19 @@ class PackageGraph:
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
         """A render kept by an earlier daemon run, now kept in memory too (lock held)."""
         assert self.render_store is not None
-        stored = self.render_store.get(key)
+        stored = self.render_store.get(key, self._parsed)
         if stored is None and realm_free_key != key:
-            stored = self.render_store.get(realm_free_key)
+            stored = self.render_store.get(realm_free_key, self._parsed)
             if stored is not None and stored[2]:  # it names target_realm: not this realm's
                 stored = None
         if stored is None:
             return None
-        raw, files, reads_realm = stored
-        descriptor = self._intern(parse_descriptor(raw, recipe_file(name)))
+        raw, files, reads_realm, digest = stored
+        if raw is None:  # kept alike for another key: parsed then
+            descriptor = self._parsed[digest]
+        else:
+            descriptor = self._parsed[digest] = self._intern(
+                parse_descriptor(raw, recipe_file(name)))
         files = self.tree.shared_file_set(files)
         self._keep_render(key, descriptor, files)
         if not reads_realm:
@@ -767,6 +773,7 @@ class PackageGraph:
             changed_set = set(changed)
             self._descriptors.clear()
             self._uids.clear()
+            self._parsed.clear()
             for by_names in self._shared.values():
                 for renders in by_names.values():
                     for values in [v for v, r in renders.items()
@@ -827,6 +834,7 @@ class PackageGraph:
         self._shared_count = 0
         self._descriptors.clear()
         self._uids.clear()
+        self._parsed.clear()
         for key in [k for k in self._renders if k not in self._packages]:
             self._drop_render(key)
 
@@ -850,6 +858,8 @@ class PackageGraph:
             self._descriptors.clear()
         if len(self._uids) > self.max_packages:
             self._uids.clear()
+        if len(self._parsed) > self.max_packages:
+            self._parsed.clear()
 
     def _unindex(self, key: PackageKey, files: frozenset[Path]) -> None:
         keys = self._by_files.get(files)
