@@ -57,6 +57,8 @@ class Catalog:
         self.changes = 0
         #: the last plan asked for as text (`plan_text`): its request, the changes it saw
         self._plan_text: tuple[tuple[tuple[str, ...], int], planning.PlanText] | None = None
+        #: the last `dep` answered, the same way
+        self._dep: tuple[tuple[tuple[str, ...], int], list[Package]] | None = None
 
     async def load(self, selectors: Sequence[Selector]) -> list[Package]:
         """The packages of `selectors` as stal/IX's `ix build` loads them, in its realm
@@ -67,13 +69,20 @@ class Catalog:
 
     async def dep(self, selectors: Sequence[Selector]) -> list[Package]:
         """Every package of the closure of `selectors`, in the order stal/IX's `ix build`
-        loads them (`ixd.recipes.loadorder`)."""
+        loads them (`ixd.recipes.loadorder`); the last one asked for is kept until a recipe
+        changes."""
+
+        key = (tuple(str(s) for s in selectors), self.changes)
+        kept = self._dep
+        if kept is not None and kept[0] == key:
+            return kept[1]
 
         def ordered() -> list[Package]:
             with self.graph.lock:  # no package of the closure dropped meanwhile
                 return load_order(self.graph.load_all(in_realm(EPHEMERAL_REALM, selectors)))
 
         packages: list[Package] = await trio.to_thread.run_sync(ordered)
+        self._dep = (key, packages)
         return packages
 
     async def plan_text(self, selectors: Sequence[Selector]) -> planning.PlanText:
@@ -114,7 +123,8 @@ class Catalog:
             task_status.started()
 
     async def _invalidate(self, paths: set[Path]) -> None:
-        self._plan_text = None  # made before the change (one made meanwhile has a stale key)
+        # made before the change (one made meanwhile has a stale key)
+        self._plan_text = self._dep = None
         dropped = await trio.to_thread.run_sync(self.graph.invalidate_files, paths)
         self.changes += 1  # after the drop: a plan made before it is stale
         log.info("recipes changed: %d files, %d cached packages dropped", len(paths), dropped)
