@@ -182,12 +182,15 @@ def report(target: Target) -> None:
         ratios = [getattr(s, attr) / s.reference for s in picked]
         print(f"  ixd dep+plan, {label:<20} {figures(seconds)} s   ratio to stal/IX "
               f"{figures(ratios)}")
+    warm = [s.warm_dep + s.warm_plan for s in samples]
+    print(f"  ixd dep+plan, {'warm':<20} {figures(warm)} s   ratio to stal/IX "
+          f"{figures([w / s.reference for w, s in zip(warm, samples, strict=True)])}   "
+          f"(plan {figures([s.warm_plan for s in samples])} s)")
     peak = max(s.ixd_peak_mib for s in samples)
     reference_peak = max(s.reference_peak_mib for s in samples)
-    print(f"  ixd warm: plan {figures([s.warm_plan for s in samples])} s, dep "
-          f"{figures([s.warm_dep for s in samples])} s; daemon start "
-          f"{figures([s.start for s in samples])} s; peak {peak:4.0f} MiB (stal/IX "
-          f"{reference_peak:4.0f} MiB, ratio {peak / reference_peak:.2f})")
+    print(f"  ixd daemon start {figures([s.start for s in samples])} s; peak memory "
+          f"{peak:4.0f} MiB, stal/IX {reference_peak:4.0f} MiB: ratio "
+          f"{peak / reference_peak:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,7 +96,10 @@ class RenderStore:
         self._paths: dict[str, Path] = {}
         #: the files of each render read, by a digest of its line (what follows the key):
         #: the same render kept under several keys
-        self._files_of_body: dict[bytes, tuple[list[tuple[Path, Identity]], bool]] = {}
+        self._files_of_body: dict[
+            bytes, tuple[list[tuple[Path, Identity]], bool, tuple[Path, ...]]] = {}
+        #: the renders whose files were found unchanged in this run (until one changes)
+        self._verified: set[bytes] = set()
         #: the file, open for reading kept renders (appends do not move what is there)
         self._reader: int | None = None
         self._closer: weakref.finalize[Any, Any] | None = None
@@ -196,22 +199,27 @@ class RenderStore:
                     if not isinstance(raw, dict):
                         raise TypeError("not a descriptor")
                     paths = self._paths
-                    files_of = ([(paths.get(p) or paths.setdefault(p, Path(p)), (d, i, n, m))
-                                 for p, d, i, n, m in files], bool(reads_realm))
+                    identified = [(paths.get(p) or paths.setdefault(p, Path(p)), (d, i, n, m))
+                                  for p, d, i, n, m in files]
+                    files_of = (identified, bool(reads_realm),
+                                tuple(p for p, _ in identified))
                     if len(self._files_of_body) >= MAX_DECODED:
                         self._files_of_body.clear()
+                        self._verified.clear()
                     self._files_of_body[digest] = files_of
-                identified, reads_realm = files_of
+                identified, reads_realm, read = files_of
             except (OSError, ValueError, TypeError):
                 del self._index[key]
                 return None
-            for path, identity in identified:
-                if self._now(path) != identity:
-                    del self._index[key]
-                    return None
-            self._files_of[key] = tuple(p for p, _ in identified)
+            if digest not in self._verified:  # its files looked at once per run
+                for path, identity in identified:
+                    if self._now(path) != identity:
+                        del self._index[key]
+                        return None
+                self._verified.add(digest)
+            self._files_of[key] = read
             self.used += 1
-            return raw, frozenset(p for p, _ in identified), reads_realm, digest
+            return raw, frozenset(read), reads_realm, digest
 
     def put(self, key: PackageKey, raw: dict[str, Any], text: str, files: Iterable[Path],
             reads_realm: bool) -> None:
@@ -267,6 +275,7 @@ class RenderStore:
         kept just as its file changed may hold the old text under the new identity)."""
         with self._lock:
             changed = {Path(p) for p in paths}
+            self._verified.clear()
             for path in changed:
                 self._seen.pop(path, None)
             for key, files in list(self._files_of.items()):
