@@ -213,6 +213,18 @@ def _dirs(packages: Iterable[Package]) -> list[str]:
     return [p.out_dir for p in packages if p.out_dir is not None]
 
 
+def _build_env(bins: Sequence[Package], hosts: Sequence[Package],
+               targets: Sequence[Package]) -> dict[str, str]:
+    """A build's environment of store dirs (docs/recipes.md, "The build environment"):
+    dependencies first, as stal/IX's, and the tools' `bin/` on PATH in closure order."""
+    return {
+        "IX_B_DIR": ":".join(_dirs(reversed(bins))),
+        "IX_H_DIR": ":".join(_dirs(reversed(hosts))),
+        "IX_T_DIR": ":".join(_dirs(reversed(targets))),
+        "PATH": ":".join(f"{t}/bin" for t in _dirs(bins)) or "/nonexistent",
+    }
+
+
 def _run_deps(package: Package) -> tuple[Package, ...]:
     return package.run_deps
 
@@ -382,7 +394,8 @@ class PackageGraph:
         self._read_names: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
         self._shared_count = 0
         #: one copy of each descriptor (`_intern`), and the uid of each build made of the
-        #: same (`_make_buildable`); both dropped with the renders they came from
+        #: same (`_make_buildable`) and of each hub by the builds it brings; both dropped
+        #: with the renders they came from
         self._descriptors: dict[Descriptor, Descriptor] = {}
         self._uids: dict[tuple[Any, ...], str] = {}
         #: the descriptor parsed from each render the render store gave (by its digest)
@@ -561,7 +574,11 @@ class PackageGraph:
         if is_hub:
             # as in stal/IX, a hub is what it brings at run time: hubs that bring the same
             # builds are one node of every walk (docs/recipes.md, "Hubs")
-            package.uid = content_hash({"hub": [p.uid for p in run_deps if p.buildable]})
+            brings = tuple(p.uid for p in run_deps if p.buildable)
+            uid = self._uids.get(brings)
+            if uid is None:
+                uid = self._uids[brings] = content_hash({"hub": list(brings)})
+            package.uid = uid
         else:
             self._make_buildable(package)
         package.run_closure = (*reversed(run_deps), package)
@@ -687,21 +704,20 @@ class PackageGraph:
         """The build node decides the uid: everything that can change the output."""
         d = package.descriptor
         bins = [p for p in (*package.tools, *package.data) if p.out_dir is not None]
-        env = {
-            "IX_B_DIR": ":".join(_dirs(reversed(bins))),
-            "IX_H_DIR": ":".join(_dirs(reversed(package.host_libs))),
-            "IX_T_DIR": ":".join(_dirs(reversed(package.target_libs))),
-            "PATH": ":".join(f"{t}/bin" for t in _dirs(bins)) or "/nonexistent",
-        }
-        sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
+        hosts = [p for p in package.host_libs if p.out_dir is not None]
+        targets = [p for p in package.target_libs if p.out_dir is not None]
         inputs = _unique(p for p in package.build_inputs() if p.buildable)
         input_uids = tuple(p.uid for p in inputs)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
-        # sets that render the same build are one build (and its uid is hashed once)
-        made_of = (package.name, package.kind, d, env["IX_B_DIR"], env["IX_H_DIR"],
-                   env["IX_T_DIR"], input_uids)
+        # sets that render the same build are one build, and its uid is hashed once (the
+        # dirs of its environment are those of these builds: their uids stand for them)
+        made_of = (package.name, package.kind, d, tuple(p.uid for p in bins),
+                   tuple(p.uid for p in hosts), tuple(p.uid for p in targets), input_uids)
         uid = self._uids.get(made_of)
+        env: dict[str, str] | None = None
+        sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         if uid is None:
+            env = _build_env(bins, hosts, targets)
             uid = self._uids[made_of] = content_hash({
                 "name": package.name,
                 "kind": package.kind,
@@ -726,6 +742,8 @@ class PackageGraph:
                 if kept is not None:  # the kept render shares the text too
                     self._renders[package.key] = (package.descriptor, kept[1])
             return
+        if env is None:
+            env = _build_env(bins, hosts, targets)
         out = str(entry_path(self.store, package.uid, pkg_name(package.name, package.kind)))
         package.out_dir = out
         package.node = self._nodes[package.uid] = Node(
