@@ -184,9 +184,10 @@ def make_reachable(path: Path) -> None:
 
 def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
                  extra: Sequence[str] = (), socket: Path | None = None,
-                 niceness: int = 0) -> RunningDaemon:
+                 niceness: int = 0, mirror: bool = True) -> RunningDaemon:
     """`niceness`: the daemon and its builds yield the processor to the tests (for a build
-    that runs beside them)."""
+    that runs beside them); `mirror`: with the run's source mirror (without: only upstream
+    hosts, unreachable here)."""
     root.mkdir(parents=True, exist_ok=True)
     make_reachable(root)
     log = root.parent / f"{root.name}-ixd.log"
@@ -195,7 +196,7 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
         args = ["nice", "-n", str(niceness), *args]
     for overlay in overlays:
         args += ["--overlay", str(overlay)]
-    args += ["--mirror", f"{MIRROR}/{{sha}}", *extra]
+    args += [*(["--mirror", f"{MIRROR}/{{sha}}"] if mirror else []), *extra]
     if socket is not None:
         args += ["--socket", str(socket)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",

@@ -157,7 +157,9 @@ def test_bad_input_gets_clear_errors_and_the_daemon_keeps_serving(
 
 def test_dep_and_plan(daemon: RunningDaemon) -> None:
     names = daemon.ixc("dep", "bin/greet").stdout.split()
-    assert {"bin/greet", "lib/greet", "lib/shout", "bld/host/cc"} <= set(names)
+    # built by clang, the default, with lib/c and its runtime library
+    assert {"bin/greet", "lib/greet", "lib/shout", "bld/host/clang", "lib/c",
+            "lib/compiler_rt/builtins"} <= set(names)
     # stal/IX's order: a package after the packages its build needs
     assert names.index("lib/shout") < names.index("lib/greet") < names.index("bin/greet")
     plan = json.loads(daemon.ixc("plan", "bin/greet").stdout)

@@ -39,6 +39,9 @@ class Descriptor:
     net: bool
     #: seconds of build time the recipe asks for, beyond the daemon's --build-timeout
     timeout: float = 0.0
+    #: the upstream version the recipe names (`{% block version %}`; "" if none): shown,
+    #: never part of the uid
+    version: str = ""
 
     @property
     def is_hub(self) -> bool:
@@ -116,7 +119,10 @@ def parse_descriptor(raw: dict[str, Any], where: str) -> Descriptor:
     timeout = raw.get("timeout") or 0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
         raise RecipeError(f"{where}: timeout {timeout!r} must be a number of seconds")
+    repo = raw.get("repo")
+    version = repo.get("version") if isinstance(repo, dict) else ""
     return Descriptor(
+        version=version.strip() if isinstance(version, str) else "",
         timeout=float(timeout),
         fetch=tuple(fetch),
         script_exec=tuple(script_exec),

@@ -74,6 +74,31 @@ DIRECT_EDGES: tuple[DirectEdge, ...] = ("bld_deps", "target_libs", "host_libs", 
                                         "lib_deps", "run_deps", "run_data")
 
 
+def build_uid(name: str, kind: str, command: Sequence[str], script: str,
+              env: Mapping[str, str], input_uids: Sequence[str], sources: Sequence[Source],
+              net: bool) -> str:
+    """The uid of a recipe's build: everything that can change its output."""
+    return content_hash({
+        "name": name,
+        "kind": kind,
+        "exec": list(command),
+        "script": script,
+        "env": dict(env),
+        "inputs": list(input_uids),
+        "sources": [[s.filename, s.sha256] for s in sources],
+        "net": net,
+    })
+
+
+def recipe_node_uid(node: Node, store: Path) -> str:
+    """The uid `build_uid` gives what `node` says it builds (its package, command, script,
+    environment, input entries of `store`, sources): a build node whose uid is not this one
+    was not made from a recipe by ix, or was changed since."""
+    input_uids = [Path(p).name[:UID_LENGTH] for p in node.inputs if Path(p).parent == store]
+    return build_uid(str(node.meta.get("package", "")), node.entry_kind, node.command,
+                     node.stdin, node.env, input_uids, node.sources, node.net)
+
+
 @dataclass(eq=False)
 class Package:
     key: PackageKey
@@ -718,16 +743,9 @@ class PackageGraph:
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         if uid is None:
             env = _build_env(bins, hosts, targets)
-            uid = self._uids[made_of] = content_hash({
-                "name": package.name,
-                "kind": package.kind,
-                "exec": d.script_exec,
-                "script": d.script_data,
-                "env": env,
-                "inputs": list(input_uids),
-                "sources": [[s.filename, s.sha256] for s in sources],
-                "net": d.net,
-            })
+            uid = self._uids[made_of] = build_uid(package.name, package.kind, d.script_exec,
+                                                  d.script_data, env, input_uids, sources,
+                                                  d.net)
         package.uid = uid
         same = self._nodes.get(package.uid)
         if same is not None:
