@@ -65,6 +65,7 @@ class Descriptor:
             "fix": {"deps": texts(self.fix_deps)},
             "net": self.net,
             "timeout": self.timeout,
+            "repo": {"version": self.version},
         }
 
 
