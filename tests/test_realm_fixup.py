@@ -8,7 +8,9 @@ Each of the nine hook shapes of stal/IX's tree that name no tools is recreated h
 stal/IX's recipe writes it: etc/concat, etc/sudoer/fix, set/enclave/etc,
 bin/openresolv/runit/scripts, bin/runit/sys/etc, bin/kernel/gengrub, bin/clang/env/wrapper,
 and the die/fix/wrapper.sh wrappers of bin/sudo/er and bin/xdg/er (a program moved aside, a
-script in its place that runs it by the realm's own path).
+script in its place that runs it by the realm's own path). With stal/IX's tree at hand, its
+own recipe files of the nine run too, unchanged (`live`: their `//die/gen.sh` is ix's plain
+shell recipe), each hook as stal/IX ships it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 from ixd.store.fstree import remove_tree
 from ixd.store.treehash import tree_hash
 from tests.daemon_harness import RunningDaemon, start_daemon
+from tests.test_stalix_compat import STALIX_PKGS
 
 RECIPES = {
     # a tool the hooks run: lists a folder's files (everything linked is a symlink)
@@ -315,14 +318,35 @@ REALMS = {
 }
 
 
+#: stal/IX's own recipes of the nine hook shapes (and the template two of them extend)
+LIVE = ("etc/concat", "etc/sudoer/fix", "set/enclave/etc", "bin/openresolv/runit/scripts",
+        "bin/runit/sys/etc", "bin/kernel/gengrub", "bin/clang/env/wrapper", "bin/sudo/er",
+        "bin/xdg/er")
+
+#: realms of stal/IX's own hook recipes, with the shapes' stand-ins for what they fix up
+LIVE_REALMS = {
+    "etcs": ["etc/t/profile/a", "etc/t/profile/b", "etc/t/sudoer/record", "etc/sudoer/fix",
+             "bin/runit/sys/etc", "etc/concat"],
+    "enclave": ["etc/t/motd", "set/enclave/etc", "bin/openresolv/runit/scripts",
+                "bin/t/kernels", "bin/kernel/gengrub(kernel_boot_flags=quiet)"],
+    "wraps": ["bin/t/clang", "bin/clang/env/wrapper", "bin/t/fakesudo",
+              "bin/t/demo(greeting=hi,prog=demo)", "bin/sudo/er(wrap=demo)",
+              "bin/t/demo(greeting=yo,prog=xdemo)", "bin/xdg/er(prefix=env,wrap=xdemo)"],
+}
+
+
+def write_overlay(overlay: Path, recipes: dict[str, str]) -> None:
+    for name, text in recipes.items():
+        path = overlay / name if name.endswith(".sh") else overlay / name / "ix.sh"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[RunningDaemon]:
     top = Path(tempfile.mkdtemp(prefix="ix-fixup-", dir="/var/tmp"))
     overlay = top / "overlay"
-    for name, text in {**RECIPES, **SHAPES}.items():
-        path = overlay / name if name.endswith(".sh") else overlay / name / "ix.sh"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    write_overlay(overlay, {**RECIPES, **SHAPES})
     running = start_daemon(top / "root", overlays=(overlay, Path("pkgs").resolve()))
     try:
         yield running
@@ -487,3 +511,93 @@ def test_a_hostile_hook_cannot_touch_what_the_daemon_writes(daemon: RunningDaemo
     failed = daemon.ixc("mut", "hostile2", "+bin/t/hostile(dynamic=1)", check=False)
     assert failed.returncode != 0 and "[E_DYNAMIC_BINARY]" in failed.stderr, failed.stderr
     assert "ls-copy" in failed.stderr
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[dict[str, Path]]:
+    """The realms of `LIVE_REALMS`, made by a daemon whose overlay holds stal/IX's own recipe
+    folders of the nine (their files, includes and all, as its tree has them) and
+    die/fix/wrapper.sh; its `//die/gen.sh` (stal/IX's recipe of generated files, on its own
+    toolchain) is ix's plain shell recipe."""
+    if not (STALIX_PKGS / "die" / "fix" / "wrapper.sh").is_file():
+        pytest.skip(f"stal/IX's tree is not at {STALIX_PKGS} (set IX_STALIX_PKGS)")
+    top = Path(tempfile.mkdtemp(prefix="ix-fixup-live-", dir="/var/tmp"))
+    overlay = top / "overlay"
+    stand_ins = {name: SHAPES[name] for name in (
+        "etc/t/profile/a", "etc/t/profile/b", "etc/t/sudoer/record", "etc/t/motd",
+        "bin/t/kernels", "bin/t/clang", "bin/t/fakesudo", "bin/t/demo")}
+    write_overlay(overlay, {**stand_ins, "die/gen.sh": "{% extends '//die/sh.sh' %}\n"})
+    for name in LIVE:
+        folder = overlay / name
+        folder.mkdir(parents=True)
+        for file in (STALIX_PKGS / name).iterdir():
+            if file.is_file():
+                (folder / file.name).write_bytes(file.read_bytes())
+    (overlay / "die" / "fix").mkdir(parents=True)
+    (overlay / "die" / "fix" / "wrapper.sh").write_bytes(
+        (STALIX_PKGS / "die" / "fix" / "wrapper.sh").read_bytes())
+    running = start_daemon(top / "root", overlays=(overlay, Path("pkgs").resolve()))
+    try:
+        made = {}
+        for realm, packages in LIVE_REALMS.items():
+            running.ixc("mut", realm, *(f"+{p}" for p in packages))
+            made[realm] = running.realm(realm).resolve()
+        yield made
+        assert running.stop() == 0, running.log.read_text()
+    finally:
+        running.stop()
+        remove_tree(top)
+
+
+def test_stalix_own_etc_hooks(live: dict[str, Path]) -> None:
+    etc = live["etcs"] / "etc"
+    # etc/concat: profile.d (the stand-ins' parts and bin/runit/sys/etc's) and sysctl.d are
+    # one file each, after etc/runit/1 was made of 1.d (its hook's name comes first)
+    assert regular(etc / "profile") and not (etc / "profile.d").exists()
+    assert (etc / "profile").read_text() == (
+        "export PATH=/ix/realm/${USER}/bin:/bin\nexport A=1\nexport B=2\n")
+    assert "vm.swappiness = 10" in (etc / "sysctl").read_text()
+    assert not (etc / "sysctl.d").exists()
+    assert (etc / "shells").read_text() == "/bin/bash\n/bin/sh\n"
+    one = etc / "runit" / "1"
+    assert regular(one) and os.access(one, os.X_OK) and not (etc / "runit" / "1.d").exists()
+    assert one.read_text().startswith("#!/bin/sh\nexport PATH=/bin\n# mount ro\n")
+    assert (etc / "runit" / "2").read_text().startswith("#!/bin/sh\nunset TERM\n")
+    # etc/sudoer/fix: etc/sud (made by etc/concat of sud.d) moved where sudo looks
+    keys = etc / "sudo" / "authorized_keys"
+    assert regular(keys) and keys.read_text() == "ssh-ed25519 KEY alice\n"
+    assert not os.lstat(keys).st_mode & 0o222  # canonical: read-only
+    assert not (live["etcs"] / "fix").exists()
+
+
+def test_stalix_own_enclave_openresolv_and_grub_hooks(live: dict[str, Path]) -> None:
+    etc = live["enclave"] / "etc"
+    for name in ("ssl", "passwd", "group", "hostname", "machine-id", "hosts", "profile",
+                 "zoneinfo"):
+        assert os.readlink(etc / name) == f"/ix/realm/system/etc/{name}"
+    assert os.readlink(etc / "resolv.conf") == "/var/run/resolvconf/resolv.conf"
+    grub = (etc / "grub.cfg").read_text()
+    assert grub.startswith("insmod all_video\ntimeout=5\nprobe --part-uuid $root")
+    assert grub.index('"bin/kernel-6.1"') < grub.index('"bin/kernel-5.10"')
+    assert "linux /bin/kernel-6.1 ro root=PARTUUID=$rootuuid quiet" in grub
+
+
+def test_stalix_own_wrappers_run_what_they_moved(live: dict[str, Path]) -> None:
+    realm = live["wraps"]
+    env = {"PATH": f"{realm}/bin:/usr/bin:/bin"}
+    # bin/clang/env/wrapper: cc, c++ and cpp in bin/, pointed at the realm; cc runs its clang
+    for name in ("cc", "c++", "cpp"):
+        assert regular(realm / "bin" / name)
+        assert "__realm__" not in (realm / "bin" / name).read_text()
+    assert subprocess.run([str(realm / "bin" / "cc"), "-c", "x.c"], capture_output=True,
+                          text=True, env=env, check=True).stdout == "clang -c x.c\n"
+    # die/fix/wrapper.sh: bin/sudo/er's and bin/xdg/er's wrappers run the moved programs
+    moved = realm / "bin" / "bin_bin_sudo_er" / "demo"
+    assert moved.is_symlink()
+    ran = subprocess.run([str(realm / "bin" / "demo"), "a"], capture_output=True, text=True,
+                         env=env, check=True).stdout.splitlines()
+    assert ran == [f"sudo runs {moved}", f"hi a from {moved}", "XDG="]
+    xmoved = realm / "bin" / "bin_bin_xdg_er" / "xdemo"
+    ran = subprocess.run([str(realm / "bin" / "xdemo"), "c"], capture_output=True, text=True,
+                         env=env, check=True).stdout.splitlines()
+    assert ran == [f"yo c from {xmoved}", f"XDG={realm}/share:"]
