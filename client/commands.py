@@ -91,12 +91,19 @@ def at_most_one(words: list[str], usage: str) -> str | None:
 
 
 def packages(words: list[str], command: str) -> list[str]:
+    """The selectors of the words, read as stal/IX reads `ix build`'s (`client.lexer`:
+    `bin/bash --target=linux-aarch64`, realm-wide flags before the first package, ...)."""
     if not words:
         raise UsageError(f"`ixc {command}` needs at least one package, e.g. bin/greet")
-    for word in words:
-        if word.startswith("-"):
-            raise UsageError(f"`ixc {command}`: unexpected option {word!r}")
-    return words
+    from client.lexer import expand_embeds, lex_packages
+
+    return lex_packages(expand_embeds(words, read_file))
+
+
+def read_file(path: str) -> bytes:
+    """A file `--embed:k=FILE` names, read as the user running ixc."""
+    with open(os.path.expanduser(path), "rb") as handle:
+        return handle.read()
 
 
 def when(timestamp: float) -> str:
@@ -108,11 +115,11 @@ def when(timestamp: float) -> str:
 
 def change_realms(ctx: Context, words: list[str]) -> int:
     # only these commands need the lexer and the realm model: keep the others light
-    from client.lexer import lex_mutation
+    from client.lexer import expand_embeds, lex_mutation
     from ixd.model.realm import AddPackage, SetPackageFlag, SetRealmFlag, own_login, patch_to_wire
 
     strict = take_strict(words)
-    patches = lex_mutation(words, own_login())
+    patches = lex_mutation(expand_embeds(words, read_file), own_login())
     if not patches:
         raise UsageError(f"`ixc {ctx.name}` needs a realm or a package, e.g. "
                          f"`ixc {ctx.name} +bin/greet`")
@@ -296,17 +303,18 @@ def plan(ctx: Context, words: list[str]) -> int:
     if summary:
         print_json(ctx.call("plan", {**request, "summary": True}), ctx.out)
         return 0
-    # the nodes come in events: a big plan (stal/IX's CI set: 80 MB) outgrows one frame
-    nodes: list[Any] = []
+    # the daemon sends the plan as JSON text, in compressed pieces (stal/IX's CI set: 80 MB of
+    # text, 8 MB sent), printed as they come: nothing to decode and encode again
+    import zlib
 
-    def collect(event: Event) -> None:
-        if event.kind == "plan-nodes":
-            nodes.extend(event.data["nodes"])
+    def write(event: Event) -> None:
+        if event.kind == "plan-text":
+            ctx.out.write(zlib.decompress(event.data["zlib"]).decode())
         else:
             ctx.progress(event)
 
-    reply = ctx.call("plan", {**request, "stream": True}, on_event=collect)
-    print_json({"nodes": nodes, "targets": reply["targets"]}, ctx.out)
+    ctx.call("plan", {**request, "text": True}, on_event=write)
+    ctx.out.flush()
     return 0
 
 

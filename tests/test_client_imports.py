@@ -18,7 +18,7 @@ import pytest
 
 from tests.daemon_harness import PROJECT, RunningDaemon, start_daemon
 
-#: every module `ixc ping|status|list|dep` may import beyond the interpreter's own start-up
+#: every module `ixc ping|status|list` may import beyond the interpreter's own start-up
 #: (the venv's interpreter; the system one differs only in what it preloads)
 LIGHT_IMPORTS = frozenset({
     # ixc itself
@@ -37,6 +37,9 @@ LIGHT_IMPORTS = frozenset({
 #: (with the platform names a flag may hold), the login (pwd) as the default realm
 MUT_IMPORTS = LIGHT_IMPORTS | {"client.lexer", "ixd.model", "ixd.model.realm", "ixd.model.selector",
                                "ixd.model.platforms", "ixd.wire.record", "collections.abc", "pwd"}
+#: `ixc dep`, `plan`, `build` and `run` read their words as `mut`'s (stal/IX's forms), in
+#: the realm `ephemeral`: no login needed
+PACKAGE_IMPORTS = MUT_IMPORTS - {"pwd"}
 #: what must never be on the way to the socket (the list above already excludes them; this
 #: names the reason when one comes back)
 HEAVY = ("typing", "dataclasses", "enum", "re", "json", "inspect", "argparse", "socket",
@@ -83,7 +86,7 @@ SLOW = "+bin/slow(secs=0,tag=imports)"
     (["ping"], LIGHT_IMPORTS),
     (["status"], LIGHT_IMPORTS),
     (["list"], LIGHT_IMPORTS),
-    (["dep", "bin/greet"], LIGHT_IMPORTS),
+    (["dep", "bin/greet", "--k=v"], PACKAGE_IMPORTS),
     (["mut", "imports", SLOW, "--k=v"], MUT_IMPORTS),
     (["let", "imports", SLOW], MUT_IMPORTS),
 ])

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import pytest
@@ -307,6 +308,32 @@ def test_invalidation_drops_exactly_the_dependents(overlay: Path, tmp_path: Path
     assert graph.load(parse_selector("bin/app")).uid != app.uid
 
 
+def test_a_render_serves_every_flag_set_whose_values_read_are_the_same(
+        overlay: Path, tmp_path: Path) -> None:
+    """A render is a function of its files and of the context names it looked up: another
+    flag set of the package that gives those names the same values takes it, unrendered;
+    one that changes a name it read (or a file it read) is rendered."""
+    graph = graph_for(overlay, tmp_path)
+    first = graph.load(parse_selector("bin/app(unread=1)"))
+    renders = graph.renders
+    second = graph.load(parse_selector("bin/app(unread=2)"))
+    # bin/app and its target libraries (which get every flag) take the renders they had
+    assert graph.renders == renders and graph.shared_renders >= 4
+    assert second.uid == first.uid and second.node is not None and first.node is not None
+    assert second.node.stdin == first.node.stdin
+    third = graph.load(parse_selector("bin/app(opt=x)"))  # app and lib/a, lib/c read `opt`
+    assert graph.renders > renders and third.uid != first.uid
+    assert "echo app x" in (third.node.stdin if third.node else "")
+    # a file a shared render read changed: it serves no other flag set any more
+    path = write(overlay, "lib/b/ix.sh", sh_recipe(blocks={"lib_deps": "lib/c",
+                                                            "install": "echo b edited"}))
+    graph.invalidate_files([path.resolve()])
+    renders = graph.renders
+    fourth = graph.load(parse_selector("bin/app(unread=3)"))
+    assert graph.renders == renders + 1  # lib/b alone: the others read other files
+    assert fourth.uid != first.uid
+
+
 def test_plan_is_plain_data_with_dependencies_first(overlay: Path, tmp_path: Path) -> None:
     graph = graph_for(overlay, tmp_path)
     packages = graph.load_all([parse_selector("set/both")])
@@ -354,6 +381,30 @@ def test_streamed_plan_batches_keep_every_node_in_order_and_stay_small(
     summary = planning.plan_summary(plan)
     assert summary["nodes"] == len(plan.nodes) and summary["targets"] == list(plan.targets)
     assert sum(summary["by_kind"].values()) == len(plan.nodes)
+
+
+def test_the_plan_as_text_is_the_plans_json_in_pieces(overlay: Path, tmp_path: Path) -> None:
+    """`ixc plan`'s text: `Plan.to_json` exactly, a node a line, in pieces of about the size
+    asked for; a node's JSON is what `asdict` would give (every field, nothing more)."""
+    import dataclasses
+
+    from ixd.recipes import plan as planning
+
+    graph = graph_for(overlay, tmp_path)
+    plan = build_plan(graph.load_all([parse_selector("set/both")]), Layout(tmp_path))
+    pieces = list(planning.plan_text(plan, chunk_bytes=1))
+    assert len(pieces) == len(plan.nodes) + 1
+    text = b"".join(pieces).decode()
+    assert json.loads(text) == json.loads(json.dumps(plan.to_json()))
+    assert len(text.splitlines()) == len(plan.nodes) + 2
+    assert b"".join(planning.plan_text(plan)) == text.encode()
+    for node in plan.nodes:
+        assert node.to_json() == dataclasses.asdict(node)
+    # what the daemon sends: the pieces, each compressed on its own
+    sent = planning.compressed_plan_text(plan)
+    assert b"".join(zlib.decompress(p) for p in sent.pieces) == text.encode()
+    assert (sent.size, sent.nodes, sent.targets) == (len(text.encode()), len(plan.nodes),
+                                                     plan.targets)
 
 
 def test_a_dependents_render_is_reused_after_a_dependency_changes(overlay: Path,

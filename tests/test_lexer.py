@@ -1,10 +1,14 @@
-"""`ixc mut` words → realm patches: every rule and every error of the lexer."""
+"""`ixc mut` words → realm patches, and `ixc dep/plan/build/run` words → selectors: every rule
+and every error of the lexer."""
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import pytest
 
-from client.lexer import lex_mutation
+from client.lexer import expand_embeds, lex_mutation, lex_packages
 from ixd.model.realm import (
     AddPackage,
     RealmPatch,
@@ -19,7 +23,7 @@ from ixd.model.realm import (
     patch_to_wire,
 )
 from ixd.model.selector import Selector, parse_selector
-from ixd.wire.errors import BadFlag, BadName, BadRealmName, UsageError
+from ixd.wire.errors import BadFlag, BadName, BadRealmName, NotInRealm, UsageError
 
 
 def lex(*words: str) -> list[RealmPatch]:
@@ -272,3 +276,63 @@ def test_lexed_patches_survive_the_wire() -> None:
         "--r=1", "+bin/a(k=v)", "--x", "--y=-", "--y=2", "-bin/b", "bob", "--q=-", "+lib/z"
     )
     assert [patch_from_wire(patch_to_wire(p)) for p in patches] == patches
+
+
+# --- `ixc dep`, `plan`, `build`, `run`: the packages of stal/IX's ephemeral realm -------------
+
+
+def test_package_words_take_stalix_flag_forms() -> None:
+    # stal/IX's `ix build bin/bash --target=linux-aarch64`: a flag after the package
+    assert lex_packages(["bin/bash", "--target=linux-aarch64"]) == [
+        "bin/bash(target=linux-aarch64)"]
+    # before any package, a flag of the (ephemeral) realm: on every package, under its own
+    assert lex_packages(["--target=linux-aarch64", "+bin/bash", "bin/x(y=1)", "--k",
+                         "--target=linux-riscv64"]) == [
+        "bin/bash(target=linux-aarch64)", "bin/x(k=1,target=linux-riscv64,y=1)"]
+
+
+def test_package_words_name_another_realm_by_a_bare_word() -> None:
+    assert lex_packages(["bin/a", "work", "bin/b"]) == ["bin/a", "bin/b(target_realm=work)"]
+    assert lex_packages(["work", "bin/b(target_realm=x)"]) == ["bin/b(target_realm=x)"]
+
+
+def test_package_words_remove_what_they_added_and_nothing_else() -> None:
+    assert lex_packages(["bin/a", "--k=1", "--k=-", "bin/b", "-bin/a"]) == ["bin/b"]
+    with pytest.raises(NotInRealm, match="bin/a is not in realm ephemeral"):
+        lex_packages(["-bin/a"])
+    with pytest.raises(UsageError, match="no package"):
+        lex_packages(["--target=linux-aarch64"])
+
+
+@pytest.mark.parametrize(("words", "error"), [
+    (["bin/bash", "--target=mars"], BadFlag),
+    (["bin/bash", "--kind=lib"], BadFlag),
+    (["bin/bash", "--a b"], UsageError),
+    (["+nopackage"], UsageError),
+])
+def test_package_words_are_checked_as_mut_words(words: list[str], error: type) -> None:
+    with pytest.raises(error):
+        lex_packages(words)
+
+
+def test_embed_flags_carry_a_file_in_base64(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"ssh-ed25519 AAAA12")  # 18 bytes: base64 without `=`
+    read: list[str] = []
+
+    def reader(path: str) -> bytes:
+        read.append(path)
+        return Path(path).read_bytes()
+
+    words = expand_embeds(["bin/x", f"--embed:pub={key}", "--", f"--embed:z={key}"], reader)
+    assert words == ["bin/x", f"--pub={base64.b64encode(b'ssh-ed25519 AAAA12').decode()}", "--",
+                     f"--embed:z={key}"]
+    assert read == [str(key)]  # not the command's own words after --
+    with pytest.raises(UsageError, match="cannot read"):
+        expand_embeds([f"--embed:k={tmp_path / 'missing'}"], reader)
+    with pytest.raises(UsageError, match="--embed:k=FILE"):
+        expand_embeds(["--embed:k"], reader)
+    # the value is a client flag like any other: base64's `=` is outside the charset
+    key.write_bytes(b"x")
+    with pytest.raises(BadFlag, match=r"--embed:k=.*in base64 cannot be a flag"):
+        expand_embeds(["bin/x", f"--embed:k={key}"], reader)

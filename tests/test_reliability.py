@@ -198,9 +198,13 @@ def test_edited_recipe_is_picked_up_without_restart(tmp_path: Path) -> None:
         run = [str(daemon.realm("live") / "bin" / "live")]
         assert subprocess.run(run, capture_output=True, text=True).stdout == "one\n"
         first_uid = daemon.ixc("dep", "bin/live", "--json").stdout
+        assert "echo one" in daemon.ixc("plan", "bin/live").stdout  # kept for the next ask
         recipe.write_text(template.replace("VERSION", "two"))
         wait_for(lambda: daemon.ixc("dep", "bin/live", "--json").stdout != first_uid,
                  "the daemon to see the edit", deadline=20)
+        # the plan kept as text is dropped with the edit
+        plan = daemon.ixc("plan", "bin/live").stdout
+        assert "echo two" in plan and "echo one" not in plan
         daemon.ixc("mut", "live", "+bin/live")
         assert subprocess.run(run, capture_output=True, text=True).stdout == "two\n"
         assert daemon.process.poll() is None

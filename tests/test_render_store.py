@@ -37,6 +37,22 @@ def test_a_restart_gets_the_same_packages_without_rendering(tmp_path: Path) -> N
     assert top.tools[0].descriptor.script_data == 'x\n"quoted"\nbin/x/ix.sh'
 
 
+def test_renders_taken_by_other_flag_sets_are_kept_too(tmp_path: Path) -> None:
+    """A render another flag set took (it reads none of the flags that differ) is kept under
+    that flag set's key as well: a restart renders neither."""
+    overlay(tmp_path)
+    first_graph = graph(tmp_path)
+    first = first_graph.load_all([parse_selector("bin/top"), parse_selector("bin/top(k=1)")])
+    assert first_graph.shared_renders >= 2  # bin/top(k=1), lib/a(k=1)
+    again = graph(tmp_path)
+    loaded = again.load_all([parse_selector("bin/top"), parse_selector("bin/top(k=1)")])
+    assert again.renders == 0
+    assert [p.uid for p in loaded] == [p.uid for p in first]
+    assert [p.node for p in loaded] == [p.node for p in first]
+    for package in (*loaded, *loaded[1].target_libs):
+        assert package.descriptor == first_graph.load(package.selector).descriptor
+
+
 def test_a_changed_file_is_rendered_again(tmp_path: Path) -> None:
     top_file = overlay(tmp_path)
     first = graph(tmp_path).load(parse_selector("bin/top"))

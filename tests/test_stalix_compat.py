@@ -1,12 +1,14 @@
-"""ix renders stal/IX's own tree as stal/IX's `ix` does (issue 11).
+"""ix renders stal/IX's own tree as stal/IX's `ix` does (issues 11 and 27).
 
 For a few targets, golden facts recorded from the reference (tests/stalix_golden/record.py
 says how) are checked against ix's packages loaded from ../shared/stalix/pkgs: the package
 names of the build closure, the number of build nodes (one per distinct stal/IX build), the
-source URLs, and for each build node a hash of its script (store paths, uids and settings
-masked) and of the package names in its IX_B_DIR, IX_H_DIR and IX_T_DIR, in order.
+source URLs, for each build node a hash of its script (store paths, uids and settings
+masked) and of the package names in its IX_B_DIR, IX_H_DIR and IX_T_DIR, in order, and
+every package the reference loads, by name and flags, in its order (what `ixc dep` lists).
 The CI set covers linux-x86_64, linux-aarch64, linux-riscv64, mingw-w64-x86_64 and
-freebsd-x86_64.
+freebsd-x86_64. A real ixd answers stal/IX's command lines (`ixc dep bin/bash
+--target=linux-aarch64`) as the reference's `ix build` reads them.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ixd.model.selector import parse_selector
+from ixd.recipes.loadorder import load_order
 from ixd.recipes.packages import PackageGraph, walk_closure
 from ixd.recipes.tree import RecipeTree
-from tests.daemon_harness import start_daemon
+from tests.daemon_harness import RunningDaemon, start_daemon
 from tests.stalix_facts import differences, ix_facts
+from tests.stalix_golden.record import selector_text, unpacked
 
 GOLDEN = Path(__file__).resolve().parent / "stalix_golden"
 STALIX_PKGS = Path(os.environ.get(
@@ -50,7 +55,9 @@ def tree() -> RecipeTree:
 
 
 def test_golden_files_cover_the_ci_set_and_the_small_targets() -> None:
-    assert {"bin_b64", "bin_curl", "set_stalix", "set_ci"} <= set(TARGETS)
+    assert {"bin_b64", "bin_curl", "set_stalix", "set_ci", "bin_git", "set_pg", "bld_nasm",
+            "bin_bash@linux-aarch64"} <= set(TARGETS)
+    assert all(golden(stem)["packages"] for stem in TARGETS)
     # and the other platforms stal/IX knows, each for bin/b64 and bin/curl
     for platform in ("linux-aarch64", "linux-riscv64", "linux-armv7", "darwin-arm64",
                      "darwin-x86_64", "freebsd-x86_64", "mingw-w64-x86_64", "wasi-wasm32"):
@@ -87,6 +94,35 @@ def test_ix_renders_the_tree_as_stalix_does(stem: str, tree: RecipeTree,
     actual = ix_facts(walk_closure([package]), str(store), {}, uids)
     assert differences(expected, actual) == []
     assert actual["build_nodes"] == expected["build_nodes"]
+    # every package stal/IX loads, hubs sharing a uid with another package included, in
+    # its order
+    listed = [selector_text(p.name, p.flags) for p in load_order([package])]
+    assert_same_packages(unpacked(expected), listed)
+
+
+def assert_same_packages(expected: list[str], actual: list[str]) -> None:
+    """The same packages in the same order, or the first difference."""
+    missing = [p for p in expected if p not in set(actual)]
+    extra = [p for p in actual if p not in set(expected)]
+    assert (missing[:5], extra[:5]) == ([], []), f"{len(missing)} missing, {len(extra)} extra"
+    first = next((i for i, (a, b) in enumerate(zip(expected, actual, strict=True)) if a != b),
+                 None)
+    assert first is None, f"order differs at {first}: {expected[first]} before {actual[first]}"
+
+
+def test_every_descriptor_of_the_tree_reads_back_from_its_raw_form(
+        tree: RecipeTree, tmp_path: Path) -> None:
+    """What the render store keeps of a render another flag set took (`Descriptor.to_raw`)
+    is read back as the same descriptor, for every package bin/curl loads."""
+    from ixd.recipes.descriptor import parse_descriptor
+
+    expected = golden("bin_curl")
+    graph = PackageGraph(tree, tmp_path / "store", host="linux-x86_64",
+                         settings=expected["settings"])
+    graph.load(parse_selector(expected["target"]).with_flags(expected["flags"]))
+    for package in graph._packages.values():
+        raw = json.loads(json.dumps(package.descriptor.to_raw()))
+        assert parse_descriptor(raw, package.name) == package.descriptor, package.name
 
 
 def test_a_changed_script_is_told_apart(tree: RecipeTree, tmp_path: Path) -> None:
@@ -101,30 +137,64 @@ def test_a_changed_script_is_told_apart(tree: RecipeTree, tmp_path: Path) -> Non
                          for line in found)
 
 
-def test_ixd_answers_dep_and_plan_for_the_tree_as_it_is(tree: RecipeTree,
-                                                        tmp_path: Path) -> None:
-    """A real ixd on the unchanged tree (no shim overlay): `dep`, `plan --summary` and the
-    streamed `plan` of bin/curl agree with the reference."""
-    expected = golden("bin_curl")
-    sets = [word for k, v in expected["settings"].items() for word in ("--set", f"{k}={v}")]
-    daemon = start_daemon(tmp_path / "root", overlays=(STALIX_PKGS,), extra=sets)
+@pytest.fixture(scope="module")
+def daemon(tree: RecipeTree, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """A real ixd on the unchanged tree (no shim overlay), with the reference's settings."""
+    settings = golden("bin_curl")["settings"]
+    sets = [word for k, v in settings.items() for word in ("--set", f"{k}={v}")]
+    running = start_daemon(tmp_path_factory.mktemp("stalix-ixd") / "root",
+                           overlays=(STALIX_PKGS,), extra=sets)
     try:
-        selector = str(parse_selector(expected["target"]).with_flags(expected["flags"]))
-        deps = json.loads(daemon.ixc("--json", "dep", selector).stdout)["packages"]
-        built = {p["out"].rsplit("/", 1)[1].split("-", 1)[1] for p in deps if p["out"]}
-        assert built == set(expected["names"])
-        summary = json.loads(daemon.ixc("plan", "--summary", selector).stdout)
-        assert summary["by_kind"]["build"] == expected["build_nodes"]
-        assert summary["sources"] == expected["urls"]
-        plan = json.loads(daemon.ixc("plan", selector).stdout)
-        assert len(plan["nodes"]) == summary["nodes"]
+        yield running
     finally:
-        assert daemon.stop() == 0, daemon.log.read_text()
+        assert running.stop() == 0, running.log.read_text()
+
+
+def dep_list(daemon: RunningDaemon, *words: str) -> list[str]:
+    deps = json.loads(daemon.ixc("--json", "dep", *words).stdout)["packages"]
+    return [selector_text(p["name"], p["flags"]) for p in deps]
+
+
+def test_ixd_answers_plain_dep_and_plan_as_stalix_ix_build(daemon: RunningDaemon) -> None:
+    """`ixc dep bin/git` and `ixc plan bin/git`, no flags: what stal/IX's `ix build bin/git`
+    loads and builds (its realm `ephemeral`: lib/glib/ix brings its fix-up, one build more
+    than outside a realm)."""
+    expected = golden("bin_git")
+    assert_same_packages(unpacked(expected), dep_list(daemon, "bin/git"))
+    summary = json.loads(daemon.ixc("plan", "--summary", "bin/git").stdout)
+    assert summary["by_kind"]["build"] == expected["build_nodes"]
+    assert summary["sources"] == expected["urls"]
+    assert any(p.startswith("lib/glib/ix/fix(") for p in summary["packages"])
+    plan = json.loads(daemon.ixc("plan", "bin/git").stdout)
+    assert len(plan["nodes"]) == summary["nodes"]
+
+
+def test_ixd_answers_stalix_command_lines(daemon: RunningDaemon) -> None:
+    """stal/IX's flag forms: `--target=` after the package (its flag) or before it (the
+    realm's, so every package's)."""
+    expected = golden("bin_bash@linux-aarch64")
+    assert_same_packages(unpacked(expected),
+                         dep_list(daemon, "bin/bash", "--target=linux-aarch64"))
+    assert_same_packages(unpacked(expected),
+                         dep_list(daemon, "--target=linux-aarch64", "+bin/bash"))
+    summary = json.loads(daemon.ixc("plan", "--summary", "--target=linux-aarch64",
+                                    "bin/bash").stdout)
+    assert summary["by_kind"]["build"] == expected["build_nodes"]
+    assert summary["sources"] == expected["urls"]
+
+
+def test_ixc_dep_names_hubs_that_share_a_uid(daemon: RunningDaemon) -> None:
+    """`ixc dep bld/nasm` names bin/nasm too (a hub with bld/nasm's uid), every name once,
+    in stal/IX's order."""
+    names = daemon.ixc("dep", "bld/nasm").stdout.split()
+    expected = list(dict.fromkeys(p.split("(", 1)[0] for p in unpacked(golden("bld_nasm"))))
+    assert names == expected
+    assert "bin/nasm" in names and names[-1] == "bld/nasm"
 
 
 def test_glib_brings_its_fix_up_only_in_a_realm(tree: RecipeTree, tmp_path: Path) -> None:
     """stal/IX's lib/glib/ix adds lib/glib/ix/fix (hooks that compile the realm's GSettings
-    schemas) when `target_realm` is set; the realm's plan then runs them with bld/glib."""
+    schemas) when `target_realm` is set; the realm's node then runs them with bld/glib."""
     from ixd.model.layout import Layout
     from ixd.recipes.fixup import fixer_selectors
     from ixd.recipes.plan import realm_plan
@@ -141,10 +211,16 @@ def test_glib_brings_its_fix_up_only_in_a_realm(tree: RecipeTree, tmp_path: Path
     assert [str(s) for s in fixer_selectors([glib])] == ["bld/glib"]
     fixers = graph.load_tools(fixer_selectors([glib]))
     plan = realm_plan("work", [glib], {"realm": "work"}, layout, fixers)
-    fixup, realm = plan.nodes[-2:]
-    assert fixup.name == "fix-up of realm work" and fixup.outputs[0] == realm.inputs[0]
-    assert fixup.uid in realm.deps and glib.out_dir in fixup.inputs
-    assert all(p.out_dir in fixup.inputs for p in fixers[0].run_closure if p.out_dir)
+    realm = plan.nodes[-1]
+    # the realm's node runs the hooks it finds, with bld/glib built before and on PATH
+    tools = [p for p in fixers[0].run_closure if p.out_dir]
+    assert all(p.uid in realm.deps for p in tools)
+    assert realm.meta["fix_tools"] == [p.out_dir for p in reversed(tools)]
+    assert realm.env["PATH"] == ":".join([*(f"{d}/bin" for d in realm.meta["fix_tools"]),
+                                          "/usr/bin", "/bin"])
+    assert glib.out_dir in realm.inputs
+    assert not set(realm.meta["fix_tools"]) & set(realm.inputs)
     assert realm.meta["fixers"] == ["bld/glib"]
     without = realm_plan("work", [bare], {"realm": "work"}, layout)
-    assert not any(n.name.startswith("fix-up") for n in without.nodes)
+    assert "fix_tools" not in without.nodes[-1].meta
+    assert without.nodes[-1].env["PATH"] == "/usr/bin:/bin"

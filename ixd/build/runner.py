@@ -27,7 +27,14 @@ from ixd.cache.unpack import unpack_limits, unpack_node
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node
 from ixd.store import builder, fetch
-from ixd.store.assemble import assemble_realm
+from ixd.store.assemble import (
+    assemble_realm,
+    check_static_policy,
+    finish_realm,
+    hooks_build,
+    link_farm,
+    realm_hooks,
+)
 from ixd.store.builder import ContentMismatch
 from ixd.store.buildlog import BoundedLog
 from ixd.store.buildusers import BuildUser, BuildUserPool
@@ -241,8 +248,21 @@ class StoreRunner:
         elif node.kind == "substitute":
             await self._substitute(node, requested_by)
         else:
+            await self._realm(node, emit, requested_by, slot_done or BuildSlot())
+
+    async def _realm(self, node: Node, emit: Listener, requested_by: int,
+                     slot_done: BuildSlot) -> None:
+        """Assemble a realm; if its packages ship fix-up hooks (decided from what they built),
+        as a confined build that runs them in it (`ixd.store.assemble.hooks_build`)."""
+        if not await trio.to_thread.run_sync(realm_hooks, node.inputs):
             await trio.to_thread.run_sync(assemble_realm, node)
             await self._register(node)
+            return
+        await trio.to_thread.run_sync(check_static_policy, node)
+        await self._build_local(
+            hooks_build(node), emit, requested_by, slot_done,
+            seed=functools.partial(link_farm, package_dirs=node.inputs, hooks=True),
+            finish=functools.partial(finish_realm, node=node))
 
     async def _fetch(self, node: Node) -> None:
         source = node.sources[0]
@@ -379,7 +399,9 @@ class StoreRunner:
         relay_log(attempt.emit, uid, list(lines), log_file.written)
 
     async def _build_local(self, node: Node, emit: Listener, requested_by: int,
-                           slot_done: BuildSlot) -> None:
+                           slot_done: BuildSlot,
+                           seed: Callable[[Path], None] | None = None,
+                           finish: Callable[[Path], None] | None = None) -> None:
         # the build's row is written while it runs: nothing of the build waits for it
         started = self._build_started(node, requested_by)
         began = trio.current_time()
@@ -390,10 +412,11 @@ class StoreRunner:
                 node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
                 on_log=lambda items, end: relay_log(emit, node.uid, items, end),
                 user=user, limits=self.limits, on_exit=slot_done, cgroups=self.cgroups,
+                seed=seed, finish=finish,
             )
         self._trash.send_nowait(built.trashed)
         await self._record_valid(node, started, built.content_hash, "valid")
-        if self.on_built is not None:
+        if self.on_built is not None and node.entry_kind != "rlm":  # realms are not cached
             self.on_built(node.uid)
         duration = trio.current_time() - began
         self.durations[node.name] = duration

@@ -27,12 +27,28 @@ from ixd.recipes import plan as planning
 from ixd.recipes.fixup import fixer_selectors
 from ixd.recipes.flagnames import TemplateNames
 from ixd.recipes.index import RecipeIndex
+from ixd.recipes.loadorder import load_order
 from ixd.recipes.packages import DEFAULT_CACHE_BYTES, Package, PackageGraph, walk_closure
 from ixd.recipes.rendercache import DEFAULT_STORE_BYTES, Owner
 from ixd.recipes.tree import REALM_FLAG, RecipeTree
 from ixd.wire.errors import RecipeNotFound
 
 log = logging.getLogger("ixd")
+
+#: a plan as text is kept for the next request if it compresses to at most this many bytes
+MAX_KEPT_PLAN = 64 << 20
+
+#: the realm stal/IX's `ix build` and `ix run` put their packages in: `dep`, `plan`, `build`
+#: and `run` load theirs in it too
+EPHEMERAL_REALM = "ephemeral"
+
+
+def in_realm(realm: str, selectors: Sequence[Selector]) -> list[Selector]:
+    """As stal/IX's, every package of a realm has the flag target_realm=REALM (unless it sets
+    it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)."""
+    return [s if REALM_FLAG in s.flags_dict else s.with_flags({REALM_FLAG: realm})
+            for s in selectors]
+
 
 T = TypeVar("T")
 
@@ -47,19 +63,26 @@ class RealmPackages:
 
 class Catalog:
     def __init__(self, overlays: Sequence[Path], layout: Layout,
-                 settings: Mapping[str, str], *, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 settings: Mapping[str, str], template_cache: Path | None = None, *,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES,
                  render_store_bytes: int = DEFAULT_STORE_BYTES) -> None:
         self.overlays = tuple(overlays)
         self.layout = layout
+        tree = RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja",
+                          shared_templates=template_cache)
         # what each user's requests load counts against their share of the caches; the
         # daemon's own account (root for the system's daemon) is not held to one
         self.graph = PackageGraph(
-            RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja"), layout.store,
+            tree, layout.store,
             settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
             render_store=layout.var / "renders.jsonl", max_bytes=cache_bytes,
             render_store_bytes=render_store_bytes, uncapped=(os.getuid(),))
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
+        #: the last plan asked for as text (`plan_text`): its request, the changes it saw
+        self._plan_text: tuple[tuple[tuple[str, ...], int], planning.PlanText] | None = None
+        #: the last `dep` answered, the same way
+        self._dep: tuple[tuple[tuple[str, ...], int], list[Package]] | None = None
         #: the overlays' packages by name and description
         self.index = RecipeIndex(self.overlays)
         #: the names (flags) each recipe file reads
@@ -67,22 +90,58 @@ class Catalog:
 
     async def load(self, selectors: Sequence[Selector], owner: Owner = None
                    ) -> list[Package]:
-        """The packages of `selectors` for `owner`'s request (in a worker thread: rendering
-        is CPU work)."""
+        """The packages of `selectors` as stal/IX's `ix build` loads them, in its realm
+        `ephemeral`, for `owner`'s request (in a worker thread: rendering is CPU work)."""
         packages: list[Package] = await trio.to_thread.run_sync(
-            self.explained, lambda: self.graph.load_all(list(selectors), owner), selectors)
+            self.explained, lambda: self.graph.load_all(
+                in_realm(EPHEMERAL_REALM, selectors), owner), selectors)
         return packages
+
+    async def dep(self, selectors: Sequence[Selector], owner: Owner = None) -> list[Package]:
+        """Every package of the closure of `selectors`, in the order stal/IX's `ix build`
+        loads them (`ixd.recipes.loadorder`); the last one asked for is kept until a recipe
+        changes."""
+
+        key = (tuple(str(s) for s in selectors), self.changes)
+        kept = self._dep
+        if kept is not None and kept[0] == key:
+            return kept[1]
+
+        def ordered() -> list[Package]:
+            with self.graph.lock:  # no package of the closure dropped meanwhile
+                return load_order(self.graph.load_all(in_realm(EPHEMERAL_REALM, selectors),
+                                                      owner))
+
+        packages: list[Package] = await trio.to_thread.run_sync(
+            self.explained, ordered, selectors)
+        self._dep = (key, packages)
+        return packages
+
+    async def plan_text(self, selectors: Sequence[Selector], owner: Owner = None
+                        ) -> planning.PlanText:
+        """The plan of `selectors` as `ixc plan` prints it, compressed; the last one asked
+        for is kept until a recipe changes (a warm `ixc plan` sends it again as it is)."""
+        key = (tuple(str(s) for s in selectors), self.changes)
+        kept = self._plan_text
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        packages = await self.load(selectors, owner)
+        layout = self.layout
+
+        def make() -> planning.PlanText:
+            return planning.compressed_plan_text(planning.build_plan(packages, layout))
+
+        text: planning.PlanText = await trio.to_thread.run_sync(make)
+        if sum(len(p) for p in text.pieces) <= MAX_KEPT_PLAN:
+            self._plan_text = (key, text)
+        return text
 
     def load_realm(self, realm: str, selectors: Sequence[Selector], owner: Owner = None
                    ) -> RealmPackages:
         """A realm's packages and fix-up tools for `owner`'s request (blocking: rendering is
         CPU)."""
-        # as stal/IX's, every package of a realm has the flag target_realm=REALM (unless it
-        # sets it itself): recipes add what only a realm needs (lib/glib/ix: its fix-up)
         def load() -> RealmPackages:
-            packages = self.graph.load_all([s if REALM_FLAG in dict(s.flags)
-                                            else s.with_flags({REALM_FLAG: realm})
-                                            for s in selectors], owner)
+            packages = self.graph.load_all(in_realm(realm, selectors), owner)
             return RealmPackages(packages,
                                  self.graph.load_tools(fixer_selectors(packages), owner))
         return self.explained(load, selectors)
@@ -155,6 +214,8 @@ class Catalog:
             task_status.started()
 
     async def _invalidate(self, paths: set[Path]) -> None:
+        # made before the change (one made meanwhile has a stale key)
+        self._plan_text = self._dep = None
         dropped = await trio.to_thread.run_sync(self.graph.invalidate_files, paths)
         self.index.invalidate()
         self.names.invalidate(paths)

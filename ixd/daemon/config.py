@@ -51,6 +51,8 @@ class Config:
     cluster_worker_account: str | None = None
     #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
     settings: tuple[tuple[str, str], ...] = ()
+    #: the machine's folder of compiled templates (`ixd.recipes.templatecache`); None: none
+    template_cache: Path | None = None
 
     @property
     def layout(self) -> Layout:

@@ -60,6 +60,7 @@ class Daemon:
         self.access = access = RealmAccess(self.db, self.layout, cache, config.admin_group)
         access.evict_squatters()
         self.catalog = Catalog(config.overlays, self.layout, dict(config.settings),
+                               config.template_cache,
                                cache_bytes=config.package_cache_bytes,
                                render_store_bytes=config.render_store_bytes)
         self.graph = self.catalog.graph

@@ -36,6 +36,7 @@ from ixd.daemon.supervision import write_start_hint
 from ixd.model.layout import Layout
 from ixd.recipes.packages import DEFAULT_CACHE_BYTES, GC_THRESHOLDS
 from ixd.recipes.rendercache import DEFAULT_STORE_BYTES
+from ixd.recipes.templatecache import DEFAULT_SHARED as DEFAULT_TEMPLATE_CACHE
 from ixd.store.builder import BuildLimits
 from ixd.store.buildlog import DEFAULT_MAX_LOG, MIN_MAX_LOG
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
@@ -145,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         dest="settings", type=parse_setting,
                         help="a name every recipe sees, e.g. default_clang=18 or "
                              "ix_boot_path=/usr/bin:/bin (docs/recipes.md, \"Settings\")")
+    parser.add_argument("--template-cache", metavar="DIR",
+                        help="compiled templates shared by every ixd of the machine (default "
+                             f"{DEFAULT_TEMPLATE_CACHE} when run as root, else none; an "
+                             "empty value: none)")
     cache = parser.add_argument_group("binary caches (docs/cache.md)")
     cache.add_argument("--cache", action="append", default=[], metavar="URL",
                        help="substitute from this cache (s3://BUCKET/PREFIX?endpoint=...&"
@@ -225,6 +230,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
                          max_output_size=args.max_output_size,
                          max_log_size=args.max_log_size,
                          max_memory=args.max_memory or default_max_memory(jobs))
+    template_cache = (Path(args.template_cache) if args.template_cache
+                      else DEFAULT_TEMPLATE_CACHE if args.template_cache is None
+                      and os.geteuid() == 0 else None)
     cluster = ClusterSettings(args.dask, args.dask_scheduler_file, args.dask_required,
                               args.tls_ca, args.tls_cert, args.tls_key, args.insecure_cluster,
                               args.dask_connect_timeout)
@@ -234,7 +242,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise IxError("--insecure-cluster and --tls-* are about a cluster: give --dask too")
     if args.signing_key is not None:
         check_secret_file(args.signing_key, "--signing-key")
-    return Config(build_users=args.build_users, limits=limits,
+    return Config(build_users=args.build_users, limits=limits, template_cache=template_cache,
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, max_jobs_per_user=args.max_jobs_per_user,
                   confine=not args.no_confine, socket=args.socket,

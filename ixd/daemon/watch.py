@@ -62,13 +62,20 @@ def _pyinotify_quiet() -> Iterator[None]:
         logger.disabled = before
 
 
-@dataclass
+@dataclass(slots=True)
 class _Dir:
-    """A watched folder of a tree: its watch and the names in it, as last seen."""
+    """A watched folder of a tree: its watch and the names in it, as last seen, each with
+    whether it is a folder (one dict, empty for most folders of a tree: an empty dict is
+    small, an empty set is not, and a tree has thousands of folders)."""
 
     wd: int
-    files: set[str] = field(default_factory=set)
-    subdirs: set[str] = field(default_factory=set)
+    names: dict[str, bool] = field(default_factory=dict)
+
+    def subdirs(self) -> list[str]:
+        return [name for name, folder in self.names.items() if folder]
+
+    def files(self) -> list[str]:
+        return [name for name, folder in self.names.items() if not folder]
 
 
 class _Watcher:
@@ -167,9 +174,9 @@ class _Watcher:
         entry = self.dirs.get(parent)
         if entry is not None:
             if mask & _GONE:
-                entry.files.discard(name)
+                entry.names.pop(name, None)
             else:
-                entry.files.add(name)
+                entry.names[name] = False
 
     # --- trees ---------------------------------------------------------------------------
 
@@ -198,7 +205,7 @@ class _Watcher:
         else:
             parent = self.dirs.get(os.path.dirname(top))
             if parent is not None:
-                parent.subdirs.add(os.path.basename(top))
+                parent.names[os.path.basename(top)] = True
         self.pending.add(top)
         stack = [top]
         while stack:
@@ -214,11 +221,10 @@ class _Watcher:
                 with os.scandir(folder) as listing:
                     for item in listing:
                         child = os.path.join(folder, item.name)
-                        if item.is_dir(follow_symlinks=False):
-                            entry.subdirs.add(item.name)
+                        folder_item = item.is_dir(follow_symlinks=False)
+                        entry.names[item.name] = folder_item
+                        if folder_item:
                             stack.append(child)
-                        else:
-                            entry.files.add(item.name)
                         self.pending.add(child)
             except OSError:
                 continue
@@ -228,7 +234,7 @@ class _Watcher:
         self.pending.add(top)
         parent = self.dirs.get(os.path.dirname(top))
         if parent is not None:
-            parent.subdirs.discard(os.path.basename(top))
+            parent.names.pop(os.path.basename(top), None)
         if top in self.roots:
             self.root_ids.pop(top, None)
         stack = [top]
@@ -237,8 +243,8 @@ class _Watcher:
             entry = self.dirs.pop(folder, None)
             if entry is None:
                 continue
-            self.pending.update(os.path.join(folder, name) for name in entry.files)
-            for name in entry.subdirs:
+            self.pending.update(os.path.join(folder, name) for name in entry.files())
+            for name in entry.subdirs():
                 child = os.path.join(folder, name)
                 self.pending.add(child)
                 stack.append(child)

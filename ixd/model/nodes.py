@@ -6,10 +6,11 @@ that dumps to JSON as it is, so `ixc plan` and snapshot tests are free.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 #: "substitute": a build node whose entry comes from a binary cache (`ixd.cache.substitute`)
@@ -38,7 +39,7 @@ class Node:
     inputs: tuple[str, ...]
     #: paths the node creates; outputs[0] is its store dir (or cache file for a fetch)
     outputs: tuple[str, ...]
-    #: argv of the build command (empty for fetch and realm nodes)
+    #: argv of the build command (empty for a fetch; a realm's: how its fix-up hooks run)
     command: tuple[str, ...] = ()
     #: text fed to the command on stdin
     stdin: str = ""
@@ -56,7 +57,17 @@ class Node:
     entry_kind: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The node as plain data (what `asdict` gives, made directly: a big plan has
+        thousands of nodes, and `asdict` copies every value deeply)."""
+        return {
+            "uid": self.uid, "kind": self.kind, "name": self.name, "deps": self.deps,
+            "inputs": self.inputs, "outputs": self.outputs, "command": self.command,
+            "stdin": self.stdin, "env": dict(self.env), "net": self.net,
+            "sources": tuple({"url": s.url, "sha256": s.sha256, "filename": s.filename}
+                             for s in self.sources),
+            "meta": copy.deepcopy(self.meta) if self.meta else {}, "timeout": self.timeout,
+            "entry_kind": self.entry_kind,
+        }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Node:

@@ -47,6 +47,27 @@ class Descriptor:
     def is_hub(self) -> bool:
         return not self.script_exec
 
+    def to_raw(self) -> dict[str, Any]:
+        """A descriptor as recipes render it that `parse_descriptor` reads back as this one
+        (what the render store keeps of a render taken by another flag set)."""
+
+        def texts(selectors: tuple[Selector, ...]) -> list[str]:
+            return [str(s) for s in selectors]
+
+        return {
+            "bld": {"fetch": [{"url": f.url, "md5": f.sha256} for f in self.fetch],
+                    "script": {"exec": list(self.script_exec), "data": self.script_data},
+                    "deps": texts(self.bld_deps), "host_libs": texts(self.host_libs),
+                    "target_libs": texts(self.target_libs), "data": texts(self.bld_data)},
+            "run": {"deps": texts(self.run_deps), "data": texts(self.run_data)},
+            "lib": {"deps": texts(self.lib_deps)},
+            "ind": {"deps": texts(self.ind_deps)},
+            "fix": {"deps": texts(self.fix_deps)},
+            "net": self.net,
+            "timeout": self.timeout,
+            "repo": {"version": self.version},
+        }
+
 
 def _section(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     value = raw.get(key, {})

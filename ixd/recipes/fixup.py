@@ -1,36 +1,34 @@
-"""Realm fix-ups, stal/IX's `fix.deps` (docs/recipes.md, "Realm fix-ups").
+"""Realm fix-ups, stal/IX's `fix/` hooks and `fix.deps` (docs/recipes.md, "Realm fix-ups").
 
-A package may ship hooks in its `fix/` folder (`fix/glib_compile_schemas.sh`) and name in
-`fix.deps` the tools they run (`bld/glib`). stal/IX runs every realm's hooks in the
-assembled realm, with the tools of all its packages' `fix.deps` on PATH, then removes `fix/`.
+A package may ship hooks in its `fix/` folder (`fix/glib_compile_schemas.sh`), and may name in
+`fix.deps` the tools they run (`bld/glib`). stal/IX links a realm's packages into the realm's
+own folder, runs every `fix/*.sh` there (in name order, with `sh`, from the realm's top
+folder), removes `fix/`, and only then writes the realm's `meta.json` and `env`. The hooks
+may do anything to the tree: make files, move or remove what was linked, make links; a
+wrapper made by `die/fix/wrapper.sh` moves a program aside and writes, in its place, a script
+that runs the moved one by the realm's own path (`$PWD` when the hook ran).
 
-ix runs them in a build node of their own, sandboxed like every build: it links the realm's
-package dirs into a scratch folder (the front package last, so it wins), runs the hooks there
-in name order and keeps, in its output, the regular files the hooks made (everything linked is
-a symlink). The realm node links that output first, so what the hooks made wins. The node is
-content-addressed like any build (its uid hashes its script, its environment and its inputs'
-uids, never the realm's name): two realms with the same packages share one fix-up.
+ix does the same, in the realm's node: whether there are hooks is decided when it runs, from
+the packages built (`ixd.store.assemble.realm_hooks`), so a package needs no `fix.deps` to
+have its hooks run. With hooks, the realm is assembled as a build (`ixd.store.assemble`): the
+daemon links the packages into the build's private output (the hooks' folders too), the
+hooks run there confined as a build user, with `$out` (and so `$PWD`) the realm's own store
+path, and what they leave is the realm, canonicalised like any build's output; the daemon
+then writes `meta.json` and `env` itself. This module holds the plan's side: the script that
+runs the hooks, and the tools they get on PATH.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ixd.model.layout import Layout
-from ixd.model.nodes import Node
 from ixd.model.selector import Selector
-from ixd.recipes.packages import Package, content_hash
+from ixd.recipes.packages import Package
 
-#: the hooks' runner; IX_R_DIR lists the realm's store dirs back to front
-FIXUP_SCRIPT = r"""set -eu
-mkdir "$tmp/realm"
-cd "$tmp/realm"
-ix_list="$IX_R_DIR"
-while [ -n "$ix_list" ]; do
-    ix_dir="${ix_list%%:*}"
-    case "$ix_list" in *:*) ix_list="${ix_list#*:}" ;; *) ix_list="" ;; esac
-    cp -rs --no-preserve=mode --remove-destination "$ix_dir/." .
-done
+#: runs a realm's hooks in the realm (`$out`), as stal/IX's realm assembly does; the folder is
+#: gone afterwards, as in stal/IX
+HOOKS_SCRIPT = r"""set -eu
+cd "$out"
 if [ -d fix ]; then
     for ix_hook in $(ls fix | LC_ALL=C sort); do
         case "$ix_hook" in
@@ -42,8 +40,9 @@ if [ -d fix ]; then
     done
     rm -rf fix
 fi
-find . -type f -exec cp -P --parents {} "$out/" \;
 """
+#: the host's own tools, for the hooks' shell work (stal/IX's realm brings a shell and busybox)
+HOST_PATH = ("/usr/bin", "/bin")
 
 
 def fixer_selectors(packages: Iterable[Package]) -> list[Selector]:
@@ -57,34 +56,18 @@ def fixer_selectors(packages: Iterable[Package]) -> list[Selector]:
     return list(seen)
 
 
-def fixup_node(realm: str, dirs: Sequence[str], dir_uids: Sequence[str],
-               fixers: Sequence[Package], layout: Layout) -> Node:
-    """The node that runs the hooks of a realm linking `dirs` (front first; built by the
-    nodes `dir_uids`), with the `fixers` (loaded as build tools) and their run closures on
-    PATH."""
+def hook_tools(fixers: Sequence[Package]) -> list[Package]:
+    """The builds the hooks' tools are made of: the `fixers` (loaded as build tools) and
+    their run closures, each once, a fixer before what it needs."""
     tools: dict[str, Package] = {}
     for fixer in fixers:
         for p in reversed(fixer.run_closure):
             if p.out_dir is not None:
                 tools.setdefault(p.out_dir, p)
-    env = {
-        "IX_R_DIR": ":".join(reversed(dirs)),
-        # the tools first; the host's own for the hooks' shell work, as stal/IX's realm
-        # brings a shell and busybox
-        "PATH": ":".join([*(f"{d}/bin" for d in tools), "/usr/bin", "/bin"]),
-    }
-    inputs = [*dirs, *tools]
-    uid = content_hash({"fixup": FIXUP_SCRIPT, "env": env, "inputs": inputs})
-    return Node(
-        uid=uid,
-        kind="build",
-        name=f"fix-up of realm {realm}",
-        deps=tuple(dict.fromkeys([*dir_uids, *(p.uid for p in tools.values())])),
-        inputs=tuple(inputs),
-        outputs=(str(layout.store_dir(uid, "fix", "realm")),),
-        command=("/bin/sh", "-s"),
-        stdin=FIXUP_SCRIPT,
-        env=env,
-        meta={"package": "fix-up", "realm": realm, "flags": {}},
-        entry_kind="fix",
-    )
+    return list(tools.values())
+
+
+def hook_env(tools: Sequence[Package]) -> dict[str, str]:
+    """The environment the hooks run with: the tools' `bin/` first, then the host's."""
+    dirs = [p.out_dir for p in tools if p.out_dir is not None]
+    return {"PATH": ":".join([*(f"{d}/bin" for d in dirs), *HOST_PATH])}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import os
 import posixpath
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from sys import getsizeof
-from typing import Any
+from typing import Any, Literal
 
 from ixd.model import platforms
 from ixd.model.layout import entry_path
@@ -40,6 +41,7 @@ from ixd.model.selector import (
     EdgeKind,
     Selector,
     child_flags,
+    flags_text,
     kind_of,
     parse_selector,
     recipe_selector,
@@ -55,7 +57,7 @@ from ixd.recipes.rendercache import (
     RenderStore,
     fingerprint,
 )
-from ixd.recipes.tree import REALM_FLAG, RecipeTree, recipe_file
+from ixd.recipes.tree import REALM_FLAG, RecipeTree, Rendered, recipe_file
 from ixd.wire.errors import DependencyCycle
 
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -73,6 +75,13 @@ def content_hash(data: Any) -> str:
     """The uid of any JSON-able value: sha256 of its canonical JSON, shortened."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]
+
+
+DirectEdge = Literal["bld_deps", "target_libs", "host_libs", "bld_data", "lib_deps",
+                     "run_deps", "run_data"]
+#: the edges of `Package.children`, in order
+DIRECT_EDGES: tuple[DirectEdge, ...] = ("bld_deps", "target_libs", "host_libs", "bld_data",
+                                        "lib_deps", "run_deps", "run_data")
 
 
 def build_uid(name: str, kind: str, command: Sequence[str], script: str,
@@ -123,6 +132,11 @@ class Package:
     files: frozenset[Path] = field(default_factory=frozenset)
     #: the keys of the packages loaded along its edges (what it depends on directly)
     deps: tuple[PackageKey, ...] = ()
+    #: the packages its render loaded with `intro(...)`, in the order it did
+    intro: tuple[Package, ...] = ()
+    #: the packages loaded along its edges, each edge's in its recipe's order, the edges in
+    #: `DIRECT_EDGES`' order (see `direct`)
+    children: tuple[Package, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -141,7 +155,11 @@ class Package:
 
     @functools.cached_property
     def selector(self) -> Selector:
-        return recipe_selector(self.name, self.key[1])
+        # the key's flags are checked and sorted already: no need to check them again
+        selector = object.__new__(Selector)
+        object.__setattr__(selector, "name", self.name)
+        object.__setattr__(selector, "flags", self.key[1])
+        return selector
 
     @functools.cached_property
     def display_name(self) -> str:
@@ -149,13 +167,67 @@ class Package:
         shown = [(k, v) for k, v in self.key[1]
                  if not (k == "kind" and v == kind_of(self.name))
                  and k != "target" and k != REALM_FLAG]
-        return str(recipe_selector(self.name, tuple(shown)))
+        return f"{self.name}({flags_text(shown)})" if shown else self.name
+
+    def direct(self, edge: DirectEdge) -> tuple[Package, ...]:
+        """The packages loaded along one kind of its edges, in its recipe's order:
+        `target_libs` and `host_libs` end with the libraries its build tools induce."""
+        if edge == "run_data":  # the last edge, and the one asked for most
+            return self.children[len(self.children) - len(self.descriptor.run_data):]
+        return self.edges()[DIRECT_EDGES.index(edge)]
+
+    def edges(self) -> tuple[tuple[Package, ...], ...]:
+        """`direct` of every edge, in `DIRECT_EDGES`' order."""
+        d = self.descriptor
+        written = [len(getattr(d, name)) for name in DIRECT_EDGES]  # the recipe's selectors
+        # the induced libraries are in `children` twice, after the target and host libraries
+        induced = (len(self.children) - sum(written)) // 2
+        written[1] += induced
+        written[2] += induced
+        out = []
+        start = 0
+        for count in written:
+            out.append(self.children[start:start + count])
+            start += count
+        return tuple(out)
 
     def build_inputs(self) -> tuple[Package, ...]:
         return self.tools + self.host_libs + self.target_libs + self.data
 
     def __repr__(self) -> str:
         return f"Package({self.selector}, uid={self.uid})"
+
+
+_MISSING = object()
+#: names of the render context that hold the engine's helpers: a new object for each render
+#: (`ix`, `intro`, and the host's probes when renders are kept), doing the same
+_SAME_HELPERS = frozenset({"ix", "intro", "isfile", "ix_boot_tool", "host_versions"})
+
+
+@dataclass(frozen=True)
+class _SharedRender:
+    """A render kept for other flag sets of its package: its descriptor, the files it read."""
+
+    parsed: Descriptor
+    files: frozenset[Path]
+    reads_realm: bool
+    probed: bool
+
+
+#: the names of the render context whose values are platform descriptions (dicts)
+_PLATFORM_NAMES = frozenset({"host", "target"})
+
+
+def _values_key(context: Mapping[str, Any], names: tuple[str, ...],
+                platforms_at: tuple[int, ...]) -> tuple[Any, ...]:
+    """The values of `names` in `context` (`_MISSING` for an undefined one) as a dict key:
+    a platform description (at `platforms_at`) is one shared dict per platform, alive for
+    good (`platforms.describe`), so its identity stands for it."""
+    values = list(map(context.get, names, itertools.repeat(_MISSING)))
+    for at in platforms_at:
+        if type(values[at]) is dict:
+            values[at] = ("platform", id(values[at]))
+    return tuple(values)
 
 
 #: the cyclic collector's thresholds for a process that holds a package graph (Python's:
@@ -179,6 +251,18 @@ def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
 
 def _dirs(packages: Iterable[Package]) -> list[str]:
     return [p.out_dir for p in packages if p.out_dir is not None]
+
+
+def _build_env(bins: Sequence[Package], hosts: Sequence[Package],
+               targets: Sequence[Package]) -> dict[str, str]:
+    """A build's environment of store dirs (docs/recipes.md, "The build environment"):
+    dependencies first, as stal/IX's, and the tools' `bin/` on PATH in closure order."""
+    return {
+        "IX_B_DIR": ":".join(_dirs(reversed(bins))),
+        "IX_H_DIR": ":".join(_dirs(reversed(hosts))),
+        "IX_T_DIR": ":".join(_dirs(reversed(targets))),
+        "PATH": ":".join(f"{t}/bin" for t in _dirs(bins)) or "/nonexistent",
+    }
 
 
 def _run_deps(package: Package) -> tuple[Package, ...]:
@@ -232,6 +316,7 @@ def _canon(text: str) -> str:
     return out.rstrip("-").lower()
 
 
+@functools.lru_cache(maxsize=65536)
 def pkg_name(name: str, kind: str) -> str:
     """The package's file name, as stal/IX makes it: `lib/gperftools` → `lib-gperftools`,
     `bld/host/cc` (a bin) → `bin-host-cc`, `bin/x/t.sh` → `bin-x-t`. Store dirs end in it."""
@@ -245,6 +330,7 @@ def _norm_name(name: str) -> str:
     return recipe_file(name).removesuffix(".sh").removesuffix("/ix")
 
 
+@functools.lru_cache(maxsize=65536)
 def uniq_id(name: str, kind: str) -> str:
     """`uniq_id` of the render context: `lib/gperftools` → `lib_gperftools`, as stal/IX
     makes it (a C identifier that names the package, the same for all its flag sets)."""
@@ -298,6 +384,11 @@ def _host_llvm_bin() -> str | None:
 #: what the cache's own entries for a package cost: its place in the LRU orders, the
 #: owner's count, the index of its files and dependents (per entry)
 INDEX_ENTRY = 120
+
+
+def _memo_size(descriptor: Descriptor) -> int:
+    """About what a memo's entry for `descriptor` holds: its script text and the rest."""
+    return len(descriptor.script_data) + 512
 
 
 def package_bytes(package: Package, shared_node: bool) -> int:
@@ -371,9 +462,15 @@ class PackageGraph:
         self._dependents: dict[PackageKey, set[PackageKey]] = {}
         # passed over by eviction for their dependents' sake, not used since
         self._kept: set[PackageKey] = set()
-        self._by_file: dict[Path, set[PackageKey]] = {}
+        #: the keys whose render read each set of files, and the sets each file is in (a
+        #: template family's renders read one set: indexing sets, not files, costs a key
+        #: one entry, not one per file)
+        self._by_files: dict[frozenset[Path], set[PackageKey]] = {}
+        self._file_sets_of: dict[Path, set[frozenset[Path]]] = {}
         self._lock = threading.RLock()
         self.renders = 0
+        #: loads that took a render of another flag set of the package (`_same_render`)
+        self.shared_renders = 0
         self.evicted = 0
         self.host_versions = HostVersions(host_tools_cache)
         self.settings = render_settings(self.store, settings or {})
@@ -384,6 +481,22 @@ class PackageGraph:
         #: the keys of kept renders whose templates never name `target_realm`: the same
         #: render serves the package in every realm (and outside any)
         self._realm_free: set[PackageKey] = set()
+        #: renders made, by package name, for other flag sets of the package that read the
+        #: same values (`_same_render`); dropped with the files they read
+        #: name -> the names a render of it looked up -> their values -> the render
+        self._shared: dict[str, dict[tuple[str, ...], dict[tuple[Any, ...], _SharedRender]]] = {}
+        #: each tuple of names looked up, once, with where the platform names are in it
+        self._read_names: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        self._shared_count = 0
+        #: one copy of each descriptor (`_intern`), and the uid of each build made of the
+        #: same (`_make_buildable`) and of each hub by the builds it brings; both dropped
+        #: with the renders they came from
+        self._descriptors: dict[Descriptor, Descriptor] = {}
+        self._uids: dict[tuple[Any, ...], str] = {}
+        #: about the bytes `_shared` and `_descriptors` hold (their script texts)
+        self._memo_bytes = 0
+        #: the descriptor parsed from each render the render store gave (by its digest)
+        self._parsed: dict[bytes, Descriptor] = {}
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
         #: renders kept across restarts (ixd.recipes.rendercache), if given a file
@@ -391,6 +504,12 @@ class PackageGraph:
                                          max_bytes=render_store_bytes, user_share=user_share,
                                          uncapped=self.uncapped)
                              if render_store is not None else None)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every load and invalidation: while a caller holds it, no package it has
+        loaded is dropped."""
+        return self._lock
 
     # --- loading ------------------------------------------------------------------------
 
@@ -462,7 +581,7 @@ class PackageGraph:
             deps[dep.key] = None
             return dep
 
-        introduced: list[PackageKey] = []
+        introduced: dict[PackageKey, Package] = {}
 
         def intro(text: str) -> Package:
             """`intro(selector)`: load a package with this one's flags (for its uid)."""
@@ -470,8 +589,9 @@ class PackageGraph:
             child = {**{k: v for k, v in flags.items() if k not in ONE_LEVEL_FLAGS},
                      **dict(sel.flags)}
             child["target"] = platforms.resolve(child.get("target", "host"), self.host)
-            introduced.append(key)
-            return depend(self._load(normal_name(sel.name), child, stack))
+            loaded = depend(self._load(normal_name(sel.name), child, stack))
+            introduced.setdefault(loaded.key, loaded)
+            return loaded
 
         cached = self._renders.get(key)
         realm_free_key = _without_realm(key)
@@ -481,19 +601,33 @@ class PackageGraph:
             cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
             probed: list[bool] = []
-            rendered = self.tree.render(name, self._context(name, flags, intro, probed))
-            self.renders += 1
-            descriptor = parse_descriptor(rendered.descriptor, recipe_file(name))
-            files = rendered.files
-            if not introduced:  # a render that names another package's uid goes with it
+            context = self._context(name, flags, intro, probed)
+            shared = self._same_render(name, context)
+            if shared is None:
+                rendered = self.tree.render(name, context)
+                self.renders += 1
+                descriptor = self._intern(parse_descriptor(rendered.descriptor,
+                                                           recipe_file(name)))
+                raw, text, files = rendered.descriptor, rendered.text, rendered.files
+                reads_realm = rendered.reads_realm
+                if not introduced:  # a render that names another package's uid goes with it
+                    self._remember_render(name, context, rendered, descriptor, bool(probed))
+            else:
+                self.shared_renders += 1
+                descriptor, files, reads_realm = shared.parsed, shared.files, shared.reads_realm
+                raw, text = None, ""
+                probed = [True] if shared.probed else []
+            if not introduced:
                 self._keep_render(key, descriptor, files)
-                if not rendered.reads_realm:
+                if not reads_realm:
                     self._keep_render(realm_free_key, descriptor, files)
                     self._realm_free.add(realm_free_key)
                 if self.render_store is not None and not probed:  # realm-blind: kept once
-                    kept_as = key if rendered.reads_realm else realm_free_key
-                    self.render_store.put(kept_as, rendered.descriptor, rendered.text, files,
-                                          rendered.reads_realm, self._owner)
+                    kept_as = key if reads_realm else realm_free_key
+                    if raw is None:
+                        raw = descriptor.to_raw()
+                        text = json.dumps(raw)
+                    self.render_store.put(kept_as, raw, text, files, reads_realm, self._owner)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
@@ -502,61 +636,81 @@ class PackageGraph:
             flags = {**flags, "boot": "1"}
 
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
-            loaded = []
-            for sel in selectors:
-                child = child_flags(kind, flags, is_hub, dict(sel.flags), self.host)
-                child["target"] = platforms.resolve(child.get("target", "host"), self.host)
-                loaded.append(depend(self._load(normal_name(sel.name), child, stack)))
-            return loaded
+            return [depend(self._load(*self._edge_key(kind, flags, is_hub, sel), stack))
+                    for sel in selectors]
 
         # the order of every list follows stal/IX's, so the dirs in a build's environment
         # come out in its order (docs/recipes.md, "Closures")
-        tools = visit(edge("bld_tool", descriptor.bld_deps), _run_deps)
+        bld_deps = edge("bld_tool", descriptor.bld_deps)
+        tools = visit(bld_deps, _run_deps)
         induced = [s for t in tools for s in t.descriptor.ind_deps]
-        target_libs = visit(edge("target_lib", [*descriptor.target_libs, *induced]),
-                            _lib_deps)
-        host_libs = visit(edge("host_lib", [*descriptor.host_libs, *induced]), _lib_deps)
-        data = _unique(edge("data", descriptor.bld_data))
-        lib_closure = visit(edge("lib_dep", descriptor.lib_deps), _lib_deps)
-        run_roots = edge("run_dep", descriptor.run_deps) + edge("data", descriptor.run_data)
+        direct_target_libs = edge("target_lib", [*descriptor.target_libs, *induced])
+        target_libs = visit(direct_target_libs, _lib_deps)
+        direct_host_libs = edge("host_lib", [*descriptor.host_libs, *induced])
+        host_libs = visit(direct_host_libs, _lib_deps)
+        bld_data = edge("data", descriptor.bld_data)
+        data = _unique(bld_data)
+        lib_deps = edge("lib_dep", descriptor.lib_deps)
+        lib_closure = visit(lib_deps, _lib_deps)
+        run_dep_list = edge("run_dep", descriptor.run_deps)
+        run_data = edge("data", descriptor.run_data)
+        run_roots = run_dep_list + run_data
         if flags["kind"] == "lib":
             run_roots.extend(lib_closure)
         for lib in target_libs:
-            run_roots.extend(edge("data", lib.descriptor.run_data))
+            if lib.descriptor.run_data:
+                run_roots.extend(lib.direct("run_data"))
         run_deps = visit(run_roots, _run_deps)
 
         package = Package(
             key=key, name=name, flags=flags, descriptor=descriptor, uid="", out_dir=None,
             tools=tools, host_libs=host_libs, target_libs=target_libs, data=data,
             lib_closure=lib_closure, files=files, deps=tuple(deps),
-            run_deps=run_deps,
+            run_deps=run_deps, intro=tuple(introduced.values()),
+            children=(*bld_deps, *direct_target_libs, *direct_host_libs, *bld_data, *lib_deps,
+                      *run_dep_list, *run_data),
         )
-        shared = False
+        shared_node = False
         if is_hub:
             # as in stal/IX, a hub is what it brings at run time: hubs that bring the same
             # builds are one node of every walk (docs/recipes.md, "Hubs")
-            package.uid = content_hash({"hub": [p.uid for p in run_deps if p.buildable]})
+            brings = tuple(p.uid for p in run_deps if p.buildable)
+            uid = self._uids.get(brings)
+            if uid is None:
+                uid = self._uids[brings] = content_hash({"hub": list(brings)})
+            package.uid = uid
         else:
-            shared = self._make_buildable(package)
+            shared_node = self._make_buildable(package)
         self._packages[key] = package
-        self._count(key, package_bytes(package, shared))
-        for path in files:
-            self._by_file.setdefault(path, set()).add(key)
+        self._count(key, package_bytes(package, shared_node))
+        self._index(key, files)
         return package
+
+    def _edge_key(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
+                  selector: Selector) -> tuple[str, dict[str, str]]:
+        """The name and flags of the package `selector` names along an edge of `kind` from
+        a package with `flags`."""
+        child = child_flags(kind, flags, is_hub, dict(selector.flags), self.host)
+        child["target"] = platforms.resolve(child.get("target", "host"), self.host)
+        return normal_name(selector.name), child
 
     def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
         """A render kept by an earlier daemon run, now kept in memory too (lock held)."""
         assert self.render_store is not None
-        stored = self.render_store.get(key)
+        stored = self.render_store.get(key, self._parsed)
         if stored is None and realm_free_key != key:
-            stored = self.render_store.get(realm_free_key)
+            stored = self.render_store.get(realm_free_key, self._parsed)
             if stored is not None and stored[2]:  # it names target_realm: not this realm's
                 stored = None
         if stored is None:
             return None
-        raw, files, reads_realm = stored
-        descriptor = parse_descriptor(raw, recipe_file(name))
+        raw, files, reads_realm, digest = stored
+        if raw is None:  # kept alike for another key: parsed then
+            descriptor = self._parsed[digest]
+        else:
+            descriptor = self._parsed[digest] = self._intern(
+                parse_descriptor(raw, recipe_file(name)))
         files = self.tree.shared_file_set(files)
         self._keep_render(key, descriptor, files)
         if not reads_realm:
@@ -564,11 +718,44 @@ class PackageGraph:
             self._realm_free.add(realm_free_key)
         return descriptor, files
 
+    def _intern(self, descriptor: Descriptor) -> Descriptor:
+        """The one copy of an equal descriptor (flag sets that render the same, made again
+        or read back from the render store: one script text in memory)."""
+        kept = self._descriptors.setdefault(descriptor, descriptor)
+        if kept is descriptor:
+            self._memo_bytes += _memo_size(descriptor)
+        return kept
+
+    def _same_render(self, name: str, context: Mapping[str, Any]) -> _SharedRender | None:
+        """A render of the package `name` made in this run whose every name looked up has
+        the same value in `context`: the same templates would render the same text, so
+        another flag set of the package (a flag it never reads) costs no render."""
+        for names, renders in self._shared.get(name, {}).items():
+            found = renders.get(_values_key(context, names, self._read_names[names][1]))
+            if found is not None:
+                return found
+        return None
+
+    def _remember_render(self, name: str, context: Mapping[str, Any], rendered: Rendered,
+                         descriptor: Descriptor, probed: bool) -> None:
+        """Keep `rendered` for `_same_render`, with the values of the names it looked up
+        (but the engine's helpers, the same for every render of a graph)."""
+        names = tuple(sorted(rendered.reads - _SAME_HELPERS))
+        kept = self._read_names.get(names)  # renders of a family read alike: one tuple
+        if kept is None:
+            kept = self._read_names[names] = (
+                names, tuple(i for i, n in enumerate(names) if n in _PLATFORM_NAMES))
+        names, platforms_at = kept
+        values = _values_key(context, names, platforms_at)
+        self._shared.setdefault(name, {}).setdefault(names, {})[values] = _SharedRender(
+            descriptor, rendered.files, rendered.reads_realm, probed)
+        self._shared_count += 1
+        self._memo_bytes += _memo_size(descriptor)
+
     def _keep_render(self, key: PackageKey, descriptor: Descriptor,
                      files: frozenset[Path]) -> None:
         self._renders[key] = (descriptor, files)
-        for path in files:  # from now on a change to one of them finds it
-            self._by_file.setdefault(path, set()).add(key)
+        self._index(key, files)  # from now on a change to one of them finds it
 
     def _context(self, name: str, flags: Mapping[str, str],
                  intro: Callable[[str], Package], probed: list[bool]) -> dict[str, Any]:
@@ -622,18 +809,24 @@ class PackageGraph:
         another flag set of the same build made the node (its texts are shared)."""
         d = package.descriptor
         bins = [p for p in (*package.tools, *package.data) if p.out_dir is not None]
-        env = {
-            "IX_B_DIR": ":".join(_dirs(reversed(bins))),
-            "IX_H_DIR": ":".join(_dirs(reversed(package.host_libs))),
-            "IX_T_DIR": ":".join(_dirs(reversed(package.target_libs))),
-            "PATH": ":".join(f"{t}/bin" for t in _dirs(bins)) or "/nonexistent",
-        }
-        sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
+        hosts = [p for p in package.host_libs if p.out_dir is not None]
+        targets = [p for p in package.target_libs if p.out_dir is not None]
         inputs = _unique(p for p in package.build_inputs() if p.buildable)
+        input_uids = tuple(p.uid for p in inputs)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
-        # sets that render the same build are one build
-        package.uid = build_uid(package.name, package.kind, d.script_exec, d.script_data,
-                                env, [p.uid for p in inputs], sources, d.net)
+        # sets that render the same build are one build, and its uid is hashed once (the
+        # dirs of its environment are those of these builds: their uids stand for them)
+        made_of = (package.name, package.kind, d, tuple(p.uid for p in bins),
+                   tuple(p.uid for p in hosts), tuple(p.uid for p in targets), input_uids)
+        uid = self._uids.get(made_of)
+        env: dict[str, str] | None = None
+        sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
+        if uid is None:
+            env = _build_env(bins, hosts, targets)
+            uid = self._uids[made_of] = build_uid(package.name, package.kind, d.script_exec,
+                                                  d.script_data, env, input_uids, sources,
+                                                  d.net)
+        package.uid = uid
         same = self._nodes.get(package.uid)
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
@@ -641,11 +834,14 @@ class PackageGraph:
             package.node = dataclasses.replace(  # its own name; the rest is shared
                 same, name=package.display_name,
                 meta={"package": package.name, "flags": dict(package.flags)})
-            package.descriptor = dataclasses.replace(d, script_data=same.stdin)
-            kept = self._renders.get(package.key)
-            if kept is not None:  # the kept render shares the text too
-                self._renders[package.key] = (package.descriptor, kept[1])
+            if d.script_data is not same.stdin:
+                package.descriptor = dataclasses.replace(d, script_data=same.stdin)
+                kept = self._renders.get(package.key)
+                if kept is not None:  # the kept render shares the text too
+                    self._renders[package.key] = (package.descriptor, kept[1])
             return True
+        if env is None:
+            env = _build_env(bins, hosts, targets)
         out = str(entry_path(self.store, package.uid, pkg_name(package.name, package.kind)))
         package.out_dir = out
         package.node = self._nodes[package.uid] = Node(
@@ -675,7 +871,8 @@ class PackageGraph:
         changed = [Path(p) for p in paths]
         with self._lock:
             stale: set[PackageKey] = set()
-            direct = {k for p in changed for k in self._by_file.get(p, ())}
+            direct = {k for p in changed for fs in self._file_sets_of.get(p, ())
+                      for k in self._by_files[fs]}
             for key in direct:
                 self._drop_render(key)
             todo = list(direct)
@@ -690,6 +887,15 @@ class PackageGraph:
                 if package is not None:
                     self._forget(package, keep_render=True)
                 self._dependents.pop(key, None)  # they are all stale too
+            changed_set = set(changed)
+            self._descriptors.clear()
+            self._uids.clear()
+            self._parsed.clear()
+            for by_names in self._shared.values():
+                for renders in by_names.values():
+                    for values in [v for v, r in renders.items()
+                                   if not changed_set.isdisjoint(r.files)]:
+                        del renders[values]
             self.tree.invalidate(changed)
             if self.render_store is not None:
                 self.render_store.forget(changed)
@@ -716,6 +922,7 @@ class PackageGraph:
                                              or self.bytes > self.max_bytes))
         if len(self._renders) > 2 * len(self._packages) + 1000:
             self._prune_renders()
+        self._bound_memos()
 
     def _over_share(self, owner: Owner) -> Callable[[], bool]:
         return lambda: self.owner_bytes.get(owner, 0) > self.user_bytes
@@ -774,17 +981,64 @@ class PackageGraph:
             self._unindex(key, cached[1])
 
     def _prune_renders(self) -> None:
-        """Drop the renders kept for packages not loaded again since (lock held)."""
+        """Drop the renders kept for packages not loaded again since (lock held), and those
+        kept for other flag sets (made again when needed)."""
+        self._shared.clear()
+        self._read_names.clear()
+        self._shared_count = 0
+        self._descriptors.clear()
+        self._memo_bytes = 0
+        self._uids.clear()
+        self._parsed.clear()
         for key in [k for k in self._renders if k not in self._packages]:
             self._drop_render(key)
 
-    def _unindex(self, key: PackageKey, files: Iterable[Path]) -> None:
-        for path in files:
-            keys = self._by_file.get(path)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_file[path]
+    def _index(self, key: PackageKey, files: frozenset[Path]) -> None:
+        keys = self._by_files.get(files)
+        if keys is None:
+            keys = self._by_files[files] = set()
+            for path in files:
+                self._file_sets_of.setdefault(path, set()).add(files)
+        keys.add(key)
+
+    def _bound_memos(self) -> None:
+        """The renders kept for other flag sets, the one copy of each descriptor and the
+        uids of builds made alike hold at most as many entries as the package cache: clients
+        choose flags, so they must not grow for good (lock held; made again when needed)."""
+        if self._memo_bytes > self.max_bytes // 4:  # clients' flag sets: bytes too
+            self._shared.clear()
+            self._read_names.clear()
+            self._shared_count = 0
+            self._descriptors.clear()
+            self._memo_bytes = 0
+        if self._shared_count > self.max_packages:
+            self._shared.clear()
+            self._read_names.clear()
+            self._shared_count = 0
+        if len(self._descriptors) > self.max_packages:
+            self._descriptors.clear()
+        if len(self._uids) > self.max_packages:
+            self._uids.clear()
+        if len(self._parsed) > self.max_packages:
+            self._parsed.clear()
+
+    def _unindex(self, key: PackageKey, files: frozenset[Path]) -> None:
+        keys = self._by_files.get(files)
+        if keys is None:
+            return
+        keys.discard(key)
+        if not keys:
+            del self._by_files[files]
+            for path in files:
+                sets = self._file_sets_of.get(path)
+                if sets is not None:
+                    sets.discard(files)
+                    if not sets:
+                        del self._file_sets_of[path]
+
+    def keys_reading(self, path: Path) -> set[PackageKey]:
+        """The keys whose kept render or cached package read `path`."""
+        return {k for fs in self._file_sets_of.get(path, ()) for k in self._by_files[fs]}
 
     def _drop_dependent(self, key: PackageKey, deps: Iterable[PackageKey]) -> None:
         """`key` no longer depends on `deps` (lock held)."""

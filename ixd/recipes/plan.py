@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import concurrent.futures
+import json
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan, Source
-from ixd.recipes.fixup import fixup_node
+from ixd.recipes.fixup import HOOKS_SCRIPT, hook_env, hook_tools
 from ixd.recipes.packages import Package, content_hash, walk_closure
 
 
@@ -66,20 +70,26 @@ def realm_dirs(packages: Sequence[Package]) -> list[str]:
 
 
 def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
-               layout: Layout, fixup: Node | None = None) -> Node:
-    """Assembling a realm is a node too, so an unchanged realm is not assembled again. With
-    `fixup` (the node running the realm's fix-up hooks), its output is linked first: what the
-    hooks made wins."""
+               layout: Layout, fixers: Sequence[Package] = ()) -> Node:
+    """Assembling a realm is a node too, so an unchanged realm is not assembled again.
+
+    If the packages it links ship `fix/` hooks (found when it runs: `ixd.recipes.fixup`),
+    the node runs them as a build: `command`, `stdin` and `env` say how, the tools `fixers`
+    bring (their store dirs in `meta["fix_tools"]`) on PATH. Its uid covers all of it."""
     dirs = realm_dirs(packages)
     deps = runtime_uids(packages)
-    if fixup is not None:
-        dirs = [fixup.outputs[0], *dirs]
-        deps.append(fixup.uid)
+    tools = hook_tools(fixers)
+    deps.extend(p.uid for p in tools if p.uid not in deps)
     # the static policy's exceptions: what packages flagged allow_dynamic bring in
     allowed = sorted({q.out_dir for p in packages if p.flags.get("allow_dynamic", "0") != "0"
                       for q in p.run_closure if q.out_dir})
     meta = {**meta, "allow_dynamic": allowed}
-    uid = content_hash({"realm": realm, "dirs": dirs, "meta": meta})
+    if fixers:
+        meta["fixers"] = [p.display_name for p in fixers]
+        meta["fix_tools"] = [p.out_dir for p in tools]
+    env = hook_env(tools)
+    uid = content_hash({"realm": realm, "dirs": dirs, "meta": meta,
+                        "hooks": {"script": HOOKS_SCRIPT, "env": env}})
     return Node(
         uid=uid,
         kind="realm",
@@ -87,6 +97,9 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
         deps=tuple(deps),
         inputs=tuple(dirs),
         outputs=(str(layout.store_dir(uid, "rlm", realm)),),
+        command=("/bin/sh", "-s"),
+        stdin=HOOKS_SCRIPT,
+        env=env,
         meta=dict(meta),
         entry_kind="rlm",
     )
@@ -95,21 +108,17 @@ def realm_node(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
 def realm_plan(realm: str, packages: Sequence[Package], meta: Mapping[str, Any],
                layout: Layout, fixers: Sequence[Package] = ()) -> Plan:
     """The nodes to build and assemble a realm. `fixers` are the packages its `fix.deps`
-    name, loaded as build tools (`fixup.fixer_selectors`): with any, the realm's fix-up
-    hooks run in a node of their own before assembly."""
+    name, loaded as build tools (`fixup.fixer_selectors`): built before it, for its hooks."""
     nodes = package_nodes([*packages, *fixers], layout)
-    fixup = None
-    if fixers:
-        fixup = fixup_node(realm, realm_dirs(packages), runtime_uids(packages), fixers, layout)
-        nodes.append(fixup)
-        meta = {**meta, "fixers": [p.display_name for p in fixers]}
-    node = realm_node(realm, packages, meta, layout, fixup)
+    node = realm_node(realm, packages, meta, layout, fixers)
     return Plan((*nodes, node), (node.uid,))
 
 
 #: a streamed plan's events stay far below the wire's frame limit (16 MiB)
 BATCH_BYTES = 2 << 20
 BATCH_NODES = 256
+#: a piece of the plan as text: small, so that the daemon never holds much of it at once
+TEXT_BYTES = 256 << 10
 
 
 def node_batches(plan: Plan) -> Iterator[list[dict[str, Any]]]:
@@ -127,6 +136,67 @@ def node_batches(plan: Plan) -> Iterator[list[dict[str, Any]]]:
         size += weight
     if batch:
         yield batch
+
+
+def plan_text(plan: Plan, chunk_bytes: int = TEXT_BYTES) -> Iterator[bytes]:
+    """The plan as one JSON document (`Plan.to_json`'s, a node a line), in pieces of about
+    `chunk_bytes`: what `ixc plan` prints, made once here and passed on as it is (a client
+    decoding 80 MB of nodes and encoding them again takes seconds)."""
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    parts = ['{"nodes":[']
+    size = 0
+    for index, node in enumerate(plan.nodes):
+        line = ("\n" if index == 0 else ",\n") + _node_text(node, encode)
+        parts.append(line)
+        size += len(line)
+        if size >= chunk_bytes:
+            yield "".join(parts).encode()
+            parts, size = [], 0
+    parts.append(f'\n],"targets":{encode(list(plan.targets))}}}\n')
+    yield "".join(parts).encode()
+
+
+def _node_text(node: Node, encode: Callable[[Any], str]) -> str:
+    """`node.to_json()` as JSON, made without copying its values, the script (most of a
+    plan's bytes) escaped apart: the ASCII escaper is the faster one for scripts."""
+    fields = {
+        "uid": node.uid, "kind": node.kind, "name": node.name, "deps": node.deps,
+        "inputs": node.inputs, "outputs": node.outputs, "command": node.command,
+        "env": node.env, "net": node.net,
+        "sources": [{"url": s.url, "sha256": s.sha256, "filename": s.filename}
+                    for s in node.sources],
+        "meta": node.meta, "timeout": node.timeout, "entry_kind": node.entry_kind,
+    }
+    return f'{encode(fields)[:-1]},"stdin":{_escape_ascii(node.stdin)}}}'
+
+
+_escape_ascii: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+@dataclass(frozen=True)
+class PlanText:
+    """`plan_text` of a plan, each piece compressed on its own (zlib): a warm `ixc plan` of
+    stal/IX's CI set is 80 MB of JSON and 8 MB of these."""
+
+    targets: tuple[str, ...]
+    nodes: int
+    #: bytes of the JSON text
+    size: int
+    pieces: tuple[bytes, ...]
+
+
+def compressed_plan_text(plan: Plan) -> PlanText:
+    """The plan's JSON text in compressed pieces (blocking: CPU work). The pieces are
+    compressed in a thread of their own while the next ones are made: zlib works without
+    the interpreter's lock, so a second core takes it."""
+    compressed = []
+    size = 0
+    with concurrent.futures.ThreadPoolExecutor(1, "ixd-plan-zlib") as pool:
+        for piece in plan_text(plan):
+            size += len(piece)
+            compressed.append(pool.submit(zlib.compress, piece, 1))
+        pieces = tuple(f.result() for f in compressed)
+    return PlanText(plan.targets, len(plan.nodes), size, pieces)
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,9 @@ PackageKey = tuple[str, tuple[tuple[str, str], ...]]
 Owner = int | None
 #: a file's identity on disk: device, inode, size, modification time (ns)
 Identity = tuple[int, int, int, int]
-#: a kept render: the raw descriptor, the files it read, whether it names target_realm
-Kept = tuple[dict[str, Any], frozenset[Path], bool]
+#: a kept render: the raw descriptor (or None, `RenderStore.get`), the files it read,
+#: whether it names target_realm, a digest of it
+Kept = tuple[dict[str, Any] | None, frozenset[Path], bool, bytes]
 
 #: renders waiting to be written are written once they take this much memory
 FLUSH_BYTES = 1 << 20
@@ -54,6 +55,8 @@ MAX_RENDERS = 200_000
 #: CI set), and one owner's share of the live renders
 DEFAULT_STORE_BYTES = 192 << 20
 DEFAULT_USER_SHARE = 0.25
+#: at most this many decoded lines are kept for other keys that kept the same render
+MAX_DECODED = 4096
 #: the modules whose code decides what a render gives
 #: the packages whose code a render depends on: every module of them is hashed
 _RENDER_PACKAGES = ("recipes", "model")
@@ -120,6 +123,12 @@ class RenderStore:
         self._pending_bytes = 0
         #: one Path per file named (sets of them hash and compare by identity)
         self._paths: dict[str, Path] = {}
+        #: the files of each render read, by a digest of its line (what follows the key):
+        #: the same render kept under several keys
+        self._files_of_body: dict[
+            bytes, tuple[list[tuple[Path, Identity]], bool, tuple[Path, ...]]] = {}
+        #: the renders whose files were found unchanged in this run (until one changes)
+        self._verified: set[bytes] = set()
         #: the file, open for reading kept renders (appends do not move what is there)
         self._reader: int | None = None
         self._closer: weakref.finalize[Any, Any] | None = None
@@ -293,8 +302,10 @@ class RenderStore:
         identity = self._seen[path] = _identity(path)
         return identity
 
-    def get(self, key: PackageKey) -> Kept | None:
-        """The kept render of `key`, if every file it read is still the one it read."""
+    def get(self, key: PackageKey, known: Container[bytes] = ()) -> Kept | None:
+        """The kept render of `key`, if every file it read is still the one it read: its
+        raw descriptor (None if it is one the caller has from another key: its digest is in
+        `known`), the files, whether it names target_realm, the digest of the render."""
         with self._lock:
             where = self._index.get(key)
             if where is None or where[0] < 0:
@@ -304,24 +315,40 @@ class RenderStore:
                     self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
                     self._closer = weakref.finalize(self, os.close, self._reader)
                 line = os.pread(self._reader, where[1], where[0])
-                render = line[line.index(b"\t", line.index(b"\t") + 1) + 1:]
-                raw, files, reads_realm = json.loads(render)
-                paths = self._paths
-                identified = [(paths.get(p) or paths.setdefault(p, Path(p)), (d, i, n, m))
-                              for p, d, i, n, m in files]
-                if not isinstance(raw, dict):
-                    raise TypeError("not a descriptor")
+                # a line: key, owner, render
+                body = line[line.index(b"\t", line.index(b"\t") + 1) + 1:]
+                # flag sets that render alike are kept alike: a render the caller has from
+                # another key (`known`) is not decoded again, only its files
+                digest = hashlib.blake2b(body, digest_size=16).digest()
+                files_of = self._files_of_body.get(digest)
+                raw: dict[str, Any] | None = None
+                if files_of is None or digest not in known:
+                    raw, files, reads_realm = json.loads(body)
+                    if not isinstance(raw, dict):
+                        raise TypeError("not a descriptor")
+                    paths = self._paths
+                    identified = [(paths.get(p) or paths.setdefault(p, Path(p)), (d, i, n, m))
+                                  for p, d, i, n, m in files]
+                    files_of = (identified, bool(reads_realm),
+                                tuple(p for p, _ in identified))
+                    if len(self._files_of_body) >= MAX_DECODED:
+                        self._files_of_body.clear()
+                        self._verified.clear()
+                    self._files_of_body[digest] = files_of
+                identified, reads_realm, read = files_of
             except (OSError, ValueError, TypeError):
                 self._drop(key)
                 return None
-            for path, identity in identified:
-                if self._now(path) != identity:
-                    self._drop(key)
-                    return None
+            if digest not in self._verified:  # its files looked at once per run
+                for path, identity in identified:
+                    if self._now(path) != identity:
+                        self._drop(key)
+                        return None
+                self._verified.add(digest)
             self._touch(key)
-            self._files_of[key] = tuple(p for p, _ in identified)
+            self._files_of[key] = read
             self.used += 1
-            return raw, frozenset(p for p, _ in identified), bool(reads_realm)
+            return raw, frozenset(read), reads_realm, digest
 
     def put(self, key: PackageKey, raw: dict[str, Any], text: str, files: Iterable[Path],
             reads_realm: bool, owner: Owner = None) -> None:
@@ -388,6 +415,7 @@ class RenderStore:
         kept just as its file changed may hold the old text under the new identity)."""
         with self._lock:
             changed = {Path(p) for p in paths}
+            self._verified.clear()
             for path in changed:
                 self._seen.pop(path, None)
             for key, files in list(self._files_of.items()):

@@ -14,10 +14,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import functools
-import io
 import json
-import marshal
-import pickle
 import posixpath
 import re
 import threading
@@ -28,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.bccache
 import jinja2.runtime
 
 from ixd.recipes.filters import FILTERS
 from ixd.recipes.mounts import Mount, load_mount
+from ixd.recipes.templatecache import TemplateCache, shared_folder
 from ixd.wire.errors import RecipeError, RecipeNotFound
 
 _INCLUDE_LINE = re.compile(r"""^[ \t]*\{%-?\s*include\s+(['"])(?P<name>[^'"]+)\1\s*-?%\}[ \t]*$""",
@@ -42,6 +39,11 @@ _MAX_INCLUDE_DEPTH = 16
 # Template names loaded during the current render, to learn its file dependencies.
 _loaded_names: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
     "_loaded_names", default=None
+)
+# Names of the render context the current render looked up (its templates' code resolves
+# every name it uses when it enters a template or block).
+_read_names: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "_read_names", default=None
 )
 
 
@@ -60,6 +62,7 @@ def join_template_path(name: str, parent: str | None) -> str:
     return normal
 
 
+@functools.lru_cache(maxsize=65536)
 def recipe_file(package_name: str) -> str:
     """The template of a package: `bin/hello` → `bin/hello/ix.sh`; `x/t.sh` → itself."""
     return package_name if package_name.endswith(".sh") else f"{package_name}/ix.sh"
@@ -131,6 +134,8 @@ class OverlayLoader(jinja2.BaseLoader):
         return _INCLUDE_LINE.sub(replace, text)
 
 
+#: what Jinja's generated code takes for a name the context does not have
+_JINJA_MISSING: Any = getattr(jinja2.runtime, "missing")  # noqa: B009 (not in its __all__)
 #: keyword arguments Jinja's generated code passes to every call (for `pass_context`
 #: functions only)
 _RUNTIME_KWARGS = frozenset({"_block_vars", "_loop_vars"})
@@ -138,7 +143,19 @@ _RUNTIME_KWARGS = frozenset({"_block_vars", "_loop_vars"})
 
 class RecipeContext(jinja2.runtime.Context):
     """Jinja's render context, with a short way for the call recipes make most: a block
-    (`self.script()`, `super()`), which takes no context argument (dozens per render)."""
+    (`self.script()`, `super()`), which takes no context argument (dozens per render); it
+    notes each name the render looks up (`Rendered.reads`)."""
+
+    def resolve_or_missing(self, key: str) -> Any:
+        # Jinja's own, inline: generated code calls it for every name of every block
+        reads = _read_names.get()
+        if reads is not None:
+            reads.add(key)
+        if key in self.vars:
+            return self.vars[key]
+        if key in self.parent:
+            return self.parent[key]
+        return _JINJA_MISSING
 
     def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         if (type(__obj) is jinja2.runtime.BlockReference and not args
@@ -202,6 +219,9 @@ class Rendered:
     reads_realm: bool = True
     #: the descriptor as the templates wrote it (JSON)
     text: str = ""
+    #: the names of the render context it looked up: the render is a function of the files
+    #: it read and of these names' values (an undefined name's too)
+    reads: frozenset[str] = frozenset()
 
 
 class IxHelper:
@@ -233,7 +253,10 @@ class RecipeRefused(Exception):
 class RecipeTree:
     """The overlays and a Jinja environment over them. Thread-safe for rendering."""
 
-    def __init__(self, overlays: Sequence[Path], bytecode_dir: Path | None = None) -> None:
+    def __init__(self, overlays: Sequence[Path], bytecode_dir: Path | None = None,
+                 shared_templates: Path | None = None) -> None:
+        """`bytecode_dir`: where compiled templates are kept for the next run;
+        `shared_templates`: the machine's folder of them (`ixd.recipes.templatecache`)."""
         if not overlays:
             raise RecipeError("no recipe overlays configured")
         self._versions: dict[Path, int] = {}
@@ -254,7 +277,8 @@ class RecipeTree:
             auto_reload=True,
             cache_size=-1,
             autoescape=False,
-            bytecode_cache=_bytecode_cache(bytecode_dir),
+            bytecode_cache=(TemplateCache(bytecode_dir, shared_folder(shared_templates))
+                            if bytecode_dir or shared_templates else None),
         )
         self.env.filters.update(FILTERS)
 
@@ -319,8 +343,10 @@ class RecipeTree:
         """Render a package's recipe to its descriptor dict."""
         template_name = recipe_file(package_name)
         loaded: set[str] = set()
+        reads: set[str] = set()
         extra_files: set[Path] = set()
         token = _loaded_names.set(loaded)
+        reads_token = _read_names.set(reads)
         try:
             ctx: MutableMapping[str, Any] = dict(context)
             ctx["ix"] = IxHelper(self, package_name, extra_files)
@@ -346,6 +372,7 @@ class RecipeTree:
             raise RecipeError(f"{_where(exc, template_name)}: rendering {package_name!r} "
                               f"failed: {type(exc).__name__}: {exc}") from None
         finally:
+            _read_names.reset(reads_token)
             _loaded_names.reset(token)
         try:
             descriptor = json.loads(text)
@@ -364,41 +391,7 @@ class RecipeTree:
             # renders of one template family read the same files: one set for all of them
             shared = self._file_sets.setdefault(frozenset(files), frozenset(files))
             reads_realm = not self._realm_templates.isdisjoint(loaded)
-        return Rendered(descriptor, shared, reads_realm, text)
-
-
-class _BytecodeFolder(jinja2.FileSystemBytecodeCache):
-    """Jinja's folder of compiled templates, each file read whole and unmarshalled from
-    bytes: Jinja's own `marshal.load` from a file object reads it in small pieces, which
-    costs more than the whole render of the template (the same files, the same format)."""
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        try:
-            with open(self._get_cache_filename(bucket), "rb") as stream:
-                data = stream.read()
-        except OSError:
-            return
-        magic = jinja2.bccache.bc_magic
-        if not data.startswith(magic):
-            return
-        header = io.BytesIO(data)
-        header.seek(len(magic))
-        try:
-            if pickle.load(header) != bucket.checksum:  # the source changed since
-                return
-            bucket.code = marshal.loads(memoryview(data)[header.tell():])
-        except (EOFError, ValueError, TypeError, pickle.UnpicklingError):
-            bucket.reset()
-
-
-def _bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
-    """Compiled templates kept across daemon restarts, in a folder only the daemon's user can
-    write (what is loaded from it is run as code)."""
-    if folder is None:
-        return None
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    return _BytecodeFolder(str(folder))
+        return Rendered(descriptor, shared, reads_realm, text, frozenset(reads))
 
 
 def _where(exc: BaseException, fallback: str) -> str:

@@ -118,6 +118,8 @@ async def run_build(
     expect_hash: str | None = None,
     keep_log: bool = False,
     cgroups: Cgroups | None = None,
+    seed: Callable[[Path], None] | None = None,
+    finish: Callable[[Path], None] | None = None,
 ) -> Built:
     """Run a `kind == "build"` node; return when its output is canonical and in the store.
 
@@ -133,8 +135,11 @@ async def run_build(
     (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`: the
     command's output goes after what the log already holds. A confined build runs in a
     cgroup of its own under `cgroups` (its memory bound), else with RLIMIT_DATA; a broken
-    limit raises BuildLimitExceeded. On trio cancellation the build's processes are killed
-    and waited for, its files removed, and Cancelled re-raised.
+    limit raises BuildLimitExceeded. `seed(out)` fills the private output folder before the
+    command runs (as the daemon: what it makes is then given to the build user);
+    `finish(out)` runs once no process of the build is left, before the output is
+    canonicalised (both blocking, in threads). On trio cancellation the build's processes
+    are killed and waited for, its files removed, and Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
@@ -198,6 +203,8 @@ async def run_build(
             if _exists(store_path) or _exists(scratch):
                 await trio.to_thread.run_sync(_remove_stale, store_path, scratch)
             _prepare(node, layout, out, scratch)
+            if seed is not None:
+                await trio.to_thread.run_sync(seed, out)
         else:
             links = _source_links(node, layout)
             build_user = user
@@ -205,6 +212,9 @@ async def run_build(
 
             def prepare() -> None:
                 _make_scratch(scratch, build_user, links, out.name)
+                if seed is not None:
+                    seed(out)
+                    _give_tree(out, build_user)
                 if build_cgroup is not None:
                     build_cgroup.create(limits.max_memory, limits.max_processes)
         ran = _Outcome()
@@ -239,7 +249,7 @@ async def run_build(
             # otherwise every process of its uid is killed first
             built = await trio.to_thread.run_sync(
                 _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
-                layout.trash, limits, expect_hash)
+                layout.trash, limits, expect_hash, finish)
         except LimitExceeded as exc:
             raise BuildLimitExceeded(_failure_message(
                 node, f"its output could not be finished: {exc}", log_path,
@@ -352,6 +362,15 @@ def _make_scratch(scratch: Path, user: BuildUser, links: list[tuple[str, str]],
     os.chown(scratch, user.uid, user.gid)
 
 
+def _give_tree(top: Path, user: BuildUser) -> None:
+    """Make what the daemon put in a build's output the build user's (its processes may
+    change it; the daemon made it, so nothing in it is a build's yet)."""
+    for folder, subdirs, files in os.walk(top):
+        for name in (*subdirs, *files):
+            os.chown(os.path.join(folder, name), user.uid, user.gid, follow_symlinks=False)
+    os.chown(top, user.uid, user.gid)
+
+
 def _source_links(node: Node, layout: Layout) -> list[tuple[str, str]]:
     """(target, name) of the links to the node's sources its scratch's `src` holds."""
     return [(os.fspath(layout.source_path(source.sha256)), _source_name(node, source))
@@ -388,7 +407,8 @@ def sandbox_etc_dir(layout: Layout) -> Path:
 
 
 def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
-            trash: Path, limits: BuildLimits, expect_hash: str | None = None) -> Built:
+            trash: Path, limits: BuildLimits, expect_hash: str | None = None,
+            finish: Callable[[Path], None] | None = None) -> Built:
     """After the command: no process of the build left (`user`'s are killed, if given), its
     output canonicalised, hashed and moved into the store, the scratch removed (blocking; one
     worker thread for all of it)."""
@@ -402,6 +422,8 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
     if not stat.S_ISDIR(mode):
         raise OutputRefused(f"the build left $out ({store_path}) as something else than a "
                             "folder (a link or a file)")
+    if finish is not None:
+        finish(out)
     canonical = canonicalise(out, content_hash=True)  # of relative paths: the same once moved
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "

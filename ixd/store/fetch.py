@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import os
 import re
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +192,7 @@ def _classify(raw: str) -> _Candidate:
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             return _Candidate(raw, "bad", f"file URL with a remote host {parts.netloc!r}")
-        return _Candidate(raw, "file", urllib.request.url2pathname(parts.path))
+        return _Candidate(raw, "file", urllib.parse.unquote(parts.path))  # url2pathname's
     return _Candidate(raw, "bad", f"unsupported URL scheme {scheme or '(none)'!r}")
 
 
@@ -261,6 +259,9 @@ def _attempt(
 @contextlib.contextmanager
 def _open(candidate: _Candidate, timeout: float) -> Iterator[tuple[_Reader, int | None]]:
     """Open a candidate for reading: (reader, total size or None)."""
+    import http.client  # here: they bring email and more, which only fetches need
+    import urllib.request
+
     if candidate.kind == "file":
         try:
             handle: BinaryIO = open(candidate.target, "rb")
@@ -305,6 +306,8 @@ def _copy(
     max_size: int,
 ) -> str:
     """Stream `reader` into `out`; return the sha256 of what was read."""
+    import http.client  # here: it brings email and more, which only fetches need
+
     digest = hashlib.sha256()
     received = 0
     if total is not None and total > max_size:
@@ -348,6 +351,8 @@ def _fsync_dir(directory: Path) -> None:
 
 def _describe(exc: BaseException, timeout: float) -> str:
     """A short human reason for one failed candidate."""
+    import http.client  # here: it brings email and more, which only fetches need
+
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}".rstrip()
     if isinstance(exc, urllib.error.URLError):
