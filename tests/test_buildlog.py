@@ -175,7 +175,11 @@ def test_the_pump_logs_everything_and_relays_within_the_budget(tmp_path: Path) -
     lines = [f"line {n}".encode() for n in range(1000)]
     os.write(write, b"\n".join(lines[:10]) + b"\n")
     wait_for(lambda: loop.posted, "the first lines to be posted", 10)
-    os.write(write, b"\n".join(lines[10:]) + b"\nlast, unfinished")
+    middle = b"\n".join(lines[10:500]) + b"\n"
+    os.write(write, middle)
+    first = len(b"\n".join(lines[:10])) + 1
+    wait_for(lambda: log.written == first + len(middle), "the middle to be read", 10)
+    os.write(write, b"\n".join(lines[500:]) + b"\nlast, unfinished")
     os.close(write)
     wait_for(lambda: any(f == loop.done.set for f in list(loop.posted)), "the pump's end", 10)
     assert not loop.done.is_set()  # posted to the loop, not called from the thread
@@ -184,9 +188,11 @@ def test_the_pump_logs_everything_and_relays_within_the_budget(tmp_path: Path) -
     output = b"\n".join(lines) + b"\nlast, unfinished"
     assert (tmp_path / "x.log").read_bytes() == output  # the file has all of it
     assert relayed[:10] == [f"line {n}" for n in range(10)]
-    # the rest was past the budget: counted where it was left out (the unfinished last line
-    # too), never half shown
-    assert relayed[10:] == [991] and ends[-1] == len(output)
+    # the middle was past the budget: counted where it was left out, never half shown; the
+    # output's last piece is relayed all the same, its unfinished last line too
+    assert relayed[10] == 490
+    assert relayed[11:] == [f"line {n}" for n in range(500, 1000)] + ["last, unfinished"]
+    assert ends[-1] == len(output)
     assert loop.done.is_set()
 
 

@@ -387,8 +387,9 @@ INDEX_ENTRY = 120
 
 
 def _memo_size(descriptor: Descriptor) -> int:
-    """About what a memo's entry for `descriptor` holds: its script text and the rest."""
-    return len(descriptor.script_data) + 512
+    """About what a memo's entry for `descriptor` holds: its script text and the rest (the
+    parsed render's lists and strings; measured in tests/test_package_cache.py)."""
+    return len(descriptor.script_data) + 1024
 
 
 def package_bytes(package: Package, shared_node: bool) -> int:
@@ -493,7 +494,8 @@ class PackageGraph:
         #: with the renders they came from
         self._descriptors: dict[Descriptor, Descriptor] = {}
         self._uids: dict[tuple[Any, ...], str] = {}
-        #: about the bytes `_shared` and `_descriptors` hold (their script texts)
+        #: about the bytes `_shared`, `_descriptors` and `_uids` hold (the descriptors they
+        #: keep alive after their packages went)
         self._memo_bytes = 0
         #: the descriptor parsed from each render the render store gave (by its digest)
         self._parsed: dict[bytes, Descriptor] = {}
@@ -823,6 +825,7 @@ class PackageGraph:
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         if uid is None:
             env = _build_env(bins, hosts, targets)
+            self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
             uid = self._uids[made_of] = build_uid(package.name, package.kind, d.script_exec,
                                                   d.script_data, env, input_uids, sources,
                                                   d.net)
@@ -1010,6 +1013,8 @@ class PackageGraph:
             self._read_names.clear()
             self._shared_count = 0
             self._descriptors.clear()
+            self._uids.clear()
+            self._parsed.clear()
             self._memo_bytes = 0
         if self._shared_count > self.max_packages:
             self._shared.clear()

@@ -324,27 +324,44 @@ class LogPump:
     def _read(self) -> None:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        while not self._stop.is_set():
-            if not poller.poll(int(POLL_SECONDS * 1000)):
-                continue
-            chunk = os.read(self.fd, READ_SIZE)
-            if not chunk:
-                return
-            if self.error is None:
-                try:
-                    self.log.write(chunk)
-                except OSError as exc:  # a full disk: the build goes on, its log stops
-                    self.error = exc
-            else:  # still quoted when the build fails
-                self.log.remember(chunk)
-            if self.relay is None:
-                continue
-            if self.budget.take(len(chunk)):
-                items = self.splitter.feed(chunk)
-            else:
-                skipped = self.splitter.drop(chunk)
+        # the last chunk printed past the live budget, held back: if it is the output's
+        # last, it is relayed all the same (how a build ends is what its waiters look for)
+        held = b""
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(int(POLL_SECONDS * 1000)):
+                    continue
+                chunk = os.read(self.fd, READ_SIZE)
+                if not chunk:
+                    return
+                held = self._take(chunk, held)
+        finally:
+            if held and self.relay is not None:
+                items = self.splitter.feed(held)
+                self._queue(items, self.log.written - self.splitter.unfinished)
+
+    def _take(self, chunk: bytes, held: bytes) -> bytes:
+        """Log `chunk` and relay it within the budget; what is held back now."""
+        if self.error is None:
+            try:
+                self.log.write(chunk)
+            except OSError as exc:  # a full disk: the build goes on, its log stops
+                self.error = exc
+        else:  # still quoted when the build fails
+            self.log.remember(chunk)
+        if self.relay is None:
+            return b""
+        items: list[str | int] = []
+        if self.budget.take(len(chunk)):
+            items = self.splitter.feed(held + chunk)
+            held = b""
+        else:
+            if held:
+                skipped = self.splitter.drop(held)
                 items = [skipped] if skipped else []
-            self._queue(items, self.log.written - self.splitter.unfinished)
+            held = chunk
+        self._queue(items, self.log.written - self.splitter.unfinished - len(held))
+        return held
 
     def _queue(self, items: Sequence[str | int], end: int) -> None:
         if not items:
