@@ -54,6 +54,9 @@ class Node:
     #: the kind of the store entry the node makes (`bin`, `lib`, `rlm`, ...; empty for a
     #: fetch): what the store's table records
     entry_kind: str = ""
+    #: build nodes: the machine every ELF file of the output must be for (`aarch64`: the
+    #: package's target platform), checked before it enters the store; "" checks nothing
+    elf_machine: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +78,7 @@ class Node:
             meta=dict(data["meta"]),
             timeout=float(data.get("timeout", 0.0)),
             entry_kind=str(data.get("entry_kind", "")),
+            elf_machine=str(data.get("elf_machine", "")),
         )
 
 

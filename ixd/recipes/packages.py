@@ -593,6 +593,7 @@ class PackageGraph:
             meta={"package": package.name, "flags": dict(package.flags)},
             timeout=d.timeout,
             entry_kind=package.kind,
+            elf_machine=platforms.elf_machine(platforms.describe(package.flags["target"])),
         )
 
     # --- cache invalidation ---------------------------------------------------------------
