@@ -564,13 +564,17 @@ class PackageGraph:
         # sets that render the same build are one build
         package.uid = build_uid(package.name, package.kind, d.script_exec, d.script_data,
                                 env, [p.uid for p in inputs], sources, d.net)
+        # what its ELF files must be for: its own target's machine, even where the build is
+        # shared with another target's (a build the target does not change)
+        machine = platforms.elf_machine(platforms.describe(package.flags["target"]))
         same = self._nodes.get(package.uid)
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
             package.out_dir = same.outputs[0]
-            package.node = dataclasses.replace(  # its own name; the rest is shared
+            package.node = dataclasses.replace(  # its own name and target; the rest is shared
                 same, name=package.display_name,
-                meta={"package": package.name, "flags": dict(package.flags)})
+                meta={"package": package.name, "flags": dict(package.flags)},
+                elf_machine=machine)
             package.descriptor = dataclasses.replace(d, script_data=same.stdin)
             kept = self._renders.get(package.key)
             if kept is not None:  # the kept render shares the text too
@@ -593,7 +597,7 @@ class PackageGraph:
             meta={"package": package.name, "flags": dict(package.flags)},
             timeout=d.timeout,
             entry_kind=package.kind,
-            elf_machine=platforms.elf_machine(platforms.describe(package.flags["target"])),
+            elf_machine=machine,
         )
 
     # --- cache invalidation ---------------------------------------------------------------
