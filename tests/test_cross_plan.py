@@ -21,6 +21,7 @@ from ixd.recipes.packages import PackageGraph
 from ixd.recipes.plan import build_plan
 from ixd.recipes.tree import RecipeTree
 from ixd.store.fstree import remove_tree
+from ixd.wire.errors import RecipeError
 from tests.daemon_harness import PKGS, RunningDaemon, read_rows, start_daemon
 
 TARGETS = {"linux-aarch64": "aarch64", "linux-riscv64": "riscv64"}
@@ -103,3 +104,14 @@ def test_an_output_for_another_machine_than_its_target_is_refused_naming_both(
     # the daemon goes on serving; the host's own build of it is the same build, accepted
     built = daemon.ixc("build", "bin/dynamic").stdout.split()
     assert built == [str(daemon.root / "store" / f"{row['uid']}-bin-dynamic")]
+
+
+def test_gcc_is_refused_for_another_target_naming_clang(tmp_path: Path) -> None:
+    """The host's gcc compiles for the host alone: asked for another target, the recipe
+    refuses to render (before anything is built) and names the compiler that can."""
+    graph = PackageGraph(RecipeTree([PKGS]), tmp_path / "store")
+    with pytest.raises(RecipeError) as refused:
+        graph.load(parse_selector("bin/hello(cc=gcc,target=linux-aarch64)"))
+    assert ("it is built for linux-aarch64 (the host gcc builds for the host alone): "
+            "--cc=gcc cannot build it; the compilers that can: clang") in refused.value.message
+    graph.load(parse_selector("bin/hello(cc=gcc)"))  # for the host, it can
