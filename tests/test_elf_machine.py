@@ -20,12 +20,15 @@ def elf_header(machine: int, *, big: bool = False) -> bytes:
 
 
 def ar_member(name: str, data: bytes, *, bsd: bool = False) -> bytes:
+    """An `ar` member: `name` as it stands in the header (GNU's `/N` and `//` as they are,
+    other names with GNU's closing `/`), or in BSD's way."""
     if bsd:  # the name's length in the header, the name before the data
         raw = name.encode()
         header = f"#1/{len(raw)}".ljust(16) + "0".ljust(12) + "0".ljust(6) * 2 + "644".ljust(8)
         body = raw + data
     else:
-        header = f"{name}/".ljust(16) + "0".ljust(12) + "0".ljust(6) * 2 + "644".ljust(8)
+        shown = name if name.startswith("/") else f"{name}/"
+        header = shown.ljust(16) + "0".ljust(12) + "0".ljust(6) * 2 + "644".ljust(8)
         body = data
     member = (header + str(len(body)).ljust(10) + "`\n").encode() + body
     return member + (b"\n" if len(body) % 2 else b"")
@@ -46,11 +49,15 @@ def test_an_elf_file_gives_its_machine_in_either_byte_order(tmp_path: Path) -> N
 
 
 def test_an_archive_gives_each_elf_member(tmp_path: Path) -> None:
-    archive = (b"!<arch>\n" + ar_member("/", b"symbols") + ar_member("a.o", elf_header(243))
-               + ar_member("odd.txt", b"not an object") + ar_member("b.o", elf_header(62))
+    names = b"a-long-name-of-a-member.o/\nanother-long-name.o/\n"
+    archive = (b"!<arch>\n" + ar_member("/", b"symbols") + ar_member("//", names)
+               + ar_member("a.o", elf_header(243)) + ar_member("odd.txt", b"not an object")
+               + ar_member("b.o", elf_header(62)) + ar_member("/27", elf_header(8))
+               + ar_member("odd", elf_header(22), bsd=True)  # an odd length, padded
                + ar_member("long-name-of-a-member.o", elf_header(183), bsd=True))
     assert machines_of(tmp_path / "lib.a", archive) == [
-        ("a.o", 243), ("b.o", 62), ("long-name-of-a-member.o", 183)]
+        ("a.o", 243), ("b.o", 62), ("another-long-name.o", 8), ("odd", 22),
+        ("long-name-of-a-member.o", 183)]
 
 
 @pytest.mark.parametrize("content", [

@@ -21,6 +21,8 @@ AR_MAGIC = b"!<arch>\n"
 AR_HEADER = 60
 #: members of one archive looked at at most (musl's libc.a has about 1,700)
 MAX_AR_MEMBERS = 1 << 16
+#: bytes of an archive's long-name table read at most
+MAX_AR_NAMES = 1 << 20
 
 #: `e_machine` by the machine names platforms give (`ixd.model.platforms.elf_machine`)
 MACHINES = {"x86_64": 62, "aarch64": 183, "riscv64": 243, "armv7": 40}
@@ -121,6 +123,7 @@ def file_machines(fd: int) -> Iterator[tuple[str, int]]:
         return
     size = os.fstat(fd).st_size
     offset = len(AR_MAGIC)
+    long_names = b""  # GNU's table of the names longer than 15 bytes (member "//")
     for _ in range(MAX_AR_MEMBERS):
         header = os.pread(fd, AR_HEADER, offset)
         if len(header) < AR_HEADER or header[58:60] != b"`\n":
@@ -129,18 +132,23 @@ def file_machines(fd: int) -> Iterator[tuple[str, int]]:
         if not field.isdigit():
             return
         member_size = int(field)
-        data = offset + AR_HEADER
+        data, following = offset + AR_HEADER, offset + AR_HEADER + member_size + member_size % 2
         name = header[:16].decode("ascii", "replace").rstrip()
-        if name.startswith("#1/"):  # BSD: the name's length here, the name before the data
+        if name == "//":
+            long_names = os.pread(fd, min(member_size, MAX_AR_NAMES), data)
+        elif name[1:].isdigit() and name.startswith("/"):  # GNU: an offset in that table
+            at = int(name[1:])
+            name = long_names[at:long_names.find(b"/\n", at)].decode("utf-8", "replace")
+        elif name.startswith("#1/"):  # BSD: the name's length here, the name before the data
             skip = int(name[3:]) if name[3:].isdigit() else 0
             if skip > member_size:
                 return
             name = os.pread(fd, skip, data).decode("utf-8", "replace").rstrip("\0")
-            data, member_size = data + skip, member_size - skip
+            data += skip
         machine = _elf_machine(os.pread(fd, 20, data))
         if machine is not None:
             yield name.rstrip("/"), machine
-        offset = data + member_size + (member_size & 1)
+        offset = following
         if offset >= size:
             return
 
