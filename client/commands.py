@@ -280,6 +280,39 @@ def purge(ctx: Context, words: list[str]) -> int:
     return ctx.show(value, lambda v, out: print(f"purged realm {v['realm']}", file=out))
 
 
+@command("export [REALM] -o FILE", "a realm's closure as a tarball for another machine",
+         detail="FILE (.tar, .tar.gz, .tgz, .tar.xz; - for standard output) holds the realm's\n"
+                "store entries and its link, at this daemon's root path: unpack it with\n"
+                "`tar -xf FILE -C /` on the target machine (a cross-built realm's, say).\n"
+                "The same realm gives the same bytes.", read_only=True)
+def export(ctx: Context, words: list[str]) -> int:
+    import sys
+
+    from client.export import compression_of, write_export
+
+    usage = "usage: ixc export [REALM] -o FILE"
+    if "-o" not in words or words.index("-o") + 1 >= len(words):
+        raise UsageError(f"`ixc export` needs -o FILE (the tarball to write); {usage}")
+    at = words.index("-o")
+    output = words[at + 1]
+    del words[at:at + 2]
+    compression_of(output)  # a bad name is said before the daemon is asked
+    realm = at_most_one(words, usage)
+    answer = ctx.call("export", {"realm": realm} if realm else {})
+    written = write_export(answer, output, sys.stdout.buffer)
+    if output == "-":  # the tarball is on standard output: what was written goes elsewhere
+        print_export(written, ctx.err)
+        return 0
+    return ctx.show(written, print_export)
+
+
+def print_export(value: dict[str, Any], out: TextIO) -> None:
+    where = "standard output" if value["file"] == "-" else value["file"]
+    print(f"exported realm {value['realm']}: {value['entries']} store entries, "
+          f"{value['files']} files, {value['bytes']} bytes, to {where}; unpack it at / "
+          f"on the target: tar -xf FILE -C /", file=out)
+
+
 @command("dep PKG...", "the package names of the whole closure", read_only=True)
 def dep(ctx: Context, words: list[str]) -> int:
     return ctx.show(ctx.call("dep", {"packages": packages(words, "dep")}), print_unique_names)

@@ -151,6 +151,13 @@ def toolchain_root() -> SeededRoot:
     return RUN.prebuilds["toolchain_root"].result()
 
 
+@pytest.fixture(scope="session")
+def cross_root() -> SeededRoot:
+    """Like `lib_c_root`, with lib/c and the builtins for linux-aarch64 and linux-riscv64 too,
+    and the C++ runtimes for linux-aarch64 (mark: `cross_root`)."""
+    return RUN.prebuilds["cross_root"].result()
+
+
 #: held while a test run has the test accounts
 ACCOUNTS_LOCK = "/tmp/ix-test-accounts.lock"
 

@@ -33,12 +33,17 @@ from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, make_reachab
 
 #: the prebuilt roots of a run, by the fixture (and mark) that gives one, and what each holds
 #: (with the build tools they need): what every C package links (by clang, the default
-#: compiler); and the whole toolchain, for test_packages_real: the C++ runtimes, and musl
-#: built by gcc for its --cc=gcc build. Two roots, so that two processes of a parallel run
-#: can each run daemons on one (tests/parallel.py).
+#: compiler); the whole toolchain, for test_packages_real: the C++ runtimes, and musl
+#: built by gcc for its --cc=gcc build; and the cross targets' own, for test_cross: musl
+#: and the builtins for linux-aarch64 and linux-riscv64, the C++ runtimes for aarch64 (with
+#: the host's musl and builtins, which every cross build has among its host libraries).
+#: Each root's modules run in one process, so two processes of a parallel run each run
+#: daemons on one (tests/parallel.py).
 SEEDED_ROOTS = {
     "lib_c_root": ("lib/c", "lib/compiler_rt/builtins"),
     "toolchain_root": ("lib/c", "lib/compiler_rt/builtins", "lib/c++", "lib/c(cc=gcc)"),
+    "cross_root": ("lib/c++(target=linux-aarch64)", "lib/c(target=linux-riscv64)",
+                   "lib/compiler_rt/builtins(target=linux-riscv64)"),
 }
 
 

@@ -26,7 +26,7 @@ from ixd.store.builder import BuildLimits, Built, ContentMismatch, run_build
 from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.store.confine import confinement_argv, probe_confinement
 from ixd.store.fstree import remove_tree
-from ixd.wire.errors import BuildFailed
+from ixd.wire.errors import BuildFailed, WrongMachine
 from tests.daemon_harness import make_reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -458,6 +458,41 @@ async def test_an_output_of_another_content_than_expected_never_reaches_the_stor
         await build(other, layout, confine=confine, expect_hash=first.content_hash)
     assert isinstance(info.value.__cause__, ContentMismatch)
     assert_cleaned_up(layout, other)
+
+
+# --- the machine of what a build makes -------------------------------------------------------
+
+#: the host's machine, and another one (a program for the host claims to be for it)
+HOST_MACHINE = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "riscv64"}[
+    os.uname().machine]
+OTHER_MACHINE = "riscv64" if HOST_MACHINE != "riscv64" else "aarch64"
+#: a program of the host's, and a static library of a host object (an ELF member)
+HOST_PROGRAM = 'mkdir -p "$out/bin"; cp /bin/true "$out/bin/true"'
+HOST_ARCHIVE = ('mkdir -p "$out/lib"; cp /bin/true "$tmp/true.o"; '
+                'ar rc "$out/lib/libtrue.a" "$tmp/true.o"')
+
+
+@both_modes
+@pytest.mark.parametrize("script, where", [
+    pytest.param(HOST_PROGRAM, "bin/true", id="program"),
+    pytest.param(HOST_ARCHIVE, "lib/libtrue.a (its member true.o)", id="archive")])
+async def test_an_output_for_another_machine_never_reaches_the_store(
+        layout: Layout, confine: bool, script: str, where: str) -> None:
+    node = dataclasses.replace(make_node(layout, script), elf_machine=OTHER_MACHINE)
+    with pytest.raises(WrongMachine) as info:
+        await build(node, layout, confine=confine)
+    # both machines named, and where the file is
+    message = info.value.message
+    assert f"{where} is an ELF file for {HOST_MACHINE} (e_machine " in message
+    assert f"not for {OTHER_MACHINE} (e_machine " in message
+    assert f"bin/test is built for {OTHER_MACHINE}" in message
+    assert info.value.code == "E_WRONG_MACHINE"
+    assert_cleaned_up(layout, node)
+    # for its own machine, or with no machine to check, the same output is accepted
+    for machine in (HOST_MACHINE, ""):
+        same = dataclasses.replace(make_node(layout, script), elf_machine=machine)
+        await build(same, layout, confine=confine)
+        assert out_of(same).is_dir()
 
 
 # --- sources -------------------------------------------------------------------------------

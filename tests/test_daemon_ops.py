@@ -367,9 +367,9 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     made.db.close()
 
 
-OPS = ["build", "builds", "cluster-build", "dep", "diff", "gc", "generations", "let", "list",
-       "log", "mut", "ping", "plan", "purge", "push", "rollback", "run", "search", "show",
-       "status", "why"]
+OPS = ["build", "builds", "cluster-build", "dep", "diff", "export", "gc", "generations", "let",
+       "list", "log", "mut", "ping", "plan", "purge", "push", "rollback", "run", "search",
+       "show", "status", "why"]
 
 
 async def test_an_unknown_op_is_refused_naming_the_ops(daemon: Daemon) -> None:

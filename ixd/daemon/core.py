@@ -6,9 +6,9 @@ through the scheduler, and switch realms. The socket server around it only moves
 Who does what:
 
 - `ixd.daemon.realm_change`: `mut` and `let`; `ixd.daemon.realm_ops`: `list`, `generations`,
-  `rollback`, `purge`; both on `ixd.daemon.realm_access` (who may change a realm, its lock,
-  squatters) and `ixd.daemon.realm_cache` (states parsed once, realms as their last change left
-  them);
+  `rollback`, `purge`, `export`; both on `ixd.daemon.realm_access` (who may change a realm,
+  its lock, squatters) and `ixd.daemon.realm_cache` (states parsed once, realms as their
+  last change left them);
 - `ixd.daemon.build_ops`: `dep`, `plan`, `build`, `run`, `status`, `builds`, `log`;
 - `ixd.daemon.find_ops`: `search`, `show`, `why`, `diff`;
 - `ixd.daemon.admin_ops`: `gc` (`ixd.daemon.collection`) and `push`;
@@ -93,6 +93,7 @@ class Daemon:
             "run": builds.op_run,
             "list": realms.op_list,
             "purge": realms.op_purge,
+            "export": realms.op_export,
             "dep": builds.op_dep,
             "plan": builds.op_plan,
             "generations": realms.op_generations,

@@ -19,7 +19,8 @@ from ixd.daemon.realm_cache import RealmCache
 from ixd.model.layout import Layout
 from ixd.store.assemble import switch_realm_link
 from ixd.store.db import BuildDatabase, Generation
-from ixd.wire.errors import BadRequest, NoSuchRealm, RealmError
+from ixd.store.gc import realm_store_dirs
+from ixd.wire.errors import BadRequest, ExportError, NoSuchRealm, RealmError
 
 log = logging.getLogger("ixd")
 
@@ -39,17 +40,22 @@ class RealmOps:
             return {"realms": [{"name": r["name"], "owner": r["owner"],
                                 "generation": r["current"]} for r in rows]}
         name = request_args.realm_name(args, caller)
+        row, generation = await self._current(name, "")
+        # `owner_uid`: what `ixc session` checks before it runs a realm's services
+        return {"realm": name, "generation": generation.number, "path": generation.path,
+                "state": generation.state, "owner": identity.login_of_uid(int(row["owner"])),
+                "owner_uid": int(row["owner"])}
+
+    async def _current(self, name: str, purpose: str) -> tuple[Any, Generation]:
+        """The realm's row and current generation; NoSuchRealm ("no realm NAME{purpose}")."""
         row = await trio.to_thread.run_sync(self.db.realm, name)
         if await self.access.void(name, row):
             row = None
         generation = await trio.to_thread.run_sync(self.db.current_generation, name)
         if row is None or generation is None:
-            raise NoSuchRealm(f"there is no realm {name!r}; create it with "
+            raise NoSuchRealm(f"there is no realm {name!r}{purpose}; create it with "
                               f"`ixc mut {name} +bin/...`")
-        # `owner_uid`: what `ixc session` checks before it runs a realm's services
-        return {"realm": name, "generation": generation.number, "path": generation.path,
-                "state": generation.state, "owner": identity.login_of_uid(int(row["owner"])),
-                "owner_uid": int(row["owner"])}
+        return row, generation
 
     async def op_generations(self, args: dict[str, Any], caller: Caller, emit: Listener
                              ) -> Any:
@@ -95,6 +101,26 @@ class RealmOps:
                  caller.uid)
         return {"realm": name, "generation": target.number, "previous": current,
                 "path": str(path)}
+
+    async def op_export(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+        """What `ixc export` packs: the realm's current entry and every store dir it links
+        (its run-time closure, as gc marks it), and where the realm's link is. Anyone may
+        read a realm, so anyone may export one; the client reads the store itself."""
+        name = request_args.realm_name(args, caller)
+        _row, generation = await self._current(name, " to export")
+        try:
+            linked = await trio.to_thread.run_sync(realm_store_dirs, generation.path)
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"realm {name!r}: its entry {generation.path} cannot be read "
+                              f"({exc}); `ixd verify` checks the store") from None
+        store = str(self.layout.store)
+        strays = [d for d in linked if os.path.dirname(d) != store]
+        if strays:
+            raise ExportError(f"realm {name!r} links {strays[0]}, which is not a store entry "
+                              f"of {store}; nothing to export")
+        return {"realm": name, "generation": generation.number, "root": str(self.layout.root),
+                "link": str(self.layout.realm_link(name)),
+                "store_dirs": [generation.path, *dict.fromkeys(linked)]}
 
     async def op_purge(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         name = request_args.realm_name(args, caller)

@@ -55,6 +55,9 @@ class Node:
     #: the kind of the store entry the node makes (`bin`, `lib`, `rlm`, ...; empty for a
     #: fetch): what the store's table records
     entry_kind: str = ""
+    #: build nodes: the machine every ELF file of the output must be for (`aarch64`: the
+    #: package's target platform), checked before it enters the store; "" checks nothing
+    elf_machine: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The node as plain data (what `asdict` gives, made directly: a big plan has
@@ -66,7 +69,7 @@ class Node:
             "sources": tuple({"url": s.url, "sha256": s.sha256, "filename": s.filename}
                              for s in self.sources),
             "meta": copy.deepcopy(self.meta) if self.meta else {}, "timeout": self.timeout,
-            "entry_kind": self.entry_kind,
+            "entry_kind": self.entry_kind, "elf_machine": self.elf_machine,
         }
 
     @staticmethod
@@ -86,6 +89,7 @@ class Node:
             meta=dict(data["meta"]),
             timeout=float(data.get("timeout", 0.0)),
             entry_kind=str(data.get("entry_kind", "")),
+            elf_machine=str(data.get("elf_machine", "")),
         )
 
 

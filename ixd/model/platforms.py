@@ -178,6 +178,14 @@ def describe(name: str) -> dict[str, Any]:
     return _described(name)
 
 
+def elf_machine(description: dict[str, Any]) -> str:
+    """The machine every ELF file built for the platform must be for (its `gnu_arch`, the
+    name `ixd.store.elf` knows it by), or "" for a platform whose objects are not ELF."""
+    if description.get("obj_fmt") != "elf":
+        return ""
+    return str(description["gnu_arch"])
+
+
 def host_name() -> str:
     import platform  # here: `ixc` imports this module on its way to the socket
 

@@ -830,13 +830,17 @@ class PackageGraph:
                                                   d.script_data, env, input_uids, sources,
                                                   d.net)
         package.uid = uid
+        # what its ELF files must be for: its own target's machine, even where the build is
+        # shared with another target's (a build the target does not change)
+        machine = platforms.elf_machine(platforms.describe(package.flags["target"]))
         same = self._nodes.get(package.uid)
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
             package.out_dir = same.outputs[0]
-            package.node = dataclasses.replace(  # its own name; the rest is shared
+            package.node = dataclasses.replace(  # its own name and target; the rest is shared
                 same, name=package.display_name,
-                meta={"package": package.name, "flags": dict(package.flags)})
+                meta={"package": package.name, "flags": dict(package.flags)},
+                elf_machine=machine)
             if d.script_data is not same.stdin:
                 package.descriptor = dataclasses.replace(d, script_data=same.stdin)
                 kept = self._renders.get(package.key)
@@ -862,6 +866,7 @@ class PackageGraph:
             meta={"package": package.name, "flags": dict(package.flags)},
             timeout=d.timeout,
             entry_kind=package.kind,
+            elf_machine=machine,
         )
         return False
 

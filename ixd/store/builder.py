@@ -53,8 +53,14 @@ from ixd.store.confine import (
     sandbox_etc,
     tool_path,
 )
+from ixd.store.elf import MachineMismatch, machine_check
 from ixd.store.fstree import remove_tree
-from ixd.wire.errors import BuildFailed, BuildLimitExceeded, ConfinementUnavailable
+from ixd.wire.errors import (
+    BuildFailed,
+    BuildLimitExceeded,
+    ConfinementUnavailable,
+    WrongMachine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +255,13 @@ async def run_build(
             # otherwise every process of its uid is killed first
             built = await trio.to_thread.run_sync(
                 _settle, None if ran.sandbox_gone else user, out, store_path, scratch,
-                layout.trash, limits, expect_hash, finish)
+                layout.trash, limits, expect_hash, finish, node.elf_machine)
+        except MachineMismatch as exc:
+            raise WrongMachine(_failure_message(
+                node, f"made a program for another machine: {exc}; {node.name} is built "
+                f"for {node.elf_machine}, so every ELF file it makes must be (did the "
+                "build use a compiler of the host's instead of $CC?)", log_path,
+                log_file)) from exc
         except LimitExceeded as exc:
             raise BuildLimitExceeded(_failure_message(
                 node, f"its output could not be finished: {exc}", log_path,
@@ -408,10 +420,11 @@ def sandbox_etc_dir(layout: Layout) -> Path:
 
 def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
             trash: Path, limits: BuildLimits, expect_hash: str | None = None,
-            finish: Callable[[Path], None] | None = None) -> Built:
+            finish: Callable[[Path], None] | None = None, machine: str = "") -> Built:
     """After the command: no process of the build left (`user`'s are killed, if given), its
-    output canonicalised, hashed and moved into the store, the scratch removed (blocking; one
-    worker thread for all of it)."""
+    output canonicalised, hashed, every ELF file checked to be for `machine` (MachineMismatch
+    otherwise), and moved into the store, the scratch removed (blocking; one worker thread
+    for all of it)."""
     if user is not None:
         # nothing of the build may run on while its output is canonicalised
         kill_processes_of(user)
@@ -424,7 +437,8 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
                             "folder (a link or a file)")
     if finish is not None:
         finish(out)
-    canonical = canonicalise(out, content_hash=True)  # of relative paths: the same once moved
+    # of relative paths: the same once moved
+    canonical = canonicalise(out, content_hash=True, check=machine_check(machine))
     if canonical.size > limits.max_output_size:
         raise LimitExceeded(f"the output holds {canonical.size} bytes, more than the "
                             f"--max-output-size of {limits.max_output_size}")

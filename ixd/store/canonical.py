@@ -24,6 +24,7 @@ import hashlib
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ixd.store.safeio import open_regular
@@ -37,6 +38,10 @@ STORE_MTIME = 1
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
             stat.S_IFBLK: "block device"}
+
+
+#: a check of one regular file of the tree (open, and its path in the tree)
+FileCheck = Callable[[int, str], None]
 
 
 class OutputRefused(Exception):
@@ -55,12 +60,15 @@ class Canonical:
 
 
 def canonicalise(top: str | os.PathLike[str], *, uid: int | None = None,
-                 gid: int | None = None, content_hash: bool = False) -> Canonical:
+                 gid: int | None = None, content_hash: bool = False,
+                 check: FileCheck | None = None) -> Canonical:
     """Make the tree at `top` canonical (blocking); raise OutputRefused if it cannot be.
 
     `uid`/`gid` default to the daemon's own; ownership is changed only where it differs.
     With `content_hash`, the result holds the canonical tree's content hash (what
-    `tree_hash(top)` would say afterwards), from the same walk.
+    `tree_hash(top)` would say afterwards), from the same walk. `check` is called with
+    each regular file, open, and its path in the tree (`ixd.store.elf.machine_check`);
+    what it raises ends the walk.
     """
     owner = (os.geteuid() if uid is None else uid, os.getegid() if gid is None else gid)
     result = Canonical()
@@ -72,7 +80,7 @@ def canonicalise(top: str | os.PathLike[str], *, uid: int | None = None,
             raise OutputRefused(f"the output {os.fspath(top)} is not a folder") from None
         raise
     try:
-        _walk(fd, "", 0, owner, result, digest)
+        _walk(fd, "", 0, owner, result, digest, check)
     finally:
         os.close(fd)
     if digest is not None:
@@ -81,7 +89,7 @@ def canonicalise(top: str | os.PathLike[str], *, uid: int | None = None,
 
 
 def _walk(fd: int, rel: str, depth: int, owner: tuple[int, int], result: Canonical,
-          digest: hashlib._Hash | None) -> None:
+          digest: hashlib._Hash | None, check: FileCheck | None) -> None:
     folders: list[tuple[str, str]] = []  # done after this folder's other entries
     for name in sorted(os.listdir(fd)):
         path = f"{rel}/{name}" if rel else name
@@ -100,27 +108,29 @@ def _walk(fd: int, rel: str, depth: int, owner: tuple[int, int], result: Canonic
                 digest.update(folder_line(path, 0o555))  # its mode once finished
             folders.append((name, path))
         elif kind == stat.S_IFREG:
-            _file(fd, name, path, st, owner, result, digest)
+            _file(fd, name, path, st, owner, result, digest, check)
         else:
             os.unlink(name, dir_fd=fd)
             result.notes.append(f"removed {_SPECIAL.get(kind, 'special file')} {path}")
     for name, path in folders:
         sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
         try:
-            _walk(sub, path, depth + 1, owner, result, digest)
+            _walk(sub, path, depth + 1, owner, result, digest, check)
         finally:
             os.close(sub)
     _finish(fd, rel or ".", os.fstat(fd), 0o555, owner, result)
 
 
 def _file(fd: int, name: str, path: str, st: os.stat_result, owner: tuple[int, int],
-          result: Canonical, digest: hashlib._Hash | None) -> None:
+          result: Canonical, digest: hashlib._Hash | None, check: FileCheck | None) -> None:
     if st.st_nlink > 1:
         _break_hard_link(fd, name)
         result.notes.append(f"hard link {path} ({st.st_nlink} links) replaced by a copy")
     file_fd = open_regular(name, dir_fd=fd)
     try:
         st = os.fstat(file_fd)
+        if check is not None:
+            check(file_fd, path)
         mode = 0o555 if st.st_mode & 0o111 else 0o444
         _finish(file_fd, path, st, mode, owner, result)
         result.files += 1

@@ -113,15 +113,25 @@ def realm_links(path: str) -> list[str]:
     """
     meta_path = Path(path) / "meta.json"
     try:
-        meta = json.loads(read_bounded(meta_path, MAX_META_SIZE))
-        dirs = meta["store_dirs"]
-        if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
-            raise ValueError("store_dirs is not a list of paths")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        dirs = realm_store_dirs(path)
+    except (OSError, ValueError) as exc:
         log.error("gc: cannot read the links of realm entry %s: %s", path, exc)
         raise GcAborted(
             f"garbage collection stopped: the realm entry {path} cannot be read ({exc}), so "
             f"what it links cannot be told from garbage; nothing was deleted. Check "
             f"{meta_path} (ixd verify), or remove that generation, then collect again"
         ) from None
+    return dirs
+
+
+def realm_store_dirs(path: str) -> list[str]:
+    """The store dirs a realm entry links, from its meta.json (blocking); OSError or
+    ValueError if they cannot be read."""
+    try:
+        meta = json.loads(read_bounded(Path(path) / "meta.json", MAX_META_SIZE))
+        dirs = meta["store_dirs"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"meta.json holds no store_dirs ({exc!r})") from None
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ValueError("store_dirs is not a list of paths")
     return dirs

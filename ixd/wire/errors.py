@@ -196,6 +196,20 @@ class BuildCancelled(BuildFailed):
     code = "E_CANCELLED"
 
 
+class WrongMachine(BuildFailed):
+    """A build's output holds an ELF file (or a static library's member) for another machine
+    than the platform its package is built for: nothing of it enters the store."""
+
+    code = "E_WRONG_MACHINE"
+
+
+class ExportError(IxError):
+    """A realm's closure cannot be exported (`ixc export`): the file cannot be written, or a
+    store entry went away meanwhile."""
+
+    code = "E_EXPORT"
+
+
 class NoSuchBuild(IxError):
     code = "E_NO_BUILD"
 

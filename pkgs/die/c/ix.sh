@@ -42,13 +42,15 @@ export LIBS="{{ self.libs() | fix_list }} \${LIBS:-}"
 {% set compiler = cc or 'clang' %}
 {% set able = self.compilers() | parse_list %}
 {% if compiler in ('clang', 'gcc') and compiler not in able %}
-{{ ix.error(('it is C++ (it links lib/c++): ' if 'lib/c++' in self.bld_libs() | parse_list else '') ~ '--cc=' ~ compiler ~ ' cannot build it; the compilers that can: ' ~ (able | join(', '))) }}
+{% set why = 'it is C++ (it links lib/c++): ' if 'lib/c++' in self.bld_libs() | parse_list else ('it is built for ' ~ target.name ~ ' (the host gcc builds for the host alone): ' if not native else '') %}
+{{ ix.error(why ~ '--cc=' ~ compiler ~ ' cannot build it; the compilers that can: ' ~ (able | join(', '))) }}
 {% endif %}
 {# a compiler ix does not have is a recipe no overlay holds: the daemon lists those it has #}
 bld/host/{{ compiler }}
 {% endblock %}
 {% block compilers %}
-{% if 'lib/c++' in self.bld_libs() | parse_list %}
+{# clang builds for any target (--target=); the host's gcc only for the host #}
+{% if 'lib/c++' in self.bld_libs() | parse_list or not native %}
 clang
 {% else %}
 clang

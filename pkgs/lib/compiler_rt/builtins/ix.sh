@@ -12,6 +12,13 @@
 {% block bld_libs %}
 lib/c
 {% endblock %}
+{% block patch %}
+# clear_cache.c includes the kernel's linux/unistd.h for riscv's icache flush, the only kernel
+# header the builtins need (musl carries none): musl's own syscall numbers stand in for it
+mkdir -p "$tmp/kernel/linux"
+echo '#include <sys/syscall.h>' > "$tmp/kernel/linux/unistd.h"
+export CFLAGS="-isystem $tmp/kernel ${CFLAGS}"
+{% endblock %}
 {% block llvm_subdirs %}
 {{ super() }}
 compiler-rt
