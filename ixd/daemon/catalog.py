@@ -35,7 +35,8 @@ class Catalog:
         self.graph = PackageGraph(
             RecipeTree(self.overlays, bytecode_dir=layout.var / "jinja"), layout.store,
             settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
-            render_store=layout.var / "renders.jsonl")
+            render_store=layout.var / "renders.jsonl",
+            host_capture_cache=layout.var / "host-capture.json")
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
 

@@ -46,6 +46,7 @@ from ixd.model.selector import (
     validate_package_name,
 )
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
+from ixd.recipes.hostcapture import Captured, HostCapture, find_program
 from ixd.recipes.hosttools import HostVersions
 from ixd.recipes.rendercache import RenderStore, fingerprint
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, recipe_file
@@ -268,7 +269,8 @@ class PackageGraph:
                  max_packages: int = DEFAULT_MAX_PACKAGES,
                  settings: Mapping[str, str] | None = None,
                  host_tools_cache: Path | None = None,
-                 render_store: Path | None = None) -> None:
+                 render_store: Path | None = None,
+                 host_capture_cache: Path | None = None) -> None:
         if max_packages < 1:
             raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
@@ -286,6 +288,8 @@ class PackageGraph:
         self.renders = 0
         self.evicted = 0
         self.host_versions = HostVersions(host_tools_cache)
+        #: stage 0's captures of host programs (`host_capture` in the render context)
+        self.host_capture = HostCapture(host_capture_cache)
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
         #: each package's render (descriptor and the files it read), kept while no file it
@@ -484,9 +488,12 @@ class PackageGraph:
         not kept across restarts)."""
         boot_tool: Callable[[str], str | None] = self._boot_tool
         isfile: Callable[[object], bool] = _isfile
+        capture: Callable[..., Captured] = self._capture
+        program: Callable[[str], str | None] = self._program
         host_versions: Mapping[str, str] = self.host_versions
         if self.render_store is not None:
             boot_tool, isfile = _asked(boot_tool, probed), _asked(isfile, probed)
+            capture, program = _asked(capture, probed), _asked(program, probed)
             host_versions = _AskedMapping(host_versions, probed)
         target = platforms.describe(flags["target"])
         host = platforms.describe(self.host)
@@ -495,6 +502,8 @@ class PackageGraph:
         context: dict[str, Any] = {
             **settings,
             "ix_boot_tool": boot_tool,
+            "host_capture": capture,
+            "host_program": program,
             "host": host,
             "tool": name.startswith("bld/"),
             "boot": name.startswith(BOOT_PREFIX),
@@ -522,6 +531,21 @@ class PackageGraph:
             found = shutil.which(str(tool), path=self.settings["ix_boot_path"])
             self._boot_tools[tool] = found
         return found
+
+    def _capture(self, programs: Sequence[str], folders: Sequence[str] = ()) -> Captured:
+        """`host_capture(programs, folders)`: what stage 0 copies of the host (programs by
+        name, found on `ix_boot_path`, or by absolute path; folders whole)."""
+        return self.host_capture.capture(
+            [str(p) for p in programs], [str(f) for f in folders], self._boot_dirs())
+
+    def _program(self, name: str) -> str | None:
+        """`host_program(name)`: the real path of the host's program `name` on
+        `ix_boot_path` (where a recipe finds a folder to capture beside it), or None."""
+        found = find_program(str(name), self._boot_dirs())
+        return os.path.realpath(found) if found else None
+
+    def _boot_dirs(self) -> list[str]:
+        return [d for d in self.settings["ix_boot_path"].split(":") if d]
 
     def _make_buildable(self, package: Package) -> None:
         """The build node decides the uid: everything that can change the output."""
@@ -675,10 +699,10 @@ class PackageGraph:
         return len(self._packages)
 
 
-def _asked(call: Callable[[Any], Any], probed: list[bool]) -> Callable[[Any], Any]:
-    def asking(arg: Any) -> Any:
+def _asked(call: Callable[..., Any], probed: list[bool]) -> Callable[..., Any]:
+    def asking(*args: Any) -> Any:
         probed.append(True)
-        return call(arg)
+        return call(*args)
     return asking
 
 
