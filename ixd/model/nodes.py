@@ -52,6 +52,11 @@ class Node:
     #: the kind of the store entry the node makes (`bin`, `lib`, `rlm`, ...; empty for a
     #: fetch): what the store's table records
     entry_kind: str = ""
+    #: build nodes: the sandbox shows the host's system folders (/usr, /bin, /lib, ...),
+    #: read-only; otherwise only the node's inputs (docs/recipes.md, "The build's view of
+    #: the host"). Package builds say which they need; the daemon's own helper builds
+    #: (realm fix-ups, cache unpacking) run the host's tools.
+    host_view: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +78,7 @@ class Node:
             meta=dict(data["meta"]),
             timeout=float(data.get("timeout", 0.0)),
             entry_kind=str(data.get("entry_kind", "")),
+            host_view=bool(data.get("host_view", True)),
         )
 
 

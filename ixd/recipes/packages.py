@@ -559,6 +559,9 @@ class PackageGraph:
         }
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         inputs = _unique(p for p in package.build_inputs() if p.buildable)
+        # the host's system folders only where the recipe or one of its tools needs them
+        host_view = d.host_view != "none" or any(t.descriptor.host_view == "tool"
+                                                  for t in package.tools)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
         # sets that render the same build are one build
         package.uid = content_hash({
@@ -570,6 +573,7 @@ class PackageGraph:
             "inputs": [p.uid for p in inputs],
             "sources": [[s.filename, s.sha256] for s in sources],
             "net": d.net,
+            "host_view": host_view,
         })
         same = self._nodes.get(package.uid)
         if same is not None:
@@ -600,6 +604,7 @@ class PackageGraph:
             meta={"package": package.name, "flags": dict(package.flags)},
             timeout=d.timeout,
             entry_kind=package.kind,
+            host_view=host_view,
         )
 
     # --- cache invalidation ---------------------------------------------------------------
