@@ -42,6 +42,9 @@ ProgressCallback = Callable[[int, int | None], None]
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _URL_SCHEMES = ("file", "http", "https")
+#: `deb-src://PACKAGE/VERSION/FILE`, a file of a Debian source package (GNU make's source
+#: is only there as Debian's repack): fetched from mirrors only, by its sha256
+DEBIAN_SCHEME = "deb-src"
 _CHUNK = 64 * 1024
 _USER_AGENT = "ix-fetch/0.1"
 
@@ -64,7 +67,7 @@ def fetch_source(
     if not isinstance(url, str) or not url.strip():
         raise FetchError(f"empty source URL (sha256 {sha256}): a recipe must name a URL")
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in _URL_SCHEMES:
+    if scheme not in (*_URL_SCHEMES, DEBIAN_SCHEME):
         raise FetchError(
             f"unsupported URL scheme {scheme or '(none)'!r} in {url}: "
             f"use one of {', '.join(s + '://' for s in _URL_SCHEMES)}"
@@ -147,6 +150,9 @@ def _classify(raw: str) -> _Candidate:
         if parts.netloc not in ("", "localhost"):
             return _Candidate(raw, "bad", f"file URL with a remote host {parts.netloc!r}")
         return _Candidate(raw, "file", urllib.request.url2pathname(parts.path))
+    if scheme == DEBIAN_SCHEME:
+        return _Candidate(raw, "bad", "a Debian source package's file comes from a mirror "
+                                      "(`ixd --mirror`, seeded by tests/seed.py)")
     return _Candidate(raw, "bad", f"unsupported URL scheme {scheme or '(none)'!r}")
 
 
