@@ -41,6 +41,11 @@ DEBIAN_SOURCES: dict[str, str] = {
     "bin/xz": "xz-utils",
     "lib/ncurses": "ncurses",
     "bin/less": "less",
+    # stage 1 (pkgs/bld/boot/1)
+    "bld/boot/1/lib/c": "musl",
+    "bld/boot/1/busybox": "busybox",
+    "bld/boot/1/sh": "dash",
+    "bld/boot/1/make": "make-dfsg",
 }
 
 SOURCES_DIR = Path("/etc/apt/sources.list.d")
