@@ -46,6 +46,7 @@ DEBIAN_SOURCES: dict[str, str] = {
     "bld/boot/1/busybox": "busybox",
     "bld/boot/1/sh": "dash",
     "bld/boot/1/make": "make-dfsg",
+    "bld/tic": "ncurses",
 }
 
 SOURCES_DIR = Path("/etc/apt/sources.list.d")

@@ -100,7 +100,7 @@ KINDS: Mapping[str, str] = {
 ENGINE_NAMES = frozenset(
     {"host", "target", "name", "basename", "uniq_id", "native", "tool", "kind",
      "host_versions", "host_capture", "host_program", "ix", "boot", "ix_boot_tool",
-     "ix_boot_path", "ix_extract", "ix_dir", "ix_trash_dir", "isfile", "intro",
+     "ix_boot_path", "ix_extract", "ix_dir", "ix_trash_dir", "ix_tools", "isfile", "intro",
      "stalix"}
     | set(KINDS.values()) | platforms.OS_NAMES | platforms.ARCH_NAMES
 )

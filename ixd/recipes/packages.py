@@ -226,6 +226,10 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
     "ix_extract": "bsdtar --no-same-permissions --no-same-owner -x -f",
     "ix_dir": "{root}",
     "ix_trash_dir": "{root}/trash",
+    # the build tools: `boot`, built from source on stage 0's captured compiler, every
+    # build seeing only its inputs; `host`, the host's own (bld/host/*), in a sandbox that
+    # shows the host's system folders (docs/recipes.md, "Stages")
+    "ix_tools": "host",
 }
 
 

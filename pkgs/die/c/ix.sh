@@ -31,10 +31,16 @@ export LIBS="{{ self.libs() | fix_list }} \${LIBS:-}"
 {% endblock %}
 {% if false %}
 {% block c_compiler %}
+{% if ix_tools == 'host' %}
 {% if cc and cc not in ('cc', 'gcc') %}
 bld/host/{{ cc }}
 {% else %}
 bld/host/cc
+{% endif %}
+{% elif cc and cc not in ('cc', 'clang') %}
+bld/host/{{ cc }}
+{% else %}
+bld/boot/1/cc
 {% endif %}
 {% endblock %}
 {% block cpp_defines %}{% endblock %}
