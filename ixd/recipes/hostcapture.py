@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import re
 import stat
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ixd.recipes.hostfiles import find_program, read_kept, write_kept
 from ixd.wire.errors import RecipeError
 
 #: what a captured host path may hold: it is pasted into a shell script
@@ -201,19 +201,6 @@ def _real_dir(path: str) -> str:
     return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
-def find_program(name: str, search: Sequence[str]) -> str | None:
-    """An absolute `name` as it is, or the first executable `name` in the `search` folders."""
-    if name.startswith("/"):
-        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
-    if not name or "/" in name or name in (".", ".."):
-        return None
-    for folder in search:
-        path = os.path.join(folder, name)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
 # --- the capture ------------------------------------------------------------------------------
 
 
@@ -247,7 +234,7 @@ class HostCapture:
         self._cache_file = cache_file
         self._ld_so_conf = ld_so_conf
         self._lock = threading.Lock()
-        self._sums: dict[str, list[Any]] = _read_sums(cache_file) if cache_file else {}
+        self._sums: dict[str, list[Any]] = read_kept(cache_file, 5) if cache_file else {}
         self._dirty = False
         #: files hashed since this object was made (not found in the cache)
         self.hashed = 0
@@ -262,7 +249,7 @@ class HostCapture:
                     list(programs), list(folders), search)
             finally:
                 if self._dirty and self._cache_file is not None:
-                    _write_sums(self._cache_file, self._sums)
+                    write_kept(self._cache_file, self._sums)
                     self._dirty = False
 
     def sha256(self, real: str, st: os.stat_result) -> str:
@@ -427,24 +414,3 @@ def _checked(path: str, relative: bool = False) -> str:
         raise CaptureError(f"cannot capture {path!r}: a path of the capture may hold only "
                            f"letters, digits and . _ + @ , = / -")
     return path
-
-
-def _read_sums(path: Path) -> dict[str, list[Any]]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items()
-            if isinstance(k, str) and isinstance(v, list) and len(v) == 5}
-
-
-def _write_sums(path: Path, sums: Mapping[str, list[Any]]) -> None:
-    """Replace the file whole; a failure only costs the next start the hashing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(sums, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)

@@ -46,7 +46,8 @@ from ixd.model.selector import (
     validate_package_name,
 )
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
-from ixd.recipes.hostcapture import Captured, HostCapture, find_program
+from ixd.recipes.hostcapture import Captured, HostCapture
+from ixd.recipes.hostfiles import find_program
 from ixd.recipes.hosttools import HostVersions
 from ixd.recipes.rendercache import RenderStore, fingerprint
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, recipe_file
