@@ -9,6 +9,8 @@ https://busybox.net/downloads/busybox-1.35.0.tar.bz2
 sha:faeeb244c35a348a334f4a59e44626ee870fb07b6884d68c10ae8bc19f83a694
 {% endblock %}
 {% block configure %}
+# no build date in the program (its version line): the same bytes at every build
+export KCONFIG_NOTIMESTAMP=1
 make allnoconfig
 base64 -d > "$tmp/config" <<'IX_CONFIG'
 {% include 'config/base64' %}
