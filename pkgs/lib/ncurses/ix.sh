@@ -1,7 +1,8 @@
 {#- ncurses: the terminal library alone (no programs, no C++, no database install), narrow
     characters. Common terminals are compiled in as fallbacks (by tic: bld/tic, ncurses' own
     from this source; the host's with `ix_tools=host`), and the terminfo folders of the
-    system are searched for the others. -#}
+    system are searched for the others. Its archives are made without `ar`'s U (real
+    times), which configure would choose: the same bytes at every build. -#}
 {% extends '//die/c/configure.sh' %}
 {% block version %}6.4{% endblock %}
 {% block fetch %}
@@ -34,6 +35,7 @@ bld/tic
 --enable-overwrite
 --with-default-terminfo-dir=/usr/share/terminfo
 --with-terminfo-dirs=/etc/terminfo:/lib/terminfo:/usr/share/terminfo
+cf_cv_ar_flags=-curv
 {% endblock %}
 {% block build %}
 make -C include -j "$make_thrs"
