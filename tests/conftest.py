@@ -144,9 +144,10 @@ def lib_c_root() -> SeededRoot:
 
 
 @pytest.fixture(scope="session")
-def lib_c_clang_root() -> SeededRoot:
-    """Like `lib_c_root`, with lib/c also built by clang (mark: `lib_c_clang_root`)."""
-    return RUN.prebuilds["lib_c_clang_root"].result()
+def lib_c_gcc_root() -> SeededRoot:
+    """Like `lib_c_root`, with lib/c also built by the host's gcc (`--cc=gcc`; mark:
+    `lib_c_gcc_root`)."""
+    return RUN.prebuilds["lib_c_gcc_root"].result()
 
 
 #: held while a test run has the test accounts

@@ -1,7 +1,8 @@
-"""Roots with lib/c (musl, built by ix from source, with gcc; and with clang) that test daemons
-start from, instead of building musl again in every module's fresh store. Each is built in a
-thread from the start of the run, and the modules that need it run last (tests/conftest.py;
-in a parallel run, once it is ready: tests/parallel.py).
+"""Roots with lib/c (musl, built by ix from source on ixd's default chain: stage 0's clang,
+stage 1's tools; and with gcc) that test daemons start from, instead of bootstrapping and
+building musl again in every module's fresh store. Each is built in a thread from the start
+of the run, and the modules that need it run last (tests/conftest.py; in a parallel run,
+once it is ready: tests/parallel.py).
 
 A store entry's uid covers the store paths of its inputs, so entries are only valid at the
 root path they were built at: a prebuilt root is made once per test run at one path, kept
@@ -32,12 +33,12 @@ from ixd.store.fstree import remove_tree
 from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, make_reachable, start_daemon
 
 #: the prebuilt roots of a run, by the fixture (and mark) that gives one, and what each holds
-#: (with the build tools they need): musl built with gcc; and also with clang where there is
-#: one, for test_packages_real's --cc=clang build. Two roots, so that two processes of a
-#: parallel run can each run daemons on one (tests/parallel.py).
+#: (with the build tools they need: stages 0 and 1): musl built by stage 0's clang; and also
+#: by the host's gcc where there is one, for test_packages_real's --cc=gcc build. Two roots,
+#: so that two processes of a parallel run can each run daemons on one (tests/parallel.py).
 SEEDED_ROOTS = {
     "lib_c_root": ("lib/c",),
-    "lib_c_clang_root": ("lib/c", *(("lib/c(cc=clang)",) if shutil.which("clang") else ())),
+    "lib_c_gcc_root": ("lib/c", *(("lib/c(cc=gcc)",) if shutil.which("gcc") else ())),
 }
 
 
@@ -61,7 +62,8 @@ class SeededRoot:
         """Build `packages` with a real daemon at `path`, then keep its root aside."""
         # it builds beside the tests that need no prebuilt root (they run first): as the
         # processor's second choice, so their timings do not suffer
-        daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19)
+        daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19,
+                              boot=True)
         self.builder_pid_file.write_text(str(daemon.process.pid))
         try:
             daemon.ixc("build", *packages, timeout=1800)
@@ -120,7 +122,8 @@ class SeededRoot:
         """A daemon on a fresh copy of the prebuilt root, which every account can reach;
         it must stop cleanly."""
         with self.take() as root:
-            running = start_daemon(root, overlays=overlays, extra=extra, socket=socket)
+            running = start_daemon(root, overlays=overlays, extra=extra, socket=socket,
+                                   boot=True)
             try:
                 yield running
                 assert running.stop() == 0, running.log.read_text()

@@ -6,7 +6,7 @@ command. They skip, saying why, only when the mirror has not been seeded; seed i
 `python -m tests.seed --mirror DIR` (DIR from $IX_TEST_MIRROR, default /var/cache/ix-mirror).
 
 The fast tests check what needs no build: the mirror's checksum refusal, the recipes'
-structure (lib/c induced everywhere, `--cc=clang`, host versions in the uid) and the seed
+structure (lib/c induced everywhere, `--cc=gcc`, host versions in the uid) and the seed
 script's deb-src derivation.
 """
 
@@ -48,8 +48,9 @@ from tests.seed import (
 from tests.seeded_store import SeededRoot
 
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
-#: (the daemon's tests start from the run's root with lib/c prebuilt by gcc and by clang)
-pytestmark = pytest.mark.lib_c_clang_root
+#: (the daemon's tests start from the run's root with lib/c prebuilt, by stage 0's clang and
+#: by gcc)
+pytestmark = pytest.mark.lib_c_gcc_root
 
 PACKAGES = ["lib/c", "bin/hello", "lib/lua", "bin/lua", "lib/lzma", "bin/xz",
             "lib/ncurses", "bin/less"]
@@ -116,7 +117,7 @@ def test_every_c_package_links_lib_c_and_its_own_library(tmp_path: Path) -> None
         if name == "lib/c":
             assert libs == []
             assert [t.display_name for t in package.tools if "cc" in t.name] == [
-                "bld/host/cc(libc=none)"]
+                "bld/boot/1/cc(libc=none)"]
         else:
             assert "lib/c" in libs, name
         if name in PROGRAM_LIBRARIES:
@@ -125,21 +126,28 @@ def test_every_c_package_links_lib_c_and_its_own_library(tmp_path: Path) -> None
     assert "lib/c" in [p.name for p in graph.load(parse_selector("bin/greet")).target_libs]
 
 
-def test_cc_clang_selects_clang_for_the_package_and_its_libc(tmp_path: Path) -> None:
+def test_cc_gcc_selects_the_hosts_gcc_for_the_package_and_its_libc(tmp_path: Path) -> None:
+    """The host's gcc is the one compiler outside stage 0: its builds see the host (the
+    documented exception), the default ones (stage 0's clang) do not."""
     graph = _graph(tmp_path)
-    names = _closure_names(graph, "bin/lua(cc=clang)")
-    assert "bld/host/clang" in names and "bld/host/cc" not in names
-    assert "bld/host/clang(libc=none)" in names  # lib/c built by clang too
-    assert "lib/c(cc=clang)" in names and "lib/lua(cc=clang)" in names
+    names = _closure_names(graph, "bin/lua(cc=gcc)")
+    assert "bld/host/gcc" in names and "bld/boot/1/cc" not in names
+    assert "bld/host/gcc(libc=none)" in names  # lib/c built by gcc too
+    assert "lib/c(cc=gcc)" in names and "lib/lua(cc=gcc)" in names
     default = graph.load(parse_selector("bin/lua"))
-    assert graph.load(parse_selector("bin/lua(cc=clang)")).uid != default.uid
-    # a flag the recipe does not read changes nothing
+    with_gcc = graph.load(parse_selector("bin/lua(cc=gcc)"))
+    assert with_gcc.uid != default.uid
+    assert with_gcc.node is not None and with_gcc.node.host_view
+    assert default.node is not None and not default.node.host_view
+    # clang is the default; a flag the recipe does not read changes nothing
+    assert graph.load(parse_selector("bin/lua(cc=clang)")).uid == default.uid
     assert graph.load(parse_selector("bin/lua(unused=1)")).uid == default.uid
 
 
 def test_host_tool_versions_change_the_uids(tmp_path: Path) -> None:
     """The recipes stamp `host_versions` (tool -> version, from the daemon's render context)
-    into every bld/host wrapper's script: a host upgrade rebuilds what depends on it."""
+    into every bld/host wrapper's script: a host upgrade rebuilds what depends on it. What
+    the default chain builds depends on no host tool but stage 0's captured bytes."""
     uids = []
     for version in ("gcc (Debian 12.2.0-14) 12.2.0", "gcc (Debian 12.2.0-15) 12.2.0"):
         versions: defaultdict[str, str] = defaultdict(lambda v=version: v)  # type: ignore[misc]
@@ -147,9 +155,11 @@ def test_host_tool_versions_change_the_uids(tmp_path: Path) -> None:
         graph.host_versions = versions  # type: ignore[assignment]
         cc = graph.load(parse_selector("bld/host/cc"))
         assert version in (cc.descriptor.script_data or "")
-        uids.append((cc.uid, graph.load(parse_selector("bin/hello")).uid))
+        uids.append((cc.uid, graph.load(parse_selector("bin/hello(cc=gcc)")).uid,
+                     graph.load(parse_selector("bin/hello")).uid))
     assert uids[0][0] != uids[1][0]
     assert uids[0][1] != uids[1][1]
+    assert uids[0][2] == uids[1][2]
 
 
 # --- fast: the seed script ---------------------------------------------------------------------
@@ -263,7 +273,7 @@ def built(request: pytest.FixtureRequest) -> Iterator[BuiltSet]:
                     f"{', '.join(missing)}; run `python -m tests.seed --mirror {MIRROR}`")
     # lib/c comes prebuilt, by an ixd of this run at this root path (the history below has
     # its build); every other package is built here
-    seeded: SeededRoot = request.getfixturevalue("lib_c_clang_root")
+    seeded: SeededRoot = request.getfixturevalue("lib_c_gcc_root")
     with seeded.daemon(overlays=(PKGS,)) as daemon:
         started = time.monotonic()
         _ixc(daemon.socket, "mut", REALM, *[f"+{p}" for p in PACKAGES],
@@ -381,15 +391,25 @@ def test_dep_shows_each_programs_library_as_its_own_package(built: BuiltSet) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed here")
-def test_cc_clang_builds_with_clang(built: BuiltSet) -> None:
-    out = Path(_ixc(built.daemon.socket, "build", "bin/hello(cc=clang)",
+def test_the_set_is_built_by_stage_0s_clang(built: BuiltSet) -> None:
+    for program in ("hello", "lua", "xz", "less"):
+        comment = _comment(built.realm / "bin" / program)
+        assert "clang" in comment and "GCC" not in comment, (program, comment)
+
+
+def _comment(program: Path) -> str:
+    """The compilers and linker that made `program` (its ELF .comment section)."""
+    return subprocess.run(["llvm-readelf", "-p", ".comment", str(program.resolve())],
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed here")
+def test_cc_gcc_builds_with_gcc(built: BuiltSet) -> None:
+    out = Path(_ixc(built.daemon.socket, "build", "bin/hello(cc=gcc)",
                     timeout=BUILD_TIMEOUT).stdout.split()[-1])
     hello = out / "bin" / "hello"
     assert elf_interpreter(hello) is None
-    if shutil.which("readelf"):
-        comment = subprocess.run(["readelf", "-p", ".comment", str(hello)],
-                                 capture_output=True, text=True, check=True).stdout
-        assert "clang" in comment
+    assert "GCC" in _comment(hello)
     assert subprocess.run([str(hello)], capture_output=True, check=True).stdout == (
         b"Hello, world!\n")

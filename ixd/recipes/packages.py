@@ -230,7 +230,7 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
     # the build tools: `boot`, built from source on stage 0's captured compiler, every
     # build seeing only its inputs; `host`, the host's own (bld/host/*), in a sandbox that
     # shows the host's system folders (docs/recipes.md, "Stages")
-    "ix_tools": "host",
+    "ix_tools": "boot",
 }
 
 
