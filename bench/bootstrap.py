@@ -4,18 +4,18 @@
 
 A real ixd on a fresh root (overlay `pkgs/`, the seeded source mirror) builds, one stage
 after the other: stage 0 (the host's clang and the seed captured), stage 1 (musl, BusyBox,
-GNU make, dash, from source), lib/c (musl on stage 1's tools) and bin/hello. For each stage
-it prints the wall time of `ixc build`, the CPU time (user + system) it took, the builds
-and their sum of build times (the build history's durations), and the size the stage adds
-to the store. A confined build's processes are reaped inside its sandbox (bwrap's pid
-namespace): their CPU time never reaches the daemon, so confined the CPU column is the whole
-machine's (/proc/stat: exact on a machine doing nothing else); with --no-confine (the
-daemon as root runs the same builds itself, unsandboxed) it is the daemon's reaped
-children's, exact under any load. Then, to show what a
-second plan costs, the wall time of `ixc plan bin/hello` on a restarted daemon (the capture's
-sha256 come from var/host-capture.json, not from hashing the compiler again), and what the
-launcher costs: `clang -c` of an empty file, the host's clang against stage 0's (started
-through ix's launcher and the captured loader), the median of --runs runs each.
+GNU make, dash, from source), lib/c (musl on stage 1's tools), compiler-rt's builtins and
+bin/hello. For each stage it prints the wall time of `ixc build`, the CPU time (user +
+system) it took, the builds and their sum of build times (the build history's durations),
+and the size the stage adds to the store. A confined build's processes are reaped inside its
+sandbox (bwrap's pid namespace): their CPU time never reaches the daemon, so confined the
+CPU column is the whole machine's (/proc/stat: exact on a machine doing nothing else); with
+--no-confine (the daemon as root runs the same builds itself, unsandboxed) it is the
+daemon's reaped children's, exact under any load. Then, to show what a second plan costs,
+the wall time of `ixc plan bin/hello` on a restarted daemon (the capture's sha256 come from
+var/host-capture.json, not from hashing the compiler again), and what the launcher costs:
+`clang -c` of an empty file, the host's clang against stage 0's (started through ix's
+launcher and the captured loader), the median of --runs runs each.
 
 About 4 minutes on 2 cores.
 """
@@ -40,6 +40,7 @@ STAGES = (
     ("stage 0: capture", ("bld/boot/0/clang", "bld/boot/0/seed")),
     ("stage 1: from source", ("bld/boot/1/env",)),
     ("lib/c on stage 1", ("lib/c",)),
+    ("compiler-rt's builtins", ("lib/compiler_rt/builtins",)),
     ("bin/hello", ("bin/hello",)),
 )
 TICKS = os.sysconf("SC_CLK_TCK")

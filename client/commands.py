@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 class Command:
     """One entry of the table: its name, help and function."""
 
-    __slots__ = ("detail", "name", "own_help", "run", "summary", "synopsis")
+    __slots__ = ("detail", "name", "own_help", "read_only", "run", "summary", "synopsis")
 
     def __init__(self, synopsis: str, summary: str, run: Run, detail: str = "",
-                 own_help: bool = False) -> None:
+                 own_help: bool = False, read_only: bool = False) -> None:
         self.name = synopsis.split()[0]
         self.synopsis = synopsis
         #: one line in the help's list (a line break continues it, indented)
@@ -40,6 +40,8 @@ class Command:
         self.detail = detail
         #: the command answers `--help` itself
         self.own_help = own_help
+        #: it changes nothing: it waits at most a few seconds for a restarting daemon
+        self.read_only = read_only
         self.run = run
 
 
@@ -48,11 +50,11 @@ COMMANDS: dict[str, Command] = {}
 
 
 def command(synopsis: str, summary: str, detail: str = "",
-            own_help: bool = False) -> Callable[[Run], Run]:
+            own_help: bool = False, read_only: bool = False) -> Callable[[Run], Run]:
     """Register the function below as the command `synopsis` starts with."""
 
     def register(run: Run) -> Run:
-        cmd = Command(synopsis, summary, run, detail, own_help)
+        cmd = Command(synopsis, summary, run, detail, own_help, read_only)
         COMMANDS[cmd.name] = cmd
         return run
 
@@ -109,6 +111,7 @@ def change_realms(ctx: Context, words: list[str]) -> int:
     from client.lexer import lex_mutation
     from ixd.model.realm import AddPackage, SetPackageFlag, SetRealmFlag, own_login, patch_to_wire
 
+    strict = take_strict(words)
     patches = lex_mutation(words, own_login())
     if not patches:
         raise UsageError(f"`ixc {ctx.name}` needs a realm or a package, e.g. "
@@ -116,18 +119,32 @@ def change_realms(ctx: Context, words: list[str]) -> int:
     # adding and setting twice is adding and setting once; removing twice is an error
     idempotent = all(isinstance(op, (AddPackage, SetPackageFlag, SetRealmFlag))
                      for p in patches for op in p.ops)
-    value = ctx.call(ctx.name, {"patches": [patch_to_wire(p) for p in patches]}, idempotent)
-    return ctx.show(value, print_realms)
+    args: dict[str, Any] = {"patches": [patch_to_wire(p) for p in patches]}
+    if strict:
+        args["strict"] = True
+    return ctx.show(ctx.call(ctx.name, args, idempotent), print_realms)
 
 
-PATCH_WORDS = """A bare word names a realm (before any: your login's); +PKG or PKG adds a package
-(to the front: it wins when two provide the same file), -PKG removes one; --k=v sets flag k
+def take_strict(words: list[str]) -> bool:
+    """`--strict` (before a `--` that starts a command): refuse flags no package reads."""
+    end = words.index("--") if "--" in words else len(words)
+    if "--strict" in words[:end]:
+        words.remove("--strict")
+        return True
+    return False
+
+
+PATCH_WORDS = """A bare word names a realm (before any: your login's; a new realm must get a
+package); +PKG or PKG adds a package
+(to the front: it wins when two provide the same file; one already there as asked stays put,
+no new generation), -PKG removes one; --k=v sets flag k
 on the package named last, or on the realm if none was named since the realm word; --k means
---k=1, --k=- removes the flag. Example: ixc mut +bin/greet --greeting=Hello"""
+--k=1, --k=- removes the flag. A flag no package reads is warned of; --strict refuses it.
+Example: ixc mut +bin/greet --greeting=Hello"""
 
-command("mut [REALM] [+|-]PKG [--k=v] ...", "change realms (default realm: your login)",
-        PATCH_WORDS)(change_realms)
-command("let [REALM] PKG [--k=v] ...", "set a realm to exactly these packages",
+command("mut [--strict] [REALM] [+|-]PKG [--k=v] ...",
+        "change realms (default realm: your login)", PATCH_WORDS)(change_realms)
+command("let [--strict] [REALM] PKG [--k=v] ...", "set a realm to exactly these packages",
         PATCH_WORDS)(change_realms)
 
 
@@ -140,9 +157,11 @@ def print_realms(value: dict[str, Any], out: TextIO) -> None:
 # --- building -------------------------------------------------------------------------------
 
 
-@command("build PKG...", "build packages, print their store dirs")
+@command("build [--strict] PKG...", "build packages, print their store dirs")
 def build(ctx: Context, words: list[str]) -> int:
-    return ctx.show(ctx.call("build", {"packages": packages(words, "build")}), print_built)
+    args: dict[str, Any] = {"strict": True} if take_strict(words) else {}
+    args["packages"] = packages(words, "build")
+    return ctx.show(ctx.call("build", args), print_built)
 
 
 def print_built(value: dict[str, Any], out: TextIO) -> None:
@@ -163,6 +182,7 @@ class _CommandExited(Exception):
 def run(ctx: Context, words: list[str]) -> int:
     if "--" not in words:
         raise UsageError("usage: ixc run PKG... -- CMD [ARGS...]")
+    strict = take_strict(words)
     cut = words.index("--")
     selectors, cmd = packages(words[:cut], "run"), words[cut + 1:]
     if not cmd:
@@ -187,7 +207,10 @@ def run(ctx: Context, words: list[str]) -> int:
 
     try:
         # a retry after the command ran would run it twice: not idempotent
-        value = ctx.call("run", {"packages": selectors, "hold": True}, False, run_held)
+        request: dict[str, Any] = {"packages": selectors, "hold": True}
+        if strict:
+            request["strict"] = True
+        value = ctx.call("run", request, False, run_held)
     except _CommandExited as exited:
         return exited.status
     # an older daemon answers at once and does not hold the realm: exec as before
@@ -222,7 +245,7 @@ def _ignore(signum: int, frame: object) -> None:
 # --- realms, read and managed ---------------------------------------------------------------
 
 
-@command("list [REALM]", "realms, or the packages of one realm")
+@command("list [REALM]", "realms, or the packages of one realm", read_only=True)
 def list_realms(ctx: Context, words: list[str]) -> int:
     if len(words) > 1:
         raise UsageError("usage: ixc list [REALM]")
@@ -250,7 +273,7 @@ def purge(ctx: Context, words: list[str]) -> int:
     return ctx.show(value, lambda v, out: print(f"purged realm {v['realm']}", file=out))
 
 
-@command("dep PKG...", "the package names of the whole closure")
+@command("dep PKG...", "the package names of the whole closure", read_only=True)
 def dep(ctx: Context, words: list[str]) -> int:
     return ctx.show(ctx.call("dep", {"packages": packages(words, "dep")}), print_unique_names)
 
@@ -263,7 +286,8 @@ def print_unique_names(value: dict[str, Any], out: TextIO) -> None:
             print(package["name"], file=out)
 
 
-@command("plan [--summary] PKG...", "the build plan as JSON (--summary: counts, names)")
+@command("plan [--summary] PKG...", "the build plan as JSON (--summary: counts, names)",
+         read_only=True)
 def plan(ctx: Context, words: list[str]) -> int:
     from client.main import print_json
 
@@ -286,7 +310,8 @@ def plan(ctx: Context, words: list[str]) -> int:
     return 0
 
 
-@command("generations [REALM]", "a realm's generations (* = current)")
+@command("generations [REALM]", "a realm's generations (* = current), with their flags",
+         read_only=True)
 def generations(ctx: Context, words: list[str]) -> int:
     realm = at_most_one(words, "usage: ixc generations [REALM]")
     value = ctx.call("generations", {"realm": realm} if realm else {})
@@ -296,9 +321,19 @@ def generations(ctx: Context, words: list[str]) -> int:
 def print_generations(value: dict[str, Any], out: TextIO) -> None:
     for g in value["generations"]:
         mark = "*" if g["number"] == value["current"] else " "
-        names = ", ".join(e["selector"] for e in g["state"]["entries"]) or "(empty)"
-        print(f"{mark}{g['number']:>4}  {when(g['created'])}  {g['by']:<12} {names}",
+        print(f"{mark}{g['number']:>4}  {when(g['created'])}  {g['by']:<12} "
+              f"{realm_words(g['state'])}{'  (collected)' if g.get('collected') else ''}",
               file=out)
+
+
+def realm_words(state: dict[str, Any]) -> str:
+    """A realm state as the words that make it: `--shout=1 bin/greet --greeting=Hi, ...`."""
+    def flags(given: dict[str, str]) -> str:
+        return "".join(f" --{k}={v}" for k, v in sorted(given.items()))
+
+    entries = ", ".join(f"{e['selector']}{flags(e['flags'])}" for e in state["entries"])
+    realm = flags(state.get("flags", {})).strip()
+    return " ".join(w for w in (realm, entries or "(empty)") if w)
 
 
 @command("rollback [REALM] [--to N]", "switch back to the previous (or given) generation")
@@ -314,6 +349,121 @@ def rollback(ctx: Context, words: list[str]) -> int:
         f"realm {v['realm']}: generation {v['previous']} -> {v['generation']}", file=out))
 
 
+# --- finding packages -----------------------------------------------------------------------
+
+
+@command("search TERM... [--limit N]", "packages whose name or description holds every\n"
+         "TERM, best first (--names PREFIX: names starting so)", read_only=True)
+def search(ctx: Context, words: list[str]) -> int:
+    if words[:1] == ["--names"]:  # what shell completion asks for
+        if len(words) > 2:
+            raise UsageError("usage: ixc search --names [PREFIX]")
+        names = ctx.call("search", {"prefix": words[1] if len(words) == 2 else ""})
+        return ctx.show(names, lambda v, out: print("\n".join(v["names"]), file=out))
+    limit = take_number(words, "--limit", "usage: ixc search TERM... [--limit N]")
+    if not words or any(w.startswith("-") for w in words):
+        raise UsageError("usage: ixc search TERM... [--limit N], e.g. ixc search lua")
+    args: dict[str, Any] = {"terms": words}
+    if limit is not None:
+        args["limit"] = limit
+    return ctx.show(ctx.call("search", args), print_search)
+
+
+def print_search(value: dict[str, Any], out: TextIO) -> None:
+    results = value["results"]
+    width = max((len(r["name"]) for r in results), default=0)
+    for r in results:
+        print(f"{r['name']:<{width}}  {r['description']}".rstrip(), file=out)
+    if value["total"] > len(results):
+        print(f"... {value['total'] - len(results)} more (--limit N shows more)", file=out)
+    elif not results:
+        print(f"no package matches {' '.join(value['terms'])}", file=out)
+
+
+@command("show PKG", "what a package is: description, version, sources,\n"
+         "the flags it reads (with defaults), its direct dependencies", read_only=True)
+def show(ctx: Context, words: list[str]) -> int:
+    if len(words) != 1 or words[0].startswith("-"):
+        raise UsageError("usage: ixc show PKG, e.g. ixc show bin/hello")
+    return ctx.show(ctx.call("show", {"package": words[0]}), print_show)
+
+
+def print_show(value: dict[str, Any], out: TextIO) -> None:
+    lines = [value["selector"] + (f"  {value['version']}" if value["version"] else "")]
+    if value["description"]:
+        lines.append(f"  {value['description']}")
+    lines.extend(f"  source: {url}" for url in value["sources"])
+    if value["flags"]:
+        lines.append("  flags it reads: " + ", ".join(
+            f"{f['name']} (default {f['default']})" if f["default"] is not None else f["name"]
+            for f in value["flags"]))
+    if value.get("dependencies_read"):
+        lines.append("  flags its dependencies read: " + ", ".join(value["dependencies_read"]))
+    for kind, names in value["deps"].items():
+        lines.append(f"  {kind}: {', '.join(names)}")
+    if value["hub"]:
+        lines.append("  a hub: nothing to build, it brings its run-time dependencies")
+    else:
+        state = "built" if value["built"] else "not built"
+        lines.append(f"  store: {value['out']} ({state})")
+    if value["recipe"]:
+        lines.append(f"  recipe: {value['recipe']}")
+    print("\n".join(lines), file=out)
+
+
+@command("why PKG [REALM]", "the chain of packages that pulls PKG into a realm", read_only=True)
+def why(ctx: Context, words: list[str]) -> int:
+    if not 1 <= len(words) <= 2 or any(w.startswith("-") for w in words):
+        raise UsageError("usage: ixc why PKG [REALM], e.g. ixc why lib/c")
+    args = {"package": words[0], **({"realm": words[1]} if len(words) == 2 else {})}
+    return ctx.show(ctx.call("why", args), print_why)
+
+
+def print_why(value: dict[str, Any], out: TextIO) -> None:
+    chain = value["chain"]
+    print(f"realm {value['realm']}: {chain[0]['name']}", file=out)
+    for depth, link in enumerate(chain[1:], 1):
+        print(f"{'  ' * depth}-> {link['name']}  ({link['edge']})", file=out)
+
+
+@command("diff [REALM] [GEN1 [GEN2]]", "what changed between two generations of a realm\n"
+         "(default: the one before the current, and the current)", read_only=True)
+def diff(ctx: Context, words: list[str]) -> int:
+    usage = "usage: ixc diff [REALM] [GEN1 [GEN2]], e.g. ixc diff or ixc diff work 1 3"
+    realm = words.pop(0) if words and not words[0].isdigit() else None
+    if len(words) > 2 or not all(w.isdigit() for w in words):
+        raise UsageError(usage)
+    args: dict[str, Any] = {"realm": realm} if realm else {}
+    if len(words) == 1:  # one number: from it to the current generation
+        args["from"] = int(words[0])
+    elif len(words) == 2:
+        args["from"], args["to"] = int(words[0]), int(words[1])
+    return ctx.show(ctx.call("diff", args), print_diff)
+
+
+def print_diff(value: dict[str, Any], out: TextIO) -> None:
+    def flags(given: dict[str, str]) -> str:
+        return " ".join(f"--{k}={v}" for k, v in sorted(given.items())) or "(none)"
+
+    lines = [f"realm {value['realm']}: generation {value['from']} -> {value['to']}"]
+    if value["flags"]["from"] != value["flags"]["to"]:
+        lines.append(f"  realm flags: {flags(value['flags']['from'])} -> "
+                     f"{flags(value['flags']['to'])}")
+    lines.extend(f"  + {s}" for s in value["added"])
+    lines.extend(f"  - {s}" for s in value["removed"])
+    lines.extend(f"  {c['selector']}: {flags(c['from'])} -> {flags(c['to'])}"
+                 for c in value["reflagged"])
+    packages = value["packages"]
+    if any(packages.values()):
+        lines.append("  store entries linked:")
+        lines.extend(f"    + {n}" for n in packages["added"])
+        lines.extend(f"    - {n}" for n in packages["removed"])
+        lines.extend(f"    ~ {n} (another build)" for n in packages["changed"])
+    if len(lines) == 1:
+        lines.append("  no change")
+    print("\n".join(lines), file=out)
+
+
 # --- builds ---------------------------------------------------------------------------------
 
 
@@ -327,7 +477,8 @@ def page_args(ctx: Context, words: list[str]) -> dict[str, int]:
     return page
 
 
-@command("status [--limit N] [--offset N]", "the builds queued and running, for all users")
+@command("status [--limit N] [--offset N]", "the builds queued and running, for all users",
+         read_only=True)
 def status(ctx: Context, words: list[str]) -> int:
     return ctx.show(ctx.call("status", page_args(ctx, words)), print_status)
 
@@ -356,7 +507,7 @@ def print_status(value: dict[str, Any], out: TextIO) -> None:
               f"the next: ixc status --offset {after}", file=out)
 
 
-@command("builds [--limit N] [--offset N]", "build history, newest first")
+@command("builds [--limit N] [--offset N]", "build history, newest first", read_only=True)
 def builds(ctx: Context, words: list[str]) -> int:
     page = page_args(ctx, words)
     page.setdefault("limit", 50)
@@ -374,7 +525,7 @@ def print_builds(value: dict[str, Any], out: TextIO) -> None:
               f"{b['uid']}  by {b['requested_by']}", file=out)
 
 
-@command("log PKG|UID [-f]", "a build's log; -f follows a running build")
+@command("log PKG|UID [-f]", "a build's log; -f follows a running build", read_only=True)
 def log(ctx: Context, words: list[str]) -> int:
     follow = take_flag(words, "-f") or take_flag(words, "--follow")
     if len(words) != 1:
@@ -441,7 +592,29 @@ def session(ctx: Context, words: list[str]) -> int:
     return session_main(words, socket=ctx.socket)
 
 
-@command("ping", "check that ixd answers, and who you are to it")
+@command("ping", "check that ixd answers, and who you are to it", read_only=True)
 def ping(ctx: Context, words: list[str]) -> int:
     return ctx.show(ctx.call("ping", {}), lambda v, out: print(
         f"ixd {v['version']} answers {v['login']} (uid {v['uid']})", file=out))
+
+
+@command("version", "the version of ixc (also `ixc --version`)", read_only=True)
+def version(ctx: Context, words: list[str]) -> int:
+    from ixd import __version__
+
+    if words:
+        raise UsageError("usage: ixc version")
+    return ctx.show({"version": __version__}, lambda v, out: print(f"ixc {v['version']}",
+                                                                      file=out))
+
+
+@command("completion bash|zsh", "print the shell completion script (eval it, or let\n"
+         "runit/install.sh install it)", read_only=True)
+def completion(ctx: Context, words: list[str]) -> int:
+    from client.completion import SCRIPTS
+
+    if len(words) != 1 or words[0] not in SCRIPTS:
+        raise UsageError(f"usage: ixc completion {'|'.join(SCRIPTS)}, e.g. "
+                         f"eval \"$(ixc completion bash)\"")
+    ctx.out.write(SCRIPTS[words[0]]())
+    return 0

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: how long `ixc` waits for a restarted daemon before giving up on a retry
 RETRY_DEADLINE = 120.0
+#: how long a command that only reads waits for it (a person is looking at the terminal)
+READ_ONLY_DEADLINE = 5.0
 #: the human output of `status` (kept here for the callers that import it from here)
 _print_status = print_status
 
@@ -39,6 +41,10 @@ def usage() -> str:
     lines = ["ixc [--socket PATH] COMMAND ..."]
     for cmd in COMMANDS.values():
         first, *more = cmd.summary.splitlines()
+        if len(cmd.synopsis) > 34:  # a long synopsis gets a line of its own
+            lines.append(f"  {cmd.synopsis}")
+            lines.extend(f"  {'':<35}{line}" for line in cmd.summary.splitlines())
+            continue
         lines.append(f"  {cmd.synopsis:<35}{first}")
         lines.extend(f"  {'':<35}{line}" for line in more)
     return "\n".join([*lines, "", OPTIONS_HELP])
@@ -52,16 +58,18 @@ def command_usage(cmd: Command) -> str:
 
 
 def wait_for_daemon(path: str, deadline: float) -> Client:
-    """Connect once the daemon answers again (it restarts under runit), or give up."""
+    """Connect once the daemon answers again (it restarts under runit), or give up; a
+    socket this account may not use, or a path that is no socket, fails at once."""
     import time
 
     end = time.monotonic() + deadline
     while True:
         try:
             return Client.connect(path)
-        except (DaemonUnavailable, ConnectionLost, ProtocolError):
+        except (DaemonUnavailable, ConnectionLost, ProtocolError) as exc:
             # refused, or accepted by a daemon still dying: wait for the new one
-            if time.monotonic() > end:
+            if time.monotonic() > end or (isinstance(exc, DaemonUnavailable)
+                                          and not exc.may_come_back):
                 raise
             time.sleep(0.2)
 
@@ -89,7 +97,10 @@ def split_options(argv: Sequence[str]) -> tuple[Options, list[str]]:
     rest = list(argv)
     while rest and rest[0].startswith("-"):
         word = rest.pop(0)
-        if word == "--socket" and rest:
+        if word == "--socket":
+            if not rest or rest[0].startswith("-"):
+                raise UsageError("--socket needs a path: --socket PATH (ixd's socket, "
+                                 "usually ROOT/var/ixd.sock)")
             options.socket = rest.pop(0)
         elif word.startswith("--socket="):
             options.socket = word.split("=", 1)[1]
@@ -101,6 +112,9 @@ def split_options(argv: Sequence[str]) -> tuple[Options, list[str]]:
             options.verbose = True
         elif word in ("-h", "--help"):
             rest = ["help"]
+            break
+        elif word in ("-V", "--version"):
+            rest = ["version"]
             break
         else:
             raise UsageError(f"unknown option {word!r}; see `ixc help`")
@@ -119,6 +133,8 @@ class Context:
         self.err = err
         #: tests run `ixc run`'s command through this instead of a child process
         self.execute = execute
+        #: how long a request waits for a daemon that is restarting
+        self.deadline = RETRY_DEADLINE
         self.as_json = options.json
         self.progress = Progress(err, options.verbose)
 
@@ -137,18 +153,20 @@ class Context:
             with Client.connect(path) as client:
                 return client.request(op, args, listener)
         except DaemonUnavailable as exc:
-            # a socket that is there but refuses: ixd is restarting (runit brings it back)
-            if self.options.no_retry or exc.from_wire or not os.path.exists(path):
+            # refused or missing: ixd may be restarting (runit brings it back); a socket we
+            # may not use, or no socket at all, is said at once
+            if self.options.no_retry or exc.from_wire or not exc.may_come_back:
                 raise
-            print(f"ixc: {exc.message.split(';')[0]}; waiting for ixd to come back "
-                  f"(--no-retry fails at once)", file=self.err, flush=True)
+            print(f"ixc: {exc.message.split(';')[0]}; waiting up to {self.deadline:.0f}s "
+                  f"for ixd to come back (--no-retry fails at once)", file=self.err,
+                  flush=True)
         except ConnectionLost as exc:
             # only a connection lost before the reply is retried: an error the daemon sent
             # (E_FRAME_TOO_LARGE, E_PROTOCOL, ...) would come back the same the second time
             if self.options.no_retry or not idempotent or exc.from_wire:
                 raise
             print(f"ixc: {exc.message}; retrying once ixd is back", file=self.err, flush=True)
-        with wait_for_daemon(path, RETRY_DEADLINE) as client:
+        with wait_for_daemon(path, self.deadline) as client:
             return client.request(op, args, listener)
 
     def show(self, value: Any, human: Callable[[Any, TextIO], None]) -> int:
@@ -176,7 +194,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
         print(f"ixc: error: {exc.message} [{exc.code}]", file=err)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("ixc: interrupted", file=err)
+        print("ixc: interrupted", file=err)  # before a command ran: nothing to tell
         return 130
     except BrokenPipeError:
         # the reader went away (`ixc plan ... | head`); keep Python quiet at exit
@@ -207,7 +225,16 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
     if "-v" in words[:mine]:
         words.remove("-v")
         options.verbose = True
-    return cmd.run(Context(name, options, out, err, execute), words)
+    ctx = Context(name, options, out, err, execute)
+    if cmd.read_only:
+        ctx.deadline = READ_ONLY_DEADLINE
+    try:
+        return cmd.run(ctx, words)
+    except KeyboardInterrupt:
+        from client.interrupt import tell_interrupted
+
+        tell_interrupted(ctx)
+        return 130
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,32 +17,50 @@ class Progress:
         self.out = out
         self.verbose = verbose
         self.total = 0
-        self.done = 0
         self.jobs = 1
         self.expected: dict[str, float] = {}
         self.running: dict[str, str] = {}
+        #: the nodes of the current plan (a retry or another try plans anew), and those done
+        self.todo: set[str] = set()
+        self.finished: set[str] = set()
+
+    @property
+    def done(self) -> int:
+        """Nodes of the current plan finished: never more than its total."""
+        return len(self.finished)
 
     def __call__(self, event: Event) -> None:
         data = event.data
-        if event.kind == "plan":
-            self.total = int(data.get("todo", 0))
+        if event.kind == "plan":  # a new plan (a retry, another try): its own count
+            nodes = data.get("nodes", [])
+            self.todo = {n["uid"] for n in nodes}
+            self.total = int(data.get("todo", len(nodes)))
+            self.finished.clear()
+            self.running.clear()
             self.jobs = max(1, int(data.get("jobs", 1)))
-            self.expected = {n["uid"]: float(n["expected"]) for n in data.get("nodes", [])
+            self.expected = {n["uid"]: float(n["expected"]) for n in nodes
                              if n.get("expected") is not None}
             if self.total:
                 self._say(f"{self.total} of {data.get('total')} nodes to build{self._eta()}")
         elif event.kind in ("started", "joined"):
             self.running[data["uid"]] = data["name"]
             verb = "building" if event.kind == "started" else "waiting for (shared)"
+            if event.kind == "started" and data.get("kind") == "fetch":
+                verb = "fetching"
             if event.kind == "started" and data.get("kind") == "substitute":
                 verb = "substituting"
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']}{self._eta()}")
+        elif event.kind == "heartbeat":
+            self._say(f"[{self.done}/{self.total}] {_doing(data)} {data['name']}: "
+                      f"{_elapsed(data)}")
         elif event.kind == "finished":
             self.running.pop(data["uid"], None)
             self.expected.pop(data["uid"], None)
-            self.done += 1
+            if data["uid"] in self.todo or not self.todo:
+                self.finished.add(data["uid"])
             now = ", ".join(sorted(self.running.values()))
-            verb = "substituted" if data.get("kind") == "substitute" else "built"
+            verb = {"substitute": "substituted", "fetch": "fetched"}.get(str(data.get("kind")),
+                                                                       "built")
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']} "
                       f"in {float(data.get('duration', 0)):.1f}s"
                       + (f"; running: {now}" if now else "") + self._eta())
@@ -63,3 +81,25 @@ class Progress:
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+def _doing(data: dict[str, object]) -> str:
+    return "substituting" if data.get("kind") == "substitute" else (
+        "still building" if data.get("kind") == "build" else "still at")
+
+
+def _elapsed(data: dict[str, object]) -> str:
+    """`40s so far, about 1m45s left (it took 2m25s last time)`."""
+    elapsed = float(data.get("elapsed") or 0)  # type: ignore[arg-type]
+    text = f"{_duration(elapsed)} so far"
+    expected = data.get("expected")
+    if isinstance(expected, (int, float)) and expected > 0:
+        left = expected - elapsed
+        text += (f", about {_duration(left)} left" if left > 0 else ", longer than")
+        text += f" (it took {_duration(expected)} last time)"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -4,14 +4,15 @@
 # runit service ixd — enabled, and waited for when a runsvdir watches the service folder.
 #
 #   runit/install.sh [--prefix DIR] [--root DIR] [--build-users GROUP] [--sv-dir DIR]
-#                    [--service-dir DIR] [--bin-dir DIR] [--mirror TEMPLATE]...
-#                    [--python PATH] [--no-enable]
+#                    [--service-dir DIR] [--bin-dir DIR] [--share-dir DIR]
+#                    [--mirror TEMPLATE]... [--python PATH] [--no-enable]
 #
 # Running it again upgrades the copy and the service scripts; the env/ settings an admin
 # changed are kept (an explicit --mirror replaces env/IX_MIRRORS).
 set -eu
 
 prefix=/opt/ix root=/ix build_users=ixbld build_user_count=16 sv_dir=/etc/sv service_dir=/etc/service bin_dir=/usr/local/bin
+share_dir=/usr/local/share
 mirrors="" enable=1 python=/usr/bin/python3 python_given=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -22,6 +23,7 @@ while [ $# -gt 0 ]; do
         --sv-dir) sv_dir=$2; shift 2 ;;
         --service-dir) service_dir=$2; shift 2 ;;
         --bin-dir) bin_dir=$2; shift 2 ;;
+        --share-dir) share_dir=$2; shift 2 ;;
         --mirror) mirrors="${mirrors:+$mirrors }$2"; shift 2 ;;
         --python) python=$2; python_given=1; shift 2 ;;
         --no-enable) enable=0; shift ;;
@@ -92,6 +94,19 @@ for name in ixd ixc; do
     mv -f "$bin_dir/$name.tmp" "$bin_dir/$name"
 done
 say "installed $bin_dir/ixd and $bin_dir/ixc"
+
+# the manual pages and the shell completions, written from the commands' own tables
+manual() {  # manual FILE COMMAND...: COMMAND's output into FILE, readable by everyone
+    mkdir -p "$(dirname "$1")"
+    out=$1
+    shift
+    PYTHONPATH="$prefix" "$@" > "$out.tmp" && chmod 644 "$out.tmp" && mv -f "$out.tmp" "$out"
+}
+manual "$share_dir/man/man1/ixc.1" "$python" -m client.manpage
+manual "$share_dir/man/man8/ixd.8" "$python" -m ixd.daemon.main manpage
+manual "$share_dir/bash-completion/completions/ixc" "$python" -m client.main completion bash
+manual "$share_dir/zsh/site-functions/_ixc" "$python" -m client.main completion zsh
+say "manual pages ixc(1) and ixd(8), bash and zsh completion in $share_dir"
 
 # 5. the service folder: scripts replaced, settings kept
 svc="$sv_dir/ixd"

@@ -43,7 +43,14 @@ from typing import Any
 
 from ixd.model.realm import own_login
 from ixd.model.selector import validate_realm_name
-from ixd.wire.errors import ConnectionLost, DaemonUnavailable, IxError, UnsafeServiceDir, UsageError
+from ixd.wire.errors import (
+    ConnectionLost,
+    DaemonUnavailable,
+    IxError,
+    SessionError,
+    UnsafeServiceDir,
+    UsageError,
+)
 from ixd.wire.transport import DEFAULT_SOCKET, Client
 from services.reconcile import Reconciler
 
@@ -77,7 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str], *, socket: str) -> int:
-    """`ixc session ...`; `socket` is the one ixc would use (--socket or $IX_SOCKET)."""
+    """`ixc session ...`; `socket` is the one ixc would use (--socket or $IX_SOCKET). What
+    goes wrong is an ix error (E_SESSION for the file system), never a traceback."""
+    try:
+        return _main(argv, socket)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SessionError(f"ixc session: {where}{exc.strerror or exc}") from None
+
+
+def _main(argv: Sequence[str], socket: str) -> int:
     args = build_parser().parse_args(list(argv))
     if args.interval <= 0:
         raise UsageError("ixc session: --interval must be more than 0 seconds")
@@ -96,6 +112,10 @@ def main(argv: Sequence[str], *, socket: str) -> int:
             svdir.mkdir(mode=0o755, parents=True, exist_ok=True)
         except FileExistsError:
             pass  # a file, a dangling symlink: check_service_dir says what is wrong
+        except OSError as exc:
+            raise SessionError(f"ixc session: cannot make the service folder --svdir "
+                               f"{svdir}: {exc.strerror or exc}; give a folder of your own "
+                               f"that you can create, e.g. --svdir ~/service") from None
         check_service_dir(svdir)
         reconciler = Reconciler(svdir, root / "realm" / realm, realm)
         log.info("session of %s: realm %s (%s) -> service tree %s", own_login(), realm,

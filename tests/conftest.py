@@ -137,17 +137,18 @@ def pytest_sessionfinish() -> None:
 
 @pytest.fixture(scope="session")
 def lib_c_root() -> SeededRoot:
-    """The root whose store starts with lib/c, built once for the whole run: modules whose
-    daemons build C packages start from a copy instead of building musl again. (A module
-    that asks for it through `request.getfixturevalue` is marked `lib_c_root`.)"""
+    """The root whose store starts with lib/c and compiler-rt's builtins, built once for the
+    whole run: modules whose daemons build C packages start from a copy instead of building
+    musl again. (A module that asks for it through `request.getfixturevalue` is marked
+    `lib_c_root`.)"""
     return RUN.prebuilds["lib_c_root"].result()
 
 
 @pytest.fixture(scope="session")
-def lib_c_gcc_root() -> SeededRoot:
-    """Like `lib_c_root`, with lib/c also built by the host's gcc (`--cc=gcc`; mark:
-    `lib_c_gcc_root`)."""
-    return RUN.prebuilds["lib_c_gcc_root"].result()
+def toolchain_root() -> SeededRoot:
+    """Like `lib_c_root`, with the C++ runtimes (lib/unwind, lib/c++abi, lib/c++) and lib/c
+    built by gcc too (mark: `toolchain_root`)."""
+    return RUN.prebuilds["toolchain_root"].result()
 
 
 #: held while a test run has the test accounts

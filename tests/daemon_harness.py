@@ -191,9 +191,10 @@ def make_reachable(path: Path) -> None:
 
 def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
                  extra: Sequence[str] = (), socket: Path | None = None,
-                 niceness: int = 0, boot: bool = False) -> RunningDaemon:
+                 niceness: int = 0, mirror: bool = True, boot: bool = False) -> RunningDaemon:
     """`niceness`: the daemon and its builds yield the processor to the tests (for a build
-    that runs beside them). `boot`: build with ixd's default chain (stages 0 and 1), not
+    that runs beside them); `mirror`: with the run's source mirror (without: only upstream
+    hosts, unreachable here); `boot`: build with ixd's default chain (stages 0 and 1), not
     the host's tools (HOST_TOOLS)."""
     root.mkdir(parents=True, exist_ok=True)
     make_reachable(root)
@@ -203,7 +204,8 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
         args = ["nice", "-n", str(niceness), *args]
     for overlay in overlays:
         args += ["--overlay", str(overlay)]
-    args += ["--mirror", f"{MIRROR}/{{sha}}", *(() if boot else HOST_TOOLS), *extra]
+    args += [*(["--mirror", f"{MIRROR}/{{sha}}"] if mirror else []),
+             *(() if boot else HOST_TOOLS), *extra]
     if socket is not None:
         args += ["--socket", str(socket)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",

@@ -90,12 +90,15 @@ def running_s3(folder: Path, buckets: tuple[str, ...] = ("ix-cache",),
     server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", process, log)
     try:
         end = time.monotonic() + deadline
-        pending = list(buckets)
+        pending: list[str | None] = [*buckets, None]  # None: the gateway lists its buckets
         while pending:  # polling with a deadline until the gateway answers
             if process.poll() is not None:
                 raise RuntimeError(f"weed exited {process.returncode}:\n{log.read_text()}")
             try:
-                server.client().create_bucket(Bucket=pending[0])
+                if pending[0] is None:
+                    server.client().list_buckets()
+                else:
+                    server.client().create_bucket(Bucket=pending[0])
                 pending.pop(0)
             except Exception as exc:
                 if "BucketAlreadyExists" in str(exc) or "BucketAlreadyOwnedByYou" in str(exc):

@@ -1,6 +1,7 @@
-"""Roots with lib/c (musl, built by ix from source on ixd's default chain: stage 0's clang,
-stage 1's tools; and with gcc) that test daemons start from, instead of bootstrapping and
-building musl again in every module's fresh store. Each is built in a thread from the start
+"""Roots with the toolchain's libraries prebuilt on ixd's default chain (stage 0's clang,
+stage 1's tools: lib/c, musl built by ix from source, and compiler-rt's builtins; and in one
+of them the C++ runtimes too) that test daemons start from, instead of bootstrapping and
+building them again in every module's fresh store. Each is built in a thread from the start
 of the run, and the modules that need it run last (tests/conftest.py; in a parallel run,
 once it is ready: tests/parallel.py).
 
@@ -20,7 +21,6 @@ import contextlib
 import fcntl
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -33,12 +33,13 @@ from ixd.store.fstree import remove_tree
 from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, make_reachable, start_daemon
 
 #: the prebuilt roots of a run, by the fixture (and mark) that gives one, and what each holds
-#: (with the build tools they need: stages 0 and 1): musl built by stage 0's clang; and also
-#: by the host's gcc where there is one, for test_packages_real's --cc=gcc build. Two roots,
-#: so that two processes of a parallel run can each run daemons on one (tests/parallel.py).
+#: (with the build tools they need: stages 0 and 1): what every C package links (by clang,
+#: the default compiler); and the whole toolchain, for test_packages_real: the C++ runtimes,
+#: and musl built by gcc for its --cc=gcc build. Two roots, so that two processes of a
+#: parallel run can each run daemons on one (tests/parallel.py).
 SEEDED_ROOTS = {
-    "lib_c_root": ("lib/c",),
-    "lib_c_gcc_root": ("lib/c", *(("lib/c(cc=gcc)",) if shutil.which("gcc") else ())),
+    "lib_c_root": ("lib/c", "lib/compiler_rt/builtins"),
+    "toolchain_root": ("lib/c", "lib/compiler_rt/builtins", "lib/c++", "lib/c(cc=gcc)"),
 }
 
 
@@ -58,14 +59,17 @@ class SeededRoot:
         self._taken = False
         self._removed = itertools.count()
 
-    def prebuild(self, packages: Sequence[str]) -> None:
-        """Build `packages` with a real daemon at `path`, then keep its root aside."""
+    def prebuild(self, packages: Sequence[str], stop: threading.Event) -> None:
+        """Build `packages` with a real daemon at `path`, then keep its root aside (unless
+        `stop` is set first: the run ended before a test needed it)."""
         # it builds beside the tests that need no prebuilt root (they run first): as the
         # processor's second choice, so their timings do not suffer
         daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19,
                               boot=True)
         self.builder_pid_file.write_text(str(daemon.process.pid))
         try:
+            if stop.is_set():
+                raise AssertionError("the run ended before the root was needed")
             daemon.ixc("build", *packages, timeout=1800)
         finally:
             status = daemon.stop()
@@ -144,6 +148,7 @@ class Prebuild:
         self.packages = packages
         self._seeded: SeededRoot | None = None
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def start(self, top: Path) -> None:
         """Make the root in `top` (a folder no other process of the run makes it in; not
@@ -154,7 +159,8 @@ class Prebuild:
         top.mkdir(mode=0o755)
         make_reachable(top)
         self._seeded = SeededRoot(top)
-        self._thread = threading.Thread(target=self._build, args=(self._seeded, self.packages),
+        self._thread = threading.Thread(target=self._build,
+                                        args=(self._seeded, self.packages, self._stop),
                                         name=f"ix-test-prebuild-{top.name}", daemon=True)
         self._thread.start()
 
@@ -163,9 +169,9 @@ class Prebuild:
         self._seeded = SeededRoot(top)
 
     @staticmethod
-    def _build(seeded: SeededRoot, packages: Sequence[str]) -> None:
+    def _build(seeded: SeededRoot, packages: Sequence[str], stop: threading.Event) -> None:
         try:
-            seeded.prebuild(packages)
+            seeded.prebuild(packages, stop)
         except BaseException:
             staging = seeded.failure.with_suffix(".tmp")
             staging.write_text(traceback.format_exc())
@@ -207,11 +213,14 @@ class Prebuild:
         it made (by the process that made it)."""
         if self._thread is None or self._seeded is None:
             return
-        builder = self._seeded.builder_pid()
-        if self._thread.is_alive() and builder:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(builder, signal.SIGTERM)
-        self._thread.join()
+        self._stop.set()
+        while self._thread.is_alive():
+            # its daemon may not have started when asked first: asked again each second
+            builder = self._seeded.builder_pid()
+            if builder:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(builder, signal.SIGTERM)
+            self._thread.join(timeout=1)
         remove_tree(self._seeded.top)
 
 

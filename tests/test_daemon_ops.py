@@ -273,6 +273,17 @@ async def test_a_rollback_to_a_generation_gone_from_the_store(world: World) -> N
     assert world.db.realm(REALM)["current"] == 2  # type: ignore[index]
 
 
+async def test_a_generation_whose_entry_is_gone_is_marked_collected(world: World) -> None:
+    first = world.settle(REALM, [f"+{A}"], owner=STRANGER.uid)
+    world.settle(REALM, [f"+{B}"], owner=STRANGER.uid)
+    await trio.Path(first.generation.path).rmdir()
+    listed = await world.realms.op_generations({"realm": REALM}, STRANGER, quiet)
+    assert [(g["number"], g["collected"]) for g in listed["generations"]] == [
+        (1, True), (2, False)]
+    with pytest.raises(RealmError, match=r"1 of realm .* was collected: .* nothing was changed"):
+        await world.realms.op_rollback({"realm": REALM, "to": 1}, STRANGER, quiet)
+
+
 @pytest.mark.parametrize(("args", "caller", "error"), [
     ({"realm": REALM, "to": True}, STRANGER, BadRequest),
     ({"realm": REALM}, Caller(uid=OTHER_UID, gid=OTHER_UID, pid=1), PermissionDenied),
@@ -356,8 +367,9 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     made.db.close()
 
 
-OPS = ["build", "builds", "dep", "gc", "generations", "let", "list", "log", "mut", "ping",
-       "plan", "purge", "push", "rollback", "run", "status"]
+OPS = ["build", "builds", "cluster-build", "dep", "diff", "gc", "generations", "let", "list",
+       "log", "mut", "ping", "plan", "purge", "push", "rollback", "run", "search", "show",
+       "status", "why"]
 
 
 async def test_an_unknown_op_is_refused_naming_the_ops(daemon: Daemon) -> None:
@@ -367,6 +379,13 @@ async def test_an_unknown_op_is_refused_naming_the_ops(daemon: Daemon) -> None:
     assert refused.value.message == (f"unknown op 'frobnicate'; this daemon knows: "
                                      f"{', '.join(OPS)}")
     assert (await daemon.handle("ping", {}, STRANGER, quiet))["uid"] == STRANGER.uid
+
+
+async def test_only_a_cluster_workers_account_may_build_for_the_cluster(
+        daemon: Daemon) -> None:
+    for caller in (ROOT, STRANGER):
+        with pytest.raises(PermissionDenied, match="builds for no cluster"):
+            await daemon.handle("cluster-build", {"node": {}}, caller, quiet)
 
 
 async def test_admin_ops_need_an_admin(daemon: Daemon) -> None:

@@ -53,6 +53,15 @@ def test_store_entries_registered_and_unregistered(db: BuildDatabase) -> None:
         "/ix/store/other"]
 
 
+def test_an_entry_remembers_the_store_dirs_it_was_built_from(db: BuildDatabase) -> None:
+    db.register_valid("a" * 32, "/ix/store/a-bin-x", "bin/x", "bin", "h",
+                      inputs=["/ix/store/c-lib-c", "/ix/store/t-bin-cc"])
+    db.register_valid("b" * 32, "/ix/store/b-rlm-r", "realm r", "rlm", "h")
+    assert db.build_inputs() == {"/ix/store/a-bin-x": ["/ix/store/c-lib-c",
+                                                       "/ix/store/t-bin-cc"],
+                                 "/ix/store/b-rlm-r": []}
+
+
 def test_builds_record_how_they_ended(db: BuildDatabase) -> None:
     ok = db.build_started("u1", "bin/a", {"opt": "1"}, "/log/u1", requested_by=1001)
     bad = db.build_started("u2", "bin/b", {}, "/log/u2", requested_by=1002)
@@ -130,6 +139,7 @@ def test_an_old_schema_is_migrated_and_orphans_dropped(tmp_path: Path) -> None:
         assert db.valid_uids() == {"u1"}
         assert db.store_entries()[0]["hash"] is None  # v2's column, unknown for old entries
         assert [g.realm for g in db.all_generations()] == ["kept"]  # v3
+        assert db.build_inputs() == {}  # v4: unknown for entries registered before
     finally:
         db.close()
     assert schema_of(path) == SCHEMA_VERSION

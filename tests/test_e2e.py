@@ -156,7 +156,10 @@ def test_bad_input_gets_clear_errors_and_the_daemon_keeps_serving(
 def test_dep_and_plan(daemon: RunningDaemon) -> None:
     names = daemon.ixc("dep", "bin/greet").stdout.split()
     assert names[-1] == "bin/greet"
-    assert {"lib/greet", "lib/shout", "bld/boot/1/cc"} <= set(names)
+    # built by clang, the default (stage 0's, on ixd's default chain), with lib/c and its
+    # runtime library
+    assert {"lib/greet", "lib/shout", "bld/boot/1/clang", "lib/c",
+            "lib/compiler_rt/builtins"} <= set(names)
     assert names.index("lib/shout") < names.index("lib/greet")
     plan = json.loads(daemon.ixc("plan", "bin/greet").stdout)
     greet = [n for n in plan["nodes"] if n["name"] == "bin/greet"]

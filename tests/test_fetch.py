@@ -64,6 +64,13 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             if path.startswith("/hang/"):
                 server.release.wait()  # the client times out first; teardown releases us
                 return
+            if path.startswith("/endless/"):  # no length said, and more than any bound
+                self.send_response(200)
+                self.end_headers()
+                for _ in range(64):
+                    self.wfile.write(GOOD)
+                self.wfile.flush()
+                return
             if path.startswith("/short/"):
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(GOOD)))
@@ -284,6 +291,21 @@ def test_mismatch_wins_over_later_failures(server: Server, cache: Path) -> None:
     assert url in message and GOOD_SHA in message and BAD_SHA in message
     assert "HTTP 404" in message
     assert leftovers(cache) == []
+
+
+def test_a_source_over_the_size_bound_is_cut_off(server: Server, tmp_path: Path,
+                                                 cache: Path) -> None:
+    bound = len(GOOD) * 4
+    said = server.put("big.tar", GOOD * 8)  # its length is said: refused before reading
+    src = tmp_path / "big.tar"
+    src.write_bytes(GOOD * 8)
+    for url in (said, f"file://{src}", server.url("endless/a.tar")):
+        with pytest.raises(FetchError) as caught:
+            fetch_source(url, GOOD_SHA, cache, max_size=bound)
+        assert f"bound of {bound} bytes" in caught.value.message, url
+        assert leftovers(cache) == []
+    # within the bound, the same source is fetched
+    assert fetch_source(server.put("a.tar", GOOD), GOOD_SHA, cache, max_size=bound).is_file()
 
 
 def test_bad_scheme(cache: Path) -> None:

@@ -51,3 +51,14 @@ def test_roots_keep_current_and_newest_generations() -> None:
     generations = [Generation("r", n, f"/s/g{n}", {}, 0.0, 0) for n in range(1, 6)]
     roots = gc.root_paths(generations, {"r": 2}, keep=2, in_flight=["/s/flight"])
     assert roots == {"/s/g2", "/s/g4", "/s/g5", "/s/flight"}
+
+
+def test_kept_build_inputs_are_marked_through_every_kept_entry() -> None:
+    links = {"/s/realm": ["/s/app"]}
+    built_from = {"/s/app": ["/s/lib", "/s/cc"], "/s/lib": ["/s/cc", "/s/libc"],
+                  "/s/orphan": ["/s/other"], "/s/libc": []}
+    assert gc.mark({"/s/realm"}, links) == {"/s/realm", "/s/app"}
+    merged = gc.with_build_inputs(links, built_from)
+    assert gc.mark({"/s/realm"}, merged) == {"/s/realm", "/s/app", "/s/lib", "/s/cc",
+                                             "/s/libc"}
+    assert links == {"/s/realm": ["/s/app"]}  # the realm links themselves are left alone

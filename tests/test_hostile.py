@@ -201,7 +201,7 @@ def test_frame_decoder_fuzz(body: bytes) -> None:
 
 _ops = st.sampled_from(["mut", "let", "build", "run", "list", "purge", "dep", "plan",
                         "generations", "rollback", "status", "builds", "log", "gc", "ping",
-                        "nonsense"])
+                        "search", "show", "why", "diff", "nonsense"])
 _arg_values = _values | st.lists(st.text(max_size=12), max_size=3) | st.builds(
     lambda realm, ops: [{"realm": realm, "ops": ops}],
     st.text(max_size=8), st.lists(st.dictionaries(

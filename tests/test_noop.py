@@ -72,10 +72,11 @@ async def test_a_noop_is_answered_without_planning_or_the_database(daemon: Daemo
 
     counted = Counted(daemon)
     again = await ask(daemon, "mut", mut(f"+{B}"))  # B is at the front: nothing moves
+    behind = await ask(daemon, "mut", mut(f"+{A}"))  # A is there as asked: it stays put
     same_set = await ask(daemon, "let", mut(f"+{A}", f"+{B}"))  # the same words, same order
     statements, renders = counted.stop()
     assert statements == [] and renders == 0
-    for answer in (again, same_set):
+    for answer in (again, behind, same_set):
         realm = answer["realms"][0]
         assert not realm["changed"] and realm["generation"] == 1
         assert realm["path"] == made["path"] and realm["state"] == made["state"]
@@ -86,7 +87,7 @@ async def test_a_noop_is_answered_without_planning_or_the_database(daemon: Daemo
 
 
 @pytest.mark.parametrize("words", [
-    [f"+{A}"],  # moves A to the front: the front entry wins file conflicts
+    [f"-{A}", f"+{A}"],  # raises A to the front: the front entry wins file conflicts
     [f"+{B}", "--x=1"],  # a flag on the entry
     ["--x=1"],  # a realm flag
     [f"-{A}"],
@@ -144,8 +145,24 @@ async def test_a_rollback_or_purge_is_not_answered_from_before(daemon: Daemon) -
 async def test_a_collected_entry_is_not_taken_as_built(daemon: Daemon) -> None:
     made = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
     settled = daemon.realm_cache.settled[REALM]
-    build = next(n for n in settled.plan.nodes if n.kind == "build")
+    linked = set(settled.plan.nodes[-1].deps)  # what the realm links
+    build = next(n for n in settled.plan.nodes if n.kind == "build" and n.uid in linked)
     daemon.runner.valid.discard(build.uid)  # as gc does for what it collects
     realm = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
     assert not realm["changed"] and realm["path"] == made["path"]
     assert build.uid in daemon.runner.valid  # the full change made it valid again
+
+
+async def test_a_collected_build_input_is_not_built_again(daemon: Daemon) -> None:
+    """What a valid package was only built from (a host tool) is garbage for gc: the same
+    change is still answered from the realm, and nothing builds it again."""
+    await ask(daemon, "mut", mut(f"+{A}"))
+    settled = daemon.realm_cache.settled[REALM]
+    linked = set(settled.plan.nodes[-1].deps)
+    tool = next(n for n in settled.plan.nodes if n.kind == "build" and n.uid not in linked)
+    daemon.runner.valid.discard(tool.uid)
+    counted = Counted(daemon)
+    realm = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]
+    statements, renders = counted.stop()
+    assert not realm["changed"] and statements == [] and renders == 0
+    assert tool.uid not in daemon.runner.valid

@@ -41,7 +41,7 @@ def scheduling(ready: set[str], workers: int) -> tuple[ModuleScheduling, list[Wo
     config: Any = SimpleNamespace(getvalue=lambda name: [f"{workers}*popen"],
                                   option=SimpleNamespace(loadscopereorder=True))
     needs = Needs(seeded_modules={ON_GCC[0]: "lib_c_root", ON_GCC[1]: "lib_c_root",
-                                  ON_CLANG: "lib_c_clang_root"},
+                                  ON_CLANG: "toolchain_root"},
                   slow_modules={SLOW})
     scheduler = ModuleScheduling(config, None, needs=lambda: needs,
                                  seeded_ready=lambda root: root in ready)
@@ -86,10 +86,10 @@ def test_a_root_still_being_built_is_handed_out_when_nothing_else_is_left() -> N
 
 def test_workers_needs_reach_the_controller_together(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    folder.tell("gw0", Needs(seeded_modules={ON_CLANG: "lib_c_clang_root"}, accounts=False))
+    folder.tell("gw0", Needs(seeded_modules={ON_CLANG: "toolchain_root"}, accounts=False))
     folder.tell("gw1", Needs(seeded_modules={ON_GCC[0]: "lib_c_root"}, accounts=True,
                              slow_modules={SLOW}))
-    assert folder.needs() == Needs(seeded_modules={ON_CLANG: "lib_c_clang_root",
+    assert folder.needs() == Needs(seeded_modules={ON_CLANG: "toolchain_root",
                                                    ON_GCC[0]: "lib_c_root"},
                                    accounts=True, slow_modules={SLOW})
     assert not list(tmp_path.glob(".needs-*"))  # each written whole, then renamed
@@ -105,10 +105,10 @@ def test_accounts_the_controller_did_not_make_fail_clearly(tmp_path: Path) -> No
 
 def test_a_module_asking_for_two_roots_is_refused() -> None:
     item: Any = SimpleNamespace(nodeid="tests/test_x.py::test_y",
-                                fixturenames=["lib_c_root", "lib_c_clang_root"],
+                                fixturenames=["lib_c_root", "toolchain_root"],
                                 get_closest_marker=lambda name: None)
     with pytest.raises(pytest.UsageError, match="two prebuilt roots"):
-        needs_of([item], ["lib_c_root", "lib_c_clang_root"])
+        needs_of([item], ["lib_c_root", "toolchain_root"])
     plain: Any = SimpleNamespace(nodeid="tests/test_x.py::test_z", fixturenames=["accounts"],
                                  get_closest_marker=lambda name: name == "slow" or None)
     assert needs_of([plain], ["lib_c_root"]) == Needs(accounts=True,

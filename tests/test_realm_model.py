@@ -113,6 +113,15 @@ def test_re_adding_moves_to_front_and_merges_flags() -> None:
     assert after.entries[0].flags == (("x", "1"), ("y", "2"), ("z", "3"))
 
 
+def test_re_adding_as_it_is_changes_nothing_not_even_the_order() -> None:
+    before = state("bin/a", ("bin/b", {"x": "1"}))
+    assert apply_patch(before, patch(AddPackage(sel("bin/b")))) == before
+    assert apply_patch(before, patch(AddPackage(sel("bin/b"), (("x", "1"),)))) == before
+    # to raise it to the front, remove and add it
+    after = apply_patch(before, patch(RemovePackage(sel("bin/b")), AddPackage(sel("bin/b"))))
+    assert names(after) == ["bin/b", "bin/a"]
+
+
 def test_selector_flags_make_distinct_entries() -> None:
     after = apply_patch(state("bin/foo"), patch(AddPackage(sel("bin/foo(k=v)"))))
     assert names(after) == ["bin/foo(k=v)", "bin/foo"]

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,13 +177,25 @@ def test_ixd_service_comes_back_after_kill_9() -> None:
             done = subprocess.run(
                 ["sh", str(PROJECT / "runit" / "install.sh"), "--prefix", str(base / "opt"),
                  "--root", str(base / "root"), "--sv-dir", str(base / "sv"),
-                 "--service-dir", str(base / "service"), "--bin-dir", str(base / "bin")],
+                 "--service-dir", str(base / "service"), "--bin-dir", str(base / "bin"),
+                 "--share-dir", str(base / "share")],
                 capture_output=True, text=True, timeout=120, cwd="/")
             svc = base / "sv" / "ixd"
             log = svc / "log" / "main" / "current"
             assert done.returncode == 0, (done.stdout, done.stderr,
                                           log.read_text() if log.exists() else "")
             assert "ixd is up and answers" in done.stdout
+            # the manual pages and completions, written from the commands' tables
+            share = base / "share"
+            for page, says in (("man1/ixc.1", "ixc why PKG"), ("man8/ixd.8", "ixd keygen")):
+                shown = subprocess.run(["man", "-l", str(share / "man" / page)],
+                                       capture_output=True, text=True, check=True,
+                                       env={"MANWIDTH": "200", "PATH": "/usr/bin:/bin"})
+                assert says in shown.stdout, shown.stdout[:2000]
+            assert "complete -o nosort -F _ixc ixc" in (
+                share / "bash-completion" / "completions" / "ixc").read_text()
+            assert (share / "zsh" / "site-functions" / "_ixc").read_text().startswith(
+                "#compdef ixc")
             assert (base / "root").stat().st_uid == 0  # root's, like nix-daemon's store
             socket = base / "root" / "var" / "ixd.sock"
 
@@ -223,6 +236,15 @@ def test_ixd_service_comes_back_after_kill_9() -> None:
                            capture_output=True)
             wait_for(lambda: "exited with status 0" in last_end.read_text(),
                      "finish to record the clean stop", 30)
+
+            # a user's read-only command says so within seconds, naming the admin's command
+            started = time.monotonic()
+            down = subprocess.run([str(base / "bin" / "ixc"), "--socket", str(socket),
+                                   "status"], capture_output=True, text=True, timeout=60,
+                                  cwd="/")
+            assert down.returncode == 3 and "[E_NO_DAEMON]" in down.stderr, down.stderr
+            assert f"`sv up {svc}`" in down.stderr, down.stderr
+            assert time.monotonic() - started < 10
         finally:
             runsvdir.stop()
 

@@ -314,3 +314,50 @@ async def test_fair_slots_forget_a_cancelled_waiter() -> None:
 def test_fair_slots_need_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one"):
         FairSlots(0)
+
+
+async def test_a_long_node_sends_a_heartbeat_every_ten_seconds(autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=35)
+    scheduler = Scheduler(runner, jobs=1)
+    beats: list[tuple[float, float]] = []
+
+    def listener(kind: str, data: dict[str, Any]) -> None:
+        if kind == "heartbeat":
+            beats.append((trio.current_time(), data["elapsed"]))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        begin = trio.current_time()
+        await scheduler.run(Plan((node("long"),), ()), listener, 1)
+        await trio.sleep(30)  # none after the node is done
+        nursery.cancel_scope.cancel()
+    assert [round(at - begin) for at, _ in beats] == [10, 20, 30]
+    assert [round(elapsed) for _, elapsed in beats] == [10, 20, 30]
+
+
+async def test_each_waiter_reads_a_shared_node_as_they_spelt_it(autojump_clock: Any) -> None:
+    runner = FakeRunner(seconds=20)
+    scheduler = Scheduler(runner, jobs=1)
+    seen: dict[int, set[str]] = {1: set(), 2: set()}
+
+    def listener(user: int) -> Listener:
+        def heard(kind: str, data: dict[str, Any]) -> None:
+            if "name" in data:
+                seen[user].add(data["name"])
+        return heard
+
+    theirs = dataclasses.replace(node("x"), name="pkg/x(frobnicate=1)")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.serve)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(scheduler.run, Plan((theirs,), ()), listener(1), 1)
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(scheduler.run, Plan((node("x"),), ()), listener(2), 2)
+            await trio.testing.wait_all_tasks_blocked()
+            flight = scheduler.flight_of("x")
+            assert flight is not None
+            assert (flight.name_for(1), flight.name_for(2)) == ("pkg/x(frobnicate=1)", "pkg/x")
+            assert flight.name_for(3) == "pkg/x(frobnicate=1)"  # a bystander: the asker's
+        nursery.cancel_scope.cancel()
+    assert seen == {1: {"pkg/x(frobnicate=1)"}, 2: {"pkg/x"}}
+    assert runner.started == ["x"]

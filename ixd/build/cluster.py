@@ -1,23 +1,34 @@
-"""Builds handed to a Dask cluster (`ixd --dask tcp://HOST:PORT`).
+"""Builds handed to a Dask cluster (`ixd --dask tls://HOST:PORT`): ixd's side.
 
-A build node is submitted as `ixd.build.worker.build(node)` under the key `ix-build-<uid>`, with
-`resources={"build": 1}` (each worker offers as many build slots as it says). Dask's keys
-are global: two ixd asking for one uid at once get one computation. The worker builds,
-pushes the entry to the binary cache and returns its index; ixd then substitutes it from
-the cache like any other hit (`ixd.build.runner`), so a tree never travels through Dask.
+A build node is submitted as `ixd.build.worker.build(node)` under the key `ix-build-<uid>`,
+with `resources={"build": 1}` (each worker offers as many build slots as it says). Dask's keys
+are global: two ixd asking for one uid at once get one computation. The worker hands the node
+to its own machine's ixd, which builds, pushes the entry to the binary cache and answers with
+its index; ixd then substitutes it from the cache like any other hit (`ixd.build.runner`), so
+a tree never travels through Dask.
 
-The Dask client lives in its own thread and event loop; every call here from trio goes
-through a worker thread. A cluster that cannot be reached (or drops the task) raises
-ClusterUnavailable: the runner then builds locally unless `--dask-required`. Workers tell
+Dask runs whatever function a client it accepts submits, so acceptance is the gate: mutual
+TLS with certificates of the cluster's own CA (`ixd cluster-certs`), encryption required. A
+plain `tcp://` scheduler is refused unless the administrator says `--insecure-cluster`
+(`check_transport`; logged at every start).
+
+`Cluster.watch` owns the connection: it connects at start, notices within a second when the
+scheduler goes away (Dask's client stops "running"), drops that client and connects a fresh
+one (with its event subscriptions) as soon as the scheduler answers again; `state()` says
+which (connected, reconnecting, unreachable since when) for `ixc status`. A build submitted
+while the cluster is unreachable is ClusterUnavailable at once (built here unless
+`--dask-required`); one whose scheduler or worker went away under it is ClusterLost (the
+runner records the attempt as `lost` and tries again). The Dask client lives in its own
+thread and event loop: every blocking call here goes through a worker thread. Workers tell
 which of them runs a build and stream its log through Dask's events, which land in
 `on_started` / `on_log` (called from the client's thread).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,17 +38,37 @@ from typing import Any
 import trio
 
 from ixd.model.nodes import Node
-from ixd.wire.errors import ClusterUnavailable
+from ixd.wire.errors import ClusterLost, ClusterRefused, ClusterUnavailable, IxError
 
 log = logging.getLogger("ixd.build.cluster")
 
 #: Dask event topics the workers send on: a build started on a worker, and its log lines
 STARTED_TOPIC = "ix-build-started"
 LOG_TOPIC = "ix-build-log"
-#: after a failed connection, how long the cluster is left alone (builds go local)
-DOWN_FOR = 30.0
-#: a task the cluster lost (scheduler restarted) is submitted again this often
-RESUBMITS = 2
+#: how often the connection is looked at (seconds): `ixc status` is true this soon after
+WATCH_INTERVAL = 1.0
+#: after a failed connection attempt, the next one waits this long (doubling, bounded)
+RETRY_FIRST = 1.0
+RETRY_MAX = 5.0
+#: how long a build waits for a connection being made before it goes elsewhere
+SETTLE_WAIT = 30.0
+
+
+def check_transport(address: str | None, *, tls: bool, insecure: bool, who: str) -> None:
+    """Refuse (IxError, naming the option to give) a cluster reached without TLS unless
+    `insecure`, and TLS options beside --insecure-cluster or a `tcp://` address."""
+    if tls and insecure:
+        raise IxError(f"{who}: --insecure-cluster and --tls-* contradict each other; give "
+                      f"one")
+    if tls and address is not None and not address.startswith("tls://"):
+        raise IxError(f"{who}: with TLS the scheduler's address is tls://HOST:PORT, not "
+                      f"{address}")
+    if not tls and not insecure:
+        raise IxError(
+            f"{who}: refusing a Dask cluster without TLS ({address or 'scheduler file'}): "
+            f"whoever can reach its scheduler runs code on its workers. Give --tls-ca, "
+            f"--tls-cert and --tls-key (`ixd cluster-certs DIR` makes them), or "
+            f"--insecure-cluster on a network only trusted hosts reach (docs/security.md)")
 
 
 @dataclass(frozen=True)
@@ -45,10 +76,12 @@ class ClusterSettings:
     address: str | None = None
     scheduler_file: Path | None = None
     required: bool = False
-    #: TLS: the CA, and this ixd's client certificate and key (docs/security.md)
+    #: TLS: the cluster's CA, and this ixd's client certificate and key (docs/security.md)
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: plain TCP allowed: whoever reaches the scheduler runs code on the workers
+    insecure: bool = False
     #: seconds to wait for the scheduler when connecting
     connect_timeout: float = 10.0
 
@@ -57,12 +90,41 @@ class ClusterSettings:
         return self.address is not None or self.scheduler_file is not None
 
     @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None
+
+    @property
     def where(self) -> str:
         return self.address or f"scheduler file {self.scheduler_file}"
 
+    def check(self) -> None:
+        """IxError unless TLS is complete, or the cluster is declared insecure."""
+        given = [p for p in (self.tls_ca, self.tls_cert, self.tls_key) if p is not None]
+        if given and len(given) < 3:
+            raise IxError("--tls-ca, --tls-cert and --tls-key go together: the cluster's CA, "
+                          "and this ixd's certificate and key")
+        for path in given:
+            if not path.is_file():
+                raise IxError(f"{path}: no such file (make the cluster's certificates with "
+                              f"`ixd cluster-certs DIR`)")
+        check_transport(self.address, tls=self.tls, insecure=self.insecure, who="ixd --dask")
+
+
+def security(tls_ca: Path, cert: Path, key: Path) -> Any:
+    """Dask's `Security` for mutual TLS with encryption required (untyped: Dask's)."""
+    module: Any = importlib.import_module("distributed.security")
+    return module.Security(tls_ca_file=str(tls_ca), tls_client_cert=str(cert),
+                           tls_client_key=str(key), require_encryption=True)
+
+
+#: exceptions of a Dask future that mean the scheduler or the worker went away, not that
+#: the task failed, besides cancellation (the client lost its scheduler), OSError and
+#: TimeoutError (matched by name: distributed is imported lazily)
+_LOST = frozenset({"KilledWorker", "CommClosedError", "StreamClosedError"})
+
 
 class Cluster:
-    """ixd's connection to a Dask scheduler, made on first use and again after a loss."""
+    """ixd's connection to a Dask scheduler, kept by `watch`."""
 
     def __init__(self, settings: ClusterSettings,
                  on_started: Callable[[str, str], None] = lambda uid, worker: None,
@@ -71,114 +133,148 @@ class Cluster:
         self.on_started = on_started
         self.on_log = on_log
         self._client: Any = None
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        #: what went wrong last (for `ixc status`), or None while the cluster answers
+        #: "connecting" (first attempt), "connected", "reconnecting", "unreachable"
+        self._state = "connecting"
+        self._since = time.time()
+        #: what went wrong last, while not connected
         self.trouble: str | None = None
+        #: set while the state is settled (connected or unreachable), for waiting builds
+        self._settled = trio.Event()
 
     @property
     def required(self) -> bool:
         return self.settings.required
 
     def state(self) -> dict[str, Any]:
-        """For `ixc status`."""
-        if self.trouble is None:
-            state = "connected" if self._client is not None else "not connected yet"
-        else:
-            state = (f"unreachable ({self.trouble}): "
-                     + ("builds fail (--dask-required)" if self.required
-                        else "building locally"))
-        return {"address": self.settings.where, "state": state}
+        """For `ixc status`: the address, the state in words, and since when."""
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._since))
+        words = {"connected": f"connected since {since}",
+                 "connecting": "connecting",
+                 "reconnecting": f"reconnecting since {since} (the scheduler went away)"}
+        text = words.get(self._state)
+        if text is None:
+            text = (f"unreachable since {since} ({self.trouble}): "
+                    + ("builds fail (--dask-required)" if self.required
+                       else "building locally"))
+        return {"address": self.settings.where, "state": text, "status": self._state,
+                "since": self._since}
+
+    def _set(self, state: str, trouble: str | None = None) -> None:
+        if state != self._state:
+            self._since = time.time()
+            level = logging.INFO if state == "connected" else logging.WARNING
+            log.log(level, "cluster %s: %s%s", self.settings.where, state,
+                    f" ({trouble})" if trouble else "")
+        self._state = state
+        self.trouble = trouble
+        if state in ("connected", "unreachable"):
+            self._settled.set()
+        elif self._settled.is_set():
+            self._settled = trio.Event()
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Keep the connection: made at start, made again whenever it is lost (forever,
+        a retry every RETRY_FIRST..RETRY_MAX seconds); closed when cancelled."""
+        task_status.started()
+        retry = RETRY_FIRST
+        try:
+            while True:
+                client = self._client
+                if client is not None and client.status == "running":
+                    self._set("connected")
+                    retry = RETRY_FIRST
+                    await trio.sleep(WATCH_INTERVAL)
+                    continue
+                if client is not None:  # the scheduler went away: a fresh client, later
+                    self._client = None
+                    self._set("reconnecting", "the connection to the scheduler was lost")
+                    await trio.to_thread.run_sync(_close, client, abandon_on_cancel=True)
+                try:
+                    self._client = await trio.to_thread.run_sync(self._connect,
+                                                                 abandon_on_cancel=True)
+                except Exception as exc:  # OSError, TimeoutError, distributed's own errors
+                    self._set("unreachable", f"{type(exc).__name__}: {exc}")
+                    await trio.sleep(retry)
+                    retry = min(retry * 2, RETRY_MAX)
+                else:
+                    self._set("connected")
+        finally:
+            client, self._client = self._client, None
+            if client is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_close, client)
+
+    async def ready(self) -> bool:
+        """Whether builds can be submitted now: connected (waiting a while for a connection
+        being made, at start or after the scheduler went away)."""
+        if not self._settled.is_set():
+            with trio.move_on_after(min(SETTLE_WAIT, self.settings.connect_timeout * 2)):
+                await self._settled.wait()
+        return self._state == "connected" and self._client is not None
+
+    def unavailable(self) -> ClusterUnavailable:
+        """The error of a build the cluster cannot take now."""
+        return ClusterUnavailable(f"the cluster {self.settings.where} is {self._state} "
+                                  f"({self.trouble or 'not connected'})")
 
     async def build(self, node: Node) -> dict[str, Any]:
-        """Submit `node` and wait for the worker's answer (see `ixd.build.worker.build`).
-        ClusterUnavailable if the cluster cannot take it. Cancelling releases our interest
-        (the build goes on if another ixd waits for it too)."""
-        for attempt in range(RESUBMITS + 1):
-            client = await trio.to_thread.run_sync(self._connected)
-            future = await trio.to_thread.run_sync(self._submit, client, node)
-            try:
-                return await trio.to_thread.run_sync(self._result, future,
-                                                     abandon_on_cancel=True)
-            except ClusterUnavailable as exc:
-                log.warning("cluster %s lost %s (%s); %s", self.settings.where, node.uid, exc,
-                            "submitting it again" if attempt < RESUBMITS else "giving up")
-                await trio.to_thread.run_sync(self._drop, client)
-            finally:
-                future.release()
-        raise ClusterUnavailable(f"the cluster {self.settings.where} lost {node.name} "
-                                 f"({node.uid}) {RESUBMITS + 1} times")
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        """Submit `node` and wait for the worker's answer (see `ixd.build.worker.build`):
+        ClusterUnavailable if the cluster cannot take it, ClusterLost if it went away with
+        the build, ClusterRefused if the worker's task broke. Cancelling releases our
+        interest (the build goes on if another ixd waits for it too)."""
+        if not await self.ready():
+            raise self.unavailable()
+        client = self._client
+        future = await trio.to_thread.run_sync(self._submit, client, node)
+        try:
+            return await trio.to_thread.run_sync(self._result, future, abandon_on_cancel=True)
+        finally:
+            future.release()
 
     # --- in worker threads (blocking) --------------------------------------------------
-
-    def _connected(self) -> Any:
-        with self._lock:
-            if self._client is not None:
-                return self._client
-            if time.monotonic() < self._down_until:
-                raise ClusterUnavailable(f"the cluster {self.settings.where} is unreachable "
-                                         f"({self.trouble}); trying again in a while")
-            try:
-                self._client = self._connect()
-            except Exception as exc:  # OSError, TimeoutError, distributed's own errors
-                self.trouble = f"{type(exc).__name__}: {exc}"
-                self._down_until = time.monotonic() + DOWN_FOR
-                log.warning("cluster %s unreachable: %s", self.settings.where, self.trouble)
-                raise ClusterUnavailable(f"the cluster {self.settings.where} is unreachable: "
-                                         f"{self.trouble}") from exc
-            self.trouble = None
-            log.info("cluster %s connected", self.settings.where)
-            return self._client
 
     def _connect(self) -> Any:
         # here: a daemon without --dask runs without distributed (untyped: Any)
         distributed: Any = importlib.import_module("distributed")
-        security = None
-        if self.settings.tls_ca is not None:
-            tls: Any = importlib.import_module("distributed.security")
-            security = tls.Security(tls_ca_file=str(self.settings.tls_ca),
-                                    tls_client_cert=str(self.settings.tls_cert),
-                                    tls_client_key=str(self.settings.tls_key),
-                                    require_encryption=True)
-        scheduler_file = self.settings.scheduler_file
+        settings = self.settings
+        sec = None
+        if settings.tls_ca is not None and settings.tls_cert and settings.tls_key:
+            sec = security(settings.tls_ca, settings.tls_cert, settings.tls_key)
+        scheduler_file = settings.scheduler_file
         client = distributed.Client(
-            self.settings.address, scheduler_file=str(scheduler_file) if scheduler_file else None,
-            timeout=self.settings.connect_timeout, set_as_default=False, security=security)
+            settings.address, scheduler_file=str(scheduler_file) if scheduler_file else None,
+            timeout=settings.connect_timeout, set_as_default=False, security=sec)
         client.subscribe_topic(STARTED_TOPIC, self._started_event)
         client.subscribe_topic(LOG_TOPIC, self._log_event)
         return client
 
-    def _drop(self, client: Any) -> None:
-        with self._lock:
-            if self._client is client:
-                self._client = None
-        try:
-            client.close(timeout=2)
-        except Exception:  # already broken: nothing to close
-            log.debug("closing a broken Dask client", exc_info=True)
-
     @staticmethod
     def _submit(client: Any, node: Node) -> Any:
-        from ixd.build import worker  # (the worker's module builds with a runner, which uses us)
+        from ixd.build import worker  # (the worker's module: only its function is sent)
 
         try:
             return client.submit(worker.build, node.to_json(), key=f"ix-build-{node.uid}",
                                  resources={"build": 1}, pure=False)
         except Exception as exc:
-            raise ClusterUnavailable(f"cannot submit {node.uid}: {exc}") from exc
+            raise ClusterLost(f"cannot submit {node.name} ({node.uid}): "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     @staticmethod
     def _result(future: Any) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = future.result()
-        except Exception as exc:  # the scheduler went away, the task was lost or cancelled
-            raise ClusterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            result = future.result()
+        except (concurrent.futures.CancelledError, OSError, TimeoutError) as exc:
+            raise ClusterLost(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ in _LOST:  # the scheduler or the worker went away
+                raise ClusterLost(f"{type(exc).__name__}: {exc}") from exc
+            # the task itself broke on the worker (no ix there, a bug): not the build's fault
+            raise ClusterRefused(f"the worker's task raised {type(exc).__name__}: "
+                                 f"{str(exc)[:500]}") from exc
+        if not isinstance(result, dict):
+            raise ClusterRefused(f"the worker answered {type(result).__name__}, not an "
+                                 f"index")
         return result
 
     def _started_event(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -190,3 +286,10 @@ class Cluster:
         lines = message.get("lines")
         if isinstance(lines, (list, tuple)):  # (Dask may send a list as a tuple)
             self.on_log(str(message.get("uid")), [str(line) for line in lines])
+
+
+def _close(client: Any) -> None:
+    try:
+        client.close(timeout=2)
+    except Exception:  # already broken: nothing to close
+        log.debug("closing a Dask client", exc_info=True)

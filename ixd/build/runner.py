@@ -7,19 +7,22 @@ database; the scheduler decides what runs and when.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import trio
 
 from ixd.build.cluster import Cluster
-from ixd.build.scheduler import Listener
+from ixd.build.scheduler import BuildSlot, Listener
 from ixd.cache.substitute import Substituter
 from ixd.cache.unpack import unpack_limits, unpack_node
 from ixd.model.layout import Layout
@@ -30,15 +33,22 @@ from ixd.store.builder import ContentMismatch
 from ixd.store.buildusers import BuildUser, BuildUserPool
 from ixd.store.db import BuildDatabase
 from ixd.store.dbwriter import PendingWrite, WriteQueue
+from ixd.store.debsrc import DebianArchive
 from ixd.store.fstree import remove_tree
 from ixd.store.treehash import tree_hash
 from ixd.wire.errors import (
+    BuildCancelled,
     BuildFailed,
     CacheHashMismatch,
     CacheUnsafeArchive,
+    ClusterLost,
+    ClusterRefused,
     ClusterUnavailable,
+    DependencyFailed,
+    FetchError,
     InternalError,
     IxError,
+    NoSpace,
     error_from_wire,
 )
 
@@ -48,6 +58,25 @@ log = logging.getLogger("ixd.build.runner")
 #: them, and how many at most
 TRASH_GATHER = 0.5
 TRASH_BATCH = 256
+#: a remote build whose worker or scheduler went away under it is submitted this many times
+#: in all before it is built here
+REMOTE_ATTEMPTS = 3
+
+
+@dataclass
+class RemoteAttempt:
+    """One attempt of a build on the cluster: its row in the builds table (a new one when
+    Dask moves the build to another worker: the first went away), the worker running it,
+    and where its log lines go."""
+
+    node: Node
+    requested_by: int
+    row: PendingWrite[int]
+    emit: Listener
+    worker: str = ""
+    log_file: BinaryIO | None = None
+    #: rows of workers that went away, to end as `lost` once their ids are known
+    lost: list[tuple[PendingWrite[int], str]] = field(default_factory=list)
 
 
 class StoreRunner:
@@ -69,6 +98,8 @@ class StoreRunner:
         self.build_users = build_users
         self.limits = limits or builder.BuildLimits()
         self.mirrors = tuple(mirrors)
+        #: where `deb-src://` sources are looked up: apt, with ix's own state under var/
+        self.debian = DebianArchive(layout.var / "apt")
         #: installs `substitute` nodes from binary caches
         self.substituter = substituter
         #: told each uid this daemon built, once registered (the cache pusher)
@@ -80,9 +111,10 @@ class StoreRunner:
         if cluster is not None and (substituter is None or push_inputs is None):
             raise ValueError("a cluster needs --cache and --push: its results come back "
                              "through the cache")
-        #: remote builds under way: uid -> the worker that runs it ("" until one says so)
-        self._remote: dict[str, str] = {}
-        self._remote_logs: dict[str, tuple[Listener, BinaryIO]] = {}
+        #: remote builds under way, by uid
+        self._remote: dict[str, RemoteAttempt] = {}
+        #: builds this machine does for the cluster (`building_here`): never sent back to it
+        self._build_here: Counter[str] = Counter()
         self.make_thrs = make_thrs
         #: mirror of the database's valid uids, so validity checks cost no query (read it
         #: through `is_valid` and `is_valid_uid`; only `collecting` takes uids out)
@@ -144,28 +176,64 @@ class StoreRunner:
             for uid in uids:
                 self._collecting.pop(uid).set()
 
+    @contextlib.contextmanager
+    def building_here(self, uid: str) -> Iterator[None]:
+        """While the block runs, `uid` is built on this machine even if this ixd has a
+        cluster: a build it does for the cluster (`cluster-build`) does not go back to it."""
+        self._build_here[uid] += 1
+        try:
+            yield
+        finally:
+            self._build_here[uid] -= 1
+            if not self._build_here[uid]:
+                del self._build_here[uid]
+
     def note_remote_worker(self, uid: str, worker: str) -> None:
-        """A cluster worker says it builds `uid` (ignored unless this ixd submitted it)."""
-        if uid in self._remote:
-            self._remote[uid] = worker
+        """A cluster worker says it builds `uid` (ignored unless this ixd submitted it; on
+        the event loop). Another worker than the one that said so before means Dask moved
+        the build: the first went away mid-build, and its attempt is recorded as lost."""
+        attempt = self._remote.get(uid)
+        if attempt is None or attempt.worker == worker:
+            return
+        if attempt.worker:
+            why = (f"the worker {attempt.worker} went away while building it; Dask moved the "
+                   f"build to {worker}")
+            log.warning("remote build lost: uid=%s: %s", uid, why)
+            attempt.emit("notice", {"text": f"{uid}: {why}"})
+            attempt.lost.append((attempt.row, why))
+            self._end_lost_rows(attempt)
+            attempt.row = self._build_started(attempt.node, attempt.requested_by)
+        attempt.worker = worker
+
+    def _end_lost_rows(self, attempt: RemoteAttempt) -> None:
+        """End the rows of `attempt`'s lost workers whose ids are known by now."""
+        waiting = []
+        for row, why in attempt.lost:
+            build_id = row.value_if_done()
+            if build_id is None:
+                waiting.append((row, why))
+                continue
+            self.writes.submit(functools.partial(self.db.build_ended, build_id, "lost", why))
+        attempt.lost = waiting
 
     def remote_worker(self, uid: str) -> str | None:
         """The worker building `uid` on the cluster; "" while none has said so yet; None if
         `uid` is not a remote build of this ixd."""
-        return self._remote.get(uid)
+        attempt = self._remote.get(uid)
+        return None if attempt is None else attempt.worker
 
     def expected_duration(self, node: Node) -> float | None:
         return self.durations.get(node.name) if node.kind == "build" else None
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int,
-                       slot_done: Callable[[], None] = lambda: None) -> None:
+                       slot_done: BuildSlot | None = None) -> None:
         collected = self._collecting.get(node.uid)
         if collected is not None:
             await collected.wait()
         if node.kind == "fetch":
             await self._fetch(node)
         elif node.kind == "build":
-            await self._build(node, emit, requested_by, slot_done)
+            await self._build(node, emit, requested_by, slot_done or BuildSlot())
         elif node.kind == "substitute":
             await self._substitute(node, requested_by)
         else:
@@ -174,52 +242,103 @@ class StoreRunner:
 
     async def _fetch(self, node: Node) -> None:
         source = node.sources[0]
-        await trio.to_thread.run_sync(
-            lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
-                                       self.mirrors)
-        )
+        try:
+            await trio.to_thread.run_sync(
+                lambda: fetch.fetch_source(source.url, source.sha256, self.layout.sources,
+                                           self.mirrors, debian=self.debian)
+            )
+        except FetchError as exc:
+            if self.mirrors or type(exc) is not FetchError:  # a checksum is not a mirror's
+                raise
+            raise FetchError(f"{exc.message}; this ixd has no source mirror: where upstream "
+                             f"hosts are out of reach, the administrator gives one (ixd "
+                             f"--mirror TEMPLATE, or IX_MIRRORS under runit: docs/admin.md, "
+                             f"\"Sources\")") from exc
 
     async def _build(self, node: Node, emit: Listener, requested_by: int,
-                     slot_done: Callable[[], None]) -> None:
-        if self.cluster is not None:
-            try:
-                await self._build_remote(node, emit, requested_by, slot_done)
+                     slot: BuildSlot) -> None:
+        # realm fix-ups are built where their realm is (they are not recipe builds a worker
+        # could check); a build this machine does for the cluster is built here
+        if self.cluster is not None and node.entry_kind != "fix" \
+                and node.uid not in self._build_here:
+            if await self._build_remote(node, emit, requested_by, slot):
                 return
-            except ClusterUnavailable as exc:
-                if self.cluster.required:
-                    raise
-                log.warning("building %s (%s) here: %s", node.name, node.uid, exc.message)
-                emit("notice", {"text": f"{node.name}: {exc.message}; building it here"})
-        await self._build_local(node, emit, requested_by, slot_done)
+        await self._build_local(node, emit, requested_by, slot)
 
     async def _build_remote(self, node: Node, emit: Listener, requested_by: int,
-                            slot_done: Callable[[], None]) -> None:
-        """Build on the cluster: inputs pushed to the cache, the node submitted, its result
-        substituted from the cache (unpacked in the sandbox, its signed hash checked)."""
-        slot_done()  # the cluster's slots bound remote builds, not ours
-        log_path = self.layout.log_path(node.uid)
-        started = self._build_started(node, requested_by)
+                            slot: BuildSlot) -> bool:
+        """Build on the cluster: True once the entry is installed from the cache. False if
+        it must be built here after all (the cluster refused it, cannot be reached, or lost
+        it REMOTE_ATTEMPTS times), with a build slot of this machine taken again."""
+        cluster = self.cluster
+        assert cluster is not None
+        if not await cluster.ready():  # no attempt to record: build here at once
+            unavailable = cluster.unavailable()
+            if cluster.required:
+                raise unavailable
+            log.info("building %s uid=%s here: %s", node.name, node.uid, unavailable.message)
+            emit("notice", {"text": f"{node.name}: {unavailable.message}; building it here"})
+            return False
+        if node.uid in self._build_here:  # asked of this machine by the cluster meanwhile
+            return False
+        slot()  # the cluster's slots bound remote builds, not ours
+        why: IxError | None = None
+        for attempt in range(1, REMOTE_ATTEMPTS + 1):
+            try:
+                await self._remote_attempt(node, emit, requested_by)
+                return True
+            except ClusterLost as exc:  # recorded `lost`: try the cluster again
+                why, again = exc, attempt < REMOTE_ATTEMPTS
+            except (ClusterRefused, ClusterUnavailable) as exc:
+                why, again = exc, False
+            log.warning("remote build of %s uid=%s, attempt %d: %s [%s]; %s", node.name,
+                        node.uid, attempt, why.message, why.code,
+                        "submitting it again" if again else "building it here")
+            if not again:
+                break
+            emit("notice", {"text": f"{node.name}: {why.message}; submitting it again"})
+        assert why is not None
+        if cluster.required and not isinstance(why, ClusterRefused):
+            raise ClusterUnavailable(f"{node.name} ({node.uid}) was not built on the cluster "
+                                     f"{cluster.settings.where} (--dask-required): "
+                                     f"{why.message}")
+        emit("notice", {"text": f"{node.name}: {why.message}; building it here"})
+        await slot.take_again()
+        return False
+
+    async def _remote_attempt(self, node: Node, emit: Listener, requested_by: int) -> None:
+        """One submission of `node` to the cluster, its result installed from the cache.
+        Its builds-table row ends `remote` (built there), `lost` (ClusterLost or
+        ClusterUnavailable: the cluster, a worker or the scheduler went away), `refused`
+        (ClusterRefused), failed (the build failed there) or cancelled."""
+        attempt = RemoteAttempt(node, requested_by, self._build_started(node, requested_by),
+                                emit)
+        self._remote[node.uid] = attempt
         log.info("remote build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        self._remote[node.uid] = ""
         worker = "(already in the cache)"
         try:
-            async with self._recording(started, node, "remote build"):
-                with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (small local writes)
-                    self._remote_logs[node.uid] = (emit, log_file)
+            async with self._recording(lambda: attempt.row, node, "remote build"):
+                with open(self.layout.log_path(node.uid), "ab") as log_file:  # noqa: ASYNC230
+                    attempt.log_file = log_file  # (small local writes)
                     try:
                         worker = await self._submit(node)
                     finally:
-                        del self._remote_logs[node.uid]
+                        attempt.log_file = None
                 # the worker's log stays: the unpack's output goes after it
-                await self._install(node, started, "remote", keep_log=True)
+                await self._install(node, attempt.row, "remote", keep_log=True)
         finally:
             self._remote.pop(node.uid, None)
+            if attempt.lost:  # rows of lost workers whose ids were not known yet
+                with trio.CancelScope(shield=True):
+                    for row, why in attempt.lost:
+                        await self._ended(row, "lost", ClusterLost(why))
         log.info("remote build finished: %s uid=%s on %s", node.name, node.uid, worker)
 
     async def _submit(self, node: Node) -> str:
         """Have the cluster build `node` unless a cache already holds it (built and pushed
         since this plan was made); which worker built it. Afterwards the entry is a hit of
-        this ixd's caches, or ClusterUnavailable."""
+        this ixd's caches; else ClusterUnavailable, ClusterLost or ClusterRefused (build it
+        here), or the build's own failure on the worker."""
         assert self.cluster is not None and self.push_inputs is not None
         assert self.substituter is not None
         inputs = [Path(p).name[:32] for p in node.inputs if Path(p).parent == self.layout.store]
@@ -229,31 +348,39 @@ class StoreRunner:
         result = await self.cluster.build(node)
         worker = str(result.get("worker"))
         if "error" in result:
-            raise error_from_wire(str(result["error"]), f"on {worker}: {result['message']}")
+            error = error_from_wire(str(result["error"]), f"on {worker}: {result['message']}")
+            if isinstance(error, BuildFailed) and not isinstance(
+                    error, (DependencyFailed, BuildCancelled)):
+                raise error  # the build itself failed there: it would here too
+            if isinstance(error, ClusterLost):
+                raise ClusterLost(error.message)
+            raise ClusterRefused(error.message if isinstance(error, ClusterRefused)
+                                 else f"{error.message} [{error.code}]")
         if node.uid not in await trio.to_thread.run_sync(self.substituter.lookup_fresh,
                                                          [node.uid]):
-            raise ClusterUnavailable(f"{node.name} ({node.uid}) was built on {worker} but no "
-                                     f"cache of this ixd holds it")
+            raise ClusterRefused(f"{node.name} ({node.uid}) was built on {worker} but no "
+                                 f"trusted cache of this ixd holds it (is --cache the "
+                                 f"workers' push cache, --trusted-key their key?)")
         return worker
 
     def remote_log(self, uid: str, lines: list[str]) -> None:
         """Log lines a worker sent for a remote build (on the event loop)."""
-        held = self._remote_logs.get(uid)
-        if held is None:
+        attempt = self._remote.get(uid)
+        if attempt is None or attempt.log_file is None:
             return
-        emit, log_file = held
         for line in lines:
-            log_file.write(line.encode(errors="replace") + b"\n")
-            emit("log", {"uid": uid, "line": line})
-        log_file.flush()
+            attempt.log_file.write(line.encode(errors="replace") + b"\n")
+            attempt.emit("log", {"uid": uid, "line": line})
+        attempt.log_file.flush()
 
     async def _build_local(self, node: Node, emit: Listener, requested_by: int,
-                           slot_done: Callable[[], None]) -> None:
+                           slot_done: BuildSlot) -> None:
         # the build's row is written while it runs: nothing of the build waits for it
         started = self._build_started(node, requested_by)
         began = trio.current_time()
         log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        async with self._recording(started, node, "build"), self._build_user() as user:
+        async with self._recording(lambda: started, node, "build"), \
+                self._build_user() as user:
             built = await builder.run_build(
                 node, self.layout, confine=self.confine, make_thrs=self.make_thrs,
                 on_log_line=lambda line: emit("log", {"uid": node.uid, "line": line}),
@@ -282,19 +409,28 @@ class StoreRunner:
         kind = node.entry_kind
         build_id = await started.result()
 
+        inputs = self._store_inputs(node)
+
         def register_and_end() -> None:
-            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash)
+            self.db.register_valid(node.uid, node.outputs[0], node.name, kind, content_hash,
+                                   inputs)
             self.db.build_ended(build_id, state, "")
 
         await self.writes.write(register_and_end)
         self.valid.add(node.uid)
+
+    def _store_inputs(self, node: Node) -> list[str]:
+        """The store dirs `node` reads (not its sources): what the collector keeps with it
+        under `--keep-build-inputs`."""
+        store = str(self.layout.store)
+        return [p for p in node.inputs if os.path.dirname(p) == store]
 
     async def _substitute(self, node: Node, requested_by: int) -> None:
         """Install the node's entry from a binary cache. Recorded in the builds table as
         `substituted` (or failed, with the reason)."""
         started = self._build_started(node, requested_by)
         log.info("substitute started: %s uid=%s by=%d", node.name, node.uid, requested_by)
-        async with self._recording(started, node, "substitute"):
+        async with self._recording(lambda: started, node, "substitute"):
             await self._install(node, started, "substituted")
         log.info("substitute finished: %s uid=%s", node.name, node.uid)
 
@@ -333,23 +469,21 @@ class StoreRunner:
             await self._record_valid(node, started, built.content_hash, state)
 
     @contextlib.asynccontextmanager
-    async def _recording(self, started: PendingWrite[int], node: Node, what: str
+    async def _recording(self, row: Callable[[], PendingWrite[int]], node: Node, what: str
                          ) -> AsyncIterator[None]:
-        """The builds-table row `started` wrote ends failed (with the error) or cancelled if
-        the work it wraps does; success is the work's own to record."""
+        """The builds-table row `row()` (written when the work started) ends failed (with
+        the error), cancelled, or for a remote attempt lost or refused, if the work it wraps
+        does; success is the work's own to record."""
         try:
             yield
         except BaseException as exc:
-            if isinstance(exc, IxError):
-                error: IxError | None = exc
-            elif isinstance(exc, Exception):  # a bug: the scheduler logs it, says E_INTERNAL
-                error = InternalError(f"internal error: {exc!r}")
-            else:
-                error = None
+            state, error = _ending(exc)
             with trio.CancelScope(shield=True):
-                await self._ended(started, "failed" if error else "cancelled", error)
-            log.info("%s finished: %s uid=%s result=%s", what, node.name, node.uid,
-                     "failed" if error else "cancelled")
+                await self._ended(row(), state, error)
+            # why, in the daemon's log too (a full disk is the admin's to fix: an error)
+            log.log(logging.ERROR if isinstance(error, NoSpace) else logging.INFO,
+                    "%s finished: %s uid=%s result=%s%s", what, node.name, node.uid, state,
+                    f" [{error.code}] {error.message.splitlines()[0]}" if error else "")
             raise
 
     def _build_user(self) -> AbstractAsyncContextManager[BuildUser | None]:
@@ -373,6 +507,19 @@ class StoreRunner:
         await self.writes.write(
             lambda: self.db.register_valid(node.uid, out, node.name, node.entry_kind, content))
         self.valid.add(node.uid)
+
+
+def _ending(exc: BaseException) -> tuple[str, IxError | None]:
+    """The state a build's row ends in when its work raised `exc`, and the error it records."""
+    if isinstance(exc, ClusterRefused):
+        return "refused", exc
+    if isinstance(exc, ClusterUnavailable):  # the cluster, a worker or the scheduler went away
+        return "lost", exc
+    if isinstance(exc, IxError):
+        return "failed", exc
+    if isinstance(exc, Exception):  # a bug: the scheduler logs it, says E_INTERNAL
+        return "failed", InternalError(f"internal error: {exc!r}")
+    return "cancelled", None
 
 
 async def _rm_rf(paths: list[Path]) -> bool:

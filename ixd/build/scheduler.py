@@ -1,8 +1,10 @@
 """The one queue of the daemon: runs plans, joining nodes already under way.
 
-Every node goes through `Scheduler.run`. A node valid in the store is skipped; a node queued
-or running for anybody is joined, not started again; a node nobody waits for any more is
-cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
+Every node goes through `Scheduler.run`. Only what the store lacks runs: a node valid in the
+store is skipped, and so are the build inputs of valid nodes (`needed_plan`: gc may delete a
+package's build-only inputs, and nothing builds them again while it stays valid); a node
+queued or running for anybody is joined, not started again; a node nobody waits for any more
+is cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
 request that started them, so a second waiter keeps a build going after the first left.
 Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
 Build slots go round-robin between the users waiting (by uid), then between each user's
@@ -23,7 +25,7 @@ from typing import Any, Protocol
 import trio
 
 from ixd.build.fairness import FairSlots, Ticket
-from ixd.model.nodes import Node, Plan
+from ixd.model.nodes import Node, Plan, needed_plan
 from ixd.wire.errors import BuildCancelled, CacheError, DependencyFailed, InternalError, IxError
 
 log = logging.getLogger("ixd.build.scheduler")
@@ -35,9 +37,35 @@ Listener = Callable[[str, dict[str, Any]], None]
 NETWORK_POOL = 8
 #: plans tried with substitutes before the rest is built without (each try refuses one more)
 SUBSTITUTE_TRIES = 3
+#: while a node runs, a `heartbeat` event this often (seconds) tells its waiters how long so
+#: far (and the expected time): a long build is never a silent terminal
+HEARTBEAT_EVERY = 10.0
 #: the latest log lines of a build replayed to a request that joins it (lines, characters)
 JOIN_REPLAY_LINES = 1000
 JOIN_REPLAY_CHARS = 256 * 1024
+
+
+class BuildSlot:
+    """The build slot a flight holds while its runner works. Calling it gives the slot back
+    early (the build's processes ended, or it runs on a cluster); `take_again` waits for one
+    again (a build that must run here after all). Without `slots`, a flight that needs none."""
+
+    def __init__(self, slots: FairSlots | None = None, user: int = 0, request: int = 0
+                 ) -> None:
+        self._slots = slots
+        self._user = user
+        self._request = request
+        self.held = slots is not None
+
+    def __call__(self) -> None:
+        if self.held and self._slots is not None:
+            self.held = False
+            self._slots.release()
+
+    async def take_again(self) -> None:
+        if self._slots is not None and not self.held:
+            await self._slots.acquire(self._user, self._request)
+            self.held = True
 
 
 class NodeRunner(Protocol):
@@ -48,7 +76,7 @@ class NodeRunner(Protocol):
     def expected_duration(self, node: Node) -> float | None: ...
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int,
-                       slot_done: Callable[[], None] = ...) -> None:
+                       slot_done: BuildSlot = ...) -> None:
         """`slot_done()` may be called once the node's processes have ended: its build slot
         goes to the next build while this one's bookkeeping (canonicalising, hashing,
         registering) goes on."""
@@ -82,6 +110,12 @@ class Flight:
     started: float | None = None
     #: its place in the build slots' queues (build nodes only)
     ticket: Ticket | None = None
+    #: how each waiting user spelt the node (its name in their own plan), by uid
+    names: dict[int, str] = field(default_factory=dict)
+
+    def name_for(self, uid: int) -> str:
+        """The node as user `uid` spelt it if they wait for it, else as its requester did."""
+        return self.names.get(uid) or self.names.get(self.requested_by) or self.node.name
 
     @property
     def waiters(self) -> int:
@@ -167,7 +201,9 @@ class Scheduler:
         return paths
 
     async def run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
-        """Make every node of the plan valid; raise the first failure (BuildFailed)."""
+        """Make the plan's targets valid, running only the nodes the store lacks and needs
+        (`needed_plan`); raise the first failure (BuildFailed). The whole plan is kept from
+        garbage collection meanwhile: a node judged valid stays so until it is read."""
         with self.keep(plan):
             if self.substituter is None:
                 await self._run(plan, listener, requested_by)
@@ -179,7 +215,9 @@ class Scheduler:
         """Run the plan with what the caches hold substituted; a substitute refused (the
         substituter remembers it) is built here on the next try, with what it needs."""
         for _ in range(SUBSTITUTE_TRIES):
-            narrowed = await substituter.narrow(plan, self.runner.is_valid)
+            # asked about only what must be built: a valid node's inputs need no substitute
+            needed = needed_plan(plan, self.runner.is_valid)
+            narrowed = await substituter.narrow(needed, self.runner.is_valid)
             try:
                 await self._run(narrowed, listener, requested_by)
                 return
@@ -189,6 +227,7 @@ class Scheduler:
         await self._run(plan, listener, requested_by)
 
     async def _run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
+        plan = needed_plan(plan, self.runner.is_valid)
         finished: dict[str, trio.Event] = {n.uid: trio.Event() for n in plan.nodes}
         failures: dict[str, IxError] = {}
         todo = [n for n in plan.nodes if not self.runner.is_valid(n)]
@@ -246,27 +285,39 @@ class Scheduler:
             if flight.ticket is not None:  # a shared build takes each waiter's turn
                 self.build_slots.add_key(flight.ticket, requested_by, request_key)
         flight.waiting_uids[requested_by] += 1
+        flight.names.setdefault(requested_by, node.name)
+        if node.name != flight.node.name:  # every waiter reads the node as they spelt it
+            listener = _renaming(listener, node.name)
         flight.listeners.append(listener)
         try:
             await flight.done.wait()
         finally:
             flight.waiting_uids[requested_by] -= 1
             flight.waiting_uids += Counter()  # drop zero counts
+            if not flight.waiting_uids[requested_by]:
+                flight.names.pop(requested_by, None)
             flight.listeners.remove(listener)
             if flight.waiters == 0 and not flight.done.is_set():
                 log.info("cancel %s %s: nobody waits for it", node.name, node.uid)
                 flight.cancel_scope.cancel()
         return flight.error
 
-    async def _run_flight(self, flight: Flight, slot_done: Callable[[], None] = lambda: None
-                          ) -> None:
+    async def _run_flight(self, flight: Flight, slot_done: BuildSlot | None = None) -> None:
         node = flight.node
         if self.runner.is_valid(node):
             return
         flight.started = time.time()
+        expected = self.runner.expected_duration(node)
         flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
-                                "expected": self.runner.expected_duration(node)})
-        await self.runner.run_node(node, flight.emit, flight.requested_by, slot_done)
+                                "expected": expected})
+        beating = trio.CancelScope()
+        assert self._nursery is not None
+        self._nursery.start_soon(_heartbeat, flight, expected, beating)
+        try:
+            await self.runner.run_node(node, flight.emit, flight.requested_by,
+                                       slot_done or BuildSlot())
+        finally:
+            beating.cancel()
         flight.emit("finished", {"uid": node.uid, "name": node.name, "kind": node.kind,
                                  "duration": time.time() - flight.started})
 
@@ -276,18 +327,11 @@ class Scheduler:
             with flight.cancel_scope:
                 if flight.ticket is not None:
                     await self.build_slots.wait(flight.ticket)
-                    held = True
-
-                    def slot_done() -> None:
-                        nonlocal held
-                        if held:
-                            held = False
-                            self.build_slots.release()
-
+                    slot = BuildSlot(self.build_slots, flight.requested_by, flight.request_key)
                     try:
-                        await self._run_flight(flight, slot_done)
+                        await self._run_flight(flight, slot)
                     finally:
-                        slot_done()
+                        slot()
                 else:
                     async with self._limiters[_pool_of(node)]:
                         await self._run_flight(flight)
@@ -301,6 +345,26 @@ class Scheduler:
         finally:
             del self._flights[node.uid]
             flight.done.set()
+
+
+async def _heartbeat(flight: Flight, expected: float | None, scope: trio.CancelScope
+                     ) -> None:
+    """Every HEARTBEAT_EVERY seconds while the node runs (until `scope` is cancelled): how
+    long so far, and how long its package took last time (its waiters' ETA)."""
+    node, started = flight.node, trio.current_time()
+    with scope:
+        while True:
+            await trio.sleep(HEARTBEAT_EVERY)
+            flight.emit("heartbeat", {"uid": node.uid, "name": node.name, "kind": node.kind,
+                                      "elapsed": trio.current_time() - started,
+                                      "expected": expected})
+
+
+def _renaming(listener: Listener, name: str) -> Listener:
+    """`listener`, with the node's events naming it `name` (its waiter's own spelling)."""
+    def renamed(kind: str, data: dict[str, Any]) -> None:
+        listener(kind, {**data, "name": name} if "name" in data else data)
+    return renamed
 
 
 def _pool_of(node: Node) -> str:

@@ -1,201 +1,114 @@
-"""The one function ix's Dask workers run: build a node, push it to the cache, say so.
+"""`ix-worker`: a Dask worker for ix builds, and `build`, the one function it runs.
 
-    ix-worker tcp://SCHEDULER:8786 --config /etc/ix/worker.json [--slots N] [-- DASK-ARGS]
+    ix-worker tls://SCHEDULER:8786 --tls-ca CA --tls-cert CERT --tls-key KEY
+              [--socket /ix/var/ixd.sock] [--slots N] [--name NAME] [-- DASK-WORKER-ARGS]
+    ix-worker tcp://SCHEDULER:8786 --insecure-cluster ...     (no TLS: see docs/security.md)
 
-starts a Dask worker (`dask worker`) offering N build slots (`--resources build=N`), with
-the ix settings file in its environment.
+Dask runs whatever function a client it accepts submits, so the process running Dask's
+tasks must be worth nothing to an attacker: ix-worker refuses to run as root, and is run as
+an unprivileged account of its own (`ixworker`, made by runit/worker-account.sh) that holds
+no key and cannot write the store. It starts `dask worker` offering N build slots
+(`--resources build=N`), and starts it again, after a bounded back-off, whenever it ends:
+Dask's worker exits when its scheduler goes away, and comes back here when it returns.
 
-ixd (`ixd.build.cluster`) submits `build(node)` under the key `ix-build-<uid>`; a worker machine
-runs it with its own ix install and its own settings, never the submitter's: a JSON file
-named by `IX_WORKER_CONFIG` (written by the worker host's administrator) gives the worker's
-root, the caches it substitutes inputs from and pushes to, the keys it trusts and signs with,
-its source mirrors and its build users. The node is data, checked like any node; the build
-runs as on any ixd: as a build user in the sandbox, canonicalised, registered in the
-worker's own store (a small ixd without a socket: the same runner and scheduler). Its
-inputs come from the cache (substituted in the sandbox too), its sources from the mirrors.
-The result goes to the cache, signed with the worker's key, references first and index last;
-only its index (uid, content hash, size, worker) goes back through Dask, never the tree.
-
-A build that fails returns its error (code and message) instead of raising: Dask must not
-retry a build that failed on its own merits, only one whose worker died.
+ixd (`ixd.build.cluster`) submits `build(node)` under the key `ix-build-<uid>`. `build` hands
+the node to this machine's own ixd over its socket (op `cluster-build`, which only the
+account given to that ixd as `--cluster-worker-account` may call). That ixd checks the
+node, substitutes its inputs from its trusted caches, fetches its sources, builds it in its
+sandbox as a build user, canonicalises it, signs it with its own key (root's, out of this
+account's reach) and pushes it to the cache; `build` returns its index (uid, content hash,
+path, worker) through Dask, never the tree, and streams its log lines through Dask's
+events. A build that failed on its own merits returns its error (Dask must not retry it);
+anything else that kept this machine from building it returns E_CLUSTER_REFUSED (the
+submitter then builds it itself), and a lost connection to the local ixd E_CLUSTER_LOST
+(it is submitted again).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import logging
 import os
-import re
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trio
+from ixd import __version__
+from ixd.build.cluster import LOG_TOPIC, STARTED_TOPIC, check_transport
+from ixd.wire.errors import (
+    BuildCancelled,
+    BuildFailed,
+    ClusterLost,
+    ClusterRefused,
+    ConnectionLost,
+    DependencyFailed,
+    IxError,
+)
+from ixd.wire.frames import Event
+from ixd.wire.transport import DEFAULT_SOCKET, Client
 
-from ixd.build.cluster import LOG_TOPIC, STARTED_TOPIC
-from ixd.build.runner import StoreRunner
-from ixd.build.scheduler import Scheduler
-from ixd.cache.substitute import CacheSettings, Pusher, Substituter, open_caches
-from ixd.model.layout import Layout, entry_kind
-from ixd.model.nodes import Node, Plan
-from ixd.recipes.plan import fetch_node
-from ixd.store.builder import BuildLimits
-from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
-from ixd.store.db import BuildDatabase
-from ixd.wire.errors import BadRequest, CacheError, IxError
+log = logging.getLogger("ix-worker")
 
-#: the environment variable naming the worker's settings file
-CONFIG_ENV = "IX_WORKER_CONFIG"
+#: the environment variable naming the socket of this machine's ixd (set by `main`)
+SOCKET_ENV = "IX_WORKER_SOCKET"
 #: log lines are sent in batches at most this often (seconds) or this long
 LOG_INTERVAL = 0.25
 LOG_BATCH = 200
-_UID = re.compile(r"[0-9a-f]{32}")
+#: `dask worker` is started again this long after it ended (doubling up to RESTART_MAX;
+#: back to RESTART_FIRST once one ran for STEADY seconds)
+RESTART_FIRST = 1.0
+RESTART_MAX = 30.0
+STEADY = 60.0
+AGENT = f"ix-worker {__version__}"
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    root: Path
-    cache: CacheSettings
-    mirrors: tuple[str, ...] = ()
-    build_users: str = DEFAULT_GROUP
-    limits: BuildLimits = dataclasses.field(default_factory=BuildLimits)
-
-    @staticmethod
-    def load(path: str | None = None) -> WorkerConfig:
-        path = path or os.environ.get(CONFIG_ENV)
-        if not path:
-            raise BadRequest(f"this Dask worker has no ix settings: set {CONFIG_ENV} to a "
-                             f"JSON file with root, cache, push, trusted_keys, signing_key")
-        data = json.loads(Path(path).read_text())
-        cache = CacheSettings(
-            caches=tuple(data.get("caches", ())), push=data["push"],
-            trusted_keys=tuple(data.get("trusted_keys", ())),
-            signing_key=Path(data["signing_key"]),
-            credentials=Path(data["credentials"]) if data.get("credentials") else None)
-        limits = BuildLimits(**data.get("limits", {}))
-        return WorkerConfig(Path(data["root"]), cache, tuple(data.get("mirrors", ())),
-                            data.get("build_users", DEFAULT_GROUP), limits)
-
-
-def build(node_json: dict[str, Any]) -> dict[str, Any]:
-    """Build `node_json` (a plan node) here and push it: `{"uid", "content_hash", "size",
-    "worker"}`, or `{"uid", "error", "message"}` if it failed."""
-    node = Node.from_json(node_json)
+def build(node_json: Any) -> dict[str, Any]:
+    """Have this machine's ixd build `node_json` (a plan node) and push it: `{"uid",
+    "content_hash", "path", "worker"}`, or `{"uid", "error", "message", "worker"}`."""
     where = _worker_address()
+    data = node_json if isinstance(node_json, dict) else {}
+    uid, name = str(data.get("uid", "?"))[:64], str(data.get("name", "?"))[:200]
+    socket = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    _event(STARTED_TOPIC, {"uid": uid, "worker": where})
+    log.info("building %s (%s) through %s", name, uid, socket)
     try:
-        _check(node)
-        config = WorkerConfig.load()
-        _event(STARTED_TOPIC, {"uid": node.uid, "worker": where})
-        with _LogSender(node.uid) as sender:
-            row = trio.run(_build, config, node, sender.line)
+        with _LogSender(uid) as sender, Client.connect(socket, agent=AGENT) as client:
+            reply = client.request("cluster-build", {"node": node_json},
+                                   on_event=lambda event: _forward(event, uid, sender))
     except IxError as exc:
-        return {"uid": node.uid, "error": exc.code, "message": exc.message, "worker": where}
-    return {"uid": node.uid, "content_hash": row["hash"], "worker": where,
-            "path": row["path"]}
+        answer = _failure(exc)
+        log.warning("%s (%s) not built here: %s [%s]", name, uid, answer["message"],
+                    answer["error"])
+        return {**answer, "uid": uid, "worker": where}
+    if not isinstance(reply, dict) or not isinstance(reply.get("content_hash"), str):
+        return {"uid": uid, "worker": where, "error": ClusterRefused.code,
+                "message": f"this machine's ixd answered {str(reply)[:200]!r}, not an index"}
+    log.info("built %s (%s)", name, uid)
+    return {"uid": uid, "content_hash": reply["content_hash"], "path": reply.get("path"),
+            "worker": where}
 
 
-def _check(node: Node) -> None:
-    if node.kind != "build" or not _UID.fullmatch(node.uid) or not node.outputs:
-        raise BadRequest(f"an ix worker builds build nodes; not {node.kind} {node.uid!r}")
+def _failure(exc: IxError) -> dict[str, str]:
+    """What the submitter hears of `exc`: the build's own failure as it is (it would fail
+    anywhere), a lost connection to this machine's ixd as E_CLUSTER_LOST (submit it again),
+    anything else as E_CLUSTER_REFUSED (build it there)."""
+    if isinstance(exc, BuildFailed) and not isinstance(exc, (DependencyFailed, BuildCancelled)):
+        return {"error": exc.code, "message": exc.message}
+    if isinstance(exc, ConnectionLost):
+        return {"error": ClusterLost.code,
+                "message": f"this machine's ixd went away mid-build: {exc.message}"}
+    if isinstance(exc, ClusterRefused):
+        return {"error": exc.code, "message": exc.message}
+    return {"error": ClusterRefused.code, "message": f"{exc.message} [{exc.code}]"}
 
 
-_POOL_LOCK = threading.Lock()
-_POOLS: dict[str, BuildUserPool] = {}
-
-
-def _pool(group: str) -> BuildUserPool:
-    """One pool of build users per worker process, cleared once (like a daemon's start)."""
-    with _POOL_LOCK:
-        pool = _POOLS.get(group)
-        if pool is None:
-            pool = _POOLS[group] = BuildUserPool(load_pool(group))
-            pool.clear_all()
-        return pool
-
-
-async def _build(config: WorkerConfig, node: Node, on_line: Callable[[str], None]
-                 ) -> dict[str, Any]:
-    layout = Layout(config.root)
-    layout.ensure()
-    if Path(node.outputs[0]).parent != layout.store:
-        raise BadRequest(f"{node.name} ({node.uid}) is for the store "
-                         f"{Path(node.outputs[0]).parent}; this worker's is {layout.store}")
-    # what the sandbox shows a build read-only: nothing of this host but store entries
-    outside = [p for p in node.inputs if Path(p).parent != layout.store]
-    if outside:
-        raise BadRequest(f"{node.name} ({node.uid}) asks for inputs outside the store "
-                         f"{layout.store}: {outside[:3]}; refused")
-    db = BuildDatabase(layout.database)
-    try:
-        caches, push = await trio.to_thread.run_sync(open_caches, config.cache,
-                                                     str(layout.store))
-        assert push is not None  # WorkerConfig.load requires it
-        substituter = Substituter(caches, layout, config.limits.max_output_size)
-        runner = StoreRunner(layout, db, confine=True, mirrors=config.mirrors,
-                             make_thrs=os.cpu_count() or 1, build_users=_pool(config.build_users),
-                             limits=config.limits, substituter=substituter)
-        # Dask merges submissions of one key only while its task lives: a build asked for
-        # again after it finished (another ixd planned before the push landed) is not
-        # built twice: the cache already has it
-        pushed = (await trio.to_thread.run_sync(push.lookup, [node.uid])).get(node.uid)
-        if pushed is not None and not runner.is_valid_uid(node.uid):
-            return {"hash": pushed.content_hash, "path": pushed.store_path}
-        if not runner.is_valid_uid(node.uid):
-            plan = await trio.to_thread.run_sync(_inputs_plan, node, layout, runner,
-                                                 substituter)
-            scheduler = Scheduler(runner, jobs=1)
-
-            def listener(kind: str, data: dict[str, Any]) -> None:
-                if kind == "log" and data.get("uid") == node.uid:
-                    on_line(data["line"])
-
-            async with trio.open_nursery() as nursery:
-                await nursery.start(scheduler.serve)
-                await scheduler.run(plan, listener, os.getuid())
-                nursery.cancel_scope.cancel()
-        await trio.to_thread.run_sync(Pusher(push, db, layout).push, [node.uid])
-        entry = db.store_entry(node.uid)
-        assert entry is not None, f"{node.uid} built but not registered"
-    finally:
-        db.close()
-    return entry
-
-
-def _inputs_plan(node: Node, layout: Layout, runner: StoreRunner,
-                 substituter: Substituter) -> Plan:
-    """The node, its sources fetched, and every input store entry it lacks substituted from
-    the caches, with their references (blocking)."""
-    wanted: list[str] = []
-    for path in node.inputs:
-        entry = Path(path)
-        if entry.parent == layout.store and _UID.fullmatch(entry.name[:32]):
-            if not runner.is_valid_uid(entry.name[:32]):
-                wanted.append(entry.name[:32])
-    hits = substituter.lookup(wanted) if wanted else {}
-    nodes: dict[str, Node] = {}
-    todo = list(wanted)
-    while todo:
-        uid = todo.pop()
-        if uid in nodes or runner.is_valid_uid(uid):
-            continue
-        hit = hits.get(uid)
-        if hit is None:
-            hits.update(substituter.lookup([uid]))
-            hit = hits.get(uid)
-        if hit is None:
-            raise CacheError(f"{node.name} ({node.uid}) needs {uid}, which no cache of this "
-                             f"worker holds: its submitter pushes its inputs first")
-        references = tuple(r for r in hit.entry.references if r != uid)
-        nodes[uid] = Node(uid=uid, kind="substitute", name=uid, deps=references, inputs=(),
-                          outputs=(hit.entry.store_path,),
-                          entry_kind=entry_kind(hit.entry.store_path))
-        todo.extend(references)
-    fetches = [fetch_node(s.url, s.sha256, s.filename, layout) for s in node.sources]
-    target = dataclasses.replace(node, deps=(*nodes, *(f.uid for f in fetches)))
-    return Plan((*nodes.values(), *fetches, target), (node.uid,))
+def _forward(event: Event, uid: str, sender: _LogSender) -> None:
+    line = event.data.get("line")
+    if event.kind == "log" and event.data.get("uid") == uid and isinstance(line, str):
+        sender.line(line)
 
 
 # --- talking back through Dask -----------------------------------------------------------
@@ -221,7 +134,7 @@ def _event(topic: str, message: dict[str, Any]) -> None:
 
 class _LogSender:
     """The build's log lines to ixd, in batches through Dask's events (best effort: the
-    log is also kept on the worker)."""
+    log is also kept on the worker's machine)."""
 
     def __init__(self, uid: str) -> None:
         self.uid = uid
@@ -248,33 +161,115 @@ class _LogSender:
             _event(LOG_TOPIC, {"uid": self.uid, "lines": lines})
 
 
+# --- the program -------------------------------------------------------------------------
+
+
+def dask_worker_argv(scheduler: str, *, slots: int, tls: tuple[Path, Path, Path] | None,
+                     name: str | None, extra: list[str]) -> list[str]:
+    """The `dask worker` command ix-worker runs (and runs again)."""
+    argv = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler,
+            "--resources", f"build={slots}", "--nthreads", str(slots)]
+    if tls is not None:
+        argv += ["--tls-ca-file", str(tls[0]), "--tls-cert", str(tls[1]),
+                 "--tls-key", str(tls[2])]
+    if name:
+        argv += ["--name", name]
+    return argv + extra
+
+
+class Supervisor:
+    """Runs `dask worker` until stopped, again after a bounded back-off whenever it ends."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv = argv
+        self.env = env
+        self.stopping = threading.Event()
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def stop(self, signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        self.stopping.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        delay = RESTART_FIRST
+        while not self.stopping.is_set():
+            began = time.monotonic()
+            self._child = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
+            if self.stopping.is_set():  # stopped while it started
+                self._child.send_signal(signal.SIGTERM)
+            status = self._child.wait()
+            if self.stopping.is_set():
+                break
+            ran = time.monotonic() - began
+            if ran >= STEADY:
+                delay = RESTART_FIRST
+            log.warning("dask worker exited (status %d) after %.0f s (its scheduler went away?); "
+                        "starting it again in %.0f s", status, ran, delay)
+            self.stopping.wait(delay)
+            delay = min(delay * 2, RESTART_MAX)
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """`ix-worker`: a `dask worker` for ix builds (see the module's docstring)."""
     import argparse
-    import sys
 
     words = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in words:
         at = words.index("--")
         words, extra = words[:at], words[at + 1:]
-    parser = argparse.ArgumentParser(prog="ix-worker", description=main.__doc__)
-    parser.add_argument("scheduler", help="the Dask scheduler, tcp://HOST:PORT or tls://...")
-    parser.add_argument("--config", required=True, type=Path,
-                        help=f"the worker's ix settings (JSON; see ixd/build/worker.py), as "
-                             f"{CONFIG_ENV}")
+    parser = argparse.ArgumentParser(prog="ix-worker",
+                                     description="a Dask worker for ix builds (README)")
+    parser.add_argument("scheduler", help="the Dask scheduler, tls://HOST:PORT (tcp://... with "
+                                          "--insecure-cluster)")
+    parser.add_argument("--socket", type=Path, default=Path(DEFAULT_SOCKET),
+                        help=f"this machine's ixd, started with --cluster-worker-account "
+                             f"naming this account (default {DEFAULT_SOCKET})")
     parser.add_argument("--slots", type=int, default=1, help="builds at once (default 1)")
+    parser.add_argument("--name", help="the worker's name in the cluster")
+    parser.add_argument("--tls-ca", type=Path, help="the cluster's CA certificate")
+    parser.add_argument("--tls-cert", type=Path, help="this worker's certificate")
+    parser.add_argument("--tls-key", type=Path, help="its private key")
+    parser.add_argument("--insecure-cluster", action="store_true",
+                        help="plain TCP: whoever reaches the scheduler runs code here, as "
+                             "this account")
     args = parser.parse_args(words)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s ix-worker %(levelname)s %(message)s")
+    tls_given = [args.tls_ca, args.tls_cert, args.tls_key]
     try:
-        WorkerConfig.load(str(args.config))
-    except (OSError, ValueError, KeyError, IxError) as exc:
-        print(f"ix-worker: {args.config}: {exc}", file=sys.stderr)
+        if os.geteuid() == 0:
+            raise IxError("ix-worker runs whatever the cluster submits: it refuses to run as "
+                          "root; run it as an unprivileged account of its own (e.g. ixworker, "
+                          "`sh runit/worker-account.sh`)")
+        if any(tls_given) and not all(tls_given):
+            raise IxError("--tls-ca, --tls-cert and --tls-key go together")
+        check_transport(args.scheduler, tls=all(tls_given), insecure=args.insecure_cluster,
+                        who="ix-worker")
+        if args.slots < 1:
+            raise IxError(f"--slots must be at least 1, not {args.slots}")
+    except IxError as exc:
+        print(f"ix-worker: {exc.message}", file=sys.stderr)
         return 2
-    os.environ[CONFIG_ENV] = str(args.config.absolute())
-    os.execv(sys.executable, [sys.executable, "-m", "distributed.cli.dask_worker",
-                              args.scheduler, "--resources", f"build={args.slots}",
-                              "--nthreads", str(args.slots), *extra])
-    return 0  # not reached
+    if args.insecure_cluster:
+        for _ in range(3):  # loud, at every start
+            log.warning("--insecure-cluster: the scheduler %s is reached over plain TCP: "
+                        "whoever can reach it runs code here as uid %d", args.scheduler,
+                        os.geteuid())
+    env = {**os.environ, SOCKET_ENV: str(args.socket.absolute())}
+    if all(tls_given):
+        env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+    tls = (args.tls_ca, args.tls_cert, args.tls_key) if all(tls_given) else None
+    supervisor = Supervisor(dask_worker_argv(args.scheduler, slots=args.slots, tls=tls,
+                                             name=args.name, extra=extra), env)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    log.info("ix-worker %s: %d build slots on %s for the ixd at %s", __version__, args.slots,
+             args.scheduler, args.socket)
+    return supervisor.run()
 
 
 if __name__ == "__main__":

@@ -15,22 +15,18 @@ import base64
 import binascii
 import posixpath
 import re
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+from ixd.wire.errors import CacheFormatError, CacheKeyError, CacheSignatureInvalid, MissingExtra
 
-from ixd.wire.errors import CacheFormatError, CacheKeyError, CacheSignatureInvalid
+if TYPE_CHECKING:  # cryptography is the `cache` extra's: imported when a key is used
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 INFO_KEY = "ix-cache-info"
 INDEX_SUFFIX = ".narinfo"
@@ -205,7 +201,9 @@ class SecretKey:
     key: Ed25519PrivateKey
 
     def serialise(self) -> str:
-        raw = self.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        ser = _crypto().serialization
+        raw = self.key.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw,
+                                     ser.NoEncryption())
         return f"{self.name}:{base64.b64encode(raw).decode()}\n"
 
     def public(self) -> PublicKey:
@@ -218,23 +216,41 @@ class PublicKey:
     key: Ed25519PublicKey
 
     def serialise(self) -> str:
-        raw = self.key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        ser = _crypto().serialization
+        raw = self.key.public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
         return f"{self.name}:{base64.b64encode(raw).decode()}\n"
 
 
 def generate_key(name: str) -> SecretKey:
     _check_key_name(name)
-    return SecretKey(name, Ed25519PrivateKey.generate())
+    return SecretKey(name, _crypto().ed25519.Ed25519PrivateKey.generate())
 
 
 def parse_secret_key(text: str, where: str) -> SecretKey:
     name, raw = _key_parts(text, where)
-    return SecretKey(name, Ed25519PrivateKey.from_private_bytes(raw))
+    return SecretKey(name, _crypto().ed25519.Ed25519PrivateKey.from_private_bytes(raw))
 
 
 def parse_public_key(text: str, where: str) -> PublicKey:
     name, raw = _key_parts(text, where)
-    return PublicKey(name, Ed25519PublicKey.from_public_bytes(raw))
+    return PublicKey(name, _crypto().ed25519.Ed25519PublicKey.from_public_bytes(raw))
+
+
+def _crypto() -> Any:
+    """cryptography's ed25519, serialization and InvalidSignature (MissingExtra if it is not
+    installed: `pip install 'ix[cache]'`)."""
+    try:
+        import cryptography.exceptions
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as exc:
+        raise MissingExtra(
+            f"signed binary caches need the Python package cryptography ({exc}): install "
+            f"ix's cache extra, pip install 'ix[cache]' (under runit: apt-get install "
+            f"python3-cryptography python3-boto3 python3-zstandard)") from None
+
+    return types.SimpleNamespace(InvalidSignature=cryptography.exceptions.InvalidSignature,
+                                 serialization=serialization, ed25519=ed25519)
 
 
 def _check_key_name(name: str) -> None:
@@ -279,7 +295,7 @@ def check_signature(entry: Entry, trusted: Mapping[str, PublicKey], cache: str) 
             continue
         try:
             key.key.verify(base64.b64decode(data, validate=True), entry.fingerprint())
-        except (InvalidSignature, binascii.Error, ValueError):
+        except (_crypto().InvalidSignature, binascii.Error, ValueError):
             raise CacheSignatureInvalid(
                 f"{cache}: the signature of {entry.uid} by key {name!r} does not match the "
                 f"entry: it was changed after signing or signed by another key of that "

@@ -35,6 +35,7 @@ from ixd.wire.errors import (
     CacheError,
     CacheFormatError,
     CacheHashMismatch,
+    CacheNoBucket,
     CacheRefused,
     CacheUnavailable,
 )
@@ -73,6 +74,11 @@ class ObjectStore(Protocol):
 
     def top_keys(self) -> set[str]:
         """The names of the objects at the top (not under `nar/`): the indexes."""
+        ...
+
+    def create(self) -> bool:
+        """Make the bucket (or folder) the objects go in: True if it was made, False if it
+        was there already (`ixd cache-init`)."""
         ...
 
 
@@ -144,6 +150,18 @@ class DirectoryStore:
             raise CacheUnavailable(f"cache {self.url}: cannot write {key}: {exc}") from exc
 
 
+    def create(self) -> bool:
+        try:
+            self.root.mkdir(parents=True)
+        except FileExistsError:
+            if not self.root.is_dir():
+                raise CacheUnavailable(f"cache {self.url}: {self.root} is not a folder") from None
+            return False
+        except OSError as exc:
+            raise CacheUnavailable(f"cache {self.url}: cannot make {self.root}: {exc}") from exc
+        self.root.chmod(0o755)
+        return True
+
     def top_keys(self) -> set[str]:
         try:
             return {e.name for e in os.scandir(self.root)
@@ -197,6 +215,10 @@ class S3Store:
             yield
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "?")
+            if code == "NoSuchBucket":
+                raise CacheNoBucket(f"cache {self.url}: {what} failed: the bucket "
+                                    f"{self.bucket!r} does not exist; the administrator "
+                                    f"makes it once with `ixd cache-init {self.url}`") from exc
             raise CacheUnavailable(f"cache {self.url}: {what} failed: {code} "
                                    f"({exc}); check the bucket, the credentials and the "
                                    f"server") from exc
@@ -262,6 +284,28 @@ class S3Store:
         with self._errors(f"uploading {key}"), open(path, "rb") as handle:
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=handle)
 
+
+    def create(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        with self._errors(f"making the bucket {self.bucket!r}"):
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+                return False
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket",
+                                                                     "NotFound"):
+                    raise
+            region = self._client.meta.region_name
+            place = ({} if region in (None, "us-east-1")
+                     else {"CreateBucketConfiguration": {"LocationConstraint": region}})
+            try:
+                self._client.create_bucket(Bucket=self.bucket, **place)
+            except ClientError as exc:  # made by someone else meanwhile
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+                return False
+        return True
 
     def top_keys(self) -> set[str]:
         strip = len(self._key(""))
@@ -444,6 +488,16 @@ class BinaryCache:
 
     def has_index(self, uid: str) -> bool:
         return self.store.exists(fmt.index_key(uid))
+
+    def initialise(self) -> tuple[bool, fmt.CacheInfo]:
+        """Make the cache's bucket (or folder) and its ix-cache-info (`ixd cache-init`):
+        whether the bucket was made, and the info it now holds. CacheRefused if it is
+        there already for another store dir."""
+        made = self.store.create()
+        self.ensure_info()
+        info = self.check_info()
+        assert info is not None, "ix-cache-info was just written"
+        return made, info
 
     def ensure_info(self) -> None:
         if self.store.get(fmt.INFO_KEY, fmt.MAX_INDEX_BYTES) is None:

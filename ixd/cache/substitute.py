@@ -32,7 +32,7 @@ from ixd.cache import archive as cachearchive
 from ixd.cache import format as fmt
 from ixd.cache.stores import BinaryCache, Hit, open_store, read_credentials
 from ixd.model.layout import Layout
-from ixd.model.nodes import Node, Plan
+from ixd.model.nodes import Node, Plan, needed_plan
 from ixd.store.db import BuildDatabase
 from ixd.store.treehash import tree_hash
 from ixd.wire.errors import (
@@ -55,31 +55,9 @@ PUSH_BACKOFF = 2.0
 def narrow_plan(plan: Plan, hits: Mapping[str, Sequence[str]],
                 is_valid: Callable[[Node], bool]) -> Plan:
     """The plan with every build node in `hits` (uid → its run-time references) turned into
-    a substitute node, and the nodes nothing needs any more left out. A hit whose references
-    are neither in the plan nor valid is built as planned."""
-    by_uid = {n.uid: n for n in plan.nodes}
-    valid_uids = {n.uid for n in plan.nodes if is_valid(n)}
-    substituted: dict[str, tuple[str, ...]] = {}
-    needed: set[str] = set()
-    stack = list(plan.targets)
-    while stack:
-        uid = stack.pop()
-        node = by_uid.get(uid)
-        if node is None or uid in needed:
-            continue
-        needed.add(uid)
-        if uid in valid_uids:
-            continue
-        references = hits.get(uid)
-        if node.kind == "build" and references is not None and all(
-                r in by_uid or r in valid_uids for r in references):
-            substituted[uid] = tuple(references)
-            stack.extend(references)
-        else:
-            stack.extend(node.deps)
-    return Plan(tuple(dataclasses.replace(n, kind="substitute", deps=substituted[n.uid])
-                      if n.uid in substituted else n
-                      for n in plan.nodes if n.uid in needed), plan.targets)
+    a substitute node, and the nodes nothing needs any more left out (`needed_plan`). A hit
+    whose references are not all in the plan is built as planned."""
+    return needed_plan(plan, is_valid, hits)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import trio
 from ixd.build.cluster import Cluster
 from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import Scheduler
+from ixd.cache.extras import require
 from ixd.cache.substitute import Pusher, Substituter, open_caches
 from ixd.daemon.config import Config
 from ixd.store.buildusers import BuildUserPool, load_pool
@@ -34,9 +35,15 @@ class BuildEngine:
                             "at once (add build users with runit/build-users.sh)", len(pool),
                             config.build_users, jobs, len(pool))
                 jobs = len(pool)
+        if config.cache.caches or config.cache.push:
+            s3 = any(u.startswith("s3://") for u in (*config.cache.caches, config.cache.push or ""))
+            require(["cryptography", "zstandard", *(["boto3"] if s3 else [])], "cache",
+                    "--cache and --push")
+        if config.cluster.enabled:
+            require(["distributed"], "cluster", "--dask")
         caches, push_to = open_caches(config.cache, str(layout.store))
-        substituter = (Substituter(caches, layout, config.limits.max_output_size)
-                       if caches else None)
+        self.substituter = substituter = (
+            Substituter(caches, layout, config.limits.max_output_size) if caches else None)
         self.pusher = Pusher(push_to, db, layout) if push_to else None
         self.cluster: Cluster | None = None
         if config.cluster.enabled:
@@ -58,7 +65,9 @@ class BuildEngine:
 
     def _remote_started(self, uid: str, worker: str) -> None:
         """A worker says it builds `uid` (from the Dask client's thread)."""
-        self.runner.note_remote_worker(uid, worker)
+        if self.trio_token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.trio_token.run_sync_soon(self.runner.note_remote_worker, uid, worker)
 
     def _remote_log(self, uid: str, lines: list[str]) -> None:
         """Log lines of a remote build (from the Dask client's thread)."""

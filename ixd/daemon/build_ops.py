@@ -15,14 +15,14 @@ import trio
 
 from ixd.build.cluster import Cluster
 from ixd.build.scheduler import Listener, Scheduler
-from ixd.daemon import identity, logstream, paging, request_args
+from ixd.daemon import identity, logstream, paging, realm_checks, request_args
 from ixd.daemon.catalog import Catalog
 from ixd.daemon.identity import Caller
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node
-from ixd.model.selector import parse_selector
+from ixd.model.selector import Selector, parse_selector
 from ixd.recipes import plan as planning
-from ixd.recipes.packages import walk_closure
+from ixd.recipes.packages import Package, walk_closure
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import BadRequest
 
@@ -70,7 +70,9 @@ class BuildOps:
         return {"targets": list(plan.targets), "streamed": len(plan.nodes)}
 
     async def op_build(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        packages = await self.catalog.load(request_args.selectors(args))
+        selectors = request_args.selectors(args)
+        packages = await self.catalog.load(selectors)
+        await self._tell_unread(selectors, packages, args, emit)
         await self.scheduler.run(planning.build_plan(packages, self.layout), emit, caller.uid)
         return {"packages": [{"selector": str(p.selector), "uid": p.uid,
                               "out": p.out_dir,
@@ -84,8 +86,10 @@ class BuildOps:
         hold = args.get("hold", False)
         if not isinstance(hold, bool):
             raise BadRequest(f"'hold' must be true or false, not {hold!r}")
-        realm_plan = await trio.to_thread.run_sync(self.catalog.plan_realm, "run",
-                                                   request_args.selectors(args))
+        selectors = request_args.selectors(args)
+        loaded = await trio.to_thread.run_sync(self.catalog.load_realm, "run", selectors)
+        await self._tell_unread(selectors, loaded.packages, args, emit)
+        realm_plan = await trio.to_thread.run_sync(self.catalog.plan_loaded, "run", loaded)
         path = realm_plan.nodes[-1].outputs[0]
         # kept from before the build: no collection between the build and the hold
         with self.scheduler.keep(realm_plan):
@@ -102,6 +106,20 @@ class BuildOps:
             await trio.sleep_forever()  # cancelled when the client hangs up
         raise AssertionError("unreachable")
 
+    async def _tell_unread(self, selectors: list[Selector], packages: list[Package],
+                           args: dict[str, Any], emit: Listener) -> None:
+        """Warn of each flag in `selectors` no package it reaches reads; refuse with
+        `strict` (UnreadFlag)."""
+        strict = args.get("strict", False)
+        if not isinstance(strict, bool):
+            raise BadRequest(f"'strict' must be true or false, not {strict!r}")
+        if not any(s.flags for s in selectors):
+            return
+        for text in await trio.to_thread.run_sync(
+                realm_checks.unread_selector_flags, selectors, packages,
+                self.catalog.flags_read, strict):
+            emit("notice", {"text": text})
+
     async def op_status(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
         """The flights queued and running, running first: a page of at most `limit` from
         `offset`, with the total count."""
@@ -114,7 +132,8 @@ class BuildOps:
             node = flight.node
             waiting = sorted(identity.login_of_uid(u) for u in flight.waiting_uids)
             page.append({
-                "uid": node.uid, "name": node.name, "kind": node.kind,
+                # as the caller spelt it if they wait for it, else as its requester did
+                "uid": node.uid, "name": flight.name_for(caller.uid), "kind": node.kind,
                 "state": "running" if flight.started else "queued",
                 "since": flight.started or flight.queued,
                 "elapsed": now - (flight.started or flight.queued),

@@ -1,5 +1,10 @@
 """Garbage collection as the daemon runs it: one collection at a time, safe while builds
-run (`ixd.store.gc` decides what is garbage), and automatically when free space runs low."""
+run (`ixd.store.gc` decides what is garbage), and automatically when free space runs low.
+
+What a kept entry was only built from is garbage (a valid entry needs none of its build
+inputs, and no later plan builds them again while it stays valid: `needed_plan`), unless the
+administrator keeps build inputs (`ixd --keep-build-inputs`, as Nix's keep-outputs): then the
+collector also follows each kept entry to the entries it was built from."""
 
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ log = logging.getLogger("ixd")
 
 class Collector:
     def __init__(self, db: BuildDatabase, layout: Layout, runner: StoreRunner,
-                 scheduler: Scheduler, keep_generations: int, min_free: int) -> None:
+                 scheduler: Scheduler, keep_generations: int, min_free: int,
+                 keep_build_inputs: bool = False) -> None:
         self.db = db
         self.layout = layout
         self.runner = runner
@@ -34,6 +40,8 @@ class Collector:
         self.keep_generations = keep_generations
         #: collect automatically when free space under the root falls below this (0: never)
         self.min_free = min_free
+        #: keep what every kept entry was built from, recursively
+        self.keep_build_inputs = keep_build_inputs
         self._lock = trio.Lock()
 
     async def collect_garbage(self) -> GcResult:
@@ -46,6 +54,9 @@ class Collector:
             realm_paths = [e["path"] for e in entries if e["kind"] == "rlm"]
             links = await trio.to_thread.run_sync(
                 lambda: {p: gc.realm_links(p) for p in realm_paths})
+            if self.keep_build_inputs:
+                built_from = await trio.to_thread.run_sync(self.db.build_inputs)
+                links = gc.with_build_inputs(links, built_from)
             # From here to the invalidation, no await: a request that plans after this
             # sees the garbage as invalid, one that planned before is among the roots.
             roots = gc.root_paths(generations, current, self.keep_generations,
@@ -60,6 +71,11 @@ class Collector:
         return result
 
     def _sweep(self, garbage: list[dict[str, Any]]) -> int:
+        # a generation whose entry goes is forgotten with it: `ixc generations` lists only
+        # what `ixc rollback` can go back to
+        dropped = self.db.drop_generations_at([e["path"] for e in garbage if e["kind"] == "rlm"])
+        if dropped:
+            log.info("gc: %d generations collected", dropped)
         self.db.unregister([e["uid"] for e in garbage])
         freed = 0
         for entry in garbage:

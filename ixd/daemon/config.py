@@ -26,6 +26,8 @@ class Config:
     keep_generations: int = 3
     #: collect garbage automatically when free space under the root falls below this
     min_free: int = 0
+    #: gc keeps what every kept entry was built from (`--keep-build-inputs`)
+    keep_build_inputs: bool = False
     frame_timeout: float = 10.0
     max_connections_per_user: int = 64
     db_busy_timeout: float = 30.0
@@ -36,6 +38,8 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     #: a Dask cluster to build on (`ixd.build.cluster`)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    #: the account `ix-worker` runs as here: it may hand this ixd builds for the cluster
+    cluster_worker_account: str | None = None
     #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
     settings: tuple[tuple[str, str], ...] = ()
 

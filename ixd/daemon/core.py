@@ -10,7 +10,9 @@ Who does what:
   squatters) and `ixd.daemon.realm_cache` (states parsed once, realms as their last change left
   them);
 - `ixd.daemon.build_ops`: `dep`, `plan`, `build`, `run`, `status`, `builds`, `log`;
+- `ixd.daemon.find_ops`: `search`, `show`, `why`, `diff`;
 - `ixd.daemon.admin_ops`: `gc` (`ixd.daemon.collection`) and `push`;
+- `ixd.daemon.cluster_ops`: `cluster-build`, for this machine's `ix-worker` only;
 - `ixd.daemon.catalog`: the recipe graph and its watcher; `ixd.daemon.build_engine`: runner,
   scheduler, caches and cluster.
 """
@@ -27,8 +29,10 @@ from ixd.daemon.admin_ops import AdminOps
 from ixd.daemon.build_engine import BuildEngine
 from ixd.daemon.build_ops import BuildOps
 from ixd.daemon.catalog import Catalog
+from ixd.daemon.cluster_ops import ClusterOps, worker_account_uid
 from ixd.daemon.collection import Collector
 from ixd.daemon.config import Config
+from ixd.daemon.find_ops import FindOps
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache
@@ -61,14 +65,22 @@ class Daemon:
         self.runner, self.scheduler = self.engine.runner, self.engine.scheduler
         self.pusher, self.cluster = self.engine.pusher, self.engine.cluster
         collector = Collector(self.db, self.layout, self.runner, self.scheduler,
-                              config.keep_generations, config.min_free)
+                              config.keep_generations, config.min_free,
+                              config.keep_build_inputs)
         self.changes = changes = RealmChanges(self.db, self.layout, self.catalog, access,
                                               cache, self.scheduler, self.runner)
         realms = RealmOps(self.db, self.layout, access, cache)
         self.builds = builds = BuildOps(self.db, self.layout, self.catalog, self.scheduler,
                                         self.runner, self.cluster)
+        find = FindOps(self.db, self.catalog, cache, self.runner)
         admin = AdminOps(self.db, self.layout, self.catalog, access, cache, self.runner,
                          collector, self.pusher)
+        account = config.cluster_worker_account
+        cluster_builds = ClusterOps(
+            self.layout, self.db, self.scheduler, self.runner, self.engine.substituter,
+            self.pusher, account,
+            worker_account_uid(account, config.build_users if config.confine else None)
+            if account is not None else None)
         self.handlers: dict[str, Handler] = {
             "ping": self.op_ping,
             "mut": changes.op_mut,
@@ -84,8 +96,13 @@ class Daemon:
             "status": builds.op_status,
             "builds": builds.op_builds,
             "log": builds.op_log,
+            "search": find.op_search,
+            "show": find.op_show,
+            "why": find.op_why,
+            "diff": find.op_diff,
             "gc": admin.op_gc,
             "push": admin.op_push,
+            "cluster-build": cluster_builds.op_cluster_build,
         }
         # the daemon's tasks besides the server (`ixd.daemon.main`)
         self.watch_recipes = self.catalog.watch

@@ -3,6 +3,11 @@
     ixd --root ROOT [options]      serve
     ixd verify --root ROOT         check every valid store entry against its content hash
     ixd keygen NAME [--dir DIR]    write a cache signing key NAME.secret and NAME.public
+    ixd cache-init URL             make a binary cache's bucket and ix-cache-info
+    ixd cluster-certs DIR ...      make the Dask cluster's CA and TLS certificates
+    ixd manpage                    print ixd.8
+
+`ixd --help` lists the subcommands from `SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import queue
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -24,13 +29,15 @@ from ixd import __version__
 from ixd.build.cluster import ClusterSettings
 from ixd.cache.format import generate_key
 from ixd.cache.substitute import CacheSettings
+from ixd.daemon.admin_commands import cache_init_main, cluster_certs_main
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
+from ixd.daemon.supervision import write_start_hint
 from ixd.model.layout import Layout
 from ixd.recipes.packages import GC_THRESHOLDS
 from ixd.store.builder import BuildLimits
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
-from ixd.store.buildusers import load_pool
+from ixd.store.buildusers import BuildUserPool, load_pool
 from ixd.store.confine import check_confinement
 from ixd.store.verify import Problem, verify_store
 from ixd.wire.errors import ConfinementUnavailable, IxError, RootUnsafe
@@ -58,7 +65,11 @@ def parse_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ixd", description="The ix daemon: owns the store, builds, switches realms.")
+        prog="ixd", description="The ix daemon: owns the store, builds, switches realms.",
+        usage="ixd --root ROOT [options]\n       ixd SUBCOMMAND [--help] ...",
+        epilog="subcommands:\n" + "\n".join(f"  ixd {name:<10} {summary}"
+                                             for name, (_, summary) in SUBCOMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True,
                         help="the store and state root (e.g. /ix); created if missing")
     parser.add_argument("--overlay", type=Path, action="append", default=[],
@@ -75,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-free", type=parse_size, default=0,
                         help="collect garbage when free space under the root is below this "
                              "(e.g. 5G)")
+    parser.add_argument("--keep-build-inputs", action="store_true",
+                        help="gc keeps what every kept entry was built from (as Nix's "
+                             "keep-outputs); by default a valid package's build-only inputs "
+                             "are garbage, and nothing builds them again while it stays valid")
     parser.add_argument("--frame-timeout", type=float, default=10.0,
                         help="seconds a client may take to say hello or finish a frame")
     parser.add_argument("--max-connections-per-user", type=int, default=64)
@@ -115,21 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an AWS credentials file ([default] aws_access_key_id, "
                             "aws_secret_access_key); else the AWS_* environment variables")
     cluster = parser.add_argument_group("building on a Dask cluster (README)")
-    cluster.add_argument("--dask", metavar="tcp://HOST:PORT",
+    cluster.add_argument("--dask", metavar="tls://HOST:PORT",
                          help="hand builds to this Dask scheduler's ix workers (needs --cache "
-                              "and --push naming the cache the workers push to)")
+                              "and --push naming the cache the workers push to, and --tls-*)")
     cluster.add_argument("--dask-scheduler-file", type=Path, metavar="FILE",
                          help="the scheduler's address from its --scheduler-file instead")
     cluster.add_argument("--dask-required", action="store_true",
                          help="fail builds when the cluster is unreachable (default: build "
                               "locally)")
-    cluster.add_argument("--dask-tls-ca", type=Path, metavar="FILE",
-                         help="TLS to the scheduler: the cluster's CA (with --dask-tls-cert, "
-                              "--dask-tls-key: this ixd's client certificate)")
-    cluster.add_argument("--dask-tls-cert", type=Path, metavar="FILE")
-    cluster.add_argument("--dask-tls-key", type=Path, metavar="FILE")
+    cluster.add_argument("--tls-ca", "--dask-tls-ca", type=Path, metavar="FILE",
+                         dest="tls_ca",
+                         help="the cluster's CA certificate: the scheduler and every member "
+                              "must show a certificate it signed (`ixd cluster-certs`)")
+    cluster.add_argument("--tls-cert", "--dask-tls-cert", type=Path, metavar="FILE",
+                         dest="tls_cert", help="this ixd's certificate in the cluster")
+    cluster.add_argument("--tls-key", "--dask-tls-key", type=Path, metavar="FILE",
+                         dest="tls_key", help="its private key")
+    cluster.add_argument("--insecure-cluster", action="store_true",
+                         help="reach the scheduler over plain TCP: whoever can reach it runs "
+                              "code on the workers (as their unprivileged account) and can "
+                              "spoil remote builds (docs/security.md)")
     cluster.add_argument("--dask-connect-timeout", type=float, default=10.0, metavar="SECS",
                          help="how long to wait for the scheduler (default 10)")
+    cluster.add_argument("--cluster-worker-account", metavar="NAME",
+                         help="build for the cluster: the unprivileged account `ix-worker` runs "
+                              "as on this machine may hand this ixd builds, which it builds "
+                              "here, signs with --signing-key and pushes to --push")
     parser.add_argument("--version", action="version", version=f"ixd {__version__}")
     return parser
 
@@ -158,38 +184,51 @@ def config_from_args(args: argparse.Namespace) -> Config:
                       "positive")
     limits = BuildLimits(timeout=args.build_timeout, max_processes=args.max_processes,
                          max_output_size=args.max_output_size)
+    cluster = ClusterSettings(args.dask, args.dask_scheduler_file, args.dask_required,
+                              args.tls_ca, args.tls_cert, args.tls_key, args.insecure_cluster,
+                              args.dask_connect_timeout)
+    if cluster.enabled:
+        cluster.check()
+    elif args.insecure_cluster or args.tls_ca or args.tls_cert or args.tls_key:
+        raise IxError("--insecure-cluster and --tls-* are about a cluster: give --dask too")
+    if args.signing_key is not None:
+        check_secret_file(args.signing_key, "--signing-key")
     return Config(build_users=args.build_users, limits=limits,
                   root=args.root.resolve(), overlays=overlays, mirrors=tuple(args.mirror),
                   jobs=args.jobs, confine=not args.no_confine, socket=args.socket,
                   admin_group=args.admin_group, keep_generations=args.keep_generations,
-                  min_free=args.min_free, frame_timeout=args.frame_timeout,
+                  min_free=args.min_free, keep_build_inputs=args.keep_build_inputs,
+                  frame_timeout=args.frame_timeout,
                   max_connections_per_user=args.max_connections_per_user,
                   db_busy_timeout=args.db_busy_timeout, settings=tuple(args.settings),
                   cache=CacheSettings(tuple(args.cache), args.push, tuple(args.trusted_key),
                                       args.signing_key, args.cache_credentials),
-                  cluster=ClusterSettings(args.dask, args.dask_scheduler_file,
-                                          args.dask_required, args.dask_tls_ca,
-                                          args.dask_tls_cert, args.dask_tls_key,
-                                          args.dask_connect_timeout))
+                  cluster=cluster, cluster_worker_account=args.cluster_worker_account)
+
+
+def check_secret_file(path: Path, option: str) -> None:
+    """Refuse a secret (the signing key) another account could read: only the daemon's own
+    account may (on a cluster worker's machine, the worker account must not reach it)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise IxError(f"{option} {path}: {exc.strerror}") from exc
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise IxError(f"{option} {path} is readable by others (owner uid {st.st_uid}, mode "
+                      f"{st.st_mode & 0o777:o}): only the daemon's account may read it; "
+                      f"chown it to uid {os.geteuid()} and chmod 600")
 
 
 async def serve(daemon: Daemon, socket_path: Path, *,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     daemon.engine.trio_token = trio.lowlevel.current_trio_token()
-    try:
-        await _serve(daemon, socket_path, task_status)
-    finally:
-        if daemon.cluster is not None:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(daemon.cluster.close)
-
-
-async def _serve(daemon: Daemon, socket_path: Path,
-                 task_status: trio.TaskStatus[None]) -> None:
     listener = await open_unix_listener(socket_path)
+    await trio.to_thread.run_sync(write_start_hint, socket_path)
     server = Server(daemon.handle, frame_timeout=daemon.config.frame_timeout,
                     max_per_user=daemon.config.max_connections_per_user)
     async with trio.open_nursery() as nursery:
+        if daemon.cluster is not None:
+            await nursery.start(daemon.cluster.watch)
         await nursery.start(daemon.scheduler.serve)
         nursery.start_soon(daemon.runner.collect_trash)
         await nursery.start(server.serve, listener)
@@ -258,9 +297,11 @@ def keygen_main(argv: Sequence[str]) -> int:
 
 
 def check_build_confinement(config: Config) -> None:
-    """Refuse to start unless confined builds can run as build users (blocking)."""
-    users = load_pool(config.build_users)
-    check_confinement((users[0].uid, users[0].gid))
+    """Refuse to start unless confined builds can run as build users (blocking). The probe
+    takes its build user the way builds do, by its lock: another daemon starting at the same
+    moment kills the processes of every build user it can lock, and would kill the probe."""
+    with BuildUserPool(load_pool(config.build_users)).holding_one() as user:
+        check_confinement((user.uid, user.gid))
     unreachable = [p for p in (config.root, *config.root.parents)
                    if p.exists() and not os.stat(p).st_mode & 0o001]
     if unreachable:
@@ -269,12 +310,30 @@ def check_build_confinement(config: Config) -> None:
             f"others (chmod o+x {unreachable[0]}), or choose a --root under public folders")
 
 
+#: `ixd NAME ...`: what runs instead of the daemon, and what `ixd --help` says of it
+SUBCOMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "verify": (verify_main, "check every valid store entry against its content hash "
+                            "(--root ROOT)"),
+    "keygen": (keygen_main, "write a cache signing key NAME.secret and NAME.public"),
+    "cache-init": (cache_init_main, "make a binary cache's bucket (or folder) and its "
+                                    "ix-cache-info (URL)"),
+    "cluster-certs": (cluster_certs_main, "make the Dask cluster's CA and TLS certificates "
+                                          "(DIR --ixd NAME --worker NAME)"),
+    "manpage": (lambda argv: manpage_main(), "print ixd.8, the manual page"),
+}
+
+
+def manpage_main() -> int:
+    from ixd.daemon.manpage import manual
+
+    sys.stdout.write(manual(build_parser(), SUBCOMMANDS))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["verify"]:
-        return verify_main(argv[1:])
-    if argv[:1] == ["keygen"]:
-        return keygen_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]][0](argv[1:])
     writer = _log_in_background()
     gc.set_threshold(*GC_THRESHOLDS)
     args = build_parser().parse_args(argv)
@@ -288,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.warning("--no-confine: builds run UNCONFINED as uid %d and can read and "
                             "write anything it can; every user of this daemon can do all it "
                             "can", os.geteuid())
+        if config.cluster.enabled and config.cluster.insecure:
+            for _ in range(3):  # loud: whoever reaches the scheduler runs code on the workers
+                log.warning("--insecure-cluster: the Dask scheduler %s is reached over plain "
+                            "TCP, without TLS: whoever can reach it runs code on every "
+                            "worker (as its account) and can spoil remote builds",
+                            config.cluster.where)
         os.umask(0o022)
         sys.setswitchinterval(SWITCH_INTERVAL)
         daemon = Daemon(config)

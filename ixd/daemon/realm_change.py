@@ -18,12 +18,13 @@ import trio
 
 from ixd.build.scheduler import Listener, NodeRunner, Scheduler
 from ixd.daemon import auth
+from ixd.daemon import realm_checks as checks
 from ixd.daemon.catalog import Catalog
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache, Settled
 from ixd.model.layout import Layout
-from ixd.model.nodes import Node, Plan
+from ixd.model.nodes import Plan, needed_plan
 from ixd.model.realm import (
     RealmPatch,
     RealmState,
@@ -49,6 +50,8 @@ class RealmChange:
     plan: Plan
     #: `Catalog.changes` before the plan was made
     recipes: int = -1
+    #: what the caller is told before the build (unread flags, a new realm)
+    notices: tuple[str, ...] = ()
 
 
 class RealmChanges:
@@ -74,6 +77,9 @@ class RealmChanges:
         raw = args.get("patches")
         if not isinstance(raw, list) or not raw:
             raise BadRequest("'patches' must be a non-empty list of realm patches")
+        strict = args.get("strict", False)
+        if not isinstance(strict, bool):
+            raise BadRequest(f"'strict' must be true or false, not {strict!r}")
         patches = [patch_from_wire(p) for p in raw]
         names = sorted({p.realm for p in patches})
         for name in names:  # before any lock; prepare checks again under the locks
@@ -85,7 +91,7 @@ class RealmChanges:
             unchanged = await trio.to_thread.run_sync(self.unchanged, patches, caller, fresh)
             if unchanged is not None:
                 return unchanged
-            return await self._change_locked(patches, caller, emit, fresh)
+            return await self._change_locked(patches, caller, emit, fresh, strict)
         finally:
             for lock in locks:
                 lock.release()
@@ -95,7 +101,8 @@ class RealmChanges:
         """The answer to a change that changes nothing, from the realms as they are (no
         rendering, planning or database), or None if it may change something: a realm not
         settled here, a recipe changed since its plan, a state the patches change, an entry
-        of its plan no longer valid (blocking: under the realms' locks)."""
+        the realm needs no longer valid (its build-only inputs may be gone: `needed_plan`)
+        (blocking: under the realms' locks)."""
         who = self.access.identity(caller)
         answers = []
         for realm, realm_patches in _by_realm(patches).items():
@@ -110,7 +117,8 @@ class RealmChanges:
             for patch in realm_patches:
                 state = apply_patch(state, patch)
             if state != settled.state or not all(
-                    self.runner.is_valid(n) for n in _built(settled.plan)):
+                    self.runner.is_valid(n)
+                    for n in needed_plan(settled.plan, self.runner.is_valid).nodes):
                 return None
             path = settled.generation.path
             switch_realm_link(self.layout.realm_link(realm), Path(path))  # as it was: no write
@@ -120,11 +128,14 @@ class RealmChanges:
         return {"realms": answers}
 
     async def _change_locked(self, patches: list[RealmPatch], caller: Caller,
-                             emit: Listener, fresh: bool) -> Any:
+                             emit: Listener, fresh: bool, strict: bool = False) -> Any:
         # Decide everything, build everything, then switch: a failure switches nothing.
         prepared = [await trio.to_thread.run_sync(self.prepare, realm, realm_patches, caller,
-                                                  fresh)
+                                                  fresh, strict)
                     for realm, realm_patches in _by_realm(patches).items()]
+        for change in prepared:
+            for notice in change.notices:
+                emit("notice", {"text": notice})
         with contextlib.ExitStack() as kept:  # nothing of these plans is collected meanwhile
             for change in prepared:
                 kept.enter_context(self.scheduler.keep(change.plan))
@@ -134,8 +145,10 @@ class RealmChanges:
                                for change in prepared]}
 
     def prepare(self, realm: str, patches: list[RealmPatch], caller: Caller,
-                fresh: bool) -> RealmChange:
-        """Who owns it, what it holds now and after the patches, the plan (blocking)."""
+                fresh: bool, strict: bool = False) -> RealmChange:
+        """Who owns it, what it holds now and after the patches, the plan, what to tell the
+        caller first (blocking). EmptyRealm for a new realm left empty; UnreadFlag for a
+        flag nothing reads, with `strict`."""
         recipes = self.catalog.changes  # before anything is loaded: a change after it counts
         claim = self.access.authorize(realm, caller, "change")
         if claim.squatted:  # the login's first change: nothing of the squatter's is kept
@@ -152,9 +165,18 @@ class RealmChanges:
                               ) from None
         for patch in patches:
             state = apply_patch(state, patch)
-        plan = self.catalog.plan_realm(realm, effective_selectors(state),
-                                       state=state.to_json())
-        return RealmChange(realm, claim.owner, current, state, plan, recipes)
+        checks.refuse_empty(realm, state, not claim.exists, self.catalog.index.with_basename)
+        loaded = self.catalog.load_realm(realm, effective_selectors(state))
+        given = checks.flags_set(patches)
+        notices = checks.unread_flags(realm, state, loaded.packages, given,
+                                      self.catalog.flags_read, strict)
+        if not claim.exists:
+            mine = [r["name"] for r in self.db.realms() if int(r["owner"]) == caller.uid]
+            created = checks.new_realm_notice(realm, caller.login, mine)
+            if created is not None:
+                notices.append(created)
+        plan = self.catalog.plan_loaded(realm, loaded, state=state.to_json())
+        return RealmChange(realm, claim.owner, current, state, plan, recipes, tuple(notices))
 
     def _switch(self, change: RealmChange, caller: Caller) -> dict[str, Any]:
         """Record the new generation (if anything changed) and switch the link (blocking)."""
@@ -183,9 +205,3 @@ def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:
     for patch in patches:
         grouped.setdefault(patch.realm, []).append(patch)
     return grouped
-
-
-def _built(plan: Plan) -> list[Node]:
-    """The nodes of `plan` whose entries the store must hold for the realm to stand (a
-    fetched source may be gone: nothing reads it once its build is done)."""
-    return [n for n in plan.nodes if n.kind != "fetch"]

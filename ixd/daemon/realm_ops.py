@@ -4,6 +4,8 @@ realm's records; `rollback` and `purge` change them under the realm's lock."""
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,12 @@ class RealmOps:
         generations = await trio.to_thread.run_sync(self.db.generations, name)
         if row is None or not generations:
             raise NoSuchRealm(f"realm {name!r} has no generations")
+        # gc forgets the generations it collects; one whose entry went another way shows so
+        present = await trio.to_thread.run_sync(
+            lambda: {g.number for g in generations if os.path.isdir(g.path)})
         return {"realm": name, "current": row["current"] if row else None,
-                "generations": [{**g.to_json(), "by": identity.login_of_uid(g.created_by)}
+                "generations": [{**g.to_json(), "by": identity.login_of_uid(g.created_by),
+                                 "collected": g.number not in present}
                                 for g in generations]}
 
     async def op_rollback(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
@@ -81,11 +87,10 @@ class RealmOps:
                 raise NoSuchRealm(f"there is no realm {name!r} to roll back")
             generations = await trio.to_thread.run_sync(self.db.generations, name)
             current = int(row["current"])
-            target = rollback_target(name, generations, current, to)
+            present = await trio.to_thread.run_sync(
+                lambda: {g.number for g in generations if os.path.isdir(g.path)})
+            target = rollback_target(name, generations, current, to, present)
             path = Path(target.path)
-            if not await trio.to_thread.run_sync(path.is_dir):
-                raise RealmError(f"generation {target.number} of realm {name!r} is gone from "
-                                 f"the store ({path}); choose another with --to")
             self.cache.forget(name)
             await trio.to_thread.run_sync(self.db.set_current, name, target.number)
             await trio.to_thread.run_sync(switch_realm_link, self.layout.realm_link(name), path)
@@ -109,17 +114,29 @@ class RealmOps:
 
 
 def rollback_target(realm: str, generations: list[Generation], current: int,
-                    to: int | None) -> Generation:
+                    to: int | None, present: Container[int] | None = None) -> Generation:
     """The generation a rollback of `realm` from `current` goes to: `to`, or else the newest
-    one before `current`. RealmError if there is none such."""
+    one before `current` whose entry is `present`. RealmError, before anything changed, if
+    there is none such or it was collected."""
     by_number = {g.number: g for g in generations}
+    there = [n for n in by_number if present is None or n in present]
     if to is None:
-        earlier = [n for n in by_number if n < current]
-        if not earlier:
+        earlier = [n for n in there if n < current]
+        gone = sorted(n for n in by_number if n < current and n not in there)
+        if not earlier and not gone:
             raise RealmError(f"realm {realm!r} is at its first generation "
                              f"({current}); there is nothing to roll back to")
+        if not earlier:
+            raise RealmError(f"realm {realm!r} has no generation before {current} to roll "
+                             f"back to: {', '.join(map(str, gone))} collected (gone from the "
+                             f"store); nothing was changed")
         to = max(earlier)
     if to not in by_number:
         raise RealmError(f"realm {realm!r} has no generation {to}; it has "
-                         f"{', '.join(map(str, sorted(by_number)))}")
+                         f"{', '.join(map(str, sorted(by_number)))} (gc forgets the "
+                         f"generations it collects)")
+    if to not in there:
+        raise RealmError(f"generation {to} of realm {realm!r} was collected: its entry "
+                         f"{by_number[to].path} is gone from the store; nothing was changed; "
+                         f"choose one of {', '.join(map(str, sorted(there)))} with --to")
     return by_number[to]

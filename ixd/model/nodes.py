@@ -6,7 +6,9 @@ that dumps to JSON as it is, so `ixc plan` and snapshot tests are free.
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -85,11 +87,54 @@ class Node:
 @dataclass(frozen=True)
 class Plan:
     nodes: tuple[Node, ...]
-    #: the uids the caller asked for, in request order
+    #: the uids the caller asked for, in request order (none: every node)
     targets: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {"nodes": [n.to_json() for n in self.nodes], "targets": list(self.targets)}
+
+
+def needed_plan(plan: Plan, is_valid: Callable[[Node], bool],
+                substitutes: Mapping[str, Sequence[str]] | None = None) -> Plan:
+    """The part of `plan` that must run against the store as it is: walking from the
+    targets, a node whose entry is valid needs none of its build inputs, and neither does a
+    node a trusted cache holds (`substitutes`: uid -> its run-time references), which
+    becomes a `substitute` node waiting only for those references. A realm node is the
+    exception: its inputs are what it links, needed while it stands, so they stay (valid
+    ones cost nothing). A substitute whose references are not all in the plan is built as
+    planned.
+
+    Plain data in, plain data out: `ixc plan` shows the whole plan, the scheduler runs
+    this part of it. The caller keeps the whole plan from garbage collection meanwhile, so
+    what was judged valid here is still there when a later node reads it."""
+    substitutes = substitutes or {}
+    by_uid = {n.uid: n for n in plan.nodes}
+    substituted: dict[str, tuple[str, ...]] = {}
+    needed: set[str] = set()
+    stack = list(plan.targets) or list(by_uid)  # no targets: every node is asked for
+    while stack:
+        uid = stack.pop()
+        node = by_uid.get(uid)
+        if node is None or uid in needed:
+            continue
+        needed.add(uid)
+        if node.kind == "realm":
+            stack.extend(node.deps)
+            continue
+        if is_valid(node):
+            continue
+        references = substitutes.get(uid)
+        if node.kind == "build" and references is not None and all(
+                r in by_uid for r in references):
+            substituted[uid] = tuple(references)
+            stack.extend(references)
+        else:
+            stack.extend(node.deps)
+    if len(needed) == len(plan.nodes) and not substituted:
+        return plan
+    return Plan(tuple(dataclasses.replace(n, kind="substitute", deps=substituted[n.uid])
+                      if n.uid in substituted else n
+                      for n in plan.nodes if n.uid in needed), plan.targets)
 
 
 def url_basename(url: str) -> str:

@@ -83,8 +83,9 @@ def _check_selector(selector: object) -> None:
 
 
 class AddPackage(Record):
-    """Add `selector` at the front of the realm (moving it there if it is already in), with
-    `flags` merged into the entry's flags."""
+    """Add `selector` at the front of the realm, with `flags` merged into the entry's flags.
+    An entry already there moves to the front only when the flags change it; as it is, it
+    stays where it is (no change, no new generation)."""
 
     selector: Selector
     flags: Flags = ()
@@ -273,14 +274,15 @@ def _flag_list(flags: Flags) -> str:
 
 def _apply_op(realm: _Working, op: Op) -> None:
     if isinstance(op, AddPackage):
-        old = realm.entries.pop(op.selector, None)  # and back in last: at the front
+        old = realm.entries.get(op.selector)
         if old is None:
             realm.entries[op.selector] = RealmEntry(op.selector, op.flags)
-        else:
-            flags = merge_flags(old.flags, op.flags)
-            same = flags == dict(old.flags)
-            realm.entries[op.selector] = old if same else RealmEntry(op.selector,
-                                                                     tuple(flags.items()))
+            return
+        flags = merge_flags(old.flags, op.flags)
+        if flags == dict(old.flags):  # already there as asked: nothing changes
+            return
+        del realm.entries[op.selector]  # and back in last: at the front
+        realm.entries[op.selector] = RealmEntry(op.selector, tuple(flags.items()))
     elif isinstance(op, RemovePackage):
         realm.entry(op.selector, ", so it cannot be removed")
         del realm.entries[op.selector]
@@ -314,7 +316,8 @@ def apply_patch(state: RealmState, patch: RealmPatch) -> RealmState:
     """The state after applying `patch`'s operations in order.
 
     - `AddPackage` puts the entry at the front; an entry with the same selector (flags
-      included) moves there and keeps its flags, with the new ones merged on top.
+      included) moves there and keeps its flags, with the new ones merged on top, unless
+      they change nothing: then it stays where it is (to raise it, remove and add it).
     - `RemovePackage`, `SetPackageFlag` and `RemovePackageFlag` need the entry to be in the
       realm at that point (added by an earlier operation of the same patch counts);
       `RemovePackageFlag` and `RemoveRealmFlag` need the flag to be set. Otherwise they raise

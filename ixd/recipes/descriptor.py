@@ -45,6 +45,9 @@ class Descriptor:
     timeout: float = 0.0
     #: one of HOST_VIEWS
     host_view: str = "none"
+    #: the upstream version the recipe names (`{% block version %}`; "" if none): shown,
+    #: never part of the uid
+    version: str = ""
 
     @property
     def is_hub(self) -> bool:
@@ -106,7 +109,10 @@ def parse_descriptor(raw: dict[str, Any], where: str) -> Descriptor:
     if host_view not in HOST_VIEWS:
         raise RecipeError(f"{where}: host_view {host_view!r} is not one of "
                           f"{', '.join(HOST_VIEWS)}")
+    repo = raw.get("repo")
+    version = repo.get("version") if isinstance(repo, dict) else ""
     return Descriptor(
+        version=version.strip() if isinstance(version, str) else "",
         timeout=float(timeout),
         host_view=host_view,
         fetch=tuple(fetch),

@@ -67,6 +67,33 @@ def content_hash(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]
 
 
+def build_uid(name: str, kind: str, command: Sequence[str], script: str,
+              env: Mapping[str, str], input_uids: Sequence[str], sources: Sequence[Source],
+              net: bool, host_view: bool) -> str:
+    """The uid of a recipe's build: everything that can change its output (the host's
+    system folders in its view among them)."""
+    return content_hash({
+        "name": name,
+        "kind": kind,
+        "exec": list(command),
+        "script": script,
+        "env": dict(env),
+        "inputs": list(input_uids),
+        "sources": [[s.filename, s.sha256] for s in sources],
+        "net": net,
+        "host_view": host_view,
+    })
+
+
+def recipe_node_uid(node: Node, store: Path) -> str:
+    """The uid `build_uid` gives what `node` says it builds (its package, command, script,
+    environment, input entries of `store`, sources): a build node whose uid is not this one
+    was not made from a recipe by ix, or was changed since."""
+    input_uids = [Path(p).name[:UID_LENGTH] for p in node.inputs if Path(p).parent == store]
+    return build_uid(str(node.meta.get("package", "")), node.entry_kind, node.command,
+                     node.stdin, node.env, input_uids, node.sources, node.net, node.host_view)
+
+
 @dataclass(eq=False)
 class Package:
     key: PackageKey
@@ -569,17 +596,9 @@ class PackageGraph:
                                                   for t in package.tools)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
         # sets that render the same build are one build
-        package.uid = content_hash({
-            "name": package.name,
-            "kind": package.kind,
-            "exec": d.script_exec,
-            "script": d.script_data,
-            "env": env,
-            "inputs": [p.uid for p in inputs],
-            "sources": [[s.filename, s.sha256] for s in sources],
-            "net": d.net,
-            "host_view": host_view,
-        })
+        package.uid = build_uid(package.name, package.kind, d.script_exec, d.script_data,
+                                env, [p.uid for p in inputs], sources, d.net,
+                                host_view)
         same = self._nodes.get(package.uid)
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text

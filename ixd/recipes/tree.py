@@ -334,7 +334,8 @@ class RecipeTree:
             if exc.name == template_name:
                 raise RecipeNotFound(
                     f"no recipe for package {package_name!r}: {template_name} is in none of "
-                    f"the overlays {', '.join(str(o) for o in self.overlays)}") from None
+                    f"the overlays {', '.join(str(o) for o in self.overlays)}",
+                    package_name) from None
             raise RecipeError(f"{_where(exc, template_name)}: template {exc.name!r} not found "
                               f"in any overlay") from None
         except jinja2.TemplateSyntaxError as exc:

@@ -42,6 +42,7 @@ import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no p
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Source
+from ixd.store import space
 from ixd.store.buildusers import BuildUser, kill_processes_of
 from ixd.store.canonical import OutputRefused, canonicalise
 from ixd.store.confine import (
@@ -111,12 +112,13 @@ async def run_build(
     Confined builds need `user`, the build user to run as (held by the caller for the whole
     call). Raises BuildFailed (nothing left in the store or scratch) if the command fails,
     breaks a limit or cannot be run, ConfinementUnavailable if confinement is asked for and
-    impossible. `on_exit()` is called once the command has ended, before its output is
-    canonicalised and moved. With `expect_hash`, an output of any other content hash is
-    refused (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`:
-    the command's output goes after what the log already holds. On trio
-    cancellation the build's processes are killed and waited for, its files removed, and
-    Cancelled re-raised.
+    impossible, NoSpace (a BuildFailed) if the file system filled. `on_exit()` is called once
+    the command has ended and its work folder is deleted, before its output is canonicalised
+    and moved (a build that fails never calls it: its caller hands its slot on once its files
+    are gone). With `expect_hash`, an output of any other content hash is refused
+    (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`: the
+    command's output goes after what the log already holds. On trio cancellation the build's
+    processes are killed and waited for, its files removed, and Cancelled re-raised.
     """
     if node.kind != "build":
         raise ValueError(f"run_build runs build nodes, not the {node.kind} node {node.uid}")
@@ -186,14 +188,20 @@ async def run_build(
                 list(node.command), env=env, cwd=tmp if user is None else scratch,
                 stdin=node.stdin.encode(),
                 log_file=log_file, on_line=on_log_line, sandbox=sandbox, outcome=ran,
-                watch=watch, prepare=prepare, on_exit=on_exit)
-            if on_exit is not None and not ran.exited:  # killed: over now all the same
-                on_exit()
+                watch=watch, prepare=prepare)
             if ran.broken is not None:
                 raise BuildFailed(_failure_message(node, ran.broken, log_path))
             if ran.status != 0:
+                log_file.flush()
+                if space.looks_full(layout.build, _log_bytes(log_path)):
+                    raise space.no_space(layout.build, f"building {node.name}", log_path,
+                                         _quoted_tail(log_path))
                 raise BuildFailed(_failure_message(node, _describe_status(ran.status),
                                                    log_path))
+            if on_exit is not None:
+                # the slot's next build starts on the space this one's work took: free first
+                await _clear_work(scratch, None if ran.sandbox_gone else user)
+                on_exit()
             try:
                 # with the sandbox's pid namespace seen gone, no process of the build is left;
                 # otherwise every process of its uid is killed first
@@ -211,8 +219,14 @@ async def run_build(
                 if on_log_line is not None:
                     on_log_line(line)
     except BaseException as exc:
+        # a failed build's files are gone before its slot goes to the next (the caller
+        # hands the slot on once this raises)
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_abandon, user, out, scratch)
+        full = exc if space.is_full(exc) else exc.__cause__
+        if full is not None and space.is_full(full):
+            raise space.no_space(layout.build, f"building {node.name} ({full})", log_path,
+                                 _quoted_tail(log_path)) from exc
         if isinstance(exc, (OSError, subprocess.SubprocessError)):
             raise BuildFailed(_failure_message(node, f"could not be run: {exc}", log_path)
                               ) from exc
@@ -363,6 +377,28 @@ def _settle(user: BuildUser | None, out: Path, store_path: Path, scratch: Path,
                  trashed)
 
 
+async def _clear_work(scratch: Path, user: BuildUser | None) -> None:
+    """Delete a finished build's work (`tmp`, `src`; its output stays in `store`): no process
+    of it left first (`user`'s are killed, if given). Root uses one `rm -rf`, which holds no
+    interpreter lock the event loop needs."""
+    if user is not None:
+        await trio.to_thread.run_sync(kill_processes_of, user)
+    work = [scratch / "tmp", scratch / "src"]
+    if os.geteuid() == 0:
+        done = await trio.run_process(["rm", "-rf", "--one-file-system", "--",
+                                       *map(os.fspath, work)], check=False,
+                                      stdin=subprocess.DEVNULL, capture_stderr=True)
+        if done.returncode == 0:
+            return
+    for folder in work:
+        await trio.to_thread.run_sync(remove_tree, folder)
+
+
+def _log_bytes(log_path: Path) -> bytes:
+    """The end of a build's log, as written."""
+    return "\n".join(_log_tail(log_path)).encode(errors="replace")
+
+
 def _abandon(user: BuildUser | None, out: Path, scratch: Path) -> None:
     """After a failure or cancellation: no process of the build left, nothing of it kept."""
     try:
@@ -450,7 +486,7 @@ class _Outcome:
     broken: str | None = None
     #: the sandbox's pid 1 was seen to end (so its whole pid namespace is gone)
     sandbox_gone: bool = False
-    #: the command exited by itself (and `on_exit` was called)
+    #: the command exited by itself
     exited: bool = False
 
 
@@ -466,7 +502,6 @@ async def _run_logged(
     outcome: _Outcome,
     watch: _Watch,
     prepare: Callable[[], None] | None = None,
-    on_exit: Callable[[], None] | None = None,
 ) -> int:
     """Run argv (inside `sandbox` if given) with its output logged; its exit status.
 
@@ -477,8 +512,7 @@ async def _run_logged(
     namespace, and every process that ever ran in it, is then gone for sure. While it runs,
     `watch` is checked every `size_poll` seconds and at its deadline; a limit broken goes to
     `outcome.broken` and the build is killed. `prepare()` runs first, in the spawner's
-    thread; `on_exit()` as soon as the command has exited by itself (`outcome.exited`),
-    before its output is read to the end and its pipes are closed.
+    thread.
     """
     child = await _SPAWNER.run(lambda: _spawn(argv, env=env, cwd=cwd, stdin=stdin,
                                               sandbox=sandbox, prepare=prepare))
@@ -508,8 +542,6 @@ async def _run_logged(
                     nursery.cancel_scope.cancel()
                     return -1
             outcome.exited = True
-            if on_exit is not None:  # the command is over: its slot is the next build's
-                on_exit()
             _kill_group(popen.pid)
             status = popen.poll()
             assert status is not None
@@ -840,10 +872,12 @@ def _log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def _failure_message(node: Node, what: str, log_path: Path) -> str:
-    message = f"build of {node.name} ({node.uid}) {what}; log: {log_path}"
+    return f"build of {node.name} ({node.uid}) {what}; log: {log_path}{_quoted_tail(log_path)}"
+
+
+def _quoted_tail(log_path: Path) -> str:
+    """The log's last lines as an error message quotes them ("" for an empty log)."""
     tail = _log_tail(log_path)
-    if tail:
-        message += f"\nlast {len(tail)} lines of the log:\n" + "\n".join(
-            f"  {line}" for line in tail
-        )
-    return message
+    if not tail:
+        return ""
+    return f"\nlast {len(tail)} lines of the log:\n" + "\n".join(f"  {line}" for line in tail)

@@ -21,7 +21,8 @@ import os
 import pwd
 import stat
 import subprocess
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ NO_LOGIN_SHELLS = frozenset({"/usr/sbin/nologin", "/sbin/nologin", "/bin/false",
 LOCK_DIR = Path("/run/ix/build-users")
 #: seconds `kill -9 -1` may take
 KILL_TIMEOUT = 30.0
+#: seconds the start-up probe waits for a build user other daemons do not hold
+PROBE_USER_DEADLINE = 60.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,29 @@ class BuildUserPool:
                     kill_processes_of(user)
                 finally:
                     os.close(self._held.pop(user.uid))
+
+    @contextlib.contextmanager
+    def holding_one(self, deadline: float = PROBE_USER_DEADLINE) -> Iterator[BuildUser]:
+        """A build user no other daemon holds, locked while the block runs (blocking: for
+        the start-up probe, before the event loop). Another daemon's start-up `kill -9 -1`
+        passes over a locked user, as it does over a running build."""
+        end = time.monotonic() + deadline
+        delay = 0.01
+        while True:
+            user = next((u for u in self.users if self._lock(u)), None)
+            if user is not None:
+                break
+            if time.monotonic() > end:
+                raise ConfinementUnavailable(
+                    f"all {len(self.users)} build users are held by other daemons of this "
+                    f"machine (locks in {self.lock_dir}) after {deadline:.0f} s; add build "
+                    f"users with runit/build-users.sh")
+            time.sleep(delay)  # polled with the deadline above: the holders are elsewhere
+            delay = min(delay * 2, 0.5)
+        try:
+            yield user
+        finally:
+            self._release(user, back_to_pool=False)
 
     @contextlib.asynccontextmanager
     async def take(self) -> AsyncIterator[BuildUser]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -230,11 +231,17 @@ def probe_confinement(user: tuple[int, int] | None = None) -> str | None:
     if done.returncode == 0:
         return None
     stderr = done.stderr.decode(errors="replace").strip() or "(no output)"
+    if done.returncode < 0:  # not the kernel's refusal: something else killed it
+        return (f"`{bwrap} ... true` was killed by signal {-done.returncode} "
+                f"({_signal_name(-done.returncode)}) before it finished: {stderr}. That is "
+                f"no kernel limit: something signalled it (the OOM killer, or a program "
+                f"killing its build user's processes); start ixd again")
     return (
         f"bwrap could not create a sandbox (exit status {done.returncode}): {stderr}. "
         "The kernel probably refuses user namespaces to this account: check "
         "/proc/sys/user/max_user_namespaces, /proc/sys/kernel/unprivileged_userns_clone and "
-        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
+        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns; fix user namespaces or "
+        "bubblewrap, or start ixd with --no-confine to build unconfined"
     )
 
 
@@ -242,9 +249,14 @@ def check_confinement(user: tuple[int, int] | None = None) -> None:
     """Raise ConfinementUnavailable with the probe's reason unless confinement works."""
     reason = probe_confinement(user)
     if reason is not None:
-        raise ConfinementUnavailable(
-            f"builds cannot be confined here: {reason}. Fix user namespaces or bubblewrap, "
-            f"or start ixd with --no-confine to build unconfined")
+        raise ConfinementUnavailable(f"builds cannot be confined here: {reason}")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
 
 
 @functools.cache

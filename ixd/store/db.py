@@ -23,7 +23,7 @@ import sqlite_utils
 
 from ixd.wire.errors import DatabaseBusy, DatabaseTooNew
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,13 @@ _SCHEMA_V3 = """
 DELETE FROM generations WHERE realm NOT IN (SELECT name FROM realms);
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+# v4: the store dirs each entry was built from (JSON list; NULL for entries registered before):
+# what `ixd --keep-build-inputs` keeps from the collector
+_SCHEMA_V4 = """
+ALTER TABLE store ADD COLUMN inputs TEXT;
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 
 
 class BuildDatabase:
@@ -151,11 +157,20 @@ class BuildDatabase:
             return {r["uid"] for r in self._db.query("SELECT uid FROM store")}
 
     def register_valid(self, uid: str, path: str, name: str, kind: str,
-                       content_hash: str) -> None:
+                       content_hash: str, inputs: Sequence[str] = ()) -> None:
+        """Record a valid entry; `inputs`: the store dirs it was built from."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO store (uid, path, name, kind, registered, hash) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       [uid, path, name, kind, time.time(), content_hash])
+            db.execute("INSERT OR REPLACE INTO store (uid, path, name, kind, registered, hash, "
+                       "inputs) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [uid, path, name, kind, time.time(), content_hash,
+                        json.dumps(list(inputs))])
+
+    def build_inputs(self) -> dict[str, list[str]]:
+        """Each valid entry's path -> the store dirs it was built from (entries registered
+        before schema 4 have none recorded)."""
+        with self._lock, _busy_is_an_error(self.path):
+            return {r["path"]: json.loads(r["inputs"]) for r in self._db.query(
+                "SELECT path, inputs FROM store WHERE inputs IS NOT NULL")}
 
     def store_entries(self) -> list[dict[str, Any]]:
         with self._lock, _busy_is_an_error(self.path):
@@ -277,6 +292,18 @@ class BuildDatabase:
                 raise KeyError(number)
             db.execute("UPDATE realms SET current = ? WHERE name = ?", [number, realm])
         return _generation(rows[0])
+
+    def drop_generations_at(self, paths: Sequence[str]) -> int:
+        """Forget the generations whose realm entries the collector deletes (never a
+        realm's current one: that is a root); how many went."""
+        dropped = 0
+        with self._transaction() as db:
+            for start in range(0, len(paths), 500):
+                chunk = list(paths[start:start + 500])
+                cursor = db.execute(f"DELETE FROM generations WHERE path IN "
+                                    f"({','.join('?' * len(chunk))})", chunk)
+                dropped += int(cursor.rowcount)
+        return dropped
 
     def drop_realm(self, realm: str) -> None:
         """Forget a realm and its generations: whoever creates the name again starts afresh

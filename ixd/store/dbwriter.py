@@ -42,6 +42,14 @@ class PendingWrite(Generic[T]):
         self._done = trio.Event()
         self._outcome: outcome.Outcome[T] | None = None
 
+    def value_if_done(self) -> T | None:
+        """What the write returned if it is committed already (None if not yet, or if it
+        raised): for a later write that needs it without waiting."""
+        if self._outcome is None or not isinstance(self._outcome, outcome.Value):
+            return None
+        value: T = self._outcome.unwrap()
+        return value
+
     async def result(self) -> T:
         """What the write returned once committed, or what it raised."""
         with trio.CancelScope(shield=True):  # short, and never left half way

@@ -8,7 +8,12 @@ Candidates are tried in order: every mirror template, then the recipe's URL. A t
 may use `{sha}` (the expected sha256) and `{name}` (the URL's basename, see `url_basename`);
 a template with neither is a directory-like base and gets `/<sha256>` appended. After
 substitution a template is a `file://`, `http://` or `https://` URL, or a plain absolute
-path.
+path. A recipe's URL may also name a file of a Debian source package,
+`deb-src://PACKAGE/VERSION/FILE` (ixd/store/debsrc.py): apt's index says where it is, and
+its size and sha256, which must be the recipe's before a byte is fetched.
+
+No source is larger than `max_size` (1 GiB by default): a candidate that sends more is cut
+off and fails.
 
 Bytes are streamed into a unique temporary file inside `cache_dir`, hashed on the way,
 fsynced, checked, made read-only and only then renamed to their final name. Whatever
@@ -33,18 +38,21 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from ixd.model.nodes import url_basename
+from ixd.store.debsrc import SCHEME as DEBSRC_SCHEME
+from ixd.store.debsrc import DebianArchive, parse_debsrc_url
 from ixd.wire.errors import ChecksumMismatch, FetchError
 
-__all__ = ["fetch_source", "url_basename"]
+__all__ = ["MAX_SOURCE_SIZE", "fetch_source", "url_basename"]
 
 #: called with (bytes received so far, total bytes or None when the source does not say)
 ProgressCallback = Callable[[int, int | None], None]
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _URL_SCHEMES = ("file", "http", "https")
-#: `deb-src://PACKAGE/VERSION/FILE`, a file of a Debian source package (GNU make's source
-#: is only there as Debian's repack): fetched from mirrors only, by its sha256
-DEBIAN_SCHEME = "deb-src"
+#: what a recipe's URL may also be (never a mirror's)
+_RECIPE_SCHEMES = (*_URL_SCHEMES, DEBSRC_SCHEME)
+#: the largest source fetched (bytes): LLVM's whole tree is 130 MB
+MAX_SOURCE_SIZE = 1 << 30
 _CHUNK = 64 * 1024
 _USER_AGENT = "ix-fetch/0.1"
 
@@ -56,22 +64,29 @@ def fetch_source(
     mirrors: Sequence[str] = (),
     timeout: float = 60.0,
     on_progress: ProgressCallback | None = None,
+    *,
+    debian: DebianArchive | None = None,
+    max_size: int = MAX_SOURCE_SIZE,
 ) -> Path:
-    """Return `cache_dir / sha256`, fetching it from a mirror or `url` first if needed.
+    """Return `cache_dir / sha256`, fetching it from a mirror or `url` first if needed
+    (`debian` finds a `deb-src://` URL's file; without it, only mirrors can serve one).
 
     Raises `ChecksumMismatch` when the candidates that delivered bytes delivered the wrong
-    ones, else `FetchError` listing every candidate tried and why it failed.
+    ones (or Debian's index lists other ones), else `FetchError` listing every candidate
+    tried and why it failed.
     """
     if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
         raise FetchError(f"bad sha256 {sha256!r} for {url!r}: expected 64 lowercase hex digits")
     if not isinstance(url, str) or not url.strip():
         raise FetchError(f"empty source URL (sha256 {sha256}): a recipe must name a URL")
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in (*_URL_SCHEMES, DEBIAN_SCHEME):
+    if scheme not in _RECIPE_SCHEMES:
         raise FetchError(
             f"unsupported URL scheme {scheme or '(none)'!r} in {url}: "
-            f"use one of {', '.join(s + '://' for s in _URL_SCHEMES)}"
+            f"use one of {', '.join(s + '://' for s in _RECIPE_SCHEMES)}"
         )
+    if scheme == DEBSRC_SCHEME:
+        parse_debsrc_url(url)  # FetchError for a malformed one, before anything else
 
     cache_dir = Path(cache_dir)
     final = cache_dir / sha256
@@ -81,19 +96,31 @@ def fetch_source(
 
     failures: list[tuple[str, str]] = []
     mismatch: tuple[str, str] | None = None  # (candidate, received sha256), the last one
+    listed_otherwise: str | None = None  # Debian's index lists other bytes: why
     for candidate in _candidates(url, sha256, mirrors):
         if candidate.kind == "bad":
             failures.append((candidate.display, candidate.target))
             continue
         try:
-            return _attempt(candidate, sha256, cache_dir, final, timeout, on_progress)
+            if candidate.kind == "debian":
+                candidate = _locate(candidate, sha256, debian, max_size)
+            return _attempt(candidate, sha256, cache_dir, final, timeout, on_progress,
+                            max_size)
         except _Mismatch as exc:
             mismatch = (candidate.display, exc.got)
             failures.append((candidate.display, f"sha256 mismatch, got {exc.got}"))
         except _CandidateFailed as exc:
             failures.append((candidate.display, exc.reason))
+        except ChecksumMismatch as exc:
+            listed_otherwise = exc.message
+            failures.append((candidate.display, exc.message))
+        except FetchError as exc:
+            failures.append((candidate.display, exc.message))
 
     tried = "; ".join(f"{where}: {why}" for where, why in failures)
+    if listed_otherwise is not None and mismatch is None:
+        raise ChecksumMismatch(listed_otherwise + (f"; candidates tried: {tried}"
+                                                   if len(failures) > 1 else ""))
     if mismatch is not None:
         where, got = mismatch
         raise ChecksumMismatch(
@@ -114,8 +141,8 @@ def fetch_source(
 class _Candidate:
     #: how messages name it
     display: str
-    kind: Literal["file", "http", "bad"]
-    #: a filesystem path for "file", a URL for "http", the reason for "bad"
+    kind: Literal["file", "http", "debian", "bad"]
+    #: a filesystem path for "file", a URL for "http" and "debian", the reason for "bad"
     target: str
 
 
@@ -123,12 +150,30 @@ def _candidates(url: str, sha256: str, mirrors: Sequence[str]) -> list[_Candidat
     name = url_basename(url)
     seen: set[str] = set()
     found: list[_Candidate] = []
-    for raw in [*(_expand(m, sha256, name) for m in mirrors), url]:
+    for raw in [*(_expand(m, sha256, name) for m in mirrors)]:
         if raw in seen:
             continue
         seen.add(raw)
         found.append(_classify(raw))
+    if url not in seen:
+        debian = urllib.parse.urlsplit(url).scheme.lower() == DEBSRC_SCHEME
+        found.append(_Candidate(url, "debian", url) if debian else _classify(url))
     return found
+
+
+def _locate(candidate: _Candidate, sha256: str, debian: DebianArchive | None,
+            max_size: int) -> _Candidate:
+    """Where Debian's index says a `deb-src://` candidate's file is (FetchError or
+    ChecksumMismatch when the index does not list it with this sha256)."""
+    if debian is None:
+        raise _CandidateFailed("no Debian archive to look it up in (only a mirror can serve "
+                               "it here)")
+    source = parse_debsrc_url(candidate.target)
+    found = debian.locate(source.package, source.version, sha256, source.filename, max_size)
+    located = _classify(found.uri)
+    if located.kind == "bad":
+        raise _CandidateFailed(f"Debian's index names {found.uri}: {located.target}")
+    return _Candidate(f"{candidate.display} (at {found.uri})", located.kind, located.target)
 
 
 def _expand(template: str, sha256: str, name: str) -> str:
@@ -150,9 +195,6 @@ def _classify(raw: str) -> _Candidate:
         if parts.netloc not in ("", "localhost"):
             return _Candidate(raw, "bad", f"file URL with a remote host {parts.netloc!r}")
         return _Candidate(raw, "file", urllib.request.url2pathname(parts.path))
-    if scheme == DEBIAN_SCHEME:
-        return _Candidate(raw, "bad", "a Debian source package's file comes from a mirror "
-                                      "(`ixd --mirror`, seeded by tests/seed.py)")
     return _Candidate(raw, "bad", f"unsupported URL scheme {scheme or '(none)'!r}")
 
 
@@ -182,6 +224,7 @@ def _attempt(
     final: Path,
     timeout: float,
     on_progress: ProgressCallback | None,
+    max_size: int,
 ) -> Path:
     """Fetch one candidate into `final`, or raise `_CandidateFailed` / `_Mismatch`.
 
@@ -193,7 +236,7 @@ def _attempt(
         done = False
         try:
             with os.fdopen(fd, "wb") as out:
-                got = _copy(reader, out, total, timeout, on_progress)
+                got = _copy(reader, out, total, timeout, on_progress, max_size)
                 try:
                     out.flush()
                     os.fsync(out.fileno())
@@ -259,10 +302,13 @@ def _copy(
     total: int | None,
     timeout: float,
     on_progress: ProgressCallback | None,
+    max_size: int,
 ) -> str:
     """Stream `reader` into `out`; return the sha256 of what was read."""
     digest = hashlib.sha256()
     received = 0
+    if total is not None and total > max_size:
+        raise _CandidateFailed(f"{total} bytes, over the bound of {max_size} bytes for a source")
     if on_progress is not None:
         on_progress(0, total)
     while True:
@@ -278,6 +324,8 @@ def _copy(
         except OSError as exc:
             raise _CandidateFailed(f"writing the cache: {_describe(exc, timeout)}") from exc
         received += len(chunk)
+        if received > max_size:
+            raise _CandidateFailed(f"more than the bound of {max_size} bytes for a source")
         if on_progress is not None:
             on_progress(received, total)
     if total is not None and received != total:

@@ -49,8 +49,18 @@ def root_paths(generations: Iterable[Generation], current: Mapping[str, int], ke
     return roots
 
 
+def with_build_inputs(links_of: Mapping[str, list[str]], built_from: Mapping[str, list[str]]
+                      ) -> dict[str, list[str]]:
+    """Realm links and build inputs as one map to mark along (`--keep-build-inputs`)."""
+    merged = {path: list(links) for path, links in links_of.items()}
+    for path, inputs in built_from.items():
+        merged.setdefault(path, []).extend(inputs)
+    return merged
+
+
 def mark(roots: set[str], links_of: Mapping[str, list[str]]) -> set[str]:
-    """Roots plus what every marked realm entry links (`links_of[path]` from meta.json)."""
+    """Roots plus what every marked entry links (`links_of[path]`: a realm's from its
+    meta.json; with `with_build_inputs`, an entry's build inputs too)."""
     marked = set(roots)
     todo = list(roots)
     while todo:

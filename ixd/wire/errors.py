@@ -88,6 +88,21 @@ class DaemonUnavailable(IxError):
 
     code = "E_NO_DAEMON"
     exit_status = 3
+    #: the socket refused or is missing: a restarting daemon (runit) may be back soon
+    may_come_back: bool = False
+
+
+class SocketPermission(DaemonUnavailable):
+    """The socket is there but this account may not connect to it (its mode or a folder's):
+    waiting would not help."""
+
+    code = "E_SOCKET_PERMISSION"
+
+
+class NotASocket(DaemonUnavailable):
+    """The path given for ixd's socket is something else (a folder, a file)."""
+
+    code = "E_NOT_A_SOCKET"
 
 
 class ConnectionLost(IxError):
@@ -132,6 +147,11 @@ class BadRealmName(BadRequest):
 
 class RecipeNotFound(IxError):
     code = "E_NO_RECIPE"
+
+    def __init__(self, message: str, package: str = "") -> None:
+        super().__init__(message)
+        #: the package no overlay holds, when known (what the daemon suggests names for)
+        self.package = package
 
 
 class RecipeError(IxError):
@@ -266,10 +286,32 @@ class ClusterUnavailable(IxError):
     code = "E_CLUSTER_UNAVAILABLE"
 
 
+class ClusterLost(ClusterUnavailable):
+    """A remote attempt lost with its worker or scheduler (not the build's fault): recorded
+    as `lost` and tried again, on the cluster or here."""
+
+    code = "E_CLUSTER_LOST"
+
+
+class ClusterRefused(IxError):
+    """A cluster worker's machine would not build a node (it fails a check there, an input
+    or source cannot be had there, its ixd is not set up for the cluster): logged on both
+    sides, and the node is built locally instead."""
+
+    code = "E_CLUSTER_REFUSED"
+
+
 class CacheUnavailable(CacheError):
     """The cache's server is down, slow or refuses us; the build runs locally."""
 
     code = "E_CACHE_UNAVAILABLE"
+
+
+class CacheNoBucket(CacheUnavailable):
+    """The cache's bucket (or folder) does not exist: the administrator makes it once, with
+    `ixd cache-init URL`."""
+
+    code = "E_CACHE_NO_BUCKET"
 
 
 class CacheRefused(CacheError):
@@ -296,6 +338,42 @@ class CacheArchiveMissing(CacheRefused):
 
 class CacheUnsafeArchive(CacheRefused):
     code = "E_CACHE_UNSAFE_ARCHIVE"
+
+
+# --- what users meet every day (issue 23) ---------------------------------------------------
+
+
+class NoSpace(BuildFailed):
+    """The file system under the store is full: the message names it, its free space, and
+    what frees some (`ixc gc`, `ixd --min-free`)."""
+
+    code = "E_NO_SPACE"
+
+
+class EmptyRealm(RealmError):
+    """A change that would create a realm holding nothing (`ixc mut hello`, no `+`)."""
+
+    code = "E_EMPTY_REALM"
+
+
+class UnreadFlag(BadFlag):
+    """`--strict`: a flag no package of the closure reads (a typo, or a flag of another
+    package)."""
+
+    code = "E_UNREAD_FLAG"
+
+
+class MissingExtra(IxError):
+    """An option that needs an optional part of ix whose libraries are not installed
+    (`pip install 'ix[cache]'`, `'ix[cluster]'`)."""
+
+    code = "E_MISSING_EXTRA"
+
+
+class SessionError(IxError):
+    """`ixc session` cannot set up or keep its service folder."""
+
+    code = "E_SESSION"
 
 
 class InternalError(IxError):

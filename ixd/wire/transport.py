@@ -12,7 +12,14 @@ import os
 from _socket import AF_UNIX, SOCK_STREAM
 from _socket import socket as Socket
 
-from ixd.wire.errors import ConnectionLost, DaemonUnavailable, ProtocolError, error_from_wire
+from ixd.wire.errors import (
+    ConnectionLost,
+    DaemonUnavailable,
+    NotASocket,
+    ProtocolError,
+    SocketPermission,
+    error_from_wire,
+)
 from ixd.wire.frames import (
     CLOSED,
     NEED_DATA,
@@ -147,10 +154,71 @@ def _answers_earlier(msg: Message, request_id: int) -> bool:
 
 
 def _unavailable(path: str, exc: OSError) -> DaemonUnavailable:
-    message = f"cannot reach ixd at {path}: {exc.strerror or exc}"
-    if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
-        message += f"; is ixd running? start it with `ixd --root {_root_of(path)}`"
-    return DaemonUnavailable(message)
+    """Why `path` could not be connected to, told apart: a permission or a path that is no
+    socket is said at once (waiting would not help); a refusal or a missing socket is what a
+    restarting daemon shows (`may_come_back`)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if isinstance(exc, PermissionError):
+        return SocketPermission(
+            f"permission denied connecting to ixd's socket {path} ({_describe(st)}): ixd "
+            f"makes it mode 0666 and tells users apart by their uid; ask the administrator "
+            f"to fix its mode or the folders above it, or give --socket PATH")
+    if st is not None and not _is_socket(st.st_mode):
+        return NotASocket(f"{path} is {_kind(st.st_mode)}, not ixd's socket; give the "
+                          f"socket's path with --socket PATH or $IX_SOCKET (usually "
+                          f"ROOT/var/ixd.sock)")
+    error = DaemonUnavailable(f"cannot reach ixd at {path}: {exc.strerror or exc}; "
+                              f"{start_hint(path)}")
+    error.may_come_back = isinstance(exc, FileNotFoundError | ConnectionRefusedError)
+    return error
+
+
+def start_hint(path: str) -> str:
+    """What starts the daemon of the socket at `path`: the service command ixd wrote beside
+    it when runit ran it (`<socket>.hint`), else `ixd --root ROOT`."""
+    try:
+        with open(path + HINT_SUFFIX, "rb") as hint_file:
+            hint = hint_file.read(200).decode(errors="replace").strip()
+    except OSError:
+        hint = ""
+    if hint:
+        return f"ixd runs as a service here: the administrator starts it with `{hint}`"
+    return f"is ixd running? start it with `ixd --root {_root_of(path)}`"
+
+
+#: beside the socket, the command that starts the daemon when a supervisor runs it
+HINT_SUFFIX = ".hint"
+
+
+def _is_socket(mode: int) -> bool:
+    return mode & 0o170000 == 0o140000
+
+
+def _kind(mode: int) -> str:
+    kinds = {0o040000: "a folder", 0o100000: "a regular file", 0o120000: "a link",
+             0o010000: "a FIFO", 0o020000: "a character device", 0o060000: "a block device"}
+    return kinds.get(mode & 0o170000, "not a socket")
+
+
+def _describe(st: os.stat_result | None) -> str:
+    """A socket's mode, owner and group, as `ls -l` would name them."""
+    if st is None:
+        return "a folder above it may not be searchable by you"
+    import grp
+    import pwd  # here: only this error needs them
+
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"mode {st.st_mode & 0o7777:04o}, owner {owner}, group {group}"
 
 
 def _root_of(socket_path: str) -> str:

@@ -1,11 +1,16 @@
-{#- A C package, built with the C toolchain that the flag `cc` names (`--cc=clang` selects
-    bld/host/clang; the default is bld/host/cc, the host gcc). The toolchain compiles against
-    lib/c (musl from source) and links statically: it induces lib/c into every C package's
+{#- A C or C++ package, built with the toolchain the flag `cc` names: clang by default
+    (bld/boot/1/clang: stage 0's clang and lld, captured from the host; with the setting
+    `ix_tools=host`, bld/host/clang: the host's own), `--cc=gcc` for the host gcc
+    (bld/host/gcc, not hermetic).
+    The toolchain compiles against lib/c (musl from source) and links statically: it induces
+    lib/c, and its runtime library (clang: lib/compiler_rt/builtins), into every package's
     target libraries (its ind_deps), so recipes list only their other libraries in bld_libs.
+    A C++ package lists lib/c++ there (as in stal/IX); only the compilers named in
+    `compilers` can build a package (C++: clang alone), the other one is refused by name.
 
     Compiler flags come from the blocks cpp_defines (NAME or NAME=VALUE lines), cpp_includes
-    (folders), c_flags and ld_flags; a library names what to link in `libs`, which its env
-    adds to $LIBS of its dependents with -I/-L for its include/ and lib/. -#}
+    (folders), c_flags, cxx_flags and ld_flags; a library names what to link in `libs`, which
+    its env adds to $LIBS of its dependents with -I/-L for its include/ and lib/. -#}
 {% extends '//die/sh.sh' %}
 {% block std_tools %}
 {{ super() }}
@@ -13,11 +18,16 @@
 {% endblock %}
 {% block setup %}
 {{ super() }}
+# the platform to compile for (the compiler is a host tool: it learns it from the package)
+export IX_TARGET={{ target.gnu_arch }}-unknown-linux-musl
 export CC=cc
+export CXX=c++
 export AR=ar
 export RANLIB=ranlib
+export NM=nm
 export CPPFLAGS="{% for d in self.cpp_defines() | parse_list %}-D{{ d }} {% endfor %}{% for d in self.cpp_includes() | parse_list %}-I{{ d }} {% endfor %}${CPPFLAGS:-}"
 export CFLAGS="{{ self.c_flags() | fix_list }} ${CFLAGS:-}"
+export CXXFLAGS="{{ self.cxx_flags() | fix_list }} ${CXXFLAGS:-}"
 export LDFLAGS="-static {{ self.ld_flags() | fix_list }} ${LDFLAGS:-}"
 export LIBS="${LIBS:-}"
 {% endblock %}
@@ -31,21 +41,33 @@ export LIBS="{{ self.libs() | fix_list }} \${LIBS:-}"
 {% endblock %}
 {% if false %}
 {% block c_compiler %}
-{% if ix_tools == 'host' %}
-{% if cc and cc not in ('cc', 'gcc') %}
-bld/host/{{ cc }}
-{% else %}
-bld/host/cc
+{% set compiler = cc or 'clang' %}
+{% set able = self.compilers() | parse_list %}
+{% if compiler in ('clang', 'gcc') and compiler not in able %}
+{{ ix.error(('it is C++ (it links lib/c++): ' if 'lib/c++' in self.bld_libs() | parse_list else '') ~ '--cc=' ~ compiler ~ ' cannot build it; the compilers that can: ' ~ (able | join(', '))) }}
 {% endif %}
-{% elif cc and cc not in ('cc', 'clang') %}
-bld/host/{{ cc }}
+{% if compiler == 'clang' and ix_tools != 'host' %}
+{# ixd's default chain: stage 0's clang, wrapped by stage 1 (docs/recipes.md, "Stages") #}
+bld/boot/1/clang
 {% else %}
-bld/boot/1/cc
+{# a compiler ix does not have is a recipe no overlay holds: the daemon lists those it has #}
+bld/host/{{ compiler }}
+{% endif %}
+{% endblock %}
+{% block compilers %}
+{% if 'lib/c++' in self.bld_libs() | parse_list %}
+clang
+{% else %}
+clang
+gcc
 {% endif %}
 {% endblock %}
 {% block cpp_defines %}{% endblock %}
 {% block cpp_includes %}{% endblock %}
 {% block c_flags %}
+-O2
+{% endblock %}
+{% block cxx_flags %}
 -O2
 {% endblock %}
 {% block ld_flags %}{% endblock %}

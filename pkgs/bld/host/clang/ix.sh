@@ -1,44 +1,51 @@
-{#- The host clang as the C toolchain (`--cc=clang` on a package or a realm): `cc` and
-    `clang` compile for the target's musl triple with the C library in $IX_LIBC as the
-    sysroot, and link statically (crt files and libgcc come from the host's gcc installation,
-    as clang finds it). It induces lib/c like bld/host/cc; with `libc=none` it is bare clang.
-    Fails with a clear message where clang is not installed. -#}
+{#- The default C and C++ toolchain: the host's clang and lld, and the LLVM tools beside them
+    (`ar`, `nm`, `ranlib`, `strip`, ... are llvm-ar, llvm-nm, ...; `ld` is ld.lld).
+
+    `cc`/`clang` and `c++`/`clang++` compile for the target's musl triple and link
+    statically with lld, against the C library and runtimes among the build's target
+    libraries (see the wrapper's comment): it induces lib/c and lib/compiler_rt/builtins
+    (clang's runtime library, in place of libgcc), and a C++ package brings lib/c++ (with
+    lib/c++abi and lib/unwind). No part of the host's gcc installation is used. With the flag
+    `libc=none` it induces nothing: the compiler lib/c and the runtimes are built with.
+
+    Where the compiler comes from is said in one place, the block `host_llvm`. -#}
 {% extends '../compiler.sh' %}
 {% block host_tools %}
 clang
+{% endblock %}
+{% block runtime_libs %}
+lib/c
+lib/compiler_rt/builtins
 {% endblock %}
 {% block script %}
 for dir in /usr/local/bin /usr/bin /bin; do
     if [ -x "$dir/clang" ]; then found=1; fi
 done
 if [ -z "${found:-}" ]; then
-    echo "--cc=clang: clang is not installed on this host (no clang in /usr/local/bin," \
-         "/usr/bin or /bin); install it (apt-get install clang) or build with the default" \
-         "gcc toolchain" >&2
+    echo "clang, the default compiler, is not installed on this host (no clang in" \
+         "/usr/local/bin, /usr/bin or /bin): install it (apt-get install clang lld llvm)" \
+         "or build C packages with --cc=gcc" >&2
     exit 1
 fi
 {{ super() }}
 {% endblock %}
 {% block tool_wrappers %}
-{% if libc == 'none' %}
-/bin/ln -s clang "$out/bin/cc"
-{% else %}
-# clang finds the gcc installation (crt files, libgcc) beside the folder it was started
-# from: start it from the host's folder, not through a link in the store
-host_clang=$(/bin/readlink "$out/bin/clang")
-/bin/rm "$out/bin/clang"
-for name in cc clang; do
-    /bin/sed -e "s|@NAME@|$name|g" -e "s|@CLANG@|$host_clang|g" > "$out/bin/$name" <<'IX_WRAPPER'
-#!/bin/sh
-# @NAME@: the host clang against the C library in $IX_LIBC (its sysroot), always static
-if [ -z "${IX_LIBC:-}" ] || [ ! -f "$IX_LIBC/lib/libc.a" ]; then
-    echo "@NAME@: no C library: IX_LIBC (${IX_LIBC:-unset}) does not name a lib/c;" \
-         "lib/c must be among the build's target libraries" >&2
-    exit 1
-fi
-exec "@CLANG@" --target={{ target.gnu_arch }}-unknown-linux-musl --sysroot="$IX_LIBC" -static "$@"
-IX_WRAPPER
-    /bin/chmod +x "$out/bin/$name"
+{{ self.host_llvm() }}
+for tool in "$llvm/ld.lld" "$llvm/llvm-ar" "$clang_include/stddef.h"; do
+    if [ ! -e "$tool" ]; then
+        echo "$tool is missing beside the host's clang ($host_clang): install lld and" \
+             "llvm of clang's version (apt-get install lld-N llvm-N)" >&2
+        exit 1
+    fi
 done
-{% endif %}
+/bin/rm "$out/bin/clang"
+{% set bin = '/bin/' %}
+{% include '//bld/clang/wrappers.sh' %}
+{% endblock %}
+{% block host_llvm %}
+# Where the compiler comes from (the one place that says so): the host's clang found above
+# (linked as $out/bin/clang), and the LLVM tools and clang's own headers installed with it.
+host_clang=$(/bin/readlink -f "$out/bin/clang")
+llvm=${host_clang%/*}
+clang_include=$("$host_clang" -print-resource-dir)/include
 {% endblock %}
