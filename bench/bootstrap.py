@@ -136,6 +136,7 @@ def main() -> None:
     top = Path(tempfile.mkdtemp(prefix="ix-bench-boot-", dir="/var/tmp"))
     top.chmod(0o755)
     root = top / "root"
+    load_before = os.getloadavg()[0]
     try:
         stages = run(args.jobs, root, confine=not args.no_confine)
         again = replan(root)
@@ -148,7 +149,7 @@ def main() -> None:
             shutil.rmtree(top, ignore_errors=True)
     print(f"ixd's default chain from an empty store, --jobs {args.jobs}, "
           f"{'unconfined: CPU of the builds' if args.no_confine else 'CPU of the machine'}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"{'stage':<22} {'wall s':>8} {'CPU s':>8} {'builds':>7} {'sum s':>8} {'store MB':>9}")
     for s in stages:
         print(f"{s.name:<22} {s.wall:8.1f} {s.cpu:8.1f} {len(s.builds):7d} "
