@@ -17,7 +17,8 @@ var/host-capture.json, not from hashing the compiler again), and what the launch
 `clang -c` of an empty file, the host's clang against stage 0's (started through ix's
 launcher and the captured loader), the median of --runs runs each.
 
-About 5 minutes on 2 cores with nothing else running (16 minutes at a load average of 16 to 28).
+16 minutes on 2 cores at a load average of 16 to 28 (the machine shared); stage 1 and lib/c
+take most of it.
 """
 
 from __future__ import annotations
