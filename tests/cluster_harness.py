@@ -27,6 +27,7 @@ from typing import Any
 from ixd.build.certs import make_certificates, members
 from ixd.store.fstree import remove_tree
 from tests.daemon_harness import (
+    HOST_TOOLS,
     MIRROR,
     PKGS,
     PROJECT,
@@ -258,7 +259,7 @@ def start_machine_daemon(cluster: Cluster, name: str, extra: Sequence[str], *,
     args = [*pinned, *IN_NAMESPACE, str(private), str(cluster.root), sys.executable, "-m",
             "ixd.daemon.main", "--root", str(cluster.root), "--socket", str(socket),
             "--overlay", str(TEST_OVERLAY), "--overlay", str(PKGS),
-            "--mirror", f"{MIRROR}/{{sha}}", *extra]
+            "--mirror", f"{MIRROR}/{{sha}}", *HOST_TOOLS, *extra]
     with log.open("ab") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                    env=_env(), cwd="/")

@@ -27,6 +27,13 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 #: the source mirror `python -m tests.seed` fills (upstream hosts are unreachable here)
 MIRROR = Path(os.environ.get("IX_TEST_MIRROR", "/var/cache/ix-mirror"))
 _READABLE = Path("/tmp") / f"ix-test-client-{os.getpid()}"
+#: what test daemons build with unless a test asks for ixd's default chain: the host's
+#: tools (`ix_tools=host`, docs/recipes.md "Stages"). The bootstrapped chain takes minutes
+#: from an empty root; the prebuilt roots (tests/seeded_store.py) hold it, and the tests of
+#: the package set and of the bootstrap build on them.
+HOST_TOOLS_SETTINGS = (("ix_tools", "host"),)
+HOST_TOOLS = tuple(arg for name, value in HOST_TOOLS_SETTINGS
+                   for arg in ("--set", f"{name}={value}"))
 
 
 def readable_client() -> Path:
@@ -184,10 +191,11 @@ def make_reachable(path: Path) -> None:
 
 def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
                  extra: Sequence[str] = (), socket: Path | None = None,
-                 niceness: int = 0, mirror: bool = True) -> RunningDaemon:
+                 niceness: int = 0, mirror: bool = True, boot: bool = False) -> RunningDaemon:
     """`niceness`: the daemon and its builds yield the processor to the tests (for a build
     that runs beside them); `mirror`: with the run's source mirror (without: only upstream
-    hosts, unreachable here)."""
+    hosts, unreachable here); `boot`: build with ixd's default chain (stages 0 and 1), not
+    the host's tools (HOST_TOOLS)."""
     root.mkdir(parents=True, exist_ok=True)
     make_reachable(root)
     log = root.parent / f"{root.name}-ixd.log"
@@ -196,7 +204,8 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
         args = ["nice", "-n", str(niceness), *args]
     for overlay in overlays:
         args += ["--overlay", str(overlay)]
-    args += [*(["--mirror", f"{MIRROR}/{{sha}}"] if mirror else []), *extra]
+    args += [*(["--mirror", f"{MIRROR}/{{sha}}"] if mirror else []),
+             *(() if boot else HOST_TOOLS), *extra]
     if socket is not None:
         args += ["--socket", str(socket)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",

@@ -51,6 +51,11 @@ DEBIAN_SOURCES: dict[str, str] = {
     "lib/ncurses": "ncurses",
     "bin/less": "less",
     "bin/ninja": "ninja-build",
+    # stage 1 (pkgs/bld/boot/1; its make is a deb-src:// file)
+    "bld/boot/1/lib/c": "musl",
+    "bld/boot/1/busybox": "busybox",
+    "bld/boot/1/sh": "dash",
+    "bld/tic": "ncurses",
 }
 #: the packages seeded when none is named: those above and those fetching `deb-src://` files
 DEFAULT_PACKAGES = (*DEBIAN_SOURCES, "lib/c++", "bin/lzip", "bin/gperf")

@@ -1,8 +1,9 @@
-"""Roots with the toolchain's libraries prebuilt (lib/c, musl built by ix from source, and
-compiler-rt's builtins, by clang; and in one of them the C++ runtimes too) that test daemons
-start from, instead of building them again in every module's fresh store. Each is built in a
-thread from the start of the run, and the modules that need it run last (tests/conftest.py;
-in a parallel run, once it is ready: tests/parallel.py).
+"""Roots with the toolchain's libraries prebuilt on ixd's default chain (stage 0's clang,
+stage 1's tools: lib/c, musl built by ix from source, and compiler-rt's builtins; and in one
+of them the C++ runtimes too) that test daemons start from, instead of bootstrapping and
+building them again in every module's fresh store. Each is built in a thread from the start
+of the run, and the modules that need it run last (tests/conftest.py; in a parallel run,
+once it is ready: tests/parallel.py).
 
 A store entry's uid covers the store paths of its inputs, so entries are only valid at the
 root path they were built at: a prebuilt root is made once per test run at one path, kept
@@ -32,13 +33,13 @@ from ixd.store.fstree import remove_tree
 from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, make_reachable, start_daemon
 
 #: the prebuilt roots of a run, by the fixture (and mark) that gives one, and what each holds
-#: (with the build tools they need): what every C package links (by clang, the default
-#: compiler); the whole toolchain, for test_packages_real: the C++ runtimes, and musl
-#: built by gcc for its --cc=gcc build; and the cross targets' own, for test_cross: musl
-#: and the builtins for linux-aarch64 and linux-riscv64, the C++ runtimes for aarch64 (with
-#: the host's musl and builtins, which every cross build has among its host libraries).
-#: Each root's modules run in one process, so two processes of a parallel run each run
-#: daemons on one (tests/parallel.py).
+#: (with the build tools they need: stages 0 and 1): what every C package links (by clang,
+#: the default compiler); the whole toolchain, for test_packages_real: the C++ runtimes,
+#: and musl built by gcc for its --cc=gcc build; and the cross targets' own, for
+#: test_cross: musl and the builtins for linux-aarch64 and linux-riscv64, the C++ runtimes
+#: for aarch64 (with the host's musl and builtins, which every cross build has among its
+#: host libraries). Each root's modules run in one process, so two processes of a
+#: parallel run each run daemons on one (tests/parallel.py).
 SEEDED_ROOTS = {
     "lib_c_root": ("lib/c", "lib/compiler_rt/builtins"),
     "toolchain_root": ("lib/c", "lib/compiler_rt/builtins", "lib/c++", "lib/c(cc=gcc)"),
@@ -68,7 +69,8 @@ class SeededRoot:
         `stop` is set first: the run ended before a test needed it)."""
         # it builds beside the tests that need no prebuilt root (they run first): as the
         # processor's second choice, so their timings do not suffer
-        daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19)
+        daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19,
+                              boot=True)
         self.builder_pid_file.write_text(str(daemon.process.pid))
         try:
             if stop.is_set():
@@ -129,7 +131,8 @@ class SeededRoot:
         """A daemon on a fresh copy of the prebuilt root, which every account can reach;
         it must stop cleanly."""
         with self.take() as root:
-            running = start_daemon(root, overlays=overlays, extra=extra, socket=socket)
+            running = start_daemon(root, overlays=overlays, extra=extra, socket=socket,
+                                   boot=True)
             try:
                 yield running
                 assert running.stop() == 0, running.log.read_text()

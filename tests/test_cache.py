@@ -61,6 +61,9 @@ class Shared:
     #: uid of each package A built (by display name)
     built: dict[str, str]
     counter: Any
+    #: the run's prebuilt root at `root`'s path (stages 0 and 1, lib/c): for a daemon that
+    #: must build something itself, without bootstrapping again
+    seeded: SeededRoot
 
     def cache_args(self, prefix: str, **query: str) -> list[str]:
         return ["--cache", self.s3.url(BUCKET, prefix, **query), "--trusted-key",
@@ -109,7 +112,8 @@ def _daemon(shared: Shared, extra: Sequence[str], *, keep_root: bool = False,
     its root is moved away (a fresh one next)."""
     if seeded is not None:
         seeded.copy_into_place()
-    daemon = start_daemon(shared.root, overlays=(TEST_OVERLAY, PKGS), extra=list(extra))
+    daemon = start_daemon(shared.root, overlays=(TEST_OVERLAY, PKGS), extra=list(extra),
+                          boot=True)
     try:
         yield daemon
     finally:
@@ -137,7 +141,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory,
     with running_s3(top / "s3", (BUCKET,)) as s3, lib_c_root.hold() as root:
         _ixd("keygen", "builder-1", "--dir", str(top))
         shared = Shared(s3, top, root, top / "builder-1.secret", top / "builder-1.public",
-                        write_credentials(top / "credentials"), {}, itertools.count())
+                        write_credentials(top / "credentials"), {}, itertools.count(),
+                        lib_c_root)
         with _daemon(shared, shared.push_args("main"), seeded=lib_c_root) as a:
             a.ixc("mut", REALM, *[f"+{p}" for p in PACKAGES], timeout=BUILD_TIMEOUT)
             shared.built = {b["name"]: b["uid"] for b in _builds(a) if b["state"] == "valid"}
@@ -306,7 +311,7 @@ def test_a_cache_down_or_hung_means_a_local_build(shared: Shared, server: str) -
         url = f"s3://{BUCKET}/x?endpoint=http://127.0.0.1:{port}&timeout=1"
         extra = ["--cache", url, "--trusted-key", str(shared.public), "--cache-credentials",
                  str(shared.credentials)]
-        with _daemon(shared, extra) as b:
+        with _daemon(shared, extra, seeded=shared.seeded) as b:
             b.ixc("build", "bin/chatty", timeout=300)
             rows = _builds(b)
             assert "bin/chatty" in {r["name"] for r in rows}
@@ -344,9 +349,10 @@ def test_what_a_down_push_cache_missed_is_pushed_after_a_restart(shared: Shared)
     down = f"s3://{BUCKET}/x?endpoint=http://127.0.0.1:{free_port()}&timeout=1"
     extra = ["--push", down, "--signing-key", str(shared.secret), "--cache-credentials",
              str(shared.credentials)]
-    with _daemon(shared, extra, keep_root=True) as d:
+    with _daemon(shared, extra, keep_root=True, seeded=shared.seeded) as d:
+        prebuilt = {r["uid"] for r in _builds(d) if r["state"] == "valid"}
         d.ixc("build", "bin/chatty", timeout=300)  # built and kept, whatever the push does
-        built = {r["uid"] for r in _builds(d) if r["state"] == "valid"}
+        built = {r["uid"] for r in _builds(d) if r["state"] == "valid"} - prebuilt
         wait_for(lambda: "push of" in d.log.read_text(), "the failed push in the log")
     with _daemon(shared, shared.push_args("catch-up")):
         wait_for(lambda: built <= set(_indexes(shared.s3, "catch-up")), "the catch-up push")

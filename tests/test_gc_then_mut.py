@@ -68,10 +68,10 @@ def test_keep_build_inputs_keeps_them_from_gc(lib_c_root: SeededRoot) -> None:
     with lib_c_root.daemon(["--keep-build-inputs"]) as daemon:
         daemon.ixc("mut", "kept", "+bin/greet")
         lib_c = _lib_c(daemon, "bin/greet")
-        tools = {name for name in _entries(daemon) if "-bin-host-" in name}
+        tools = {name for name in _entries(daemon) if "-bin-boot-" in name}
         assert tools and lib_c.is_dir()
         daemon.ixc("gc")
-        # what bin/greet and lib/greet were built from stays: lib/c, the host tools
+        # what bin/greet and lib/greet were built from stays: lib/c, stages 0 and 1
         assert lib_c.is_dir() and tools <= _entries(daemon)
         # and once nothing kept was built from them, they are garbage like anything else
         daemon.ixc("purge", "kept")

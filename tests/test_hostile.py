@@ -25,7 +25,7 @@ from ixd.model.realm import patch_from_wire
 from ixd.wire import protocol
 from ixd.wire.errors import IxError, ProtocolError
 from ixd.wire.transport import Client
-from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon
+from tests.daemon_harness import HOST_TOOLS_SETTINGS, PROJECT, RunningDaemon, public_daemon
 
 FRAME_TIMEOUT = 1.0
 
@@ -218,7 +218,7 @@ def empty_daemon(tmp_path_factory: pytest.TempPathFactory) -> Daemon:
     overlay = root / "overlay"
     overlay.mkdir()
     return Daemon(Config(root=root / "root", overlays=(overlay, PROJECT / "pkgs" / "die"),
-                         confine=False))
+                         confine=False, settings=HOST_TOOLS_SETTINGS))
 
 
 # Each case is a whole request through the daemon's handlers (realms created, plans made).

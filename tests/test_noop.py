@@ -22,7 +22,7 @@ from ixd.daemon.core import Config, Daemon
 from ixd.daemon.identity import Caller
 from ixd.model.realm import patch_to_wire
 from ixd.wire.errors import PermissionDenied
-from tests.daemon_harness import MIRROR, PKGS, TEST_OVERLAY
+from tests.daemon_harness import HOST_TOOLS_SETTINGS, MIRROR, PKGS, TEST_OVERLAY
 
 ROOT = Caller(uid=0, gid=0, pid=1)
 REALM = "noop"
@@ -53,7 +53,8 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     overlay = tmp_path / "overlay"
     shutil.copytree(TEST_OVERLAY, overlay)  # edited by a test
     running = Daemon(Config(root=tmp_path / "root", overlays=(overlay, PKGS), confine=False,
-                            mirrors=(f"{MIRROR}/{{sha}}",), jobs=2))
+                            mirrors=(f"{MIRROR}/{{sha}}",), jobs=2,
+                            settings=HOST_TOOLS_SETTINGS))
     async with trio.open_nursery() as nursery:
         await nursery.start(running.scheduler.serve)
         await nursery.start(running.watch_recipes)

@@ -11,8 +11,8 @@ Every program is checked for how it was linked (tests/elfinfo.py: no interpreter
 section, the compilers its objects name, libc++'s symbols) and run.
 
 The fast tests check what needs no build: the mirror's checksum refusal, the recipes'
-structure (lib/c and compiler-rt's builtins induced everywhere, `--cc=gcc`, the C++ check,
-host versions in the uid) and the seed script's needs.
+structure (lib/c and compiler-rt's builtins induced everywhere, stage 0's clang the default,
+`--cc=gcc`, the C++ check, host versions in the uid) and the seed script's needs.
 """
 
 from __future__ import annotations
@@ -127,15 +127,16 @@ def _libs(graph: PackageGraph, selector: str) -> list[str]:
 
 
 def test_every_package_links_lib_c_and_compiler_rt_builtins(tmp_path: Path) -> None:
-    """clang is the default compiler: it induces lib/c and its runtime library (in place of
-    libgcc) into every package but those two, which are built with the bare compiler."""
+    """clang is the default compiler (on ixd's default chain, stage 0's: bld/boot/1/clang):
+    it induces lib/c and its runtime library (in place of libgcc) into every package but
+    those two, which are built with the bare compiler."""
     graph = _graph(tmp_path)
-    assert "bld/host/clang(libc=none)" in _tools(graph, "lib/c")
+    assert "bld/boot/1/clang(libc=none)" in _tools(graph, "lib/c")
     assert _libs(graph, "lib/c") == []
-    assert "bld/host/clang(libc=none)" in _tools(graph, "lib/compiler_rt/builtins")
+    assert "bld/boot/1/clang(libc=none)" in _tools(graph, "lib/compiler_rt/builtins")
     assert _libs(graph, "lib/compiler_rt/builtins") == ["lib/c"]
     for name in [*PACKAGES[1:], "lib/unwind", "lib/c++abi", "lib/c++", "bin/greet"]:
-        assert "bld/host/clang" in _tools(graph, name), name
+        assert "bld/boot/1/clang" in _tools(graph, name), name
         libs = _libs(graph, name)
         assert "lib/c" in libs and "lib/compiler_rt/builtins" in libs, (name, libs)
         if name in PROGRAM_LIBRARIES:
@@ -147,13 +148,20 @@ def test_every_package_links_lib_c_and_compiler_rt_builtins(tmp_path: Path) -> N
 
 
 def test_cc_gcc_builds_the_package_and_its_libc_with_gcc(tmp_path: Path) -> None:
+    """The host's gcc is the one compiler outside stage 0: its builds see the host (the
+    documented exception), the default ones (stage 0's clang) do not."""
     graph = _graph(tmp_path)
     names = _closure_names(graph, "bin/lua(cc=gcc)")
     assert "bld/host/gcc" in names and "bld/host/gcc(libc=none)" in names  # lib/c by gcc too
     assert "lib/c(cc=gcc)" in names and "lib/lua(cc=gcc)" in names
-    assert not [n for n in names if "clang" in n or "compiler_rt" in n], names  # libgcc
+    # gcc's own runtime library (libgcc); stage 0's clang only builds stage 1's tools
+    clang_toolchain = ("bld/host/clang", "bld/boot/1/clang", "lib/compiler_rt/builtins")
+    assert not [n for n in names if n.split("(")[0] in clang_toolchain], names
     default = graph.load(parse_selector("bin/lua"))
-    assert graph.load(parse_selector("bin/lua(cc=gcc)")).uid != default.uid
+    with_gcc = graph.load(parse_selector("bin/lua(cc=gcc)"))
+    assert with_gcc.uid != default.uid
+    assert with_gcc.node is not None and with_gcc.node.host_view
+    assert default.node is not None and not default.node.host_view
     # clang is the default: naming it changes nothing, nor does a flag no recipe reads
     assert graph.load(parse_selector("bin/lua(cc=clang)")).uid == default.uid
     assert graph.load(parse_selector("bin/lua(unused=1)")).uid == default.uid
@@ -183,7 +191,9 @@ def test_a_compiler_ix_does_not_have_is_a_recipe_no_overlay_holds(tmp_path: Path
 
 def test_host_tool_versions_change_the_uids(tmp_path: Path) -> None:
     """The recipes stamp `host_versions` (tool -> version, from the daemon's render context)
-    into every bld/host wrapper's script: a host upgrade rebuilds what depends on it."""
+    into every bld/host wrapper's script: a host upgrade rebuilds what depends on it. What
+    the default chain builds with stage 0 alone depends on no host tool, only on stage 0's
+    captured bytes; the C++ runtimes still use the host's CMake, Ninja and Python."""
     uids = []
     for version in ("Debian clang version 14.0.6", "Debian clang version 14.0.7"):
         versions: defaultdict[str, str] = defaultdict(lambda v=version: v)  # type: ignore[misc]
@@ -191,11 +201,13 @@ def test_host_tool_versions_change_the_uids(tmp_path: Path) -> None:
         graph.host_versions = versions  # type: ignore[assignment]
         clang = graph.load(parse_selector("bld/host/clang"))
         assert version in (clang.descriptor.script_data or "")
-        uids.append((clang.uid, graph.load(parse_selector("bin/hello")).uid,
-                     graph.load(parse_selector("lib/c++")).uid))
+        uids.append((clang.uid, graph.load(parse_selector("bin/hello(cc=gcc)")).uid,
+                     graph.load(parse_selector("lib/c++")).uid,
+                     graph.load(parse_selector("bin/hello")).uid))
     assert uids[0][0] != uids[1][0]
     assert uids[0][1] != uids[1][1]
     assert uids[0][2] != uids[1][2]
+    assert uids[0][3] == uids[1][3]
 
 
 # --- fast: the seed script ---------------------------------------------------------------------
@@ -203,9 +215,11 @@ def test_host_tool_versions_change_the_uids(tmp_path: Path) -> None:
 
 def test_seed_knows_the_checksum_of_every_fetched_source() -> None:
     needs = needed_sources([*PACKAGES, "lib/c++"])
-    assert len({n.sha256 for n in needs}) == len(needs) == 10
+    # with stage 1's BusyBox, dash and GNU make (its musl and ncurses are the set's)
+    assert len({n.sha256 for n in needs}) == len(needs) == 13
     by_debian = {n.debian: n.url for n in needs}
-    assert set(by_debian) == {*DEBIAN_SOURCES.values(), "llvm-toolchain-14", "lzip", "gperf"}
+    assert set(by_debian) == {*DEBIAN_SOURCES.values(), "llvm-toolchain-14", "lzip", "gperf",
+                              "make-dfsg"}
     assert by_debian["musl"] == "https://musl.libc.org/releases/musl-1.2.3.tar.gz"
     assert by_debian["lua5.4"] == "https://www.lua.org/ftp/lua-5.4.4.tar.gz"
     # LLVM's source by its Debian package: Debian's tarball is not the upstream release's

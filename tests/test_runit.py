@@ -28,7 +28,7 @@ import pytest
 
 from ixd.wire.errors import IxError
 from ixd.wire.transport import Client
-from tests.daemon_harness import PROJECT, wait_for
+from tests.daemon_harness import HOST_TOOLS, PROJECT, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RUNIT_TOOLS = ("runsvdir", "runsv", "sv", "svlogd", "chpst")
@@ -204,6 +204,9 @@ def test_ixd_service_comes_back_after_kill_9() -> None:
             pid = wait_for(lambda: service_pid(svc), "ixd's pid", 30)
             assert os.stat(f"/proc/{pid}").st_uid == 0  # builds run as build users instead
 
+            # the build below uses the host's tools: ixd's default chain would bootstrap
+            # first, from sources this service has no mirror for (the next start reads env/)
+            (svc / "env" / "IX_ARGS").write_text(" ".join(HOST_TOOLS) + "\n")
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: (p := service_pid(svc)) != pid and p, "runsv to start ixd again",
                      30)

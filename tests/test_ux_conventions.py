@@ -20,6 +20,7 @@ from client.commands import COMMANDS
 from client.manpage import manual
 from ixd import __version__
 from tests.daemon_harness import (
+    HOST_TOOLS,
     PKGS,
     PROJECT,
     RunningDaemon,
@@ -154,7 +155,7 @@ def test_ixd_from_pip_install_without_extras_serves_and_builds(core_venv: Path) 
     log = top / "ixd.log"
     with log.open("wb") as out:
         process = subprocess.Popen([str(core_venv / "bin" / "ixd"), "--root", str(root),
-                                    "--overlay", str(PKGS)], stdout=out,
+                                    "--overlay", str(PKGS), *HOST_TOOLS], stdout=out,
                                    stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin"},
                                    cwd="/")
     try:

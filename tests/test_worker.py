@@ -76,6 +76,9 @@ def test_a_node_whose_content_does_not_make_its_uid_is_refused(hello_nodes: list
     trojan = {**hello, "stdin": hello["stdin"] + "\necho pwned > $out/bin/hello\n"}
     assert "its content makes the uid" in _refusal(trojan)
     assert "its content makes the uid" in _refusal({**hello, "env": {**hello["env"], "X": "1"}})
+    # nor may a node ask to see the host's folders its recipe does not show it
+    assert hello["host_view"] is False
+    assert "its content makes the uid" in _refusal({**hello, "host_view": True})
     other_input = {**hello, "inputs": [f"{ROOT}/store/{'0' * 32}-lib-evil",
                                        *hello["inputs"][1:]]}
     assert "its content makes the uid" in _refusal(other_input)

@@ -76,7 +76,8 @@ class Catalog:
             tree, layout.store,
             settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
             render_store=layout.var / "renders.jsonl", max_bytes=cache_bytes,
-            render_store_bytes=render_store_bytes, uncapped=(os.getuid(),))
+            render_store_bytes=render_store_bytes, uncapped=(os.getuid(),),
+            host_capture_cache=layout.var / "host-capture.json")
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
         #: the last plan asked for as text (`plan_text`): its request, the changes it saw

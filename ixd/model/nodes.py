@@ -58,6 +58,11 @@ class Node:
     #: build nodes: the machine every ELF file of the output must be for (`aarch64`: the
     #: package's target platform), checked before it enters the store; "" checks nothing
     elf_machine: str = ""
+    #: build nodes: the sandbox shows the host's system folders (/usr, /bin, /lib, ...),
+    #: read-only; otherwise only the node's inputs (docs/recipes.md, "The build's view of
+    #: the host"). Package builds say which they need; the daemon's own helper builds
+    #: (realm fix-ups, cache unpacking) run the host's tools.
+    host_view: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The node as plain data (what `asdict` gives, made directly: a big plan has
@@ -70,6 +75,7 @@ class Node:
                              for s in self.sources),
             "meta": copy.deepcopy(self.meta) if self.meta else {}, "timeout": self.timeout,
             "entry_kind": self.entry_kind, "elf_machine": self.elf_machine,
+            "host_view": self.host_view,
         }
 
     @staticmethod
@@ -90,6 +96,7 @@ class Node:
             timeout=float(data.get("timeout", 0.0)),
             entry_kind=str(data.get("entry_kind", "")),
             elf_machine=str(data.get("elf_machine", "")),
+            host_view=bool(data.get("host_view", True)),
         )
 
 

@@ -99,8 +99,9 @@ KINDS: Mapping[str, str] = {
 #: (`kind=lib` makes `{% if lib %}` true in a program) while ix decides them
 ENGINE_NAMES = frozenset(
     {"host", "target", "name", "basename", "uniq_id", "native", "tool", "kind",
-     "host_versions", "ix", "boot", "ix_boot_tool", "ix_boot_path", "ix_extract", "ix_dir",
-     "ix_trash_dir", "isfile", "intro", "stalix"}
+     "host_versions", "host_capture", "host_program", "ix", "boot", "ix_boot_tool",
+     "ix_boot_path", "ix_extract", "ix_dir", "ix_trash_dir", "ix_tools", "isfile", "intro",
+     "stalix"}
     | set(KINDS.values()) | platforms.OS_NAMES | platforms.ARCH_NAMES
 )
 #: the engine names a client may still set, to a platform name: what to build for

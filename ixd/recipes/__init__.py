@@ -1,6 +1,7 @@
 """Recipes to plans: the overlay tree of Jinja2 templates (`tree`, `filters`, `mounts`),
-rendered descriptors (`descriptor`), packages with their closures and uids (`packages`,
-`hosttools`), and the build plan of plain nodes (`plan`). CPU work, no store writes.
+rendered descriptors (`descriptor`), packages with their closures and uids (`packages`),
+what the render context asks of the host (`hosttools`, `hostcapture`: stage 0's captures,
+`hostfiles`), and the build plan of plain nodes (`plan`). CPU work, no store writes.
 
 May import: `ixd.wire`, `ixd.model`.
 """

@@ -11,6 +11,10 @@ from ixd.wire.errors import BadName, RecipeError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 POOLS = ("slot", "full", "misc", "threads", "network")
+#: what of the host a build sees (docs/recipes.md, "The build's view of the host"): nothing
+#: but its inputs; the host's system folders for its own build (stage 0's captures); or
+#: for its own build and every build that uses it as a tool (the `bld/host/*` wrappers)
+HOST_VIEWS = ("none", "build", "tool")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Descriptor:
     net: bool
     #: seconds of build time the recipe asks for, beyond the daemon's --build-timeout
     timeout: float = 0.0
+    #: one of HOST_VIEWS
+    host_view: str = "none"
     #: the upstream version the recipe names (`{% block version %}`; "" if none): shown,
     #: never part of the uid
     version: str = ""
@@ -120,11 +126,16 @@ def parse_descriptor(raw: dict[str, Any], where: str) -> Descriptor:
     timeout = raw.get("timeout") or 0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
         raise RecipeError(f"{where}: timeout {timeout!r} must be a number of seconds")
+    host_view = raw.get("host_view") or "none"
+    if host_view not in HOST_VIEWS:
+        raise RecipeError(f"{where}: host_view {host_view!r} is not one of "
+                          f"{', '.join(HOST_VIEWS)}")
     repo = raw.get("repo")
     version = repo.get("version") if isinstance(repo, dict) else ""
     return Descriptor(
         version=version.strip() if isinstance(version, str) else "",
         timeout=float(timeout),
+        host_view=host_view,
         fetch=tuple(fetch),
         script_exec=tuple(script_exec),
         script_data=script_data,

@@ -8,13 +8,14 @@ upgrade); the same for every user, since it describes the host, not the client.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from ixd.recipes.hostfiles import find_program, read_kept, write_kept
 
 #: where //die/host.sh looks for host tools, in this order
 SYSTEM_DIRS = ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")
@@ -32,7 +33,7 @@ class HostVersions(Mapping[str, str]):
         self._known: dict[str, str] = {}
         self._lock = threading.Lock()
         self._cache_file = cache_file
-        self._kept: dict[str, list[Any]] = _read_cache(cache_file) if cache_file else {}
+        self._kept: dict[str, list[Any]] = read_kept(cache_file, 7) if cache_file else {}
 
     def __getitem__(self, tool: str) -> str:
         with self._lock:
@@ -51,7 +52,7 @@ class HostVersions(Mapping[str, str]):
         described = describe_tool(tool)
         if identity is not None:
             self._kept[tool] = [*identity, described]
-            _write_cache(self._cache_file, self._kept)
+            write_kept(self._cache_file, self._kept)
         return described
 
     def __iter__(self) -> Iterator[str]:
@@ -64,13 +65,7 @@ class HostVersions(Mapping[str, str]):
 def find_tool(tool: str) -> str | None:
     """The host's executable `tool` in SYSTEM_DIRS, or None (or for a name that is no
     plain file name)."""
-    if not tool or "/" in tool or tool in (".", ".."):
-        return None
-    for folder in SYSTEM_DIRS:
-        path = os.path.join(folder, tool)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
+    return None if tool.startswith("/") else find_program(tool, SYSTEM_DIRS)
 
 
 def _identity(path: str) -> list[Any] | None:
@@ -81,28 +76,6 @@ def _identity(path: str) -> list[Any] | None:
     except OSError:
         return None
     return [path, real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-
-
-def _read_cache(path: Path) -> dict[str, list[Any]]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items()
-            if isinstance(k, str) and isinstance(v, list) and len(v) == 7}
-
-
-def _write_cache(path: Path, kept: Mapping[str, list[Any]]) -> None:
-    """Replace the file whole (a reader sees the old or the new one); a failure only costs
-    the next start the `--version` runs."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(kept, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
 
 
 def describe_tool(tool: str) -> str:

@@ -49,6 +49,8 @@ from ixd.model.selector import (
     validate_package_name,
 )
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
+from ixd.recipes.hostcapture import Captured, HostCapture
+from ixd.recipes.hostfiles import find_program
 from ixd.recipes.hosttools import HostVersions
 from ixd.recipes.rendercache import (
     DEFAULT_STORE_BYTES,
@@ -86,8 +88,9 @@ DIRECT_EDGES: tuple[DirectEdge, ...] = ("bld_deps", "target_libs", "host_libs", 
 
 def build_uid(name: str, kind: str, command: Sequence[str], script: str,
               env: Mapping[str, str], input_uids: Sequence[str], sources: Sequence[Source],
-              net: bool) -> str:
-    """The uid of a recipe's build: everything that can change its output."""
+              net: bool, host_view: bool) -> str:
+    """The uid of a recipe's build: everything that can change its output (the host's
+    system folders in its view among them)."""
     return content_hash({
         "name": name,
         "kind": kind,
@@ -97,6 +100,7 @@ def build_uid(name: str, kind: str, command: Sequence[str], script: str,
         "inputs": list(input_uids),
         "sources": [[s.filename, s.sha256] for s in sources],
         "net": net,
+        "host_view": host_view,
     })
 
 
@@ -106,7 +110,7 @@ def recipe_node_uid(node: Node, store: Path) -> str:
     was not made from a recipe by ix, or was changed since."""
     input_uids = [Path(p).name[:UID_LENGTH] for p in node.inputs if Path(p).parent == store]
     return build_uid(str(node.meta.get("package", "")), node.entry_kind, node.command,
-                     node.stdin, node.env, input_uids, node.sources, node.net)
+                     node.stdin, node.env, input_uids, node.sources, node.net, node.host_view)
 
 
 @dataclass(eq=False)
@@ -351,6 +355,10 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
     "ix_extract": "bsdtar --no-same-permissions --no-same-owner -x -f",
     "ix_dir": "{root}",
     "ix_trash_dir": "{root}/trash",
+    # the build tools: `boot`, built from source on stage 0's captured compiler, every
+    # build seeing only its inputs; `host`, the host's own (bld/host/*), in a sandbox that
+    # shows the host's system folders (docs/recipes.md, "Stages")
+    "ix_tools": "boot",
 }
 
 
@@ -438,7 +446,8 @@ class PackageGraph:
                  max_bytes: int = DEFAULT_CACHE_BYTES,
                  user_share: float = DEFAULT_USER_SHARE,
                  uncapped: Iterable[Owner] = (),
-                 render_store_bytes: int = DEFAULT_STORE_BYTES) -> None:
+                 render_store_bytes: int = DEFAULT_STORE_BYTES,
+                 host_capture_cache: Path | None = None) -> None:
         if max_packages < 1:
             raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
@@ -474,6 +483,8 @@ class PackageGraph:
         self.shared_renders = 0
         self.evicted = 0
         self.host_versions = HostVersions(host_tools_cache)
+        #: stage 0's captures of host programs (`host_capture` in the render context)
+        self.host_capture = HostCapture(host_capture_cache)
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
         #: each package's render (descriptor and the files it read), kept while no file it
@@ -767,9 +778,12 @@ class PackageGraph:
         not kept across restarts)."""
         boot_tool: Callable[[str], str | None] = self._boot_tool
         isfile: Callable[[object], bool] = _isfile
+        capture: Callable[..., Captured] = self._capture
+        program: Callable[[str], str | None] = self._program
         host_versions: Mapping[str, str] = self.host_versions
         if self.render_store is not None:
             boot_tool, isfile = _asked(boot_tool, probed), _asked(isfile, probed)
+            capture, program = _asked(capture, probed), _asked(program, probed)
             host_versions = _AskedMapping(host_versions, probed)
         target = platforms.describe(flags["target"])
         host = platforms.describe(self.host)
@@ -778,6 +792,8 @@ class PackageGraph:
         context: dict[str, Any] = {
             **settings,
             "ix_boot_tool": boot_tool,
+            "host_capture": capture,
+            "host_program": program,
             "host": host,
             "tool": name.startswith("bld/"),
             "boot": name.startswith(BOOT_PREFIX),
@@ -806,6 +822,21 @@ class PackageGraph:
             self._boot_tools[tool] = found
         return found
 
+    def _capture(self, programs: Sequence[str], folders: Sequence[str] = ()) -> Captured:
+        """`host_capture(programs, folders)`: what stage 0 copies of the host (programs by
+        name, found on `ix_boot_path`, or by absolute path; folders whole)."""
+        return self.host_capture.capture(
+            [str(p) for p in programs], [str(f) for f in folders], self._boot_dirs())
+
+    def _program(self, name: str) -> str | None:
+        """`host_program(name)`: the real path of the host's program `name` on
+        `ix_boot_path` (where a recipe finds a folder to capture beside it), or None."""
+        found = find_program(str(name), self._boot_dirs())
+        return os.path.realpath(found) if found else None
+
+    def _boot_dirs(self) -> list[str]:
+        return [d for d in self.settings["ix_boot_path"].split(":") if d]
+
     def _make_buildable(self, package: Package) -> bool:
         """The build node decides the uid: everything that can change the output. True if
         another flag set of the same build made the node (its texts are shared)."""
@@ -815,11 +846,15 @@ class PackageGraph:
         targets = [p for p in package.target_libs if p.out_dir is not None]
         inputs = _unique(p for p in package.build_inputs() if p.buildable)
         input_uids = tuple(p.uid for p in inputs)
+        # the host's system folders only where the recipe or one of its tools needs them
+        host_view = d.host_view != "none" or any(t.descriptor.host_view == "tool"
+                                                  for t in package.tools)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
         # sets that render the same build are one build, and its uid is hashed once (the
         # dirs of its environment are those of these builds: their uids stand for them)
         made_of = (package.name, package.kind, d, tuple(p.uid for p in bins),
-                   tuple(p.uid for p in hosts), tuple(p.uid for p in targets), input_uids)
+                   tuple(p.uid for p in hosts), tuple(p.uid for p in targets), input_uids,
+                   host_view)
         uid = self._uids.get(made_of)
         env: dict[str, str] | None = None
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
@@ -828,7 +863,7 @@ class PackageGraph:
             self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
             uid = self._uids[made_of] = build_uid(package.name, package.kind, d.script_exec,
                                                   d.script_data, env, input_uids, sources,
-                                                  d.net)
+                                                  d.net, host_view)
         package.uid = uid
         # what its ELF files must be for: its own target's machine, even where the build is
         # shared with another target's (a build the target does not change)
@@ -867,6 +902,7 @@ class PackageGraph:
             timeout=d.timeout,
             entry_kind=package.kind,
             elf_machine=machine,
+            host_view=host_view,
         )
         return False
 
@@ -1063,10 +1099,10 @@ class PackageGraph:
         return len(self._packages)
 
 
-def _asked(call: Callable[[Any], Any], probed: list[bool]) -> Callable[[Any], Any]:
-    def asking(arg: Any) -> Any:
+def _asked(call: Callable[..., Any], probed: list[bool]) -> Callable[..., Any]:
+    def asking(*args: Any) -> Any:
         probed.append(True)
-        return call(arg)
+        return call(*args)
     return asking
 
 

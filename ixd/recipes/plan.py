@@ -166,7 +166,7 @@ def _node_text(node: Node, encode: Callable[[Any], str]) -> str:
         "sources": [{"url": s.url, "sha256": s.sha256, "filename": s.filename}
                     for s in node.sources],
         "meta": node.meta, "timeout": node.timeout, "entry_kind": node.entry_kind,
-        "elf_machine": node.elf_machine,
+        "elf_machine": node.elf_machine, "host_view": node.host_view,
     }
     return f'{encode(fields)[:-1]},"stdin":{_escape_ascii(node.stdin)}}}'
 

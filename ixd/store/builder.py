@@ -32,7 +32,7 @@ import signal
 import stat
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,8 +188,12 @@ async def run_build(
         etc_dir = sandbox_etc_dir(layout)
 
         def sandbox(info_fd: int) -> list[str]:
+            # (in the spawner's thread: the look-ups of the declared shell are stat calls)
+            links = [] if node.host_view else declared_tools(node)
             return prefix + confinement_argv(
                 net=node.net,
+                host_view=node.host_view,
+                links=links,
                 store_view=(store_view, store_path.parent),
                 inputs=_readable_inputs(node, layout),
                 binds=[(scratch, scratch)],
@@ -197,7 +201,7 @@ async def run_build(
                 etc=etc_dir,
                 info_fd=info_fd,
                 chdir=tmp,
-            ) + _unset_pwd(env)
+            ) + _unset_pwd(env, host_view=node.host_view, links=links)
 
     timeout = max(limits.timeout, node.timeout)
     # opening a local file: no wait worth a thread
@@ -920,10 +924,39 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
     return pidfd
 
 
-def _unset_pwd(env: dict[str, str]) -> list[str]:
-    """bwrap always exports PWD (its working directory); `env` restores exactly `env`."""
+#: the programs a sandbox without the host's folders gets at their usual paths, from the
+#: build's own PATH: scripts' `#!/bin/sh` and `#!/usr/bin/env NAME`, make's default SHELL
+SANDBOX_LINKS = (("sh", "/bin/sh"), ("env", "/usr/bin/env"))
+
+
+def declared_tools(node: Node) -> list[tuple[str, str]]:
+    """(target, path) of the links SANDBOX_LINKS: each names the first program of that name
+    in the node's PATH folders that lie in its inputs (its declared tools, store entries;
+    never the host's). A build with no shell on its PATH has no /bin/sh."""
+    inputs = tuple(f"{i.rstrip('/')}/" for i in node.inputs)
+    folders = [d for d in node.env.get("PATH", "").split(":") if d.startswith(inputs)]
+    links = []
+    for name, path in SANDBOX_LINKS:
+        for folder in folders:
+            if os.path.exists(os.path.join(folder, name)):
+                links.append((os.path.join(folder, name), path))
+                break
+    return links
+
+
+def _unset_pwd(env: dict[str, str], *, host_view: bool = True,
+               links: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """bwrap always exports PWD (its working directory); `env` restores exactly `env`: the
+    host's, or in a sandbox without the host's folders, the build's own (`/usr/bin/env`,
+    if it has one; else the build sees PWD, its working folder)."""
     restore = [f"PWD={env['PWD']}"] if "PWD" in env else []
-    return [tool_path("env") or "/usr/bin/env", "-u", "PWD", "--", *restore]
+    if host_view:
+        program = tool_path("env") or "/usr/bin/env"
+    elif any(path == "/usr/bin/env" for _, path in links):
+        program = "/usr/bin/env"
+    else:
+        return []
+    return [program, "-u", "PWD", "--", *restore]
 
 
 def _kill_group(pgid: int) -> None:

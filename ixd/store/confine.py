@@ -3,11 +3,15 @@
 `confinement_argv()` is the `bwrap` prefix a build command is appended to (after `--`). The
 sandbox's root is an empty tmpfs (read-only once set up) holding only:
 
-- the host's `/usr` (and the `/bin`, `/lib`… links or folders beside it), read-only: the
-  compilers and tools the `bld/host/*` wrappers name;
-- a few files of `/etc` a tool chain needs (`alternatives/`, the loader cache), plus a
-  `passwd` and `group` of the sandbox's own; never `/etc/shadow`, `/root`, home folders, the
-  rest of the daemon's root or its socket;
+- with `host_view` (a build that uses the host's tools: stage 0's captures, the `bld/host/*`
+  wrappers, the daemon's own helper builds), the host's `/usr` (and the `/bin`, `/lib`…
+  links or folders beside it) read-only, and a few files of `/etc` a tool chain needs
+  (`alternatives/`, the loader cache); without it (every build on the bootstrapped chain,
+  docs/recipes.md "The build's view of the host"), none of the host's programs, libraries
+  or their configuration: `/bin/sh` and `/usr/bin/env` are links (`links`) to the build's
+  own declared shell and `env`, store inputs;
+- a `passwd` and `group` of the sandbox's own; never `/etc/shadow`, `/root`, home folders,
+  the rest of the daemon's root or its socket;
 - the build's own view of the store: a folder of its scratch bound read-write at the store's
   path, holding its output (`$out`), with each input of the build (store dirs of its
   dependencies) bound read-only on top; its source files read-only at their own paths; its
@@ -95,6 +99,8 @@ def sandbox_etc(passwd_name: str = "ixbuild") -> dict[str, str]:
 def confinement_argv(
     *,
     net: bool,
+    host_view: bool = True,
+    links: Sequence[tuple[str, str]] = (),
     store_view: tuple[Path, Path] | None = None,
     inputs: Sequence[Path] = (),
     binds: Sequence[tuple[Path, Path]] = (),
@@ -105,6 +111,9 @@ def confinement_argv(
 ) -> list[str]:
     """The `bwrap ... --` prefix that confines a command.
 
+    `host_view`: the host's system folders are bound read-only (else none of them);
+    `links` are (target, path) pairs made as links in the sandbox (`/bin/sh` -> a store
+    input's shell).
     `store_view` (host folder, store path): the build's own folder bound read-write at the
     store's path, under the inputs (a build may remove and make its `$out` again, or write
     beside it: all of it in its own folder). `inputs` are bound read-only at their own
@@ -130,9 +139,10 @@ def confinement_argv(
         argv.append("--share-net")
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
-    argv += _system_dirs_argv()
+    if host_view:
+        argv += _system_dirs_argv()
     argv += ["--dir", "/etc"]
-    for path in (*_ETC_FOR_TOOLS, *(_ETC_FOR_NET if net else ())):
+    for path in (*(_ETC_FOR_TOOLS if host_view else ()), *(_ETC_FOR_NET if net else ())):
         argv += ["--ro-bind-try", path, path]
     if net:
         argv += _resolver_binds()
@@ -156,6 +166,8 @@ def confinement_argv(
         argv += ["--ro-bind", p, p]
     for host, inside in binds:
         argv += ["--bind", _absolute(host), _absolute(inside)]
+    for target, path in links:
+        argv += ["--symlink", target, path]
     # nothing else of the sandbox's root tmpfs may be written
     argv += ["--remount-ro", "/"]
     if chdir is not None:

@@ -1,7 +1,9 @@
 {#- A host tool wrapped as a package: its bin/ links the host's programs named in
     `host_tools` (the first found in the host's system folders). It runs with absolute
-    paths only, since it is what puts tools on other builds' PATH. -#}
+    paths only, since it is what puts tools on other builds' PATH. Every build that uses it
+    sees the host's system folders (`host_view` tool): it is not hermetic. -#}
 {% extends '//die/base.json' %}
+{% block host_view %}tool{% endblock %}
 {% block script_json %}{{ {"exec": ["/bin/sh", "-s"], "data": self.script()} | jd }}{% endblock %}
 {% if false %}
 {% block script %}

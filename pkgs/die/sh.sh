@@ -1,5 +1,7 @@
 {#- A shell build: the script runs `unpack`, `patch`, `configure`, `build`, `test` and
-    `install` in order, after sourcing the `env` of every tool and library. -#}
+    `install` in order, after sourcing the `env` of every tool and library. Its tools are
+    stage 1's shell, make and small tools, built from source (bld/boot/1/env), or the
+    host's with the setting `ix_tools=host` (docs/recipes.md, "Stages"). -#}
 {% extends '//die/base.json' %}
 {% block script_json %}{{ {"exec": ["/bin/sh", "-s"], "data": self.script()} | jd }}{% endblock %}
 {% block bld_tool %}
@@ -7,7 +9,11 @@
 {% endblock %}
 {% if false %}
 {% block std_tools %}
+{% if ix_tools == 'host' %}
 bld/host/sh
+{% else %}
+bld/boot/1/env
+{% endif %}
 {% endblock %}
 {% block script %}
 set -eu

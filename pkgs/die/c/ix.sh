@@ -1,5 +1,7 @@
 {#- A C or C++ package, built with the toolchain the flag `cc` names: clang by default
-    (bld/host/clang: the host's clang and lld), `--cc=gcc` for the host gcc (bld/host/gcc).
+    (bld/boot/1/clang: stage 0's clang and lld, captured from the host; with the setting
+    `ix_tools=host`, bld/host/clang: the host's own), `--cc=gcc` for the host gcc
+    (bld/host/gcc, not hermetic).
     The toolchain compiles against lib/c (musl from source) and links statically: it induces
     lib/c, and its runtime library (clang: lib/compiler_rt/builtins), into every package's
     target libraries (its ind_deps), so recipes list only their other libraries in bld_libs.
@@ -45,8 +47,13 @@ export LIBS="{{ self.libs() | fix_list }} \${LIBS:-}"
 {% set why = 'it is C++ (it links lib/c++): ' if 'lib/c++' in self.bld_libs() | parse_list else ('it is built for ' ~ target.name ~ ' (the host gcc builds for the host alone): ' if not native else '') %}
 {{ ix.error(why ~ '--cc=' ~ compiler ~ ' cannot build it; the compilers that can: ' ~ (able | join(', '))) }}
 {% endif %}
+{% if compiler == 'clang' and ix_tools != 'host' %}
+{# ixd's default chain: stage 0's clang, wrapped by stage 1 (docs/recipes.md, "Stages") #}
+bld/boot/1/clang
+{% else %}
 {# a compiler ix does not have is a recipe no overlay holds: the daemon lists those it has #}
 bld/host/{{ compiler }}
+{% endif %}
 {% endblock %}
 {% block compilers %}
 {# clang builds for any target (--target=); the host's gcc only for the host #}

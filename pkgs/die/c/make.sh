@@ -3,7 +3,9 @@
 {% extends '//die/c/ix.sh' %}
 {% block std_tools %}
 {{ super() }}
+{% if ix_tools == 'host' %}
 bld/host/make
+{% endif %}
 {% endblock %}
 {% block build %}
 make -j "$make_thrs" {{ self.make_flags() | fix_list }}

@@ -1,6 +1,8 @@
 {#- ncurses: the terminal library alone (no programs, no C++, no database install), narrow
-    characters. Common terminals are compiled in as fallbacks (with the host's tic), and the
-    terminfo folders of the system are searched for the others. -#}
+    characters. Common terminals are compiled in as fallbacks (by tic: bld/tic, ncurses' own
+    from this source; the host's with `ix_tools=host`), and the terminfo folders of the
+    system are searched for the others. Its archives are made without `ar`'s U (real
+    times), which configure would choose: the same bytes at every build. -#}
 {% extends '//die/c/configure.sh' %}
 {% block version %}6.4{% endblock %}
 {% block fetch %}
@@ -9,7 +11,11 @@ sha:6931283d9ac87c5073f30b6290c4c75f21632bb4fc3603ac8100812bed248159
 {% endblock %}
 {% block bld_tool %}
 {{ super() }}
+{% if ix_tools == 'host' %}
 bld/host/tic
+{% else %}
+bld/tic
+{% endif %}
 {% endblock %}
 {% block configure_flags %}
 {{ super() }}
@@ -17,7 +23,7 @@ bld/host/tic
 --without-cxx-binding
 --without-ada
 --without-manpages
---without-progs
+{{ self.programs() }}
 --without-tests
 --without-shared
 --with-normal
@@ -27,9 +33,9 @@ bld/host/tic
 --disable-stripping
 --without-pkg-config
 --enable-overwrite
---with-fallbacks={{ self.fallbacks() | parse_list | join(',') }}
 --with-default-terminfo-dir=/usr/share/terminfo
 --with-terminfo-dirs=/etc/terminfo:/lib/terminfo:/usr/share/terminfo
+cf_cv_ar_flags=-curv
 {% endblock %}
 {% block build %}
 make -C include -j "$make_thrs"
@@ -41,6 +47,10 @@ make -C ncurses install
 {% endblock %}
 {% block libs %}
 -lncurses
+{% endblock %}
+{% block programs %}
+--without-progs
+--with-fallbacks={{ self.fallbacks() | parse_list | join(',') }}
 {% endblock %}
 {% block fallbacks %}
 linux vt100 vt220 xterm xterm-256color screen screen-256color tmux tmux-256color dumb

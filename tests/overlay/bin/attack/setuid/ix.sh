@@ -1,6 +1,8 @@
 {#- Attack: plant a setuid copy of the shell in $out while the build runs, and keep the build
     alive a while, so the host has a chance to find it before the build ends. -#}
 {% extends '//die/sh.sh' %}
+{# it copies or runs the host's own programs: it reads the host #}
+{% block host_view %}build{% endblock %}
 {% block install %}
 mkdir -p "$out/bin"
 cp /bin/bash "$out/bin/sbash"

@@ -1,6 +1,8 @@
 {#- Attack: an output holding a FIFO, links to /dev/zero where the daemon reads (meta.json,
     env, programs), a socket, and a huge sparse file. -#}
 {% extends '//die/sh.sh' %}
+{# it copies or runs the host's own programs: it reads the host #}
+{% block host_view %}build{% endblock %}
 {% block install %}
 mkdir -p "$out/bin" "$out/share"
 /usr/bin/mkfifo "$out/share/fifo" "$out/bin/fifo-prog"
