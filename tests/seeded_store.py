@@ -40,6 +40,11 @@ from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, make_reachab
 #: for aarch64 (with the host's musl and builtins, which every cross build has among its
 #: host libraries). Each root's modules run in one process, so two processes of a
 #: parallel run each run daemons on one (tests/parallel.py).
+#: the prebuilt roots are built with the host's build tools (`ix_tools=host`), as their
+#: daemons build: ixd's default chain would build stages 0 and 1 into each of them again
+#: (minutes of CI); test_bootstrap builds on that chain from an empty root
+BOOT_CHAIN = False
+
 SEEDED_ROOTS = {
     "lib_c_root": ("lib/c", "lib/compiler_rt/builtins"),
     "toolchain_root": ("lib/c", "lib/compiler_rt/builtins", "lib/c++", "lib/c(cc=gcc)"),
@@ -70,7 +75,7 @@ class SeededRoot:
         # it builds beside the tests that need no prebuilt root (they run first): as the
         # processor's second choice, so their timings do not suffer
         daemon = start_daemon(self.path, overlays=(TEST_OVERLAY, PKGS), niceness=19,
-                              boot=True)
+                              boot=BOOT_CHAIN)
         self.builder_pid_file.write_text(str(daemon.process.pid))
         try:
             if stop.is_set():
@@ -132,7 +137,7 @@ class SeededRoot:
         it must stop cleanly."""
         with self.take() as root:
             running = start_daemon(root, overlays=overlays, extra=extra, socket=socket,
-                                   boot=True)
+                                   boot=BOOT_CHAIN)
             try:
                 yield running
                 assert running.stop() == 0, running.log.read_text()

@@ -40,7 +40,7 @@ from tests.daemon_harness import (
     wait_for,
 )
 from tests.s3server import S3Server, free_port, running_s3, weed_binary, write_credentials
-from tests.seeded_store import SeededRoot
+from tests.seeded_store import BOOT_CHAIN, SeededRoot
 
 pytestmark = [pytest.mark.slow, pytest.mark.lib_c_root]
 BUCKET = "ix-cache"
@@ -113,7 +113,7 @@ def _daemon(shared: Shared, extra: Sequence[str], *, keep_root: bool = False,
     if seeded is not None:
         seeded.copy_into_place()
     daemon = start_daemon(shared.root, overlays=(TEST_OVERLAY, PKGS), extra=list(extra),
-                          boot=True)
+                          boot=BOOT_CHAIN)
     try:
         yield daemon
     finally:

@@ -246,7 +246,7 @@ def test_builds_run_as_build_users_one_uid_each(daemon: RunningDaemon,
         holders = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
             {uid for uid, pids in build_processes(*builds).items() if any(
                 b"sleep\x0060" in _cmdline(pid) for pid in pids)}),
-            "both builds to run")
+            "both builds to run", 180)
         logins = {p.pw_uid for p in pwd.getpwall()
                   if p.pw_shell not in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")}
         assert len(holders) == 2
