@@ -40,10 +40,10 @@ from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, make_reachab
 #: for aarch64 (with the host's musl and builtins, which every cross build has among its
 #: host libraries). Each root's modules run in one process, so two processes of a
 #: parallel run each run daemons on one (tests/parallel.py).
-#: the prebuilt roots are built with the host's build tools (`ix_tools=host`), as their
-#: daemons build: ixd's default chain would build stages 0 and 1 into each of them again
-#: (minutes of CI); test_bootstrap builds on that chain from an empty root
-BOOT_CHAIN = False
+#: the prebuilt roots are built on ixd's default chain (stages 0 and 1), as their daemons
+#: build: the package set, cross and cache tests run on it, and test_bootstrap compares
+#: its own builds with the lib_c_root's
+BOOT_CHAIN = True
 
 SEEDED_ROOTS = {
     "lib_c_root": ("lib/c", "lib/compiler_rt/builtins"),

@@ -157,9 +157,9 @@ def test_bad_input_gets_clear_errors_and_the_daemon_keeps_serving(
 
 def test_dep_and_plan(daemon: RunningDaemon) -> None:
     names = daemon.ixc("dep", "bin/greet").stdout.split()
-    # built by clang, the default, with lib/c and its runtime library (the host's clang: the
-    # prebuilt roots are built with the host's tools, tests/seeded_store.py)
-    assert {"bin/greet", "lib/greet", "lib/shout", "bld/host/clang", "lib/c",
+    # built by clang, the default (stage 0's, on ixd's default chain), with lib/c and its
+    # runtime library
+    assert {"bin/greet", "lib/greet", "lib/shout", "bld/boot/1/clang", "lib/c",
             "lib/compiler_rt/builtins"} <= set(names)
     # stal/IX's order: a package after the packages its build needs
     assert names.index("lib/shout") < names.index("lib/greet") < names.index("bin/greet")
