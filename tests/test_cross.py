@@ -125,7 +125,7 @@ def test_each_target_has_its_own_builds_and_the_host_tools_are_shared(built: Bui
     assert len(hellos["xa"]) == len(hellos["xr"]) == 1 and hellos["xa"] != hellos["xr"]
     # one clang wrapper for every target's builds (and for the root's prebuilt libraries)
     assert len([name for name in built.times if name.startswith("bld/boot/1/clang ")]) == 1
-    assert len(list((built.daemon.root / "store").glob("*-bin-host-clang"))) == 1
+    assert len(list((built.daemon.root / "store").glob("*-bin-boot-1-clang"))) == 1
 
 
 @pytest.mark.slow

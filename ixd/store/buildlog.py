@@ -352,13 +352,13 @@ class LogPump:
         if self.relay is None:
             return b""
         items: list[str | int] = []
-        if self.budget.take(len(chunk)):
-            items = self.splitter.feed(held + chunk)
+        if held:  # not the last piece after all: left out, as anything past the budget
+            skipped = self.splitter.drop(held)
+            items = [skipped] if skipped else []
             held = b""
+        if self.budget.take(len(chunk)):
+            items += self.splitter.feed(chunk)
         else:
-            if held:
-                skipped = self.splitter.drop(held)
-                items = [skipped] if skipped else []
             held = chunk
         self._queue(items, self.log.written - self.splitter.unfinished - len(held))
         return held
