@@ -127,7 +127,8 @@ def flood(args: argparse.Namespace) -> list[str]:
 
 
 #: stal/IX's own package tree (read-only test data of this machine)
-STALIX = Path(os.environ.get("IX_STALIX_PKGS", "/work/shared/stalix/pkgs"))
+STALIX = Path(os.environ.get(
+    "IX_STALIX_PKGS", Path(__file__).resolve().parents[2] / "shared" / "stalix" / "pkgs"))
 BOOT_PATH = "/usr/lib/llvm-14/bin:/usr/bin:/bin"
 
 

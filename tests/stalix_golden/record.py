@@ -42,7 +42,8 @@ from tests.stalix_facts import reference_facts
 
 HERE = Path(__file__).resolve().parent
 BOOT_PATH = "/usr/lib/llvm-14/bin:/usr/bin:/bin"
-STALIX_PKGS = Path(os.environ.get("IX_STALIX_PKGS", "/work/shared/stalix/pkgs"))
+STALIX_PKGS = Path(os.environ.get(
+    "IX_STALIX_PKGS", Path(__file__).resolve().parents[3] / "shared" / "stalix" / "pkgs"))
 #: the reference's own interpreter (stal/IX runs with the system's python3)
 PYTHON = "/usr/bin/python3"
 
