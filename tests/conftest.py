@@ -52,8 +52,8 @@ class Run:
         self.worker = ""
         #: what the run's tests need (as the workers of a parallel run told it)
         self.needs = Needs()
-        #: the prebuilt lib/c roots, by fixture (see `lib_c_root`)
-        self.prebuilds = {name: Prebuild(packages) for name, packages in SEEDED_ROOTS.items()}
+        #: the prebuilt lib/c roots (see `lib_c_root`)
+        self.prebuild = Prebuild()
         #: the test accounts, when made by this process for its workers
         self.accounts: contextlib.ExitStack = contextlib.ExitStack()
         self.made_accounts: dict[str, int] | None = None
@@ -67,8 +67,7 @@ class Run:
         return self._folder
 
     def start_prebuilds(self, roots: Iterable[str]) -> None:
-        for root in roots:
-            self.prebuilds[root].start(self.folder().path / root)
+        self.prebuild.start(self.folder().path / "seeded", sorted(roots))
 
     def make_accounts(self) -> dict[str, int]:
         if self.made_accounts is None:
@@ -77,8 +76,7 @@ class Run:
         return self.made_accounts
 
     def close(self) -> None:
-        for prebuild in self.prebuilds.values():
-            prebuild.close()
+        self.prebuild.close()
         self.accounts.close()
         if self._folder is not None:
             shutil.rmtree(self._folder.path, ignore_errors=True)
@@ -92,6 +90,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         RUN.controllers = RunFolder(Path(workerinput["ix_run_folder"]))
         RUN.worker = workerinput["workerid"]
+    if os.geteuid() == 0:
+        # this process's seeded daemons run at the prebuilt roots' one path, seen as a
+        # folder of its own (tests/seeded_store.py): before any test starts a thread
+        run = RUN.controllers or RUN.folder()
+        RUN.prebuild.enter(run.path / "seeded", RUN.worker or "main")
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's
@@ -105,8 +108,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if RUN.controllers is not None:
         # a worker: the controller makes what the tests need, once it hears
         RUN.controllers.tell(RUN.worker, needs)
-        for root in set(needs.seeded_modules.values()):
-            RUN.prebuilds[root].follow(RUN.controllers.path / root)
     elif needs.seeded_modules:
         # If tests need lib/c prebuilt, start building it now and run their modules last
         # (whole modules, in their order): the build overlaps every other test.
@@ -128,7 +129,7 @@ def pytest_xdist_node_collection_finished(node: Any, ids: Sequence[str]) -> None
 @pytest.hookimpl(optionalhook=True)  # xdist's
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
     return ModuleScheduling(config, log, needs=lambda: RUN.needs,
-                            seeded_ready=lambda root: RUN.prebuilds[root].finished())
+                            seeded_ready=RUN.prebuild.finished)
 
 
 def pytest_sessionfinish() -> None:
@@ -141,21 +142,21 @@ def lib_c_root() -> SeededRoot:
     whole run: modules whose daemons build C packages start from a copy instead of building
     musl again. (A module that asks for it through `request.getfixturevalue` is marked
     `lib_c_root`.)"""
-    return RUN.prebuilds["lib_c_root"].result()
+    return RUN.prebuild.result("lib_c_root")
 
 
 @pytest.fixture(scope="session")
 def toolchain_root() -> SeededRoot:
     """Like `lib_c_root`, with the C++ runtimes (lib/unwind, lib/c++abi, lib/c++) and lib/c
     built by gcc too (mark: `toolchain_root`)."""
-    return RUN.prebuilds["toolchain_root"].result()
+    return RUN.prebuild.result("toolchain_root")
 
 
 @pytest.fixture(scope="session")
 def cross_root() -> SeededRoot:
     """Like `lib_c_root`, with lib/c and the builtins for linux-aarch64 and linux-riscv64 too,
     and the C++ runtimes for linux-aarch64 (mark: `cross_root`)."""
-    return RUN.prebuilds["cross_root"].result()
+    return RUN.prebuild.result("cross_root")
 
 
 #: held while a test run has the test accounts

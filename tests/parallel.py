@@ -1,16 +1,17 @@
 """Running the suite over several processes (pytest-xdist: `pytest -n N`).
 
 xdist's controller hands work units to its workers. Here a unit is a whole module, so that a
-module's daemons (module-scoped fixtures) start once, in one worker. The modules that start
-from one of the prebuilt lib/c roots (tests/seeded_store.py) form one unit for that root: a
-root's entries are only valid at its one path, so its daemons run one after another.
+module's daemons (module-scoped fixtures) start once, in one worker. A module that starts
+from one of the prebuilt lib/c roots (tests/seeded_store.py) is handed out once its root is
+ready: each process runs its seeded daemons at the roots' one path, which it sees as a
+folder of its own, so two workers run such modules at once.
 
 What the workers would each do once for the whole run, the controller does for all of them,
 told by files in a folder of the run (`RunFolder`) that it shares with them:
 - each worker says after its collection what its tests need (`Needs`): which prebuilt
   roots, the test accounts;
-- the controller then builds those roots, each in a thread, and creates the accounts, once;
-- it holds a root's unit back while the root is still being built and other units are left,
+- the controller then builds those roots, in a thread, and creates the accounts, once;
+- it holds a module back while its root is still being built and other units are left,
   so no worker sits waiting for it.
 """
 
@@ -106,37 +107,33 @@ def needs_of(items: list[pytest.Item], roots: Iterable[str]) -> Needs:
 
 
 class ModuleScheduling(LoadScopeScheduling):
-    """Whole modules as work units, and the modules of each prebuilt root as one; such a unit
-    is handed out once its root is ready (`seeded_ready`) or nothing else is left. Slow
-    modules go first."""
+    """Whole modules as work units; a module on a prebuilt root is handed out once the root
+    is ready (`seeded_ready`) or nothing else is left. Of what is ready, the modules on a
+    prebuilt root go first (they waited for it: they end the run), slow ones before the
+    others."""
 
     def __init__(self, config: pytest.Config, log: Any, *, needs: Callable[[], Needs],
                  seeded_ready: Callable[[str], bool]) -> None:
         super().__init__(config, log)
         self._needs = needs
         self._seeded_ready = seeded_ready
-        #: the unit of each prebuilt root, by its name
-        self._seeded_units: dict[str, str] = {}
 
     def _split_scope(self, nodeid: str) -> str:
-        module = module_of(nodeid)
-        root = self._needs().seeded_modules.get(module)
-        if root is None:
-            return module
-        unit = f"prebuilt {root}"
-        self._seeded_units[unit] = root
-        return unit
+        return module_of(nodeid)
 
     def _assign_work_unit(self, node: Any) -> None:
-        # xdist hands out the first unit of its queue: first those of ready roots, then slow
-        # modules, then the others, last those whose roots are still being built
-        slow = self._needs().slow_modules
+        # xdist hands out the first unit of its queue: ready seeded modules, slow first,
+        # then slow modules, then the others, last those whose roots are still being built
+        needs = self._needs()
 
         def rank(unit: str) -> int:
-            root = self._seeded_units.get(unit)
+            slow = unit in needs.slow_modules
+            root = needs.seeded_modules.get(unit)
             if root is None:
-                return 1 if unit in slow else 2
-            return 0 if self._seeded_ready(root) else 3
+                return 2 if slow else 3
+            if not self._seeded_ready(root):
+                return 4
+            return 0 if slow else 1
 
         for unit in sorted(self.workqueue, key=rank):
             self.workqueue.move_to_end(unit)

@@ -58,6 +58,7 @@ def test_a_v2_cgroup_without_memory_is_not_used(tmp_path: Path) -> None:
     own.mkdir()
     (own / "cgroup.controllers").write_text("")
     mounts = f"34 30 0:30 / {own} rw,relatime - cgroup2 cgroup2 rw\n"
+    (tmp_path / "root").mkdir()
     found, why = cgroup.probe(tmp_path / "root", mountinfo=mounts, cgroups="0::/\n")
     assert found is None
     assert "offers nothing, not memory and pids (not delegated)" in why
@@ -94,3 +95,15 @@ def test_a_cgroup_of_this_machine_bounds_memory(tmp_path: Path) -> None:
         found.close()
     assert not any(d.exists() for d in build.dirs)
     assert not found.memory.exists()
+
+
+def test_two_roots_at_one_path_have_their_own_cgroups(tmp_path: Path) -> None:
+    """Two daemons at one root path in two mount namespaces (two containers, each with its
+    own /ix) share the machine's cgroups: each one's start cleans away only its own."""
+    root = tmp_path / "ix"
+    root.mkdir()
+    first = cgroup.daemon_tag(root)
+    assert cgroup.daemon_tag(root) == first  # the same root: the same cgroups, restart after
+    root.rename(tmp_path / "elsewhere")
+    root.mkdir()  # another folder, at the same path
+    assert cgroup.daemon_tag(root) != first

@@ -37,12 +37,13 @@ class Worker:
         return [{nodeid.split("::")[0] for nodeid in batch} for batch in self.sent]
 
 
-def scheduling(ready: set[str], workers: int) -> tuple[ModuleScheduling, list[Worker]]:
+def scheduling(ready: set[str], workers: int, slow: set[str] | None = None
+               ) -> tuple[ModuleScheduling, list[Worker]]:
     config: Any = SimpleNamespace(getvalue=lambda name: [f"{workers}*popen"],
                                   option=SimpleNamespace(loadscopereorder=True))
     needs = Needs(seeded_modules={ON_GCC[0]: "lib_c_root", ON_GCC[1]: "lib_c_root",
                                   ON_CLANG: "toolchain_root"},
-                  slow_modules={SLOW})
+                  slow_modules={SLOW} if slow is None else slow)
     scheduler = ModuleScheduling(config, None, needs=lambda: needs,
                                  seeded_ready=lambda root: root in ready)
     nodes = [Worker(f"gw{n}") for n in range(workers)]
@@ -58,10 +59,19 @@ def finish_first_batch(scheduler: ModuleScheduling, node: Worker) -> None:
         scheduler.mark_test_complete(node, COLLECTION.index(nodeid))  # type: ignore[arg-type]
 
 
-def test_a_ready_roots_modules_go_first_as_one_unit() -> None:
+def test_a_ready_roots_modules_go_first_each_a_unit_of_its_own() -> None:
     _, (first, second) = scheduling(ready={"lib_c_root"}, workers=2)
-    assert first.modules()[0] == set(ON_GCC)  # both modules of the root, in one batch
-    assert second.modules()[0] == {SLOW}  # then the slow module
+    # both modules of the root, one in each worker (each sees the root's path as its own)
+    assert first.modules()[0] | second.modules()[0] == set(ON_GCC)
+    assert [len(first.modules()[0]), len(second.modules()[0])] == [1, 1]
+
+
+def test_a_ready_slow_module_on_a_root_goes_before_the_others() -> None:
+    scheduler, (only,) = scheduling(ready={"lib_c_root", "toolchain_root"}, workers=1,
+                                    slow={SLOW, ON_CLANG})
+    assert only.modules()[0] == {ON_CLANG}
+    handed = drain(scheduler, only)
+    assert handed.index({ON_CLANG}) < handed.index({ON_GCC[0]}) < handed.index({SLOW})
 
 
 def test_a_root_still_being_built_waits_while_other_units_are_left() -> None:
@@ -69,19 +79,25 @@ def test_a_root_still_being_built_waits_while_other_units_are_left() -> None:
     scheduler, (first, second) = scheduling(ready=ready, workers=2)
     assert first.modules()[0] == {SLOW}
     assert not any(set(ON_GCC) & batch for batch in first.modules() + second.modules())
-    ready.add("lib_c_root")  # the root is made: the next unit handed out is its own
+    ready.add("lib_c_root")  # the root is made: the next unit handed out is one of its own
     finish_first_batch(scheduler, first)
-    assert first.modules()[-1] == set(ON_GCC)
+    assert first.modules()[-1] <= set(ON_GCC)
 
 
 def test_a_root_still_being_built_is_handed_out_when_nothing_else_is_left() -> None:
     scheduler, (only,) = scheduling(ready=set(), workers=1)
+    handed = drain(scheduler, only)
+    assert {ON_CLANG} in handed and {ON_GCC[0]} in handed and {ON_GCC[1]} in handed
+    assert handed.index({SLOW}) < handed.index({ON_GCC[0]})
+    assert all(handed.index({plain}) < handed.index({ON_CLANG}) for plain in PLAIN)
+
+
+def drain(scheduler: ModuleScheduling, node: Worker) -> list[set[str]]:
+    """Finish what `node` is sent until nothing is left; the modules it was sent, in order."""
     while scheduler.workqueue:
-        for nodeid in only.sent[-1]:
-            scheduler.mark_test_complete(only, COLLECTION.index(nodeid))  # type: ignore[arg-type]
-    handed = only.modules()
-    assert {ON_CLANG} in handed and set(ON_GCC) in handed
-    assert handed.index({SLOW}) < handed.index(set(ON_GCC))
+        for nodeid in node.sent[-1]:
+            scheduler.mark_test_complete(node, COLLECTION.index(nodeid))  # type: ignore[arg-type]
+    return node.modules()
 
 
 def test_workers_needs_reach_the_controller_together(tmp_path: Path) -> None:

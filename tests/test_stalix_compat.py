@@ -102,8 +102,10 @@ def test_ix_renders_the_tree_as_stalix_does(stem: str, tree: RecipeTree,
 
 def assert_same_packages(expected: list[str], actual: list[str]) -> None:
     """The same packages in the same order, or the first difference."""
-    missing = [p for p in expected if p not in set(actual)]
-    extra = [p for p in actual if p not in set(expected)]
+    # (each side's set made once: set/ci lists thousands of packages)
+    expected_set, actual_set = set(expected), set(actual)
+    missing = [p for p in expected if p not in actual_set]
+    extra = [p for p in actual if p not in expected_set]
     assert (missing[:5], extra[:5]) == ([], []), f"{len(missing)} missing, {len(extra)} extra"
     first = next((i for i, (a, b) in enumerate(zip(expected, actual, strict=True)) if a != b),
                  None)

@@ -24,7 +24,8 @@ Which mechanism a machine gets is found out once, at start (`probe`):
   process's heap but not their sum, and whose breach the build sees as a failed allocation
   (ixd cannot tell it from any other failure).
 
-`TAG` is a hash of the daemon's root, so daemons of several roots keep apart. A build's
+`TAG` is a hash of the daemon's root (its path and its folder's identity), so daemons of
+several roots keep apart, even two at one path in two mount namespaces. A build's
 cgroup is made just before it starts and removed when it is over; what a crash left is
 removed at the next start (`Cgroups.clean`).
 
@@ -247,8 +248,13 @@ def _write_if_there(path: Path, value: int) -> None:
 
 
 def daemon_tag(root: Path) -> str:
-    """The name part that keeps this daemon's cgroups apart from another root's."""
-    return hashlib.sha256(os.fsencode(root)).hexdigest()[:12]
+    """The name part that keeps this daemon's cgroups apart from another root's (blocking: a
+    stat). The folder's identity as well as its path: daemons in two mount namespaces (two
+    containers, each with its own /ix) share the machine's cgroups, and one's start must
+    not clean away the other's running builds."""
+    folder = os.stat(root)
+    return hashlib.sha256(b"%s\0%d\0%d" % (os.fsencode(root), folder.st_dev, folder.st_ino)
+                          ).hexdigest()[:12]
 
 
 def probe(root: Path, *, mountinfo: str | None = None, cgroups: str | None = None
