@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 
+from client.context import Command
 from ixd.wire.errors import UsageError
 
 TYPE_CHECKING = False
@@ -19,30 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TextIO
 
-    from client.main import Context
+    from client.context import Context, Run
     from ixd.wire.frames import Event
-
-    Run = Callable[[Context, list[str]], int]
-
-
-class Command:
-    """One entry of the table: its name, help and function."""
-
-    __slots__ = ("detail", "name", "own_help", "read_only", "run", "summary", "synopsis")
-
-    def __init__(self, synopsis: str, summary: str, run: Run, detail: str = "",
-                 own_help: bool = False, read_only: bool = False) -> None:
-        self.name = synopsis.split()[0]
-        self.synopsis = synopsis
-        #: one line in the help's list (a line break continues it, indented)
-        self.summary = summary
-        #: more, for `ixc COMMAND --help`
-        self.detail = detail
-        #: the command answers `--help` itself
-        self.own_help = own_help
-        #: it changes nothing: it waits at most a few seconds for a restarting daemon
-        self.read_only = read_only
-        self.run = run
 
 
 #: every command, in the order the help lists them
@@ -329,7 +308,7 @@ def print_unique_names(value: dict[str, Any], out: TextIO) -> None:
 @command("plan [--summary] PKG...", "the build plan as JSON (--summary: counts, names)",
          read_only=True)
 def plan(ctx: Context, words: list[str]) -> int:
-    from client.main import print_json
+    from client.context import print_json
 
     summary = "--summary" in words
     request = {"packages": packages([w for w in words if w != "--summary"], "plan")}
@@ -592,7 +571,7 @@ def log(ctx: Context, words: list[str]) -> int:
     # a followed log printed again after a retry would repeat lines: no retry then
     value = ctx.call("log", {"target": words[0], "follow": follow}, not follow, print_text)
     if ctx.as_json:
-        from client.main import print_json
+        from client.context import print_json
 
         value["log"] = "".join(texts) + value["log"]
         print_json(value, ctx.out)
@@ -658,5 +637,5 @@ def completion(ctx: Context, words: list[str]) -> int:
     if len(words) != 1 or words[0] not in SCRIPTS:
         raise UsageError(f"usage: ixc completion {'|'.join(SCRIPTS)}, e.g. "
                          f"eval \"$(ixc completion bash)\"")
-    ctx.out.write(SCRIPTS[words[0]]())
+    ctx.out.write(SCRIPTS[words[0]](COMMANDS))
     return 0

@@ -9,7 +9,7 @@ of `Event`s and one final `Result` or `Error`.
 drive it with plain bytes. `ixc` imports this module on its way to the socket, so it is kept
 import-light on purpose: at run time it imports only `struct`, msgpack and `ixd.wire.errors` — no
 dataclasses, typing, enum or re (messages are small hand-written classes; types are for
-mypy only). What only the daemon needs (request size checks, the `Role` type) is in
+mypy only). What only the daemon needs (request size checks) is in
 `ixd.wire.protocol`, which re-exports everything here.
 """
 
@@ -31,9 +31,10 @@ from ixd.wire.errors import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, ClassVar, Final
+    from typing import Any, ClassVar, Final, Literal, TypeAlias
 
-    from ixd.wire.protocol import Role
+    #: the two ends of a connection (for mypy only: no `typing` at run time)
+    Role: TypeAlias = Literal["client", "server"]
 
 PROTOCOL_VERSION: Final = 1
 #: the default limit on a frame's body, in bytes
