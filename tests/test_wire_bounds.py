@@ -29,7 +29,7 @@ import trio.testing
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from client.main import _print_status
+from client.commands import print_status
 from ixd.build.scheduler import JOIN_REPLAY_CHARS, JOIN_REPLAY_LINES, Flight
 from ixd.daemon import logstream, paging
 from ixd.daemon.core import Config, Daemon
@@ -352,7 +352,7 @@ def test_status_output_says_what_is_left_out() -> None:
     build = {"state": "running", "name": "bin/a", "elapsed": 3.0, "expected": None,
              "waiting": ["alice", "bob"], "waiting_count": 5}
     out = io.StringIO()
-    _print_status({"builds": [build], "total": 7, "running": 4, "offset": 2, "jobs": 2}, out)
+    print_status({"builds": [build], "total": 7, "running": 4, "offset": 2, "jobs": 2}, out)
     assert out.getvalue().splitlines() == [
         "running  bin/a  for 3s; waiting: alice, bob and 3 more",
         "... 4 more of 7 (4 running); the next: ixc status --offset 3",
@@ -643,7 +643,8 @@ class Peer:
 
 async def serve_pair(nursery: trio.Nursery, handle: Any) -> Peer:
     server_side, client_side = trio.socket.socketpair()
-    nursery.start_soon(Server(handle)._serve_connection, trio.SocketStream(server_side))
+    nursery.start_soon(Server(handle, check=lambda op, args: args)._serve_connection,
+                       trio.SocketStream(server_side))
     peer = Peer(trio.SocketStream(client_side))
     await peer.send(protocol.Hello(protocol.PROTOCOL_VERSION, "test"))
     return peer
