@@ -13,7 +13,8 @@ import os
 import time
 
 from client.context import Command
-from ixd.wire.errors import UsageError
+from ixd.wire import events
+from ixd.wire.errors import ProtocolError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def run(ctx: Context, words: list[str]) -> int:
     def run_held(event: Event) -> None:
         # the daemon built the realm and keeps it from gc while this connection is open:
         # run the command now, then hang up (the request never answers)
-        if event.kind != "ready":
+        if event.kind != events.READY:
             ctx.progress(event)
             return
         argv = command_argv(str(event.data["path"]))
@@ -199,13 +200,8 @@ def run(ctx: Context, words: list[str]) -> int:
         value = ctx.call("run", request, False, run_held)
     except _CommandExited as exited:
         return exited.status
-    # an older daemon answers at once and does not hold the realm: exec as before
-    argv = command_argv(value["path"])
-    if ctx.execute is not None:
-        ctx.execute(argv)
-        return 0
-    ctx.out.flush()
-    os.execv(argv[0], argv)
+    # a held realm is never answered: the request ends when the command has run
+    raise ProtocolError(f"ixd answered a held `run` without holding the realm: {value!r:.80}")
 
 
 def _run_command(argv: list[str]) -> int:
@@ -320,7 +316,7 @@ def plan(ctx: Context, words: list[str]) -> int:
     import zlib
 
     def write(event: Event) -> None:
-        if event.kind == "plan-text":
+        if event.kind == events.PLAN_TEXT:
             ctx.out.write(zlib.decompress(event.data["zlib"]).decode())
         else:
             ctx.progress(event)
@@ -554,14 +550,10 @@ def log(ctx: Context, words: list[str]) -> int:
     texts: list[str] = []  # --json: the log goes in the JSON document, whole
 
     def print_text(event: Event) -> None:
-        # the log comes in pieces of whole lines ("log-text"); an older daemon follows
-        # a build line by line ("log")
-        if event.kind == "log-text":
-            text = event.data["text"]
-        elif event.kind == "log":
-            text = event.data["line"] + "\n"
-        else:
+        # the log comes in pieces of whole lines
+        if event.kind != events.LOG_TEXT:
             return
+        text = event.data["text"]
         if ctx.as_json:
             texts.append(text)
         else:
@@ -573,10 +565,7 @@ def log(ctx: Context, words: list[str]) -> int:
     if ctx.as_json:
         from client.context import print_json
 
-        value["log"] = "".join(texts) + value["log"]
-        print_json(value, ctx.out)
-    elif value["log"]:
-        ctx.out.write(value["log"])  # an older daemon sends a finished log whole
+        print_json({**value, "log": "".join(texts)}, ctx.out)
     return 1 if value.get("error") else 0
 
 

@@ -550,7 +550,7 @@ async def test_follow_replays_whole_lines_then_live_ones_without_gap_or_repeat(
         await trio.testing.wait_all_tasks_blocked()
         flight.done.set()
     assert "".join(sink.texts) == "line 1\nline 2\npartial\nline 4\n"
-    assert result == {"uid": flight.node.uid, "log": "", "followed": True, "error": None}
+    assert result == {"uid": flight.node.uid, "followed": True, "error": None}
     assert flight.listeners == []
 
 

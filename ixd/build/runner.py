@@ -120,9 +120,7 @@ class StoreRunner:
         #: first (`push_inputs`, blocking), their results come back through the caches
         self.cluster = cluster
         self.push_inputs = push_inputs
-        if cluster is not None and (substituter is None or push_inputs is None):
-            raise ValueError("a cluster needs --cache and --push: its results come back "
-                             "through the cache")
+        # (a cluster comes with both: `ixd.daemon.build_engine` checks the options)
         #: remote builds under way, by uid
         self._remote: dict[str, RemoteAttempt] = {}
         #: builds this machine does for the cluster (`building_here`): never sent back to it

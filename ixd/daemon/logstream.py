@@ -59,7 +59,7 @@ async def serve_log(uid: str, path: Path, target: str, follow: bool,
     with file:
         size = await trio.to_thread.run_sync(lambda: os.fstat(file.fileno()).st_size)
         sent = await _stream(file, size, uid, send, whole_lines=False)
-    return {"uid": uid, "log": "", "size": sent}
+    return {"uid": uid, "size": sent}
 
 
 def _open(path: Path) -> BinaryIO | None:
@@ -206,5 +206,5 @@ async def _follow(flight: Flight, uid: str, path: Path, send: Send, head: int
             raise failed
     finally:
         flight.listeners.remove(backlog)
-    return {"uid": uid, "log": "", "followed": True,
+    return {"uid": uid, "followed": True,
             "error": flight.error.message if flight.error else None}

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     #: the two ends of a connection (for mypy only: no `typing` at run time)
     Role: TypeAlias = Literal["client", "server"]
 
-PROTOCOL_VERSION: Final = 1
+#: 2: ops' arguments checked by one contract (`ixd.wire.ops`), unknown arguments refused;
+#: `log` answers without the log (it comes in `log-text` events); a held `run` never answers
+PROTOCOL_VERSION: Final = 2
 #: the default limit on a frame's body, in bytes
 MAX_FRAME: Final = 16 * 1024 * 1024
 #: how deeply maps and lists may nest, the frame's own map counting as level 1
