@@ -24,7 +24,9 @@ LIGHT_IMPORTS = frozenset({
     # ixc itself
     "client", "client.main", "client.commands", "client.context", "client.progress",
     "ixd.wire.transport",
-    "ixd", "ixd.wire", "ixd.wire.errors", "ixd.wire.frames",
+    "ixd", "ixd.wire", "ixd.wire.errors", "ixd.wire.frames", "ixd.wire.record",
+    # the event kinds `client.progress` tells apart
+    "ixd.wire.events",
     # `from __future__ import annotations` is an import too
     "__future__",
     # the socket's C core (the `socket` module would add enum, selectors, ...)
@@ -39,7 +41,7 @@ LIGHT_IMPORTS = frozenset({
 #: `ixc mut` and `ixc let` lex their words into realm patches: the realm model, selectors
 #: (with the platform names a flag may hold), the login (pwd) as the default realm
 MUT_IMPORTS = LIGHT_IMPORTS | {"client.lexer", "ixd.model", "ixd.model.realm", "ixd.model.selector",
-                               "ixd.model.platforms", "ixd.wire.record", "collections.abc", "pwd"}
+                               "ixd.model.platforms", "collections.abc", "pwd"}
 #: `ixc dep`, `plan`, `build` and `run` read their words as `mut`'s (stal/IX's forms), in
 #: the realm `ephemeral`: no login needed
 PACKAGE_IMPORTS = MUT_IMPORTS - {"pwd"}
