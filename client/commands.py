@@ -12,37 +12,17 @@ from __future__ import annotations
 import os
 import time
 
-from ixd.wire.errors import UsageError
+from client.context import Command
+from ixd.wire import events
+from ixd.wire.errors import ProtocolError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TextIO
 
-    from client.main import Context
+    from client.context import Context, Run
     from ixd.wire.frames import Event
-
-    Run = Callable[[Context, list[str]], int]
-
-
-class Command:
-    """One entry of the table: its name, help and function."""
-
-    __slots__ = ("detail", "name", "own_help", "read_only", "run", "summary", "synopsis")
-
-    def __init__(self, synopsis: str, summary: str, run: Run, detail: str = "",
-                 own_help: bool = False, read_only: bool = False) -> None:
-        self.name = synopsis.split()[0]
-        self.synopsis = synopsis
-        #: one line in the help's list (a line break continues it, indented)
-        self.summary = summary
-        #: more, for `ixc COMMAND --help`
-        self.detail = detail
-        #: the command answers `--help` itself
-        self.own_help = own_help
-        #: it changes nothing: it waits at most a few seconds for a restarting daemon
-        self.read_only = read_only
-        self.run = run
 
 
 #: every command, in the order the help lists them
@@ -201,7 +181,7 @@ def run(ctx: Context, words: list[str]) -> int:
     def run_held(event: Event) -> None:
         # the daemon built the realm and keeps it from gc while this connection is open:
         # run the command now, then hang up (the request never answers)
-        if event.kind != "ready":
+        if event.kind != events.READY:
             ctx.progress(event)
             return
         argv = command_argv(str(event.data["path"]))
@@ -220,13 +200,8 @@ def run(ctx: Context, words: list[str]) -> int:
         value = ctx.call("run", request, False, run_held)
     except _CommandExited as exited:
         return exited.status
-    # an older daemon answers at once and does not hold the realm: exec as before
-    argv = command_argv(value["path"])
-    if ctx.execute is not None:
-        ctx.execute(argv)
-        return 0
-    ctx.out.flush()
-    os.execv(argv[0], argv)
+    # a held realm is never answered: the request ends when the command has run
+    raise ProtocolError(f"ixd answered a held `run` without holding the realm: {value!r:.80}")
 
 
 def _run_command(argv: list[str]) -> int:
@@ -329,7 +304,7 @@ def print_unique_names(value: dict[str, Any], out: TextIO) -> None:
 @command("plan [--summary] PKG...", "the build plan as JSON (--summary: counts, names)",
          read_only=True)
 def plan(ctx: Context, words: list[str]) -> int:
-    from client.main import print_json
+    from client.context import print_json
 
     summary = "--summary" in words
     request = {"packages": packages([w for w in words if w != "--summary"], "plan")}
@@ -341,7 +316,7 @@ def plan(ctx: Context, words: list[str]) -> int:
     import zlib
 
     def write(event: Event) -> None:
-        if event.kind == "plan-text":
+        if event.kind == events.PLAN_TEXT:
             ctx.out.write(zlib.decompress(event.data["zlib"]).decode())
         else:
             ctx.progress(event)
@@ -575,14 +550,10 @@ def log(ctx: Context, words: list[str]) -> int:
     texts: list[str] = []  # --json: the log goes in the JSON document, whole
 
     def print_text(event: Event) -> None:
-        # the log comes in pieces of whole lines ("log-text"); an older daemon follows
-        # a build line by line ("log")
-        if event.kind == "log-text":
-            text = event.data["text"]
-        elif event.kind == "log":
-            text = event.data["line"] + "\n"
-        else:
+        # the log comes in pieces of whole lines
+        if event.kind != events.LOG_TEXT:
             return
+        text = event.data["text"]
         if ctx.as_json:
             texts.append(text)
         else:
@@ -592,12 +563,9 @@ def log(ctx: Context, words: list[str]) -> int:
     # a followed log printed again after a retry would repeat lines: no retry then
     value = ctx.call("log", {"target": words[0], "follow": follow}, not follow, print_text)
     if ctx.as_json:
-        from client.main import print_json
+        from client.context import print_json
 
-        value["log"] = "".join(texts) + value["log"]
-        print_json(value, ctx.out)
-    elif value["log"]:
-        ctx.out.write(value["log"])  # an older daemon sends a finished log whole
+        print_json({**value, "log": "".join(texts)}, ctx.out)
     return 1 if value.get("error") else 0
 
 
@@ -658,5 +626,5 @@ def completion(ctx: Context, words: list[str]) -> int:
     if len(words) != 1 or words[0] not in SCRIPTS:
         raise UsageError(f"usage: ixc completion {'|'.join(SCRIPTS)}, e.g. "
                          f"eval \"$(ixc completion bash)\"")
-    ctx.out.write(SCRIPTS[words[0]]())
+    ctx.out.write(SCRIPTS[words[0]](COMMANDS))
     return 0

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import re
 
-from client.commands import COMMANDS, Command
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from client.context import Command
 
 #: the options `ixc` takes before its command
 GLOBAL_OPTIONS = ("--socket", "--json", "-v", "--no-retry", "--help", "--version")
@@ -36,9 +40,9 @@ def kinds_of(cmd: Command) -> list[str]:
     return kinds
 
 
-def _cases(indent: str) -> str:
+def _cases(commands: Mapping[str, Command], indent: str) -> str:
     lines = [f"{indent}{name}) _ixc_words '{' '.join(options_of(cmd))}' "
-             f"{' '.join(kinds_of(cmd))} ;;" for name, cmd in COMMANDS.items()]
+             f"{' '.join(kinds_of(cmd))} ;;" for name, cmd in commands.items()]
     lines.append(f"{indent}help) _ixc_words '' commands ;;")
     return "\n".join(lines)
 
@@ -156,17 +160,21 @@ _ixc "$@"
 """
 
 
-def bash() -> str:
-    return (BASH.replace("@COMMANDS@", " ".join(COMMANDS))
-            .replace("@GLOBAL@", " ".join(GLOBAL_OPTIONS)).replace("@CASES@", _cases(" " * 8)))
+def bash(commands: Mapping[str, Command]) -> str:
+    """The bash script for the command table `commands`."""
+    return (BASH.replace("@COMMANDS@", " ".join(commands))
+            .replace("@GLOBAL@", " ".join(GLOBAL_OPTIONS))
+            .replace("@CASES@", _cases(commands, " " * 8)))
 
 
-def zsh() -> str:
+def zsh(commands: Mapping[str, Command]) -> str:
+    """The zsh script for the command table `commands`."""
     described = "\n".join(
         f"        '{name}:{_quoted(cmd.summary.splitlines()[0])}'"
-        for name, cmd in COMMANDS.items())
+        for name, cmd in commands.items())
     return (ZSH.replace("@DESCRIBED@", described)
-            .replace("@GLOBAL@", " ".join(GLOBAL_OPTIONS)).replace("@CASES@", _cases(" " * 8)))
+            .replace("@GLOBAL@", " ".join(GLOBAL_OPTIONS))
+            .replace("@CASES@", _cases(commands, " " * 8)))
 
 
 def _quoted(text: str) -> str:
@@ -174,4 +182,5 @@ def _quoted(text: str) -> str:
     return text.replace("'", "'\\''").replace(":", "\\:")
 
 
-SCRIPTS = {"bash": bash, "zsh": zsh}
+#: the scripts by shell, each written from the command table it is given
+SCRIPTS: dict[str, Callable[[Mapping[str, Command]], str]] = {"bash": bash, "zsh": zsh}

@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from client.main import Context
+    from client.context import Context
 
 #: how long to ask whether the daemon has let go of this request's builds
 SETTLE = 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ixd.wire import events
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TextIO
@@ -31,7 +33,7 @@ class Progress:
 
     def __call__(self, event: Event) -> None:
         data = event.data
-        if event.kind == "plan":  # a new plan (a retry, another try): its own count
+        if event.kind == events.PLAN:  # a new plan (a retry, another try): its own count
             nodes = data.get("nodes", [])
             self.todo = {n["uid"] for n in nodes}
             self.total = int(data.get("todo", len(nodes)))
@@ -42,18 +44,18 @@ class Progress:
                              if n.get("expected") is not None}
             if self.total:
                 self._say(f"{self.total} of {data.get('total')} nodes to build{self._eta()}")
-        elif event.kind in ("started", "joined"):
+        elif event.kind in (events.STARTED, events.JOINED):
             self.running[data["uid"]] = data["name"]
-            verb = "building" if event.kind == "started" else "waiting for (shared)"
-            if event.kind == "started" and data.get("kind") == "fetch":
+            verb = "building" if event.kind == events.STARTED else "waiting for (shared)"
+            if event.kind == events.STARTED and data.get("kind") == "fetch":
                 verb = "fetching"
-            if event.kind == "started" and data.get("kind") == "substitute":
+            if event.kind == events.STARTED and data.get("kind") == "substitute":
                 verb = "substituting"
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']}{self._eta()}")
-        elif event.kind == "heartbeat":
+        elif event.kind == events.HEARTBEAT:
             self._say(f"[{self.done}/{self.total}] {_doing(data)} {data['name']}: "
                       f"{_elapsed(data)}")
-        elif event.kind == "finished":
+        elif event.kind == events.FINISHED:
             self.running.pop(data["uid"], None)
             self.expected.pop(data["uid"], None)
             if data["uid"] in self.todo or not self.todo:
@@ -64,15 +66,15 @@ class Progress:
             self._say(f"[{self.done}/{self.total}] {verb} {data['name']} "
                       f"in {float(data.get('duration', 0)):.1f}s"
                       + (f"; running: {now}" if now else "") + self._eta())
-        elif event.kind == "notice":  # the daemon had to do other than planned: always said
+        elif event.kind == events.NOTICE:  # the daemon had to do other than planned: always said
             self._say(f"ixc: {data.get('text', '')}")
-        elif event.kind == "log" and self.verbose:
+        elif event.kind == events.LOG and self.verbose:
             self._say(f"  | {data.get('line', '')}")
-        elif event.kind == "log-skipped" and self.verbose:
+        elif event.kind == events.LOG_SKIPPED and self.verbose:
             where = "here (printed faster than ixd relays)" if data.get("live") else "earlier"
             self._say(f"  | ... {data.get('count')} lines left out {where}; see "
                       f"`ixc log {data.get('uid')}`")
-        elif event.kind == "dropped" and self.verbose:
+        elif event.kind == events.DROPPED and self.verbose:
             self._say(f"ixc: {data.get('count')} progress events were dropped: this terminal "
                       "read too slowly")
 

@@ -20,6 +20,7 @@ from ixd.build.scheduler import Listener, Scheduler
 from ixd.daemon.build_ops import BuildOps
 from ixd.daemon.catalog import Catalog
 from ixd.daemon.core import Config, Daemon
+from ixd.daemon.emit import Relay
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache, Settled
@@ -37,6 +38,7 @@ from ixd.wire.errors import (
     RealmError,
     UnknownOp,
 )
+from ixd.wire.ops import check_request
 
 ROOT = Caller(uid=0, gid=0, pid=1)
 #: a uid without an account: it may change only realms it made
@@ -49,6 +51,11 @@ B = "bin/b"
 
 def quiet(kind: str, data: dict[str, Any]) -> None:
     pass
+
+
+def checked(op: str, args: dict[str, Any]) -> Any:
+    """`args` as the server hands them to op `op`: checked, in the op's record."""
+    return check_request(op, args)
 
 
 def patches(*words: str, realm: str = REALM) -> list[RealmPatch]:
@@ -256,7 +263,8 @@ def test_a_rollback_with_nowhere_to_go(current: int, to: int | None, message: st
 async def test_a_rollback_switches_the_realm_back(world: World) -> None:
     first = world.settle(REALM, [f"+{A}"], owner=STRANGER.uid)
     world.settle(REALM, [f"+{B}"], owner=STRANGER.uid)
-    answer = await world.realms.op_rollback({"realm": REALM}, STRANGER, quiet)
+    answer = await world.realms.op_rollback(checked("rollback", {"realm": REALM}), STRANGER,
+                                            quiet)
     assert answer == {"realm": REALM, "generation": 1, "previous": 2,
                       "path": first.generation.path}
     assert world.layout.realm_link(REALM).resolve() == Path(first.generation.path)
@@ -269,7 +277,8 @@ async def test_a_rollback_to_a_generation_gone_from_the_store(world: World) -> N
     world.settle(REALM, [f"+{B}"], owner=STRANGER.uid)
     await trio.Path(first.generation.path).rmdir()
     with pytest.raises(RealmError, match="gone from the store"):
-        await world.realms.op_rollback({"realm": REALM}, STRANGER, quiet)
+        await world.realms.op_rollback(checked("rollback", {"realm": REALM}), STRANGER,
+                                       quiet)
     assert world.db.realm(REALM)["current"] == 2  # type: ignore[index]
 
 
@@ -277,11 +286,13 @@ async def test_a_generation_whose_entry_is_gone_is_marked_collected(world: World
     first = world.settle(REALM, [f"+{A}"], owner=STRANGER.uid)
     world.settle(REALM, [f"+{B}"], owner=STRANGER.uid)
     await trio.Path(first.generation.path).rmdir()
-    listed = await world.realms.op_generations({"realm": REALM}, STRANGER, quiet)
+    listed = await world.realms.op_generations(checked("generations", {"realm": REALM}),
+                                               STRANGER, quiet)
     assert [(g["number"], g["collected"]) for g in listed["generations"]] == [
         (1, True), (2, False)]
     with pytest.raises(RealmError, match=r"1 of realm .* was collected: .* nothing was changed"):
-        await world.realms.op_rollback({"realm": REALM, "to": 1}, STRANGER, quiet)
+        await world.realms.op_rollback(checked("rollback", {"realm": REALM, "to": 1}),
+                                       STRANGER, quiet)
 
 
 @pytest.mark.parametrize(("args", "caller", "error"), [
@@ -294,17 +305,17 @@ async def test_a_rollback_refused(world: World, args: dict[str, Any], caller: Ca
     world.settle(REALM, [f"+{A}"], owner=STRANGER.uid)
     world.settle(REALM, [f"+{B}"], owner=STRANGER.uid)
     with pytest.raises(error):
-        await world.realms.op_rollback(args, caller, quiet)
+        await world.realms.op_rollback(checked("rollback", args), caller, quiet)
 
 
 async def test_purge_forgets_the_realm(world: World) -> None:
     world.settle(REALM, [f"+{A}"], owner=STRANGER.uid)
-    assert await world.realms.op_purge({"realm": REALM}, STRANGER, quiet) == {
+    assert await world.realms.op_purge(checked("purge", {"realm": REALM}), STRANGER, quiet) == {
         "realm": REALM, "purged": True}
     assert world.db.realm(REALM) is None and REALM not in world.cache.settled
     assert not world.layout.realm_link(REALM).is_symlink()
     with pytest.raises(NoSuchRealm):
-        await world.realms.op_purge({"realm": REALM}, STRANGER, quiet)
+        await world.realms.op_purge(checked("purge", {"realm": REALM}), STRANGER, quiet)
 
 
 # --- status pages --------------------------------------------------------------------------
@@ -324,7 +335,7 @@ async def test_status_pages_running_builds_first(world: World) -> None:
         running = next(f.node.uid for f in world.scheduler.flights() if f.started)
         world.runner.remote[running] = ""  # submitted to a cluster, no worker said so yet
 
-        first = await world.builds.op_status({"limit": 2}, ROOT, quiet)
+        first = await world.builds.op_status(checked("status", {"limit": 2}), ROOT, quiet)
         assert [b["state"] for b in first["builds"]] == ["running", "queued"]
         assert (first["total"], first["running"], first["queued"]) == (3, 1, 2)
         assert (first["jobs"], first["slots_free"], first["offset"]) == (1, 0, 0)
@@ -335,16 +346,17 @@ async def test_status_pages_running_builds_first(world: World) -> None:
         assert "worker" not in first["builds"][1]
 
         world.runner.remote[running] = "tcp://worker-1"
-        rest = await world.builds.op_status({"limit": 2, "offset": 2}, ROOT, quiet)
+        rest = await world.builds.op_status(checked("status", {"limit": 2, "offset": 2}),
+                                            ROOT, quiet)
         assert len(rest["builds"]) == 1 and rest["builds"][0]["state"] == "queued"
         shown = {b["uid"] for b in first["builds"] + rest["builds"]}
         assert shown == {n.uid for n in nodes}
-        again = await world.builds.op_status({}, ROOT, quiet)
+        again = await world.builds.op_status(checked("status", {}), ROOT, quiet)
         assert again["builds"][0]["worker"] == "tcp://worker-1"
 
         world.runner.gate.set()
         await trio.testing.wait_all_tasks_blocked()
-        assert (await world.builds.op_status({}, ROOT, quiet))["total"] == 0
+        assert (await world.builds.op_status(checked("status", {}), ROOT, quiet))["total"] == 0
         nursery.cancel_scope.cancel()
 
 
@@ -352,7 +364,7 @@ async def test_status_pages_running_builds_first(world: World) -> None:
                                   {"limit": "2"}])
 async def test_status_refuses_a_bad_page(world: World, args: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):
-        await world.builds.op_status(args, ROOT, quiet)
+        await world.builds.op_status(checked("status", args), ROOT, quiet)
 
 
 # --- the daemon: its handler table and the admin ops ---------------------------------------
@@ -378,24 +390,27 @@ async def test_an_unknown_op_is_refused_naming_the_ops(daemon: Daemon) -> None:
     assert refused.value.code == "E_UNKNOWN_OP"
     assert refused.value.message == (f"unknown op 'frobnicate'; this daemon knows: "
                                      f"{', '.join(OPS)}")
-    assert (await daemon.handle("ping", {}, STRANGER, quiet))["uid"] == STRANGER.uid
+    pinged = await daemon.handle("ping", checked("ping", {}), STRANGER, Relay(quiet))
+    assert pinged["uid"] == STRANGER.uid
 
 
 async def test_only_a_cluster_workers_account_may_build_for_the_cluster(
         daemon: Daemon) -> None:
     for caller in (ROOT, STRANGER):
         with pytest.raises(PermissionDenied, match="builds for no cluster"):
-            await daemon.handle("cluster-build", {"node": {}}, caller, quiet)
+            await daemon.handle("cluster-build", checked("cluster-build", {"node": {}}),
+                                caller, Relay(quiet))
 
 
 async def test_admin_ops_need_an_admin(daemon: Daemon) -> None:
     for op, doing in [("gc", "collect garbage"), ("push", "push to the cache")]:
         with pytest.raises(PermissionDenied, match=f"may not {doing}: that needs root or "
                                                    r"the admin group \(none set\)"):
-            await daemon.handle(op, {}, STRANGER, quiet)
+            await daemon.handle(op, checked(op, {}), STRANGER, Relay(quiet))
     with pytest.raises(CacheError, match="no push cache"):
-        await daemon.handle("push", {}, ROOT, quiet)
-    assert await daemon.handle("gc", {}, ROOT, quiet) == {"entries": 0, "bytes": 0, "kept": 0,
+        await daemon.handle("push", checked("push", {}), ROOT, Relay(quiet))
+    assert await daemon.handle("gc", checked("gc", {}), ROOT, Relay(quiet)) == {
+        "entries": 0, "bytes": 0, "kept": 0,
                                                           "logs": 0, "log_bytes": 0}
 
 

@@ -20,10 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ixd.daemon.core import Config, Daemon
+from ixd.daemon.emit import Relay, discard
 from ixd.daemon.identity import Caller
 from ixd.model.realm import patch_from_wire
 from ixd.wire import protocol
 from ixd.wire.errors import IxError, ProtocolError
+from ixd.wire.ops import OPS, check_request
 from ixd.wire.transport import Client
 from tests.daemon_harness import HOST_TOOLS_SETTINGS, PROJECT, RunningDaemon, public_daemon
 
@@ -199,16 +201,16 @@ def test_frame_decoder_fuzz(body: bytes) -> None:
         pass
 
 
-_ops = st.sampled_from(["mut", "let", "build", "run", "list", "purge", "dep", "plan",
-                        "generations", "rollback", "status", "builds", "log", "gc", "ping",
-                        "search", "show", "why", "diff", "nonsense"])
+#: every op the daemon serves (`ixd.wire.ops`), and one it does not
+_ops = st.sampled_from([*sorted(OPS), "nonsense"])
 _arg_values = _values | st.lists(st.text(max_size=12), max_size=3) | st.builds(
     lambda realm, ops: [{"realm": realm, "ops": ops}],
     st.text(max_size=8), st.lists(st.dictionaries(
         st.sampled_from(["op", "selector", "key", "value", "flags"]), _values, max_size=4),
         max_size=3))
+#: every argument name some op takes, and one none does
 _args = st.dictionaries(
-    st.sampled_from(["patches", "packages", "realm", "to", "limit", "target", "follow"]),
+    st.sampled_from([*sorted({a.name for op in OPS.values() for a in op.args}), "nonsense"]),
     _arg_values, max_size=3)
 
 
@@ -233,7 +235,8 @@ def test_request_validation_fuzz(empty_daemon: Daemon, op: str, args: dict[str, 
         async with trio.open_nursery() as nursery:
             await nursery.start(empty_daemon.scheduler.serve)
             try:
-                await empty_daemon.handle(op, args, caller, lambda kind, data: None)
+                # as the server does: the contract's check, then the op
+                await empty_daemon.handle(op, check_request(op, args), caller, Relay(discard))
             except IxError:
                 pass
             nursery.cancel_scope.cancel()

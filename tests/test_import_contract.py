@@ -149,6 +149,86 @@ def test_no_cycles_between_packages() -> None:
             assert cycle is None, " -> ".join(cycle)
 
 
+def module_graph() -> dict[str, dict[str, str]]:
+    """Each of our modules -> the modules of ours it imports -> where (file:line). An import
+    of `pkg.mod` counts as one of `pkg.mod` (its package's `__init__` runs first, but says
+    only what the package is)."""
+    ours = {name for name, _ in modules()}
+    graph: dict[str, dict[str, str]] = {}
+    for name, path in modules():
+        edges = graph.setdefault(name, {})
+        for imported, line in imports_of(path):
+            target = known(imported, ours)
+            if target is not None and target != name:
+                edges.setdefault(target, f"{path.relative_to(PROJECT)}:{line}")
+    return graph
+
+
+def module_cycles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or around a loop (the
+    strongly connected components of more than one module, by Tarjan's algorithm, without
+    recursion), each sorted; sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    found.append(sorted(group))
+    return sorted(found)
+
+
+def test_no_cycles_between_modules() -> None:
+    """No module of ixd, client or services imports, even lazily or for mypy, a module that
+    imports it back around a loop: such a pair is one idea split in two, loads half-done
+    (`python -m client.main` once loaded `client.main` twice, as `__main__` and again from
+    `client.commands`) and cannot be read on its own."""
+    graph = module_graph()
+    cycles = module_cycles(graph)
+    shown = [" <-> ".join(group) + ": " + ", ".join(
+        f"{a} -> {b} ({graph[a][b]})" for a in group for b in group if b in graph[a])
+        for group in cycles]
+    assert not cycles, "\n".join(shown)
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    graph = {"a": {"b": ""}, "b": {"c": ""}, "c": {"a": ""}, "d": {"a": ""},
+             "e": {"f": ""}, "f": {"e": ""}, "g": {}}
+    assert module_cycles(graph) == [["a", "b", "c"], ["e", "f"]]
+    assert module_cycles({"a": {"b": ""}, "b": {}}) == []
+
+
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     """The reader of imports finds lazy and `TYPE_CHECKING` imports (what the contract
     tests rely on)."""

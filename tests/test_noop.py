@@ -19,9 +19,11 @@ import trio
 
 from client.lexer import lex_mutation
 from ixd.daemon.core import Config, Daemon
+from ixd.daemon.emit import Relay, discard
 from ixd.daemon.identity import Caller
 from ixd.model.realm import patch_to_wire
 from ixd.wire.errors import PermissionDenied
+from ixd.wire.ops import check_request
 from tests.daemon_harness import HOST_TOOLS_SETTINGS, MIRROR, PKGS, TEST_OVERLAY
 
 ROOT = Caller(uid=0, gid=0, pid=1)
@@ -63,7 +65,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
 
 
 async def ask(daemon: Daemon, op: str, args: dict[str, Any], caller: Caller = ROOT) -> Any:
-    return await daemon.handle(op, args, caller, lambda kind, data: None)
+    return await daemon.handle(op, check_request(op, args), caller, Relay(discard))
 
 
 async def test_a_noop_is_answered_without_planning_or_the_database(daemon: Daemon) -> None:

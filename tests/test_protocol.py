@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import pytest
@@ -33,9 +33,11 @@ from ixd.wire.protocol import (
     Message,
     Request,
     Result,
-    Role,
     error_message,
 )
+
+if TYPE_CHECKING:
+    from ixd.wire.protocol import Role
 
 HELLO = Hello(version=PROTOCOL_VERSION, agent="test 0")
 HELLO_WIRE: dict[Any, Any] = {"t": "hello", "version": PROTOCOL_VERSION, "agent": "test 0"}

@@ -22,6 +22,7 @@ import pytest
 
 from ixd.daemon import identity
 from ixd.daemon.core import Config, Daemon
+from ixd.daemon.emit import Relay, discard
 from ixd.daemon.identity import AccountCache, AccountSource, Caller
 from ixd.model.realm import patch_from_wire
 from ixd.model.selector import Selector, parse_selector
@@ -30,6 +31,7 @@ from ixd.recipes.tree import RecipeTree
 from ixd.store import db as dbmod
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import BadFlag, UnsafeServiceDir
+from ixd.wire.ops import check_request
 from services import session
 from tests.daemon_harness import (
     SYSTEM_PYTHON,
@@ -122,12 +124,13 @@ async def test_an_accounts_first_request_even_a_ping_drops_a_squatters_realm(
         entry.mkdir(parents=True)
         daemon.db.add_generation("dave", str(entry), {"name": "dave"}, by=1001, owner=1001)
         daemon.layout.realm_link("dave").symlink_to(entry)
-        await daemon.handle("ping", {}, Caller(uid=1001, gid=1001, pid=1), lambda *a: None)
+        await daemon.handle("ping", check_request("ping", {}), Caller(uid=1001, gid=1001, pid=1),
+                            Relay(discard))
         assert daemon.db.realm("dave") is not None  # alice's pings change nothing
         logins["dave"] = 2002  # the account appears
         monkeypatch.setattr(identity, "ACCOUNTS", AccountCache(source=source))
-        answer = await daemon.handle("ping", {}, Caller(uid=2002, gid=2002, pid=2),
-                                     lambda *a: None)
+        answer = await daemon.handle("ping", check_request("ping", {}),
+                                     Caller(uid=2002, gid=2002, pid=2), Relay(discard))
         assert answer["login"] == "dave"
         assert daemon.db.realm("dave") is None and daemon.db.generations("dave") == []
         assert not daemon.layout.realm_link("dave").is_symlink()

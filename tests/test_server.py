@@ -64,6 +64,11 @@ class Client:
             received.append(msg)
 
 
+def unchecked(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """These tests' ops are made up: their arguments reach them as sent."""
+    return args
+
+
 async def handle(op: str, args: dict[str, Any], caller: Caller, emit: Emit) -> Any:
     """The daemon's side for these tests: a few ops that show what the server does."""
     if op == "whoami":
@@ -100,7 +105,7 @@ async def connect(nursery: trio.Nursery, server: Server, caller: Caller = ALICE,
 
 async def test_a_request_is_answered_with_its_id_and_the_callers_identity() -> None:
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle))
+        client = await connect(nursery, Server(handle, check=unchecked))
         await client.request(7, "whoami")
         assert await client.receive() == protocol.Result(7, {"uid": 1001, "pid": 4242})
         await client.stream.aclose()
@@ -108,7 +113,7 @@ async def test_a_request_is_answered_with_its_id_and_the_callers_identity() -> N
 
 async def test_errors_are_replies_and_the_connection_stays_usable() -> None:
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle))
+        client = await connect(nursery, Server(handle, check=unchecked))
         await client.request(1, "refuse")
         refused = await client.receive()
         assert isinstance(refused, protocol.Error) and refused.id == 1
@@ -126,7 +131,7 @@ async def test_errors_are_replies_and_the_connection_stays_usable() -> None:
 async def test_requests_on_one_connection_are_answered_as_each_finishes(
         autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle))
+        client = await connect(nursery, Server(handle, check=unchecked))
         await client.request(1, "sleep", {"seconds": 60})
         await client.request(2, "whoami")
         assert await client.receive() == protocol.Result(2, {"uid": 1001, "pid": 4242})
@@ -136,7 +141,7 @@ async def test_requests_on_one_connection_are_answered_as_each_finishes(
 
 async def test_events_come_before_their_reply_in_order() -> None:
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle))
+        client = await connect(nursery, Server(handle, check=unchecked))
         await client.request(5, "progress", {"events": 3})
         received = [await client.receive() for _ in range(4)]
         assert received == [protocol.Event(5, "line", {"n": 0}),
@@ -149,7 +154,7 @@ async def test_events_come_before_their_reply_in_order() -> None:
 async def test_events_a_client_does_not_read_are_dropped_and_counted() -> None:
     # a lockstep stream: nothing is buffered, so the server's queue fills while we do not read
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle),
+        client = await connect(nursery, Server(handle, check=unchecked),
                                stream_pair=trio.testing.lockstep_stream_pair)
         await client.request(1, "progress", {"events": 5000})
         lines, dropped = 0, 0
@@ -181,7 +186,7 @@ async def test_a_client_that_leaves_cancels_its_requests() -> None:
             raise
 
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle_tracking))
+        client = await connect(nursery, Server(handle_tracking, check=unchecked))
         await client.request(1, "wait", {"name": "never"})
         await trio.testing.wait_all_tasks_blocked()
         await client.stream.aclose()
@@ -192,7 +197,7 @@ async def test_a_client_that_leaves_cancels_its_requests() -> None:
 async def test_a_client_that_never_finishes_its_frame_is_cut_off(
         autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle, frame_timeout=10))
+        client = await connect(nursery, Server(handle, check=unchecked, frame_timeout=10))
         frame = client.conn.send(protocol.Request(1, "whoami", {}))
         start = trio.current_time()
         await client.stream.send_all(frame[:5])
@@ -206,7 +211,7 @@ async def test_a_client_that_never_finishes_its_frame_is_cut_off(
 async def test_an_idle_client_between_requests_is_not_cut_off(
         autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle, frame_timeout=10))
+        client = await connect(nursery, Server(handle, check=unchecked, frame_timeout=10))
         await trio.sleep(3600)
         await client.request(1, "whoami")
         assert await client.receive() == protocol.Result(1, {"uid": 1001, "pid": 4242})
@@ -215,7 +220,7 @@ async def test_an_idle_client_between_requests_is_not_cut_off(
 
 async def test_connections_per_user_are_limited_but_not_roots(
         autojump_clock: trio.testing.MockClock) -> None:
-    server = Server(handle, max_per_user=2)
+    server = Server(handle, check=unchecked, max_per_user=2)
     async with trio.open_nursery() as nursery:
         held = [await connect(nursery, server) for _ in range(2)]
         client_end, server_end = trio.testing.memory_stream_pair()
@@ -239,7 +244,7 @@ async def test_connections_per_user_are_limited_but_not_roots(
 async def test_a_protocol_error_is_answered_then_the_connection_closed(
         autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
-        client = await connect(nursery, Server(handle))
+        client = await connect(nursery, Server(handle, check=unchecked))
         await client.stream.send_all(b"\x00\x00\x00\x04\x93\x01\x02\x03")  # a list, no map
         messages = await client.until_closed()
         assert [type(m) for m in messages] == [protocol.Error]

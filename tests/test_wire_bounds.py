@@ -29,15 +29,17 @@ import trio.testing
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from client.main import _print_status
+from client.commands import print_status
 from ixd.build.scheduler import JOIN_REPLAY_CHARS, JOIN_REPLAY_LINES, Flight
 from ixd.daemon import logstream, paging
 from ixd.daemon.core import Config, Daemon
+from ixd.daemon.emit import Relay, discard
 from ixd.daemon.identity import Caller
 from ixd.daemon.server import Server
 from ixd.model.nodes import Node
 from ixd.wire import protocol
 from ixd.wire.errors import BadName, BadRequest, FrameLimit, IxError, ProtocolError, TooSlow
+from ixd.wire.ops import check_request
 from ixd.wire.transport import Client
 from tests.daemon_harness import PROJECT, RunningDaemon, public_daemon, wait_for
 
@@ -226,7 +228,8 @@ def attacker_script() -> str:
         "import json, socket, struct, sys\n"
         "from ixd.wire import protocol\n"
         "body = open(sys.argv[2], 'rb').read()\n"
-        "hello = protocol.Connection('client').send(protocol.Hello(1, 'attacker'))\n"
+        "hello = protocol.Connection('client').send(\n"
+        "    protocol.Hello(protocol.PROTOCOL_VERSION, 'attacker'))\n"
         "sock = socket.socket(socket.AF_UNIX); sock.settimeout(60); sock.connect(sys.argv[1])\n"
         "sock.sendall(hello + struct.pack('>I', len(body)) + body)\n"
         "conn = protocol.Connection('client'); conn.hello_sent = True\n"
@@ -328,7 +331,8 @@ def test_status_replies_are_pages_with_a_total(tmp_path: Path) -> None:
     caller = Caller(0, 0, 1)
 
     def status(args: dict[str, Any]) -> Any:
-        return trio.run(ixd.builds.op_status, args, caller, lambda kind, data: None)
+        return trio.run(ixd.builds.op_status, check_request("status", args), caller,
+                        Relay(discard))
 
     first = status({})
     assert len(first["builds"]) == paging.STATUS_PAGE
@@ -352,7 +356,7 @@ def test_status_output_says_what_is_left_out() -> None:
     build = {"state": "running", "name": "bin/a", "elapsed": 3.0, "expected": None,
              "waiting": ["alice", "bob"], "waiting_count": 5}
     out = io.StringIO()
-    _print_status({"builds": [build], "total": 7, "running": 4, "offset": 2, "jobs": 2}, out)
+    print_status({"builds": [build], "total": 7, "running": 4, "offset": 2, "jobs": 2}, out)
     assert out.getvalue().splitlines() == [
         "running  bin/a  for 3s; waiting: alice, bob and 3 more",
         "... 4 more of 7 (4 running); the next: ixc status --offset 3",
@@ -535,7 +539,7 @@ async def test_follow_replays_whole_lines_then_live_ones_without_gap_or_repeat(
 
     async def follow() -> None:
         result.update(await logstream.serve_log(flight.node.uid, log, "bin/x", True,
-                                                lambda: flight, sink))
+                                                lambda: flight, sink.send))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(follow)
@@ -550,7 +554,7 @@ async def test_follow_replays_whole_lines_then_live_ones_without_gap_or_repeat(
         await trio.testing.wait_all_tasks_blocked()
         flight.done.set()
     assert "".join(sink.texts) == "line 1\nline 2\npartial\nline 4\n"
-    assert result == {"uid": flight.node.uid, "log": "", "followed": True, "error": None}
+    assert result == {"uid": flight.node.uid, "followed": True, "error": None}
     assert flight.listeners == []
 
 
@@ -562,7 +566,7 @@ async def test_follow_skips_an_earlier_builds_log(tmp_path: Path) -> None:
     sink = Collector()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(logstream.serve_log, flight.node.uid, log, "x", True,
-                           lambda: flight, sink)
+                           lambda: flight, sink.send)
         await trio.testing.wait_all_tasks_blocked()
         flight.emit("log", {"line": "this build's line"})
         flight.done.set()
@@ -580,7 +584,7 @@ async def test_a_follower_too_far_behind_gets_an_error_not_a_gap(
     async def follow() -> None:
         try:
             await logstream.serve_log(flight.node.uid, Path("/nonexistent"), "x", True,
-                                      lambda: flight, sink)
+                                      lambda: flight, sink.send)
         except TooSlow as exc:
             caught.append(exc)
 
@@ -643,7 +647,8 @@ class Peer:
 
 async def serve_pair(nursery: trio.Nursery, handle: Any) -> Peer:
     server_side, client_side = trio.socket.socketpair()
-    nursery.start_soon(Server(handle)._serve_connection, trio.SocketStream(server_side))
+    nursery.start_soon(Server(handle, check=lambda op, args: args)._serve_connection,
+                       trio.SocketStream(server_side))
     peer = Peer(trio.SocketStream(client_side))
     await peer.send(protocol.Hello(protocol.PROTOCOL_VERSION, "test"))
     return peer

@@ -37,14 +37,12 @@ from typing import Any
 
 import trio
 
+from ixd.build.cluster_terms import LOG_TOPIC, STARTED_TOPIC, check_transport
 from ixd.model.nodes import Node
 from ixd.wire.errors import ClusterLost, ClusterRefused, ClusterUnavailable, IxError
 
 log = logging.getLogger("ixd.build.cluster")
 
-#: Dask event topics the workers send on: a build started on a worker, and its log lines
-STARTED_TOPIC = "ix-build-started"
-LOG_TOPIC = "ix-build-log"
 #: how often the connection is looked at (seconds): `ixc status` is true this soon after
 WATCH_INTERVAL = 1.0
 #: after a failed connection attempt, the next one waits this long (doubling, bounded)
@@ -52,23 +50,6 @@ RETRY_FIRST = 1.0
 RETRY_MAX = 5.0
 #: how long a build waits for a connection being made before it goes elsewhere
 SETTLE_WAIT = 30.0
-
-
-def check_transport(address: str | None, *, tls: bool, insecure: bool, who: str) -> None:
-    """Refuse (IxError, naming the option to give) a cluster reached without TLS unless
-    `insecure`, and TLS options beside --insecure-cluster or a `tcp://` address."""
-    if tls and insecure:
-        raise IxError(f"{who}: --insecure-cluster and --tls-* contradict each other; give "
-                      f"one")
-    if tls and address is not None and not address.startswith("tls://"):
-        raise IxError(f"{who}: with TLS the scheduler's address is tls://HOST:PORT, not "
-                      f"{address}")
-    if not tls and not insecure:
-        raise IxError(
-            f"{who}: refusing a Dask cluster without TLS ({address or 'scheduler file'}): "
-            f"whoever can reach its scheduler runs code on its workers. Give --tls-ca, "
-            f"--tls-cert and --tls-key (`ixd cluster-certs DIR` makes them), or "
-            f"--insecure-cluster on a network only trusted hosts reach (docs/security.md)")
 
 
 @dataclass(frozen=True)

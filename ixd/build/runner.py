@@ -44,6 +44,7 @@ from ixd.store.dbwriter import PendingWrite, WriteQueue
 from ixd.store.debsrc import DebianArchive
 from ixd.store.fstree import remove_tree
 from ixd.store.treehash import tree_hash
+from ixd.wire import events
 from ixd.wire.errors import (
     BuildCancelled,
     BuildFailed,
@@ -119,9 +120,7 @@ class StoreRunner:
         #: first (`push_inputs`, blocking), their results come back through the caches
         self.cluster = cluster
         self.push_inputs = push_inputs
-        if cluster is not None and (substituter is None or push_inputs is None):
-            raise ValueError("a cluster needs --cache and --push: its results come back "
-                             "through the cache")
+        # (a cluster comes with both: `ixd.daemon.build_engine` checks the options)
         #: remote builds under way, by uid
         self._remote: dict[str, RemoteAttempt] = {}
         #: builds this machine does for the cluster (`building_here`): never sent back to it
@@ -210,7 +209,7 @@ class StoreRunner:
             why = (f"the worker {attempt.worker} went away while building it; Dask moved the "
                    f"build to {worker}")
             log.warning("remote build lost: uid=%s: %s", uid, why)
-            attempt.emit("notice", {"text": f"{uid}: {why}"})
+            attempt.emit(events.NOTICE, {"text": f"{uid}: {why}"})
             attempt.lost.append((attempt.row, why))
             self._end_lost_rows(attempt)
             attempt.row = self._build_started(attempt.node, attempt.requested_by)
@@ -301,7 +300,7 @@ class StoreRunner:
             if cluster.required:
                 raise unavailable
             log.info("building %s uid=%s here: %s", node.name, node.uid, unavailable.message)
-            emit("notice", {"text": f"{node.name}: {unavailable.message}; building it here"})
+            emit(events.NOTICE, {"text": f"{node.name}: {unavailable.message}; building it here"})
             return False
         if node.uid in self._build_here:  # asked of this machine by the cluster meanwhile
             return False
@@ -320,13 +319,13 @@ class StoreRunner:
                         "submitting it again" if again else "building it here")
             if not again:
                 break
-            emit("notice", {"text": f"{node.name}: {why.message}; submitting it again"})
+            emit(events.NOTICE, {"text": f"{node.name}: {why.message}; submitting it again"})
         assert why is not None
         if cluster.required and not isinstance(why, ClusterRefused):
             raise ClusterUnavailable(f"{node.name} ({node.uid}) was not built on the cluster "
                                      f"{cluster.settings.where} (--dask-required): "
                                      f"{why.message}")
-        emit("notice", {"text": f"{node.name}: {why.message}; building it here"})
+        emit(events.NOTICE, {"text": f"{node.name}: {why.message}; building it here"})
         await slot.take_again()
         return False
 
@@ -544,10 +543,10 @@ def relay_log(emit: Listener, uid: str, items: list[str | int], end: int) -> Non
     its log file is up to (`log-mark`, kept by the flight for followers, not sent on)."""
     for item in items:
         if isinstance(item, str):
-            emit("log", {"uid": uid, "line": item})
+            emit(events.LOG, {"uid": uid, "line": item})
         else:
-            emit("log-skipped", {"uid": uid, "count": item, "live": True})
-    emit("log-mark", {"uid": uid, "end": end})
+            emit(events.LOG_SKIPPED, {"uid": uid, "count": item, "live": True})
+    emit(events.LOG_MARK, {"uid": uid, "end": end})
 
 
 def _ending(exc: BaseException) -> tuple[str, IxError | None]:

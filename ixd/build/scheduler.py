@@ -27,12 +27,18 @@ import trio
 
 from ixd.build.fairness import FairSlots, Ticket
 from ixd.model.nodes import Node, Plan, needed_plan
+from ixd.wire import events
 from ixd.wire.errors import BuildCancelled, CacheError, DependencyFailed, InternalError, IxError
 
 log = logging.getLogger("ixd.build.scheduler")
 
-#: (event kind, data) for progress; the server forwards them to waiting clients
-Listener = Callable[[str, dict[str, Any]], None]
+
+class Listener(Protocol):
+    """Where progress goes: called with each event (a kind of `ixd.wire.events` and its
+    data); never blocks. The server forwards them to waiting clients."""
+
+    def __call__(self, kind: str, data: dict[str, Any], /) -> None: ...
+
 #: builds that use the network (`net`) at once, besides the build slots, as stal/IX's
 #: `network` pool (16 there; 8 here: each still takes one of the build users)
 NETWORK_POOL = 8
@@ -127,12 +133,12 @@ class Flight:
         return sum(self.waiting_uids.values())
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "log-mark":  # the builder's word on where its log file is: not an event
+        if kind == events.LOG_MARK:  # the builder's word on where its log file is: not an event
             self.log_end = int(data["end"])
             return
-        if kind == "log" and isinstance(data.get("line"), str):
+        if kind == events.LOG and isinstance(data.get("line"), str):
             self._remember(data["line"])
-        elif kind == "log-skipped":  # lines left out live: replays count them as earlier
+        elif kind == events.LOG_SKIPPED:  # lines left out live: replays count them as earlier
             self.log_lines += int(data.get("count", 0))
         for listener in list(self.listeners):
             listener(kind, data)
@@ -151,9 +157,9 @@ class Flight:
         uid = self.node.uid
         skipped = self.log_lines - len(self.recent_log)
         if skipped:
-            listener("log-skipped", {"uid": uid, "count": skipped})
+            listener(events.LOG_SKIPPED, {"uid": uid, "count": skipped})
         for line in self.recent_log:
-            listener("log", {"uid": uid, "line": line})
+            listener(events.LOG, {"uid": uid, "line": line})
 
 
 class Scheduler:
@@ -236,7 +242,7 @@ class Scheduler:
                 return
             except CacheError as exc:
                 log.warning("substitution failed, building instead: %s", exc)
-                listener("notice", {"text": f"{exc}; building it here instead"})
+                listener(events.NOTICE, {"text": f"{exc}; building it here instead"})
         await self._run(plan, listener, requested_by)
 
     async def _run(self, plan: Plan, listener: Listener, requested_by: int) -> None:
@@ -246,7 +252,7 @@ class Scheduler:
         todo = [n for n in plan.nodes if not self.runner.is_valid(n)]
         todo_uids = {n.uid for n in todo}
         request_key = next(self._request_keys)
-        listener("plan", {"total": len(plan.nodes), "todo": len(todo), "jobs": self.jobs,
+        listener(events.PLAN, {"total": len(plan.nodes), "todo": len(todo), "jobs": self.jobs,
                           "nodes": [{"uid": n.uid, "name": n.name, "kind": n.kind,
                                      "expected": self.runner.expected_duration(n)}
                                     for n in todo]})
@@ -293,7 +299,7 @@ class Scheduler:
             self._flights[node.uid] = flight
             self._nursery.start_soon(self._fly, flight)
         else:
-            listener("joined", {"uid": node.uid, "name": node.name})
+            listener(events.JOINED, {"uid": node.uid, "name": node.name})
             flight.replay_log(listener)  # no await until the listener is added below
             if flight.ticket is not None:  # a shared build takes each waiter's turn
                 self.build_slots.add_key(flight.ticket, requested_by, request_key)
@@ -321,7 +327,7 @@ class Scheduler:
             return
         flight.started = time.time()
         expected = self.runner.expected_duration(node)
-        flight.emit("started", {"uid": node.uid, "name": node.name, "kind": node.kind,
+        flight.emit(events.STARTED, {"uid": node.uid, "name": node.name, "kind": node.kind,
                                 "expected": expected})
         beating = trio.CancelScope()
         assert self._nursery is not None
@@ -331,7 +337,7 @@ class Scheduler:
                                        slot_done or BuildSlot())
         finally:
             beating.cancel()
-        flight.emit("finished", {"uid": node.uid, "name": node.name, "kind": node.kind,
+        flight.emit(events.FINISHED, {"uid": node.uid, "name": node.name, "kind": node.kind,
                                  "duration": time.time() - flight.started})
 
     async def _fly(self, flight: Flight) -> None:
@@ -369,7 +375,7 @@ async def _heartbeat(flight: Flight, expected: float | None, scope: trio.CancelS
     with scope:
         while True:
             await trio.sleep(HEARTBEAT_EVERY)
-            flight.emit("heartbeat", {"uid": node.uid, "name": node.name, "kind": node.kind,
+            flight.emit(events.HEARTBEAT, {"uid": node.uid, "name": node.name, "kind": node.kind,
                                       "elapsed": trio.current_time() - started,
                                       "expected": expected})
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ixd import __version__
-from ixd.build.cluster import LOG_TOPIC, STARTED_TOPIC, check_transport
+from ixd.build.cluster_terms import LOG_TOPIC, STARTED_TOPIC, check_transport
 from ixd.wire.errors import (
     BuildCancelled,
     BuildFailed,

@@ -9,11 +9,11 @@ from typing import Any
 import trio
 
 from ixd.build.runner import StoreRunner
-from ixd.build.scheduler import Listener
 from ixd.cache.substitute import Pusher
 from ixd.daemon import request_args
 from ixd.daemon.catalog import Catalog
 from ixd.daemon.collection import Collector
+from ixd.daemon.emit import Emit
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache
@@ -22,6 +22,7 @@ from ixd.model.realm import effective_selectors
 from ixd.recipes import plan as planning
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import CacheError, NoSuchRealm, PermissionDenied
+from ixd.wire.ops import NoArgs, PushArgs
 
 log = logging.getLogger("ixd")
 
@@ -44,22 +45,23 @@ class AdminOps:
             raise PermissionDenied(f"{caller.login} may not {may_not}: that needs root or the "
                                    f"admin group ({self.access.admin_group or 'none set'})")
 
-    async def op_gc(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_gc(self, args: NoArgs, caller: Caller, emit: Emit) -> Any:
         self._check_admin(caller, "collect garbage")
         result = await self.collector.collect_garbage()
         return result.to_json()
 
-    async def op_push(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_push(self, args: PushArgs, caller: Caller, emit: Emit) -> Any:
         """Upload a realm's (or packages') closure to the push cache."""
         self._check_admin(caller, "push to the cache")
         if self.pusher is None:
             raise CacheError("this ixd has no push cache: start it with --push URL "
                              "--signing-key FILE")
-        if args.get("packages"):
-            packages = await self.catalog.load(request_args.selectors(args), caller.uid)
+        if args.packages:
+            packages = await self.catalog.load(request_args.selectors(args.packages),
+                                               caller.uid)
             plan = planning.build_plan(packages, self.layout)
         else:
-            name = request_args.realm_name(args, caller)
+            name = request_args.realm_name(args.realm, caller)
             generation = await trio.to_thread.run_sync(self.db.current_generation, name)
             if generation is None:
                 raise NoSuchRealm(f"there is no realm {name!r} to push")

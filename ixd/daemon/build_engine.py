@@ -18,7 +18,7 @@ from ixd.daemon.config import Config
 from ixd.store.buildusers import BuildUserPool, load_pool
 from ixd.store.cgroup import probe as probe_cgroups
 from ixd.store.db import BuildDatabase
-from ixd.wire.errors import BadRequest
+from ixd.wire.errors import IxError
 
 log = logging.getLogger("ixd")
 
@@ -58,9 +58,10 @@ class BuildEngine:
         self.cluster: Cluster | None = None
         if config.cluster.enabled:
             if substituter is None or self.pusher is None:
-                raise BadRequest("--dask needs --cache (and --trusted-key) and --push "
-                                 "(with --signing-key) naming the cache its workers push to: "
-                                 "results come back through it")
+                # the one check of this rule: the runner relies on it
+                raise IxError("--dask needs --cache (and --trusted-key) and --push "
+                              "(with --signing-key) naming the cache its workers push to: "
+                              "results come back through it")
             self.cluster = Cluster(config.cluster, on_started=self._remote_started,
                                    on_log=self._remote_log)
         self.runner = StoreRunner(

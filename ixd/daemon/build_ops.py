@@ -8,15 +8,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import trio
 
 from ixd.build.cluster import Cluster
-from ixd.build.scheduler import Listener, Scheduler
+from ixd.build.scheduler import Scheduler
 from ixd.daemon import identity, logstream, paging, realm_checks, request_args
 from ixd.daemon.catalog import EPHEMERAL_REALM, Catalog
+from ixd.daemon.emit import Emit
 from ixd.daemon.identity import Caller
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node
@@ -25,7 +25,8 @@ from ixd.recipes import plan as planning
 from ixd.recipes.packages import Package
 from ixd.store.buildlog import DEFAULT_MAX_LOG, head_bytes
 from ixd.store.db import BuildDatabase
-from ixd.wire.errors import BadRequest
+from ixd.wire import events
+from ixd.wire.ops import BuildArgs, LogArgs, PackagesArgs, PageArgs, PlanArgs, RunArgs
 
 log = logging.getLogger("ixd")
 
@@ -53,10 +54,10 @@ class BuildOps:
         self.runner = runner
         self.cluster = cluster
 
-    async def op_dep(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_dep(self, args: PackagesArgs, caller: Caller, emit: Emit) -> Any:
         """Every package of the closure, hubs included, by name and flags, in the order
         stal/IX's `ix build` loads them."""
-        packages = await self.catalog.dep(request_args.selectors(args), caller.uid)
+        packages = await self.catalog.dep(request_args.selectors(args.packages), caller.uid)
 
         def entries() -> list[dict[str, Any]]:  # stal/IX's CI set: 27,399 of them
             return [{"name": p.name, "selector": str(p.selector), "flags": p.flags,
@@ -64,85 +65,73 @@ class BuildOps:
 
         return {"packages": await trio.to_thread.run_sync(entries)}
 
-    async def op_plan(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_plan(self, args: PlanArgs, caller: Caller, emit: Emit) -> Any:
         """The plan as one reply; `summary`: only what it holds; `stream`: its nodes in
         `plan-nodes` events (a big plan outgrows one frame), the reply without them; `text`:
         the plan as one JSON document, in pieces of it in `plan-text` events, each
         compressed (zlib) on its own."""
-        if args.get("text"):
-            text = await self.catalog.plan_text(request_args.selectors(args), caller.uid)
-            send = logstream.sender(emit)
+        selectors = request_args.selectors(args.packages)
+        if args.text:
+            text = await self.catalog.plan_text(selectors, caller.uid)
             for piece in text.pieces:
-                await send("plan-text", {"zlib": piece})
+                await emit.send(events.PLAN_TEXT, {"zlib": piece})
             return {"targets": list(text.targets), "nodes": text.nodes, "bytes": text.size}
-        packages = await self.catalog.load(request_args.selectors(args), caller.uid)
+        packages = await self.catalog.load(selectors, caller.uid)
         plan = await trio.to_thread.run_sync(planning.build_plan, packages, self.layout)
-        if args.get("summary"):
+        if args.summary:
             return planning.plan_summary(plan)
-        if not args.get("stream"):
+        if not args.stream:
             return plan.to_json()
-        send = logstream.sender(emit)
         for batch in planning.node_batches(plan):
-            await send("plan-nodes", {"nodes": batch})
+            await emit.send(events.PLAN_NODES, {"nodes": batch})
         return {"targets": list(plan.targets), "streamed": len(plan.nodes)}
 
-    async def op_build(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        selectors = request_args.selectors(args)
+    async def op_build(self, args: BuildArgs, caller: Caller, emit: Emit) -> Any:
+        selectors = request_args.selectors(args.packages)
         packages = await self.catalog.load(selectors, caller.uid)
-        await self._tell_unread(selectors, packages, args, emit)
+        await self._tell_unread(selectors, packages, args.strict, emit)
         await self.scheduler.run(planning.build_plan(packages, self.layout), emit, caller.uid)
         return {"packages": [{"selector": str(p.selector), "uid": p.uid,
                               "out": p.out_dir,
                               "closure": [q.out_dir for q in p.run_closure if q.out_dir]}
                              for p in packages]}
 
-    async def op_run(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_run(self, args: RunArgs, caller: Caller, emit: Emit) -> Any:
         """Build an ephemeral realm. With `hold`, the realm and everything it links stay
         garbage-collection roots until the client hangs up (its command exited): the path
         goes out in a `ready` event and the request never answers."""
-        hold = args.get("hold", False)
-        if not isinstance(hold, bool):
-            raise BadRequest(f"'hold' must be true or false, not {hold!r}")
-        selectors = request_args.selectors(args)
+        selectors = request_args.selectors(args.packages)
         loaded = await trio.to_thread.run_sync(self.catalog.load_realm, EPHEMERAL_REALM,
                                                selectors, caller.uid)
-        await self._tell_unread(selectors, loaded.packages, args, emit)
+        await self._tell_unread(selectors, loaded.packages, args.strict, emit)
         realm_plan = await trio.to_thread.run_sync(self.catalog.plan_loaded, EPHEMERAL_REALM,
                                                    loaded)
         path = realm_plan.nodes[-1].outputs[0]
         # kept from before the build: no collection between the build and the hold
         with self.scheduler.keep(realm_plan):
             await self.scheduler.run(realm_plan, emit, caller.uid)
-            if not hold:
+            if not args.hold:
                 return {"path": path}
-            send: Callable[[str, dict[str, Any]], Awaitable[None]] | None = getattr(
-                emit, "send", None)
-            if send is not None:  # never dropped, even behind a full queue
-                await send("ready", {"path": path})
-            else:
-                emit("ready", {"path": path})
+            await emit.send(events.READY, {"path": path})  # never dropped
             log.info("run: uid %d holds %s", caller.uid, path)
             await trio.sleep_forever()  # cancelled when the client hangs up
         raise AssertionError("unreachable")
 
     async def _tell_unread(self, selectors: list[Selector], packages: list[Package],
-                           args: dict[str, Any], emit: Listener) -> None:
+                           strict: bool, emit: Emit) -> None:
         """Warn of each flag in `selectors` no package it reaches reads; refuse with
         `strict` (UnreadFlag)."""
-        strict = args.get("strict", False)
-        if not isinstance(strict, bool):
-            raise BadRequest(f"'strict' must be true or false, not {strict!r}")
         if not any(s.flags for s in selectors):
             return
         for text in await trio.to_thread.run_sync(
                 realm_checks.unread_selector_flags, selectors, packages,
                 self.catalog.flags_read, strict):
-            emit("notice", {"text": text})
+            emit(events.NOTICE, {"text": text})
 
-    async def op_status(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_status(self, args: PageArgs, caller: Caller, emit: Emit) -> Any:
         """The flights queued and running, running first: a page of at most `limit` from
         `offset`, with the total count."""
-        limit, offset = paging.page_args(args, paging.STATUS_PAGE, paging.MAX_STATUS_PAGE)
+        limit, offset = args.limit, args.offset
         now = time.time()
         flights = sorted(self.scheduler.flights(),
                          key=lambda f: (not f.started, f.started or f.queued))
@@ -174,12 +163,11 @@ class BuildOps:
         reply["caches"] = self.catalog.cache_usage(caller.uid)
         return reply
 
-    async def op_builds(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_builds(self, args: PageArgs, caller: Caller, emit: Emit) -> Any:
         """Build history, newest first: a page of at most `limit` rows from `offset`, cut
         short (`cut`) if the rows would make too large a reply; `next_offset` if there is
         more."""
-        limit, offset = paging.page_args(args, paging.BUILDS_PAGE, paging.MAX_BUILDS_PAGE,
-                                         paging.MAX_BUILDS_REACH)
+        limit, offset = args.limit, args.offset
         rows = await trio.to_thread.run_sync(self.db.builds, offset + limit + 1)
         builds, cut = paging.fit(
             {**r, "flags": json.loads(r["flags"] or "{}"),
@@ -189,18 +177,16 @@ class BuildOps:
         return {"builds": builds, "offset": offset, "limit": limit, "cut": cut,
                 "next_offset": offset + len(builds) if more else None}
 
-    async def op_log(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_log(self, args: LogArgs, caller: Caller, emit: Emit) -> Any:
         """A build's log, streamed in `log-text` events (see `ixd.daemon.logstream`); with `follow`,
         a running build's log so far and then its lines as it prints them."""
-        target = args.get("target")
-        if not isinstance(target, str) or not target:
-            raise BadRequest("'target' must be a package selector or a build uid")
+        target = args.target
         if _UID.match(target):
             uid = target
         else:
             package = (await self.catalog.load([parse_selector(target)], caller.uid))[0]
             uid = package.uid
         return await logstream.serve_log(
-            uid, self.layout.log_path(uid), target, bool(args.get("follow")),
-            lambda: self.scheduler.flight_of(uid), emit,
+            uid, self.layout.log_path(uid), target, args.follow,
+            lambda: self.scheduler.flight_of(uid), emit.send,
             self.log_head)

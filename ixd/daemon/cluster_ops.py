@@ -23,8 +23,9 @@ import trio
 
 from ixd.build.cluster_node import check_cluster_node, inputs_plan
 from ixd.build.runner import StoreRunner
-from ixd.build.scheduler import Listener, Scheduler
+from ixd.build.scheduler import Scheduler
 from ixd.cache.substitute import Pusher, Substituter
+from ixd.daemon.emit import Emit
 from ixd.daemon.identity import Caller
 from ixd.model.layout import Layout
 from ixd.store.buildusers import members_of
@@ -37,6 +38,7 @@ from ixd.wire.errors import (
     IxError,
     PermissionDenied,
 )
+from ixd.wire.ops import NodeArgs
 
 log = logging.getLogger("ixd")
 
@@ -76,8 +78,7 @@ class ClusterOps:
         self.account = account
         self.account_uid = account_uid
 
-    async def op_cluster_build(self, args: dict[str, Any], caller: Caller,
-                               emit: Listener) -> Any:
+    async def op_cluster_build(self, args: NodeArgs, caller: Caller, emit: Emit) -> Any:
         """Build `node` here for the cluster, push it, answer with its index."""
         if self.account_uid is None or self.pusher is None or self.substituter is None:
             raise PermissionDenied("this ixd builds for no cluster (it was started without "
@@ -86,7 +87,7 @@ class ClusterOps:
             raise PermissionDenied(f"{caller.login} (uid {caller.uid}) may not build for the "
                                    f"cluster: only its worker account {self.account} may")
         try:
-            node = check_cluster_node(args.get("node"), self.layout)
+            node = check_cluster_node(args.node, self.layout)
         except ClusterRefused as exc:
             log.warning("cluster build refused: %s", exc.message)
             raise

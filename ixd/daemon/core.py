@@ -1,9 +1,9 @@
 """The daemon: its state opened from a Config, and the table of the ops a request may name.
 
-`Daemon.handle(op, args, caller, emit)` hands each request to the op of that name; the ops
-check their arguments, load packages (in a worker thread: rendering is CPU work), run plans
-through the scheduler, and switch realms. The socket server around it only moves frames.
-Who does what:
+`Daemon.handle(op, args, caller, emit)` hands each request to the op of that name with its
+arguments checked (`ixd.wire.ops`, by the server); the ops load packages (in a worker
+thread: rendering is CPU work), run plans through the scheduler, and switch realms. The
+socket server around it only moves frames. Who does what:
 
 - `ixd.daemon.realm_change`: `mut` and `let`; `ixd.daemon.realm_ops`: `list`, `generations`,
   `rollback`, `purge`, `export`; both on `ixd.daemon.realm_access` (who may change a realm,
@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ixd import __version__
-from ixd.build.scheduler import Listener
 from ixd.daemon.admin_ops import AdminOps
 from ixd.daemon.build_engine import BuildEngine
 from ixd.daemon.build_ops import BuildOps
@@ -32,6 +31,7 @@ from ixd.daemon.catalog import Catalog
 from ixd.daemon.cluster_ops import ClusterOps, worker_account_uid
 from ixd.daemon.collection import Collector
 from ixd.daemon.config import Config
+from ixd.daemon.emit import Emit
 from ixd.daemon.find_ops import FindOps
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
@@ -41,12 +41,15 @@ from ixd.daemon.realm_ops import RealmOps
 from ixd.store.db import BuildDatabase
 from ixd.store.recovery import recover
 from ixd.wire.errors import UnknownOp
+from ixd.wire.ops import OPS, NoArgs
 
 __all__ = ["Config", "Daemon", "Handler"]
 
 log = logging.getLogger("ixd")
 
-Handler = Callable[[dict[str, Any], Caller, Listener], Awaitable[Any]]
+#: an op: its arguments (the record `ixd.wire.ops` checked them into), the caller, and
+#: where its events go
+Handler = Callable[[Any, Caller, Emit], Awaitable[Any]]
 
 
 class Daemon:
@@ -109,13 +112,17 @@ class Daemon:
             "push": admin.op_push,
             "cluster-build": cluster_builds.op_cluster_build,
         }
+        if self.handlers.keys() != OPS.keys():  # the contract and the table are one list
+            raise AssertionError(f"ops without a handler or a contract: "
+                                 f"{sorted(self.handlers.keys() ^ OPS.keys())}")
         # the daemon's tasks besides the server (`ixd.daemon.main`)
         self.watch_recipes = self.catalog.watch
         self.watch_free_space = collector.watch_free_space
         self.watch_accounts = access.watch_accounts
 
-    async def handle(self, op: str, args: dict[str, Any], caller: Caller,
-                     emit: Listener) -> Any:
+    async def handle(self, op: str, args: Any, caller: Caller, emit: Emit) -> Any:
+        """Run `op` with `args`, checked by `ixd.wire.ops.check_request` (the server's
+        job)."""
         handler = self.handlers.get(op)
         if handler is None:
             raise UnknownOp(f"unknown op {op!r}; this daemon knows: "
@@ -123,6 +130,6 @@ class Daemon:
         await self.access.settle(caller)  # an account's first request: no squatter's realm
         return await handler(args, caller, emit)
 
-    async def op_ping(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_ping(self, args: NoArgs, caller: Caller, emit: Emit) -> Any:
         return {"version": __version__, "uid": caller.uid, "login": caller.login,
                 "root": str(self.config.root)}

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import trio
 
-from ixd.build.scheduler import Listener
 from ixd.daemon import request_args
 from ixd.daemon.catalog import Catalog
+from ixd.daemon.emit import Emit
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_cache import RealmCache
 from ixd.model.realm import RealmState, effective_selectors
@@ -26,13 +26,8 @@ from ixd.recipes.flagnames import flags_of
 from ixd.recipes.packages import Package, walk_closure
 from ixd.store.db import BuildDatabase, Generation
 from ixd.store.gc import realm_links
-from ixd.wire.errors import BadRequest, NoSuchRealm, NotInRealm, RealmError
-
-#: results of one search at most, unless the client asks for fewer
-SEARCH_LIMIT = 50
-MAX_SEARCH_LIMIT = 1000
-MAX_TERMS = 16
-MAX_TERM = 200
+from ixd.wire.errors import NoSuchRealm, NotInRealm, RealmError
+from ixd.wire.ops import DiffArgs, SearchArgs, ShowArgs, WhyArgs
 
 
 class ValidUids(Protocol):
@@ -47,31 +42,21 @@ class FindOps:
         self.cache = cache
         self.store = store
 
-    async def op_search(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_search(self, args: SearchArgs, caller: Caller, emit: Emit) -> Any:
         """`terms`: every one must be in a package's name or description; `prefix`
         instead: the names that start with it (what completion offers)."""
         index = self.catalog.index
-        prefix = args.get("prefix")
-        if prefix is not None:
-            if not isinstance(prefix, str) or len(prefix) > MAX_TERM:
-                raise BadRequest("'prefix' must be a string of at most 200 characters")
-            return {"names": await trio.to_thread.run_sync(index.names, prefix)}
-        terms = args.get("terms")
-        if (not isinstance(terms, list) or not terms or len(terms) > MAX_TERMS
-                or not all(isinstance(t, str) and 0 < len(t) <= MAX_TERM for t in terms)):
-            raise BadRequest("'terms' must be a list of 1 to 16 words, e.g. ['lua']")
-        limit = args.get("limit", SEARCH_LIMIT)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= \
-                MAX_SEARCH_LIMIT:
-            raise BadRequest(f"'limit' must be a number from 1 to {MAX_SEARCH_LIMIT}")
+        if args.prefix is not None:
+            return {"names": await trio.to_thread.run_sync(index.names, args.prefix)}
+        terms = args.terms or []
         found = await trio.to_thread.run_sync(index.search, terms)
         return {"terms": terms, "total": len(found),
                 "results": [{"name": f.recipe.name, "description": f.recipe.description}
-                            for f in found[:limit]]}
+                            for f in found[:args.limit]]}
 
-    async def op_show(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_show(self, args: ShowArgs, caller: Caller, emit: Emit) -> Any:
         """One package as its recipe renders it (with the flags given in its selector)."""
-        selector = request_args.selectors({"packages": [args.get("package")]})[0]
+        selector = request_args.selectors([args.package])[0]
         package = (await self.catalog.load([selector], caller.uid))[0]
         return await trio.to_thread.run_sync(self._describe, package)
 
@@ -105,14 +90,12 @@ class FindOps:
             "hub": not package.buildable,
         }
 
-    async def op_why(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_why(self, args: WhyArgs, caller: Caller, emit: Emit) -> Any:
         """The shortest chain from one of the realm's packages to `package`, each link
         with the kind of edge it follows."""
-        wanted = args.get("package")
-        if not isinstance(wanted, str) or not wanted:
-            raise BadRequest("'package' must be a package name, e.g. lib/c")
+        wanted = args.package
         target = parse_selector(wanted)
-        name = request_args.realm_name(args, caller)
+        name = request_args.realm_name(args.realm, caller)
         state = await self._current_state(name)
         loaded = await trio.to_thread.run_sync(self.catalog.load_realm, name,
                                                effective_selectors(state), caller.uid)
@@ -124,19 +107,19 @@ class FindOps:
         return {"realm": name, "package": wanted,
                 "chain": [{"name": p.display_name, "edge": edge} for p, edge in chain]}
 
-    async def op_diff(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_diff(self, args: DiffArgs, caller: Caller, emit: Emit) -> Any:
         """What changed from generation `from` (default: the one before `to`) to `to`
         (default: the current one) of a realm: its packages and flags as asked for, and
         the store entries it links, by package."""
-        name = request_args.realm_name(args, caller)
+        name = request_args.realm_name(args.realm, caller)
         row = await trio.to_thread.run_sync(self.db.realm, name)
         generations = {g.number: g for g in
                        await trio.to_thread.run_sync(self.db.generations, name)}
         if row is None or not generations:
             raise NoSuchRealm(f"there is no realm {name!r}")
-        to = _number(args.get("to"), "to", int(row["current"]))
+        to = int(row["current"]) if args.to is None else args.to
         before = sorted(n for n in generations if n < to)
-        start = _number(args.get("from"), "from", before[-1] if before else to)
+        start = args.start if args.start is not None else before[-1] if before else to
         for number in (start, to):
             if number not in generations:
                 raise RealmError(f"realm {name!r} has no generation {number}; it has "
@@ -255,11 +238,4 @@ def closure_changes(old: Sequence[str], new: Sequence[str], names: dict[str, str
             "removed": sorted(before.keys() - after.keys()),
             "changed": sorted(n for n in after.keys() & before.keys() if after[n] != before[n])}
 
-
-def _number(value: object, what: str, default: int) -> int:
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"'{what}' must be a generation number, not {value!r}")
-    return value
 

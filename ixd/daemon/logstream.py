@@ -30,7 +30,8 @@ from typing import Any, BinaryIO
 
 import trio
 
-from ixd.build.scheduler import Flight, Listener
+from ixd.build.scheduler import Flight
+from ixd.wire import events
 from ixd.wire.errors import NoSuchBuild, TooSlow
 
 #: bytes of a log file read and sent as one event; at most 3 bytes of UTF-8 per byte read
@@ -41,26 +42,12 @@ FOLLOW_BACKLOG = 16 * 1024 * 1024
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
-def sender(emit: Listener) -> Send:
-    """The waiting `send` of the request's emitter; a plain listener (a test calling the
-    daemon directly) is wrapped, without waiting for anybody."""
-    send: Send | None = getattr(emit, "send", None)
-    if send is not None:
-        return send
-
-    async def plain(kind: str, data: dict[str, Any]) -> None:
-        emit(kind, data)
-        await trio.lowlevel.checkpoint()
-
-    return plain
-
-
 async def serve_log(uid: str, path: Path, target: str, follow: bool,
-                    find_flight: Callable[[], Flight | None], emit: Listener,
+                    find_flight: Callable[[], Flight | None], send: Send,
                     head: int = 1 << 62) -> dict[str, Any]:
-    """`ixc log`: stream build `uid`'s log file, or follow the build while it runs (`head`:
-    the bytes at the start of a running build's log that stay as written)."""
-    send = sender(emit)
+    """`ixc log`: stream build `uid`'s log file through `send` (the request's
+    `ixd.daemon.emit.Emit.send`), or follow the build while it runs (`head`: the bytes at the
+    start of a running build's log that stay as written)."""
     if follow:
         flight = find_flight()
         if flight is not None:
@@ -72,7 +59,7 @@ async def serve_log(uid: str, path: Path, target: str, follow: bool,
     with file:
         size = await trio.to_thread.run_sync(lambda: os.fstat(file.fileno()).st_size)
         sent = await _stream(file, size, uid, send, whole_lines=False)
-    return {"uid": uid, "log": "", "size": sent}
+    return {"uid": uid, "size": sent}
 
 
 def _open(path: Path) -> BinaryIO | None:
@@ -106,11 +93,11 @@ async def _stream(file: BinaryIO, size: int, uid: str, send: Send, *,
             cut = cut or len(text)
             text, carry = text[:cut], text[cut:]
         if text:
-            await send("log-text", {"uid": uid, "text": text})
+            await send(events.LOG_TEXT, {"uid": uid, "text": text})
     if not whole_lines:
         tail = decoder.decode(b"", final=True)
         if tail:
-            await send("log-text", {"uid": uid, "text": tail})
+            await send(events.LOG_TEXT, {"uid": uid, "text": tail})
     return read
 
 
@@ -129,10 +116,10 @@ class _Backlog:
         if self.overflowed:
             return
         line = data.get("line")
-        if kind == "log-skipped":
+        if kind == events.LOG_SKIPPED:
             line = (f"[ix: {data.get('count')} lines left out here: the build printed them "
                     f"faster than ixd relays output live; `ixc log` shows the log]")
-        elif kind != "log" or not isinstance(line, str):
+        elif kind != events.LOG or not isinstance(line, str):
             return
         self.size += len(line) + 1
         if self.size > self.limit:
@@ -191,7 +178,7 @@ async def _follow(flight: Flight, uid: str, path: Path, send: Send, head: int
             with file:
                 await _stream(file, size, uid, send, whole_lines=not cut)
         if cut:
-            await send("log-text", {"uid": uid, "text": (
+            await send(events.LOG_TEXT, {"uid": uid, "text": (
                 f"\n[ix: {cut} bytes of output not shown here: a follower reads the first "
                 f"{head} bytes of a log, then what the build prints from now on; `ixc log` "
                 f"shows the whole log once the build is done]\n")})
@@ -207,7 +194,7 @@ async def _follow(flight: Flight, uid: str, path: Path, send: Send, head: int
                 while True:
                     text = backlog.take(LOG_CHUNK)
                     if text:
-                        await send("log-text", {"uid": uid, "text": text})
+                        await send(events.LOG_TEXT, {"uid": uid, "text": text})
                     elif backlog.finished:
                         break
                     else:
@@ -219,5 +206,5 @@ async def _follow(flight: Flight, uid: str, path: Path, send: Send, head: int
             raise failed
     finally:
         flight.listeners.remove(backlog)
-    return {"uid": uid, "log": "", "followed": True,
+    return {"uid": uid, "followed": True,
             "error": flight.error.message if flight.error else None}

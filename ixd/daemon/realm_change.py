@@ -34,7 +34,9 @@ from ixd.model.realm import (
 )
 from ixd.store.assemble import switch_realm_link
 from ixd.store.db import BuildDatabase, Generation
-from ixd.wire.errors import BadFlag, BadRequest
+from ixd.wire import events
+from ixd.wire.errors import BadFlag
+from ixd.wire.ops import ChangeArgs
 
 log = logging.getLogger("ixd")
 
@@ -66,21 +68,16 @@ class RealmChanges:
         self.scheduler = scheduler
         self.runner = runner
 
-    async def op_mut(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_mut(self, args: ChangeArgs, caller: Caller, emit: Listener) -> Any:
         return await self._change(args, caller, emit, fresh=False)
 
-    async def op_let(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_let(self, args: ChangeArgs, caller: Caller, emit: Listener) -> Any:
         return await self._change(args, caller, emit, fresh=True)
 
-    async def _change(self, args: dict[str, Any], caller: Caller, emit: Listener,
+    async def _change(self, args: ChangeArgs, caller: Caller, emit: Listener,
                       fresh: bool) -> Any:
-        raw = args.get("patches")
-        if not isinstance(raw, list) or not raw:
-            raise BadRequest("'patches' must be a non-empty list of realm patches")
-        strict = args.get("strict", False)
-        if not isinstance(strict, bool):
-            raise BadRequest(f"'strict' must be true or false, not {strict!r}")
-        patches = [patch_from_wire(p) for p in raw]
+        strict = args.strict
+        patches = [patch_from_wire(p) for p in args.patches]
         names = sorted({p.realm for p in patches})
         for name in names:  # before any lock; prepare checks again under the locks
             await trio.to_thread.run_sync(self.access.authorize, name, caller, "change")
@@ -135,7 +132,7 @@ class RealmChanges:
                     for realm, realm_patches in _by_realm(patches).items()]
         for change in prepared:
             for notice in change.notices:
-                emit("notice", {"text": notice})
+                emit(events.NOTICE, {"text": notice})
         with contextlib.ExitStack() as kept:  # nothing of these plans is collected meanwhile
             for change in prepared:
                 kept.enter_context(self.scheduler.keep(change.plan))

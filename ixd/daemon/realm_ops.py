@@ -11,8 +11,8 @@ from typing import Any
 
 import trio
 
-from ixd.build.scheduler import Listener
 from ixd.daemon import identity, request_args
+from ixd.daemon.emit import Emit
 from ixd.daemon.identity import Caller
 from ixd.daemon.realm_access import RealmAccess
 from ixd.daemon.realm_cache import RealmCache
@@ -20,7 +20,8 @@ from ixd.model.layout import Layout
 from ixd.store.assemble import switch_realm_link
 from ixd.store.db import BuildDatabase, Generation
 from ixd.store.gc import realm_store_dirs
-from ixd.wire.errors import BadRequest, ExportError, NoSuchRealm, RealmError
+from ixd.wire.errors import ExportError, NoSuchRealm, RealmError
+from ixd.wire.ops import RealmArgs, RollbackArgs
 
 log = logging.getLogger("ixd")
 
@@ -33,13 +34,13 @@ class RealmOps:
         self.access = access
         self.cache = cache
 
-    async def op_list(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        if args.get("realm") is None:
+    async def op_list(self, args: RealmArgs, caller: Caller, emit: Emit) -> Any:
+        if args.realm is None:
             await self.access.evict_all_squatters()
             rows = await trio.to_thread.run_sync(self.db.realms)
             return {"realms": [{"name": r["name"], "owner": r["owner"],
                                 "generation": r["current"]} for r in rows]}
-        name = request_args.realm_name(args, caller)
+        name = request_args.realm_name(args.realm, caller)
         row, generation = await self._current(name, "")
         # `owner_uid`: what `ixc session` checks before it runs a realm's services
         return {"realm": name, "generation": generation.number, "path": generation.path,
@@ -57,9 +58,8 @@ class RealmOps:
                               f"`ixc mut {name} +bin/...`")
         return row, generation
 
-    async def op_generations(self, args: dict[str, Any], caller: Caller, emit: Listener
-                             ) -> Any:
-        name = request_args.realm_name(args, caller)
+    async def op_generations(self, args: RealmArgs, caller: Caller, emit: Emit) -> Any:
+        name = request_args.realm_name(args.realm, caller)
         row = await trio.to_thread.run_sync(self.db.realm, name)
         if await self.access.void(name, row):
             row = None
@@ -74,11 +74,9 @@ class RealmOps:
                                  "collected": g.number not in present}
                                 for g in generations]}
 
-    async def op_rollback(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        name = request_args.realm_name(args, caller)
-        to = args.get("to")
-        if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
-            raise BadRequest(f"'to' must be a generation number, not {to!r}")
+    async def op_rollback(self, args: RollbackArgs, caller: Caller, emit: Emit) -> Any:
+        name = request_args.realm_name(args.realm, caller)
+        to = args.to
         await trio.to_thread.run_sync(self.access.authorize, name, caller, "roll back")
         async with self.access.lock(name):  # authorized before: nobody queues in vain
             claim = await trio.to_thread.run_sync(self.access.authorize, name, caller,
@@ -102,11 +100,11 @@ class RealmOps:
         return {"realm": name, "generation": target.number, "previous": current,
                 "path": str(path)}
 
-    async def op_export(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
+    async def op_export(self, args: RealmArgs, caller: Caller, emit: Emit) -> Any:
         """What `ixc export` packs: the realm's current entry and every store dir it links
         (its run-time closure, as gc marks it), and where the realm's link is. Anyone may
         read a realm, so anyone may export one; the client reads the store itself."""
-        name = request_args.realm_name(args, caller)
+        name = request_args.realm_name(args.realm, caller)
         _row, generation = await self._current(name, " to export")
         try:
             linked = await trio.to_thread.run_sync(realm_store_dirs, generation.path)
@@ -122,8 +120,8 @@ class RealmOps:
                 "link": str(self.layout.realm_link(name)),
                 "store_dirs": [generation.path, *dict.fromkeys(linked)]}
 
-    async def op_purge(self, args: dict[str, Any], caller: Caller, emit: Listener) -> Any:
-        name = request_args.realm_name(args, caller)
+    async def op_purge(self, args: RealmArgs, caller: Caller, emit: Emit) -> Any:
+        name = request_args.realm_name(args.realm, caller)
         await trio.to_thread.run_sync(self.access.authorize, name, caller, "purge")
         async with self.access.lock(name):  # authorized before: nobody queues in vain
             claim = await trio.to_thread.run_sync(self.access.authorize, name, caller, "purge")

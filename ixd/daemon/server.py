@@ -26,13 +26,17 @@ import trio
 
 from ixd import __version__
 from ixd.daemon.identity import Caller
-from ixd.wire import protocol
+from ixd.wire import events, protocol
 from ixd.wire.errors import InternalError, IxError, ProtocolError, TooManyConnections
+from ixd.wire.ops import check_request
 
 log = logging.getLogger("ixd.daemon.server")
 
-RequestHandler = Callable[[str, dict[str, Any], Caller, Callable[[str, dict[str, Any]], None]],
-                          Awaitable[Any]]
+#: runs a request: its op, its arguments as `check` made them, the caller, and where its
+#: events go (an `Emitter`)
+RequestHandler = Callable[[str, Any, Caller, "Emitter"], Awaitable[Any]]
+#: checks a request's arguments before it runs (`ixd.wire.ops.check_request`)
+RequestCheck = Callable[[str, dict[str, Any]], Any]
 
 _RECV_SIZE = 64 * 1024
 #: bytes of queued frames written to a client's socket in one go (more wait for the next)
@@ -75,8 +79,10 @@ class Server:
     connection slot of their own user and nothing else."""
 
     def __init__(self, handle: RequestHandler, *, frame_timeout: float = 10.0,
-                 max_per_user: int = 64) -> None:
+                 max_per_user: int = 64, check: RequestCheck = check_request) -> None:
         self.handle = handle
+        #: every request's arguments pass here once, before `handle` sees them
+        self.check = check
         self.frame_timeout = frame_timeout
         self.max_per_user = max_per_user
         self.per_user: dict[int, int] = {}
@@ -124,7 +130,8 @@ class Server:
                     f"{self.max_per_user}); close some and try again"))
                 return
             try:
-                await _Connection(stream, caller, self.handle, self.frame_timeout).run()
+                await _Connection(stream, caller, self.handle, self.check,
+                                  self.frame_timeout).run()
             except* (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away (reset, or closed mid-reply)
         except Exception:
@@ -177,7 +184,7 @@ class Emitter:
         self.dropped = 0
         self._in_flight: trio.Event | None = None
 
-    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+    def __call__(self, kind: str, data: dict[str, Any], /) -> None:
         if self.dropped:
             if not self._connection.offer(self._dropped_event()):
                 self.dropped += 1
@@ -186,7 +193,7 @@ class Emitter:
         if not self._connection.offer(protocol.Event(self.request_id, kind, data)):
             self.dropped += 1
 
-    async def send(self, kind: str, data: dict[str, Any]) -> None:
+    async def send(self, kind: str, data: dict[str, Any], /) -> None:
         if self._in_flight is not None:
             await self._in_flight.wait()
         written = trio.Event()
@@ -201,7 +208,7 @@ class Emitter:
             self.dropped = 0
 
     def _dropped_event(self) -> protocol.Event:
-        return protocol.Event(self.request_id, "dropped", {"count": self.dropped})
+        return protocol.Event(self.request_id, events.DROPPED, {"count": self.dropped})
 
 
 def _weight(msg: protocol.Message) -> int:
@@ -213,11 +220,12 @@ def _weight(msg: protocol.Message) -> int:
 
 class _Connection:
     def __init__(self, stream: trio.abc.Stream, caller: Caller,
-                 handle: RequestHandler, frame_timeout: float) -> None:
+                 handle: RequestHandler, check: RequestCheck, frame_timeout: float) -> None:
         self.stream = stream
         self.frame_timeout = frame_timeout
         self.caller = caller
         self.handle = handle
+        self.check = check
         self.conn = protocol.Connection("server")
         # events and replies leave in one queue, so a reply never overtakes its events
         self.out_send, self.out_receive = trio.open_memory_channel[_Outgoing](_EVENT_BACKLOG)
@@ -325,7 +333,8 @@ class _Connection:
         reply: protocol.Message
         try:
             protocol.check_request_size(request.args)
-            value = await self.handle(request.op, request.args, self.caller, emit)
+            args = self.check(request.op, request.args)
+            value = await self.handle(request.op, args, self.caller, emit)
             reply = protocol.Result(request.id, value)
         except IxError as exc:
             reply = protocol.error_message(exc, request.id)

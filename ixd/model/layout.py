@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ixd.wire.errors import RootUnsafe
+from ixd.wire.transport import SOCKET_IN_ROOT
 
 
 def entry_path(store: Path, uid: str, label: str) -> Path:
@@ -50,7 +51,7 @@ class Layout:
 
     @property
     def socket(self) -> Path:
-        return self.var / "ixd.sock"
+        return self.root / SOCKET_IN_ROOT
 
     @property
     def sources(self) -> Path:

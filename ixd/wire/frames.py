@@ -7,10 +7,10 @@ of `Event`s and one final `Result` or `Error`.
 `Connection` turns bytes into messages (`receive_data`, `next_event`) and messages into bytes
 (`send`). It owns no socket, so the daemon (trio) and `ixc` (blocking) share it, and tests
 drive it with plain bytes. `ixc` imports this module on its way to the socket, so it is kept
-import-light on purpose: at run time it imports only `struct`, msgpack and `ixd.wire.errors` — no
-dataclasses, typing, enum or re (messages are small hand-written classes; types are for
-mypy only). What only the daemon needs (request size checks, the `Role` type) is in
-`ixd.wire.protocol`, which re-exports everything here.
+import-light on purpose: at run time it imports only `struct`, msgpack, `ixd.wire.errors` and
+`ixd.wire.record` — no dataclasses, typing, enum or re (messages are `Record`s, the one record
+style of the wire and the model; types are for mypy only). What only the daemon needs
+(request size checks) is in `ixd.wire.protocol`, which re-exports everything here.
 """
 
 from __future__ import annotations
@@ -27,15 +27,19 @@ from ixd.wire.errors import (
     RemoteProtocolError,
     VersionMismatch,
 )
+from ixd.wire.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, ClassVar, Final
+    from typing import Any, ClassVar, Final, Literal, TypeAlias
 
-    from ixd.wire.protocol import Role
+    #: the two ends of a connection (for mypy only: no `typing` at run time)
+    Role: TypeAlias = Literal["client", "server"]
 
-PROTOCOL_VERSION: Final = 1
+#: 2: ops' arguments checked by one contract (`ixd.wire.ops`), unknown arguments refused;
+#: `log` answers without the log (it comes in `log-text` events); a held `run` never answers
+PROTOCOL_VERSION: Final = 2
 #: the default limit on a frame's body, in bytes
 MAX_FRAME: Final = 16 * 1024 * 1024
 #: how deeply maps and lists may nest, the frame's own map counting as level 1
@@ -140,123 +144,98 @@ def _is_str_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(key, str) for key in value)
 
 
-#: what a field's wire kind accepts, and how an error message names it
+#: what a field's wire kind accepts, and how an error message names it, by the field's
+#: annotation
 _KINDS: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "int": (_is_int, "an integer"),
-    "int?": (lambda value: value is None or _is_int(value), "an integer or nil"),
+    "int | None": (lambda value: value is None or _is_int(value), "an integer or nil"),
     "str": (lambda value: isinstance(value, str), "a string"),
-    "map": (_is_str_map, "a map with string keys"),
-    "any": (lambda value: True, "anything"),
+    "dict[str, Any]": (_is_str_map, "a map with string keys"),
+    "Any": (lambda value: True, "anything"),
 }
 
 
-class _Message:
-    """An immutable message; its fields are validated against `_SCHEMA` when it is built.
+class _Message(Record):
+    """An immutable message (a `Record`, as the model's values are): its fields are its
+    annotations, in wire order, each checked against the wire kind its annotation names
+    (`_KINDS`) when the message is built."""
 
-    `_SCHEMA` lists the fields in wire order with their wire kinds; equality, hashing and
-    the repr follow the fields, as a frozen dataclass's would."""
-
-    __slots__ = ()
     TYPE: ClassVar[str]
-    _SCHEMA: ClassVar[tuple[tuple[str, str], ...]]
+    #: each field with its check and how an error names what it must be
+    _checks: ClassVar[tuple[tuple[str, Callable[[object], bool], str], ...]] = ()
 
-    def _set(self, *values: object) -> None:
-        for (name, kind), value in zip(self._SCHEMA, values, strict=True):
-            accepts, what = _KINDS[kind]
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        annotations = _annotations(cls)
+        cls._checks = tuple((name, *_KINDS[annotations[name]]) for name in cls._fields)
+
+    def __post_init__(self) -> None:
+        for name, accepts, what in self._checks:
+            value = getattr(self, name)
             if not accepts(value):
                 raise ProtocolError(
                     f"{self.TYPE} message: field {name!r} must be {what},"
                     f" not {type(value).__name__} {value!r:.60}"
                 )
-            object.__setattr__(self, name, value)
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
-        return tuple(name for name, _kind in cls._SCHEMA)
+        return cls._fields
 
     def values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name, _kind in self._SCHEMA)
+        return type(self)._values(self)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{self.TYPE} messages cannot be changed")
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.values() == other.values()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.values()))
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name, _kind in self._SCHEMA)
-        return f"{type(self).__name__}({shown})"
+def _annotations(cls: type) -> dict[str, str]:
+    """The field annotations of a message class, as written (strings: see the
+    `__future__` import)."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        found.update(klass.__dict__.get("__annotations__", {}))  # noqa: RUF063
+    return found
 
 
 class Hello(_Message):
     """The first message each way: which protocol version and program the sender is."""
 
-    __slots__ = ("agent", "version")
     TYPE = "hello"
-    _SCHEMA = (("version", "int"), ("agent", "str"))
     version: int
     agent: str
-
-    def __init__(self, version: int, agent: str) -> None:
-        self._set(version, agent)
 
 
 class Request(_Message):
     """Client → daemon: run `op` with `args`; the daemon's replies carry the same `id`."""
 
-    __slots__ = ("args", "id", "op")
     TYPE = "req"
-    _SCHEMA = (("id", "int"), ("op", "str"), ("args", "map"))
     id: int
     op: str
     args: dict[str, Any]
-
-    def __init__(self, id: int, op: str, args: dict[str, Any]) -> None:
-        self._set(id, op, args)
 
 
 class Event(_Message):
     """Daemon → client: progress or a log line for request `id`, before its final reply."""
 
-    __slots__ = ("data", "id", "kind")
     TYPE = "event"
-    _SCHEMA = (("id", "int"), ("kind", "str"), ("data", "map"))
     id: int
     kind: str
     data: dict[str, Any]
-
-    def __init__(self, id: int, kind: str, data: dict[str, Any]) -> None:
-        self._set(id, kind, data)
 
 
 class Result(_Message):
     """Daemon → client: the final, successful answer to request `id`."""
 
-    __slots__ = ("id", "value")
     TYPE = "result"
-    _SCHEMA = (("id", "int"), ("value", "any"))
     id: int
     value: Any
-
-    def __init__(self, id: int, value: Any) -> None:
-        self._set(id, value)
 
 
 class Error(_Message):
     """Daemon → client: request `id` failed; `id` is None when the whole connection did."""
 
-    __slots__ = ("code", "id", "message")
     TYPE = "error"
-    _SCHEMA = (("id", "int?"), ("code", "str"), ("message", "str"))
     id: int | None
     code: str
     message: str
-
-    def __init__(self, id: int | None, code: str, message: str) -> None:
-        self._set(id, code, message)
 
 
 Message = Hello | Request | Event | Result | Error
@@ -429,9 +408,7 @@ def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
     unknown = sorted(set(obj) - set(names) - {"t"})
     if unknown and cls is not Hello:
         raise RemoteProtocolError(f"{cls.TYPE} message: unknown field(s) {', '.join(unknown)}")
-    msg = cls.__new__(cls)
-    msg._set(*(obj[name] for name in names))
-    return msg
+    return cls(*(obj[name] for name in names))
 
 
 def encode_body(msg: Message) -> bytes:

@@ -1,5 +1,5 @@
 """The ixd wire protocol: the light wire core (`ixd.wire`, re-exported here) plus what only
-the daemon needs: request size checks and the `Role` type.
+the daemon needs: request size checks.
 
 A frame is a 4-byte big-endian length followed by exactly one msgpack map. Both sides send a
 `Hello` first; then the client sends `Request`s and the daemon answers each with any number
@@ -9,7 +9,7 @@ only; the daemon and the tests may import this module.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final
 
 from ixd.wire.errors import BadName, BadRequest, IxError
 from ixd.wire.frames import (
@@ -56,7 +56,6 @@ __all__ = [
     "Message",
     "Request",
     "Result",
-    "Role",
     "Sentinel",
     "check_limits",
     "check_request_size",
@@ -65,8 +64,8 @@ __all__ = [
     "error_message",
 ]
 
-#: the two ends of a connection
-Role: TypeAlias = Literal["client", "server"]
+if TYPE_CHECKING:
+    from ixd.wire.frames import Role as Role
 
 #: at most this many selectors in one request's `packages`, or realm operations in all of
 #: its `patches`

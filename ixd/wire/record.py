@@ -40,7 +40,9 @@ class Record:
         cls._fields = (*cls._fields, *(n for n in own if n not in cls._fields))
         cls._defaults = {**cls._defaults,
                          **{name: cls.__dict__[name] for name in own if name in cls.__dict__}}
-        if len(cls._fields) == 1:
+        if not cls._fields:
+            cls._values = staticmethod(lambda record: ())
+        elif len(cls._fields) == 1:
             one = attrgetter(cls._fields[0])
             cls._values = staticmethod(lambda record: (one(record),))
         else:

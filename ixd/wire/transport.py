@@ -12,6 +12,7 @@ import os
 from _socket import AF_UNIX, SOCK_STREAM
 from _socket import socket as Socket
 
+from ixd import __version__
 from ixd.wire.errors import (
     ConnectionLost,
     DaemonUnavailable,
@@ -40,9 +41,13 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
-AGENT = "ixc 0.1"
-#: the system daemon's socket: where `ixc` and `ixc session` look without --socket/$IX_SOCKET
-DEFAULT_SOCKET = "/ix/var/ixd.sock"
+AGENT = f"ixc {__version__}"
+#: where a daemon's socket is under its root (`ixd.model.layout.Layout.socket`)
+SOCKET_IN_ROOT = "var/ixd.sock"
+#: the system daemon's root, and its socket: where `ixc` and `ixc session` look without
+#: --socket/$IX_SOCKET
+SYSTEM_ROOT = "/ix"
+DEFAULT_SOCKET = f"{SYSTEM_ROOT}/{SOCKET_IN_ROOT}"
 _RECV_SIZE = 64 * 1024
 
 
@@ -225,6 +230,6 @@ def _root_of(socket_path: str) -> str:
     """The daemon root a socket path belongs to (`<root>/var/ixd.sock`), or a placeholder."""
     folder, name = os.path.split(socket_path)
     root, var = os.path.split(folder)
-    if name == "ixd.sock" and var == "var":
+    if (var, name) == tuple(SOCKET_IN_ROOT.split("/")):
         return root or "."
     return "ROOT"
