@@ -35,7 +35,6 @@ from ixd.store.assemble import (
     link_farm,
     realm_hooks,
 )
-from ixd.store.builder import ContentMismatch
 from ixd.store.buildlog import BoundedLog
 from ixd.store.buildusers import BuildUser, BuildUserPool
 from ixd.store.cgroup import Cgroups
@@ -43,6 +42,7 @@ from ixd.store.db import BuildDatabase
 from ixd.store.dbwriter import PendingWrite, WriteQueue
 from ixd.store.debsrc import DebianArchive
 from ixd.store.fstree import remove_tree
+from ixd.store.scratch import ContentMismatch
 from ixd.store.treehash import tree_hash
 from ixd.wire.errors import (
     BuildCancelled,
