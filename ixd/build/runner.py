@@ -52,6 +52,7 @@ from ixd.wire.errors import (
     ClusterLost,
     ClusterRefused,
     ClusterUnavailable,
+    DaemonFault,
     DependencyFailed,
     FetchError,
     InternalError,
@@ -509,8 +510,9 @@ class StoreRunner:
             state, error = _ending(exc)
             with trio.CancelScope(shield=True):
                 await self._ended(row(), state, error)
-            # why, in the daemon's log too (a full disk is the admin's to fix: an error)
-            log.log(logging.ERROR if isinstance(error, NoSpace) else logging.INFO,
+            # why, in the daemon's log too (a full disk or the daemon's own files are the
+            # admin's to fix: an error)
+            log.log(logging.ERROR if isinstance(error, (NoSpace, DaemonFault)) else logging.INFO,
                     "%s finished: %s uid=%s result=%s%s", what, node.name, node.uid, state,
                     f" [{error.code}] {error.message.splitlines()[0]}" if error else "")
             raise
