@@ -140,12 +140,12 @@ async def run_build(
                                        build.limits.max_log_size, append=keep_log)
     try:
         etc = await build.daemon_work("prepare its scratch", build.prepare, seed)
+        command, watch, post = build.command(make_thrs, etc), build.watch(), process.loop_poster()
         try:
-            running = await process.start(build.command(make_thrs, etc))
+            running = await process.start(command)
         except (OSError, subprocess.SubprocessError) as exc:
             raise BuildFailed(await build.failure(f"could not be run: {exc}", log_file)) from exc
-        watch = build.watch()
-        post = process.loop_poster()
+        # (nothing between the start and its supervision: it kills and reaps what started)
         ended = await running.supervise(lambda fd: LogPump(fd, log_file, on_log, post), watch)
         await build.judge(ended, watch, log_file)
         if on_exit is not None:
