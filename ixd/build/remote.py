@@ -6,6 +6,7 @@ here instead."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -175,14 +176,16 @@ class RemoteBuilds:
         worker = "(already in the cache)"
         try:
             async with self.records.recording(lambda: attempt.row, node, "remote build"):
-                # bounded like a local build's (a local file: no wait worth a thread)
-                attempt.log_file = BoundedLog(self.host.layout.log_path(node.uid),
-                                              self.host.limits.max_log_size, append=True)
+                # bounded like a local build's; opened and closed off the loop
+                attempt.log_file = await trio.to_thread.run_sync(functools.partial(
+                    BoundedLog, self.host.layout.log_path(node.uid),
+                    self.host.limits.max_log_size, append=True))
                 try:
                     worker = await self._submit(node)
                 finally:
-                    attempt.log_file.finish()
-                    attempt.log_file = None
+                    log_file, attempt.log_file = attempt.log_file, None
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(log_file.finish)
                 # the worker's log stays: the unpack's output goes after it
                 await self.installs.install(node, attempt.row, "remote", keep_log=True)
         finally:
