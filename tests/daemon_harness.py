@@ -191,15 +191,17 @@ def make_reachable(path: Path) -> None:
 
 def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
                  extra: Sequence[str] = (), socket: Path | None = None,
-                 niceness: int = 0, mirror: bool = True, boot: bool = False) -> RunningDaemon:
+                 niceness: int = 0, mirror: bool = True, boot: bool = False,
+                 module: Sequence[str] = ("ixd.daemon.main",)) -> RunningDaemon:
     """`niceness`: the daemon and its builds yield the processor to the tests (for a build
     that runs beside them); `mirror`: with the run's source mirror (without: only upstream
     hosts, unreachable here); `boot`: build with ixd's default chain (stages 0 and 1), not
-    the host's tools (HOST_TOOLS)."""
+    the host's tools (HOST_TOOLS); `module`: what `python -m` runs, with its arguments
+    before ixd's (a wrapper such as tests/loop_audit.py)."""
     root.mkdir(parents=True, exist_ok=True)
     make_reachable(root)
     log = root.parent / f"{root.name}-ixd.log"
-    args = [sys.executable, "-m", "ixd.daemon.main", "--root", str(root)]
+    args = [sys.executable, "-m", *module, "--root", str(root)]
     if niceness:
         args = ["nice", "-n", str(niceness), *args]
     for overlay in overlays:
@@ -224,13 +226,13 @@ def start_daemon(root: Path, *, overlays: Sequence[Path] = (TEST_OVERLAY, PKGS),
 
 
 @contextlib.contextmanager
-def public_daemon(prefix: str, extra: Sequence[str] = (),
-                  socket: Path | None = None) -> Iterator[RunningDaemon]:
+def public_daemon(prefix: str, extra: Sequence[str] = (), socket: Path | None = None,
+                  module: Sequence[str] = ("ixd.daemon.main",)) -> Iterator[RunningDaemon]:
     """A daemon whose root every account can reach (pytest's temp folders are private to
     root), removed afterwards."""
     top = Path(tempfile.mkdtemp(prefix=prefix))
     top.chmod(0o755)
-    running = start_daemon(top / "root", extra=extra, socket=socket)
+    running = start_daemon(top / "root", extra=extra, socket=socket, module=module)
     try:
         yield running
         assert running.stop() == 0, running.log.read_text()

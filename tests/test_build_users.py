@@ -77,29 +77,23 @@ def test_the_probe_takes_a_build_user_no_other_daemon_holds() -> None:
     users = load_pool(DEFAULT_GROUP)
     # Another daemon of this machine holds a build user. The suite's own daemons run at the
     # same time (pytest -n 2) and may hold some, so take the first one that is free.
-    other = BuildUserPool(users)
-    held = next((u for u in users if other._lock(u)), None)
-    assert held is not None, "every build user is held: nothing left to test with"
-    try:
-        with BuildUserPool(users).holding_one() as user:
-            assert user != held
-            assert probe_confinement((user.uid, user.gid)) is None
-    finally:
-        other._release(held, back_to_pool=True)
+    with BuildUserPool(users).holding_one() as held, \
+            BuildUserPool(users).holding_one() as user:
+        assert user != held
+        assert probe_confinement((user.uid, user.gid)) is None
 
 
 @needs_root
 def test_a_probe_finds_no_free_build_user_and_says_so() -> None:
     users = load_pool(DEFAULT_GROUP)[:2]
     other = BuildUserPool(users)
-    held = [u for u in users if other._lock(u)]
-    try:
+    with contextlib.ExitStack() as held:
+        for _ in users:  # all of them another daemon's (the suite's own may hold some)
+            with contextlib.suppress(ConfinementUnavailable):
+                held.enter_context(other.holding_one(deadline=0))
         with pytest.raises(ConfinementUnavailable, match="held by other"), \
                 BuildUserPool(users).holding_one(deadline=0.2):
             pass
-    finally:
-        for user in held:
-            other._release(user, back_to_pool=True)
 
 
 def test_a_probe_killed_by_a_signal_says_so(tmp_path: Path,

@@ -22,10 +22,11 @@ import trio
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Source
-from ixd.store.builder import BuildLimits, Built, ContentMismatch, run_build
+from ixd.store.builder import BuildLimits, run_build
 from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.store.confine import confinement_argv, probe_confinement
 from ixd.store.fstree import remove_tree
+from ixd.store.scratch import Built, ContentMismatch
 from ixd.wire.errors import BuildFailed, WrongMachine
 from tests.daemon_harness import make_reachable
 

@@ -229,22 +229,22 @@ def test_kill_reaches_a_build_user_at_its_process_limit() -> None:
     # A fork bomb leaves its uid at RLIMIT_NPROC. The helper that kills it runs as that uid
     # and must still be able to start: the limit is the build's (chpst -p), not the daemon's.
     pool = BuildUserPool(load_pool(DEFAULT_GROUP))
-    user = next(u for u in reversed(pool.users) if pool._lock(u))  # held like a build's
-    bomb = subprocess.Popen(
-        [*build_identity_argv(user.uid, user.gid, max_processes=8), "/bin/sh", "-c",
-         "while :; do sleep 1000 & done"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # the shell gives up at the limit and leaves 7 sleeps behind
-        wait_for(lambda: len(processes_of(user.uid)) >= 7 and bomb.poll() is not None,
-                 "the bomb to hit its limit")
-        kill_processes_of(user)
-        wait_for(lambda: not processes_of(user.uid), "every process of the bomb to be gone")
-    finally:
-        bomb.kill()
-        bomb.wait()
-        subprocess.run(["pkill", "-9", "-u", str(user.uid)], check=False)
-        pool._release(user, back_to_pool=True)
+    with pool.holding_one() as user:  # held like a build's
+        bomb = subprocess.Popen(
+            [*build_identity_argv(user.uid, user.gid, max_processes=8), "/bin/sh", "-c",
+             "while :; do sleep 1000 & done"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # the shell gives up at the limit and leaves 7 sleeps behind
+            wait_for(lambda: len(processes_of(user.uid)) >= 7 and bomb.poll() is not None,
+                     "the bomb to hit its limit")
+            kill_processes_of(user)
+            wait_for(lambda: not processes_of(user.uid),
+                     "every process of the bomb to be gone")
+        finally:
+            bomb.kill()
+            bomb.wait()
+            subprocess.run(["pkill", "-9", "-u", str(user.uid)], check=False)
 
 
 def test_verify_reports_an_entry_whose_file_turned_into_a_fifo(tmp_path: Path) -> None:

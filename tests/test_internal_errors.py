@@ -14,7 +14,7 @@ from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import Scheduler
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan
-from ixd.store import builder
+from ixd.store import scratch
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import InternalError, IxError
 
@@ -38,7 +38,7 @@ def test_a_type_error_in_the_builder_is_e_internal(
     def buggy(*args: Any, **kwargs: Any) -> None:
         raise TypeError("a bug in _prepare")
 
-    monkeypatch.setattr(builder, "_prepare", buggy)
+    monkeypatch.setattr(scratch, "prepare", buggy)
     node = _node(layout)
     events: list[tuple[str, dict[str, Any]]] = []
     raised: list[IxError] = []

@@ -16,8 +16,9 @@ import pytest
 
 from ixd.cache.unpack import unpack_limits, unpack_node
 from ixd.model.layout import Layout
-from ixd.store.builder import BuildLimits, ContentMismatch
+from ixd.store.builder import BuildLimits
 from ixd.store.canonical import canonicalise
+from ixd.store.scratch import ContentMismatch
 from ixd.store.treehash import tree_hash
 from ixd.wire.errors import BuildFailed, BuildLimitExceeded
 from tests.test_builder import assert_cleaned_up, build, layout, needs_bwrap

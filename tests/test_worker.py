@@ -26,6 +26,7 @@ from ixd.recipes.packages import PackageGraph, recipe_node_uid, walk_closure
 from ixd.recipes.plan import build_plan
 from ixd.recipes.tree import RecipeTree
 from ixd.wire.errors import (
+    BuildCancelled,
     BuildFailed,
     ClusterLost,
     ClusterRefused,
@@ -168,6 +169,8 @@ def test_an_input_for_another_store_is_refused(hello_nodes: list[Node]) -> None:
 @pytest.mark.parametrize(("error", "code"), [
     (BuildFailed("make: *** [all] Error 2"), "E_BUILD_FAILED"),
     (DependencyFailed("an input failed"), "E_CLUSTER_REFUSED"),
+    # a BuildFailed too, but not the build's own failure: nobody waited for it there
+    (BuildCancelled("bin/x was cancelled: nobody waits for it"), "E_CLUSTER_REFUSED"),
     (ClusterRefused("bin/x (u): no; refused"), "E_CLUSTER_REFUSED"),
     (ConnectionLost("the daemon went away"), "E_CLUSTER_LOST"),
     (DaemonUnavailable("no ixd at /ix/var/ixd.sock"), "E_CLUSTER_REFUSED"),

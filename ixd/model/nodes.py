@@ -160,6 +160,10 @@ def url_basename(url: str) -> str:
     """
     path = urllib.parse.urlsplit(url).path
     name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
-        return "source"
-    return name
+    return name if is_plain_file_name(name) else "source"
+
+
+def is_plain_file_name(name: str) -> bool:
+    """Whether `name` names a file inside a folder, never the folder itself, its parent or
+    a path below it (a source's name in a build's `$src`)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name

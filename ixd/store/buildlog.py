@@ -18,6 +18,9 @@ Three things keep that from costing anyone else:
   budget the pump does no work per line at all (it counts newlines in C), so a flood holds
   the interpreter lock for a few microseconds per 64 KiB.
 
+`failure_message` quotes a failed build's last lines; it and `add_notes` may read or write
+the file, so the event loop calls them in a worker thread.
+
 Imports only the standard library.
 """
 
@@ -45,6 +48,8 @@ LIVE_BURST = 1 << 20
 #: the last bytes of output kept in memory too: an error message quotes them even when the
 #: file could not be written (a full disk)
 RECENT_BYTES = 64 * 1024
+#: log lines a failure message quotes
+TAIL_LINES = 20
 #: the pump reads this much at once, and looks at its stop flag this often (seconds)
 READ_SIZE = 64 * 1024
 POLL_SECONDS = 0.1
@@ -186,6 +191,39 @@ def _copy(source: int, target: int, offset: int, count: int) -> None:
             raise OSError(f"could not copy the log's {count} bytes at {offset}")
         offset += done
         count -= done
+
+
+def tail_lines(log: BoundedLog, lines: int = TAIL_LINES) -> list[str]:
+    """The log's last `lines` lines, decoded ([] if it cannot be read; blocking)."""
+    try:
+        data = log.tail()
+    except OSError:
+        return []
+    return [decode(line) for line in data.splitlines()[-lines:]]
+
+
+def quoted_tail(log: BoundedLog) -> str:
+    """The log's last lines as an error message quotes them ("" for an empty log)."""
+    tail = tail_lines(log)
+    if not tail:
+        return ""
+    return f"\nlast {len(tail)} lines of the log:\n" + "\n".join(f"  {line}" for line in tail)
+
+
+def failure_message(subject: str, what: str, log: BoundedLog) -> str:
+    """"`subject` `what`", where the log is and its last lines (blocking)."""
+    return f"{subject} {what}; log: {log.path}{quoted_tail(log)}"
+
+
+def add_notes(log: BoundedLog, notes: Sequence[str]) -> list[str | int]:
+    """Write the daemon's `notes` on a build at the end of its log, one `ix: ` line each,
+    on a line of their own; the lines, for the live followers (blocking)."""
+    if not notes:
+        return []
+    log.end_line()
+    lines: list[str | int] = [f"ix: {note}" for note in notes]
+    log.write(b"".join(f"{line}\n".encode() for line in lines))
+    return lines
 
 
 class LineSplitter:

@@ -22,7 +22,7 @@ import pwd
 import stat
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,13 +262,19 @@ class BuildUserPool:
             if not self._free:
                 await self._wakeup.wait()
                 continue
-            for user in reversed(self._free):
-                if self._lock(user):
-                    self._free.remove(user)
-                    return user
+            # the lock files are opened off the loop; a uid locked there is this task's
+            # alone (a lock of another task, or daemon, on it fails), so it is still free
+            user = await trio.to_thread.run_sync(self._lock_first, tuple(reversed(self._free)))
+            if user is not None:
+                self._free.remove(user)
+                return user
             # every free uid is held by another daemon: look again a little later
             await trio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    def _lock_first(self, users: Sequence[BuildUser]) -> BuildUser | None:
+        """The first of `users` locked now, if any (blocking)."""
+        return next((user for user in users if self._lock(user)), None)
 
     def _lock(self, user: BuildUser) -> bool:
         fd = os.open(self.lock_dir / str(user.uid),

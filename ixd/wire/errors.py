@@ -397,6 +397,14 @@ class SessionError(IxError):
     code = "E_SESSION"
 
 
+class DaemonFault(IxError):
+    """The daemon could not do its own part of a request: a file or folder of its own (a
+    build's log, the scratch it makes) it could not write. Neither the build's fault nor
+    the client's: the administrator's to fix, named in the message and the daemon's log."""
+
+    code = "E_DAEMON_FAULT"
+
+
 class InternalError(IxError):
     """A bug in ix: the daemon logged the traceback and keeps serving."""
 
