@@ -22,7 +22,7 @@ import outcome
 
 from ixd.wire.errors import DatabaseBusy, DatabaseTooNew
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,18 @@ _SCHEMA_V4 = """
 ALTER TABLE store ADD COLUMN inputs TEXT;
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+# v5: what the daemon reads of the build history at each start, without reading the history
+# (which only grows): each package name's latest successful build's duration (the ETAs), and
+# the builds still marked running (those a restart interrupted)
+_SCHEMA_V5 = """
+CREATE TABLE durations (name TEXT PRIMARY KEY, duration FLOAT);
+INSERT INTO durations (name, duration)
+    SELECT name, duration FROM (SELECT name, duration, MAX(id) FROM builds
+                                WHERE state = 'valid' GROUP BY name);
+CREATE INDEX idx_builds_running ON builds (state) WHERE state = 'building';
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
 
 
 class StoreRef(NamedTuple):
@@ -185,7 +196,12 @@ class BuildDatabase:
 
     def valid_uids(self) -> set[str]:
         with self._lock, _busy_is_an_error(self.path):
-            return {r["uid"] for r in self._db.query("SELECT uid FROM store")}
+            return {uid for (uid,) in self._db.execute("SELECT uid FROM store")}
+
+    def valid_paths(self) -> set[str]:
+        """Every valid entry's store path."""
+        with self._lock, _busy_is_an_error(self.path):
+            return {path for (path,) in self._db.execute("SELECT path FROM store")}
 
     def register_valid(self, uid: str, path: str, name: str, kind: str,
                        content_hash: str, inputs: Sequence[str] = ()) -> None:
@@ -251,6 +267,9 @@ class BuildDatabase:
             db.execute("UPDATE builds SET state = ?, ended = ?, duration = ? - started, "
                        "error = ? WHERE id = ?",
                        [state, ended, ended, error, build_id])
+            if state == "valid":
+                db.execute("INSERT OR REPLACE INTO durations (name, duration) "
+                           "SELECT name, duration FROM builds WHERE id = ?", [build_id])
 
     def builds(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest builds first."""
@@ -266,11 +285,10 @@ class BuildDatabase:
                 "WHERE b.state = 'valid'")}
 
     def last_durations(self) -> dict[str, float]:
-        """The duration of each package name's latest successful build."""
+        """The duration of each package name's latest successful build (kept apart from the
+        history, which may hold hundreds of thousands of builds)."""
         with self._lock, _busy_is_an_error(self.path):
-            rows = self._db.query(
-                "SELECT name, duration FROM builds WHERE state = 'valid' ORDER BY id")
-            return {r["name"]: r["duration"] for r in rows}
+            return dict(self._db.execute("SELECT name, duration FROM durations"))
 
     def interrupt_running_builds(self) -> int:
         """Builds recorded as running when the daemon (re)starts did not finish."""

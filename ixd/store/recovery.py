@@ -53,7 +53,7 @@ def empty_trash(layout: Layout) -> int:
 
 def recover(layout: Layout, db: BuildDatabase) -> RecoveryReport:
     report = RecoveryReport(interrupted_builds=db.interrupt_running_builds())
-    valid_paths = {row["path"] for row in db.store_entries()}
+    valid_paths = db.valid_paths()
     for entry in os.scandir(layout.store):
         if entry.path not in valid_paths:
             move_to_trash(Path(entry.path), layout)
