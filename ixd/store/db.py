@@ -315,6 +315,15 @@ class BuildDatabase:
                 "AND r.current = g.number WHERE r.name = ?", [realm]))
         return _generation(rows[0]) if rows else None
 
+    def generation_paths(self) -> dict[str, dict[int, str]]:
+        """Each realm's generations: number -> store path (their states not read)."""
+        found: dict[str, dict[int, str]] = {}
+        with self._lock, _busy_is_an_error(self.path):
+            for realm, number, path in self._db.execute(
+                    "SELECT realm, number, path FROM generations"):
+                found.setdefault(realm, {})[number] = path
+        return found
+
     def generations(self, realm: str) -> list[Generation]:
         with self._lock, _busy_is_an_error(self.path):
             rows = self._db.query(
