@@ -49,7 +49,7 @@ class Collector:
     async def collect_garbage(self) -> GcResult:
         """Delete every valid entry not reachable from a root; safe while builds run."""
         async with self._lock:
-            generations = await trio.to_thread.run_sync(self.db.all_generations)
+            generations = await trio.to_thread.run_sync(self.db.generation_refs)
             realms = await trio.to_thread.run_sync(self.db.realms)
             entries = await trio.to_thread.run_sync(self.db.store_refs)
             current = {r["name"]: r["current"] for r in realms}

@@ -86,6 +86,14 @@ CREATE INDEX idx_builds_running ON builds (state) WHERE state = 'building';
 _MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
 
 
+class GenerationRef(NamedTuple):
+    """A realm's generation as gc and recovery see it: which one, and its store path."""
+
+    realm: str
+    number: int
+    path: str
+
+
 class StoreRef(NamedTuple):
     """A valid store entry as gc sees it."""
 
@@ -315,14 +323,11 @@ class BuildDatabase:
                 "AND r.current = g.number WHERE r.name = ?", [realm]))
         return _generation(rows[0]) if rows else None
 
-    def generation_paths(self) -> dict[str, dict[int, str]]:
-        """Each realm's generations: number -> store path (their states not read)."""
-        found: dict[str, dict[int, str]] = {}
+    def generation_refs(self) -> list[GenerationRef]:
+        """Every realm's generations, their states not read (what gc and recovery need)."""
         with self._lock, _busy_is_an_error(self.path):
-            for realm, number, path in self._db.execute(
-                    "SELECT realm, number, path FROM generations"):
-                found.setdefault(realm, {})[number] = path
-        return found
+            rows = self._db.execute("SELECT realm, number, path FROM generations").fetchall()
+        return [GenerationRef(*row) for row in rows]
 
     def generations(self, realm: str) -> list[Generation]:
         with self._lock, _busy_is_an_error(self.path):

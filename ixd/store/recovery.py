@@ -74,7 +74,9 @@ def recover(layout: Layout, db: BuildDatabase) -> RecoveryReport:
 def _repair_realm_links(layout: Layout, db: BuildDatabase, valid_paths: set[str],
                         report: RecoveryReport) -> None:
     realms = {row["name"]: row for row in db.realms()}
-    paths = db.generation_paths()
+    paths: dict[str, dict[int, str]] = {}
+    for ref in db.generation_refs():
+        paths.setdefault(ref.realm, {})[ref.number] = ref.path
     for entry in os.scandir(layout.realms):
         if entry.name.startswith(".") or entry.name not in realms:
             # a switch cut short, or a realm purged from the database but not yet unlinked
