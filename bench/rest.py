@@ -41,16 +41,19 @@ def at_rest() -> dict[str, float]:
         return memory_of(daemon.process.pid)
 
 
-IMPORTS = """
-import resource, sys
+#: VmRSS in kB (not ru_maxrss: Linux carries that high-water mark over exec from the parent)
+RSS = "[l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]"
+
+IMPORTS = f"""
+import sys
 before = set(sys.modules)
 import ixd.daemon.main
-tops = {}
+tops = {{}}
 for name in set(sys.modules) - before:
     top = name.split(".")[0]
     tops[top] = tops.get(top, 0) + 1
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-print(" ".join(f"{t}:{n}" for t, n in sorted(tops.items(), key=lambda i: -i[1])))
+print({RSS})
+print(" ".join(f"{{t}}:{{n}}" for t, n in sorted(tops.items(), key=lambda i: -i[1])))
 """
 
 
@@ -65,14 +68,13 @@ def main() -> int:
         shown = f"{value:.0f}" if key == "Threads" else f"{value / 1024:.1f} MiB"
         goal = "   (goal <= 40 MiB)" if key == "VmRSS" else ""
         print(f"  {key:<10} {shown:>10}{goal}")
-    bare = subprocess.run([PYTHON, "-c", "import resource; print(resource.getrusage("
-                           "resource.RUSAGE_SELF).ru_maxrss)"], env=env(), capture_output=True,
+    bare = subprocess.run([PYTHON, "-c", f"print({RSS})"], env=env(), capture_output=True,
                           text=True, check=True)
     imported = subprocess.run([PYTHON, "-c", IMPORTS], env=env(), capture_output=True,
                               text=True, check=True).stdout.splitlines()
     print(f"  the interpreter alone: {int(bare.stdout) / 1024:.1f} MiB; after ixd's imports "
           f"(no daemon): {int(imported[0]) / 1024:.1f} MiB")
-    print(f"  modules imported, by package: {imported[1]}")
+    print(f"  modules imported, by package: {' '.join(imported[1].split()[:25])} ...")
     return 0
 
 
