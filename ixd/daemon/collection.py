@@ -158,13 +158,17 @@ async def _delete(paths: list[Path]) -> None:
     held that the event loop needs; GNU rm never follows a link, and stays on one file
     system), else, or if that failed, tree by tree in a thread."""
     if os.geteuid() == 0:
-        done = await trio.run_process(["rm", "-rf", "--one-file-system", "--",
-                                       *map(os.fspath, paths)], check=False,
-                                      stdin=subprocess.DEVNULL, capture_stderr=True)
-        if done.returncode == 0:
-            return
+        try:
+            done = await trio.run_process(["rm", "-rf", "--one-file-system", "--",
+                                           *map(os.fspath, paths)], check=False,
+                                          stdin=subprocess.DEVNULL, capture_stderr=True)
+            if done.returncode == 0:
+                return
+            why = done.stderr.decode(errors="replace").strip()[:500]
+        except OSError as exc:  # no rm to run: the daemon serves on
+            why = str(exc)
         log.warning("gc: rm -rf of %d trash entries failed (%s); deleting them one by one",
-                    len(paths), done.stderr.decode(errors="replace").strip()[:500])
+                    len(paths), why)
     for path in paths:
         try:
             await trio.to_thread.run_sync(remove_tree, path)
