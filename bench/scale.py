@@ -193,7 +193,7 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def measure(level: Level, repeat: int, generations: int) -> Figures:
+def measure(level: Level, repeat: int, generations: int, keep: bool = False) -> Figures:
     figures = Figures(level)
     daemon = BenchDaemon.start(jobs=2, label="scale")
     try:
@@ -230,7 +230,33 @@ def measure(level: Level, repeat: int, generations: int) -> Figures:
         size = sum(p.stat().st_size for p in database.parent.glob(database.name + "*"))
         figures.values["database size"] = f"{size / (1 << 20):.1f} MiB"
     finally:
-        daemon.stop()
+        daemon.stop(keep=keep)
+        if keep:
+            print(f"  kept: {daemon.root} (ixd stopped)", flush=True)
+    return figures
+
+
+def measure_again(root: Path, repeat: int) -> Figures:
+    """The quick rows again on a root `--keep` left (its ixd stopped): start-up, no-op
+    mut, status, builds, gc with nothing to delete, RSS; the same store before and after a
+    change to ixd."""
+    with sqlite3.connect(Layout(root).database) as db:
+        entries = db.execute("SELECT COUNT(*) FROM store WHERE kind != 'rlm'").fetchone()[0]
+        users = db.execute("SELECT COUNT(*) FROM realms").fetchone()[0]
+        history = db.execute("SELECT COUNT(*) FROM builds").fetchone()[0]
+    figures = Figures(Level(entries, users, history))
+    start = time.perf_counter()
+    running = start_daemon(root, extra=["--jobs", "2"])
+    figures.put("start-up to first answer", time.perf_counter() - start)
+    daemon = BenchDaemon(running, 2, root.parent)
+    try:
+        figures.put("no-op mut", median_of(repeat, daemon, "mut", "bench0", f"+{slow(tag(0))}"))
+        figures.put("status", median_of(repeat, daemon, "status"))
+        figures.put("builds (first page)", median_of(repeat, daemon, "builds"))
+        collect(daemon, figures, "gc, nothing to delete", 0)
+        figures.values["ixd RSS"] = f"{rss_mib(daemon.process.pid):.0f} MiB"
+    finally:
+        daemon.stop(keep=True)
     return figures
 
 
@@ -251,13 +277,23 @@ def main() -> int:
                         help="ENTRIES:USERS:HISTORY")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--keep", action="store_true",
+                        help="leave each level's root behind, to profile ixd on it")
+    parser.add_argument("--again", type=Path, nargs="+", default=[], metavar="ROOT",
+                        help="instead of filling stores, time the quick rows again on roots "
+                             "--keep left")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/scale.py runs as root (ixd confines builds as build users)")
         return 0
     print(f"how costs grow: levels (entries / users / history rows) "
-          f"{', '.join(str(level) for level in args.levels)}; {load_average()}", flush=True)
-    results = [measure(level, args.repeat, args.generations) for level in args.levels]
+          f"{', '.join(str(level) for level in args.levels) if not args.again else 'kept'}; "
+          f"{load_average()}", flush=True)
+    if args.again:
+        results = [measure_again(root, args.repeat) for root in args.again]
+    else:
+        results = [measure(level, args.repeat, args.generations, args.keep)
+                   for level in args.levels]
     names = list(results[0].values)
     width = max(len(n) for n in names) + 2
     print(f"\n{'':<{width}}" + "".join(f"{r.level!s:>26}" for r in results))

@@ -62,6 +62,20 @@ def test_an_entry_remembers_the_store_dirs_it_was_built_from(db: BuildDatabase) 
                                  "/ix/store/b-rlm-r": []}
 
 
+def test_last_durations_are_each_names_latest_successful_build(db: BuildDatabase) -> None:
+    for seconds, (name, state) in enumerate([("bin/a", "valid"), ("bin/b", "valid"),
+                                             ("bin/a", "valid"), ("bin/a", "failed"),
+                                             ("bin/b", "cancelled")], start=1):
+        build_id = db.build_started(f"u{seconds}", name, {}, "/log", requested_by=0)
+        # each build took about `seconds` hours
+        db._db.execute("UPDATE builds SET started = started - ? WHERE id = ?",
+                       [seconds * 3600, build_id])
+        db.build_ended(build_id, state)
+    assert {name: round(took / 3600) for name, took in db.last_durations().items()} == \
+        {"bin/a": 3, "bin/b": 2}
+    assert db.valid_paths() == set()
+
+
 def test_builds_record_how_they_ended(db: BuildDatabase) -> None:
     ok = db.build_started("u1", "bin/a", {"opt": "1"}, "/log/u1", requested_by=1001)
     bad = db.build_started("u2", "bin/b", {}, "/log/u2", requested_by=1002)
@@ -132,6 +146,9 @@ def test_an_old_schema_is_migrated_and_orphans_dropped(tmp_path: Path) -> None:
         INSERT INTO realms VALUES ('kept', 1001, 1, 1.0);
         INSERT INTO generations VALUES ('kept', 1, '/ix/store/r1', '{}', 1.0, 1001);
         INSERT INTO generations VALUES ('purged', 1, '/ix/store/r2', '{}', 1.0, 1002);
+        INSERT INTO builds (uid, name, state, duration) VALUES ('u0', 'bin/a', 'valid', 4.0),
+            ('u1', 'bin/a', 'valid', 5.0), ('u2', 'bin/a', 'failed', 6.0),
+            ('u3', 'bin/b', 'building', NULL);
     """)
     conn.close()
     db = BuildDatabase(path)
@@ -140,6 +157,8 @@ def test_an_old_schema_is_migrated_and_orphans_dropped(tmp_path: Path) -> None:
         assert db.store_entries()[0]["hash"] is None  # v2's column, unknown for old entries
         assert [g.realm for g in db.all_generations()] == ["kept"]  # v3
         assert db.build_inputs() == {}  # v4: unknown for entries registered before
+        assert db.last_durations() == {"bin/a": 5.0}  # v5: from the history
+        assert db.interrupt_running_builds() == 1
     finally:
         db.close()
     assert schema_of(path) == SCHEMA_VERSION

@@ -36,6 +36,8 @@ def test_purge_then_gc_frees_what_only_that_realm_held() -> None:
         assert not gone.exists() and not doomed_entry.exists()
         assert kept.is_dir() and keeper_entry.is_dir()
         assert (d.realm("keeper") / "meta.json").is_file()
+        # its files go from the trash just after the answer (the collector's own task)
+        wait_for(lambda: not any((d.root / "trash").iterdir()), "gc's trash to be emptied")
         # the purged realm's name starts afresh, and its package is built again
         d.ixc("let", "doomed", f"+{gone_pkg}")
         gens = json.loads(d.ixc("generations", "doomed", "--json").stdout)["generations"]

@@ -9,7 +9,9 @@ collector also follows each kept entry to the entries it was built from."""
 from __future__ import annotations
 
 import logging
+import math
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from ixd.build.scheduler import Scheduler
 from ixd.model.layout import Layout
 from ixd.store import gc
 from ixd.store.db import BuildDatabase, StoreRef
+from ixd.store.fstree import remove_tree
 from ixd.store.gc import GcResult
 from ixd.store.recovery import empty_trash, move_to_trash
 from ixd.store.treehash import tree_size
@@ -45,11 +48,28 @@ class Collector:
         #: seconds the logs of builds that left no valid entry are kept
         self.keep_logs = keep_logs
         self._lock = trio.Lock()
+        #: garbage renamed into the trash, for `serve` to delete
+        self._trashed: trio.MemorySendChannel[list[Path]]
+        self._trashed, self._to_delete = trio.open_memory_channel[list[Path]](math.inf)
+        #: whether `serve` runs (else a collection deletes its garbage before it returns)
+        self._serving = False
+
+    async def serve(self) -> None:
+        """The collector's background work: delete collected garbage from the trash, and
+        collect automatically when free space runs low (`watch_free_space`)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.watch_free_space)
+            self._serving = True
+            try:
+                async for paths in self._to_delete:
+                    await _delete(paths)
+            finally:
+                self._serving = False
 
     async def collect_garbage(self) -> GcResult:
         """Delete every valid entry not reachable from a root; safe while builds run."""
         async with self._lock:
-            generations = await trio.to_thread.run_sync(self.db.all_generations)
+            generations = await trio.to_thread.run_sync(self.db.generation_refs)
             realms = await trio.to_thread.run_sync(self.db.realms)
             entries = await trio.to_thread.run_sync(self.db.store_refs)
             current = {r["name"]: r["current"] for r in realms}
@@ -66,7 +86,11 @@ class Collector:
             marked = gc.mark(roots, links)
             garbage = [e for e in entries if e.path not in marked]
             with self.runner.collecting([e.uid for e in garbage]):
-                freed = await trio.to_thread.run_sync(self._sweep, garbage)
+                freed, trashed = await trio.to_thread.run_sync(self._sweep, garbage)
+            if trashed and self._serving:
+                self._trashed.send_nowait(trashed)
+            elif trashed:
+                await trio.to_thread.run_sync(empty_trash, self.layout)
             # the logs: of what was collected, and old ones of builds that left nothing
             keep = {u for u in self.runner.valid} | {f.node.uid for f in
                                                       self.scheduler.flights()}
@@ -95,7 +119,9 @@ class Collector:
                 pass
         return len(doomed), sum(f.size for f in doomed)
 
-    def _sweep(self, garbage: list[StoreRef]) -> int:
+    def _sweep(self, garbage: list[StoreRef]) -> tuple[int, list[Path]]:
+        """Forget the garbage and move it into the trash (blocking); the bytes it holds,
+        and where in the trash it is now."""
         # a generation whose entry goes is forgotten with it: `ixc generations` lists only
         # what `ixc rollback` can go back to
         dropped = self.db.drop_generations_at([e.path for e in garbage if e.kind == "rlm"])
@@ -103,13 +129,13 @@ class Collector:
             log.info("gc: %d generations collected", dropped)
         self.db.unregister([e.uid for e in garbage])
         freed = 0
+        trashed = []
         for entry in garbage:
             path = Path(entry.path)
             if path.exists():
                 freed += tree_size(path)
-                move_to_trash(path, self.layout)
-        empty_trash(self.layout)
-        return freed
+                trashed.append(move_to_trash(path, self.layout))
+        return freed, trashed
 
     async def watch_free_space(self, interval: float = 30.0) -> None:
         """Collect garbage when free space under the root falls below `min_free`."""
@@ -125,3 +151,26 @@ class Collector:
                 except IxError as exc:  # logged; the daemon serves on and tries again later
                     log.error("automatic gc failed: %s", exc)
             await trio.sleep(interval)
+
+
+async def _delete(paths: list[Path]) -> None:
+    """Delete collected garbage from the trash: root with one `rm -rf` (no interpreter lock
+    held that the event loop needs; GNU rm never follows a link, and stays on one file
+    system), else, or if that failed, tree by tree in a thread."""
+    if os.geteuid() == 0:
+        try:
+            done = await trio.run_process(["rm", "-rf", "--one-file-system", "--",
+                                           *map(os.fspath, paths)], check=False,
+                                          stdin=subprocess.DEVNULL, capture_stderr=True)
+            if done.returncode == 0:
+                return
+            why = done.stderr.decode(errors="replace").strip()[:500]
+        except OSError as exc:  # no rm to run: the daemon serves on
+            why = str(exc)
+        log.warning("gc: rm -rf of %d trash entries failed (%s); deleting them one by one",
+                    len(paths), why)
+    for path in paths:
+        try:
+            await trio.to_thread.run_sync(remove_tree, path)
+        except OSError:
+            log.exception("gc: could not delete %s", path)

@@ -117,7 +117,7 @@ class Daemon:
                                  f"{sorted(self.handlers.keys() ^ OPS.keys())}")
         # the daemon's tasks besides the server (`ixd.daemon.main`)
         self.watch_recipes = self.catalog.watch
-        self.watch_free_space = collector.watch_free_space
+        self.collector = collector.serve  # deletes garbage; collects when space runs low
         self.watch_accounts = access.watch_accounts
 
     async def handle(self, op: str, args: Any, caller: Caller, emit: Emit) -> Any:

@@ -295,7 +295,7 @@ async def _serve(daemon: Daemon, socket_path: Path,
         await nursery.start(daemon.scheduler.serve)
         nursery.start_soon(daemon.runner.collect_trash)
         await nursery.start(server.serve, listener)
-        nursery.start_soon(daemon.watch_free_space)
+        nursery.start_soon(daemon.collector)
         nursery.start_soon(daemon.watch_accounts)
         if daemon.pusher is not None:
             nursery.start_soon(daemon.pusher.serve)

@@ -1,9 +1,9 @@
 """The build database: valid store entries, builds, realms and their generations.
 
-SQLite in WAL mode through sqlite-utils. One connection, guarded by a lock, so the daemon can
-call it from worker threads (`trio.to_thread`); every method is one short transaction, or
-part of a batch (`write_batch`: several writes in one transaction, as `ixd.store.dbwriter` commits
-them). The schema is versioned in `meta` and migrated forward on open.
+SQLite in WAL mode (the standard library's sqlite3). One connection, guarded by a lock, so
+the daemon can call it from worker threads (`trio.to_thread`); every method is one short
+transaction, or part of a batch (`write_batch`: several writes in one transaction, as
+`ixd.store.dbwriter` commits them). The schema is versioned in `meta` and migrated forward on open.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import outcome
-import sqlite_utils
 
 from ixd.wire.errors import DatabaseBusy, DatabaseTooNew
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,7 @@ class Generation:
         }
 
 
-# Writes are plain SQL inside our own transactions: sqlite-utils' table writers commit on
-# their own in the releases Debian ships (3.30), which would end a transaction half way.
+# Writes are plain SQL inside our own transactions.
 _SCHEMA_V1 = """
 CREATE TABLE store (uid TEXT PRIMARY KEY, path TEXT, name TEXT, kind TEXT, registered FLOAT);
 CREATE TABLE builds (id INTEGER PRIMARY KEY, uid TEXT, name TEXT, flags TEXT, state TEXT,
@@ -74,7 +72,26 @@ _SCHEMA_V4 = """
 ALTER TABLE store ADD COLUMN inputs TEXT;
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+# v5: what the daemon reads of the build history at each start, without reading the history
+# (which only grows): each package name's latest successful build's duration (the ETAs), and
+# the builds still marked running (those a restart interrupted)
+_SCHEMA_V5 = """
+CREATE TABLE durations (name TEXT PRIMARY KEY, duration FLOAT);
+INSERT INTO durations (name, duration)
+    SELECT name, duration FROM (SELECT name, duration, MAX(id) FROM builds
+                                WHERE state = 'valid' GROUP BY name);
+CREATE INDEX idx_builds_running ON builds (state) WHERE state = 'building';
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
+
+
+class GenerationRef(NamedTuple):
+    """A realm's generation as gc and recovery see it: which one, and its store path."""
+
+    realm: str
+    number: int
+    path: str
 
 
 class StoreRef(NamedTuple):
@@ -85,24 +102,39 @@ class StoreRef(NamedTuple):
     kind: str
 
 
-def _no_sqlite_utils_plugins() -> None:
-    """Keep sqlite-utils from loading its plugins: they are any installed distribution's
-    entry points, code that would run in the root daemon with its database, and finding
-    them scans every distribution's metadata (60-230 ms of each start)."""
-    plugins = getattr(sqlite_utils, "plugins", None)  # sqlite-utils before 3.34 has none
-    if plugins is not None and hasattr(plugins, "_plugins_loaded"):
-        plugins._plugins_loaded = True  # the flag its own loader sets once done
+class _Connection:
+    """The connection with the two calls this module makes of it: `execute`, and `query`
+    (rows as dicts). Plain sqlite3: sqlite-utils' Database, which offered them, imports click,
+    dateutil and pluggy, a seventh of the daemon's start-up and 3 MiB of its memory at rest."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        cursor = self.conn.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
+
+    def enable_wal(self) -> None:
+        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.conn.execute("PRAGMA journal_mode=wal")
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class BuildDatabase:
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
-        _no_sqlite_utils_plugins()
         self.path = path
         path.touch(mode=0o600, exist_ok=True)
         # sqlite waits up to busy_timeout for another process's lock before giving up
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout,
                                isolation_level=None)
-        self._db = sqlite_utils.Database(conn)
+        self._db = _Connection(conn)
         # reentrant: the writes of a batch run inside its transaction (`write_batch`)
         self._lock = threading.RLock()
         with self._lock, _busy_is_an_error(self.path):
@@ -115,7 +147,7 @@ class BuildDatabase:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite_utils.Database]:
+    def _transaction(self) -> Iterator[_Connection]:
         """One transaction; inside a batch's (this thread holds the lock, so the transaction
         under way is the batch's), a savepoint: the write is undone alone if it fails."""
         with self._lock, _busy_is_an_error(self.path):
@@ -172,7 +204,12 @@ class BuildDatabase:
 
     def valid_uids(self) -> set[str]:
         with self._lock, _busy_is_an_error(self.path):
-            return {r["uid"] for r in self._db.query("SELECT uid FROM store")}
+            return {uid for (uid,) in self._db.execute("SELECT uid FROM store")}
+
+    def valid_paths(self) -> set[str]:
+        """Every valid entry's store path."""
+        with self._lock, _busy_is_an_error(self.path):
+            return {path for (path,) in self._db.execute("SELECT path FROM store")}
 
     def register_valid(self, uid: str, path: str, name: str, kind: str,
                        content_hash: str, inputs: Sequence[str] = ()) -> None:
@@ -196,7 +233,7 @@ class BuildDatabase:
 
     def store_refs(self) -> list[StoreRef]:
         """Every valid entry's uid, path and kind, as plain tuples (a store of tens of
-        thousands of entries is read whole by gc: without sqlite-utils' dict per row it takes
+        thousands of entries is read whole by gc: without a dict per row it takes
         a tenth of the time)."""
         with self._lock, _busy_is_an_error(self.path):
             rows = self._db.conn.execute("SELECT uid, path, kind FROM store").fetchall()
@@ -238,6 +275,9 @@ class BuildDatabase:
             db.execute("UPDATE builds SET state = ?, ended = ?, duration = ? - started, "
                        "error = ? WHERE id = ?",
                        [state, ended, ended, error, build_id])
+            if state == "valid":
+                db.execute("INSERT OR REPLACE INTO durations (name, duration) "
+                           "SELECT name, duration FROM builds WHERE id = ?", [build_id])
 
     def builds(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest builds first."""
@@ -253,11 +293,10 @@ class BuildDatabase:
                 "WHERE b.state = 'valid'")}
 
     def last_durations(self) -> dict[str, float]:
-        """The duration of each package name's latest successful build."""
+        """The duration of each package name's latest successful build (kept apart from the
+        history, which may hold hundreds of thousands of builds)."""
         with self._lock, _busy_is_an_error(self.path):
-            rows = self._db.query(
-                "SELECT name, duration FROM builds WHERE state = 'valid' ORDER BY id")
-            return {r["name"]: r["duration"] for r in rows}
+            return dict(self._db.execute("SELECT name, duration FROM durations"))
 
     def interrupt_running_builds(self) -> int:
         """Builds recorded as running when the daemon (re)starts did not finish."""
@@ -283,6 +322,12 @@ class BuildDatabase:
                 "SELECT g.* FROM generations g JOIN realms r ON r.name = g.realm "
                 "AND r.current = g.number WHERE r.name = ?", [realm]))
         return _generation(rows[0]) if rows else None
+
+    def generation_refs(self) -> list[GenerationRef]:
+        """Every realm's generations, their states not read (what gc and recovery need)."""
+        with self._lock, _busy_is_an_error(self.path):
+            rows = self._db.execute("SELECT realm, number, path FROM generations").fetchall()
+        return [GenerationRef(*row) for row in rows]
 
     def generations(self, realm: str) -> list[Generation]:
         with self._lock, _busy_is_an_error(self.path):

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
-from ixd.store.db import Generation
 from ixd.store.safeio import read_bounded
 from ixd.wire.errors import GcAborted
 
@@ -61,11 +61,27 @@ def logs_to_delete(logs: Iterable[LogFile], keep_uids: set[str], collected: set[
     return doomed
 
 
-def root_paths(generations: Iterable[Generation], current: Mapping[str, int], keep: int,
+class NumberedGeneration(Protocol):
+    """A realm's generation (`ixd.store.db.GenerationRef` or `Generation`)."""
+
+    @property
+    def realm(self) -> str: ...
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+G = TypeVar("G", bound=NumberedGeneration)
+
+
+def root_paths(generations: Iterable[G], current: Mapping[str, int], keep: int,
                in_flight: Iterable[str]) -> set[str]:
     """Store paths that must stay: realm generations kept by policy, work in flight (plans
     under way, and `ixc run` realms whose command runs)."""
-    by_realm: dict[str, list[Generation]] = {}
+    by_realm: dict[str, list[G]] = {}
     for generation in generations:
         by_realm.setdefault(generation.realm, []).append(generation)
     roots = set(in_flight)

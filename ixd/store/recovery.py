@@ -53,7 +53,7 @@ def empty_trash(layout: Layout) -> int:
 
 def recover(layout: Layout, db: BuildDatabase) -> RecoveryReport:
     report = RecoveryReport(interrupted_builds=db.interrupt_running_builds())
-    valid_paths = {row["path"] for row in db.store_entries()}
+    valid_paths = db.valid_paths()
     for entry in os.scandir(layout.store):
         if entry.path not in valid_paths:
             move_to_trash(Path(entry.path), layout)
@@ -74,6 +74,9 @@ def recover(layout: Layout, db: BuildDatabase) -> RecoveryReport:
 def _repair_realm_links(layout: Layout, db: BuildDatabase, valid_paths: set[str],
                         report: RecoveryReport) -> None:
     realms = {row["name"]: row for row in db.realms()}
+    paths: dict[str, dict[int, str]] = {}
+    for ref in db.generation_refs():
+        paths.setdefault(ref.realm, {})[ref.number] = ref.path
     for entry in os.scandir(layout.realms):
         if entry.name.startswith(".") or entry.name not in realms:
             # a switch cut short, or a realm purged from the database but not yet unlinked
@@ -81,21 +84,21 @@ def _repair_realm_links(layout: Layout, db: BuildDatabase, valid_paths: set[str]
             if not entry.name.startswith("."):
                 report.repaired_realms.append(f"{entry.name} (removed)")
     for name, row in realms.items():
-        generations = {g.number: g for g in db.generations(name)}
-        current = generations.get(row["current"])
-        if current is None or current.path not in valid_paths:
-            usable = [n for n, g in generations.items() if g.path in valid_paths]
+        generations = paths.get(name, {})
+        number = row["current"]
+        if generations.get(number) not in valid_paths:
+            usable = [n for n, path in generations.items() if path in valid_paths]
             if not usable:
                 log.warning("realm %s: no generation is left in the store; unlinked", name)
                 layout.realm_link(name).unlink(missing_ok=True)
                 db.drop_realm(name)
                 report.repaired_realms.append(f"{name} (dropped)")
                 continue
-            current = db.set_current(name, max(usable))
+            number = db.set_current(name, max(usable)).number
+        current = generations[number]
         link = layout.realm_link(name)
-        target = os.path.relpath(current.path, layout.realms)
+        target = os.path.relpath(current, layout.realms)
         if not link.is_symlink() or os.readlink(link) != target:
-            switch_realm_link(link, Path(current.path))
-            report.repaired_realms.append(f"{name} -> generation {current.number}")
-            log.info("realm %s: link restored to generation %d (%s)", name, current.number,
-                     current.path)
+            switch_realm_link(link, Path(current))
+            report.repaired_realms.append(f"{name} -> generation {number}")
+            log.info("realm %s: link restored to generation %d (%s)", name, number, current)
