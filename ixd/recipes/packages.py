@@ -208,14 +208,16 @@ _MISSING = object()
 _SAME_HELPERS = frozenset({"ix", "intro", "isfile", "ix_boot_tool", "host_versions"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class _SharedRender:
-    """A render kept for other flag sets of its package: its descriptor, the files it read."""
+    """A render kept for other flag sets of its package: its descriptor, the files it read;
+    its digest in the render store once kept there (the other flag sets' keys name it)."""
 
     parsed: Descriptor
     files: frozenset[Path]
     reads_realm: bool
     probed: bool
+    stored: bytes | None = None
 
 
 #: the names of the render context whose values are platform descriptions (dicts)
@@ -624,7 +626,8 @@ class PackageGraph:
                 raw, text, files = rendered.descriptor, rendered.text, rendered.files
                 reads_realm = rendered.reads_realm
                 if not introduced:  # a render that names another package's uid goes with it
-                    self._remember_render(name, context, rendered, descriptor, bool(probed))
+                    shared = self._remember_render(name, context, rendered, descriptor,
+                                                   bool(probed))
             else:
                 self.shared_renders += 1
                 descriptor, files, reads_realm = shared.parsed, shared.files, shared.reads_realm
@@ -636,11 +639,9 @@ class PackageGraph:
                     self._keep_render(realm_free_key, descriptor, files)
                     self._realm_free.add(realm_free_key)
                 if self.render_store is not None and not probed:  # realm-blind: kept once
-                    kept_as = key if reads_realm else realm_free_key
-                    if raw is None:
-                        raw = descriptor.to_raw()
-                        text = json.dumps(raw)
-                    self.render_store.put(kept_as, raw, text, files, reads_realm, self._owner)
+                    assert shared is not None
+                    self._store_render(key if reads_realm else realm_free_key, shared, raw,
+                                       text)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
@@ -707,6 +708,20 @@ class PackageGraph:
         child["target"] = platforms.resolve(child.get("target", "host"), self.host)
         return normal_name(selector.name), child
 
+    def _store_render(self, key: PackageKey, render: _SharedRender,
+                      raw: dict[str, Any] | None, text: str) -> None:
+        """Keep a render made (or taken from another flag set) now in the render store: a
+        render kept there already is named by this key too (lock held)."""
+        store = self.render_store
+        assert store is not None
+        if render.stored is not None and store.alias(key, render.stored, self._owner):
+            return
+        if raw is None:
+            raw = render.parsed.to_raw()
+            text = json.dumps(raw)
+        render.stored = store.put(key, raw, text, render.files, render.reads_realm,
+                                  self._owner)
+
     def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
         """A render kept by an earlier daemon run, now kept in memory too (lock held)."""
@@ -750,7 +765,7 @@ class PackageGraph:
         return None
 
     def _remember_render(self, name: str, context: Mapping[str, Any], rendered: Rendered,
-                         descriptor: Descriptor, probed: bool) -> None:
+                         descriptor: Descriptor, probed: bool) -> _SharedRender:
         """Keep `rendered` for `_same_render`, with the values of the names it looked up
         (but the engine's helpers, the same for every render of a graph)."""
         names = tuple(sorted(rendered.reads - _SAME_HELPERS))
@@ -760,10 +775,11 @@ class PackageGraph:
                 names, tuple(i for i, n in enumerate(names) if n in _PLATFORM_NAMES))
         names, platforms_at = kept
         values = _values_key(context, names, platforms_at)
-        self._shared.setdefault(name, {}).setdefault(names, {})[values] = _SharedRender(
-            descriptor, rendered.files, rendered.reads_realm, probed)
+        shared = self._shared.setdefault(name, {}).setdefault(names, {})[values] = \
+            _SharedRender(descriptor, rendered.files, rendered.reads_realm, probed)
         self._shared_count += 1
         self._memo_bytes += _memo_size(descriptor)
+        return shared
 
     def _keep_render(self, key: PackageKey, descriptor: Descriptor,
                      files: frozenset[Path]) -> None:
