@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,15 @@ class Descriptor:
     @property
     def is_hub(self) -> bool:
         return not self.script_exec
+
+    def __hash__(self) -> int:
+        # interned descriptors are dict keys looked up once per package and build: the hash
+        # of all their fields (a long script among them) made once
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            self.__dict__["_hash"] = cached
+        return cached
 
     def to_raw(self) -> dict[str, Any]:
         """A descriptor as recipes render it that `parse_descriptor` reads back as this one

@@ -246,6 +246,8 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
+    if isinstance(packages, (list, tuple)) and len(packages) < 2:
+        return tuple(packages)
     seen: set[str] = set()
     result = []
     for p in packages:
@@ -253,6 +255,15 @@ def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
             seen.add(p.uid)
             result.append(p)
     return tuple(result)
+
+
+def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> Node:
+    """`dataclasses.replace(node, name=..., meta=..., elf_machine=...)` without its checks
+    and keyword handling: a big tree makes thousands of these (one per flag set of a build)."""
+    renamed = object.__new__(Node)
+    object.__setattr__(renamed, "__dict__", {**node.__dict__, "name": name, "meta": meta,
+                                             "elf_machine": elf_machine})
+    return renamed
 
 
 def _dirs(packages: Iterable[Package]) -> list[str]:
@@ -289,6 +300,12 @@ def visit(roots: Sequence[Package],
     `run_deps`). So the walk never descends: taken last to first, each package of a
     closure reaches only packages after it, already seen when it is reached; it comes out
     at once. (A walk that descended would read each closure again at every level.)"""
+    if len(roots) < 2:  # most edges (closures already in order: no walk)
+        if not roots:
+            return ()
+        root = roots[0]
+        uid = root.uid
+        return (root, *[p for p in closure(root) if p.uid != uid])
     seen: set[str] = set()
     post: list[Package] = []
     for root in reversed(roots):
@@ -489,6 +506,10 @@ class PackageGraph:
         self.host_capture = HostCapture(host_capture_cache)
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
+        #: the flags (name and value) found fit to be pasted into scripts, and each target
+        #: name resolved (recipes write a few, tens of thousands of times)
+        self._checked_flags: set[tuple[str, str]] = set()
+        self._targets: dict[str, str] = {}
         #: each package's render (descriptor and the files it read), kept while no file it
         #: read changes, even when the package is dropped because a dependency changed
         self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
@@ -588,8 +609,13 @@ class PackageGraph:
     def _load_new(self, name: str, flags: dict[str, str], key: PackageKey,
                   stack: tuple[PackageKey, ...], deps: dict[PackageKey, None]) -> Package:
         validate_package_name(name)
-        for flag, value in flags.items():  # recipes paste flags raw: data only, always
-            validate_flag_value(value, flag, from_recipe=True)
+        checked = self._checked_flags
+        for item in flags.items():  # recipes paste flags raw: data only, always
+            if item not in checked:
+                validate_flag_value(item[1], item[0], from_recipe=True)
+                if len(checked) >= self.max_packages:
+                    checked.clear()
+                checked.add(item)
 
         def depend(dep: Package) -> Package:
             self._dependents.setdefault(dep.key, set()).add(key)
@@ -704,9 +730,18 @@ class PackageGraph:
                   selector: Selector) -> tuple[str, dict[str, str]]:
         """The name and flags of the package `selector` names along an edge of `kind` from
         a package with `flags`."""
-        child = child_flags(kind, flags, is_hub, dict(selector.flags), self.host)
-        child["target"] = platforms.resolve(child.get("target", "host"), self.host)
+        child = child_flags(kind, flags, is_hub, selector.flags_dict, self.host)
+        child["target"] = self._target(child.get("target", "host"))
         return normal_name(selector.name), child
+
+    def _target(self, name: str) -> str:
+        """`platforms.resolve(name, self.host)`, each name once."""
+        resolved = self._targets.get(name)
+        if resolved is None:
+            resolved = platforms.resolve(name, self.host)
+            if len(self._targets) < 1024:  # names recipes write (clients' are checked too)
+                self._targets[name] = resolved
+        return resolved
 
     def _store_render(self, key: PackageKey, render: _SharedRender,
                       raw: dict[str, Any] | None, text: str) -> None:
@@ -860,7 +895,7 @@ class PackageGraph:
         bins = [p for p in (*package.tools, *package.data) if p.out_dir is not None]
         hosts = [p for p in package.host_libs if p.out_dir is not None]
         targets = [p for p in package.target_libs if p.out_dir is not None]
-        inputs = _unique(p for p in package.build_inputs() if p.buildable)
+        inputs = _unique([p for p in package.build_inputs() if p.out_dir is not None])
         input_uids = tuple(p.uid for p in inputs)
         # the host's system folders only where the recipe or one of its tools needs them
         host_view = d.host_view != "none" or any(t.descriptor.host_view == "tool"
@@ -888,10 +923,9 @@ class PackageGraph:
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
             package.out_dir = same.outputs[0]
-            package.node = dataclasses.replace(  # its own name and target; the rest is shared
-                same, name=package.display_name,
-                meta={"package": package.name, "flags": dict(package.flags)},
-                elf_machine=machine)
+            package.node = _renamed(  # its own name and target; the rest is shared
+                same, package.display_name,
+                {"package": package.name, "flags": dict(package.flags)}, machine)
             if d.script_data is not same.stdin:
                 package.descriptor = dataclasses.replace(d, script_data=same.stdin)
                 kept = self._renders.get(package.key)
