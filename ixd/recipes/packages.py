@@ -62,7 +62,10 @@ from ixd.recipes.rendercache import (
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, Rendered, recipe_file
 from ixd.wire.errors import DependencyCycle
 
-PackageKey = tuple[str, tuple[tuple[str, str], ...]]
+FlagsKey = tuple[tuple[str, str], ...]
+PackageKey = tuple[str, FlagsKey]
+#: where an edge leads: the package's name, flags and key
+_EdgeEnd = tuple[str, dict[str, str], PackageKey]
 
 UID_LENGTH = 32
 #: how many packages a graph keeps cached by default: stal/IX's CI set alone loads 27,416
@@ -411,6 +414,12 @@ def _host_llvm_bin() -> str | None:
 #: what the cache's own entries for a package cost: its place in the LRU orders, the
 #: owner's count, the index of its files and dependents (per entry)
 INDEX_ENTRY = 120
+#: what a flag checked once (`PackageGraph._checked_flags`) holds: its tuple and set entry
+FLAG_ENTRY = 150
+#: what an entry of the edge memo (`PackageGraph._edge`) holds: its tuples, and a dict and
+#: key of the child's flags (measured in tests/test_package_cache.py)
+EDGE_ENTRY = 400
+EDGE_FLAG = 120
 
 
 def _memo_size(descriptor: Descriptor) -> int:
@@ -510,6 +519,9 @@ class PackageGraph:
         #: name resolved (recipes write a few, tens of thousands of times)
         self._checked_flags: set[tuple[str, str]] = set()
         self._targets: dict[str, str] = {}
+        #: where each edge leads (`_edge`): the child's name, flags and key by the edge's
+        #: kind, the parent's flags and hubness and the selector written
+        self._edges: dict[tuple[str, FlagsKey, bool, Selector], _EdgeEnd] = {}
         #: each package's render (descriptor and the files it read), kept while no file it
         #: read changes, even when the package is dropped because a dependency changed
         self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
@@ -586,8 +598,12 @@ class PackageGraph:
             self._bound()
             return loaded
 
-    def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...]) -> Package:
-        key: PackageKey = (name, tuple(sorted(flags.items())))
+    def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...],
+              key: PackageKey | None = None) -> Package:
+        """The package `name` with `flags` (its key, if the caller has it: the flags
+        sorted), from the cache or loaded now."""
+        if key is None:
+            key = (name, tuple(sorted(flags.items())))
         cached = self._packages.get(key)
         if cached is not None:
             self._packages.move_to_end(key)
@@ -613,9 +629,8 @@ class PackageGraph:
         for item in flags.items():  # recipes paste flags raw: data only, always
             if item not in checked:
                 validate_flag_value(item[1], item[0], from_recipe=True)
-                if len(checked) >= self.max_packages:
-                    checked.clear()
                 checked.add(item)
+                self._memo_bytes += FLAG_ENTRY + len(item[1])
 
         def depend(dep: Package) -> Package:
             self._dependents.setdefault(dep.key, set()).add(key)
@@ -671,13 +686,21 @@ class PackageGraph:
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
+        passed = key[1]  # the flags its edges pass on, as a key
         if not is_hub and (flags.get("boot") or name.startswith(BOOT_PREFIX)):
             # a bootstrap build passes `boot` on to the libraries it links (stal/IX)
             flags = {**flags, "boot": "1"}
+            passed = tuple(sorted(flags.items()))
+        edges, load = self._edges, self._load
 
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
-            return [depend(self._load(*self._edge_key(kind, flags, is_hub, sel), stack))
-                    for sel in selectors]
+            loaded = []
+            for sel in selectors:
+                found = edges.get((kind, passed, is_hub, sel))
+                if found is None:
+                    found = self._edge(kind, flags, passed, is_hub, sel)
+                loaded.append(depend(load(found[0], found[1], stack, found[2])))
+            return loaded
 
         # the order of every list follows stal/IX's, so the dirs in a build's environment
         # come out in its order (docs/recipes.md, "Closures")
@@ -726,13 +749,19 @@ class PackageGraph:
         self._index(key, files)
         return package
 
-    def _edge_key(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
-                  selector: Selector) -> tuple[str, dict[str, str]]:
-        """The name and flags of the package `selector` names along an edge of `kind` from
-        a package with `flags`."""
+    def _edge(self, kind: EdgeKind, flags: Mapping[str, str], passed: FlagsKey,
+              is_hub: bool, selector: Selector) -> _EdgeEnd:
+        """The name, flags and key of the package `selector` names along an edge of `kind`
+        from a package with `flags` (`passed`, sorted), kept for the next package with the
+        same flags (most edges of a tree are written alike in many packages: lib/c)."""
         child = child_flags(kind, flags, is_hub, selector.flags_dict, self.host)
         child["target"] = self._target(child.get("target", "host"))
-        return normal_name(selector.name), child
+        name = normal_name(selector.name)
+        end = self._edges[(kind, passed, is_hub, selector)] = (
+            name, child, (name, tuple(sorted(child.items()))))
+        # (its flags and key outlive the package if it goes first)
+        self._memo_bytes += EDGE_ENTRY + EDGE_FLAG * len(child)
+        return end
 
     def _target(self, name: str) -> str:
         """`platforms.resolve(name, self.host)`, each name once."""
@@ -1084,6 +1113,8 @@ class PackageGraph:
         self._memo_bytes = 0
         self._uids.clear()
         self._parsed.clear()
+        self._edges.clear()
+        self._checked_flags.clear()
         for key in [k for k in self._renders if k not in self._packages]:
             self._drop_render(key)
 
@@ -1106,6 +1137,8 @@ class PackageGraph:
             self._descriptors.clear()
             self._uids.clear()
             self._parsed.clear()
+            self._edges.clear()
+            self._checked_flags.clear()
             self._memo_bytes = 0
         if self._shared_count > self.max_packages:
             self._shared.clear()
@@ -1117,6 +1150,10 @@ class PackageGraph:
             self._uids.clear()
         if len(self._parsed) > self.max_packages:
             self._parsed.clear()
+        if len(self._edges) > self.max_packages:
+            self._edges.clear()
+        if len(self._checked_flags) > self.max_packages:
+            self._checked_flags.clear()
 
     def _unindex(self, key: PackageKey, files: frozenset[Path]) -> None:
         keys = self._by_files.get(files)
