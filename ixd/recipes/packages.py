@@ -26,7 +26,6 @@ import posixpath
 import shutil
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from ixd.recipes.descriptor import Descriptor, parse_descriptor
 from ixd.recipes.hostcapture import Captured, HostCapture
 from ixd.recipes.hostfiles import find_program
 from ixd.recipes.hosttools import HostVersions
+from ixd.recipes.packagecache import PackageCache
 from ixd.recipes.rendercache import (
     DEFAULT_STORE_BYTES,
     DEFAULT_USER_SHARE,
@@ -476,30 +476,16 @@ class PackageGraph:
                  uncapped: Iterable[Owner] = (),
                  render_store_bytes: int = DEFAULT_STORE_BYTES,
                  host_capture_cache: Path | None = None) -> None:
-        if max_packages < 1:
-            raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
         self.store = Path(store)
         self.host = host or platforms.host_name()
-        self.max_packages = max_packages
-        self.max_bytes = max_bytes
-        #: the bytes one owner's packages may take, and the owners not held to it
-        self.user_bytes = int(max_bytes * user_share)
         self.uncapped = frozenset(uncapped)
-        # least recently used first
-        self._packages: OrderedDict[PackageKey, Package] = OrderedDict()
-        #: the estimated bytes of the cached packages, in all and by owner; each package's
-        #: bytes and owner; each owner's packages, least recently used first
-        self.bytes = 0
-        self.owner_bytes: dict[Owner, int] = {}
-        self._sizes: dict[PackageKey, tuple[int, Owner]] = {}
-        self._owned: dict[Owner, OrderedDict[PackageKey, None]] = {}
+        #: the loaded packages (`ixd.recipes.packagecache`)
+        self.cache: PackageCache[Package] = PackageCache(max_packages, max_bytes, user_share,
+                                                         self.uncapped)
+        self.max_packages = max_packages
         #: who the load under way is for (lock held)
         self._owner: Owner = None
-        # key -> the keys of the cached (or loading) packages that depend on it directly
-        self._dependents: dict[PackageKey, set[PackageKey]] = {}
-        # passed over by eviction for their dependents' sake, not used since
-        self._kept: set[PackageKey] = set()
         #: the keys whose render read each set of files, and the sets each file is in (a
         #: template family's renders read one set: indexing sets, not files, costs a key
         #: one entry, not one per file)
@@ -509,7 +495,6 @@ class PackageGraph:
         self.renders = 0
         #: loads that took a render of another flag set of the package (`_same_render`)
         self.shared_renders = 0
-        self.evicted = 0
         self.host_versions = HostVersions(host_tools_cache)
         #: stage 0's captures of host programs (`host_capture` in the render context)
         self.host_capture = HostCapture(host_capture_cache)
@@ -552,6 +537,46 @@ class PackageGraph:
                                          max_bytes=render_store_bytes, user_share=user_share,
                                          uncapped=self.uncapped)
                              if render_store is not None else None)
+
+    @property
+    def bytes(self) -> int:
+        """The estimated bytes of the cached packages (`package_bytes`)."""
+        return self.cache.bytes
+
+    @property
+    def owner_bytes(self) -> dict[Owner, int]:
+        return self.cache.owner_bytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self.cache.max_bytes
+
+    @property
+    def user_bytes(self) -> int:
+        """The bytes one owner's packages may take (the `uncapped` owners are not held)."""
+        return self.cache.user_bytes
+
+    @property
+    def evicted(self) -> int:
+        return self.cache.evicted
+
+    def check_invariants(self) -> None:
+        """The cache's accounts and dependents agree with the packages cached, and every
+        render and file index entry names a cached package or a kept render (what
+        invalidation relies on; raises AssertionError)."""
+        with self._lock:
+            self.cache.check_invariants()
+            named = set(self._renders) | set(self.cache.keys())
+            for files, keys in self._by_files.items():
+                assert keys and keys <= named, files
+                for path in files:
+                    assert files in self._file_sets_of[path], path
+            for path, sets in self._file_sets_of.items():
+                assert sets and all(path in fs and fs in self._by_files for fs in sets), path
+            for key, (_, files) in self._renders.items():
+                assert key in self._by_files.get(files, ()), key
+            for package in self.cache.values():
+                assert package.key in self._by_files.get(package.files, ()), package.key
 
     @property
     def lock(self) -> threading.RLock:
@@ -604,12 +629,8 @@ class PackageGraph:
         sorted), from the cache or loaded now."""
         if key is None:
             key = (name, tuple(sorted(flags.items())))
-        cached = self._packages.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
-            self._packages.move_to_end(key)
-            self._owned[self._sizes[key][1]].move_to_end(key)
-            if self._kept:
-                self._kept.discard(key)
             return cached
         if key in stack:
             chain = " -> ".join(f"{recipe_selector(k[0], k[1])} ({recipe_file(k[0])})"
@@ -619,7 +640,7 @@ class PackageGraph:
         try:
             return self._load_new(name, flags, key, (*stack, key), deps)
         except BaseException:
-            self._drop_dependent(key, deps)  # a load that failed depends on nothing
+            self.cache.undepend(key, deps)  # a load that failed depends on nothing
             raise
 
     def _load_new(self, name: str, flags: dict[str, str], key: PackageKey,
@@ -632,8 +653,10 @@ class PackageGraph:
                 checked.add(item)
                 self._memo_bytes += FLAG_ENTRY + len(item[1])
 
+        cache = self.cache
+
         def depend(dep: Package) -> Package:
-            self._dependents.setdefault(dep.key, set()).add(key)
+            cache.depend(key, dep.key)
             deps[dep.key] = None
             return dep
 
@@ -744,8 +767,7 @@ class PackageGraph:
             package.uid = uid
         else:
             shared_node = self._make_buildable(package)
-        self._packages[key] = package
-        self._count(key, package_bytes(package, shared_node))
+        self.cache.add(package, package_bytes(package, shared_node), self._owner)
         self._index(key, files)
         return package
 
@@ -1004,12 +1026,13 @@ class PackageGraph:
                 if key in stale:
                     continue
                 stale.add(key)
-                todo.extend(self._dependents.get(key, ()))
+                todo.extend(self.cache.dependents(key))
             for key in stale:
-                package = self._packages.get(key)
+                package = self.cache.peek(key)
                 if package is not None:
+                    self.cache.remove(key)
                     self._forget(package, keep_render=True)
-                self._dependents.pop(key, None)  # they are all stale too
+                self.cache.forget_dependents(key)  # they are all stale too
             changed_set = set(changed)
             self._descriptors.clear()
             self._uids.clear()
@@ -1027,80 +1050,29 @@ class PackageGraph:
 
     # --- the bound ------------------------------------------------------------------------
 
-    def _count(self, key: PackageKey, size: int) -> None:
-        """A package newly cached: its bytes count against the load's owner."""
-        owner = self._owner
-        self._sizes[key] = (size, owner)
-        self.bytes += size
-        self.owner_bytes[owner] = self.owner_bytes.get(owner, 0) + size
-        self._owned.setdefault(owner, OrderedDict())[key] = None
-
     def _bound(self) -> None:
         """After a top-level load (lock held): each owner within their share, the cache
         within its bytes and count; the kept renders at most twice the packages."""
-        for owner in [o for o, b in self.owner_bytes.items()
-                      if b > self.user_bytes and o not in self.uncapped]:
-            self._evict(self._owned[owner], self._over_share(owner))
-        self._evict(self._packages, lambda: (len(self._packages) > self.max_packages
-                                             or self.bytes > self.max_bytes))
-        if len(self._renders) > 2 * len(self._packages) + 1000:
+        self.cache.bound(self._forget)
+        if len(self._renders) > 2 * len(self.cache) + 1000:
             self._prune_renders()
         self._bound_memos()
 
-    def _over_share(self, owner: Owner) -> Callable[[], bool]:
-        return lambda: self.owner_bytes.get(owner, 0) > self.user_bytes
-
-    def _evict(self, order: OrderedDict[PackageKey, Any], over: Callable[[], bool]) -> None:
-        """Drop the least recently used packages of `order` (the cache, or one owner's part
-        of it) while `over()` (lock held). A package that a cached package depends on is
-        passed over (moved to the back) until its dependents are gone, and then, unless used
-        meanwhile, it is next to go: dependencies have no cycles, so some cached package has
-        no cached dependents; a whole pass that drops nothing (an owner's packages all
-        needed by others') ends it."""
-        packages, dependents, kept = self._packages, self._dependents, self._kept
-        passed = 0
-        while over() and order and passed < len(order):
-            key = next(iter(order))
-            if key in dependents:
-                order.move_to_end(key)
-                kept.add(key)
-                passed += 1
-                continue
-            package = packages[key]
-            self._forget(package)
-            self.evicted += 1
-            passed = 0
-            for dep in package.deps:
-                if dep in kept and dep not in dependents and dep in order:
-                    order.move_to_end(dep, last=False)  # only kept for this one
-
     def _forget(self, package: Package, keep_render: bool = False) -> None:
-        """Drop a cached package and every index entry naming it (lock held); with
+        """Drop the index entries naming a package the cache dropped (lock held); with
         `keep_render`, its render stays cached, and so do the index entries that find it."""
         key = package.key
-        del self._packages[key]
-        size, owner = self._sizes.pop(key)
-        self.bytes -= size
-        left = self.owner_bytes[owner] - size
-        owned = self._owned[owner]
-        del owned[key]
-        if owned:
-            self.owner_bytes[owner] = left
-        else:
-            del self.owner_bytes[owner], self._owned[owner]
-        self._kept.discard(key)
         if not (keep_render and key in self._renders):
             self._renders.pop(key, None)
             self._realm_free.discard(key)
             self._unindex(key, package.files)
-        self._drop_dependent(key, package.deps)
 
     def _drop_render(self, key: PackageKey) -> None:
         """Drop a cached render (lock held); its index entries go too unless its package is
         still cached (invalidation then forgets the package, and they go with it)."""
         cached = self._renders.pop(key, None)
         self._realm_free.discard(key)
-        if cached is not None and key not in self._packages:
+        if cached is not None and key not in self.cache:
             self._unindex(key, cached[1])
 
     def _prune_renders(self) -> None:
@@ -1115,7 +1087,7 @@ class PackageGraph:
         self._parsed.clear()
         self._edges.clear()
         self._checked_flags.clear()
-        for key in [k for k in self._renders if k not in self._packages]:
+        for key in [k for k in self._renders if k not in self.cache]:
             self._drop_render(key)
 
     def _index(self, key: PackageKey, files: frozenset[Path]) -> None:
@@ -1173,17 +1145,8 @@ class PackageGraph:
         """The keys whose kept render or cached package read `path`."""
         return {k for fs in self._file_sets_of.get(path, ()) for k in self._by_files[fs]}
 
-    def _drop_dependent(self, key: PackageKey, deps: Iterable[PackageKey]) -> None:
-        """`key` no longer depends on `deps` (lock held)."""
-        for dep in deps:
-            dependents = self._dependents.get(dep)
-            if dependents is not None:
-                dependents.discard(key)
-                if not dependents:
-                    del self._dependents[dep]
-
     def __len__(self) -> int:
-        return len(self._packages)
+        return len(self.cache)
 
 
 def _asked(call: Callable[..., Any], probed: list[bool]) -> Callable[..., Any]:
