@@ -116,8 +116,11 @@ def recipe_node_uid(node: Node, store: Path) -> str:
                      node.stdin, node.env, input_uids, node.sources, node.net, node.host_view)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Package:
+    """A loaded package, finished: its uid, closures and build node made before it is
+    (`PackageGraph._load_new`), and never changed after."""
+
     key: PackageKey
     name: str
     flags: dict[str, str]
@@ -171,10 +174,7 @@ class Package:
     @functools.cached_property
     def display_name(self) -> str:
         """The selector without the flags every package has anyway (host target, own kind)."""
-        shown = [(k, v) for k, v in self.key[1]
-                 if not (k == "kind" and v == kind_of(self.name))
-                 and k != "target" and k != REALM_FLAG]
-        return f"{self.name}({flags_text(shown)})" if shown else self.name
+        return display_name(self.key)
 
     def direct(self, edge: DirectEdge) -> tuple[Package, ...]:
         """The packages loaded along one kind of its edges, in its recipe's order:
@@ -246,6 +246,28 @@ def _values_key(context: Mapping[str, Any], names: tuple[str, ...],
 #: few re-plans of `bench/plan.py`'s realm; with these, a re-plan after an edit takes 103 ms
 #: instead of 132, without such pauses).
 GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def display_name(key: PackageKey) -> str:
+    """A package's selector without the flags every package has anyway (host target, own
+    kind)."""
+    name, flags = key
+    shown = [(k, v) for k, v in flags
+             if not (k == "kind" and v == kind_of(name)) and k != "target" and k != REALM_FLAG]
+    return f"{name}({flags_text(shown)})" if shown else name
+
+
+@dataclass(frozen=True)
+class Build:
+    """What makes a package buildable: its uid, store dir and node, and its descriptor
+    (sharing the script text of another flag set of the same build); `shared`: another
+    flag set made the node (its texts are that one's)."""
+
+    uid: str
+    out_dir: str
+    node: Node
+    descriptor: Descriptor
+    shared: bool
 
 
 def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
@@ -748,26 +770,29 @@ class PackageGraph:
                 run_roots.extend(lib.direct("run_data"))
         run_deps = visit(run_roots, _run_deps)
 
-        package = Package(
-            key=key, name=name, flags=flags, descriptor=descriptor, uid="", out_dir=None,
-            tools=tools, host_libs=host_libs, target_libs=target_libs, data=data,
-            lib_closure=lib_closure, files=files, deps=tuple(deps),
-            run_deps=run_deps, intro=tuple(introduced.values()),
-            children=(*bld_deps, *direct_target_libs, *direct_host_libs, *bld_data, *lib_deps,
-                      *run_dep_list, *run_data),
-        )
-        shared_node = False
+        build: Build | None = None
         if is_hub:
             # as in stal/IX, a hub is what it brings at run time: hubs that bring the same
             # builds are one node of every walk (docs/recipes.md, "Hubs")
-            brings = tuple(p.uid for p in run_deps if p.buildable)
+            brings = tuple(p.uid for p in run_deps if p.out_dir is not None)
             uid = self._uids.get(brings)
             if uid is None:
                 uid = self._uids[brings] = content_hash({"hub": list(brings)})
-            package.uid = uid
         else:
-            shared_node = self._make_buildable(package)
-        self.cache.add(package, package_bytes(package, shared_node), self._owner)
+            build = self._build(key, flags, descriptor, tools, host_libs, target_libs, data)
+            uid, descriptor = build.uid, build.descriptor
+        package = Package(
+            key=key, name=name, flags=flags, descriptor=descriptor, uid=uid,
+            out_dir=build.out_dir if build is not None else None, tools=tools,
+            host_libs=host_libs, target_libs=target_libs, data=data,
+            lib_closure=lib_closure, run_deps=run_deps,
+            node=build.node if build is not None else None, files=files, deps=tuple(deps),
+            intro=tuple(introduced.values()),
+            children=(*bld_deps, *direct_target_libs, *direct_host_libs, *bld_data, *lib_deps,
+                      *run_dep_list, *run_data),
+        )
+        self.cache.add(package, package_bytes(package, build is not None and build.shared),
+                       self._owner)
         self._index(key, files)
         return package
 
@@ -939,58 +964,55 @@ class PackageGraph:
     def _boot_dirs(self) -> list[str]:
         return [d for d in self.settings["ix_boot_path"].split(":") if d]
 
-    def _make_buildable(self, package: Package) -> bool:
-        """The build node decides the uid: everything that can change the output. True if
-        another flag set of the same build made the node (its texts are shared)."""
-        d = package.descriptor
-        bins = [p for p in (*package.tools, *package.data) if p.out_dir is not None]
-        hosts = [p for p in package.host_libs if p.out_dir is not None]
-        targets = [p for p in package.target_libs if p.out_dir is not None]
-        inputs = _unique([p for p in package.build_inputs() if p.out_dir is not None])
+    def _build(self, key: PackageKey, flags: Mapping[str, str], d: Descriptor,
+               tools: tuple[Package, ...], host_libs: tuple[Package, ...],
+               target_libs: tuple[Package, ...], data: tuple[Package, ...]) -> Build:
+        """The build of a package with these closures: its node decides the uid (everything
+        that can change the output)."""
+        name, kind = key[0], flags["kind"]
+        bins = [p for p in (*tools, *data) if p.out_dir is not None]
+        hosts = [p for p in host_libs if p.out_dir is not None]
+        targets = [p for p in target_libs if p.out_dir is not None]
+        inputs = _unique([p for p in (*tools, *host_libs, *target_libs, *data)
+                          if p.out_dir is not None])
         input_uids = tuple(p.uid for p in inputs)
         # the host's system folders only where the recipe or one of its tools needs them
         host_view = d.host_view != "none" or any(t.descriptor.host_view == "tool"
-                                                  for t in package.tools)
+                                                  for t in tools)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
         # sets that render the same build are one build, and its uid is hashed once (the
         # dirs of its environment are those of these builds: their uids stand for them)
-        made_of = (package.name, package.kind, d, tuple(p.uid for p in bins),
-                   tuple(p.uid for p in hosts), tuple(p.uid for p in targets), input_uids,
-                   host_view)
+        made_of = (name, kind, d, tuple(p.uid for p in bins), tuple(p.uid for p in hosts),
+                   tuple(p.uid for p in targets), input_uids, host_view)
         uid = self._uids.get(made_of)
         env: dict[str, str] | None = None
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         if uid is None:
             env = _build_env(bins, hosts, targets)
             self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
-            uid = self._uids[made_of] = build_uid(package.name, package.kind, d.script_exec,
-                                                  d.script_data, env, input_uids, sources,
-                                                  d.net, host_view)
-        package.uid = uid
+            uid = self._uids[made_of] = build_uid(name, kind, d.script_exec, d.script_data,
+                                                  env, input_uids, sources, d.net, host_view)
         # what its ELF files must be for: its own target's machine, even where the build is
         # shared with another target's (a build the target does not change)
-        machine = platforms.elf_machine(platforms.describe(package.flags["target"]))
-        same = self._nodes.get(package.uid)
+        machine = platforms.elf_machine(platforms.describe(flags["target"]))
+        meta = {"package": name, "flags": dict(flags)}
+        same = self._nodes.get(uid)
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
-            package.out_dir = same.outputs[0]
-            package.node = _renamed(  # its own name and target; the rest is shared
-                same, package.display_name,
-                {"package": package.name, "flags": dict(package.flags)}, machine)
+            node = _renamed(same, display_name(key), meta, machine)  # its own name, target
             if d.script_data is not same.stdin:
-                package.descriptor = dataclasses.replace(d, script_data=same.stdin)
-                kept = self._renders.get(package.key)
+                d = dataclasses.replace(d, script_data=same.stdin)
+                kept = self._renders.get(key)
                 if kept is not None:  # the kept render shares the text too
-                    self._renders[package.key] = (package.descriptor, kept[1])
-            return True
+                    self._renders[key] = (d, kept[1])
+            return Build(uid, same.outputs[0], node, d, True)
         if env is None:
             env = _build_env(bins, hosts, targets)
-        out = str(entry_path(self.store, package.uid, pkg_name(package.name, package.kind)))
-        package.out_dir = out
-        package.node = self._nodes[package.uid] = Node(
-            uid=package.uid,
+        out = str(entry_path(self.store, uid, pkg_name(name, kind)))
+        node = self._nodes[uid] = Node(
+            uid=uid,
             kind="build",
-            name=package.display_name,
+            name=display_name(key),
             deps=(*[s.sha256 for s in sources], *[p.uid for p in inputs]),
             inputs=(*_dirs(inputs), *[str(self.store.parent / "src" / s.sha256) for s in sources]),
             outputs=(out,),
@@ -999,13 +1021,13 @@ class PackageGraph:
             env=env,
             net=d.net,
             sources=sources,
-            meta={"package": package.name, "flags": dict(package.flags)},
+            meta=meta,
             timeout=d.timeout,
-            entry_kind=package.kind,
+            entry_kind=kind,
             elf_machine=machine,
             host_view=host_view,
         )
-        return False
+        return Build(uid, out, node, d, False)
 
     # --- cache invalidation ---------------------------------------------------------------
 
