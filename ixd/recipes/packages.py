@@ -185,18 +185,21 @@ class Package:
 
     def edges(self) -> tuple[tuple[Package, ...], ...]:
         """`direct` of every edge, in `DIRECT_EDGES`' order."""
-        d = self.descriptor
-        written = [len(getattr(d, name)) for name in DIRECT_EDGES]  # the recipe's selectors
+        written = self.descriptor.edge_counts  # the recipe's selectors
+        children = self.children
         # the induced libraries are in `children` twice, after the target and host libraries
-        induced = (len(self.children) - sum(written)) // 2
-        written[1] += induced
-        written[2] += induced
-        out = []
-        start = 0
-        for count in written:
-            out.append(self.children[start:start + count])
-            start += count
-        return tuple(out)
+        induced = (len(children) - sum(written)) // 2
+        bld, target, host, bld_data, lib, run, run_data = written
+        target += induced
+        host += induced
+        a = bld
+        b = a + target
+        c = b + host
+        e = c + bld_data
+        f = e + lib
+        g = f + run
+        return (children[:a], children[a:b], children[b:c], children[c:e], children[e:f],
+                children[f:g], children[g:g + run_data])
 
     def build_inputs(self) -> tuple[Package, ...]:
         return self.tools + self.host_libs + self.target_libs + self.data
