@@ -64,8 +64,6 @@ from ixd.wire.errors import DependencyCycle
 
 FlagsKey = tuple[tuple[str, str], ...]
 PackageKey = tuple[str, FlagsKey]
-#: where an edge leads: the package's name, flags and key
-_EdgeEnd = tuple[str, dict[str, str], PackageKey]
 
 UID_LENGTH = 32
 #: how many packages a graph keeps cached by default: stal/IX's CI set alone loads 27,416
@@ -441,10 +439,10 @@ def _host_llvm_bin() -> str | None:
 INDEX_ENTRY = 120
 #: what a flag checked once (`PackageGraph._checked_flags`) holds: its tuple and set entry
 FLAG_ENTRY = 150
-#: what an entry of the edge memo (`PackageGraph._edge`) holds: its tuples, and a dict and
-#: key of the child's flags (measured in tests/test_package_cache.py)
-EDGE_ENTRY = 400
-EDGE_FLAG = 120
+#: what an entry of the edge memo (`PackageGraph._edge`) holds: its tuple and dict slot, and
+#: (unless its package holds it too) the child's key
+EDGE_ENTRY = 250
+EDGE_FLAG = 80
 
 
 def _memo_size(descriptor: Descriptor) -> int:
@@ -531,7 +529,7 @@ class PackageGraph:
         self._targets: dict[str, str] = {}
         #: where each edge leads (`_edge`): the child's name, flags and key by the edge's
         #: kind, the parent's flags and hubness and the selector written
-        self._edges: dict[tuple[str, FlagsKey, bool, Selector], _EdgeEnd] = {}
+        self._edges: dict[tuple[str, FlagsKey, bool, Selector], PackageKey] = {}
         #: each package's render (descriptor and the files it read), kept while no file it
         #: read changes, even when the package is dropped because a dependency changed
         self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
@@ -744,10 +742,14 @@ class PackageGraph:
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
             loaded = []
             for sel in selectors:
-                found = edges.get((kind, passed, is_hub, sel))
-                if found is None:
-                    found = self._edge(kind, flags, passed, is_hub, sel)
-                loaded.append(depend(load(found[0], found[1], stack, found[2])))
+                child_key = edges.get((kind, passed, is_hub, sel))
+                if child_key is None:
+                    child_key = self._edge(kind, flags, passed, is_hub, sel)
+                child = cache.get(child_key)
+                if child is None:  # its flags in the order the edge gives them (its node's)
+                    child = load(child_key[0], self._edge_flags(kind, flags, is_hub, sel),
+                                 stack, child_key)
+                loaded.append(depend(child))
             return loaded
 
         # the order of every list follows stal/IX's, so the dirs in a build's environment
@@ -800,18 +802,29 @@ class PackageGraph:
         return package
 
     def _edge(self, kind: EdgeKind, flags: Mapping[str, str], passed: FlagsKey,
-              is_hub: bool, selector: Selector) -> _EdgeEnd:
-        """The name, flags and key of the package `selector` names along an edge of `kind`
-        from a package with `flags` (`passed`, sorted), kept for the next package with the
-        same flags (most edges of a tree are written alike in many packages: lib/c)."""
+              is_hub: bool, selector: Selector) -> PackageKey:
+        """The key of the package `selector` names along an edge of `kind` from a package
+        with `flags` (`passed`, sorted), kept for the next package with the same flags
+        (most edges of a tree are written alike in many packages: lib/c)."""
+        child = self._edge_flags(kind, flags, is_hub, selector)
+        name = normal_name(selector.name)
+        key: PackageKey = (name, tuple(sorted(child.items())))
+        cached = self.cache.peek(key)
+        if cached is not None:
+            key = cached.key  # one copy
+        else:  # it may outlive its package
+            self._memo_bytes += EDGE_FLAG * len(child)
+        self._edges[(kind, passed, is_hub, selector)] = key
+        self._memo_bytes += EDGE_ENTRY
+        return key
+
+    def _edge_flags(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
+                    selector: Selector) -> dict[str, str]:
+        """The flags of the package `selector` names along an edge of `kind` from a package
+        with `flags`, in the order the edge gives them."""
         child = child_flags(kind, flags, is_hub, selector.flags_dict, self.host)
         child["target"] = self._target(child.get("target", "host"))
-        name = normal_name(selector.name)
-        end = self._edges[(kind, passed, is_hub, selector)] = (
-            name, child, (name, tuple(sorted(child.items()))))
-        # (its flags and key outlive the package if it goes first)
-        self._memo_bytes += EDGE_ENTRY + EDGE_FLAG * len(child)
-        return end
+        return child
 
     def _target(self, name: str) -> str:
         """`platforms.resolve(name, self.host)`, each name once."""
