@@ -7,11 +7,14 @@ import gc
 import json
 import tracemalloc
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ixd.model.selector import Selector
+from ixd.recipes.owned import OwnedBytes
+from ixd.recipes.packagecache import PackageCache, PackageKey
 from ixd.recipes.packages import DEFAULT_MAX_PACKAGES, PackageGraph
 from ixd.recipes.tree import RecipeTree
 from ixd.wire.errors import RecipeNotFound
@@ -227,3 +230,54 @@ def test_one_user_fills_only_their_share_of_the_cache(overlay: Path, tmp_path: P
     assert g.renders == renders and g.owner_bytes[1001] == mine  # all still cached
     # the shared build tool counts against whoever loaded it first: the victim
     assert g.cache.owner(("bld/tool", (("kind", "bin"), ("target", HOST)))) == 1001
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A package as the cache sees one: its key and the keys it depends on."""
+
+    key: PackageKey
+    deps: tuple[PackageKey, ...] = ()
+
+
+def test_the_cache_drops_a_dependent_before_what_it_depends_on() -> None:
+    cache: PackageCache[Loaded] = PackageCache(2, 1 << 20, 0.25, frozenset())
+    lib = Loaded(("lib/a", ()))
+    app = Loaded(("bin/app", ()), (lib.key,))
+    other = Loaded(("bin/other", ()))
+    for package, owner in ((lib, 1001), (app, 1001), (other, 1002)):
+        cache.add(package, 100, owner)
+        for dep in package.deps:
+            cache.depend(package.key, dep)
+    cache.check_invariants()
+    dropped: list[Loaded] = []
+    cache.bound(dropped.append)  # three packages, room for two: lib/a is the oldest, but
+    assert dropped == [app]      # bin/app needs it
+    assert set(cache.keys()) == {lib.key, other.key}
+    assert cache.owner_bytes == {1001: 100, 1002: 100} and cache.bytes == 200
+    cache.check_invariants()
+
+
+def test_check_invariants_finds_a_dependent_that_is_not_cached() -> None:
+    cache: PackageCache[Loaded] = PackageCache(10, 1 << 20, 0.25, frozenset())
+    lib = Loaded(("lib/a", ()))
+    cache.add(lib, 100, None)
+    cache.depend(("bin/gone", ()), lib.key)  # a load that failed and did not say so
+    with pytest.raises(AssertionError):
+        cache.check_invariants()
+    cache.undepend(("bin/gone", ()), (lib.key,))
+    cache.check_invariants()
+
+
+def test_owned_bytes_adds_up_by_owner_in_use_order() -> None:
+    owned: OwnedBytes[str] = OwnedBytes()
+    owned.charge("a", 10, 1)
+    owned.charge("b", 20, 1)
+    owned.charge("c", 5, None)
+    with pytest.raises(KeyError):
+        owned.charge("a", 1, 2)
+    owned.touch("a")
+    assert list(owned.owned(1)) == ["b", "a"] and owned.of(1) == 30 and owned.total == 35
+    assert owned.discharge("b") == (20, 1) and owned.discharge("b") is None
+    assert owned.discharge("c") == (5, None) and None not in owned.by_owner
+    owned.check_invariants()
