@@ -544,7 +544,7 @@ class PackageGraph:
         self._read_names: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
         self._shared_count = 0
         #: one copy of each descriptor (`_intern`), and the uid of each build made of the
-        #: same (`_make_buildable`) and of each hub by the builds it brings; both dropped
+        #: same (`_build`) and of each hub by the builds it brings; both dropped
         #: with the renders they came from
         self._descriptors: dict[Descriptor, Descriptor] = {}
         self._uids: dict[tuple[Any, ...], str] = {}
