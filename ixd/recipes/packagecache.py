@@ -162,6 +162,9 @@ class PackageCache(Generic[P]):
     def __contains__(self, key: object) -> bool:
         return key in self._packages
 
+    def __iter__(self) -> Iterator[PackageKey]:
+        return iter(self._packages)
+
     def __len__(self) -> int:
         return len(self._packages)
 

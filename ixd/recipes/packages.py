@@ -59,6 +59,7 @@ from ixd.recipes.rendercache import (
     RenderStore,
     fingerprint,
 )
+from ixd.recipes.renders import RenderCache
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, Rendered, recipe_file
 from ixd.wire.errors import DependencyCycle
 
@@ -509,11 +510,6 @@ class PackageGraph:
         self.max_packages = max_packages
         #: who the load under way is for (lock held)
         self._owner: Owner = None
-        #: the keys whose render read each set of files, and the sets each file is in (a
-        #: template family's renders read one set: indexing sets, not files, costs a key
-        #: one entry, not one per file)
-        self._by_files: dict[frozenset[Path], set[PackageKey]] = {}
-        self._file_sets_of: dict[Path, set[frozenset[Path]]] = {}
         self._lock = threading.RLock()
         self.renders = 0
         #: loads that took a render of another flag set of the package (`_same_render`)
@@ -530,12 +526,6 @@ class PackageGraph:
         #: where each edge leads (`_edge`): the child's name, flags and key by the edge's
         #: kind, the parent's flags and hubness and the selector written
         self._edges: dict[tuple[str, FlagsKey, bool, Selector], PackageKey] = {}
-        #: each package's render (descriptor and the files it read), kept while no file it
-        #: read changes, even when the package is dropped because a dependency changed
-        self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
-        #: the keys of kept renders whose templates never name `target_realm`: the same
-        #: render serves the package in every realm (and outside any)
-        self._realm_free: set[PackageKey] = set()
         #: renders made, by package name, for other flag sets of the package that read the
         #: same values (`_same_render`); dropped with the files they read
         #: name -> the names a render of it looked up -> their values -> the render
@@ -555,11 +545,18 @@ class PackageGraph:
         self._parsed: dict[bytes, Descriptor] = {}
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
-        #: renders kept across restarts (ixd.recipes.rendercache), if given a file
-        self.render_store = (RenderStore(render_store, fingerprint(self.settings, self.host),
-                                         max_bytes=render_store_bytes, user_share=user_share,
-                                         uncapped=self.uncapped)
-                             if render_store is not None else None)
+        #: each package's render (descriptor and the files it read), kept while no file it
+        #: read changes, even when the package is dropped because a dependency changed; and
+        #: across restarts (ixd.recipes.rendercache), if given a file
+        self.render_cache = RenderCache(
+            RenderStore(render_store, fingerprint(self.settings, self.host),
+                        max_bytes=render_store_bytes, user_share=user_share,
+                        uncapped=self.uncapped) if render_store is not None else None)
+
+    @property
+    def render_store(self) -> RenderStore | None:
+        """The renders kept across restarts, if the graph has a file for them."""
+        return self.render_cache.store
 
     @property
     def bytes(self) -> int:
@@ -589,17 +586,7 @@ class PackageGraph:
         invalidation relies on; raises AssertionError)."""
         with self._lock:
             self.cache.check_invariants()
-            named = set(self._renders) | set(self.cache.keys())
-            for files, keys in self._by_files.items():
-                assert keys and keys <= named, files
-                for path in files:
-                    assert files in self._file_sets_of[path], path
-            for path, sets in self._file_sets_of.items():
-                assert sets and all(path in fs and fs in self._by_files for fs in sets), path
-            for key, (_, files) in self._renders.items():
-                assert key in self._by_files.get(files, ()), key
-            for package in self.cache.values():
-                assert package.key in self._by_files.get(package.files, ()), package.key
+            self.render_cache.check_invariants((p.key, p.files) for p in self.cache.values())
 
     @property
     def lock(self) -> threading.RLock:
@@ -695,10 +682,8 @@ class PackageGraph:
             introduced.setdefault(loaded.key, loaded)
             return loaded
 
-        cached = self._renders.get(key)
         realm_free_key = _without_realm(key)
-        if cached is None and realm_free_key in self._realm_free:
-            cached = self._renders[realm_free_key]  # another realm's render, realm-blind
+        cached = self.render_cache.get(key, realm_free_key)
         if cached is None and self.render_store is not None:
             cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
@@ -721,10 +706,8 @@ class PackageGraph:
                 raw, text = None, ""
                 probed = [True] if shared.probed else []
             if not introduced:
-                self._keep_render(key, descriptor, files)
-                if not reads_realm:
-                    self._keep_render(realm_free_key, descriptor, files)
-                    self._realm_free.add(realm_free_key)
+                self.render_cache.keep(key, descriptor, files,
+                                       None if reads_realm else realm_free_key)
                 if self.render_store is not None and not probed:  # realm-blind: kept once
                     assert shared is not None
                     self._store_render(key if reads_realm else realm_free_key, shared, raw,
@@ -798,7 +781,7 @@ class PackageGraph:
         )
         self.cache.add(package, package_bytes(package, build is not None and build.shared),
                        self._owner)
-        self._index(key, files)
+        self.render_cache.index(key, files)
         return package
 
     def _edge(self, kind: EdgeKind, flags: Mapping[str, str], passed: FlagsKey,
@@ -867,10 +850,7 @@ class PackageGraph:
             descriptor = self._parsed[digest] = self._intern(
                 parse_descriptor(raw, recipe_file(name)))
         files = self.tree.shared_file_set(files)
-        self._keep_render(key, descriptor, files)
-        if not reads_realm:
-            self._keep_render(realm_free_key, descriptor, files)
-            self._realm_free.add(realm_free_key)
+        self.render_cache.keep(key, descriptor, files, None if reads_realm else realm_free_key)
         return descriptor, files
 
     def _intern(self, descriptor: Descriptor) -> Descriptor:
@@ -907,11 +887,6 @@ class PackageGraph:
         self._shared_count += 1
         self._memo_bytes += _memo_size(descriptor)
         return shared
-
-    def _keep_render(self, key: PackageKey, descriptor: Descriptor,
-                     files: frozenset[Path]) -> None:
-        self._renders[key] = (descriptor, files)
-        self._index(key, files)  # from now on a change to one of them finds it
 
     def _context(self, name: str, flags: Mapping[str, str],
                  intro: Callable[[str], Package], probed: list[bool]) -> dict[str, Any]:
@@ -1018,9 +993,7 @@ class PackageGraph:
             node = _renamed(same, display_name(key), meta, machine)  # its own name, target
             if d.script_data is not same.stdin:
                 d = dataclasses.replace(d, script_data=same.stdin)
-                kept = self._renders.get(key)
-                if kept is not None:  # the kept render shares the text too
-                    self._renders[key] = (d, kept[1])
+                self.render_cache.share_text(key, d)  # the kept render shares it too
             return Build(uid, same.outputs[0], node, d, True)
         if env is None:
             env = _build_env(bins, hosts, targets)
@@ -1054,10 +1027,9 @@ class PackageGraph:
         changed = [Path(p) for p in paths]
         with self._lock:
             stale: set[PackageKey] = set()
-            direct = {k for p in changed for fs in self._file_sets_of.get(p, ())
-                      for k in self._by_files[fs]}
+            direct = self.render_cache.keys_reading(changed)
             for key in direct:
-                self._drop_render(key)
+                self.render_cache.drop(key, self.cache)
             todo = list(direct)
             while todo:
                 key = todo.pop()
@@ -1069,7 +1041,7 @@ class PackageGraph:
                 package = self.cache.peek(key)
                 if package is not None:
                     self.cache.remove(key)
-                    self._forget(package, keep_render=True)
+                    self.render_cache.forget_package(key, package.files, keep_render=True)
                 self.cache.forget_dependents(key)  # they are all stale too
             changed_set = set(changed)
             self._descriptors.clear()
@@ -1092,26 +1064,14 @@ class PackageGraph:
         """After a top-level load (lock held): each owner within their share, the cache
         within its bytes and count; the kept renders at most twice the packages."""
         self.cache.bound(self._forget)
-        if len(self._renders) > 2 * len(self.cache) + 1000:
+        if len(self.render_cache) > 2 * len(self.cache) + 1000:
             self._prune_renders()
         self._bound_memos()
 
     def _forget(self, package: Package, keep_render: bool = False) -> None:
         """Drop the index entries naming a package the cache dropped (lock held); with
         `keep_render`, its render stays cached, and so do the index entries that find it."""
-        key = package.key
-        if not (keep_render and key in self._renders):
-            self._renders.pop(key, None)
-            self._realm_free.discard(key)
-            self._unindex(key, package.files)
-
-    def _drop_render(self, key: PackageKey) -> None:
-        """Drop a cached render (lock held); its index entries go too unless its package is
-        still cached (invalidation then forgets the package, and they go with it)."""
-        cached = self._renders.pop(key, None)
-        self._realm_free.discard(key)
-        if cached is not None and key not in self.cache:
-            self._unindex(key, cached[1])
+        self.render_cache.forget_package(package.key, package.files, keep_render)
 
     def _prune_renders(self) -> None:
         """Drop the renders kept for packages not loaded again since (lock held), and those
@@ -1125,16 +1085,7 @@ class PackageGraph:
         self._parsed.clear()
         self._edges.clear()
         self._checked_flags.clear()
-        for key in [k for k in self._renders if k not in self.cache]:
-            self._drop_render(key)
-
-    def _index(self, key: PackageKey, files: frozenset[Path]) -> None:
-        keys = self._by_files.get(files)
-        if keys is None:
-            keys = self._by_files[files] = set()
-            for path in files:
-                self._file_sets_of.setdefault(path, set()).add(files)
-        keys.add(key)
+        self.render_cache.prune(self.cache)
 
     def _bound_memos(self) -> None:
         """The renders kept for other flag sets, the one copy of each descriptor and the
@@ -1165,23 +1116,9 @@ class PackageGraph:
         if len(self._checked_flags) > self.max_packages:
             self._checked_flags.clear()
 
-    def _unindex(self, key: PackageKey, files: frozenset[Path]) -> None:
-        keys = self._by_files.get(files)
-        if keys is None:
-            return
-        keys.discard(key)
-        if not keys:
-            del self._by_files[files]
-            for path in files:
-                sets = self._file_sets_of.get(path)
-                if sets is not None:
-                    sets.discard(files)
-                    if not sets:
-                        del self._file_sets_of[path]
-
     def keys_reading(self, path: Path) -> set[PackageKey]:
         """The keys whose kept render or cached package read `path`."""
-        return {k for fs in self._file_sets_of.get(path, ()) for k in self._by_files[fs]}
+        return self.render_cache.keys_reading((path,))
 
     def __len__(self) -> int:
         return len(self.cache)
