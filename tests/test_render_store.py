@@ -277,3 +277,31 @@ def test_the_accounts_stay_true_through_evictions_and_changes(tmp_path: Path) ->
     again.render_store.check_invariants()
     assert again.load(parse_selector("bin/same(n=119)")).descriptor.script_data \
         .startswith("same 9949y")
+
+
+def test_the_render_cache_shares_a_realm_blind_render_and_forgets_by_file(tmp_path: Path
+                                                                          ) -> None:
+    """RenderCache alone: a realm-blind render serves every realm; a changed file finds the
+    renders and packages that read it; a package's render outlives it when asked to."""
+    from ixd.recipes.descriptor import parse_descriptor
+    from ixd.recipes.renders import RenderCache
+
+    cache = RenderCache(None)
+    blind = parse_descriptor({"bld": {"script": {"exec": ["/bin/sh", "-s"], "data": "x"}}},
+                             "bin/x/ix.sh")
+    a, b = tmp_path / "a.sh", tmp_path / "b.sh"
+    files = frozenset({a, b})
+    alice = ("bin/x", (("kind", "bin"), ("target_realm", "alice")))
+    bob = ("bin/x", (("kind", "bin"), ("target_realm", "bob")))
+    anywhere = ("bin/x", (("kind", "bin"),))
+    cache.keep(alice, blind, files, anywhere)
+    assert cache.get(bob, anywhere) == (blind, files)  # another realm takes it
+    assert cache.keys_reading([a]) == {alice, anywhere}
+    cache.index(bob, files)  # bob's package, cached
+    cache.check_invariants([(bob, files)])
+    cache.forget_package(bob, files, keep_render=True)
+    cache.check_invariants([])
+    for key in cache.keys_reading([b]):
+        cache.drop(key, ())
+    assert cache.get(bob, anywhere) is None and not cache.keys_reading([a, b])
+    cache.check_invariants([])
