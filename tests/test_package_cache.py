@@ -7,11 +7,14 @@ import gc
 import json
 import tracemalloc
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ixd.model.selector import Selector
+from ixd.recipes.owned import OwnedBytes
+from ixd.recipes.packagecache import PackageCache, PackageKey
 from ixd.recipes.packages import DEFAULT_MAX_PACKAGES, PackageGraph
 from ixd.recipes.tree import RecipeTree
 from ixd.wire.errors import RecipeNotFound
@@ -51,23 +54,12 @@ def app(value: int | str) -> Selector:
 
 
 def check_consistent(g: PackageGraph) -> None:
-    """Every index names cached packages only, and every cached package's dependencies are
-    cached: what invalidation relies on."""
-    cached = set(g._packages)
-    for package in g._packages.values():
-        assert set(package.deps) <= cached, package
-    for dep, dependents in g._dependents.items():
-        assert dep in cached and dependents and dependents <= cached
-        for parent in dependents:
-            assert dep in g._packages[parent].deps
-    # the file index finds every cached package, and every render kept for a package that a
-    # changed dependency dropped (to be reused when it is loaded again), and nothing else
-    rendered = set(g._renders)
-    for path in g._file_sets_of:
-        keys = g.keys_reading(path)
-        assert keys and keys <= cached | rendered
-    for key, (_, files) in g._renders.items():
-        assert all(key in g.keys_reading(f) for f in files)
+    """Every index names cached packages (or kept renders) only, every cached package's
+    dependencies are cached, the byte counts add up: what invalidation and the bounds rely
+    on."""
+    g.check_invariants()
+    for package in g.cache.values():
+        assert all(package.key in g.keys_reading(f) for f in package.files)
 
 
 def test_the_default_bound() -> None:
@@ -111,12 +103,12 @@ def test_five_times_the_flag_sets_a_bounded_graph_holds(overlay: Path, tmp_path:
     # four times as many flag sets again, and the memory held stays what a full cache holds
     assert after - full < 0.2 * (full - empty), (empty, full, after)
     check_consistent(g)
-    assert g._dependents[("bld/tool", (("kind", "bin"), ("target", HOST)))]
+    assert g.cache.dependents(("bld/tool", (("kind", "bin"), ("target", HOST))))
     # what stays is whole flag sets, the most recent ones: no orphaned libraries
     whole = (BOUND - 1) // 3
-    assert Counter(k[0] for k in g._packages) == {"bin/app": whole, "lib/a": whole,
-                                                  "lib/b": whole, "bld/tool": 1}
-    assert {k for k in g._packages if k[0] == "bin/app"} == {
+    assert Counter(k[0] for k in g.cache.keys()) == {"bin/app": whole, "lib/a": whole,
+                                                     "lib/b": whole, "bld/tool": 1}
+    assert {k for k in g.cache.keys() if k[0] == "bin/app"} == {
         ("bin/app", (("kind", "bin"), ("target", HOST), ("v", str(i))))
         for i in range(FLAG_SETS - whole, FLAG_SETS)}
 
@@ -128,7 +120,7 @@ def test_what_comes_back_after_eviction_is_a_fresh_load(overlay: Path, tmp_path:
     for i in range(5, 200):
         g.load(app(i))
     assert all((("bin/app", (("kind", "bin"), ("target", HOST), ("v", str(i)))) not in
-                g._packages) for i in range(5))
+                g.cache) for i in range(5))
     renders, shared = g.renders, g.shared_renders
     again = {i: g.load(app(i)).uid for i in range(5)}
     # not found in the cache: rendered again (or a render kept for another flag set taken)
@@ -156,13 +148,13 @@ def test_invalidation_still_reaches_every_cached_dependent(overlay: Path, tmp_pa
     for i in range(100):
         g.load(app(i))
     check_consistent(g)
-    cached_apps = [k for k in g._packages if k[0] == "bin/app"]
+    cached_apps = [k for k in g.cache.keys() if k[0] == "bin/app"]
     assert cached_apps
-    old = {k: g._packages[k].uid for k in cached_apps}
+    old = {p.key: p.uid for p in g.cache.values() if p.name == "bin/app"}
     lib_b = write(overlay, "lib/b/ix.sh", recipe("echo b2 {{ v }}", deps=["bld/tool"]))
     dropped = g.invalidate_files([lib_b])
     assert dropped >= 3 * len(cached_apps)
-    assert not [k for k in g._packages if k[0] in ("bin/app", "lib/a", "lib/b")]
+    assert not [k for k in g.cache.keys() if k[0] in ("bin/app", "lib/a", "lib/b")]
     check_consistent(g)
     for key in cached_apps:
         reloaded = g.load(Selector("bin/app", tuple(kv for kv in key[1]
@@ -176,7 +168,8 @@ def test_a_failed_load_leaves_nothing_pinned(overlay: Path, tmp_path: Path) -> N
         with pytest.raises(RecipeNotFound):
             g.load(Selector("bin/broken", (("v", str(i)),)))
     check_consistent(g)
-    assert not any(k[0] == "bin/broken" for deps in g._dependents.values() for k in deps)
+    assert not any(k[0] == "bin/broken" for p in g.cache.values()
+                   for k in g.cache.dependents(p.key))
     for i in range(20):
         g.load(app(i))
     assert len(g) <= 5  # lib/a of the failed loads went like everything else
@@ -190,10 +183,8 @@ def owned_graph(overlay: Path, tmp_path: Path, max_bytes: int) -> PackageGraph:
 
 def check_bytes(g: PackageGraph) -> None:
     """The byte counts add up to the packages cached, by owner."""
-    assert g.bytes == sum(size for size, _ in g._sizes.values())
-    assert set(g._sizes) == set(g._packages)
-    for owner, total in g.owner_bytes.items():
-        assert total == sum(size for size, o in g._sizes.values() if o == owner)
+    g.check_invariants()
+    assert g.bytes == sum(g.owner_bytes.values())
 
 
 def test_the_cache_is_bounded_by_bytes_and_its_estimate_by_memory(overlay: Path,
@@ -238,4 +229,55 @@ def test_one_user_fills_only_their_share_of_the_cache(overlay: Path, tmp_path: P
     assert [g.load(app(f"victim{i}"), 1001) for i in range(10)] == victims
     assert g.renders == renders and g.owner_bytes[1001] == mine  # all still cached
     # the shared build tool counts against whoever loaded it first: the victim
-    assert g._sizes[("bld/tool", (("kind", "bin"), ("target", HOST)))][1] == 1001
+    assert g.cache.owner(("bld/tool", (("kind", "bin"), ("target", HOST)))) == 1001
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A package as the cache sees one: its key and the keys it depends on."""
+
+    key: PackageKey
+    deps: tuple[PackageKey, ...] = ()
+
+
+def test_the_cache_drops_a_dependent_before_what_it_depends_on() -> None:
+    cache: PackageCache[Loaded] = PackageCache(2, 1 << 20, 0.25, frozenset())
+    lib = Loaded(("lib/a", ()))
+    app = Loaded(("bin/app", ()), (lib.key,))
+    other = Loaded(("bin/other", ()))
+    for package, owner in ((lib, 1001), (app, 1001), (other, 1002)):
+        cache.add(package, 100, owner)
+        for dep in package.deps:
+            cache.depend(package.key, dep)
+    cache.check_invariants()
+    dropped: list[Loaded] = []
+    cache.bound(dropped.append)  # three packages, room for two: lib/a is the oldest, but
+    assert dropped == [app]      # bin/app needs it
+    assert set(cache.keys()) == {lib.key, other.key}
+    assert cache.owner_bytes == {1001: 100, 1002: 100} and cache.bytes == 200
+    cache.check_invariants()
+
+
+def test_check_invariants_finds_a_dependent_that_is_not_cached() -> None:
+    cache: PackageCache[Loaded] = PackageCache(10, 1 << 20, 0.25, frozenset())
+    lib = Loaded(("lib/a", ()))
+    cache.add(lib, 100, None)
+    cache.depend(("bin/gone", ()), lib.key)  # a load that failed and did not say so
+    with pytest.raises(AssertionError):
+        cache.check_invariants()
+    cache.undepend(("bin/gone", ()), (lib.key,))
+    cache.check_invariants()
+
+
+def test_owned_bytes_adds_up_by_owner_in_use_order() -> None:
+    owned: OwnedBytes[str] = OwnedBytes()
+    owned.charge("a", 10, 1)
+    owned.charge("b", 20, 1)
+    owned.charge("c", 5, None)
+    with pytest.raises(KeyError):
+        owned.charge("a", 1, 2)
+    owned.touch("a")
+    assert list(owned.owned(1)) == ["b", "a"] and owned.of(1) == 30 and owned.total == 35
+    assert owned.discharge("b") == (20, 1) and owned.discharge("b") is None
+    assert owned.discharge("c") == (5, None) and None not in owned.by_owner
+    owned.check_invariants()

@@ -90,7 +90,7 @@ def test_ix_renders_the_tree_as_stalix_does(stem: str, tree: RecipeTree,
     store = graph.store
     selector = parse_selector(expected["target"]).with_flags(expected["flags"])
     package = graph.load(selector)
-    uids = {p.uid for p in graph._packages.values()}
+    uids = {p.uid for p in graph.cache.values()}
     actual = ix_facts(walk_closure([package]), str(store), {}, uids)
     assert differences(expected, actual) == []
     assert actual["build_nodes"] == expected["build_nodes"]
@@ -122,7 +122,7 @@ def test_every_descriptor_of_the_tree_reads_back_from_its_raw_form(
     graph = PackageGraph(tree, tmp_path / "store", host="linux-x86_64",
                          settings=expected["settings"])
     graph.load(parse_selector(expected["target"]).with_flags(expected["flags"]))
-    for package in graph._packages.values():
+    for package in graph.cache.values():
         raw = json.loads(json.dumps(package.descriptor.to_raw()))
         assert parse_descriptor(raw, package.name) == package.descriptor, package.name
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,28 @@ class Descriptor:
     @property
     def is_hub(self) -> bool:
         return not self.script_exec
+
+    @property
+    def edge_counts(self) -> tuple[int, int, int, int, int, int, int]:
+        """How many selectors it writes along each edge of a package, in the order of
+        `ixd.recipes.packages.DIRECT_EDGES` (bld.deps, target and host libraries, bld.data,
+        lib.deps, run.deps, run.data): made once."""
+        counts: tuple[int, int, int, int, int, int, int] | None = self.__dict__.get("_counts")
+        if counts is None:
+            counts = (len(self.bld_deps), len(self.target_libs), len(self.host_libs),
+                      len(self.bld_data), len(self.lib_deps), len(self.run_deps),
+                      len(self.run_data))
+            self.__dict__["_counts"] = counts
+        return counts
+
+    def __hash__(self) -> int:
+        # interned descriptors are dict keys looked up once per package and build: the hash
+        # of all their fields (a long script among them) made once
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            self.__dict__["_hash"] = cached
+        return cached
 
     def to_raw(self) -> dict[str, Any]:
         """A descriptor as recipes render it that `parse_descriptor` reads back as this one

@@ -26,7 +26,6 @@ import posixpath
 import shutil
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from ixd.recipes.descriptor import Descriptor, parse_descriptor
 from ixd.recipes.hostcapture import Captured, HostCapture
 from ixd.recipes.hostfiles import find_program
 from ixd.recipes.hosttools import HostVersions
+from ixd.recipes.packagecache import PackageCache
 from ixd.recipes.rendercache import (
     DEFAULT_STORE_BYTES,
     DEFAULT_USER_SHARE,
@@ -59,10 +59,12 @@ from ixd.recipes.rendercache import (
     RenderStore,
     fingerprint,
 )
+from ixd.recipes.renders import RenderCache
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, Rendered, recipe_file
 from ixd.wire.errors import DependencyCycle
 
-PackageKey = tuple[str, tuple[tuple[str, str], ...]]
+FlagsKey = tuple[tuple[str, str], ...]
+PackageKey = tuple[str, FlagsKey]
 
 UID_LENGTH = 32
 #: how many packages a graph keeps cached by default: stal/IX's CI set alone loads 27,416
@@ -113,8 +115,11 @@ def recipe_node_uid(node: Node, store: Path) -> str:
                      node.stdin, node.env, input_uids, node.sources, node.net, node.host_view)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Package:
+    """A loaded package, finished: its uid, closures and build node made before it is
+    (`PackageGraph._load_new`), and never changed after."""
+
     key: PackageKey
     name: str
     flags: dict[str, str]
@@ -168,10 +173,7 @@ class Package:
     @functools.cached_property
     def display_name(self) -> str:
         """The selector without the flags every package has anyway (host target, own kind)."""
-        shown = [(k, v) for k, v in self.key[1]
-                 if not (k == "kind" and v == kind_of(self.name))
-                 and k != "target" and k != REALM_FLAG]
-        return f"{self.name}({flags_text(shown)})" if shown else self.name
+        return display_name(self.key)
 
     def direct(self, edge: DirectEdge) -> tuple[Package, ...]:
         """The packages loaded along one kind of its edges, in its recipe's order:
@@ -182,18 +184,21 @@ class Package:
 
     def edges(self) -> tuple[tuple[Package, ...], ...]:
         """`direct` of every edge, in `DIRECT_EDGES`' order."""
-        d = self.descriptor
-        written = [len(getattr(d, name)) for name in DIRECT_EDGES]  # the recipe's selectors
+        written = self.descriptor.edge_counts  # the recipe's selectors
+        children = self.children
         # the induced libraries are in `children` twice, after the target and host libraries
-        induced = (len(self.children) - sum(written)) // 2
-        written[1] += induced
-        written[2] += induced
-        out = []
-        start = 0
-        for count in written:
-            out.append(self.children[start:start + count])
-            start += count
-        return tuple(out)
+        induced = (len(children) - sum(written)) // 2
+        bld, target, host, bld_data, lib, run, run_data = written
+        target += induced
+        host += induced
+        a = bld
+        b = a + target
+        c = b + host
+        e = c + bld_data
+        f = e + lib
+        g = f + run
+        return (children[:a], children[a:b], children[b:c], children[c:e], children[e:f],
+                children[f:g], children[g:g + run_data])
 
     def build_inputs(self) -> tuple[Package, ...]:
         return self.tools + self.host_libs + self.target_libs + self.data
@@ -208,14 +213,16 @@ _MISSING = object()
 _SAME_HELPERS = frozenset({"ix", "intro", "isfile", "ix_boot_tool", "host_versions"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class _SharedRender:
-    """A render kept for other flag sets of its package: its descriptor, the files it read."""
+    """A render kept for other flag sets of its package: its descriptor, the files it read;
+    its digest in the render store once kept there (the other flag sets' keys name it)."""
 
     parsed: Descriptor
     files: frozenset[Path]
     reads_realm: bool
     probed: bool
+    stored: bytes | None = None
 
 
 #: the names of the render context whose values are platform descriptions (dicts)
@@ -243,7 +250,31 @@ def _values_key(context: Mapping[str, Any], names: tuple[str, ...],
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
+def display_name(key: PackageKey) -> str:
+    """A package's selector without the flags every package has anyway (host target, own
+    kind)."""
+    name, flags = key
+    shown = [(k, v) for k, v in flags
+             if not (k == "kind" and v == kind_of(name)) and k != "target" and k != REALM_FLAG]
+    return f"{name}({flags_text(shown)})" if shown else name
+
+
+@dataclass(frozen=True)
+class Build:
+    """What makes a package buildable: its uid, store dir and node, and its descriptor
+    (sharing the script text of another flag set of the same build); `shared`: another
+    flag set made the node (its texts are that one's)."""
+
+    uid: str
+    out_dir: str
+    node: Node
+    descriptor: Descriptor
+    shared: bool
+
+
 def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
+    if isinstance(packages, (list, tuple)) and len(packages) < 2:
+        return tuple(packages)
     seen: set[str] = set()
     result = []
     for p in packages:
@@ -251,6 +282,15 @@ def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
             seen.add(p.uid)
             result.append(p)
     return tuple(result)
+
+
+def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> Node:
+    """`dataclasses.replace(node, name=..., meta=..., elf_machine=...)` without its checks
+    and keyword handling: a big tree makes thousands of these (one per flag set of a build)."""
+    renamed = object.__new__(Node)
+    object.__setattr__(renamed, "__dict__", {**node.__dict__, "name": name, "meta": meta,
+                                             "elf_machine": elf_machine})
+    return renamed
 
 
 def _dirs(packages: Iterable[Package]) -> list[str]:
@@ -287,6 +327,12 @@ def visit(roots: Sequence[Package],
     `run_deps`). So the walk never descends: taken last to first, each package of a
     closure reaches only packages after it, already seen when it is reached; it comes out
     at once. (A walk that descended would read each closure again at every level.)"""
+    if len(roots) < 2:  # most edges (closures already in order: no walk)
+        if not roots:
+            return ()
+        root = roots[0]
+        uid = root.uid
+        return (root, *[p for p in closure(root) if p.uid != uid])
     seen: set[str] = set()
     post: list[Package] = []
     for root in reversed(roots):
@@ -392,6 +438,12 @@ def _host_llvm_bin() -> str | None:
 #: what the cache's own entries for a package cost: its place in the LRU orders, the
 #: owner's count, the index of its files and dependents (per entry)
 INDEX_ENTRY = 120
+#: what a flag checked once (`PackageGraph._checked_flags`) holds: its tuple and set entry
+FLAG_ENTRY = 150
+#: what an entry of the edge memo (`PackageGraph._edge`) holds: its tuple and dict slot, and
+#: (unless its package holds it too) the child's key
+EDGE_ENTRY = 250
+EDGE_FLAG = 80
 
 
 def _memo_size(descriptor: Descriptor) -> int:
@@ -448,51 +500,32 @@ class PackageGraph:
                  uncapped: Iterable[Owner] = (),
                  render_store_bytes: int = DEFAULT_STORE_BYTES,
                  host_capture_cache: Path | None = None) -> None:
-        if max_packages < 1:
-            raise ValueError(f"a package graph needs room for a package, not {max_packages}")
         self.tree = tree
         self.store = Path(store)
         self.host = host or platforms.host_name()
-        self.max_packages = max_packages
-        self.max_bytes = max_bytes
-        #: the bytes one owner's packages may take, and the owners not held to it
-        self.user_bytes = int(max_bytes * user_share)
         self.uncapped = frozenset(uncapped)
-        # least recently used first
-        self._packages: OrderedDict[PackageKey, Package] = OrderedDict()
-        #: the estimated bytes of the cached packages, in all and by owner; each package's
-        #: bytes and owner; each owner's packages, least recently used first
-        self.bytes = 0
-        self.owner_bytes: dict[Owner, int] = {}
-        self._sizes: dict[PackageKey, tuple[int, Owner]] = {}
-        self._owned: dict[Owner, OrderedDict[PackageKey, None]] = {}
+        #: the loaded packages (`ixd.recipes.packagecache`)
+        self.cache: PackageCache[Package] = PackageCache(max_packages, max_bytes, user_share,
+                                                         self.uncapped)
+        self.max_packages = max_packages
         #: who the load under way is for (lock held)
         self._owner: Owner = None
-        # key -> the keys of the cached (or loading) packages that depend on it directly
-        self._dependents: dict[PackageKey, set[PackageKey]] = {}
-        # passed over by eviction for their dependents' sake, not used since
-        self._kept: set[PackageKey] = set()
-        #: the keys whose render read each set of files, and the sets each file is in (a
-        #: template family's renders read one set: indexing sets, not files, costs a key
-        #: one entry, not one per file)
-        self._by_files: dict[frozenset[Path], set[PackageKey]] = {}
-        self._file_sets_of: dict[Path, set[frozenset[Path]]] = {}
         self._lock = threading.RLock()
         self.renders = 0
         #: loads that took a render of another flag set of the package (`_same_render`)
         self.shared_renders = 0
-        self.evicted = 0
         self.host_versions = HostVersions(host_tools_cache)
         #: stage 0's captures of host programs (`host_capture` in the render context)
         self.host_capture = HostCapture(host_capture_cache)
         self.settings = render_settings(self.store, settings or {})
         self._boot_tools: dict[str, str | None] = {}
-        #: each package's render (descriptor and the files it read), kept while no file it
-        #: read changes, even when the package is dropped because a dependency changed
-        self._renders: dict[PackageKey, tuple[Descriptor, frozenset[Path]]] = {}
-        #: the keys of kept renders whose templates never name `target_realm`: the same
-        #: render serves the package in every realm (and outside any)
-        self._realm_free: set[PackageKey] = set()
+        #: the flags (name and value) found fit to be pasted into scripts, and each target
+        #: name resolved (recipes write a few, tens of thousands of times)
+        self._checked_flags: set[tuple[str, str]] = set()
+        self._targets: dict[str, str] = {}
+        #: where each edge leads (`_edge`): the child's name, flags and key by the edge's
+        #: kind, the parent's flags and hubness and the selector written
+        self._edges: dict[tuple[str, FlagsKey, bool, Selector], PackageKey] = {}
         #: renders made, by package name, for other flag sets of the package that read the
         #: same values (`_same_render`); dropped with the files they read
         #: name -> the names a render of it looked up -> their values -> the render
@@ -501,7 +534,7 @@ class PackageGraph:
         self._read_names: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
         self._shared_count = 0
         #: one copy of each descriptor (`_intern`), and the uid of each build made of the
-        #: same (`_make_buildable`) and of each hub by the builds it brings; both dropped
+        #: same (`_build`) and of each hub by the builds it brings; both dropped
         #: with the renders they came from
         self._descriptors: dict[Descriptor, Descriptor] = {}
         self._uids: dict[tuple[Any, ...], str] = {}
@@ -512,11 +545,48 @@ class PackageGraph:
         self._parsed: dict[bytes, Descriptor] = {}
         #: the build node of each build uid while a package holds it
         self._nodes: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
-        #: renders kept across restarts (ixd.recipes.rendercache), if given a file
-        self.render_store = (RenderStore(render_store, fingerprint(self.settings, self.host),
-                                         max_bytes=render_store_bytes, user_share=user_share,
-                                         uncapped=self.uncapped)
-                             if render_store is not None else None)
+        #: each package's render (descriptor and the files it read), kept while no file it
+        #: read changes, even when the package is dropped because a dependency changed; and
+        #: across restarts (ixd.recipes.rendercache), if given a file
+        self.render_cache = RenderCache(
+            RenderStore(render_store, fingerprint(self.settings, self.host),
+                        max_bytes=render_store_bytes, user_share=user_share,
+                        uncapped=self.uncapped) if render_store is not None else None)
+
+    @property
+    def render_store(self) -> RenderStore | None:
+        """The renders kept across restarts, if the graph has a file for them."""
+        return self.render_cache.store
+
+    @property
+    def bytes(self) -> int:
+        """The estimated bytes of the cached packages (`package_bytes`)."""
+        return self.cache.bytes
+
+    @property
+    def owner_bytes(self) -> dict[Owner, int]:
+        return self.cache.owner_bytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self.cache.max_bytes
+
+    @property
+    def user_bytes(self) -> int:
+        """The bytes one owner's packages may take (the `uncapped` owners are not held)."""
+        return self.cache.user_bytes
+
+    @property
+    def evicted(self) -> int:
+        return self.cache.evicted
+
+    def check_invariants(self) -> None:
+        """The cache's accounts and dependents agree with the packages cached, and every
+        render and file index entry names a cached package or a kept render (what
+        invalidation relies on; raises AssertionError)."""
+        with self._lock:
+            self.cache.check_invariants()
+            self.render_cache.check_invariants((p.key, p.files) for p in self.cache.values())
 
     @property
     def lock(self) -> threading.RLock:
@@ -563,14 +633,14 @@ class PackageGraph:
             self._bound()
             return loaded
 
-    def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...]) -> Package:
-        key: PackageKey = (name, tuple(sorted(flags.items())))
-        cached = self._packages.get(key)
+    def _load(self, name: str, flags: dict[str, str], stack: tuple[PackageKey, ...],
+              key: PackageKey | None = None) -> Package:
+        """The package `name` with `flags` (its key, if the caller has it: the flags
+        sorted), from the cache or loaded now."""
+        if key is None:
+            key = (name, tuple(sorted(flags.items())))
+        cached = self.cache.get(key)
         if cached is not None:
-            self._packages.move_to_end(key)
-            self._owned[self._sizes[key][1]].move_to_end(key)
-            if self._kept:
-                self._kept.discard(key)
             return cached
         if key in stack:
             chain = " -> ".join(f"{recipe_selector(k[0], k[1])} ({recipe_file(k[0])})"
@@ -580,17 +650,23 @@ class PackageGraph:
         try:
             return self._load_new(name, flags, key, (*stack, key), deps)
         except BaseException:
-            self._drop_dependent(key, deps)  # a load that failed depends on nothing
+            self.cache.undepend(key, deps)  # a load that failed depends on nothing
             raise
 
     def _load_new(self, name: str, flags: dict[str, str], key: PackageKey,
                   stack: tuple[PackageKey, ...], deps: dict[PackageKey, None]) -> Package:
         validate_package_name(name)
-        for flag, value in flags.items():  # recipes paste flags raw: data only, always
-            validate_flag_value(value, flag, from_recipe=True)
+        checked = self._checked_flags
+        for item in flags.items():  # recipes paste flags raw: data only, always
+            if item not in checked:
+                validate_flag_value(item[1], item[0], from_recipe=True)
+                checked.add(item)
+                self._memo_bytes += FLAG_ENTRY + len(item[1])
+
+        cache = self.cache
 
         def depend(dep: Package) -> Package:
-            self._dependents.setdefault(dep.key, set()).add(key)
+            cache.depend(key, dep.key)
             deps[dep.key] = None
             return dep
 
@@ -606,10 +682,8 @@ class PackageGraph:
             introduced.setdefault(loaded.key, loaded)
             return loaded
 
-        cached = self._renders.get(key)
         realm_free_key = _without_realm(key)
-        if cached is None and realm_free_key in self._realm_free:
-            cached = self._renders[realm_free_key]  # another realm's render, realm-blind
+        cached = self.render_cache.get(key, realm_free_key)
         if cached is None and self.render_store is not None:
             cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
@@ -624,33 +698,42 @@ class PackageGraph:
                 raw, text, files = rendered.descriptor, rendered.text, rendered.files
                 reads_realm = rendered.reads_realm
                 if not introduced:  # a render that names another package's uid goes with it
-                    self._remember_render(name, context, rendered, descriptor, bool(probed))
+                    shared = self._remember_render(name, context, rendered, descriptor,
+                                                   bool(probed))
             else:
                 self.shared_renders += 1
                 descriptor, files, reads_realm = shared.parsed, shared.files, shared.reads_realm
                 raw, text = None, ""
                 probed = [True] if shared.probed else []
             if not introduced:
-                self._keep_render(key, descriptor, files)
-                if not reads_realm:
-                    self._keep_render(realm_free_key, descriptor, files)
-                    self._realm_free.add(realm_free_key)
+                self.render_cache.keep(key, descriptor, files,
+                                       None if reads_realm else realm_free_key)
                 if self.render_store is not None and not probed:  # realm-blind: kept once
-                    kept_as = key if reads_realm else realm_free_key
-                    if raw is None:
-                        raw = descriptor.to_raw()
-                        text = json.dumps(raw)
-                    self.render_store.put(kept_as, raw, text, files, reads_realm, self._owner)
+                    assert shared is not None
+                    self._store_render(key if reads_realm else realm_free_key, shared, raw,
+                                       text)
         else:
             descriptor, files = cached
         is_hub = descriptor.is_hub
+        passed = key[1]  # the flags its edges pass on, as a key
         if not is_hub and (flags.get("boot") or name.startswith(BOOT_PREFIX)):
             # a bootstrap build passes `boot` on to the libraries it links (stal/IX)
             flags = {**flags, "boot": "1"}
+            passed = tuple(sorted(flags.items()))
+        edges, load = self._edges, self._load
 
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
-            return [depend(self._load(*self._edge_key(kind, flags, is_hub, sel), stack))
-                    for sel in selectors]
+            loaded = []
+            for sel in selectors:
+                child_key = edges.get((kind, passed, is_hub, sel))
+                if child_key is None:
+                    child_key = self._edge(kind, flags, passed, is_hub, sel)
+                child = cache.get(child_key)
+                if child is None:  # its flags in the order the edge gives them (its node's)
+                    child = load(child_key[0], self._edge_flags(kind, flags, is_hub, sel),
+                                 stack, child_key)
+                loaded.append(depend(child))
+            return loaded
 
         # the order of every list follows stal/IX's, so the dirs in a build's environment
         # come out in its order (docs/recipes.md, "Closures")
@@ -675,37 +758,79 @@ class PackageGraph:
                 run_roots.extend(lib.direct("run_data"))
         run_deps = visit(run_roots, _run_deps)
 
-        package = Package(
-            key=key, name=name, flags=flags, descriptor=descriptor, uid="", out_dir=None,
-            tools=tools, host_libs=host_libs, target_libs=target_libs, data=data,
-            lib_closure=lib_closure, files=files, deps=tuple(deps),
-            run_deps=run_deps, intro=tuple(introduced.values()),
-            children=(*bld_deps, *direct_target_libs, *direct_host_libs, *bld_data, *lib_deps,
-                      *run_dep_list, *run_data),
-        )
-        shared_node = False
+        build: Build | None = None
         if is_hub:
             # as in stal/IX, a hub is what it brings at run time: hubs that bring the same
             # builds are one node of every walk (docs/recipes.md, "Hubs")
-            brings = tuple(p.uid for p in run_deps if p.buildable)
+            brings = tuple(p.uid for p in run_deps if p.out_dir is not None)
             uid = self._uids.get(brings)
             if uid is None:
                 uid = self._uids[brings] = content_hash({"hub": list(brings)})
-            package.uid = uid
         else:
-            shared_node = self._make_buildable(package)
-        self._packages[key] = package
-        self._count(key, package_bytes(package, shared_node))
-        self._index(key, files)
+            build = self._build(key, flags, descriptor, tools, host_libs, target_libs, data)
+            uid, descriptor = build.uid, build.descriptor
+        package = Package(
+            key=key, name=name, flags=flags, descriptor=descriptor, uid=uid,
+            out_dir=build.out_dir if build is not None else None, tools=tools,
+            host_libs=host_libs, target_libs=target_libs, data=data,
+            lib_closure=lib_closure, run_deps=run_deps,
+            node=build.node if build is not None else None, files=files, deps=tuple(deps),
+            intro=tuple(introduced.values()),
+            children=(*bld_deps, *direct_target_libs, *direct_host_libs, *bld_data, *lib_deps,
+                      *run_dep_list, *run_data),
+        )
+        self.cache.add(package, package_bytes(package, build is not None and build.shared),
+                       self._owner)
+        self.render_cache.index(key, files)
         return package
 
-    def _edge_key(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
-                  selector: Selector) -> tuple[str, dict[str, str]]:
-        """The name and flags of the package `selector` names along an edge of `kind` from
-        a package with `flags`."""
-        child = child_flags(kind, flags, is_hub, dict(selector.flags), self.host)
-        child["target"] = platforms.resolve(child.get("target", "host"), self.host)
-        return normal_name(selector.name), child
+    def _edge(self, kind: EdgeKind, flags: Mapping[str, str], passed: FlagsKey,
+              is_hub: bool, selector: Selector) -> PackageKey:
+        """The key of the package `selector` names along an edge of `kind` from a package
+        with `flags` (`passed`, sorted), kept for the next package with the same flags
+        (most edges of a tree are written alike in many packages: lib/c)."""
+        child = self._edge_flags(kind, flags, is_hub, selector)
+        name = normal_name(selector.name)
+        key: PackageKey = (name, tuple(sorted(child.items())))
+        cached = self.cache.peek(key)
+        if cached is not None:
+            key = cached.key  # one copy
+        else:  # it may outlive its package
+            self._memo_bytes += EDGE_FLAG * len(child)
+        self._edges[(kind, passed, is_hub, selector)] = key
+        self._memo_bytes += EDGE_ENTRY
+        return key
+
+    def _edge_flags(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
+                    selector: Selector) -> dict[str, str]:
+        """The flags of the package `selector` names along an edge of `kind` from a package
+        with `flags`, in the order the edge gives them."""
+        child = child_flags(kind, flags, is_hub, selector.flags_dict, self.host)
+        child["target"] = self._target(child.get("target", "host"))
+        return child
+
+    def _target(self, name: str) -> str:
+        """`platforms.resolve(name, self.host)`, each name once."""
+        resolved = self._targets.get(name)
+        if resolved is None:
+            resolved = platforms.resolve(name, self.host)
+            if len(self._targets) < 1024:  # names recipes write (clients' are checked too)
+                self._targets[name] = resolved
+        return resolved
+
+    def _store_render(self, key: PackageKey, render: _SharedRender,
+                      raw: dict[str, Any] | None, text: str) -> None:
+        """Keep a render made (or taken from another flag set) now in the render store: a
+        render kept there already is named by this key too (lock held)."""
+        store = self.render_store
+        assert store is not None
+        if render.stored is not None and store.alias(key, render.stored, self._owner):
+            return
+        if raw is None:
+            raw = render.parsed.to_raw()
+            text = json.dumps(raw)
+        render.stored = store.put(key, raw, text, render.files, render.reads_realm,
+                                  self._owner)
 
     def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
@@ -725,10 +850,7 @@ class PackageGraph:
             descriptor = self._parsed[digest] = self._intern(
                 parse_descriptor(raw, recipe_file(name)))
         files = self.tree.shared_file_set(files)
-        self._keep_render(key, descriptor, files)
-        if not reads_realm:
-            self._keep_render(realm_free_key, descriptor, files)
-            self._realm_free.add(realm_free_key)
+        self.render_cache.keep(key, descriptor, files, None if reads_realm else realm_free_key)
         return descriptor, files
 
     def _intern(self, descriptor: Descriptor) -> Descriptor:
@@ -750,7 +872,7 @@ class PackageGraph:
         return None
 
     def _remember_render(self, name: str, context: Mapping[str, Any], rendered: Rendered,
-                         descriptor: Descriptor, probed: bool) -> None:
+                         descriptor: Descriptor, probed: bool) -> _SharedRender:
         """Keep `rendered` for `_same_render`, with the values of the names it looked up
         (but the engine's helpers, the same for every render of a graph)."""
         names = tuple(sorted(rendered.reads - _SAME_HELPERS))
@@ -760,15 +882,11 @@ class PackageGraph:
                 names, tuple(i for i, n in enumerate(names) if n in _PLATFORM_NAMES))
         names, platforms_at = kept
         values = _values_key(context, names, platforms_at)
-        self._shared.setdefault(name, {}).setdefault(names, {})[values] = _SharedRender(
-            descriptor, rendered.files, rendered.reads_realm, probed)
+        shared = self._shared.setdefault(name, {}).setdefault(names, {})[values] = \
+            _SharedRender(descriptor, rendered.files, rendered.reads_realm, probed)
         self._shared_count += 1
         self._memo_bytes += _memo_size(descriptor)
-
-    def _keep_render(self, key: PackageKey, descriptor: Descriptor,
-                     files: frozenset[Path]) -> None:
-        self._renders[key] = (descriptor, files)
-        self._index(key, files)  # from now on a change to one of them finds it
+        return shared
 
     def _context(self, name: str, flags: Mapping[str, str],
                  intro: Callable[[str], Package], probed: list[bool]) -> dict[str, Any]:
@@ -837,59 +955,53 @@ class PackageGraph:
     def _boot_dirs(self) -> list[str]:
         return [d for d in self.settings["ix_boot_path"].split(":") if d]
 
-    def _make_buildable(self, package: Package) -> bool:
-        """The build node decides the uid: everything that can change the output. True if
-        another flag set of the same build made the node (its texts are shared)."""
-        d = package.descriptor
-        bins = [p for p in (*package.tools, *package.data) if p.out_dir is not None]
-        hosts = [p for p in package.host_libs if p.out_dir is not None]
-        targets = [p for p in package.target_libs if p.out_dir is not None]
-        inputs = _unique(p for p in package.build_inputs() if p.buildable)
+    def _build(self, key: PackageKey, flags: Mapping[str, str], d: Descriptor,
+               tools: tuple[Package, ...], host_libs: tuple[Package, ...],
+               target_libs: tuple[Package, ...], data: tuple[Package, ...]) -> Build:
+        """The build of a package with these closures: its node decides the uid (everything
+        that can change the output)."""
+        name, kind = key[0], flags["kind"]
+        bins = [p for p in (*tools, *data) if p.out_dir is not None]
+        hosts = [p for p in host_libs if p.out_dir is not None]
+        targets = [p for p in target_libs if p.out_dir is not None]
+        inputs = _unique([p for p in (*tools, *host_libs, *target_libs, *data)
+                          if p.out_dir is not None])
         input_uids = tuple(p.uid for p in inputs)
         # the host's system folders only where the recipe or one of its tools needs them
         host_view = d.host_view != "none" or any(t.descriptor.host_view == "tool"
-                                                  for t in package.tools)
+                                                  for t in tools)
         # as in stal/IX, flags (the target among them) count by what they render: two flag
         # sets that render the same build are one build, and its uid is hashed once (the
         # dirs of its environment are those of these builds: their uids stand for them)
-        made_of = (package.name, package.kind, d, tuple(p.uid for p in bins),
-                   tuple(p.uid for p in hosts), tuple(p.uid for p in targets), input_uids,
-                   host_view)
+        made_of = (name, kind, d, tuple(p.uid for p in bins), tuple(p.uid for p in hosts),
+                   tuple(p.uid for p in targets), input_uids, host_view)
         uid = self._uids.get(made_of)
         env: dict[str, str] | None = None
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         if uid is None:
             env = _build_env(bins, hosts, targets)
             self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
-            uid = self._uids[made_of] = build_uid(package.name, package.kind, d.script_exec,
-                                                  d.script_data, env, input_uids, sources,
-                                                  d.net, host_view)
-        package.uid = uid
+            uid = self._uids[made_of] = build_uid(name, kind, d.script_exec, d.script_data,
+                                                  env, input_uids, sources, d.net, host_view)
         # what its ELF files must be for: its own target's machine, even where the build is
         # shared with another target's (a build the target does not change)
-        machine = platforms.elf_machine(platforms.describe(package.flags["target"]))
-        same = self._nodes.get(package.uid)
+        machine = platforms.elf_machine(platforms.describe(flags["target"]))
+        meta = {"package": name, "flags": dict(flags)}
+        same = self._nodes.get(uid)
         if same is not None:
             # another flag set of this build: one node, one copy of its (long) script text
-            package.out_dir = same.outputs[0]
-            package.node = dataclasses.replace(  # its own name and target; the rest is shared
-                same, name=package.display_name,
-                meta={"package": package.name, "flags": dict(package.flags)},
-                elf_machine=machine)
+            node = _renamed(same, display_name(key), meta, machine)  # its own name, target
             if d.script_data is not same.stdin:
-                package.descriptor = dataclasses.replace(d, script_data=same.stdin)
-                kept = self._renders.get(package.key)
-                if kept is not None:  # the kept render shares the text too
-                    self._renders[package.key] = (package.descriptor, kept[1])
-            return True
+                d = dataclasses.replace(d, script_data=same.stdin)
+                self.render_cache.share_text(key, d)  # the kept render shares it too
+            return Build(uid, same.outputs[0], node, d, True)
         if env is None:
             env = _build_env(bins, hosts, targets)
-        out = str(entry_path(self.store, package.uid, pkg_name(package.name, package.kind)))
-        package.out_dir = out
-        package.node = self._nodes[package.uid] = Node(
-            uid=package.uid,
+        out = str(entry_path(self.store, uid, pkg_name(name, kind)))
+        node = self._nodes[uid] = Node(
+            uid=uid,
             kind="build",
-            name=package.display_name,
+            name=display_name(key),
             deps=(*[s.sha256 for s in sources], *[p.uid for p in inputs]),
             inputs=(*_dirs(inputs), *[str(self.store.parent / "src" / s.sha256) for s in sources]),
             outputs=(out,),
@@ -898,13 +1010,13 @@ class PackageGraph:
             env=env,
             net=d.net,
             sources=sources,
-            meta={"package": package.name, "flags": dict(package.flags)},
+            meta=meta,
             timeout=d.timeout,
-            entry_kind=package.kind,
+            entry_kind=kind,
             elf_machine=machine,
             host_view=host_view,
         )
-        return False
+        return Build(uid, out, node, d, False)
 
     # --- cache invalidation ---------------------------------------------------------------
 
@@ -915,22 +1027,22 @@ class PackageGraph:
         changed = [Path(p) for p in paths]
         with self._lock:
             stale: set[PackageKey] = set()
-            direct = {k for p in changed for fs in self._file_sets_of.get(p, ())
-                      for k in self._by_files[fs]}
+            direct = self.render_cache.keys_reading(changed)
             for key in direct:
-                self._drop_render(key)
+                self.render_cache.drop(key, self.cache)
             todo = list(direct)
             while todo:
                 key = todo.pop()
                 if key in stale:
                     continue
                 stale.add(key)
-                todo.extend(self._dependents.get(key, ()))
+                todo.extend(self.cache.dependents(key))
             for key in stale:
-                package = self._packages.get(key)
+                package = self.cache.peek(key)
                 if package is not None:
-                    self._forget(package, keep_render=True)
-                self._dependents.pop(key, None)  # they are all stale too
+                    self.cache.remove(key)
+                    self.render_cache.forget_package(key, package.files, keep_render=True)
+                self.cache.forget_dependents(key)  # they are all stale too
             changed_set = set(changed)
             self._descriptors.clear()
             self._uids.clear()
@@ -948,81 +1060,18 @@ class PackageGraph:
 
     # --- the bound ------------------------------------------------------------------------
 
-    def _count(self, key: PackageKey, size: int) -> None:
-        """A package newly cached: its bytes count against the load's owner."""
-        owner = self._owner
-        self._sizes[key] = (size, owner)
-        self.bytes += size
-        self.owner_bytes[owner] = self.owner_bytes.get(owner, 0) + size
-        self._owned.setdefault(owner, OrderedDict())[key] = None
-
     def _bound(self) -> None:
         """After a top-level load (lock held): each owner within their share, the cache
         within its bytes and count; the kept renders at most twice the packages."""
-        for owner in [o for o, b in self.owner_bytes.items()
-                      if b > self.user_bytes and o not in self.uncapped]:
-            self._evict(self._owned[owner], self._over_share(owner))
-        self._evict(self._packages, lambda: (len(self._packages) > self.max_packages
-                                             or self.bytes > self.max_bytes))
-        if len(self._renders) > 2 * len(self._packages) + 1000:
+        self.cache.bound(self._forget)
+        if len(self.render_cache) > 2 * len(self.cache) + 1000:
             self._prune_renders()
         self._bound_memos()
 
-    def _over_share(self, owner: Owner) -> Callable[[], bool]:
-        return lambda: self.owner_bytes.get(owner, 0) > self.user_bytes
-
-    def _evict(self, order: OrderedDict[PackageKey, Any], over: Callable[[], bool]) -> None:
-        """Drop the least recently used packages of `order` (the cache, or one owner's part
-        of it) while `over()` (lock held). A package that a cached package depends on is
-        passed over (moved to the back) until its dependents are gone, and then, unless used
-        meanwhile, it is next to go: dependencies have no cycles, so some cached package has
-        no cached dependents; a whole pass that drops nothing (an owner's packages all
-        needed by others') ends it."""
-        packages, dependents, kept = self._packages, self._dependents, self._kept
-        passed = 0
-        while over() and order and passed < len(order):
-            key = next(iter(order))
-            if key in dependents:
-                order.move_to_end(key)
-                kept.add(key)
-                passed += 1
-                continue
-            package = packages[key]
-            self._forget(package)
-            self.evicted += 1
-            passed = 0
-            for dep in package.deps:
-                if dep in kept and dep not in dependents and dep in order:
-                    order.move_to_end(dep, last=False)  # only kept for this one
-
     def _forget(self, package: Package, keep_render: bool = False) -> None:
-        """Drop a cached package and every index entry naming it (lock held); with
+        """Drop the index entries naming a package the cache dropped (lock held); with
         `keep_render`, its render stays cached, and so do the index entries that find it."""
-        key = package.key
-        del self._packages[key]
-        size, owner = self._sizes.pop(key)
-        self.bytes -= size
-        left = self.owner_bytes[owner] - size
-        owned = self._owned[owner]
-        del owned[key]
-        if owned:
-            self.owner_bytes[owner] = left
-        else:
-            del self.owner_bytes[owner], self._owned[owner]
-        self._kept.discard(key)
-        if not (keep_render and key in self._renders):
-            self._renders.pop(key, None)
-            self._realm_free.discard(key)
-            self._unindex(key, package.files)
-        self._drop_dependent(key, package.deps)
-
-    def _drop_render(self, key: PackageKey) -> None:
-        """Drop a cached render (lock held); its index entries go too unless its package is
-        still cached (invalidation then forgets the package, and they go with it)."""
-        cached = self._renders.pop(key, None)
-        self._realm_free.discard(key)
-        if cached is not None and key not in self._packages:
-            self._unindex(key, cached[1])
+        self.render_cache.forget_package(package.key, package.files, keep_render)
 
     def _prune_renders(self) -> None:
         """Drop the renders kept for packages not loaded again since (lock held), and those
@@ -1034,16 +1083,9 @@ class PackageGraph:
         self._memo_bytes = 0
         self._uids.clear()
         self._parsed.clear()
-        for key in [k for k in self._renders if k not in self._packages]:
-            self._drop_render(key)
-
-    def _index(self, key: PackageKey, files: frozenset[Path]) -> None:
-        keys = self._by_files.get(files)
-        if keys is None:
-            keys = self._by_files[files] = set()
-            for path in files:
-                self._file_sets_of.setdefault(path, set()).add(files)
-        keys.add(key)
+        self._edges.clear()
+        self._checked_flags.clear()
+        self.render_cache.prune(self.cache)
 
     def _bound_memos(self) -> None:
         """The renders kept for other flag sets, the one copy of each descriptor and the
@@ -1056,6 +1098,8 @@ class PackageGraph:
             self._descriptors.clear()
             self._uids.clear()
             self._parsed.clear()
+            self._edges.clear()
+            self._checked_flags.clear()
             self._memo_bytes = 0
         if self._shared_count > self.max_packages:
             self._shared.clear()
@@ -1067,36 +1111,17 @@ class PackageGraph:
             self._uids.clear()
         if len(self._parsed) > self.max_packages:
             self._parsed.clear()
-
-    def _unindex(self, key: PackageKey, files: frozenset[Path]) -> None:
-        keys = self._by_files.get(files)
-        if keys is None:
-            return
-        keys.discard(key)
-        if not keys:
-            del self._by_files[files]
-            for path in files:
-                sets = self._file_sets_of.get(path)
-                if sets is not None:
-                    sets.discard(files)
-                    if not sets:
-                        del self._file_sets_of[path]
+        if len(self._edges) > self.max_packages:
+            self._edges.clear()
+        if len(self._checked_flags) > self.max_packages:
+            self._checked_flags.clear()
 
     def keys_reading(self, path: Path) -> set[PackageKey]:
         """The keys whose kept render or cached package read `path`."""
-        return {k for fs in self._file_sets_of.get(path, ()) for k in self._by_files[fs]}
-
-    def _drop_dependent(self, key: PackageKey, deps: Iterable[PackageKey]) -> None:
-        """`key` no longer depends on `deps` (lock held)."""
-        for dep in deps:
-            dependents = self._dependents.get(dep)
-            if dependents is not None:
-                dependents.discard(key)
-                if not dependents:
-                    del self._dependents[dep]
+        return self.render_cache.keys_reading((path,))
 
     def __len__(self) -> int:
-        return len(self._packages)
+        return len(self.cache)
 
 
 def _asked(call: Callable[..., Any], probed: list[bool]) -> Callable[..., Any]:

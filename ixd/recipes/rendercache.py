@@ -10,18 +10,23 @@ dropped when anything else a render depends on changes (`fingerprint`: the daemo
 its host, the code that renders). Renders that asked the host something (`isfile`,
 `ix_boot_tool`, `host_versions`) or named another package (`intro`) are never kept.
 
-The file is a header line and one line per render, `KEY<TAB>OWNER<TAB>RENDER` (JSON; the
-owner is the uid whose request made it, `-` for the daemon's own), appended; a line of only
-a KEY drops that key's render. A restart indexes the keys (renders are read when asked for)
-and writes the file anew when most of its lines are stale. It lives in the daemon's `var/`,
-which only the daemon's user can write; what it holds is data, checked again by the
-descriptor parser.
+Most flag sets of a package render alike (stal/IX's CI set: 27,416 packages, 4,361 renders),
+so a render is kept once, under a digest of its text, and each key names it: the file is a
+header line and one line per key, `KEY<TAB>OWNER<TAB>DIGEST`, the first line naming a render
+followed by `<TAB>RENDER` (JSON; the owner is the uid whose request made it, `-` for the
+daemon's own), appended; a line of only a KEY drops that key's render. A restart indexes the
+lines by their keys' bytes, decoding nothing (a render is read, and checked against its
+digest, when asked for), and writes the file anew when most of its lines are stale. It lives
+in the daemon's `var/`, which only the daemon's user can write; what it holds is data,
+checked again by the descriptor parser; a damaged render is dropped and made again.
 
 Clients choose flags, so the store is bounded by bytes: the file never grows past
 `max_bytes`, the renders kept (live) take at most half of that, and one owner's at most
-`user_share` of those (the daemon's own account is not held to it). A render past a bound
-pushes out the least recently used of its owner's, or of all; when the file would outgrow
-its bound it is written anew with the live renders only (at most half of it).
+`user_share` of those (the daemon's own account is not held to it). A key's line counts
+against its owner, a render's text against the owner of one key naming it (another's when
+that key goes). A render past a bound pushes out the least recently used keys of its owner,
+or of all (a render goes with the last key naming it); when the file would outgrow its bound
+it is written anew with the live renders only (at most half of it).
 """
 
 from __future__ import annotations
@@ -35,31 +40,35 @@ from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ixd.recipes.owned import OwnedBytes, Owner
+
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
-#: who a render (and a package) counts against: the uid whose request made it (None: the
-#: daemon's own)
-Owner = int | None
+#: bytes (within `RenderStore`, whose `bytes` is its count of them)
+Data = bytes
 #: a file's identity on disk: device, inode, size, modification time (ns)
 Identity = tuple[int, int, int, int]
 #: a kept render: the raw descriptor (or None, `RenderStore.get`), the files it read,
 #: whether it names target_realm, a digest of it
 Kept = tuple[dict[str, Any] | None, frozenset[Path], bool, bytes]
 
+__all__ = ["DEFAULT_STORE_BYTES", "DEFAULT_USER_SHARE", "Kept", "Owner", "RenderStore",
+           "fingerprint"]
+
 #: renders waiting to be written are written once they take this much memory
 FLUSH_BYTES = 1 << 20
-#: at most this many renders are kept (about 40 times stal/IX's CI set): clients choose
+#: at most this many keys are kept (about 7 times stal/IX's CI set): clients choose
 #: flags, so without a bound any user could grow the file (and its index) without end;
 #: renders beyond it are made again after a restart
 MAX_RENDERS = 200_000
-#: the file's bound in bytes (its live renders take at most half: about 15 times stal/IX's
-#: CI set), and one owner's share of the live renders
+#: the file's bound in bytes (its live renders take at most half), and one owner's share of
+#: the live renders
 DEFAULT_STORE_BYTES = 192 << 20
 DEFAULT_USER_SHARE = 0.25
-#: at most this many decoded lines are kept for other keys that kept the same render
-MAX_DECODED = 4096
-#: the modules whose code decides what a render gives
 #: the packages whose code a render depends on: every module of them is hashed
 _RENDER_PACKAGES = ("recipes", "model")
+#: the file's format (in its header: a file of another format is an empty store)
+_FORMAT = 2
+DIGEST_BYTES = 16
 
 
 def fingerprint(settings: Mapping[str, str], host: str) -> str:
@@ -85,12 +94,29 @@ def _identity(path: Path) -> Identity | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest()
+
+
+class _Body:
+    """A kept render's text: where it is in the file (-1: not written yet, `text` holds it),
+    the keys naming it (in order), the key whose owner it counts against."""
+
+    __slots__ = ("length", "offset", "payer", "refs", "text")
+
+    def __init__(self, offset: int, length: int, text: bytes | None = None) -> None:
+        self.offset = offset
+        self.length = length
+        self.text = text
+        self.refs: dict[bytes, None] = {}
+        self.payer = b""
+
+
 class RenderStore:
     """The kept renders of one daemon root. Thread-safe.
 
-    Only the keys stay in memory, each with where its line is in the file and whose it is:
-    a render is read when a package asks for it (a store made by a big tree would otherwise
-    double the daemon's memory)."""
+    Only the keys and where each render is stay in memory: a render is read when a package
+    asks for it (a store made by a big tree would otherwise double the daemon's memory)."""
 
     def __init__(self, path: Path, fingerprint: str, max_renders: int = MAX_RENDERS,
                  max_bytes: int = DEFAULT_STORE_BYTES,
@@ -103,100 +129,123 @@ class RenderStore:
         self.live_bytes = max_bytes // 2
         self.user_bytes = int(self.live_bytes * user_share)
         self.uncapped = frozenset(uncapped)
-        self._header = (json.dumps({"fingerprint": fingerprint}) + "\n").encode()
+        self._header = (json.dumps({"fingerprint": fingerprint, "format": _FORMAT})
+                        + "\n").encode()
         self._lock = threading.Lock()
-        #: key -> (offset, length, owner) of its line, least recently used first; lines not
-        #: written yet are at offset -1
-        self._index: dict[PackageKey, tuple[int, int, Owner]] = {}
-        #: the bytes of the kept lines, in all and by owner; each owner's keys (recency)
-        self.bytes = 0
-        self.owner_bytes: dict[Owner, int] = {}
-        self._owned: dict[Owner, dict[PackageKey, None]] = {}
+        #: each key's (its JSON's Data) render digest, least recently used first
+        self._index: dict[Data, Data] = {}
+        #: the kept renders by digest
+        self._bodies: dict[Data, _Body] = {}
+        #: the Data of the keys' lines (but the renders) and of the renders, by owner
+        self._key_bytes: OwnedBytes[Data] = OwnedBytes()
+        self._body_bytes: OwnedBytes[Data] = OwnedBytes()
         #: the file's size (with what is pending), stale lines and all
         self.file_bytes = 0
-        #: files whose renders were dropped in this run, and the renders kept in this run
-        #: by the keys' files (for `forget`)
-        self._files_of: dict[PackageKey, tuple[Path, ...]] = {}
         #: each file's identity, looked at once per daemon run (until invalidated)
         self._seen: dict[Path, Identity | None] = {}
-        self._pending: list[tuple[PackageKey | None, bytes]] = []
+        #: keys to write at the next flush (their line as it is then), or to drop (None)
+        self._pending: list[tuple[Data, bool]] = []
         self._pending_bytes = 0
-        #: one Path per file named (sets of them hash and compare by identity)
+        #: one Path per file named, one set per set of files (sets hash and compare by
+        #: identity once shared)
         self._paths: dict[str, Path] = {}
-        #: the files of each render read, by a digest of its line (what follows the key):
-        #: the same render kept under several keys
-        self._files_of_body: dict[
-            bytes, tuple[list[tuple[Path, Identity]], bool, tuple[Path, ...]]] = {}
-        #: the renders whose files were found unchanged in this run (until one changes)
-        self._verified: set[bytes] = set()
+        self._file_sets: dict[frozenset[Path], frozenset[Path]] = {}
+        #: the renders read or kept in this run whose files were found unchanged (until one
+        #: changes): their files and whether they name target_realm
+        self._checked: dict[Data, tuple[frozenset[Path], bool]] = {}
         #: the file, open for reading kept renders (appends do not move what is there)
         self._reader: int | None = None
         self._closer: weakref.finalize[Any, Any] | None = None
         self.used = 0
-        #: renders pushed out by the bounds in this run
+        #: keys pushed out by the bounds in this run
         self.evicted = 0
         lines = self._read()
         self._bound()
         if lines > 2 * len(self._index) + 1000 or self.file_bytes > self.max_bytes:
             self._rewrite()
 
-    # --- the index and its bounds -----------------------------------------------------------
+    # --- the accounts and their bounds ------------------------------------------------------
 
-    def _keep(self, key: PackageKey, offset: int, length: int, owner: Owner) -> None:
-        self._drop(key)
-        self._index[key] = (offset, length, owner)
-        self.bytes += length
-        self.owner_bytes[owner] = self.owner_bytes.get(owner, 0) + length
-        self._owned.setdefault(owner, {})[key] = None
+    @property
+    def bytes(self) -> int:
+        """The Data of the kept renders and their keys' lines."""
+        return self._key_bytes.total + self._body_bytes.total
 
-    def _drop(self, key: PackageKey) -> bool:
-        """Forget `key`'s line (it stays in the file, stale, until the file is written
-        anew); whether there was one."""
-        kept = self._index.pop(key, None)
-        if kept is None:
+    @property
+    def owner_bytes(self) -> dict[Owner, int]:
+        """`bytes` by owner."""
+        totals = dict(self._key_bytes.by_owner)
+        for owner, size in self._body_bytes.by_owner.items():
+            totals[owner] = totals.get(owner, 0) + size
+        return totals
+
+    def _of(self, owner: Owner) -> int:
+        return self._key_bytes.of(owner) + self._body_bytes.of(owner)
+
+    def _keep(self, kb: Data, digest: Data, key_size: int, owner: Owner) -> None:
+        """`kb` names the kept render `digest` (lock held or not yet shared)."""
+        self._drop(kb)
+        body = self._bodies[digest]
+        self._index[kb] = digest
+        self._key_bytes.charge(kb, key_size, owner)
+        if not body.refs:
+            body.payer = kb
+            self._body_bytes.charge(digest, body.length + 1, owner)
+        body.refs[kb] = None
+
+    def _drop(self, kb: Data) -> bool:
+        """Forget `kb`'s line (it stays in the file, stale, until the file is written anew)
+        and its render with the last key naming it; whether there was one."""
+        digest = self._index.pop(kb, None)
+        if digest is None:
             return False
-        _offset, length, owner = kept
-        self.bytes -= length
-        left = self.owner_bytes[owner] - length
-        owned = self._owned[owner]
-        del owned[key]
-        if owned:
-            self.owner_bytes[owner] = left
-        else:
-            del self.owner_bytes[owner], self._owned[owner]
-        self._files_of.pop(key, None)
+        self._key_bytes.discharge(kb)
+        body = self._bodies[digest]
+        del body.refs[kb]
+        if not body.refs:
+            self._drop_body(digest)
+        elif body.payer == kb:  # its Data count against the owner of a key still naming it
+            body.payer = next(iter(body.refs))
+            self._body_bytes.discharge(digest)
+            self._body_bytes.charge(digest, body.length + 1, self._key_bytes.owner(body.payer))
         return True
 
-    def _touch(self, key: PackageKey) -> None:
-        """`key` used now: the last to be pushed out."""
-        kept = self._index.pop(key)
-        self._index[key] = kept
-        owned = self._owned[kept[2]]
-        del owned[key]
-        owned[key] = None
+    def _drop_body(self, digest: Data) -> list[Data]:
+        """Forget a render and every key naming it; those keys."""
+        body = self._bodies.pop(digest)
+        for kb in body.refs:
+            self._index.pop(kb)
+            self._key_bytes.discharge(kb)
+        self._body_bytes.discharge(digest)
+        self._checked.pop(digest, None)
+        return list(body.refs)
+
+    def _touch(self, kb: Data) -> None:
+        """`kb` used now: the last to be pushed out."""
+        self._index[kb] = self._index.pop(kb)
+        self._key_bytes.touch(kb)
 
     def _make_room(self, owner: Owner, size: int) -> None:
-        """Push out least recently used renders until `size` more bytes of `owner`'s fit
-        its share and the store (lock held)."""
+        """Push out least recently used keys until `size` more Data of `owner`'s fit its
+        share and the store (lock held)."""
         if owner not in self.uncapped:
-            owned = self._owned.get(owner, {})
-            while owned and self.owner_bytes.get(owner, 0) + size > self.user_bytes:
+            while (owned := self._key_bytes.owned(owner)) and \
+                    self._of(owner) + size > self.user_bytes:
                 self._evict(next(iter(owned)))
         while self._index and (self.bytes + size > self.live_bytes
                                or len(self._index) >= self.max_renders):
             self._evict(next(iter(self._index)))
 
-    def _evict(self, key: PackageKey) -> None:
-        self._drop(key)
-        self._pending = [(k, line) for k, line in self._pending if k != key]
+    def _evict(self, kb: Data) -> None:
+        self._drop(kb)
         self.evicted += 1
 
     def _bound(self) -> None:
         """The bounds on what a restart found (lock held or not yet shared)."""
-        for owner in list(self._owned):
+        for owner in self._key_bytes.owners():
             if owner not in self.uncapped:
-                owned = self._owned.get(owner, {})
-                while owned and self.owner_bytes.get(owner, 0) > self.user_bytes:
+                while (owned := self._key_bytes.owned(owner)) and \
+                        self._of(owner) > self.user_bytes:
                     self._evict(next(iter(owned)))
         while self._index and (self.bytes > self.live_bytes
                                or len(self._index) > self.max_renders):
@@ -211,6 +260,9 @@ class RenderStore:
             stream = open(self.path, "rb")
         except OSError:
             return 1 << 30
+        #: key -> (digest, the Data of its line but the render, owner), in the file's order
+        keys: dict[Data, tuple[Data, int, Owner]] = {}
+        found: dict[Data, tuple[int, int]] = {}  # the renders' places
         with stream:
             if stream.read(len(self._header)) != self._header:
                 return 1 << 30  # rewrite: made by other code or settings
@@ -220,40 +272,64 @@ class RenderStore:
                 data = carry + chunk
                 start = 0
                 while (end := data.find(b"\n", start)) >= 0:
-                    self._index_line(data, start, end, offset + start)
+                    self._index_line(data, start, end, offset + start, keys, found)
                     count += 1
                     start = end + 1
                 offset += start
                 carry = data[start:]
             self.file_bytes = offset  # a line cut short by a crash is not counted
+        for kb, (digest, key_size, owner) in keys.items():
+            body = self._bodies.get(digest)
+            if body is None:
+                place = found.get(digest)
+                if place is None:
+                    continue  # its render's line was lost
+                body = self._bodies[digest] = _Body(*place)
+            self._keep(kb, digest, key_size, owner)
         return count
 
-    def _index_line(self, data: bytes, start: int, end: int, offset: int) -> None:
+    @staticmethod
+    def _index_line(data: Data, start: int, end: int, offset: int,
+                    keys: dict[Data, tuple[Data, int, Owner]],
+                    found: dict[Data, tuple[int, int]]) -> None:
+        """One line: the key's Data as they are (decoding them would cost a restart a
+        tenth of a millisecond a key)."""
         tab = data.find(b"\t", start, end)
-        try:
-            key = _key(json.loads(data[start:tab if tab >= 0 else end]))
-            owner: Owner = None
-            if tab >= 0:
-                second = data.find(b"\t", tab + 1, end)
-                if second < 0:
-                    raise ValueError("no owner")
-                word = data[tab + 1:second]
-                owner = None if word == b"-" else int(word)
-        except (ValueError, TypeError):
-            return
         if tab < 0:  # dropped: a file it read changed meanwhile
-            self._drop(key)
-        else:
-            self._keep(key, offset, end - start, owner)
+            keys.pop(data[start:end], None)
+            return
+        kb = data[start:tab]
+        second = data.find(b"\t", tab + 1, end)
+        if second < 0:
+            return
+        third = data.find(b"\t", second + 1, end)
+        hex_end = end if third < 0 else third
+        try:
+            word = data[tab + 1:second]
+            owner: Owner = None if word == b"-" else int(word)
+            digest = bytes.fromhex(data[second + 1:hex_end].decode("ascii"))
+        except ValueError:
+            return
+        if len(digest) != DIGEST_BYTES:
+            return
+        keys.pop(kb, None)  # the last line of a key says where it is in the use order
+        keys[kb] = (digest, hex_end - start, owner)
+        if third >= 0 and digest not in found:
+            found[digest] = (offset + third + 1 - start, end - third - 1)
+
+    def _head(self, kb: Data) -> Data:
+        """A key's line but its render: the key, its owner, the render's digest."""
+        return b"%s\t%s\t%s" % (kb, _word(self._key_bytes.owner(kb)),
+                                 self._index[kb].hex().encode())
 
     def _rewrite(self) -> None:
-        """The file anew: its header and the lines of the renders still kept, copied one by
-        one (never the whole file in memory), those not written yet among them."""
-        waiting = {k: line for k, line in self._pending if k is not None}
+        """The file anew: its header and the lines of the keys still kept, each render with
+        the first key naming it, copied one by one (never the whole file in memory)."""
         self._pending, self._pending_bytes = [], 0
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            index: dict[PackageKey, tuple[int, int, Owner]] = {}
+            placed: dict[Data, int] = {}
+            lost: list[Data] = []
             try:
                 source = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -261,29 +337,37 @@ class RenderStore:
             try:
                 with open(tmp, "wb") as out:
                     out.write(self._header)
-                    for key, (offset, length, owner) in self._index.items():
-                        if offset < 0:
-                            line = waiting.get(key, b"")
-                        else:
-                            line = os.pread(source, length + 1, offset) if source >= 0 else b""
-                        if len(line) != length + 1 or not line.endswith(b"\n"):
-                            continue  # gone (a damaged file): made again when asked for
-                        index[key] = (out.tell(), length, owner)
-                        out.write(line)
+                    for kb, digest in self._index.items():
+                        if digest in placed:
+                            out.write(self._head(kb) + b"\n")
+                            continue
+                        body = self._bodies[digest]
+                        text = body.text
+                        if text is None:
+                            text = (os.pread(source, body.length, body.offset)
+                                    if source >= 0 else b"")
+                        if len(text) != body.length:
+                            lost.append(digest)  # gone (a damaged file): made again
+                            placed[digest] = -1
+                            continue
+                        out.write(self._head(kb) + b"\t")
+                        placed[digest] = out.tell()
+                        out.write(text + b"\n")
                     size = out.tell()
             finally:
                 if source >= 0:
                     os.close(source)
             os.replace(tmp, self.path)
             self._close_reader()
-            for key in [k for k in self._index if k not in index]:
-                self._drop(key)
-            self._index = index
+            for digest in lost:
+                self._drop_body(digest)
+            for digest, body in self._bodies.items():
+                body.offset, body.text = placed[digest], None
             self.file_bytes = size
         except OSError:
             tmp.unlink(missing_ok=True)
-            for key in list(self._index):
-                self._drop(key)
+            for digest in list(self._bodies):
+                self._drop_body(digest)
             self.file_bytes = self.max_bytes  # written anew at the next flush
 
     def _close_reader(self) -> None:
@@ -302,83 +386,119 @@ class RenderStore:
         identity = self._seen[path] = _identity(path)
         return identity
 
-    def get(self, key: PackageKey, known: Container[bytes] = ()) -> Kept | None:
+    def get(self, key: PackageKey, known: Container[Data] = ()) -> Kept | None:
         """The kept render of `key`, if every file it read is still the one it read: its
         raw descriptor (None if it is one the caller has from another key: its digest is in
         `known`), the files, whether it names target_realm, the digest of the render."""
+        kb = _key_json(key).encode()
         with self._lock:
-            where = self._index.get(key)
-            if where is None or where[0] < 0:
+            digest = self._index.get(kb)
+            if digest is None:
                 return None
-            try:
-                if self._reader is None:
-                    self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                    self._closer = weakref.finalize(self, os.close, self._reader)
-                line = os.pread(self._reader, where[1], where[0])
-                # a line: key, owner, render
-                body = line[line.index(b"\t", line.index(b"\t") + 1) + 1:]
-                # flag sets that render alike are kept alike: a render the caller has from
-                # another key (`known`) is not decoded again, only its files
-                digest = hashlib.blake2b(body, digest_size=16).digest()
-                files_of = self._files_of_body.get(digest)
-                raw: dict[str, Any] | None = None
-                if files_of is None or digest not in known:
-                    raw, files, reads_realm = json.loads(body)
-                    if not isinstance(raw, dict):
-                        raise TypeError("not a descriptor")
-                    paths = self._paths
-                    identified = [(paths.get(p) or paths.setdefault(p, Path(p)), (d, i, n, m))
-                                  for p, d, i, n, m in files]
-                    files_of = (identified, bool(reads_realm),
-                                tuple(p for p, _ in identified))
-                    if len(self._files_of_body) >= MAX_DECODED:
-                        self._files_of_body.clear()
-                        self._verified.clear()
-                    self._files_of_body[digest] = files_of
-                identified, reads_realm, read = files_of
-            except (OSError, ValueError, TypeError):
-                self._drop(key)
-                return None
-            if digest not in self._verified:  # its files looked at once per run
-                for path, identity in identified:
-                    if self._now(path) != identity:
-                        self._drop(key)
-                        return None
-                self._verified.add(digest)
-            self._touch(key)
-            self._files_of[key] = read
+            checked = self._checked.get(digest)
+            raw: dict[str, Any] | None = None
+            if checked is None or digest not in known:
+                try:
+                    raw, checked = self._decode(digest)
+                except (OSError, ValueError, TypeError):
+                    self._drop_body(digest)
+                    return None
+                if checked is None:  # a file it read changed
+                    self._drop_body(digest)
+                    return None
+            self._touch(kb)
             self.used += 1
-            return raw, frozenset(read), reads_realm, digest
+            return raw, checked[0], checked[1], digest
+
+    def _decode(self, digest: Data) -> tuple[dict[str, Any], tuple[frozenset[Path], bool]
+                                              | None]:
+        """A kept render read (and checked against its digest), and its files and whether
+        it names target_realm if they are still the files it read (lock held)."""
+        body = self._bodies[digest]
+        text = body.text
+        if text is None:
+            if self._reader is None:
+                self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._closer = weakref.finalize(self, os.close, self._reader)
+            text = os.pread(self._reader, body.length, body.offset)
+            if _digest(text) != digest:
+                raise ValueError("a damaged render")
+        raw, files, reads_realm = json.loads(text)
+        if not isinstance(raw, dict):
+            raise TypeError("not a descriptor")
+        checked = self._checked.get(digest)
+        if checked is not None:
+            return raw, checked
+        paths = self._paths
+        read = []
+        for p, d, i, n, m in files:
+            path = paths.get(p) or paths.setdefault(p, Path(p))
+            if self._now(path) != (d, i, n, m):
+                return raw, None
+            read.append(path)
+        fileset = frozenset(read)
+        checked = self._checked[digest] = (self._file_sets.setdefault(fileset, fileset),
+                                           bool(reads_realm))
+        return raw, checked
 
     def put(self, key: PackageKey, raw: dict[str, Any], text: str, files: Iterable[Path],
-            reads_realm: bool, owner: Owner = None) -> None:
+            reads_realm: bool, owner: Owner = None) -> Data | None:
         """Keep a render made now for `owner`: `raw` its descriptor, `text` the same as JSON
-        (written by the next `flush`)."""
+        (written by the next `flush`). Its digest (for `alias`), or None if not kept."""
         with self._lock:
             identified = []
             for path in files:
                 identity = self._now(path)
                 if identity is None:  # gone already: nothing to check it against
-                    return
+                    return None
                 identified.append((path, identity))
             # the text as it came, not encoded again (JSON has line breaks and tabs only
             # between tokens: spaces there read the same)
             flat = text.replace("\n", " ").replace("\t", " ")
             read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
                             for p, (d, i, n, m) in identified)
-            word = "-" if owner is None else str(int(owner))
-            line = (f"{_key_json(key)}\t{word}\t[{flat},[{read}],"
-                    f"{'true' if reads_realm else 'false'}]\n").encode()
-            size = len(line) - 1
-            if size > self.user_bytes and owner not in self.uncapped:
-                return  # one render larger than a share: made again after a restart
-            self._make_room(owner, size)
-            self._keep(key, -1, size, owner)
-            self._pending.append((key, line))
-            self._pending_bytes += len(line)
-            self._files_of[key] = tuple(p for p, _ in identified)
-            if self._pending_bytes > FLUSH_BYTES:  # a big tree's first load: not all at once
-                self._flush()
+            body = (f"[{flat},[{read}],{'true' if reads_realm else 'false'}]").encode()
+            digest = _digest(body)
+            if digest not in self._bodies:
+                self._bodies[digest] = _Body(-1, len(body), body)
+                fileset = frozenset(p for p, _ in identified)
+                self._checked[digest] = (self._file_sets.setdefault(fileset, fileset),
+                                         reads_realm)
+                self._pending_bytes += len(body)
+                if not self._name(key, digest, owner, len(body) + 1):
+                    self._bodies.pop(digest)
+                    self._checked.pop(digest)
+                    return None
+                return digest
+            return digest if self._name(key, digest, owner, 0) else None
+
+    def alias(self, key: PackageKey, digest: Data, owner: Owner = None) -> bool:
+        """Keep `key` as naming the render `put` kept as `digest` (another flag set that
+        renders alike); False if that render is no longer kept."""
+        with self._lock:
+            return digest in self._bodies and self._name(key, digest, owner, 0)
+
+    def _name(self, key: PackageKey, digest: Data, owner: Owner, new_body: int) -> bool:
+        """`key` names the render `digest` from now on (lock held); `new_body`: its Data
+        if no key names it yet. False if it does not fit one owner's share."""
+        kb = _key_json(key).encode()
+        if self._index.get(kb) == digest:
+            self._touch(kb)
+            return True
+        self._drop(kb)
+        key_size = len(kb) + 2 + len(_word(owner)) + 2 * DIGEST_BYTES  # as `_head` writes it
+        size = key_size + new_body
+        if size > self.user_bytes and owner not in self.uncapped:
+            return False  # one render larger than a share: made again after a restart
+        self._make_room(owner, size)
+        if digest not in self._bodies:  # pushed out making room: the caller keeps it again
+            return False
+        self._keep(kb, digest, key_size, owner)
+        self._pending.append((kb, True))
+        self._pending_bytes += key_size + 1
+        if self._pending_bytes > FLUSH_BYTES:  # a big tree's first load: not all at once
+            self._flush()
+        return True
 
     def flush(self) -> None:
         """Append the renders kept and dropped since the last flush (a failure only costs a
@@ -393,45 +513,66 @@ class RenderStore:
             self._rewrite()  # the live lines (the pending ones too): at most half the bound
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
+        written: list[_Body] = []
         try:
             with open(self.path, "ab") as stream:
                 if stream.tell() == 0:  # a new file: not the one being read
                     self._close_reader()
                     stream.write(self._header)
-                for key, line in pending:
-                    offset = stream.tell()
-                    stream.write(line)
-                    if key is not None and key in self._index:
-                        _old, length, owner = self._index[key]
-                        self._index[key] = (offset, length, owner)
+                for kb, kept in pending:
+                    if not kept:
+                        stream.write(kb + b"\n")
+                        continue
+                    if kb not in self._index:
+                        continue  # pushed out since: nothing to write
+                    body = self._bodies[self._index[kb]]
+                    if body.offset >= 0:
+                        stream.write(self._head(kb) + b"\n")
+                        continue
+                    stream.write(self._head(kb) + b"\t")
+                    body.offset = stream.tell()
+                    written.append(body)
+                    assert body.text is not None
+                    stream.write(body.text + b"\n")
                 self.file_bytes = stream.tell()
+            for body in written:
+                body.text = None
         except OSError:
-            for key, _line in pending:
-                if key is not None and self._index.get(key, (0,))[0] < 0:
-                    self._drop(key)
+            for body in written:  # not (all) there: kept in memory, written anew later
+                body.offset = -1
+            self.file_bytes = self.max_bytes
 
     def forget(self, paths: Iterable[Path]) -> None:
         """Files changed: look at them again, and drop the renders that read them (a render
         kept just as its file changed may hold the old text under the new identity)."""
         with self._lock:
             changed = {Path(p) for p in paths}
-            self._verified.clear()
             for path in changed:
                 self._seen.pop(path, None)
-            for key, files in list(self._files_of.items()):
-                if not changed.isdisjoint(files):
-                    self._drop(key)
-                    self._pending = [(k, line) for k, line in self._pending if k != key]
-                    line = f"{_key_json(key)}\n".encode()
-                    self._pending.append((None, line))
-                    self._pending_bytes += len(line)
+            stale = [d for d, (files, _) in self._checked.items()
+                     if not changed.isdisjoint(files)]
+            for digest in stale:
+                for kb in self._drop_body(digest):
+                    self._pending.append((kb, False))
+                    self._pending_bytes += len(kb) + 1
+
+    def check_invariants(self) -> None:
+        """The accounts match the keys and renders kept (raises AssertionError)."""
+        with self._lock:
+            self._key_bytes.check_invariants()
+            self._body_bytes.check_invariants()
+            assert set(self._key_bytes) == set(self._index)
+            assert set(self._body_bytes) == set(self._bodies)
+            for digest, body in self._bodies.items():
+                assert body.refs and body.payer in body.refs, digest
+                assert self._body_bytes.owner(digest) == self._key_bytes.owner(body.payer)
+                assert all(self._index[kb] == digest for kb in body.refs)
+            assert sum(len(b.refs) for b in self._bodies.values()) == len(self._index)
 
 
-def _key(item: Any) -> PackageKey:
-    name, flags = item
-    if not isinstance(name, str):
-        raise TypeError("not a package name")
-    return name, tuple((str(k), str(v)) for k, v in flags)
+def _word(owner: Owner) -> bytes:
+    """An owner in a line."""
+    return b"-" if owner is None else str(int(owner)).encode()
 
 
 def _key_json(key: PackageKey) -> str:
