@@ -45,8 +45,6 @@ import trio
 from bench._daemon import BenchDaemon, load_average, ms, mut_args, percentile, slow
 from ixd.daemon.main import default_max_memory
 from ixd.model.layout import Layout
-from ixd.store.builder import _make_scratch as make_scratch
-from ixd.store.builder import sandbox_etc_dir
 from ixd.store.buildusers import (
     DEFAULT_GROUP,
     BuildUser,
@@ -60,6 +58,7 @@ from ixd.store.cgroup import probe as probe_cgroups
 from ixd.store.confine import build_identity_argv, confinement_argv, sandbox_etc
 from ixd.store.db import BuildDatabase
 from ixd.store.elf import machine_check
+from ixd.store.scratch import Scratch, prepare, sandbox_etc_dir
 
 
 def direct_runs(node: dict[str, Any], count: int, jobs: int) -> float:
@@ -158,9 +157,12 @@ def slot_parts(node: dict[str, Any], repeat: int) -> list[Part]:
     parts: list[Part] = []
     counter = itertools.count()
 
+    def make_scratch(root: Path, user: BuildUser) -> None:
+        prepare(Scratch(root, store_path, True, layout.trash), user)
+
     def fresh_scratch(user: BuildUser) -> Path:
         scratch = layout.scratch(f"p{next(counter)}")
-        make_scratch(scratch, user, [], store_path.name)
+        make_scratch(scratch, user)
         return scratch
 
     def chain(user: BuildUser, scratch: Path, *, cgroup: BuildCgroup | None, bwrap: bool,
@@ -185,8 +187,7 @@ def slot_parts(node: dict[str, Any], repeat: int) -> list[Part]:
 
             parts.append(Part("scratch: folders, links, chown (spawner thread)", True,
                               _median_time(repeat, lambda i: layout.scratch(f"s{i}"),
-                                           lambda s: make_scratch(s, user, [],
-                                                                  store_path.name),
+                                           lambda s: make_scratch(s, user),
                                            scratch_gone)))
             if cgroups is not None:
                 def new_cgroup(index: int) -> BuildCgroup:
