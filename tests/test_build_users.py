@@ -88,9 +88,9 @@ def test_a_probe_finds_no_free_build_user_and_says_so() -> None:
     users = load_pool(DEFAULT_GROUP)[:2]
     other = BuildUserPool(users)
     with contextlib.ExitStack() as held:
-        for _ in users:  # all of them another daemon's (the suite's own may hold some)
-            with contextlib.suppress(ConfinementUnavailable):
-                held.enter_context(other.holding_one(deadline=0))
+        for _ in users:  # all of them another daemon's (waiting for any the suite's own
+            # daemons hold meanwhile: each holds one only while a build runs)
+            held.enter_context(other.holding_one(deadline=300))
         with pytest.raises(ConfinementUnavailable, match="held by other"), \
                 BuildUserPool(users).holding_one(deadline=0.2):
             pass

@@ -119,7 +119,9 @@ def _daemon(shared: Shared, extra: Sequence[str], *, keep_root: bool = False,
     finally:
         status = daemon.stop()
         if not keep_root:
-            away = shared.top / f"old-{next(shared.counter)}"
+            # beside it: the seeded root's folder is a mount of its own (a rename cannot
+            # leave it)
+            away = shared.root.with_name(f"old-{next(shared.counter)}")
             shared.root.rename(away)
             subprocess.run(["chmod", "-R", "u+w", str(away)], check=False)
             shutil.rmtree(away, ignore_errors=True)
