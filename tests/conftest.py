@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from tests import daemon_harness
 from tests.parallel import ModuleScheduling, Needs, RunFolder, module_of, needs_of
-from tests.seeded_store import SEEDED_ROOTS, Prebuild, SeededRoot
+from tests.seeded_store import SEEDED_ROOTS, Prebuild, SeededPath, SeededRoot
 
 # Property tests: a hundred cases each in every test run (the suite runs often, and each
 # run draws new ones); `bench/fuzz.py` (profile `fuzz`) runs the fuzzers with tens of
@@ -134,6 +134,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleSchedu
 
 def pytest_sessionfinish() -> None:
     RUN.close()
+
+
+@pytest.fixture(scope="session")
+def seeded_path() -> SeededPath:
+    """The prebuilt roots' one path, this process's own, without waiting for any root (a
+    module marked `before_its_root` holds it, then asks for its root when it needs it)."""
+    return RUN.prebuild.path()
 
 
 @pytest.fixture(scope="session")

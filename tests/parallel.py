@@ -39,6 +39,9 @@ class Needs:
     #: modules with tests marked `slow`: handed out before the others (the longest first
     #: leaves the short ones to fill the end)
     slow_modules: set[str] = field(default_factory=set)
+    #: modules on a prebuilt root that start before it is ready (mark `before_its_root`):
+    #: handed out as if they needed none
+    early_modules: set[str] = field(default_factory=set)
 
 
 class RunFolder:
@@ -52,7 +55,8 @@ class RunFolder:
         staging = self.path / f".needs-{worker}"
         staging.write_text(json.dumps({"seeded_modules": needs.seeded_modules,
                                        "accounts": needs.accounts,
-                                       "slow_modules": sorted(needs.slow_modules)}))
+                                       "slow_modules": sorted(needs.slow_modules),
+                                       "early_modules": sorted(needs.early_modules)}))
         staging.rename(self.path / f"needs-{worker}.json")
 
     def needs(self) -> Needs:
@@ -63,6 +67,7 @@ class RunFolder:
             found.seeded_modules.update(said["seeded_modules"])
             found.accounts |= said["accounts"]
             found.slow_modules.update(said["slow_modules"])
+            found.early_modules.update(said["early_modules"])
         return found
 
     @property
@@ -93,7 +98,9 @@ def needs_of(items: list[pytest.Item], roots: Iterable[str]) -> Needs:
     fixture, or by a mark of the fixture's name where they ask through getfixturevalue)."""
     needs = Needs(accounts=any("accounts" in item.fixturenames for item in items),
                   slow_modules={module_of(item.nodeid) for item in items
-                                if item.get_closest_marker("slow")})
+                                if item.get_closest_marker("slow")},
+                  early_modules={module_of(item.nodeid) for item in items
+                                 if item.get_closest_marker("before_its_root")})
     for item in items:
         for root in roots:
             if root in item.fixturenames or item.get_closest_marker(root):
@@ -129,7 +136,7 @@ class ModuleScheduling(LoadScopeScheduling):
         def rank(unit: str) -> int:
             slow = unit in needs.slow_modules
             root = needs.seeded_modules.get(unit)
-            if root is None:
+            if root is None or unit in needs.early_modules:
                 return 2 if slow else 3
             if not self._seeded_ready(root):
                 return 4

@@ -291,6 +291,12 @@ class Prebuild:
         else:
             path.rename(pristine)
 
+    def path(self) -> SeededPath:
+        """The prebuilt roots' path, as this process sees it (without waiting for a root:
+        for a module that starts there before its root is ready)."""
+        assert self._at is not None, "this process's tests have no path of their own (root?)"
+        return self._at
+
     def finished(self, root: str) -> bool:
         """Whether `root` is made (or failed to be)."""
         return self._seeded is not None and (self._pristine(root).exists()

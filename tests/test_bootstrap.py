@@ -5,7 +5,9 @@ its closure is the same bytes (the content hashes `ixd verify` checks).
 
 The first build is the prebuilt root of the run (tests/seeded_store.py: an ixd built stages
 0 and 1 and lib/c there from an empty store); this module builds everything again from an
-empty store at that very path, then bin/hello on a copy of the prebuilt root, and compares.
+empty store at that very path (at the start of the run, while the root is being built: each
+process sees the path as its own), then bin/hello on a copy of the prebuilt root, and
+compares.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import pytest
 from ixd.store.elf import elf_interpreter
 from ixd.store.fstree import remove_tree
 from tests.daemon_harness import PKGS, TEST_OVERLAY, RunningDaemon, read_rows, start_daemon
-from tests.seeded_store import SeededRoot
+from tests.seeded_store import SeededPath, SeededRoot
 
-pytestmark = [pytest.mark.slow, pytest.mark.lib_c_root]
+pytestmark = [pytest.mark.slow, pytest.mark.lib_c_root, pytest.mark.before_its_root]
 BUILD_TIMEOUT = 1800
 #: stage 0: the only builds that see the host
 STAGE_0 = {"bld/boot/0/clang", "bld/boot/0/seed"}
@@ -75,11 +77,8 @@ def _build(daemon: RunningDaemon, fresh: bool) -> Built:
 
 
 @pytest.fixture(scope="module")
-def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
-    seeded: SeededRoot = request.getfixturevalue("lib_c_root")
-    prebuilt = {r["uid"]: r["hash"] for r in read_rows(
-        seeded.pristine / "var" / "ixd.sqlite", "SELECT uid, hash FROM store")}
-    with seeded.hold() as root:
+def chain(seeded_path: SeededPath, request: pytest.FixtureRequest) -> Iterator[Chain]:
+    with seeded_path.hold() as root:
         # everything again, from an empty store at the prebuilt root's path
         daemon = start_daemon(root, overlays=(TEST_OVERLAY, PKGS), boot=True)
         try:
@@ -91,7 +90,11 @@ def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
         away = root.with_name(f"{root.name}-fresh-{os.getpid()}")
         root.rename(away)
         remove_tree(away)
-        # bin/hello again, on the prebuilt root (stages 0 and 1 and lib/c built there first)
+        # bin/hello again, on the prebuilt root (stages 0 and 1 and lib/c built there first,
+        # meanwhile)
+        seeded: SeededRoot = request.getfixturevalue("lib_c_root")
+        prebuilt = {r["uid"]: r["hash"] for r in read_rows(
+            seeded.pristine / "var" / "ixd.sqlite", "SELECT uid, hash FROM store")}
         seeded.copy_into_place()
         daemon = start_daemon(root, overlays=(TEST_OVERLAY, PKGS), boot=True)
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_harness import RunningDaemon, start_daemon
-from tests.seeded_store import SeededRoot
+from tests.seeded_store import BOOT_CHAIN, SeededRoot
 
 pytestmark = pytest.mark.lib_c_root
 
@@ -34,7 +34,7 @@ def _lib_c(daemon: RunningDaemon, package: str) -> Path:
 
 def test_gc_then_mut_of_the_same_realm_builds_nothing(lib_c_root: SeededRoot) -> None:
     with lib_c_root.take() as root:
-        daemon = start_daemon(root)
+        daemon = start_daemon(root, boot=BOOT_CHAIN)
         try:
             daemon.ixc("mut", "gcm", "+bin/hello", timeout=1800)
             lib_c = _lib_c(daemon, "bin/hello")
@@ -51,7 +51,7 @@ def test_gc_then_mut_of_the_same_realm_builds_nothing(lib_c_root: SeededRoot) ->
             daemon.ixc("build", "bin/hello")
             # and after a restart, through a whole plan (nothing remembered of the realm)
             assert daemon.stop() == 0
-            daemon = start_daemon(root)
+            daemon = start_daemon(root, boot=BOOT_CHAIN)
             again = daemon.ixc("mut", "gcm", "+bin/hello")
             assert "nodes to build" not in again.stderr, again.stderr
             assert len(_builds(daemon)) == built, "gc then mut rebuilt build-only inputs"

@@ -37,13 +37,13 @@ class Worker:
         return [{nodeid.split("::")[0] for nodeid in batch} for batch in self.sent]
 
 
-def scheduling(ready: set[str], workers: int, slow: set[str] | None = None
-               ) -> tuple[ModuleScheduling, list[Worker]]:
+def scheduling(ready: set[str], workers: int, slow: set[str] | None = None,
+               early: set[str] | None = None) -> tuple[ModuleScheduling, list[Worker]]:
     config: Any = SimpleNamespace(getvalue=lambda name: [f"{workers}*popen"],
                                   option=SimpleNamespace(loadscopereorder=True))
     needs = Needs(seeded_modules={ON_GCC[0]: "lib_c_root", ON_GCC[1]: "lib_c_root",
                                   ON_CLANG: "toolchain_root"},
-                  slow_modules={SLOW} if slow is None else slow)
+                  slow_modules={SLOW} if slow is None else slow, early_modules=early or set())
     scheduler = ModuleScheduling(config, None, needs=lambda: needs,
                                  seeded_ready=lambda root: root in ready)
     nodes = [Worker(f"gw{n}") for n in range(workers)]
@@ -72,6 +72,12 @@ def test_a_ready_slow_module_on_a_root_goes_before_the_others() -> None:
     assert only.modules()[0] == {ON_CLANG}
     handed = drain(scheduler, only)
     assert handed.index({ON_CLANG}) < handed.index({ON_GCC[0]}) < handed.index({SLOW})
+
+
+def test_a_module_starting_before_its_root_goes_out_at_once() -> None:
+    _, (first, second) = scheduling(ready=set(), workers=2, slow={SLOW, ON_CLANG},
+                                    early={ON_CLANG})
+    assert first.modules()[0] | second.modules()[0] == {SLOW, ON_CLANG}
 
 
 def test_a_root_still_being_built_waits_while_other_units_are_left() -> None:

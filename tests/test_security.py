@@ -238,6 +238,9 @@ def test_fifo_sockets_and_dev_zero_links_do_not_hang_anyone(daemon: RunningDaemo
 
 def test_builds_run_as_build_users_one_uid_each(daemon: RunningDaemon,
                                                  accounts: dict[str, int]) -> None:
+    # the tools the holds build with first (an earlier test's gc may have collected them:
+    # stage 1 again takes minutes), so that both holds start at once
+    daemon.ixc("build", "bin/attack/hold(tag=tools,secs=0)", user=VICTIM, timeout=1800)
     builds = (package_uid(daemon, "bin/attack/hold(tag=uid1,secs=60)", VICTIM),
               package_uid(daemon, "bin/attack/hold(tag=uid2,secs=60)", ATTACKER))
     clients = [spawn(daemon, VICTIM, "build", "bin/attack/hold(tag=uid1,secs=60)"),
