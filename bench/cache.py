@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from ixd.cache import format as fmt
-from ixd.cache.stores import BinaryCache, open_store, read_credentials
+from ixd.cache.binarycache import BinaryCache
+from ixd.cache.stores import open_store, read_credentials
 from tests.daemon_harness import PKGS, PROJECT, RunningDaemon, start_daemon, wait_for
 from tests.s3server import running_s3, write_credentials
 

@@ -299,7 +299,8 @@ def cold_child(args: argparse.Namespace) -> None:
     imported = time.perf_counter()
     from ixd.model.layout import Layout
     from ixd.model.selector import parse_selector
-    from ixd.recipes.packages import GC_THRESHOLDS, PackageGraph, walk_closure
+    from ixd.recipes.package import walk_closure
+    from ixd.recipes.packages import GC_THRESHOLDS, PackageGraph
     from ixd.recipes.plan import realm_plan
     from ixd.recipes.tree import RecipeTree
 

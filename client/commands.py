@@ -5,6 +5,8 @@ Adding a command is adding one such function. A command gets the `Context` (opti
 streams, `ctx.call(op, args)` to ask the daemon, `ctx.show(value, printer)` to print the
 answer) and the words after its name; it returns the exit status. Whatever only one command
 needs (the lexer, json, subprocess, ...) it imports itself, so that the others stay light.
+Long because it is the table of every command: its length is their number (the longest is
+36 lines), not the depth of any one.
 """
 
 from __future__ import annotations

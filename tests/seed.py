@@ -96,7 +96,8 @@ def needed_sources(packages: Sequence[str], overlays: Sequence[Path] = ()) -> li
     fetched file of another package in the closure is an error naming it.
     """
     from ixd.model.selector import parse_selector
-    from ixd.recipes.packages import PackageGraph, walk_closure
+    from ixd.recipes.package import walk_closure
+    from ixd.recipes.packages import PackageGraph
     from ixd.recipes.tree import RecipeTree
 
     if not overlays:

@@ -11,7 +11,8 @@ import pytest
 
 from ixd.cache import archive as cachearchive
 from ixd.cache import format as fmt
-from ixd.cache.stores import BinaryCache, DirectoryStore, open_store
+from ixd.cache.binarycache import BinaryCache
+from ixd.cache.stores import DirectoryStore, open_store
 from ixd.cache.substitute import load_trusted_keys, narrow_plan
 from ixd.model.nodes import Node, Plan
 from ixd.wire.errors import (

@@ -14,7 +14,8 @@ import pytest
 from ixd.model.layout import Layout, entry_kind
 from ixd.model.nodes import Node
 from ixd.model.selector import parse_selector
-from ixd.recipes.packages import Package, PackageGraph, walk_closure
+from ixd.recipes.package import Package, walk_closure
+from ixd.recipes.packages import PackageGraph
 from ixd.recipes.plan import build_plan, realm_plan
 from ixd.recipes.tree import RecipeTree
 from ixd.wire.errors import BadName, DependencyCycle, RecipeError, RecipeNotFound

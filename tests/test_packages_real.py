@@ -36,7 +36,8 @@ from pathlib import Path
 import pytest
 
 from ixd.model.selector import parse_selector
-from ixd.recipes.packages import PackageGraph, walk_closure
+from ixd.recipes.package import walk_closure
+from ixd.recipes.packages import PackageGraph
 from ixd.recipes.tree import RecipeTree
 from ixd.store.elf import NotElf, elf_interpreter
 from ixd.store.fetch import fetch_source

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ixd.cache import format as fmt
-from ixd.cache.stores import BinaryCache, open_store
+from ixd.cache.binarycache import BinaryCache
+from ixd.cache.stores import open_store
 from ixd.cache.substitute import Pusher
 from ixd.model.layout import Layout
 from ixd.store.db import BuildDatabase

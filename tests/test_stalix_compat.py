@@ -24,7 +24,8 @@ import pytest
 
 from ixd.model.selector import parse_selector
 from ixd.recipes.loadorder import load_order
-from ixd.recipes.packages import PackageGraph, walk_closure
+from ixd.recipes.package import walk_closure
+from ixd.recipes.packages import PackageGraph
 from ixd.recipes.tree import RecipeTree
 from tests.daemon_harness import RunningDaemon, start_daemon
 from tests.stalix_facts import differences, ix_facts

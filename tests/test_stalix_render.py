@@ -11,7 +11,8 @@ import pytest
 from ixd.model import platforms
 from ixd.model.selector import parse_selector
 from ixd.recipes.filters import FILTERS
-from ixd.recipes.packages import PackageGraph, pkg_name, uniq_id
+from ixd.recipes.package import pkg_name, uniq_id
+from ixd.recipes.packages import PackageGraph
 from ixd.recipes.tree import RecipeTree
 from ixd.wire.errors import BadFlag, BadName, RecipeError, RecipeNotFound
 

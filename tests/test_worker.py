@@ -22,7 +22,8 @@ from ixd.cache.format import Entry
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node
 from ixd.model.selector import parse_selector
-from ixd.recipes.packages import PackageGraph, recipe_node_uid, walk_closure
+from ixd.recipes.package import recipe_node_uid, walk_closure
+from ixd.recipes.packages import PackageGraph
 from ixd.recipes.plan import build_plan
 from ixd.recipes.tree import RecipeTree
 from ixd.wire.errors import (

@@ -30,7 +30,7 @@ from typing import Any
 from ixd.cache.format import Entry
 from ixd.model.layout import Layout, entry_kind
 from ixd.model.nodes import Node, Plan, Source, url_basename
-from ixd.recipes.packages import UID_LENGTH, recipe_node_uid
+from ixd.recipes.package import UID_LENGTH, recipe_node_uid
 from ixd.recipes.plan import fetch_node
 from ixd.wire.errors import ClusterRefused
 

@@ -1,6 +1,6 @@
 """The signed binary cache: index format and ed25519 signatures (`format`), S3 and folder
-stores (`stores`), archives (`archive`), substitution and pushing (`substitute`), and
-unpacking an archive as a confined build (`unpack`).
+stores (`stores`), one cache over a store (`binarycache`), archives (`archive`), substitution
+and pushing (`substitute`), and unpacking an archive as a confined build (`unpack`).
 
 May import: `ixd.wire`, `ixd.model`, `ixd.store`.
 """

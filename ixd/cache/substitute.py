@@ -30,7 +30,8 @@ import trio
 
 from ixd.cache import archive as cachearchive
 from ixd.cache import format as fmt
-from ixd.cache.stores import BinaryCache, Hit, open_store, read_credentials
+from ixd.cache.binarycache import BinaryCache, Hit
+from ixd.cache.stores import open_store, read_credentials
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan, needed_plan
 from ixd.store.db import BuildDatabase

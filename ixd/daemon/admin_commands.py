@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ixd.build.certs import DEFAULT_DAYS, make_certificates, members
-from ixd.cache.stores import BinaryCache, open_store, read_credentials
+from ixd.cache.binarycache import BinaryCache
+from ixd.cache.stores import open_store, read_credentials
 from ixd.model.layout import Layout
 from ixd.wire.errors import IxError
 

@@ -22,7 +22,7 @@ from ixd.model.layout import Layout
 from ixd.model.nodes import Node
 from ixd.model.selector import Selector, parse_selector
 from ixd.recipes import plan as planning
-from ixd.recipes.packages import Package
+from ixd.recipes.package import Package
 from ixd.store.buildlog import DEFAULT_MAX_LOG, head_bytes
 from ixd.store.db import BuildDatabase
 from ixd.wire import events

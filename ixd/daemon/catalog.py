@@ -28,7 +28,8 @@ from ixd.recipes.fixup import fixer_selectors
 from ixd.recipes.flagnames import TemplateNames
 from ixd.recipes.index import RecipeIndex
 from ixd.recipes.loadorder import load_order
-from ixd.recipes.packages import DEFAULT_CACHE_BYTES, Package, PackageGraph, walk_closure
+from ixd.recipes.package import Package, walk_closure
+from ixd.recipes.packages import DEFAULT_CACHE_BYTES, PackageGraph
 from ixd.recipes.rendercache import DEFAULT_STORE_BYTES, Owner
 from ixd.recipes.tree import REALM_FLAG, RecipeTree
 from ixd.wire.errors import RecipeNotFound

@@ -49,7 +49,7 @@ class Config:
     render_store_bytes: int = DEFAULT_STORE_BYTES
     #: the account `ix-worker` runs as here: it may hand this ixd builds for the cluster
     cluster_worker_account: str | None = None
-    #: render-context names set by `ixd --set NAME=VALUE` (packages.DEFAULT_SETTINGS)
+    #: render-context names set by `ixd --set NAME=VALUE` (rendercontext.DEFAULT_SETTINGS)
     settings: tuple[tuple[str, str], ...] = ()
     #: the machine's folder of compiled templates (`ixd.recipes.templatecache`); None: none
     template_cache: Path | None = None

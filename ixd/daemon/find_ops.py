@@ -23,7 +23,7 @@ from ixd.daemon.realm_cache import RealmCache
 from ixd.model.realm import RealmState, effective_selectors
 from ixd.model.selector import parse_selector
 from ixd.recipes.flagnames import flags_of
-from ixd.recipes.packages import Package, walk_closure
+from ixd.recipes.package import Package, walk_closure
 from ixd.store.db import BuildDatabase, Generation
 from ixd.store.gc import realm_links
 from ixd.wire.errors import NoSuchRealm, NotInRealm, RealmError

@@ -20,7 +20,7 @@ from ixd.model.realm import (
 )
 from ixd.model.selector import Selector
 from ixd.recipes.flagnames import unread
-from ixd.recipes.packages import Package
+from ixd.recipes.package import Package
 from ixd.wire.errors import EmptyRealm, UnreadFlag
 
 

@@ -57,7 +57,7 @@ class Descriptor:
     @property
     def edge_counts(self) -> tuple[int, int, int, int, int, int, int]:
         """How many selectors it writes along each edge of a package, in the order of
-        `ixd.recipes.packages.DIRECT_EDGES` (bld.deps, target and host libraries, bld.data,
+        `ixd.recipes.package.DIRECT_EDGES` (bld.deps, target and host libraries, bld.data,
         lib.deps, run.deps, run.data): made once."""
         counts: tuple[int, int, int, int, int, int, int] | None = self.__dict__.get("_counts")
         if counts is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ixd.model.selector import Selector
-from ixd.recipes.packages import Package
+from ixd.recipes.package import Package
 
 #: runs a realm's hooks in the realm (`$out`), as stal/IX's realm assembly does; the folder is
 #: gone afterwards, as in stal/IX

@@ -16,7 +16,7 @@ import jinja2
 import jinja2.nodes
 
 from ixd.model import selector
-from ixd.recipes import packages
+from ixd.recipes import rendercontext
 
 #: names the template language itself gives a template
 _BUILTIN = frozenset({"self", "super", "loop", "caller", "varargs", "kwargs", "true",
@@ -24,7 +24,7 @@ _BUILTIN = frozenset({"self", "super", "loop", "caller", "varargs", "kwargs", "t
                       "cycler", "joiner", "namespace"})
 #: names the daemon sets in every render context besides the ones a client may not set
 #: (`ixd.model.selector.ENGINE_NAMES`): its settings (`ixd --set`), `setx` on boot builds
-ENGINE_NAMES = selector.ENGINE_NAMES | frozenset(packages.DEFAULT_SETTINGS) | {"setx"}
+ENGINE_NAMES = selector.ENGINE_NAMES | frozenset(rendercontext.DEFAULT_SETTINGS) | {"setx"}
 #: flags the daemon reads itself, outside any template (ixd.recipes.plan: allow_dynamic)
 ENGINE_FLAGS = frozenset({"allow_dynamic", "target", "host", "target_realm"})
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 
-from ixd.recipes.packages import DIRECT_EDGES, DirectEdge, Package
+from ixd.recipes.package import DIRECT_EDGES, DirectEdge, Package
 
 #: the lazily computed parts of a package, as stal/IX's cached methods
 _RUN, _LIB, _TOOLS, _TARGET_LIBS, _HOST_LIBS = "run", "lib", "tools", "target_libs", "host_libs"

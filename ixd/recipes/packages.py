@@ -12,25 +12,23 @@ The build closures (`tools`, `target_libs`, `host_libs`, `lib_closure`, `run_dep
 stal/IX's order, a package before what it reaches, so the build environment's dir lists come
 out as stal/IX's (reversed: dependencies first). `run_closure` is dependencies first, the
 package itself last.
+
+One unit though long: `PackageGraph`'s memos (edges, renders shared between flag sets,
+descriptors, uids, build nodes) are filled by one load under one lock and counted against one
+byte budget that clears them together; what needs no graph is in `ixd.recipes.package` (the
+package and its pure functions) and `ixd.recipes.rendercontext` (what a template sees).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import itertools
 import json
-import os
-import posixpath
-import shutil
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from sys import getsizeof
-from typing import Any, Literal
+from typing import Any
 
 from ixd.model import platforms
 from ixd.model.layout import entry_path
@@ -40,7 +38,6 @@ from ixd.model.selector import (
     EdgeKind,
     Selector,
     child_flags,
-    flags_text,
     kind_of,
     parse_selector,
     recipe_selector,
@@ -48,9 +45,27 @@ from ixd.model.selector import (
     validate_package_name,
 )
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
-from ixd.recipes.hostcapture import Captured, HostCapture
-from ixd.recipes.hostfiles import find_program
+from ixd.recipes.hostcapture import HostCapture
 from ixd.recipes.hosttools import HostVersions
+from ixd.recipes.package import (
+    BOOT_PREFIX,
+    Build,
+    FlagsKey,
+    Package,
+    PackageKey,
+    build_env,
+    build_uid,
+    content_hash,
+    display_name,
+    lib_closure_of,
+    normal_name,
+    package_bytes,
+    pkg_name,
+    run_deps_of,
+    store_dirs,
+    unique,
+    visit,
+)
 from ixd.recipes.packagecache import PackageCache
 from ixd.recipes.rendercache import (
     DEFAULT_STORE_BYTES,
@@ -59,158 +74,24 @@ from ixd.recipes.rendercache import (
     RenderStore,
     fingerprint,
 )
+from ixd.recipes.rendercontext import (
+    PLATFORM_NAMES,
+    SAME_HELPERS,
+    HostProbes,
+    render_context,
+    render_settings,
+    values_key,
+)
 from ixd.recipes.renders import RenderCache
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, Rendered, recipe_file
 from ixd.wire.errors import DependencyCycle
 
-FlagsKey = tuple[tuple[str, str], ...]
-PackageKey = tuple[str, FlagsKey]
-
-UID_LENGTH = 32
 #: how many packages a graph keeps cached by default: stal/IX's CI set alone loads 27,416
 #: (five platforms), and a warm `dep` of it must not render any of them again
 DEFAULT_MAX_PACKAGES = 60_000
 #: bytes the cached packages may take (an estimate: `package_bytes`); one user's loads fill
 #: at most DEFAULT_USER_SHARE of them (the daemon's own account is not held to it)
 DEFAULT_CACHE_BYTES = 256 << 20
-
-
-def content_hash(data: Any) -> str:
-    """The uid of any JSON-able value: sha256 of its canonical JSON, shortened."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]
-
-
-DirectEdge = Literal["bld_deps", "target_libs", "host_libs", "bld_data", "lib_deps",
-                     "run_deps", "run_data"]
-#: the edges of `Package.children`, in order
-DIRECT_EDGES: tuple[DirectEdge, ...] = ("bld_deps", "target_libs", "host_libs", "bld_data",
-                                        "lib_deps", "run_deps", "run_data")
-
-
-def build_uid(name: str, kind: str, command: Sequence[str], script: str,
-              env: Mapping[str, str], input_uids: Sequence[str], sources: Sequence[Source],
-              net: bool, host_view: bool) -> str:
-    """The uid of a recipe's build: everything that can change its output (the host's
-    system folders in its view among them)."""
-    return content_hash({
-        "name": name,
-        "kind": kind,
-        "exec": list(command),
-        "script": script,
-        "env": dict(env),
-        "inputs": list(input_uids),
-        "sources": [[s.filename, s.sha256] for s in sources],
-        "net": net,
-        "host_view": host_view,
-    })
-
-
-def recipe_node_uid(node: Node, store: Path) -> str:
-    """The uid `build_uid` gives what `node` says it builds (its package, command, script,
-    environment, input entries of `store`, sources): a build node whose uid is not this one
-    was not made from a recipe by ix, or was changed since."""
-    input_uids = [Path(p).name[:UID_LENGTH] for p in node.inputs if Path(p).parent == store]
-    return build_uid(str(node.meta.get("package", "")), node.entry_kind, node.command,
-                     node.stdin, node.env, input_uids, node.sources, node.net, node.host_view)
-
-
-@dataclass(eq=False, frozen=True)
-class Package:
-    """A loaded package, finished: its uid, closures and build node made before it is
-    (`PackageGraph._load_new`), and never changed after."""
-
-    key: PackageKey
-    name: str
-    flags: dict[str, str]
-    descriptor: Descriptor
-    uid: str
-    #: the store dir of a buildable package; None for a hub
-    out_dir: str | None
-    tools: tuple[Package, ...] = ()
-    host_libs: tuple[Package, ...] = ()
-    target_libs: tuple[Package, ...] = ()
-    data: tuple[Package, ...] = ()
-    #: lib.deps, recursively (without the package itself), in stal/IX's order: each package
-    #: before its own dependencies
-    lib_closure: tuple[Package, ...] = ()
-    #: what must be present at run time besides itself, in stal/IX's order
-    run_deps: tuple[Package, ...] = ()
-    #: the node that builds it (None for a hub)
-    node: Node | None = None
-    files: frozenset[Path] = field(default_factory=frozenset)
-    #: the keys of the packages loaded along its edges (what it depends on directly)
-    deps: tuple[PackageKey, ...] = ()
-    #: the packages its render loaded with `intro(...)`, in the order it did
-    intro: tuple[Package, ...] = ()
-    #: the packages loaded along its edges, each edge's in its recipe's order, the edges in
-    #: `DIRECT_EDGES`' order (see `direct`)
-    children: tuple[Package, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        return self.flags["kind"]
-
-    @property
-    def run_closure(self) -> tuple[Package, ...]:
-        """What must be present at run time, dependencies first, the package itself last.
-        Made when asked for, not kept: a package that held itself would be a reference
-        cycle, freed only by the cyclic collector once the cache lets go of it."""
-        return (*reversed(self.run_deps), self)
-
-    @property
-    def buildable(self) -> bool:
-        return self.out_dir is not None
-
-    @functools.cached_property
-    def selector(self) -> Selector:
-        # the key's flags are checked and sorted already: no need to check them again
-        selector = object.__new__(Selector)
-        object.__setattr__(selector, "name", self.name)
-        object.__setattr__(selector, "flags", self.key[1])
-        return selector
-
-    @functools.cached_property
-    def display_name(self) -> str:
-        """The selector without the flags every package has anyway (host target, own kind)."""
-        return display_name(self.key)
-
-    def direct(self, edge: DirectEdge) -> tuple[Package, ...]:
-        """The packages loaded along one kind of its edges, in its recipe's order:
-        `target_libs` and `host_libs` end with the libraries its build tools induce."""
-        if edge == "run_data":  # the last edge, and the one asked for most
-            return self.children[len(self.children) - len(self.descriptor.run_data):]
-        return self.edges()[DIRECT_EDGES.index(edge)]
-
-    def edges(self) -> tuple[tuple[Package, ...], ...]:
-        """`direct` of every edge, in `DIRECT_EDGES`' order."""
-        written = self.descriptor.edge_counts  # the recipe's selectors
-        children = self.children
-        # the induced libraries are in `children` twice, after the target and host libraries
-        induced = (len(children) - sum(written)) // 2
-        bld, target, host, bld_data, lib, run, run_data = written
-        target += induced
-        host += induced
-        a = bld
-        b = a + target
-        c = b + host
-        e = c + bld_data
-        f = e + lib
-        g = f + run
-        return (children[:a], children[a:b], children[b:c], children[c:e], children[e:f],
-                children[f:g], children[g:g + run_data])
-
-    def build_inputs(self) -> tuple[Package, ...]:
-        return self.tools + self.host_libs + self.target_libs + self.data
-
-    def __repr__(self) -> str:
-        return f"Package({self.selector}, uid={self.uid})"
-
-
-_MISSING = object()
-#: names of the render context that hold the engine's helpers: a new object for each render
-#: (`ix`, `intro`, and the host's probes when renders are kept), doing the same
-_SAME_HELPERS = frozenset({"ix", "intro", "isfile", "ix_boot_tool", "host_versions"})
 
 
 @dataclass
@@ -225,22 +106,6 @@ class _SharedRender:
     stored: bytes | None = None
 
 
-#: the names of the render context whose values are platform descriptions (dicts)
-_PLATFORM_NAMES = frozenset({"host", "target"})
-
-
-def _values_key(context: Mapping[str, Any], names: tuple[str, ...],
-                platforms_at: tuple[int, ...]) -> tuple[Any, ...]:
-    """The values of `names` in `context` (`_MISSING` for an undefined one) as a dict key:
-    a platform description (at `platforms_at`) is one shared dict per platform, alive for
-    good (`platforms.describe`), so its identity stands for it."""
-    values = list(map(context.get, names, itertools.repeat(_MISSING)))
-    for at in platforms_at:
-        if type(values[at]) is dict:
-            values[at] = ("platform", id(values[at]))
-    return tuple(values)
-
-
 #: the cyclic collector's thresholds for a process that holds a package graph (Python's:
 #: 700, 10, 10; ixd sets these). A graph holds tens of thousands of long-lived packages and
 #: loading a realm allocates hundreds of thousands of objects: at the default, every tenth
@@ -248,40 +113,6 @@ def _values_key(context: Mapping[str, Any], names: tuple[str, ...],
 #: few re-plans of `bench/plan.py`'s realm; with these, a re-plan after an edit takes 103 ms
 #: instead of 132, without such pauses).
 GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def display_name(key: PackageKey) -> str:
-    """A package's selector without the flags every package has anyway (host target, own
-    kind)."""
-    name, flags = key
-    shown = [(k, v) for k, v in flags
-             if not (k == "kind" and v == kind_of(name)) and k != "target" and k != REALM_FLAG]
-    return f"{name}({flags_text(shown)})" if shown else name
-
-
-@dataclass(frozen=True)
-class Build:
-    """What makes a package buildable: its uid, store dir and node, and its descriptor
-    (sharing the script text of another flag set of the same build); `shared`: another
-    flag set made the node (its texts are that one's)."""
-
-    uid: str
-    out_dir: str
-    node: Node
-    descriptor: Descriptor
-    shared: bool
-
-
-def _unique(packages: Iterable[Package]) -> tuple[Package, ...]:
-    if isinstance(packages, (list, tuple)) and len(packages) < 2:
-        return tuple(packages)
-    seen: set[str] = set()
-    result = []
-    for p in packages:
-        if p.uid not in seen:
-            seen.add(p.uid)
-            result.append(p)
-    return tuple(result)
 
 
 def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> Node:
@@ -293,151 +124,6 @@ def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> N
     return renamed
 
 
-def _dirs(packages: Iterable[Package]) -> list[str]:
-    return [p.out_dir for p in packages if p.out_dir is not None]
-
-
-def _build_env(bins: Sequence[Package], hosts: Sequence[Package],
-               targets: Sequence[Package]) -> dict[str, str]:
-    """A build's environment of store dirs (docs/recipes.md, "The build environment"):
-    dependencies first, as stal/IX's, and the tools' `bin/` on PATH in closure order."""
-    return {
-        "IX_B_DIR": ":".join(_dirs(reversed(bins))),
-        "IX_H_DIR": ":".join(_dirs(reversed(hosts))),
-        "IX_T_DIR": ":".join(_dirs(reversed(targets))),
-        "PATH": ":".join(f"{t}/bin" for t in _dirs(bins)) or "/nonexistent",
-    }
-
-
-def _run_deps(package: Package) -> tuple[Package, ...]:
-    return package.run_deps
-
-
-def _lib_deps(package: Package) -> tuple[Package, ...]:
-    return package.lib_closure
-
-
-def visit(roots: Sequence[Package],
-          closure: Callable[[Package], Sequence[Package]]) -> tuple[Package, ...]:
-    """The packages reachable from `roots` (roots included), each uid once, in stal/IX's
-    order: depth first, every package before the packages it reaches, earlier roots and
-    children first (the reverse of a post-order walk over children taken last to first).
-
-    `closure(p)` is p's whole closure, itself in this order (a package's `lib_closure` or
-    `run_deps`). So the walk never descends: taken last to first, each package of a
-    closure reaches only packages after it, already seen when it is reached; it comes out
-    at once. (A walk that descended would read each closure again at every level.)"""
-    if len(roots) < 2:  # most edges (closures already in order: no walk)
-        if not roots:
-            return ()
-        root = roots[0]
-        uid = root.uid
-        return (root, *[p for p in closure(root) if p.uid != uid])
-    seen: set[str] = set()
-    post: list[Package] = []
-    for root in reversed(roots):
-        if root.uid in seen:
-            continue
-        seen.add(root.uid)
-        for package in reversed(closure(root)):
-            if package.uid not in seen:
-                seen.add(package.uid)
-                post.append(package)
-        post.append(root)
-    post.reverse()
-    return tuple(post)
-
-
-BOOT_PREFIX = "bld/boot/"
-
-
-def normal_name(name: str) -> str:
-    """`bin/x/ix.sh` names the package `bin/x` (stal/IX's recipes write both)."""
-    return name[: -len("/ix.sh")] if name.endswith("/ix.sh") else name
-
-
-def _canon(text: str) -> str:
-    """stal/IX's package file name: letters and digits kept, `+` spelt `-plus-`, anything else
-    a `-`, no `--`, no trailing `-`, lower case."""
-    out = "".join(c if c.isascii() and c.isalnum() else "-plus-" if c == "+" else "-"
-                  for c in text)
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out.rstrip("-").lower()
-
-
-@functools.lru_cache(maxsize=65536)
-def pkg_name(name: str, kind: str) -> str:
-    """The package's file name, as stal/IX makes it: `lib/gperftools` → `lib-gperftools`,
-    `bld/host/cc` (a bin) → `bin-host-cc`, `bin/x/t.sh` → `bin-x-t`. Store dirs end in it."""
-    norm = _norm_name(name)
-    rest = norm.split("/", 1)[1] if "/" in norm else norm
-    return _canon(f"{kind}-{rest}")
-
-
-def _norm_name(name: str) -> str:
-    """stal/IX's `norm_name`: the recipe file without `.sh` and a last `/ix`."""
-    return recipe_file(name).removesuffix(".sh").removesuffix("/ix")
-
-
-@functools.lru_cache(maxsize=65536)
-def uniq_id(name: str, kind: str) -> str:
-    """`uniq_id` of the render context: `lib/gperftools` → `lib_gperftools`, as stal/IX
-    makes it (a C identifier that names the package, the same for all its flag sets)."""
-    return pkg_name(name, kind).replace("-", "_")
-
-
-def _isfile(path: object) -> bool:
-    """`isfile(path)`: whether the daemon's host has that regular file."""
-    return isinstance(path, str) and os.path.isfile(path)
-
-
-#: the names of the render context the daemon's settings give (`ixd --set NAME=VALUE`), with
-#: their defaults; `{store}` and `{root}` stand for the daemon's store and its parent
-DEFAULT_SETTINGS: Mapping[str, str] = {
-    "default_clang": "21",
-    "default_allocator": "gperftools",
-    "ix_boot_path": "/usr/local/bin:/usr/bin:/bin{llvm}",
-    "ix_extract": "bsdtar --no-same-permissions --no-same-owner -x -f",
-    "ix_dir": "{root}",
-    "ix_trash_dir": "{root}/trash",
-    # the build tools: `boot`, built from source on stage 0's captured compiler, every
-    # build seeing only its inputs; `host`, the host's own (bld/host/*), in a sandbox that
-    # shows the host's system folders (docs/recipes.md, "Stages")
-    "ix_tools": "boot",
-}
-
-
-def render_settings(store: Path, given: Mapping[str, str]) -> dict[str, str]:
-    """The defaults with `given` on top; `stalix` and other names are taken as they come."""
-    settings = {**DEFAULT_SETTINGS, **given}
-    root = str(Path(store).parent)
-    llvm = _host_llvm_bin()
-    return {k: v.replace("{root}", root).replace("{store}", str(store))
-            .replace("{llvm}", f":{llvm}" if llvm else "")
-            for k, v in settings.items()}
-
-
-def _host_llvm_bin() -> str | None:
-    """The newest `/usr/lib/llvm-N/bin`: where Debian keeps `clang-cpp` and `lld` under the
-    names stal/IX's bootstrap looks for (`/usr/bin` has them only as `clang-cpp-N`)."""
-    best: tuple[int, str] | None = None
-    try:
-        names = os.listdir("/usr/lib")
-    except OSError:
-        return None
-    for entry in names:
-        version = entry.removeprefix("llvm-")
-        if entry.startswith("llvm-") and version.isdigit():
-            folder = f"/usr/lib/{entry}/bin"
-            if os.path.isdir(folder) and (best is None or int(version) > best[0]):
-                best = (int(version), folder)
-    return best[1] if best else None
-
-
-#: what the cache's own entries for a package cost: its place in the LRU orders, the
-#: owner's count, the index of its files and dependents (per entry)
-INDEX_ENTRY = 120
 #: what a flag checked once (`PackageGraph._checked_flags`) holds: its tuple and set entry
 FLAG_ENTRY = 150
 #: what an entry of the edge memo (`PackageGraph._edge`) holds: its tuple and dict slot, and
@@ -450,32 +136,6 @@ def _memo_size(descriptor: Descriptor) -> int:
     """About what a memo's entry for `descriptor` holds: its script text and the rest (the
     parsed render's lists and strings; measured in tests/test_package_cache.py)."""
     return len(descriptor.script_data) + 1024
-
-
-def package_bytes(package: Package, shared_node: bool) -> int:
-    """About what `package` holds in memory (measured against tracemalloc in
-    tests/test_package_cache.py): the objects it owns, shallow, with the texts of its
-    descriptor and node unless it shares them with another flag set of the same build
-    (`shared_node`). The packages it refers to are counted as themselves."""
-    size = getsizeof
-    d = package.descriptor
-    total = (size(package) + size(package.__dict__) + size(package.key)
-             + size(package.key[1]) + size(package.flags)
-             + sum(size(v) for v in package.flags.values())
-             + sum(size(t) for t in (package.tools, package.host_libs, package.target_libs,
-                                     package.data, package.lib_closure, package.run_deps,
-                                     package.deps))
-             + INDEX_ENTRY * (3 + len(package.deps) + len(package.files)))
-    if not shared_node:
-        total += size(d) + size(d.script_data)
-    node = package.node
-    if node is not None:  # its own node: at least its name and meta (the flags again)
-        total += size(node) + size(node.name) + size(node.meta) + 2 * size(package.flags)
-        if not shared_node:
-            total += (size(node.env) + sum(size(v) for v in node.env.values())
-                      + size(node.inputs) + sum(size(i) for i in node.inputs)
-                      + size(node.deps))
-    return total
 
 
 class PackageGraph:
@@ -518,7 +178,8 @@ class PackageGraph:
         #: stage 0's captures of host programs (`host_capture` in the render context)
         self.host_capture = HostCapture(host_capture_cache)
         self.settings = render_settings(self.store, settings or {})
-        self._boot_tools: dict[str, str | None] = {}
+        #: the host's answers to the probes a render calls (`ix_boot_tool`, ...)
+        self._probes = HostProbes(self.settings, self.host_capture)
         #: the flags (name and value) found fit to be pasted into scripts, and each target
         #: name resolved (recipes write a few, tens of thousands of times)
         self._checked_flags: set[tuple[str, str]] = set()
@@ -688,7 +349,9 @@ class PackageGraph:
             cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
             probed: list[bool] = []
-            context = self._context(name, flags, intro, probed)
+            context = render_context(name, flags, self.settings, self.host, self._probes,
+                                     self.host_versions, intro,
+                                     probed if self.render_store is not None else None)
             shared = self._same_render(name, context)
             if shared is None:
                 rendered = self.tree.render(name, context)
@@ -738,16 +401,16 @@ class PackageGraph:
         # the order of every list follows stal/IX's, so the dirs in a build's environment
         # come out in its order (docs/recipes.md, "Closures")
         bld_deps = edge("bld_tool", descriptor.bld_deps)
-        tools = visit(bld_deps, _run_deps)
+        tools = visit(bld_deps, run_deps_of)
         induced = [s for t in tools for s in t.descriptor.ind_deps]
         direct_target_libs = edge("target_lib", [*descriptor.target_libs, *induced])
-        target_libs = visit(direct_target_libs, _lib_deps)
+        target_libs = visit(direct_target_libs, lib_closure_of)
         direct_host_libs = edge("host_lib", [*descriptor.host_libs, *induced])
-        host_libs = visit(direct_host_libs, _lib_deps)
+        host_libs = visit(direct_host_libs, lib_closure_of)
         bld_data = edge("data", descriptor.bld_data)
-        data = _unique(bld_data)
+        data = unique(bld_data)
         lib_deps = edge("lib_dep", descriptor.lib_deps)
-        lib_closure = visit(lib_deps, _lib_deps)
+        lib_closure = visit(lib_deps, lib_closure_of)
         run_dep_list = edge("run_dep", descriptor.run_deps)
         run_data = edge("data", descriptor.run_data)
         run_roots = run_dep_list + run_data
@@ -756,7 +419,7 @@ class PackageGraph:
         for lib in target_libs:
             if lib.descriptor.run_data:
                 run_roots.extend(lib.direct("run_data"))
-        run_deps = visit(run_roots, _run_deps)
+        run_deps = visit(run_roots, run_deps_of)
 
         build: Build | None = None
         if is_hub:
@@ -866,7 +529,7 @@ class PackageGraph:
         the same value in `context`: the same templates would render the same text, so
         another flag set of the package (a flag it never reads) costs no render."""
         for names, renders in self._shared.get(name, {}).items():
-            found = renders.get(_values_key(context, names, self._read_names[names][1]))
+            found = renders.get(values_key(context, names, self._read_names[names][1]))
             if found is not None:
                 return found
         return None
@@ -875,85 +538,18 @@ class PackageGraph:
                          descriptor: Descriptor, probed: bool) -> _SharedRender:
         """Keep `rendered` for `_same_render`, with the values of the names it looked up
         (but the engine's helpers, the same for every render of a graph)."""
-        names = tuple(sorted(rendered.reads - _SAME_HELPERS))
+        names = tuple(sorted(rendered.reads - SAME_HELPERS))
         kept = self._read_names.get(names)  # renders of a family read alike: one tuple
         if kept is None:
             kept = self._read_names[names] = (
-                names, tuple(i for i, n in enumerate(names) if n in _PLATFORM_NAMES))
+                names, tuple(i for i, n in enumerate(names) if n in PLATFORM_NAMES))
         names, platforms_at = kept
-        values = _values_key(context, names, platforms_at)
+        values = values_key(context, names, platforms_at)
         shared = self._shared.setdefault(name, {}).setdefault(names, {})[values] = \
             _SharedRender(descriptor, rendered.files, rendered.reads_realm, probed)
         self._shared_count += 1
         self._memo_bytes += _memo_size(descriptor)
         return shared
-
-    def _context(self, name: str, flags: Mapping[str, str],
-                 intro: Callable[[str], Package], probed: list[bool]) -> dict[str, Any]:
-        """What a recipe sees, in stal/IX's layers: the daemon's settings (`ixd --set`), the
-        names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags.
-        `probed` gets an item when the render asks the host something (such a render is
-        not kept across restarts)."""
-        boot_tool: Callable[[str], str | None] = self._boot_tool
-        isfile: Callable[[object], bool] = _isfile
-        capture: Callable[..., Captured] = self._capture
-        program: Callable[[str], str | None] = self._program
-        host_versions: Mapping[str, str] = self.host_versions
-        if self.render_store is not None:
-            boot_tool, isfile = _asked(boot_tool, probed), _asked(isfile, probed)
-            capture, program = _asked(capture, probed), _asked(program, probed)
-            host_versions = _AskedMapping(host_versions, probed)
-        target = platforms.describe(flags["target"])
-        host = platforms.describe(self.host)
-        kind = flags["kind"]
-        settings = self.settings
-        context: dict[str, Any] = {
-            **settings,
-            "ix_boot_tool": boot_tool,
-            "host_capture": capture,
-            "host_program": program,
-            "host": host,
-            "tool": name.startswith("bld/"),
-            "boot": name.startswith(BOOT_PREFIX),
-            "name": recipe_file(name),
-            "basename": posixpath.basename(_norm_name(name)),
-            "uniq_id": uniq_id(name, kind),
-            "native": host["id"] == target["id"],
-            "isfile": isfile,
-            "intro": intro,
-            "host_versions": host_versions,
-            kind: True,
-            target["os"]: True,
-            target["arch"]: True,
-        }
-        context.update(flags)
-        context["target"] = target
-        if context["boot"]:
-            context["setx"] = "1"
-        return context
-
-    def _boot_tool(self, tool: str) -> str | None:
-        """`ix_boot_tool(name)`: the host's tool of that name on `ix_boot_path`, or None."""
-        found = self._boot_tools.get(tool, "")
-        if found == "":
-            found = shutil.which(str(tool), path=self.settings["ix_boot_path"])
-            self._boot_tools[tool] = found
-        return found
-
-    def _capture(self, programs: Sequence[str], folders: Sequence[str] = ()) -> Captured:
-        """`host_capture(programs, folders)`: what stage 0 copies of the host (programs by
-        name, found on `ix_boot_path`, or by absolute path; folders whole)."""
-        return self.host_capture.capture(
-            [str(p) for p in programs], [str(f) for f in folders], self._boot_dirs())
-
-    def _program(self, name: str) -> str | None:
-        """`host_program(name)`: the real path of the host's program `name` on
-        `ix_boot_path` (where a recipe finds a folder to capture beside it), or None."""
-        found = find_program(str(name), self._boot_dirs())
-        return os.path.realpath(found) if found else None
-
-    def _boot_dirs(self) -> list[str]:
-        return [d for d in self.settings["ix_boot_path"].split(":") if d]
 
     def _build(self, key: PackageKey, flags: Mapping[str, str], d: Descriptor,
                tools: tuple[Package, ...], host_libs: tuple[Package, ...],
@@ -964,7 +560,7 @@ class PackageGraph:
         bins = [p for p in (*tools, *data) if p.out_dir is not None]
         hosts = [p for p in host_libs if p.out_dir is not None]
         targets = [p for p in target_libs if p.out_dir is not None]
-        inputs = _unique([p for p in (*tools, *host_libs, *target_libs, *data)
+        inputs = unique([p for p in (*tools, *host_libs, *target_libs, *data)
                           if p.out_dir is not None])
         input_uids = tuple(p.uid for p in inputs)
         # the host's system folders only where the recipe or one of its tools needs them
@@ -979,7 +575,7 @@ class PackageGraph:
         env: dict[str, str] | None = None
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
         if uid is None:
-            env = _build_env(bins, hosts, targets)
+            env = build_env(bins, hosts, targets)
             self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
             uid = self._uids[made_of] = build_uid(name, kind, d.script_exec, d.script_data,
                                                   env, input_uids, sources, d.net, host_view)
@@ -996,14 +592,15 @@ class PackageGraph:
                 self.render_cache.share_text(key, d)  # the kept render shares it too
             return Build(uid, same.outputs[0], node, d, True)
         if env is None:
-            env = _build_env(bins, hosts, targets)
+            env = build_env(bins, hosts, targets)
         out = str(entry_path(self.store, uid, pkg_name(name, kind)))
         node = self._nodes[uid] = Node(
             uid=uid,
             kind="build",
             name=display_name(key),
             deps=(*[s.sha256 for s in sources], *[p.uid for p in inputs]),
-            inputs=(*_dirs(inputs), *[str(self.store.parent / "src" / s.sha256) for s in sources]),
+            inputs=(*store_dirs(inputs),
+                    *[str(self.store.parent / "src" / s.sha256) for s in sources]),
             outputs=(out,),
             command=d.script_exec,
             stdin=d.script_data,
@@ -1124,52 +721,9 @@ class PackageGraph:
         return len(self.cache)
 
 
-def _asked(call: Callable[..., Any], probed: list[bool]) -> Callable[..., Any]:
-    def asking(*args: Any) -> Any:
-        probed.append(True)
-        return call(*args)
-    return asking
-
-
-class _AskedMapping(Mapping[str, str]):
-    """`host_versions` as a render sees it: a lookup marks the render as asking the host."""
-
-    def __init__(self, mapping: Mapping[str, str], probed: list[bool]) -> None:
-        self._mapping = mapping
-        self._probed = probed
-
-    def __getitem__(self, key: str) -> str:
-        self._probed.append(True)
-        return self._mapping[key]
-
-    def __iter__(self) -> Iterator[str]:
-        self._probed.append(True)
-        return iter(self._mapping)
-
-    def __len__(self) -> int:
-        return len(self._mapping)
-
-
 def _without_realm(key: PackageKey) -> PackageKey:
     """The key of the same package outside any realm."""
     name, flags = key
     if not any(k == REALM_FLAG for k, _ in flags):
         return key
     return name, tuple(kv for kv in flags if kv[0] != REALM_FLAG)
-
-
-def walk_closure(targets: Iterable[Package]) -> Iterator[Package]:
-    """Every package needed to build and run `targets`, dependencies first, each uid once."""
-    seen: set[str] = set()
-    stack: list[tuple[Package, bool]] = [(p, False) for p in reversed(list(targets))]
-    while stack:
-        package, expanded = stack.pop()
-        if expanded:
-            yield package
-            continue
-        if package.uid in seen:
-            continue
-        seen.add(package.uid)
-        stack.append((package, True))
-        children = [*package.build_inputs(), *package.run_closure[:-1]]
-        stack.extend((c, False) for c in reversed(children) if c.uid not in seen)

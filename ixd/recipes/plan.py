@@ -12,7 +12,7 @@ from typing import Any
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan, Source
 from ixd.recipes.fixup import HOOKS_SCRIPT, hook_env, hook_tools
-from ixd.recipes.packages import Package, content_hash, walk_closure
+from ixd.recipes.package import Package, content_hash, walk_closure
 
 
 def fetch_node(url: str, sha256: str, filename: str, layout: Layout) -> Node:

@@ -27,6 +27,10 @@ against its owner, a render's text against the owner of one key naming it (anoth
 that key goes). A render past a bound pushes out the least recently used keys of its owner,
 or of all (a render goes with the last key naming it); when the file would outgrow its bound
 it is written anew with the live renders only (at most half of it).
+
+One unit though long: the file's lines, the index of keys to renders and the byte accounts
+are kept in step by every write (`put`, `alias`, `forget`, the rewrite), and
+`check_invariants` checks them together.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import-light on purpose: at run time it imports only `struct`, msgpack, `ixd.wir
 `ixd.wire.record` — no dataclasses, typing, enum or re (messages are `Record`s, the one record
 style of the wire and the model; types are for mypy only). What only the daemon needs
 (request size checks) is in `ixd.wire.protocol`, which re-exports everything here.
+One module though long, for that reason: it is the whole of the wire `ixc` loads
+(tests/test_client_imports.py fixes the list), codec, messages and `Connection` together.
 """
 
 from __future__ import annotations

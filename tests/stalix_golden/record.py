@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ixd.model import platforms
-from ixd.recipes.packages import normal_name
+from ixd.recipes.package import normal_name
 from tests.stalix_facts import reference_facts
 
 HERE = Path(__file__).resolve().parent
