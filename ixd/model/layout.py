@@ -17,6 +17,17 @@ def entry_path(store: Path, uid: str, label: str) -> Path:
     return store / f"{uid}-{label}"
 
 
+def sources_dir(store: Path) -> Path:
+    """The sources' folder beside the store they are built into (`ROOT/src`)."""
+    return store.parent / "src"
+
+
+def source_file(store: Path, sha256: str) -> Path:
+    """A source's file, by its content's sha256 (`ROOT/src/SHA256`): the one spelling of a
+    source's path."""
+    return sources_dir(store) / sha256
+
+
 def entry_kind(path: str | Path) -> str:
     """The kind of the store entry at `path` (`bin` of `.../UID-bin-hello`): for entries
     known only by their path (a binary cache's index); plan nodes carry theirs."""
@@ -55,7 +66,7 @@ class Layout:
 
     @property
     def sources(self) -> Path:
-        return self.root / "src"
+        return sources_dir(self.store)
 
     @property
     def build(self) -> Path:
@@ -75,7 +86,7 @@ class Layout:
         return self.build / uid
 
     def source_path(self, sha256: str) -> Path:
-        return self.sources / sha256
+        return source_file(self.store, sha256)
 
     def realm_link(self, realm: str) -> Path:
         return self.realms / realm

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ixd.model import platforms
-from ixd.model.layout import entry_path
+from ixd.model.layout import entry_path, source_file
 from ixd.model.nodes import Node, Source, url_basename
 from ixd.model.selector import (
     ONE_LEVEL_FLAGS,
@@ -600,7 +600,7 @@ class PackageGraph:
             name=display_name(key),
             deps=(*[s.sha256 for s in sources], *[p.uid for p in inputs]),
             inputs=(*store_dirs(inputs),
-                    *[str(self.store.parent / "src" / s.sha256) for s in sources]),
+                    *[str(source_file(self.store, s.sha256)) for s in sources]),
             outputs=(out,),
             command=d.script_exec,
             stdin=d.script_data,
