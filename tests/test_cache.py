@@ -380,7 +380,8 @@ def test_an_index_planted_before_the_builders_push_is_pushed_over(
     from tests.s3server import ACCESS_KEY, SECRET_KEY
 
     selector = "bin/slow(secs=0,tag=planted)"
-    with _daemon(shared, shared.push_args("planted")) as a:
+    # the builder starts from the prebuilt root: it builds bin/slow, not stages 0 and 1
+    with _daemon(shared, shared.push_args("planted"), seeded=shared.seeded) as a:
         uid = next(p["uid"] for p in json.loads(a.ixc("dep", selector, "--json",
                                                       user="ixtalice").stdout)["packages"]
                    if p["name"] == "bin/slow")

@@ -102,7 +102,9 @@ def socket_dir() -> Iterator[Path]:
 def daemon(accounts: dict[str, int], socket_dir: Path,
            lib_c_root: SeededRoot) -> Iterator[RunningDaemon]:
     # the socket outside var/, where only an allow-list sandbox hides it; lib/c prebuilt
-    with lib_c_root.daemon(["--admin-group", "ixtadmins", "--jobs", "2"],
+    # (build inputs kept: a test's gc would otherwise collect stages 0 and 1, which the
+    # holds of the build-users test then take minutes to build again)
+    with lib_c_root.daemon(["--admin-group", "ixtadmins", "--jobs", "2", "--keep-build-inputs"],
                            socket=socket_dir / "ixd.sock") as running:
         yield running
 
