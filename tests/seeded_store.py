@@ -116,6 +116,11 @@ class SeededPath:
         self._taken = False
         self._removed = itertools.count()
 
+    @property
+    def held(self) -> bool:
+        """Whether a caller holds `path` now."""
+        return self._taken
+
     @contextlib.contextmanager
     def hold(self) -> Iterator[Path]:
         """`path` for the caller alone (whatever is left there is deleted afterwards): for
@@ -153,7 +158,7 @@ class SeededRoot:
 
     def copy_into_place(self) -> None:
         """A fresh copy of the prebuilt root at `path` (which must be held, and free)."""
-        assert self._at._taken and not self.path.exists(), self.path
+        assert self._at.held and not self.path.exists(), self.path
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.pristine), str(self.path)],
                        check=True)
 

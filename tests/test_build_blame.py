@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
 import pytest
-import trio
 
 from ixd.build.runner import StoreRunner
-from ixd.build.scheduler import Scheduler
 from ixd.model.layout import Layout
-from ixd.model.nodes import Plan
 from ixd.store.db import BuildDatabase
-from ixd.wire.errors import BuildFailed, DaemonFault, IxError
+from ixd.wire.errors import BuildFailed, DaemonFault
+from tests.one_node import run_one_node
 from tests.test_builder import (
     assert_cleaned_up,
     both_modes,
@@ -75,22 +72,8 @@ def test_the_scheduler_reports_and_records_a_daemon_fault(
     runner = StoreRunner(layout, db, confine=False, mirrors=(), make_thrs=1)
     node = make_node(layout, 'echo hello > "$out/greeting"')
     layout.log_path(node.uid).mkdir()
-    raised: list[IxError] = []
-
-    async def main() -> None:
-        scheduler = Scheduler(runner, jobs=1)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.serve)
-            events: list[tuple[str, dict[str, Any]]] = []
-            try:
-                await scheduler.run(Plan((node,), (node.uid,)),
-                                    lambda kind, data: events.append((kind, data)), 0)
-            except IxError as exc:
-                raised.append(exc)
-            nursery.cancel_scope.cancel()
-
     with caplog.at_level(logging.INFO, logger="ixd.build"):
-        trio.run(main)
+        _events, raised = run_one_node(runner, node)
     assert [type(e) for e in raised] == [DaemonFault]
     assert [(r["uid"], r["state"]) for r in db.builds()] == [(node.uid, "failed")]
     assert "could not open its log" in db.builds()[0]["error"]

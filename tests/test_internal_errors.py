@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from ixd.build.runner import StoreRunner
-from ixd.build.scheduler import Scheduler
 from ixd.model.layout import Layout
-from ixd.model.nodes import Node, Plan
+from ixd.model.nodes import Node
 from ixd.store import scratch
 from ixd.store.db import BuildDatabase
-from ixd.wire.errors import InternalError, IxError
+from ixd.wire.errors import InternalError
+from tests.one_node import run_one_node
 
 
 def _node(layout: Layout) -> Node:
@@ -40,22 +39,8 @@ def test_a_type_error_in_the_builder_is_e_internal(
 
     monkeypatch.setattr(scratch, "prepare", buggy)
     node = _node(layout)
-    events: list[tuple[str, dict[str, Any]]] = []
-    raised: list[IxError] = []
-
-    async def main() -> None:
-        scheduler = Scheduler(runner, jobs=1)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.serve)
-            try:
-                await scheduler.run(Plan((node,), (node.uid,)),
-                                    lambda kind, data: events.append((kind, data)), 0)
-            except IxError as exc:
-                raised.append(exc)
-            nursery.cancel_scope.cancel()
-
     with caplog.at_level(logging.ERROR, logger="ixd.build.scheduler"):
-        trio.run(main)
+        _events, raised = run_one_node(runner, node)
 
     assert len(raised) == 1
     assert isinstance(raised[0], InternalError) and raised[0].code == "E_INTERNAL"
