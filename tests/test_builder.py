@@ -617,27 +617,36 @@ async def sandbox_set_up(node: Node) -> None:
             await trio.sleep(0.01)
 
 
+async def held_at_gate(nursery: trio.Nursery, node: Node, layout: Layout, *, confine: bool,
+                       release: trio.Event) -> list[int]:
+    """Start the node's build behind a gate that opens on `release`; once it is held there
+    (a confined one's sandbox set up), the build's processes."""
+    at_gate = trio.Event()
+    seen: list[int] = []
+
+    async def gate() -> None:
+        if confine:
+            await sandbox_set_up(node)
+        seen.extend(processes_of(node))
+        at_gate.set()
+        await release.wait()
+
+    nursery.start_soon(functools.partial(build_behind_gate, node, layout, confine=confine,
+                                         gate=gate))
+    await at_gate.wait()
+    return seen
+
+
 @both_modes
 async def test_the_command_runs_only_once_its_gate_opens(layout: Layout, confine: bool) -> None:
     """The build slot's wait: a confined build's sandbox is set up before its slot is
     granted, its command not; a bare build starts nothing before."""
     node = make_node(layout, 'echo "command ran"; touch "$tmp/ran"; mkdir -p "$out"')
     ran = layout.scratch(node.uid) / "tmp" / "ran"
-    at_gate, opened = trio.Event(), trio.Event()
-    seen: list[list[int]] = []
-
-    async def gate() -> None:
-        if confine:
-            await sandbox_set_up(node)
-        seen.append(processes_of(node))
-        at_gate.set()
-        await opened.wait()
-
+    opened = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(build_behind_gate, node, layout, confine=confine,
-                                             gate=gate))
-        await at_gate.wait()
-        assert bool(seen[0]) == confine  # bwrap waits; a bare build is not started yet
+        processes = await held_at_gate(nursery, node, layout, confine=confine, release=opened)
+        assert bool(processes) == confine  # bwrap waits; a bare build is not started yet
         assert not ran.exists()
         opened.set()
     assert "command ran" in log_of(layout, node)
@@ -649,18 +658,8 @@ async def test_a_build_cancelled_at_its_gate_leaves_nothing(layout: Layout) -> N
     """A sandbox waiting for its slot is killed whole when its build is cancelled (its
     gate's end is closed only then: bwrap reads a closed gate as "run it")."""
     node = make_node(layout, 'mkdir -p "$out"; sleep 1000')
-    ready = trio.Event()
-
-    async def gate() -> None:
-        await sandbox_set_up(node)
-        ready.set()
-        await trio.sleep_forever()
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(build_behind_gate, node, layout, confine=True,
-                                             gate=gate))
-        await ready.wait()
-        assert processes_of(node)
+        assert await held_at_gate(nursery, node, layout, confine=True, release=trio.Event())
         nursery.cancel_scope.cancel()
     assert processes_of(node) == []
     assert_cleaned_up(layout, node)
