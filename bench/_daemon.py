@@ -26,6 +26,8 @@ from ixd.wire.transport import Client
 from tests.daemon_harness import PROJECT, RunningDaemon, read_rows, start_daemon
 
 PYTHON = sys.executable
+#: the installed client, as a user runs it (pyproject's script-files; `python -m` is slower)
+IXC = Path(sys.executable).with_name("ixc")
 
 
 def env() -> dict[str, str]:
@@ -118,9 +120,11 @@ class BenchDaemon:
             return "(no log)"
 
     def ixc_argv(self, *words: str) -> list[str]:
-        """The command line of `ixc WORDS` against this daemon (run it with `env()`)."""
+        """The command line of `ixc WORDS` against this daemon (run it with `env()`): the
+        installed `ixc` where there is one."""
         argv, _env = self.running.ixc_argv(*words)
-        return argv
+        module = argv.index("client.main")
+        return [str(IXC), *argv[module + 1:]] if IXC.is_file() else argv
 
     def connect(self) -> Client:
         return Client.connect(self.socket)

@@ -31,7 +31,7 @@ Packages have distinct names (Nix reads `p-0` ... `p-199` as 200 versions of one
 "hung". Every build row checks each package was built exactly once (ix: its `builds`
 table; Nix: the clients' "building '...drv'" lines). The memory row is the daemon side's
 summed PSS (every `nix-daemon` process: the master and one per connection; ixd's process)
-sampled during the 8 x 40 run, its peak.
+sampled during the 8 x 40 run, its peak (a hung run's too: its daemons served 8 clients).
 """
 
 from __future__ import annotations
@@ -533,8 +533,12 @@ def measure(sides: list[Side], args: argparse.Namespace) -> list[Row]:
                 shared_row.add(side.name, time.perf_counter() - start)
             except Hung:
                 shared_row.notes[side.name].append("hung")
-                return
+                ran = None
+        # a hung run's daemons still served 8 clients until the timeout: their memory counts
         pss_row.add(side.name, pss.peak_kib / 1024)
+        if ran is None:
+            pss_row.notes[side.name].append("(hung)")
+            return
         check_once(side, every, ran, shared_row)
 
     def alone(side: Side) -> None:

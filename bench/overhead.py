@@ -22,7 +22,9 @@ from Python, `chpst` as the build user, `bwrap` with the node's binds, `sh` ente
 cgroup, then the node's own command), the sweep of the build user's processes, the removal of
 the build's work, its output canonicalised and hashed, and the database's writes. Parts marked
 `slot` hold the build slot; `after` parts run once the slot went to the next build (still
-CPU the machine's other builds share).
+CPU the machine's other builds share). With build users to spare, the exec chain's set-up
+(chpst, bwrap's namespaces and mounts) is done while the build waits for its slot: what the
+slot then waits for is bwrap's exec of the command and the sandbox's end.
 """
 
 from __future__ import annotations
@@ -240,9 +242,11 @@ def slot_parts(node: dict[str, Any], repeat: int) -> list[Part]:
                 (scratch / "tmp" / "x").write_text("x")
                 return [scratch / "tmp", scratch / "src"]
 
-            parts.append(Part("work removed: rm -rf tmp src (a process)", True, _median_time(
-                repeat, work_of, lambda w: _run(["rm", "-rf", "--one-file-system", "--",
-                                                 *map(str, w)]))))
+            parts.append(Part("work removed: rm -rf tmp src (the trash's, later)", False,
+                              _median_time(
+                                  repeat, work_of, lambda w: _run(
+                                      ["rm", "-rf", "--one-file-system", "--",
+                                       *map(str, w)]))))
 
             def output_of(index: int) -> Path:
                 scratch = fresh_scratch(user)

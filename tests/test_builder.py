@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -584,6 +585,83 @@ async def test_cancellation_kills_the_build_and_cleans_up(layout: Layout, confin
     if not confine:  # inside the sandbox, $$ and $! are pids of its own pid namespace
         for pid in map(int, started.split()[1:]):
             assert not is_alive(pid)
+    assert_cleaned_up(layout, node)
+
+
+async def build_behind_gate(node: Node, layout: Layout, *, confine: bool,
+                            gate: Callable[[], Awaitable[None]]) -> Built:
+    """`build`, its command held until `gate()` returns (as a build slot holds it)."""
+    if not confine:
+        return await run_build(node, layout, confine=False, make_thrs=1, gate=gate)
+    async with BuildUserPool(load_pool(DEFAULT_GROUP)).take() as user:
+        return await run_build(node, layout, confine=True, make_thrs=1, user=user, gate=gate)
+
+
+def waits_at_its_gate(node: Node) -> bool:
+    """Whether the node's sandbox is set up and waiting: its bwrap blocked reading a pipe
+    (the --block-fd; nothing else of bwrap reads one)."""
+    for pid in processes_of(node):
+        with contextlib.suppress(OSError):
+            if (Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap"
+                    and "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()):
+                return True
+    return False
+
+
+async def sandbox_set_up(node: Node) -> None:
+    """Wait (with a deadline) until the node's sandbox waits at its gate."""
+    with trio.fail_after(10):
+        while True:
+            if waits_at_its_gate(node):
+                return
+            await trio.sleep(0.01)
+
+
+async def held_at_gate(nursery: trio.Nursery, node: Node, layout: Layout, *, confine: bool,
+                       release: trio.Event) -> list[int]:
+    """Start the node's build behind a gate that opens on `release`; once it is held there
+    (a confined one's sandbox set up), the build's processes."""
+    at_gate = trio.Event()
+    seen: list[int] = []
+
+    async def gate() -> None:
+        if confine:
+            await sandbox_set_up(node)
+        seen.extend(processes_of(node))
+        at_gate.set()
+        await release.wait()
+
+    nursery.start_soon(functools.partial(build_behind_gate, node, layout, confine=confine,
+                                         gate=gate))
+    await at_gate.wait()
+    return seen
+
+
+@both_modes
+async def test_the_command_runs_only_once_its_gate_opens(layout: Layout, confine: bool) -> None:
+    """The build slot's wait: a confined build's sandbox is set up before its slot is
+    granted, its command not; a bare build starts nothing before."""
+    node = make_node(layout, 'echo "command ran"; touch "$tmp/ran"; mkdir -p "$out"')
+    ran = layout.scratch(node.uid) / "tmp" / "ran"
+    opened = trio.Event()
+    async with trio.open_nursery() as nursery:
+        processes = await held_at_gate(nursery, node, layout, confine=confine, release=opened)
+        assert bool(processes) == confine  # bwrap waits; a bare build is not started yet
+        assert not ran.exists()
+        opened.set()
+    assert "command ran" in log_of(layout, node)
+    assert out_of(node).is_dir()
+
+
+@needs_bwrap
+async def test_a_build_cancelled_at_its_gate_leaves_nothing(layout: Layout) -> None:
+    """A sandbox waiting for its slot is killed whole when its build is cancelled (its
+    gate's end is closed only then: bwrap reads a closed gate as "run it")."""
+    node = make_node(layout, 'mkdir -p "$out"; sleep 1000')
+    async with trio.open_nursery() as nursery:
+        assert await held_at_gate(nursery, node, layout, confine=True, release=trio.Event())
+        nursery.cancel_scope.cancel()
+    assert processes_of(node) == []
     assert_cleaned_up(layout, node)
 
 

@@ -18,6 +18,12 @@ are its machine's, and a daemon only its owner uses keeps every slot busy.
 A build several requests wait for stands in the queue of each of them (`add_key`), so it
 takes the earliest turn of any of its waiters instead of only its first requester's turn;
 it counts against the cap of the user whose turn it took.
+
+Getting ready ahead (`lookahead`): the tickets the queue will grant next, as far as it can
+tell now (as if every slot were free: `upcoming`), are told so (`wait_ready`) before their
+slot is granted, up to `lookahead` of them at once, so their builds set their sandboxes up
+while the slots are still busy. Telling is only a forecast: slots are granted in the fair
+order above whatever was readied, so a user who comes late loses nothing to it.
 """
 
 from __future__ import annotations
@@ -28,12 +34,17 @@ from collections.abc import Hashable, Iterable
 
 import trio
 
+#: the forecast's turns (`FairSlots.upcoming`) come after every real turn
+_AFTER_EVERY_TURN = 1 << 62
+
 
 class Ticket:
     """One waiter for a slot; it may stand in several requests' queues at once."""
 
     def __init__(self) -> None:
         self.event = trio.Event()
+        #: set once it may get ready (it is among the next to be granted, or granted)
+        self.ready = trio.Event()
         self.done = False  # granted, or given up
         #: the user whose turn (and share of the slots) it took, once granted
         self.user: Hashable = None
@@ -54,7 +65,7 @@ class FairSlots:
     FORGET_AFTER = 1024
 
     def __init__(self, total: int, per_user: int | None = None,
-                 uncapped: Iterable[Hashable] = ()) -> None:
+                 uncapped: Iterable[Hashable] = (), lookahead: int = 0) -> None:
         if total < 1:
             raise ValueError(f"need at least one slot, not {total}")
         per_user = default_per_user(total) if per_user is None else per_user
@@ -76,6 +87,9 @@ class FairSlots:
         self._clock = itertools.count()
         #: tickets waiting for a slot
         self.waiting = 0
+        #: how many waiting tickets may be told to get ready at once, and those told
+        self.lookahead = lookahead
+        self._readying: set[Ticket] = set()
 
     def ticket(self, user: Hashable, request: Hashable = None) -> Ticket:
         """A place in the queue of `user`'s `request`, or a slot at once if one is free for
@@ -87,6 +101,7 @@ class FairSlots:
             self._enqueue(ticket, user, request)
             self.waiting += 1
             self._dispatch()  # a slot another user's cap left free
+            self._look_ahead()
         return ticket
 
     def add_key(self, ticket: Ticket, user: Hashable, request: Hashable = None) -> None:
@@ -95,6 +110,7 @@ class FairSlots:
         if not ticket.done:
             self._enqueue(ticket, user, request)
             self._dispatch()
+            self._look_ahead()
 
     def _enqueue(self, ticket: Ticket, user: Hashable, request: Hashable) -> None:
         self._queues.setdefault(user, {}).setdefault(request, deque()).append(ticket)
@@ -104,12 +120,27 @@ class FairSlots:
         try:
             await ticket.event.wait()
         except BaseException:
-            if ticket.granted:
-                self.release(ticket)
-            elif not ticket.done:
-                ticket.done = True
-                self.waiting -= 1
+            self.give_up(ticket)
             raise
+
+    async def wait_ready(self, ticket: Ticket) -> None:
+        """Wait until `ticket` may get ready: it is among the next `lookahead` to be granted
+        (`upcoming`), or granted. On cancellation, give up the place (or slot)."""
+        try:
+            await ticket.ready.wait()
+        except BaseException:
+            self.give_up(ticket)
+            raise
+
+    def give_up(self, ticket: Ticket) -> None:
+        """Give back the slot `ticket` holds, or its place in the queue (once)."""
+        if ticket.granted:
+            self.release(ticket)
+        elif not ticket.done:
+            ticket.done = True
+            self.waiting -= 1
+            self._readying.discard(ticket)
+            self._look_ahead()
 
     async def acquire(self, user: Hashable, request: Hashable = None) -> Ticket:
         """A slot for `user`; hand the ticket to `release` when done with it."""
@@ -129,6 +160,7 @@ class FairSlots:
         self.free += 1
         assert self.free <= self.total, "released more slots than acquired"
         self._dispatch()
+        self._look_ahead()
 
     def _dispatch(self) -> None:
         """Hand free slots to waiting tickets, a turn at a time: to the user served least
@@ -156,12 +188,78 @@ class FairSlots:
     def _under_cap(self, user: Hashable) -> bool:
         return self.held.get(user, 0) < self.per_user or user in self.uncapped
 
+    def upcoming(self, count: int) -> list[Ticket]:
+        """The waiting tickets `_dispatch` would grant next, in order, were `count` slots
+        free and none held (each slot held now ends some time; the turns after it are the
+        same): up to `count`. Nothing is changed but what `_dispatch` would change too
+        (given-up tickets at the front of a queue are dropped)."""
+        picked: list[Ticket] = []
+        held: dict[Hashable, int] = {}
+        # the forecast's own turns, after every real one
+        user_served: dict[Hashable, int] = {}
+        request_served: dict[tuple[Hashable, Hashable], int] = {}
+        later = itertools.count(_AFTER_EVERY_TURN)
+
+        emptied: list[tuple[Hashable, Hashable]] = []
+
+        def first_free(user: Hashable, request: Hashable) -> Ticket | None:
+            queue = self._queues[user][request]
+            while queue and queue[0].done:
+                queue.popleft()
+            if not queue:
+                emptied.append((user, request))
+            return next((t for t in queue if not t.done and t not in picked), None)
+
+        while len(picked) < count:
+            # the user served least recently under the cap, then their request served least
+            # recently, each with a ticket left to grant (ties: the first, as `min` picks)
+            best: tuple[int, Hashable, Hashable, Ticket] | None = None
+            for user, requests in self._queues.items():
+                if held.get(user, 0) >= self.per_user and user not in self.uncapped:
+                    continue
+                served = user_served.get(user, self._user_served.get(user, -1))
+                if best is not None and served >= best[0]:
+                    continue
+                turns = [(request_served.get((user, r), self._request_served.get((user, r), -1)),
+                          r) for r in requests]
+                for _turn, request in sorted(turns, key=lambda t: t[0]):
+                    ticket = first_free(user, request)
+                    if ticket is not None:
+                        best = (served, user, request, ticket)
+                        break
+            if best is None:
+                break
+            _served, user, request, ticket = best
+            picked.append(ticket)
+            held[user] = held.get(user, 0) + 1
+            user_served[user] = request_served[(user, request)] = next(later)
+        for user, request in emptied:  # as `_dispatch` leaves them: no empty queue
+            requests = self._queues.get(user, {})
+            if request in requests and not requests[request]:
+                del requests[request]
+                if not requests:
+                    del self._queues[user]
+        return picked
+
+    def _look_ahead(self) -> None:
+        """Tell the next tickets to be granted to get ready, up to `lookahead` at once."""
+        if len(self._readying) >= self.lookahead or not self.waiting:
+            return
+        for ticket in self.upcoming(self.lookahead):
+            if len(self._readying) >= self.lookahead:
+                return
+            if ticket not in self._readying:
+                self._readying.add(ticket)
+                ticket.ready.set()
+
     def _grant(self, ticket: Ticket, user: Hashable, request: Hashable) -> None:
         self.free -= 1
         self.held[user] = self.held.get(user, 0) + 1
         ticket.user = user
         ticket.done = True
         self._serve(user, request)
+        self._readying.discard(ticket)
+        ticket.ready.set()
         ticket.event.set()
 
     def _serve(self, user: Hashable, request: Hashable) -> None:

@@ -123,13 +123,19 @@ class LocalBuilds:
         started = self.records.started(node, requested_by)
         began = trio.current_time()
         log.info("build started: %s uid=%s by=%d", node.name, node.uid, requested_by)
+
+        async def gate() -> None:  # set up: its command waits for its build slot
+            nonlocal began
+            await slot.start()
+            began = trio.current_time()  # its duration (the next ETA) is its command's
+
         async with self.records.recording(lambda: started, node, "build"), \
                 host.user() as user:
             built = await builder.run_build(
                 node, host.layout, confine=host.confine, make_thrs=host.make_thrs,
                 on_log=lambda items, end: relay_log(emit, node.uid, items, end),
-                user=user, limits=host.limits, on_exit=slot, cgroups=host.cgroups,
-                seed=seed, finish=finish,
+                user=user, limits=host.limits, gate=gate, on_exit=slot,
+                cgroups=host.cgroups, seed=seed, finish=finish,
             )
         self.trash.put(built.trashed)
         await self.records.valid_built(node, started, built.content_hash, "valid")

@@ -7,7 +7,9 @@ queued or running for anybody is joined, not started again; a node nobody waits 
 is cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
 request that started them, so a second waiter keeps a build going after the first left.
 Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
-Build slots go round-robin between the users waiting (by uid), then between each user's
+As many builds as there are slots get ready meanwhile (their sandboxes set up, waiting for a
+slot: `BuildSlot`), so a slot's next command starts as the last one ends. Build slots go
+round-robin between the users waiting (by uid), then between each user's
 requests, and no user holds more than `max_jobs_per_user` of them (`ixd.build.fairness`): a
 user's many requests do not starve another user's one.
 """
@@ -53,27 +55,63 @@ JOIN_REPLAY_CHARS = 256 * 1024
 
 
 class BuildSlot:
-    """The build slot a flight holds while its runner works. Calling it gives the slot back
-    early (the build's processes ended, or it runs on a cluster); `take_again` waits for one
-    again (a build that must run here after all). Without `slots`, a flight that needs none."""
+    """The build slot a flight waits for, and then holds while its command runs.
+
+    A flight's runner starts once its ticket may get ready (`FairSlots.wait_ready`: it is
+    among the next to be granted), sets its build up and then waits in `start` for the slot
+    itself; the slot is granted in the fair order whatever got ready. Calling it gives the
+    slot (or the place in the queue) back early (the build's processes ended, or it runs on
+    a cluster); `take_again` waits for one again (a build that must run here after all).
+    Without `slots`, a flight that needs none: `start` returns at once."""
 
     def __init__(self, slots: FairSlots | None = None, ticket: Ticket | None = None,
                  user: int = 0, request: int = 0) -> None:
         self._slots = slots
-        self._ticket = ticket
+        self._ticket = ticket if slots is not None else None
         self._user = user
         self._request = request
-        self.held = slots is not None and ticket is not None
+        self._on_start: Callable[[], None] | None = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether the build waits for its slot (`start`) before its command runs."""
+        return self._slots is not None
+
+    @property
+    def held(self) -> bool:
+        """Whether it holds the slot (or its place in the queue for one)."""
+        return self._ticket is not None
+
+    def when_started(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once, when the build starts: it holds its slot (`start`), or it
+        leaves this machine's slots (called: it runs on a cluster)."""
+        self._on_start = callback
+
+    async def start(self) -> None:
+        """Wait until the slot is granted; the command may run once this returns."""
+        if self._slots is not None and self._ticket is not None:
+            ticket = self._ticket
+            try:
+                await self._slots.wait(ticket)
+            except BaseException:
+                self._ticket = None  # `wait` gave the place (or slot) back
+                raise
+        self._started()
 
     def __call__(self) -> None:
-        if self.held and self._slots is not None and self._ticket is not None:
-            self.held = False
-            self._slots.release(self._ticket)
+        self._started()
+        if self._slots is not None and self._ticket is not None:
+            ticket, self._ticket = self._ticket, None
+            self._slots.give_up(ticket)
 
     async def take_again(self) -> None:
-        if self._slots is not None and not self.held:
+        if self._slots is not None and self._ticket is None:
             self._ticket = await self._slots.acquire(self._user, self._request)
-            self.held = True
+
+    def _started(self) -> None:
+        if self._on_start is not None:
+            on_start, self._on_start = self._on_start, None
+            on_start()
 
 
 class NodeRunner(Protocol):
@@ -85,9 +123,10 @@ class NodeRunner(Protocol):
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int,
                        slot_done: BuildSlot = ...) -> None:
-        """`slot_done()` may be called once the node's processes have ended: its build slot
-        goes to the next build while this one's bookkeeping (canonicalising, hashing,
-        registering) goes on."""
+        """A build waits for `slot_done.start()` (its build slot) once it is ready to run its
+        command, not before. `slot_done()` may be called once the node's processes have
+        ended: its build slot goes to the next build while this one's bookkeeping
+        (canonicalising, hashing, registering) goes on."""
 
 
 class PlanNarrower(Protocol):
@@ -165,15 +204,20 @@ class Flight:
 class Scheduler:
     def __init__(self, runner: NodeRunner, jobs: int,
                  substituter: PlanNarrower | None = None,
-                 max_jobs_per_user: int | None = None, owner: int | None = None) -> None:
-        """`owner`: the uid of the daemon's own account, whose builds are not capped."""
+                 max_jobs_per_user: int | None = None, owner: int | None = None,
+                 lookahead: int | None = None) -> None:
+        """`owner`: the uid of the daemon's own account, whose builds are not capped;
+        `lookahead`: how many builds get ready ahead of their slot (default `jobs`)."""
         self.runner = runner
         self.substituter = substituter
         self.jobs = jobs
         self._flights: dict[str, Flight] = {}
         self._nursery: trio.Nursery | None = None
+        # Builds get ready while the slots are busy (their scratch and sandbox set up): a
+        # freed slot's next command starts at once.
         self.build_slots = FairSlots(jobs, max_jobs_per_user,
-                                     uncapped=() if owner is None else (owner,))
+                                     uncapped=() if owner is None else (owner,),
+                                     lookahead=jobs if lookahead is None else lookahead)
         self._limiters = {"fetch": trio.CapacityLimiter(4), "realm": trio.CapacityLimiter(2),
                           "substitute": trio.CapacityLimiter(8),
                           "network": trio.CapacityLimiter(NETWORK_POOL)}
@@ -325,27 +369,37 @@ class Scheduler:
         node = flight.node
         if self.runner.is_valid(node):
             return
-        flight.started = time.time()
-        expected = self.runner.expected_duration(node)
-        flight.emit(events.STARTED, {"uid": node.uid, "name": node.name, "kind": node.kind,
-                                "expected": expected})
+        slot = slot_done or BuildSlot()
         beating = trio.CancelScope()
         assert self._nursery is not None
-        self._nursery.start_soon(_heartbeat, flight, expected, beating)
+        nursery = self._nursery
+
+        def started() -> None:  # its command runs (or it went to a cluster): not while ready
+            if beating.cancel_called:
+                return
+            flight.started = time.time()
+            expected = self.runner.expected_duration(node)
+            flight.emit(events.STARTED, {"uid": node.uid, "name": node.name, "kind": node.kind,
+                                         "expected": expected})
+            nursery.start_soon(_heartbeat, flight, expected, beating)
+
+        if slot.gated:
+            slot.when_started(started)
+        else:
+            started()
         try:
-            await self.runner.run_node(node, flight.emit, flight.requested_by,
-                                       slot_done or BuildSlot())
+            await self.runner.run_node(node, flight.emit, flight.requested_by, slot)
         finally:
             beating.cancel()
         flight.emit(events.FINISHED, {"uid": node.uid, "name": node.name, "kind": node.kind,
-                                 "duration": time.time() - flight.started})
+                                      "duration": time.time() - (flight.started or time.time())})
 
     async def _fly(self, flight: Flight) -> None:
         node = flight.node
         try:
             with flight.cancel_scope:
                 if flight.ticket is not None:
-                    await self.build_slots.wait(flight.ticket)
+                    await self.build_slots.wait_ready(flight.ticket)
                     slot = BuildSlot(self.build_slots, flight.ticket, flight.requested_by,
                                      flight.request_key)
                     try:

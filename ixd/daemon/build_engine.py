@@ -71,8 +71,13 @@ class BuildEngine:
             substituter=substituter, on_built=self.pusher.submit if self.pusher else None,
             cluster=self.cluster, push_inputs=self.pusher.push if self.pusher else None,
         )
+        # A build that gets ready ahead of its slot holds a build user meanwhile: only with
+        # users to spare beyond the slots' (else the slots' builds could wait for users the
+        # ready ones hold, and those for the slots)
+        ahead = jobs if pool is None else max(0, min(jobs, len(pool) - jobs))
         self.scheduler = Scheduler(self.runner, jobs, substituter,
-                                   config.max_jobs_per_user or None, owner=os.getuid())
+                                   config.max_jobs_per_user or None, owner=os.getuid(),
+                                   lookahead=ahead)
         #: the event loop's token, for the Dask client's thread (set when serving)
         self.trio_token: trio.lowlevel.TrioToken | None = None
 

@@ -32,7 +32,7 @@ import functools
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -43,7 +43,7 @@ from ixd.model.layout import Layout
 from ixd.model.nodes import Node
 from ixd.store import buildlog, process, scratch, space
 from ixd.store.buildlog import DEFAULT_MAX_LOG, BoundedLog, LogPump
-from ixd.store.buildusers import BuildUser
+from ixd.store.buildusers import BuildUser, kill_processes_of
 from ixd.store.canonical import OutputRefused
 from ixd.store.cgroup import BuildCgroup, Cgroups, enter_argv
 from ixd.store.confine import build_identity_argv, bwrap_path, confinement_argv, tool_path
@@ -107,6 +107,7 @@ async def run_build(
     user: BuildUser | None = None,
     limits: BuildLimits | None = None,
     on_exit: Callable[[], None] | None = None,
+    gate: Callable[[], Awaitable[None]] | None = None,
     expect_hash: str | None = None,
     keep_log: bool = False,
     cgroups: Cgroups | None = None,
@@ -121,10 +122,12 @@ async def run_build(
     in the store or scratch) if the command fails, breaks a limit or cannot be run,
     ConfinementUnavailable if confinement is asked for and impossible, NoSpace (a
     BuildFailed) if the file system filled, DaemonFault if a file of the daemon's own (the
-    log, the scratch) could not be made or written. `on_exit()` is called once
-    the command has ended and its work folder is deleted, before its output is canonicalised
-    and moved (a build that fails never calls it: its caller hands its slot on once its files
-    are gone). With `expect_hash`, an output of any other content hash is refused
+    log, the scratch) could not be made or written. `gate()` is awaited
+    before the command runs (its build slot), once its scratch and its sandbox are set up
+    (`process.start`). `on_exit()` is called once the command has ended and no process of
+    it is left, before its output is read to its end, judged, canonicalised and moved; a
+    command that failed never calls it (its caller hands its slot on once its files are
+    gone). With `expect_hash`, an output of any other content hash is refused
     (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`: the
     command's output goes after what the log already holds. A confined build runs in a
     cgroup of its own under `cgroups` (its memory bound), else with RLIMIT_DATA; a broken
@@ -140,18 +143,31 @@ async def run_build(
                                        build.limits.max_log_size, append=keep_log)
     try:
         etc = await build.daemon_work("prepare its scratch", build.prepare, seed)
-        command, watch, post = build.command(make_thrs, etc), build.watch(), process.loop_poster()
+        command, post = build.command(make_thrs, etc), process.loop_poster()
         try:
-            running = await process.start(command)
+            running = await process.start(command, gate)
         except (OSError, subprocess.SubprocessError) as exc:
             raise BuildFailed(await build.failure(f"could not be run: {exc}", log_file)) from exc
+        watch = build.watch()  # its time runs from here: not while it waited for its slot
         # (nothing between the start and its supervision: it kills and reaps what started)
-        ended = await running.supervise(lambda fd: LogPump(fd, log_file, on_log, post), watch)
+        handed_on = False
+
+        def hand_on() -> None:  # nothing of the build can run: the slot's next may
+            nonlocal handed_on
+            handed_on = True
+            if on_exit is not None:
+                on_exit()
+
+        ended = await running.supervise(lambda fd: LogPump(fd, log_file, on_log, post), watch,
+                                        on_end=hand_on)
         await build.judge(ended, watch, log_file)
-        if on_exit is not None:
-            # the slot's next build starts on the space this one's work took: free first
-            await build.daemon_work("delete its work", scratch.clear_work, build.scratch,
-                                    build.live_user(ended))
+        if on_exit is not None and not handed_on:
+            # The slot is handed on as soon as nothing of the build can run: its work goes
+            # with its scratch into the trash when it settles (one rename; the collector
+            # deletes it within TRASH_GATHER), not by an `rm -rf` the next build waits for.
+            live = build.live_user(ended)
+            if live is not None:
+                await build.daemon_work("stop its processes", kill_processes_of, live)
             on_exit()
         built = await build.settle(ended, log_file, expect_hash, finish)
         lines = await build.daemon_work("write its log", buildlog.add_notes, log_file,
@@ -262,14 +278,14 @@ class _Build:
             prefix = enter_argv(self.cgroup.procs) + prefix
         inputs = readable_inputs(node, self.layout)
 
-        def sandbox(info_fd: int) -> list[str]:
+        def sandbox(info_fd: int, block_fd: int) -> list[str]:
             # (in the spawner's thread: the look-ups of the declared shell are stat calls)
             links = [] if node.host_view else declared_tools(node)
             return prefix + confinement_argv(
                 net=node.net, host_view=node.host_view, links=links,
                 store_view=(work.store_view, work.store_path.parent), inputs=inputs,
                 binds=[(work.root, work.root)], tmp=work.tmp, etc=etc, info_fd=info_fd,
-                chdir=work.tmp,
+                block_fd=block_fd, chdir=work.tmp,
             ) + _unset_pwd(env, host_view=node.host_view, links=links)
 
         return process.Command(node.command, env, work.root, node.stdin.encode(), sandbox)

@@ -107,6 +107,7 @@ def confinement_argv(
     tmp: Path | None = None,
     etc: Path | None = None,
     info_fd: int | None = None,
+    block_fd: int | None = None,
     chdir: Path | None = None,
 ) -> list[str]:
     """The `bwrap ... --` prefix that confines a command.
@@ -121,7 +122,8 @@ def confinement_argv(
     (host path, sandbox path) pairs bound read-write; `tmp` is bound read-write at `/tmp`
     (else /tmp is a small tmpfs); `etc` is a folder holding the sandbox's `passwd` and
     `group`. `info_fd` asks bwrap to write its JSON info (with the host pid of the sandbox's
-    pid 1) to that fd; `chdir` is the command's working directory inside.
+    pid 1) to that fd; `block_fd`: bwrap sets the sandbox up, then waits for a byte on that
+    fd before it runs the command; `chdir` is the command's working directory inside.
     """
     argv = [
         bwrap_path() or BWRAP,
@@ -139,6 +141,8 @@ def confinement_argv(
         argv.append("--share-net")
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
+    if block_fd is not None:
+        argv += ["--block-fd", str(block_fd)]
     if host_view:
         argv += _system_dirs_argv()
     argv += ["--dir", "/etc"]

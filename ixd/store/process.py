@@ -4,8 +4,9 @@ up, reaped through a pidfd.
 
 What it runs is an argv, an environment, a working folder and a stdin; inside a sandbox if
 the caller gives the sandbox's argv (bwrap: its `--info-fd` tells the sandbox's pid 1,
-whose death ends the whole pid namespace). It knows nothing of nodes, scratch folders or
-logs: `ixd.store.builder` puts those around it.
+whose death ends the whole pid namespace; its `--block-fd` holds the command until `start`'s
+gate opens, so a sandbox is set up while the build slot it waits for is still busy). It
+knows nothing of nodes, scratch folders or logs: `ixd.store.builder` puts those around it.
 
 `start` is the only step whose failure means "the command could not be run"; everything
 after it is `Running.supervise`, which always kills and reaps what it started.
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
@@ -28,9 +30,9 @@ from typing import Protocol
 import outcome
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio 0.22 has no py.typed
 
-#: the sandbox's argv prefix, given the fd for bwrap's --info-fd (called in the spawner's
-#: thread: it may stat files)
-SandboxArgv = Callable[[int], list[str]]
+#: the sandbox's argv prefix, given the fds for bwrap's --info-fd and --block-fd (called in
+#: the spawner's thread: it may stat files)
+SandboxArgv = Callable[[int, int], list[str]]
 
 #: after the process exits, how long its output pipe may stay open (a background process
 #: of an unconfined build holding it) before the output is given up anyway
@@ -95,11 +97,31 @@ class Exit:
     output_error: OSError | None = None
 
 
-async def start(command: Command) -> Running:
+async def start(command: Command, gate: Callable[[], Awaitable[None]] | None = None
+                ) -> Running:
     """Start `command` in the spawner's thread. Raises OSError or SubprocessError if it
-    cannot be started; what it returns must be supervised at once (`Running.supervise`)."""
-    child = await _SPAWNER.run(lambda: _spawn(command))
-    return Running(child)
+    cannot be started; what it returns must be supervised at once (`Running.supervise`).
+
+    The command itself runs only once `gate()` has returned (the build slot it waits for).
+    A sandbox is set up before: its processes start, bwrap makes its mounts and waits on
+    its block fd, and the gate's byte lets it exec the command, so the slot's time goes to
+    the command, not to the sandbox's set-up. If the gate raises (cancelled), what started
+    is killed and reaped."""
+    if command.sandbox is None:
+        if gate is not None:
+            await gate()
+        return Running(await _SPAWNER.run(lambda: _spawn(command)))
+    running = Running(await _SPAWNER.run(lambda: _spawn(command)))
+    try:
+        if gate is not None:
+            await gate()
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            os.close(running.child.output)
+            await running._reap(None)
+        raise
+    running.child.open_gate()
+    return running
 
 
 @dataclass
@@ -114,9 +136,13 @@ class Running:
         """The reading end of its stdout and stderr (the reader's to close)."""
         return self.child.output
 
-    async def supervise(self, reader: Callable[[int], OutputReader],
-                        watchdog: Watchdog) -> Exit:
+    async def supervise(self, reader: Callable[[int], OutputReader], watchdog: Watchdog,
+                        on_end: Callable[[], None] | None = None) -> Exit:
         """Run the process to its end, its output to `reader(fd)`.
+
+        `on_end()` is called as soon as the process has exited with status 0 and its
+        sandbox's pid namespace is seen gone (nothing of it can run any more), before its
+        output is read to the end and its descriptors closed.
 
         When it exits, what is left of its process group is killed (background processes of
         an unconfined command; a sandbox's pid namespace dies with its pid 1 anyway). While
@@ -156,6 +182,10 @@ class Running:
                 status = child.popen.poll()
                 assert status is not None
                 ended.status = status
+                if on_end is not None and status == 0 and (
+                        ended.sandbox_gone or _ended(sandbox_pidfd)):
+                    ended.sandbox_gone = True
+                    on_end()
                 with trio.move_on_after(EOF_GRACE):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
@@ -189,6 +219,9 @@ class Running:
                 self.exit.sandbox_gone = True
             os.close(sandbox_pidfd)
         os.close(child.pidfd)
+        if child.gate >= 0:  # only now: bwrap reads the closed gate's end as "run it"
+            os.close(child.gate)
+            child.gate = -1
         for stream in (child.stdin, child.info):
             if stream is not None:
                 await stream.aclose()
@@ -277,6 +310,20 @@ class _Child:
     stdin_rest: bytes
     #: bwrap's --info-fd
     info: trio.lowlevel.FdStream | None
+    #: the writing end of bwrap's --block-fd (-1: none, or opened)
+    gate: int = -1
+
+    def open_gate(self) -> None:
+        """Let the sandboxed command run (bwrap reads a byte, then execs it)."""
+        if self.gate < 0:
+            return
+        try:
+            os.write(self.gate, b"\n")
+        except BrokenPipeError:  # bwrap is gone already: its exit tells why
+            pass
+        finally:
+            os.close(self.gate)
+            self.gate = -1
 
 
 def _spawn(command: Command) -> _Child:
@@ -293,14 +340,17 @@ def _spawn(command: Command) -> _Child:
             in_r, in_w = os.pipe()
             parent_ends.append(in_w)
             child_ends.append(in_r)
-        info_r = -1
+        info_r = gate_w = -1
         pass_fds: tuple[int, ...] = ()
         if command.sandbox is not None:
             info_r, info_w = os.pipe()
             parent_ends.append(info_r)
             child_ends.append(info_w)
-            pass_fds = (info_w,)
-            argv = [*command.sandbox(info_w), *argv]
+            gate_r, gate_w = os.pipe()
+            parent_ends.append(gate_w)
+            child_ends.append(gate_r)
+            pass_fds = (info_w, gate_r)
+            argv = [*command.sandbox(info_w, gate_r), *argv]
         popen = subprocess.Popen(
             argv,
             stdin=in_r,
@@ -339,6 +389,7 @@ def _spawn(command: Command) -> _Child:
         stdin=trio.lowlevel.FdStream(in_w) if in_w >= 0 else None,
         stdin_rest=rest,
         info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
+        gate=gate_w,
     )
 
 
@@ -401,6 +452,11 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
         os.close(pidfd)
         return SANDBOX_GONE
     return pidfd
+
+
+def _ended(pidfd: int | None) -> bool:
+    """Whether the process of `pidfd` has exited (without waiting)."""
+    return pidfd is not None and bool(select.select([pidfd], [], [], 0)[0])
 
 
 def _kill_group(pgid: int) -> None:
