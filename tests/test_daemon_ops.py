@@ -5,7 +5,7 @@ handler table, and the runner's garbage-collection guard."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import trio.testing
 
 from client.lexer import lex_mutation
 from ixd.build.runner import StoreRunner
-from ixd.build.scheduler import Listener, Scheduler
+from ixd.build.scheduler import BuildSlot, Listener, Scheduler
 from ixd.daemon.build_ops import BuildOps
 from ixd.daemon.catalog import Catalog
 from ixd.daemon.core import Config, Daemon
@@ -78,7 +78,9 @@ class FakeRunner:
         return 12.5 if node.kind == "build" else None
 
     async def run_node(self, node: Node, emit: Listener, requested_by: int,
-                       slot_done: Callable[[], None] = lambda: None) -> None:
+                       slot_done: BuildSlot | None = None) -> None:
+        if slot_done is not None:  # as a local build: it runs in a build slot
+            await slot_done.start()
         await self.gate.wait()
         self.valid.add(node.uid)
 

@@ -43,7 +43,7 @@ from ixd.model.layout import Layout
 from ixd.model.nodes import Node
 from ixd.store import buildlog, process, scratch, space
 from ixd.store.buildlog import DEFAULT_MAX_LOG, BoundedLog, LogPump
-from ixd.store.buildusers import BuildUser, kill_processes_of
+from ixd.store.buildusers import BuildUser
 from ixd.store.canonical import OutputRefused
 from ixd.store.cgroup import BuildCgroup, Cgroups, enter_argv
 from ixd.store.confine import build_identity_argv, bwrap_path, confinement_argv, tool_path
@@ -124,10 +124,11 @@ async def run_build(
     BuildFailed) if the file system filled, DaemonFault if a file of the daemon's own (the
     log, the scratch) could not be made or written. `gate()` is awaited
     before the command runs (its build slot), once its scratch and its sandbox are set up
-    (`process.start`). `on_exit()` is called once the command has ended and no process of
-    it is left, before its output is read to its end, judged, canonicalised and moved; a
-    command that failed never calls it (its caller hands its slot on once its files are
-    gone). With `expect_hash`, an output of any other content hash is refused
+    (`process.start`). `on_exit()` is called once the command has ended, no process of it
+    is left and its work folder is deleted, before its output is canonicalised and moved
+    (and, if it exited with status 0, before its end is judged); a build that fails
+    otherwise never calls it (its caller hands its slot on once its files are gone). With
+    `expect_hash`, an output of any other content hash is refused
     (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`: the
     command's output goes after what the log already holds. A confined build runs in a
     cgroup of its own under `cgroups` (its memory bound), else with RLIMIT_DATA; a broken
@@ -150,24 +151,21 @@ async def run_build(
             raise BuildFailed(await build.failure(f"could not be run: {exc}", log_file)) from exc
         watch = build.watch()  # its time runs from here: not while it waited for its slot
         # (nothing between the start and its supervision: it kills and reaps what started)
+        ended = await running.supervise(lambda fd: LogPump(fd, log_file, on_log, post), watch)
         handed_on = False
-
-        def hand_on() -> None:  # nothing of the build can run: the slot's next may
-            nonlocal handed_on
+        if on_exit is not None and ended.status == 0 and ended.broken is None \
+                and ended.sandbox_gone:
+            # It ended well and nothing of it can run: the slot is handed on before its end
+            # is judged (a walk of its scratch) and its output settled, once its work is gone
+            # (the slot's next build starts on the space this one's work took).
+            await build.daemon_work("delete its work", scratch.clear_work, build.scratch, None)
+            on_exit()
             handed_on = True
-            if on_exit is not None:
-                on_exit()
-
-        ended = await running.supervise(lambda fd: LogPump(fd, log_file, on_log, post), watch,
-                                        on_end=hand_on)
         await build.judge(ended, watch, log_file)
         if on_exit is not None and not handed_on:
-            # The slot is handed on as soon as nothing of the build can run: its work goes
-            # with its scratch into the trash when it settles (one rename; the collector
-            # deletes it within TRASH_GATHER), not by an `rm -rf` the next build waits for.
-            live = build.live_user(ended)
-            if live is not None:
-                await build.daemon_work("stop its processes", kill_processes_of, live)
+            # the slot's next build starts on the space this one's work took: free first
+            await build.daemon_work("delete its work", scratch.clear_work, build.scratch,
+                                    build.live_user(ended))
             on_exit()
         built = await build.settle(ended, log_file, expect_hash, finish)
         lines = await build.daemon_work("write its log", buildlog.add_notes, log_file,

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import queue
-import select
 import signal
 import subprocess
 import threading
@@ -136,13 +135,9 @@ class Running:
         """The reading end of its stdout and stderr (the reader's to close)."""
         return self.child.output
 
-    async def supervise(self, reader: Callable[[int], OutputReader], watchdog: Watchdog,
-                        on_end: Callable[[], None] | None = None) -> Exit:
+    async def supervise(self, reader: Callable[[int], OutputReader],
+                        watchdog: Watchdog) -> Exit:
         """Run the process to its end, its output to `reader(fd)`.
-
-        `on_end()` is called as soon as the process has exited with status 0 and its
-        sandbox's pid namespace is seen gone (nothing of it can run any more), before its
-        output is read to the end and its descriptors closed.
 
         When it exits, what is left of its process group is killed (background processes of
         an unconfined command; a sandbox's pid namespace dies with its pid 1 anyway). While
@@ -182,10 +177,6 @@ class Running:
                 status = child.popen.poll()
                 assert status is not None
                 ended.status = status
-                if on_end is not None and status == 0 and (
-                        ended.sandbox_gone or _ended(sandbox_pidfd)):
-                    ended.sandbox_gone = True
-                    on_end()
                 with trio.move_on_after(EOF_GRACE):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
@@ -452,11 +443,6 @@ async def _sandbox_pidfd(info: trio.lowlevel.FdStream) -> int | None:
         os.close(pidfd)
         return SANDBOX_GONE
     return pidfd
-
-
-def _ended(pidfd: int | None) -> bool:
-    """Whether the process of `pidfd` has exited (without waiting)."""
-    return pidfd is not None and bool(select.select([pidfd], [], [], 0)[0])
 
 
 def _kill_group(pgid: int) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import stat
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,22 @@ def sandbox_etc_dir(layout: Layout) -> Path:
     except OSError:  # another build made it first
         remove_tree(staging)
     return folder
+
+
+def clear_work(scratch: Scratch, user: BuildUser | None) -> None:
+    """Delete a finished build's work (`tmp`, `src`; its output stays): no process of it
+    left first (`user`'s are killed, if given). Root uses one `rm -rf`, which holds no
+    interpreter lock the event loop needs."""
+    if user is not None:
+        kill_processes_of(user)
+    work = [scratch.tmp, scratch.src]
+    if os.geteuid() == 0:
+        done = subprocess.run(["rm", "-rf", "--one-file-system", "--", *map(os.fspath, work)],
+                              check=False, stdin=subprocess.DEVNULL, capture_output=True)
+        if done.returncode == 0:
+            return
+    for folder in work:
+        remove_tree(folder)
 
 
 def settle(scratch: Scratch, user: BuildUser | None, *, max_output_size: int,
