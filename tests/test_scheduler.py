@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from ixd.build.fairness import FairSlots, Ticket
-from ixd.build.scheduler import NETWORK_POOL, BuildSlot, Listener, Scheduler
+from ixd.build.scheduler import NETWORK_POOL, BuildSlot, Listener, Scheduler, ready_ahead
 from ixd.model.nodes import Node, Plan
 from ixd.wire.errors import BuildFailed, DependencyFailed
 
@@ -254,6 +254,49 @@ async def test_the_next_builds_get_ready_while_the_slots_are_busy(autojump_clock
     assert sorted(started.values()) == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
     assert sorted(ready.values()) == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
     assert all(ready[uid] <= started[uid] for uid in ready)
+
+
+@pytest.mark.parametrize("users", [2, 3, 4])
+async def test_builds_ready_ahead_never_hold_the_build_users_the_slots_need(
+        autojump_clock: Any, users: int) -> None:
+    """A build getting ready holds a build user (as LocalBuilds does). One user's four
+    builds fill the slots and two more get ready; two other users come, and each freed slot
+    goes to one of them, while each freed build user goes to a ready build: with as many
+    users as slots, those hold the users the slots' builds need, and wait for the slots.
+    `ready_ahead` leaves none ready then, and every build ends."""
+    jobs, pool = 2, trio.CapacityLimiter(users)
+    ran: list[str] = []
+
+    class UserHolding(FakeRunner):
+        async def run_node(self, n: Node, emit: Listener, requested_by: int,
+                           slot_done: BuildSlot | None = None) -> None:
+            assert slot_done is not None
+            async with pool:  # held while it gets ready, runs and settles
+                await slot_done.start()
+                ran.append(n.uid)
+                await trio.sleep(1.0)
+                slot_done()
+                await trio.sleep(0.5)  # its bookkeeping, its user still held
+            self.valid.add(n.uid)
+
+    scheduler = Scheduler(UserHolding(), jobs=jobs, max_jobs_per_user=jobs,
+                          lookahead=ready_ahead(jobs, users))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.serve)
+            async with trio.open_nursery() as requests:
+                requests.start_soon(scheduler.run,
+                                    Plan(tuple(node(f"a{i}") for i in range(4)), ()), quiet, 1)
+                await trio.testing.wait_all_tasks_blocked()
+                requests.start_soon(scheduler.run, Plan((node("x"),), ()), quiet, 2)
+                requests.start_soon(scheduler.run, Plan((node("y"),), ()), quiet, 3)
+            nursery.cancel_scope.cancel()
+    assert sorted(ran) == ["a0", "a1", "a2", "a3", "x", "y"]
+
+
+def test_builds_get_ready_ahead_only_with_build_users_to_spare() -> None:
+    assert ready_ahead(2, None) == 2 and ready_ahead(2, 16) == 2 and ready_ahead(2, 4) == 2
+    assert ready_ahead(2, 3) == 1 and ready_ahead(2, 2) == 0 and ready_ahead(2, 1) == 0
 
 
 def test_fair_slots_turns_go_by_user_then_by_request() -> None:

@@ -54,6 +54,16 @@ JOIN_REPLAY_LINES = 1000
 JOIN_REPLAY_CHARS = 256 * 1024
 
 
+def ready_ahead(jobs: int, build_users: int | None) -> int:
+    """How many builds may get ready ahead of their slot with `build_users` build users
+    (None: builds run as the daemon, no pool). A build getting ready holds a build user: with
+    none to spare beyond the slots', the slots' builds could wait for users the ready ones
+    hold, and those for the slots."""
+    if build_users is None:
+        return jobs
+    return max(0, min(jobs, build_users - jobs))
+
+
 class BuildSlot:
     """The build slot a flight waits for, and then holds while its command runs.
 

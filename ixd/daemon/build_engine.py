@@ -11,7 +11,7 @@ import trio
 
 from ixd.build.cluster import Cluster
 from ixd.build.runner import StoreRunner
-from ixd.build.scheduler import Scheduler
+from ixd.build.scheduler import Scheduler, ready_ahead
 from ixd.cache.extras import require
 from ixd.cache.substitute import Pusher, Substituter, open_caches
 from ixd.daemon.config import Config
@@ -71,13 +71,10 @@ class BuildEngine:
             substituter=substituter, on_built=self.pusher.submit if self.pusher else None,
             cluster=self.cluster, push_inputs=self.pusher.push if self.pusher else None,
         )
-        # A build that gets ready ahead of its slot holds a build user meanwhile: only with
-        # users to spare beyond the slots' (else the slots' builds could wait for users the
-        # ready ones hold, and those for the slots)
-        ahead = jobs if pool is None else max(0, min(jobs, len(pool) - jobs))
         self.scheduler = Scheduler(self.runner, jobs, substituter,
                                    config.max_jobs_per_user or None, owner=os.getuid(),
-                                   lookahead=ahead)
+                                   lookahead=ready_ahead(jobs, None if pool is None
+                                                         else len(pool)))
         #: the event loop's token, for the Dask client's thread (set when serving)
         self.trio_token: trio.lowlevel.TrioToken | None = None
 
