@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -115,6 +116,10 @@ class _SharedRender:
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
+#: a package's uid (in C: the closures' uids are read by the thousand)
+_uid = operator.attrgetter("uid")
+
+
 def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> Node:
     """`dataclasses.replace(node, name=..., meta=..., elf_machine=...)` without its checks
     and keyword handling: a big tree makes thousands of these (one per flag set of a build)."""
@@ -123,6 +128,10 @@ def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> N
                                              "elf_machine": elf_machine})
     return renamed
 
+
+#: an edge in the memo of the edges from packages with the same flags: its kind, the name
+#: and flags written
+EdgeMemoKey = tuple[str, str, FlagsKey]
 
 #: what a flag checked once (`PackageGraph._checked_flags`) holds: its tuple and set entry
 FLAG_ENTRY = 150
@@ -184,9 +193,11 @@ class PackageGraph:
         #: name resolved (recipes write a few, tens of thousands of times)
         self._checked_flags: set[tuple[str, str]] = set()
         self._targets: dict[str, str] = {}
-        #: where each edge leads (`_edge`): the child's name, flags and key by the edge's
-        #: kind, the parent's flags and hubness and the selector written
-        self._edges: dict[tuple[str, FlagsKey, bool, Selector], PackageKey] = {}
+        #: where each edge leads (`_edge`): by the parent's flags and hubness (looked up
+        #: once a package), then by the edge's kind and the selector written (its name and
+        #: flags: a tuple's hash is made in C, a selector's in Python), the child's key
+        self._edges: dict[tuple[FlagsKey, bool], dict[EdgeMemoKey, PackageKey]] = {}
+        self._edge_count = 0
         #: renders made, by package name, for other flag sets of the package that read the
         #: same values (`_same_render`); dropped with the files they read
         #: name -> the names a render of it looked up -> their values -> the render
@@ -343,7 +354,7 @@ class PackageGraph:
             introduced.setdefault(loaded.key, loaded)
             return loaded
 
-        realm_free_key = _without_realm(key)
+        realm_free_key = _without_realm(key) if REALM_FLAG in flags else key
         cached = self.render_cache.get(key, realm_free_key)
         if cached is None and self.render_store is not None:
             cached = self._stored_render(name, key, realm_free_key)
@@ -383,18 +394,23 @@ class PackageGraph:
             # a bootstrap build passes `boot` on to the libraries it links (stal/IX)
             flags = {**flags, "boot": "1"}
             passed = tuple(sorted(flags.items()))
-        edges, load = self._edges, self._load
+        load = self._load
+        edges = self._edges.get((passed, is_hub))
+        if edges is None:
+            edges = self._edges[(passed, is_hub)] = {}
 
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
             loaded = []
             for sel in selectors:
-                child_key = edges.get((kind, passed, is_hub, sel))
+                child_key = edges.get((kind, sel.name, sel.flags))
+                edge_flags: dict[str, str] | None = None
                 if child_key is None:
-                    child_key = self._edge(kind, flags, passed, is_hub, sel)
+                    child_key, edge_flags = self._edge(kind, flags, is_hub, edges, sel)
                 child = cache.get(child_key)
                 if child is None:  # its flags in the order the edge gives them (its node's)
-                    child = load(child_key[0], self._edge_flags(kind, flags, is_hub, sel),
-                                 stack, child_key)
+                    if edge_flags is None:
+                        edge_flags = self._edge_flags(kind, flags, is_hub, sel)
+                    child = load(child_key[0], edge_flags, stack, child_key)
                 loaded.append(depend(child))
             return loaded
 
@@ -447,11 +463,13 @@ class PackageGraph:
         self.render_cache.index(key, files)
         return package
 
-    def _edge(self, kind: EdgeKind, flags: Mapping[str, str], passed: FlagsKey,
-              is_hub: bool, selector: Selector) -> PackageKey:
+    def _edge(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
+              edges: dict[EdgeMemoKey, PackageKey], selector: Selector
+              ) -> tuple[PackageKey, dict[str, str]]:
         """The key of the package `selector` names along an edge of `kind` from a package
-        with `flags` (`passed`, sorted), kept for the next package with the same flags
-        (most edges of a tree are written alike in many packages: lib/c)."""
+        with `flags`, kept in `edges` (the memo of the edges from packages with these flags)
+        for the next package with the same flags (most edges of a tree are written alike in
+        many packages: lib/c); and its flags in the order the edge gives them."""
         child = self._edge_flags(kind, flags, is_hub, selector)
         name = normal_name(selector.name)
         key: PackageKey = (name, tuple(sorted(child.items())))
@@ -460,9 +478,10 @@ class PackageGraph:
             key = cached.key  # one copy
         else:  # it may outlive its package
             self._memo_bytes += EDGE_FLAG * len(child)
-        self._edges[(kind, passed, is_hub, selector)] = key
+        edges[(kind, selector.name, selector.flags)] = key
+        self._edge_count += 1
         self._memo_bytes += EDGE_ENTRY
-        return key
+        return key, child
 
     def _edge_flags(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
                     selector: Selector) -> dict[str, str]:
@@ -562,15 +581,14 @@ class PackageGraph:
         targets = [p for p in target_libs if p.out_dir is not None]
         inputs = unique([p for p in (*tools, *host_libs, *target_libs, *data)
                           if p.out_dir is not None])
-        input_uids = tuple(p.uid for p in inputs)
+        input_uids = tuple(map(_uid, inputs))
         # the host's system folders only where the recipe or one of its tools needs them
-        host_view = d.host_view != "none" or any(t.descriptor.host_view == "tool"
-                                                  for t in tools)
+        host_view = d.host_view != "none" or "tool" in [t.descriptor.host_view for t in tools]
         # as in stal/IX, flags (the target among them) count by what they render: two flag
         # sets that render the same build are one build, and its uid is hashed once (the
         # dirs of its environment are those of these builds: their uids stand for them)
-        made_of = (name, kind, d, tuple(p.uid for p in bins), tuple(p.uid for p in hosts),
-                   tuple(p.uid for p in targets), input_uids, host_view)
+        made_of = (name, kind, d, tuple(map(_uid, bins)), tuple(map(_uid, hosts)),
+                   tuple(map(_uid, targets)), input_uids, host_view)
         uid = self._uids.get(made_of)
         env: dict[str, str] | None = None
         sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
@@ -681,6 +699,7 @@ class PackageGraph:
         self._uids.clear()
         self._parsed.clear()
         self._edges.clear()
+        self._edge_count = 0
         self._checked_flags.clear()
         self.render_cache.prune(self.cache)
 
@@ -696,6 +715,7 @@ class PackageGraph:
             self._uids.clear()
             self._parsed.clear()
             self._edges.clear()
+            self._edge_count = 0
             self._checked_flags.clear()
             self._memo_bytes = 0
         if self._shared_count > self.max_packages:
@@ -708,8 +728,9 @@ class PackageGraph:
             self._uids.clear()
         if len(self._parsed) > self.max_packages:
             self._parsed.clear()
-        if len(self._edges) > self.max_packages:
+        if self._edge_count > self.max_packages:
             self._edges.clear()
+            self._edge_count = 0
         if len(self._checked_flags) > self.max_packages:
             self._checked_flags.clear()
 
@@ -724,6 +745,5 @@ class PackageGraph:
 def _without_realm(key: PackageKey) -> PackageKey:
     """The key of the same package outside any realm."""
     name, flags = key
-    if not any(k == REALM_FLAG for k, _ in flags):
-        return key
-    return name, tuple(kv for kv in flags if kv[0] != REALM_FLAG)
+    kept = tuple([kv for kv in flags if kv[0] != REALM_FLAG])
+    return key if len(kept) == len(flags) else (name, kept)
