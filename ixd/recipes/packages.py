@@ -21,12 +21,14 @@ package and its pure functions) and `ixd.recipes.rendercontext` (what a template
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import operator
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,7 @@ from ixd.recipes.rendercontext import (
     PLATFORM_NAMES,
     SAME_HELPERS,
     HostProbes,
+    mark_probes,
     render_context,
     render_settings,
     values_key,
@@ -120,6 +123,24 @@ GC_THRESHOLDS = (50_000, 20, 20)
 _uid = operator.attrgetter("uid")
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection while a load runs (the lock held: one at a time).
+
+    A load allocates objects by the million, nearly all of them kept (the packages, their
+    closures and nodes) and nearly none in cycles (they are freed by their counts): each
+    collection it set off would only walk the growing graph again (a quarter of a restart's
+    load of stal/IX's CI set, even at `GC_THRESHOLDS`)."""
+    if not gc.isenabled():  # paused already, or by the program
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> Node:
     """`dataclasses.replace(node, name=..., meta=..., elf_machine=...)` without its checks
     and keyword handling: a big tree makes thousands of these (one per flag set of a build)."""
@@ -132,6 +153,9 @@ def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> N
 #: an edge in the memo of the edges from packages with the same flags: its kind, the name
 #: and flags written
 EdgeMemoKey = tuple[str, str, FlagsKey]
+#: the edges along which a buildable package passes its flags on (`child_flags`); along the
+#: others its child's flags are the same whatever its flags (but a `run.deps` one's target)
+PASSING_EDGES = frozenset({"target_lib", "lib_dep"})
 
 #: what a flag checked once (`PackageGraph._checked_flags`) holds: its tuple and set entry
 FLAG_ENTRY = 150
@@ -197,6 +221,11 @@ class PackageGraph:
         #: once a package), then by the edge's kind and the selector written (its name and
         #: flags: a tuple's hash is made in C, a selector's in Python), the child's key
         self._edges: dict[tuple[FlagsKey, bool], dict[EdgeMemoKey, PackageKey]] = {}
+        #: the same for the edges whose child's flags do not depend on the parent's
+        #: (`FIXED_EDGES`), and for a buildable package's `run.deps` (the parent's target
+        #: only), by that target
+        self._fixed_edges: dict[EdgeMemoKey, PackageKey] = {}
+        self._run_edges: dict[str | None, dict[EdgeMemoKey, PackageKey]] = {}
         self._edge_count = 0
         #: renders made, by package name, for other flag sets of the package that read the
         #: same values (`_same_render`); dropped with the files they read
@@ -277,7 +306,7 @@ class PackageGraph:
             validate_flag_value(value, flag)
         flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
         flags.setdefault("kind", kind_of(name))
-        with self._lock:
+        with self._lock, collector_paused():
             self._owner = owner
             try:
                 package = self._load(name, flags, ())
@@ -295,7 +324,7 @@ class PackageGraph:
         """Packages a recipe names as build tools (`fix.deps`: the realm's fix-up tools):
         loaded as along a `bld.deps` edge, with only `target=host` and `kind=bin` under
         their written flags (the recipe charset)."""
-        with self._lock:
+        with self._lock, collector_paused():
             self._owner = owner
             loaded = []
             for sel in selectors:
@@ -361,10 +390,11 @@ class PackageGraph:
         if cached is None:
             probed: list[bool] = []
             context = render_context(name, flags, self.settings, self.host, self._probes,
-                                     self.host_versions, intro,
-                                     probed if self.render_store is not None else None)
+                                     self.host_versions, intro)
             shared = self._same_render(name, context)
             if shared is None:
+                if self.render_store is not None:
+                    mark_probes(context, probed)
                 rendered = self.tree.render(name, context)
                 self.renders += 1
                 descriptor = self._intern(parse_descriptor(rendered.descriptor,
@@ -395,12 +425,22 @@ class PackageGraph:
             flags = {**flags, "boot": "1"}
             passed = tuple(sorted(flags.items()))
         load = self._load
-        edges = self._edges.get((passed, is_hub))
-        if edges is None:
-            edges = self._edges[(passed, is_hub)] = {}
+        passing: dict[EdgeMemoKey, PackageKey] | None = None
 
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
-            loaded = []
+            nonlocal passing
+            loaded: list[Package] = []
+            if not selectors:
+                return loaded
+            edges: dict[EdgeMemoKey, PackageKey] | None
+            if is_hub or kind in PASSING_EDGES:
+                edges = passing
+                if edges is None:
+                    edges = passing = self._edges.setdefault((passed, is_hub), {})
+            elif kind == "run_dep":
+                edges = self._run_edges.setdefault(flags.get("target"), {})
+            else:
+                edges = self._fixed_edges
             for sel in selectors:
                 child_key = edges.get((kind, sel.name, sel.flags))
                 edge_flags: dict[str, str] | None = None
@@ -483,6 +523,12 @@ class PackageGraph:
         self._memo_bytes += EDGE_ENTRY
         return key, child
 
+    def _clear_edges(self) -> None:
+        self._edges.clear()
+        self._fixed_edges.clear()
+        self._run_edges.clear()
+        self._edge_count = 0
+
     def _edge_flags(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
                     selector: Selector) -> dict[str, str]:
         """The flags of the package `selector` names along an edge of `kind` from a package
@@ -518,11 +564,13 @@ class PackageGraph:
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
         """A render kept by an earlier daemon run, now kept in memory too (lock held)."""
         assert self.render_store is not None
-        stored = self.render_store.get(key, self._parsed)
-        if stored is None and realm_free_key != key:
+        stored = None
+        if realm_free_key != key:  # most renders never name target_realm: kept without it
             stored = self.render_store.get(realm_free_key, self._parsed)
             if stored is not None and stored[2]:  # it names target_realm: not this realm's
                 stored = None
+        if stored is None:
+            stored = self.render_store.get(key, self._parsed)
         if stored is None:
             return None
         raw, files, reads_realm, digest = stored
@@ -591,7 +639,7 @@ class PackageGraph:
                    tuple(map(_uid, targets)), input_uids, host_view)
         uid = self._uids.get(made_of)
         env: dict[str, str] | None = None
-        sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
+        sources = _sources(d)
         if uid is None:
             env = build_env(bins, hosts, targets)
             self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
@@ -698,8 +746,7 @@ class PackageGraph:
         self._memo_bytes = 0
         self._uids.clear()
         self._parsed.clear()
-        self._edges.clear()
-        self._edge_count = 0
+        self._clear_edges()
         self._checked_flags.clear()
         self.render_cache.prune(self.cache)
 
@@ -714,8 +761,7 @@ class PackageGraph:
             self._descriptors.clear()
             self._uids.clear()
             self._parsed.clear()
-            self._edges.clear()
-            self._edge_count = 0
+            self._clear_edges()
             self._checked_flags.clear()
             self._memo_bytes = 0
         if self._shared_count > self.max_packages:
@@ -729,8 +775,7 @@ class PackageGraph:
         if len(self._parsed) > self.max_packages:
             self._parsed.clear()
         if self._edge_count > self.max_packages:
-            self._edges.clear()
-            self._edge_count = 0
+            self._clear_edges()
         if len(self._checked_flags) > self.max_packages:
             self._checked_flags.clear()
 
@@ -740,6 +785,13 @@ class PackageGraph:
 
     def __len__(self) -> int:
         return len(self.cache)
+
+
+def _sources(descriptor: Descriptor) -> tuple[Source, ...]:
+    """What a build fetches, as its node names it."""
+    if not descriptor.fetch:
+        return ()
+    return tuple([Source(f.url, f.sha256, url_basename(f.url)) for f in descriptor.fetch])
 
 
 def _without_realm(key: PackageKey) -> PackageKey:

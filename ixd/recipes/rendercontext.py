@@ -131,20 +131,15 @@ class HostProbes:
 
 def render_context(name: str, flags: Mapping[str, str], settings: Mapping[str, str],
                    host_name: str, probes: HostProbes, host_versions: Mapping[str, str],
-                   intro: Callable[[str], Package], probed: list[bool] | None
-                   ) -> dict[str, Any]:
+                   intro: Callable[[str], Package]) -> dict[str, Any]:
     """What a recipe sees, in stal/IX's layers: the daemon's settings (`ixd --set`), the
-    names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags.
-    `probed`, if given, gets an item when the render asks the host something (such a render
-    is not kept across restarts)."""
+    names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags. (Made for
+    every package not rendered yet, most of which take a render of another flag set: the
+    probes are marked only for a render made, `mark_probes`.)"""
     boot_tool: Callable[[str], str | None] = probes.boot_tool
     isfile: Callable[[object], bool] = _isfile
     capture: Callable[..., Captured] = probes.capture
     program: Callable[[str], str | None] = probes.program
-    if probed is not None:
-        boot_tool, isfile = _asked(boot_tool, probed), _asked(isfile, probed)
-        capture, program = _asked(capture, probed), _asked(program, probed)
-        host_versions = _AskedMapping(host_versions, probed)
     target = platforms.describe(flags["target"])
     host = platforms.describe(host_name)
     kind = flags["kind"]
@@ -172,6 +167,14 @@ def render_context(name: str, flags: Mapping[str, str], settings: Mapping[str, s
     if context["boot"]:
         context["setx"] = "1"
     return context
+
+
+def mark_probes(context: dict[str, Any], probed: list[bool]) -> None:
+    """The host's probes of `context` (`render_context`) append to `probed` when the render
+    asks the host something (such a render is not kept across restarts)."""
+    for name in ("ix_boot_tool", "isfile", "host_capture", "host_program"):
+        context[name] = _asked(context[name], probed)
+    context["host_versions"] = _AskedMapping(context["host_versions"], probed)
 
 
 def _asked(call: Callable[..., Any], probed: list[bool]) -> Callable[..., Any]:
