@@ -117,6 +117,10 @@ class _SharedRender:
 #: few re-plans of `bench/plan.py`'s realm; with these, a re-plan after an edit takes 103 ms
 #: instead of 132, without such pauses).
 GC_THRESHOLDS = (50_000, 20, 20)
+#: objects a load leaves past which they go to the oldest generation unwalked
+#: (`collector_paused`; from stored renders, bin/b64 leaves about 56,000, set/stalix 126,000
+#: and stal/IX's CI set 944,000)
+PROMOTED_LOAD = 100_000
 
 
 #: a package's uid (in C: the closures' uids are read by the thousand)
@@ -125,12 +129,15 @@ _uid = operator.attrgetter("uid")
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """No cyclic collection while a load runs (the lock held: one at a time).
+    """No cyclic collection while a load runs (the graph's lock held: one at a time).
 
     A load allocates objects by the million, nearly all of them kept (the packages, their
     closures and nodes) and nearly none in cycles (they are freed by their counts): each
     collection it set off would only walk the growing graph again (a quarter of a restart's
-    load of stal/IX's CI set, even at `GC_THRESHOLDS`)."""
+    load of stal/IX's CI set, even at `GC_THRESHOLDS`). After a big load, what it made goes
+    straight to the oldest generation (`gc.freeze` then `gc.unfreeze`), unwalked: a young
+    collection would walk all of it once, then an older one again (a tenth of that load);
+    the cyclic garbage among it waits for the next full collection."""
     if not gc.isenabled():  # paused already, or by the program
         yield
         return
@@ -138,6 +145,9 @@ def collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if gc.get_count()[0] > PROMOTED_LOAD:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 
