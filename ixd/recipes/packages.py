@@ -73,6 +73,7 @@ from ixd.recipes.packagecache import PackageCache
 from ixd.recipes.rendercache import (
     DEFAULT_STORE_BYTES,
     DEFAULT_USER_SHARE,
+    Asked,
     Owner,
     RenderStore,
     fingerprint,
@@ -81,6 +82,8 @@ from ixd.recipes.rendercontext import (
     PLATFORM_NAMES,
     SAME_HELPERS,
     HostProbes,
+    answers_hold,
+    answers_kept,
     mark_probes,
     render_context,
     render_settings,
@@ -106,7 +109,8 @@ class _SharedRender:
     parsed: Descriptor
     files: frozenset[Path]
     reads_realm: bool
-    probed: bool
+    #: what it asked the host, with the answers (`rendercontext.mark_probes`)
+    probed: tuple[Asked, ...]
     stored: bytes | None = None
 
 
@@ -120,7 +124,7 @@ GC_THRESHOLDS = (50_000, 20, 20)
 #: objects a load leaves past which they go to the oldest generation unwalked
 #: (`collector_paused`; from stored renders, bin/b64 leaves about 56,000, set/stalix 126,000
 #: and stal/IX's CI set 944,000)
-PROMOTED_LOAD = 100_000
+PROMOTED_LOAD = 20_000
 
 
 #: a package's uid (in C: the closures' uids are read by the thousand)
@@ -398,7 +402,7 @@ class PackageGraph:
         if cached is None and self.render_store is not None:
             cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
-            probed: list[bool] = []
+            probed: list[Asked] = []
             context = render_context(name, flags, self.settings, self.host, self._probes,
                                      self.host_versions, intro)
             shared = self._same_render(name, context)
@@ -413,16 +417,18 @@ class PackageGraph:
                 reads_realm = rendered.reads_realm
                 if not introduced:  # a render that names another package's uid goes with it
                     shared = self._remember_render(name, context, rendered, descriptor,
-                                                   bool(probed))
+                                                   tuple(probed))
             else:
                 self.shared_renders += 1
                 descriptor, files, reads_realm = shared.parsed, shared.files, shared.reads_realm
                 raw, text = None, ""
-                probed = [True] if shared.probed else []
+                probed = list(shared.probed)
             if not introduced:
                 self.render_cache.keep(key, descriptor, files,
                                        None if reads_realm else realm_free_key)
-                if self.render_store is not None and not probed:  # realm-blind: kept once
+                # realm-blind: kept once; with what it asked the host, if that can be asked
+                # again
+                if self.render_store is not None and answers_kept(probed):
                     assert shared is not None
                     self._store_render(key if reads_realm else realm_free_key, shared, raw,
                                        text)
@@ -568,7 +574,7 @@ class PackageGraph:
             raw = render.parsed.to_raw()
             text = json.dumps(raw)
         render.stored = store.put(key, raw, text, render.files, render.reads_realm,
-                                  self._owner)
+                                  self._owner, render.probed)
 
     def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
@@ -583,7 +589,9 @@ class PackageGraph:
             stored = self.render_store.get(key, self._parsed)
         if stored is None:
             return None
-        raw, files, reads_realm, digest = stored
+        raw, files, reads_realm, digest, asked = stored
+        if asked and not answers_hold(asked, self._probes, self.host_versions):
+            return None  # the host answers otherwise now: rendered again
         if raw is None:  # kept alike for another key: parsed then
             descriptor = self._parsed[digest]
         else:
@@ -612,7 +620,8 @@ class PackageGraph:
         return None
 
     def _remember_render(self, name: str, context: Mapping[str, Any], rendered: Rendered,
-                         descriptor: Descriptor, probed: bool) -> _SharedRender:
+                         descriptor: Descriptor, probed: tuple[Asked, ...]
+                         ) -> _SharedRender:
         """Keep `rendered` for `_same_render`, with the values of the names it looked up
         (but the engine's helpers, the same for every render of a graph)."""
         names = tuple(sorted(rendered.reads - SAME_HELPERS))
