@@ -28,7 +28,7 @@ import json
 import operator
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,11 +236,14 @@ class PackageGraph:
         #: flags: a tuple's hash is made in C, a selector's in Python), the child's key
         self._edges: dict[tuple[FlagsKey, bool], dict[EdgeMemoKey, PackageKey]] = {}
         #: the same for the edges whose child's flags do not depend on the parent's
-        #: (`FIXED_EDGES`), and for a buildable package's `run.deps` (the parent's target
+        #: (not `PASSING_EDGES`), and for a buildable package's `run.deps` (the parent's target
         #: only), by that target
         self._fixed_edges: dict[EdgeMemoKey, PackageKey] = {}
         self._run_edges: dict[str | None, dict[EdgeMemoKey, PackageKey]] = {}
         self._edge_count = 0
+        #: the closures walked in the load under way (`_walk`), by closure and roots
+        self._walks: dict[Callable[[Package], Sequence[Package]],
+                          dict[tuple[int, ...], tuple[Package, ...]]] = {}
         #: renders made, by package name, for other flag sets of the package that read the
         #: same values (`_same_render`); dropped with the files they read
         #: name -> the names a render of it looked up -> their values -> the render
@@ -325,6 +328,7 @@ class PackageGraph:
             try:
                 package = self._load(name, flags, ())
             finally:
+                self._walks.clear()
                 if self.render_store is not None:
                     self.render_store.flush()
             self._bound()
@@ -341,10 +345,13 @@ class PackageGraph:
         with self._lock, collector_paused():
             self._owner = owner
             loaded = []
-            for sel in selectors:
-                flags = child_flags("bld_tool", {}, False, dict(sel.flags), self.host)
-                flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
-                loaded.append(self._load(normal_name(sel.name), flags, ()))
+            try:
+                for sel in selectors:
+                    flags = child_flags("bld_tool", {}, False, dict(sel.flags), self.host)
+                    flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
+                    loaded.append(self._load(normal_name(sel.name), flags, ()))
+            finally:
+                self._walks.clear()
             self._bound()
             return loaded
 
@@ -473,16 +480,17 @@ class PackageGraph:
         # the order of every list follows stal/IX's, so the dirs in a build's environment
         # come out in its order (docs/recipes.md, "Closures")
         bld_deps = edge("bld_tool", descriptor.bld_deps)
-        tools = visit(bld_deps, run_deps_of)
+        walk = self._walk
+        tools = walk(bld_deps, run_deps_of)
         induced = [s for t in tools for s in t.descriptor.ind_deps]
         direct_target_libs = edge("target_lib", [*descriptor.target_libs, *induced])
-        target_libs = visit(direct_target_libs, lib_closure_of)
+        target_libs = walk(direct_target_libs, lib_closure_of)
         direct_host_libs = edge("host_lib", [*descriptor.host_libs, *induced])
-        host_libs = visit(direct_host_libs, lib_closure_of)
+        host_libs = walk(direct_host_libs, lib_closure_of)
         bld_data = edge("data", descriptor.bld_data)
         data = unique(bld_data)
         lib_deps = edge("lib_dep", descriptor.lib_deps)
-        lib_closure = visit(lib_deps, lib_closure_of)
+        lib_closure = walk(lib_deps, lib_closure_of)
         run_dep_list = edge("run_dep", descriptor.run_deps)
         run_data = edge("data", descriptor.run_data)
         run_roots = run_dep_list + run_data
@@ -491,7 +499,7 @@ class PackageGraph:
         for lib in target_libs:
             if lib.descriptor.run_data:
                 run_roots.extend(lib.direct("run_data"))
-        run_deps = visit(run_roots, run_deps_of)
+        run_deps = walk(run_roots, run_deps_of)
 
         build: Build | None = None
         if is_hub:
@@ -518,6 +526,20 @@ class PackageGraph:
                        self._owner)
         self.render_cache.index(key, files)
         return package
+
+    def _walk(self, roots: Sequence[Package],
+              closure: Callable[[Package], Sequence[Package]]) -> tuple[Package, ...]:
+        """`visit(roots, closure)`, each list of roots walked once a load: the packages of a
+        family reach the same ones (one tuple for all of them, too). By the roots' identity,
+        which stays theirs while the load runs (nothing is dropped until it ends)."""
+        if len(roots) < 2:
+            return visit(roots, closure)
+        memo = self._walks.setdefault(closure, {})
+        ids = tuple(map(id, roots))
+        found = memo.get(ids)
+        if found is None:
+            found = memo[ids] = visit(roots, closure)
+        return found
 
     def _edge(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
               edges: dict[EdgeMemoKey, PackageKey], selector: Selector
