@@ -162,6 +162,9 @@ class RenderStore:
         #: identity once shared)
         self._paths: dict[str, Path] = {}
         self._file_sets: dict[frozenset[Path], frozenset[Path]] = {}
+        #: the text of each set of files a kept render read (`_files_text`), while none of
+        #: them changed
+        self._files_texts: dict[frozenset[Path], tuple[str, frozenset[Path]]] = {}
         #: the renders read or kept in this run whose files were found unchanged (until one
         #: changes): their files and whether they name target_realm
         self._checked: dict[Data, Checked] = {}
@@ -461,17 +464,13 @@ class RenderStore:
         (written by the next `flush`), what it `asked` the host (used after a restart only
         while the host answers alike). Its digest (for `alias`), or None if not kept."""
         with self._lock:
-            identified = []
-            for path in files:
-                identity = self._now(path)
-                if identity is None:  # gone already: nothing to check it against
-                    return None
-                identified.append((path, identity))
+            found = self._files_text(files)
+            if found is None:  # a file gone already: nothing to check it against
+                return None
+            read, fileset = found
             # the text as it came, not encoded again (JSON has line breaks and tabs only
             # between tokens: spaces there read the same)
             flat = text.replace("\n", " ").replace("\t", " ")
-            read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
-                            for p, (d, i, n, m) in identified)
             questions = json.dumps([[name, list(args), answer] for name, args, answer in asked],
                                    ensure_ascii=True)
             body = (f"[{flat},[{read}],{'true' if reads_realm else 'false'},{questions}]"
@@ -479,9 +478,7 @@ class RenderStore:
             digest = _digest(body)
             if digest not in self._bodies:
                 self._bodies[digest] = _Body(-1, len(body), body)
-                fileset = frozenset(p for p, _ in identified)
-                self._checked[digest] = (self._file_sets.setdefault(fileset, fileset),
-                                         reads_realm, asked)
+                self._checked[digest] = (fileset, reads_realm, asked)
                 self._pending_bytes += len(body)
                 if not self._name(key, digest, owner, len(body) + 1):
                     self._bodies.pop(digest)
@@ -489,6 +486,25 @@ class RenderStore:
                     return None
                 return digest
             return digest if self._name(key, digest, owner, 0) else None
+
+    def _files_text(self, files: Iterable[Path]) -> tuple[str, frozenset[Path]] | None:
+        """The files a render read as its line names them, with their identities, and their
+        one set; None if one is gone (lock held). Made once a run for each set: the renders
+        of a template family read one."""
+        fileset = frozenset(files)
+        found = self._files_texts.get(fileset)
+        if found is None:
+            identified = []
+            for path in fileset:
+                identity = self._now(path)
+                if identity is None:
+                    return None
+                identified.append((path, identity))
+            read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
+                            for p, (d, i, n, m) in identified)
+            found = self._files_texts[fileset] = (
+                read, self._file_sets.setdefault(fileset, fileset))
+        return found
 
     def alias(self, key: PackageKey, digest: Data, owner: Owner = None) -> bool:
         """Keep `key` as naming the render `put` kept as `digest` (another flag set that
@@ -567,6 +583,8 @@ class RenderStore:
             changed = {Path(p) for p in paths}
             for path in changed:
                 self._seen.pop(path, None)
+            self._files_texts = {fs: t for fs, t in self._files_texts.items()
+                                 if changed.isdisjoint(fs)}
             stale = [d for d, (files, _, _) in self._checked.items()
                      if not changed.isdisjoint(files)]
             for digest in stale:
