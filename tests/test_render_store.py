@@ -82,19 +82,56 @@ def test_a_file_changed_while_running_is_never_taken_back(tmp_path: Path) -> Non
     assert again.renders == 1
 
 
-def test_renders_that_ask_the_host_are_not_kept(tmp_path: Path) -> None:
+def test_renders_that_ask_the_host_are_kept_while_it_answers_alike(tmp_path: Path) -> None:
+    """A render that asked the host is kept with the answers, and used after a restart only
+    while the host answers each question as it did: a tool gone from the boot path, a file
+    appeared, and those renders are made again (with the new answers)."""
     root = tmp_path / "o"
-    recipe(root, "bin/f", "'yes' if isfile('/bin/sh') else 'no'")
-    recipe(root, "bin/t", "ix_boot_tool('sh') or 'none'")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "mytool").write_text("#!/bin/sh\n")
+    (tools / "mytool").chmod(0o755)
+    flag = tmp_path / "flag"
+    recipe(root, "bin/f", f"'yes' if isfile('{flag}') else 'no'")
+    recipe(root, "bin/t", "ix_boot_tool('mytool') or 'none'")
     recipe(root, "bin/v", "host_versions['sh']")
+    recipe(root, "bin/c", "'walked' if (host_versions | list) is not none else ''")
     recipe(root, "bin/plain", "'plain'")
-    g = graph(tmp_path)
-    for name in ("bin/f", "bin/t", "bin/v", "bin/plain"):
-        g.load(parse_selector(name))
-    again = graph(tmp_path)
-    for name in ("bin/f", "bin/t", "bin/v", "bin/plain"):
-        again.load(parse_selector(name))
-    assert again.renders == 3
+    names = ("bin/f", "bin/t", "bin/v", "bin/c", "bin/plain")
+
+    def load_all() -> tuple[PackageGraph, dict[str, str]]:
+        g = graph(tmp_path, ix_boot_path=str(tools))
+        return g, {n: g.load(parse_selector(n)).descriptor.script_data for n in names}
+
+    _, first = load_all()
+    assert first["bin/t"] == str(tools / "mytool") and first["bin/f"] == "no"
+    again, same = load_all()
+    assert same == first
+    assert again.renders == 1  # bin/c: a walk of every host tool is not kept
+    (tools / "mytool").unlink()
+    flag.write_text("")
+    changed, now = load_all()
+    assert now["bin/t"] == "none" and now["bin/f"] == "yes"
+    assert now["bin/v"] == first["bin/v"] and now["bin/plain"] == "plain"
+    assert changed.renders == 3  # bin/t, bin/f and bin/c
+
+
+def test_a_kept_question_the_host_answers_otherwise_is_never_served(tmp_path: Path) -> None:
+    """The answers a kept render holds are the ones asked again: a store whose answer was
+    changed on disk (a damaged or foreign file) is rendered again, not trusted."""
+    root = tmp_path / "o"
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    recipe(root, "bin/t", "ix_boot_tool('mytool') or 'none'")
+    g = graph(tmp_path, ix_boot_path=str(tools))
+    assert g.load(parse_selector("bin/t")).descriptor.script_data == "none"
+    store = tmp_path / "renders.jsonl"
+    text = store.read_text()
+    assert '["ix_boot_tool",["mytool"],null]' in text.replace(" ", "")
+    store.write_text(text.replace("null]]]", '"/evil"]]]'))
+    again = graph(tmp_path, ix_boot_path=str(tools))
+    assert again.load(parse_selector("bin/t")).descriptor.script_data == "none"
+    assert again.renders == 1
 
 
 def test_other_settings_start_a_new_store(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from ixd.recipes.flagnames import TemplateNames
 from ixd.recipes.index import RecipeIndex
 from ixd.recipes.loadorder import load_order
 from ixd.recipes.package import Package, walk_closure
-from ixd.recipes.packages import DEFAULT_CACHE_BYTES, PackageGraph
+from ixd.recipes.packages import DEFAULT_CACHE_BYTES, PackageGraph, collector_paused
 from ixd.recipes.rendercache import DEFAULT_STORE_BYTES, Owner
 from ixd.recipes.tree import REALM_FLAG, RecipeTree
 from ixd.wire.errors import RecipeNotFound
@@ -111,8 +111,9 @@ class Catalog:
 
         def ordered() -> list[Package]:
             with self.graph.lock:  # no package of the closure dropped meanwhile
-                return load_order(self.graph.load_all(in_realm(EPHEMERAL_REALM, selectors),
-                                                      owner))
+                packages = self.graph.load_all(in_realm(EPHEMERAL_REALM, selectors), owner)
+                with collector_paused():  # sets and lists by the hundred thousand, no cycle
+                    return load_order(packages)
 
         packages: list[Package] = await trio.to_thread.run_sync(
             self.explained, ordered, selectors)

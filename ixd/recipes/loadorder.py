@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 
-from ixd.recipes.package import DIRECT_EDGES, DirectEdge, Package
+from ixd.recipes.package import DIRECT_EDGES, Package
 
 #: the lazily computed parts of a package, as stal/IX's cached methods
 _RUN, _LIB, _TOOLS, _TARGET_LIBS, _HOST_LIBS = "run", "lib", "tools", "target_libs", "host_libs"
@@ -26,6 +26,11 @@ _PARTS = (_RUN, _LIB, _TOOLS, _TARGET_LIBS, _HOST_LIBS)
 
 
 _uid = attrgetter("uid")
+
+#: where each edge is in `Package.edges()`
+_BLD_DEPS, _TARGET_LIBS_EDGE, _HOST_LIBS_EDGE, _BLD_DATA, _LIB_DEPS, _RUN_DEPS, _RUN_DATA = (
+    DIRECT_EDGES.index(e) for e in ("bld_deps", "target_libs", "host_libs", "bld_data",
+                                    "lib_deps", "run_deps", "run_data"))
 
 
 def _run_value(package: Package) -> Sequence[Package]:
@@ -49,11 +54,12 @@ class _Replay:
         self._done: dict[str, set[int]] = {part: set() for part in _PARTS}
         self._edges: dict[int, tuple[tuple[Package, ...], ...]] = {}
 
-    def direct(self, package: Package, edge: DirectEdge) -> tuple[Package, ...]:
+    def direct(self, package: Package, edge: int) -> tuple[Package, ...]:
+        """The packages along one edge of `package` (its place in `DIRECT_EDGES`)."""
         edges = self._edges.get(id(package))
         if edges is None:
             edges = self._edges[id(package)] = package.edges()
-        return edges[DIRECT_EDGES.index(edge)]
+        return edges[edge]
 
     def load(self, package: Package) -> None:
         if id(package) in self._loaded:
@@ -63,7 +69,7 @@ class _Replay:
             self.load(introduced)
         if package.buildable:  # its uid hashes its build closures
             self.tools(package)
-            self.loads(package, "bld_data")
+            self.loads(package, _BLD_DATA)
             self.target_libs(package)
             self.host_libs(package)
         else:  # a hub's uid hashes its run closure
@@ -71,7 +77,7 @@ class _Replay:
         identity = (package.name, tuple(sorted(package.flags.items())))
         self.finished.setdefault(identity, package)
 
-    def loads(self, package: Package, edge: DirectEdge) -> tuple[Package, ...]:
+    def loads(self, package: Package, edge: int) -> tuple[Package, ...]:
         loaded = self.direct(package, edge)
         for child in loaded:
             self.load(child)
@@ -87,15 +93,15 @@ class _Replay:
 
     def tools(self, package: Package) -> None:
         if self._first(package, _TOOLS):
-            self.visit(self.loads(package, "bld_deps"), _RUN)
+            self.visit(self.loads(package, _BLD_DEPS), _RUN)
 
-    def libs(self, package: Package, edge: DirectEdge, part: str) -> None:
+    def libs(self, package: Package, edge: int, part: str) -> None:
         """Target or host libraries: the written ones loaded, then (the tools known) the
         induced ones, then their library closures."""
         if not self._first(package, part):
             return
         libs = self.direct(package, edge)
-        written = len(package.descriptor.target_libs if edge == "target_libs"
+        written = len(package.descriptor.target_libs if edge == _TARGET_LIBS_EDGE
                       else package.descriptor.host_libs)
         for lib in libs[:written]:
             self.load(lib)
@@ -105,26 +111,26 @@ class _Replay:
         self.visit(libs, _LIB)
 
     def target_libs(self, package: Package) -> None:
-        self.libs(package, "target_libs", _TARGET_LIBS)
+        self.libs(package, _TARGET_LIBS_EDGE, _TARGET_LIBS)
 
     def host_libs(self, package: Package) -> None:
-        self.libs(package, "host_libs", _HOST_LIBS)
+        self.libs(package, _HOST_LIBS_EDGE, _HOST_LIBS)
 
     def lib(self, package: Package) -> None:
         if self._first(package, _LIB):
-            self.visit(self.loads(package, "lib_deps"), _LIB)
+            self.visit(self.loads(package, _LIB_DEPS), _LIB)
 
     def run(self, package: Package) -> None:
         if not self._first(package, _RUN):
             return
-        roots = [*self.loads(package, "run_deps"), *self.loads(package, "run_data")]
+        roots = [*self.loads(package, _RUN_DEPS), *self.loads(package, _RUN_DATA)]
         if package.kind == "lib":
             self.lib(package)
             roots.extend(package.lib_closure)
         self.target_libs(package)
         for lib in package.target_libs:
             if lib.descriptor.run_data:
-                roots.extend(self.loads(lib, "run_data"))
+                roots.extend(self.loads(lib, _RUN_DATA))
         self.visit(roots, _RUN)
 
     def visit(self, roots: Sequence[Package], part: str) -> None:

@@ -19,7 +19,7 @@ from sys import getsizeof
 from typing import Any, Literal
 
 from ixd.model.nodes import Node, Source
-from ixd.model.selector import Selector, flags_text, kind_of
+from ixd.model.selector import Selector, kind_of
 from ixd.recipes.descriptor import Descriptor
 from ixd.recipes.tree import REALM_FLAG, recipe_file
 
@@ -165,9 +165,10 @@ def display_name(key: PackageKey) -> str:
     """A package's selector without the flags every package has anyway (host target, own
     kind)."""
     name, flags = key
-    shown = [(k, v) for k, v in flags
-             if not (k == "kind" and v == kind_of(name)) and k != "target" and k != REALM_FLAG]
-    return f"{name}({flags_text(shown)})" if shown else name
+    kind = kind_of(name)
+    shown = [f"{k}={v}" for k, v in flags
+             if not (k == "kind" and v == kind) and k != "target" and k != REALM_FLAG]
+    return f"{name}({','.join(shown)})" if shown else name
 
 
 @dataclass(frozen=True)
@@ -236,16 +237,20 @@ def visit(roots: Sequence[Package],
         uid = root.uid
         return (root, *[p for p in closure(root) if p.uid != uid])
     seen: set[str] = set()
+    see = seen.add
     post: list[Package] = []
+    keep = post.append
     for root in reversed(roots):
-        if root.uid in seen:
+        uid = root.uid
+        if uid in seen:
             continue
-        seen.add(root.uid)
+        see(uid)
         for package in reversed(closure(root)):
-            if package.uid not in seen:
-                seen.add(package.uid)
-                post.append(package)
-        post.append(root)
+            uid = package.uid
+            if uid not in seen:
+                see(uid)
+                keep(package)
+        keep(root)
     post.reverse()
     return tuple(post)
 
@@ -320,10 +325,10 @@ def package_bytes(package: Package, shared_node: bool) -> int:
     d = package.descriptor
     total = (size(package) + size(package.__dict__) + size(package.key)
              + size(package.key[1]) + size(package.flags)
-             + sum(size(v) for v in package.flags.values())
-             + sum(size(t) for t in (package.tools, package.host_libs, package.target_libs,
-                                     package.data, package.lib_closure, package.run_deps,
-                                     package.deps))
+             + sum(map(size, package.flags.values()))
+             + sum(map(size, (package.tools, package.host_libs, package.target_libs,
+                              package.data, package.lib_closure, package.run_deps,
+                              package.deps)))
              + INDEX_ENTRY * (3 + len(package.deps) + len(package.files)))
     if not shared_node:
         total += size(d) + size(d.script_data)
@@ -331,7 +336,7 @@ def package_bytes(package: Package, shared_node: bool) -> int:
     if node is not None:  # its own node: at least its name and meta (the flags again)
         total += size(node) + size(node.name) + size(node.meta) + 2 * size(package.flags)
         if not shared_node:
-            total += (size(node.env) + sum(size(v) for v in node.env.values())
-                      + size(node.inputs) + sum(size(i) for i in node.inputs)
+            total += (size(node.env) + sum(map(size, node.env.values()))
+                      + size(node.inputs) + sum(map(size, node.inputs))
                       + size(node.deps))
     return total

@@ -21,11 +21,14 @@ package and its pure functions) and `ixd.recipes.rendercontext` (what a template
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
+import operator
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,7 @@ from ixd.recipes.packagecache import PackageCache
 from ixd.recipes.rendercache import (
     DEFAULT_STORE_BYTES,
     DEFAULT_USER_SHARE,
+    Asked,
     Owner,
     RenderStore,
     fingerprint,
@@ -78,6 +82,9 @@ from ixd.recipes.rendercontext import (
     PLATFORM_NAMES,
     SAME_HELPERS,
     HostProbes,
+    answers_hold,
+    answers_kept,
+    mark_probes,
     render_context,
     render_settings,
     values_key,
@@ -102,7 +109,8 @@ class _SharedRender:
     parsed: Descriptor
     files: frozenset[Path]
     reads_realm: bool
-    probed: bool
+    #: what it asked the host, with the answers (`rendercontext.mark_probes`)
+    probed: tuple[Asked, ...]
     stored: bytes | None = None
 
 
@@ -113,6 +121,38 @@ class _SharedRender:
 #: few re-plans of `bench/plan.py`'s realm; with these, a re-plan after an edit takes 103 ms
 #: instead of 132, without such pauses).
 GC_THRESHOLDS = (50_000, 20, 20)
+#: objects a load leaves past which they go to the oldest generation unwalked
+#: (`collector_paused`; from stored renders, bin/b64 leaves about 56,000, set/stalix 126,000
+#: and stal/IX's CI set 944,000)
+PROMOTED_LOAD = 20_000
+
+
+#: a package's uid (in C: the closures' uids are read by the thousand)
+_uid = operator.attrgetter("uid")
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection while a load runs (the graph's lock held: one at a time).
+
+    A load allocates objects by the million, nearly all of them kept (the packages, their
+    closures and nodes) and nearly none in cycles (they are freed by their counts): each
+    collection it set off would only walk the growing graph again (a quarter of a restart's
+    load of stal/IX's CI set, even at `GC_THRESHOLDS`). After a big load, what it made goes
+    straight to the oldest generation (`gc.freeze` then `gc.unfreeze`), unwalked: a young
+    collection would walk all of it once, then an older one again (a tenth of that load);
+    the cyclic garbage among it waits for the next full collection."""
+    if not gc.isenabled():  # paused already, or by the program
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_count()[0] > PROMOTED_LOAD:
+            gc.freeze()
+            gc.unfreeze()
+        gc.enable()
 
 
 def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> Node:
@@ -123,6 +163,13 @@ def _renamed(node: Node, name: str, meta: dict[str, Any], elf_machine: str) -> N
                                              "elf_machine": elf_machine})
     return renamed
 
+
+#: an edge in the memo of the edges from packages with the same flags: its kind, the name
+#: and flags written
+EdgeMemoKey = tuple[str, str, FlagsKey]
+#: the edges along which a buildable package passes its flags on (`child_flags`); along the
+#: others its child's flags are the same whatever its flags (but a `run.deps` one's target)
+PASSING_EDGES = frozenset({"target_lib", "lib_dep"})
 
 #: what a flag checked once (`PackageGraph._checked_flags`) holds: its tuple and set entry
 FLAG_ENTRY = 150
@@ -184,9 +231,19 @@ class PackageGraph:
         #: name resolved (recipes write a few, tens of thousands of times)
         self._checked_flags: set[tuple[str, str]] = set()
         self._targets: dict[str, str] = {}
-        #: where each edge leads (`_edge`): the child's name, flags and key by the edge's
-        #: kind, the parent's flags and hubness and the selector written
-        self._edges: dict[tuple[str, FlagsKey, bool, Selector], PackageKey] = {}
+        #: where each edge leads (`_edge`): by the parent's flags and hubness (looked up
+        #: once a package), then by the edge's kind and the selector written (its name and
+        #: flags: a tuple's hash is made in C, a selector's in Python), the child's key
+        self._edges: dict[tuple[FlagsKey, bool], dict[EdgeMemoKey, PackageKey]] = {}
+        #: the same for the edges whose child's flags do not depend on the parent's
+        #: (not `PASSING_EDGES`), and for a buildable package's `run.deps` (the parent's target
+        #: only), by that target
+        self._fixed_edges: dict[EdgeMemoKey, PackageKey] = {}
+        self._run_edges: dict[str | None, dict[EdgeMemoKey, PackageKey]] = {}
+        self._edge_count = 0
+        #: the closures walked in the load under way (`_walk`), by closure and roots
+        self._walks: dict[Callable[[Package], Sequence[Package]],
+                          dict[tuple[int, ...], tuple[Package, ...]]] = {}
         #: renders made, by package name, for other flag sets of the package that read the
         #: same values (`_same_render`); dropped with the files they read
         #: name -> the names a render of it looked up -> their values -> the render
@@ -266,11 +323,12 @@ class PackageGraph:
             validate_flag_value(value, flag)
         flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
         flags.setdefault("kind", kind_of(name))
-        with self._lock:
+        with self._lock, collector_paused():
             self._owner = owner
             try:
                 package = self._load(name, flags, ())
             finally:
+                self._walks.clear()
                 if self.render_store is not None:
                     self.render_store.flush()
             self._bound()
@@ -284,13 +342,16 @@ class PackageGraph:
         """Packages a recipe names as build tools (`fix.deps`: the realm's fix-up tools):
         loaded as along a `bld.deps` edge, with only `target=host` and `kind=bin` under
         their written flags (the recipe charset)."""
-        with self._lock:
+        with self._lock, collector_paused():
             self._owner = owner
             loaded = []
-            for sel in selectors:
-                flags = child_flags("bld_tool", {}, False, dict(sel.flags), self.host)
-                flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
-                loaded.append(self._load(normal_name(sel.name), flags, ()))
+            try:
+                for sel in selectors:
+                    flags = child_flags("bld_tool", {}, False, dict(sel.flags), self.host)
+                    flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
+                    loaded.append(self._load(normal_name(sel.name), flags, ()))
+            finally:
+                self._walks.clear()
             self._bound()
             return loaded
 
@@ -343,17 +404,18 @@ class PackageGraph:
             introduced.setdefault(loaded.key, loaded)
             return loaded
 
-        realm_free_key = _without_realm(key)
+        realm_free_key = _without_realm(key) if REALM_FLAG in flags else key
         cached = self.render_cache.get(key, realm_free_key)
         if cached is None and self.render_store is not None:
             cached = self._stored_render(name, key, realm_free_key)
         if cached is None:
-            probed: list[bool] = []
+            probed: list[Asked] = []
             context = render_context(name, flags, self.settings, self.host, self._probes,
-                                     self.host_versions, intro,
-                                     probed if self.render_store is not None else None)
+                                     self.host_versions, intro)
             shared = self._same_render(name, context)
             if shared is None:
+                if self.render_store is not None:
+                    mark_probes(context, probed)
                 rendered = self.tree.render(name, context)
                 self.renders += 1
                 descriptor = self._intern(parse_descriptor(rendered.descriptor,
@@ -362,16 +424,18 @@ class PackageGraph:
                 reads_realm = rendered.reads_realm
                 if not introduced:  # a render that names another package's uid goes with it
                     shared = self._remember_render(name, context, rendered, descriptor,
-                                                   bool(probed))
+                                                   tuple(probed))
             else:
                 self.shared_renders += 1
                 descriptor, files, reads_realm = shared.parsed, shared.files, shared.reads_realm
                 raw, text = None, ""
-                probed = [True] if shared.probed else []
+                probed = list(shared.probed)
             if not introduced:
                 self.render_cache.keep(key, descriptor, files,
                                        None if reads_realm else realm_free_key)
-                if self.render_store is not None and not probed:  # realm-blind: kept once
+                # realm-blind: kept once; with what it asked the host, if that can be asked
+                # again
+                if self.render_store is not None and answers_kept(probed):
                     assert shared is not None
                     self._store_render(key if reads_realm else realm_free_key, shared, raw,
                                        text)
@@ -383,34 +447,50 @@ class PackageGraph:
             # a bootstrap build passes `boot` on to the libraries it links (stal/IX)
             flags = {**flags, "boot": "1"}
             passed = tuple(sorted(flags.items()))
-        edges, load = self._edges, self._load
+        load = self._load
+        passing: dict[EdgeMemoKey, PackageKey] | None = None
 
         def edge(kind: EdgeKind, selectors: Sequence[Selector]) -> list[Package]:
-            loaded = []
+            nonlocal passing
+            loaded: list[Package] = []
+            if not selectors:
+                return loaded
+            edges: dict[EdgeMemoKey, PackageKey] | None
+            if is_hub or kind in PASSING_EDGES:
+                edges = passing
+                if edges is None:
+                    edges = passing = self._edges.setdefault((passed, is_hub), {})
+            elif kind == "run_dep":
+                edges = self._run_edges.setdefault(flags.get("target"), {})
+            else:
+                edges = self._fixed_edges
             for sel in selectors:
-                child_key = edges.get((kind, passed, is_hub, sel))
+                child_key = edges.get((kind, sel.name, sel.flags))
+                edge_flags: dict[str, str] | None = None
                 if child_key is None:
-                    child_key = self._edge(kind, flags, passed, is_hub, sel)
+                    child_key, edge_flags = self._edge(kind, flags, is_hub, edges, sel)
                 child = cache.get(child_key)
                 if child is None:  # its flags in the order the edge gives them (its node's)
-                    child = load(child_key[0], self._edge_flags(kind, flags, is_hub, sel),
-                                 stack, child_key)
+                    if edge_flags is None:
+                        edge_flags = self._edge_flags(kind, flags, is_hub, sel)
+                    child = load(child_key[0], edge_flags, stack, child_key)
                 loaded.append(depend(child))
             return loaded
 
         # the order of every list follows stal/IX's, so the dirs in a build's environment
         # come out in its order (docs/recipes.md, "Closures")
         bld_deps = edge("bld_tool", descriptor.bld_deps)
-        tools = visit(bld_deps, run_deps_of)
+        walk = self._walk
+        tools = walk(bld_deps, run_deps_of)
         induced = [s for t in tools for s in t.descriptor.ind_deps]
         direct_target_libs = edge("target_lib", [*descriptor.target_libs, *induced])
-        target_libs = visit(direct_target_libs, lib_closure_of)
+        target_libs = walk(direct_target_libs, lib_closure_of)
         direct_host_libs = edge("host_lib", [*descriptor.host_libs, *induced])
-        host_libs = visit(direct_host_libs, lib_closure_of)
+        host_libs = walk(direct_host_libs, lib_closure_of)
         bld_data = edge("data", descriptor.bld_data)
         data = unique(bld_data)
         lib_deps = edge("lib_dep", descriptor.lib_deps)
-        lib_closure = visit(lib_deps, lib_closure_of)
+        lib_closure = walk(lib_deps, lib_closure_of)
         run_dep_list = edge("run_dep", descriptor.run_deps)
         run_data = edge("data", descriptor.run_data)
         run_roots = run_dep_list + run_data
@@ -419,7 +499,7 @@ class PackageGraph:
         for lib in target_libs:
             if lib.descriptor.run_data:
                 run_roots.extend(lib.direct("run_data"))
-        run_deps = visit(run_roots, run_deps_of)
+        run_deps = walk(run_roots, run_deps_of)
 
         build: Build | None = None
         if is_hub:
@@ -447,11 +527,27 @@ class PackageGraph:
         self.render_cache.index(key, files)
         return package
 
-    def _edge(self, kind: EdgeKind, flags: Mapping[str, str], passed: FlagsKey,
-              is_hub: bool, selector: Selector) -> PackageKey:
+    def _walk(self, roots: Sequence[Package],
+              closure: Callable[[Package], Sequence[Package]]) -> tuple[Package, ...]:
+        """`visit(roots, closure)`, each list of roots walked once a load: the packages of a
+        family reach the same ones (one tuple for all of them, too). By the roots' identity,
+        which stays theirs while the load runs (nothing is dropped until it ends)."""
+        if len(roots) < 2:
+            return visit(roots, closure)
+        memo = self._walks.setdefault(closure, {})
+        ids = tuple(map(id, roots))
+        found = memo.get(ids)
+        if found is None:
+            found = memo[ids] = visit(roots, closure)
+        return found
+
+    def _edge(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
+              edges: dict[EdgeMemoKey, PackageKey], selector: Selector
+              ) -> tuple[PackageKey, dict[str, str]]:
         """The key of the package `selector` names along an edge of `kind` from a package
-        with `flags` (`passed`, sorted), kept for the next package with the same flags
-        (most edges of a tree are written alike in many packages: lib/c)."""
+        with `flags`, kept in `edges` (the memo of the edges from packages with these flags)
+        for the next package with the same flags (most edges of a tree are written alike in
+        many packages: lib/c); and its flags in the order the edge gives them."""
         child = self._edge_flags(kind, flags, is_hub, selector)
         name = normal_name(selector.name)
         key: PackageKey = (name, tuple(sorted(child.items())))
@@ -460,9 +556,16 @@ class PackageGraph:
             key = cached.key  # one copy
         else:  # it may outlive its package
             self._memo_bytes += EDGE_FLAG * len(child)
-        self._edges[(kind, passed, is_hub, selector)] = key
+        edges[(kind, selector.name, selector.flags)] = key
+        self._edge_count += 1
         self._memo_bytes += EDGE_ENTRY
-        return key
+        return key, child
+
+    def _clear_edges(self) -> None:
+        self._edges.clear()
+        self._fixed_edges.clear()
+        self._run_edges.clear()
+        self._edge_count = 0
 
     def _edge_flags(self, kind: EdgeKind, flags: Mapping[str, str], is_hub: bool,
                     selector: Selector) -> dict[str, str]:
@@ -493,20 +596,24 @@ class PackageGraph:
             raw = render.parsed.to_raw()
             text = json.dumps(raw)
         render.stored = store.put(key, raw, text, render.files, render.reads_realm,
-                                  self._owner)
+                                  self._owner, render.probed)
 
     def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
         """A render kept by an earlier daemon run, now kept in memory too (lock held)."""
         assert self.render_store is not None
-        stored = self.render_store.get(key, self._parsed)
-        if stored is None and realm_free_key != key:
+        stored = None
+        if realm_free_key != key:  # most renders never name target_realm: kept without it
             stored = self.render_store.get(realm_free_key, self._parsed)
             if stored is not None and stored[2]:  # it names target_realm: not this realm's
                 stored = None
         if stored is None:
+            stored = self.render_store.get(key, self._parsed)
+        if stored is None:
             return None
-        raw, files, reads_realm, digest = stored
+        raw, files, reads_realm, digest, asked = stored
+        if asked and not answers_hold(asked, self._probes, self.host_versions):
+            return None  # the host answers otherwise now: rendered again
         if raw is None:  # kept alike for another key: parsed then
             descriptor = self._parsed[digest]
         else:
@@ -535,7 +642,8 @@ class PackageGraph:
         return None
 
     def _remember_render(self, name: str, context: Mapping[str, Any], rendered: Rendered,
-                         descriptor: Descriptor, probed: bool) -> _SharedRender:
+                         descriptor: Descriptor, probed: tuple[Asked, ...]
+                         ) -> _SharedRender:
         """Keep `rendered` for `_same_render`, with the values of the names it looked up
         (but the engine's helpers, the same for every render of a graph)."""
         names = tuple(sorted(rendered.reads - SAME_HELPERS))
@@ -562,18 +670,17 @@ class PackageGraph:
         targets = [p for p in target_libs if p.out_dir is not None]
         inputs = unique([p for p in (*tools, *host_libs, *target_libs, *data)
                           if p.out_dir is not None])
-        input_uids = tuple(p.uid for p in inputs)
+        input_uids = tuple(map(_uid, inputs))
         # the host's system folders only where the recipe or one of its tools needs them
-        host_view = d.host_view != "none" or any(t.descriptor.host_view == "tool"
-                                                  for t in tools)
+        host_view = d.host_view != "none" or "tool" in [t.descriptor.host_view for t in tools]
         # as in stal/IX, flags (the target among them) count by what they render: two flag
         # sets that render the same build are one build, and its uid is hashed once (the
         # dirs of its environment are those of these builds: their uids stand for them)
-        made_of = (name, kind, d, tuple(p.uid for p in bins), tuple(p.uid for p in hosts),
-                   tuple(p.uid for p in targets), input_uids, host_view)
+        made_of = (name, kind, d, tuple(map(_uid, bins)), tuple(map(_uid, hosts)),
+                   tuple(map(_uid, targets)), input_uids, host_view)
         uid = self._uids.get(made_of)
         env: dict[str, str] | None = None
-        sources = tuple(Source(f.url, f.sha256, url_basename(f.url)) for f in d.fetch)
+        sources = _sources(d)
         if uid is None:
             env = build_env(bins, hosts, targets)
             self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
@@ -680,7 +787,7 @@ class PackageGraph:
         self._memo_bytes = 0
         self._uids.clear()
         self._parsed.clear()
-        self._edges.clear()
+        self._clear_edges()
         self._checked_flags.clear()
         self.render_cache.prune(self.cache)
 
@@ -695,7 +802,7 @@ class PackageGraph:
             self._descriptors.clear()
             self._uids.clear()
             self._parsed.clear()
-            self._edges.clear()
+            self._clear_edges()
             self._checked_flags.clear()
             self._memo_bytes = 0
         if self._shared_count > self.max_packages:
@@ -708,8 +815,8 @@ class PackageGraph:
             self._uids.clear()
         if len(self._parsed) > self.max_packages:
             self._parsed.clear()
-        if len(self._edges) > self.max_packages:
-            self._edges.clear()
+        if self._edge_count > self.max_packages:
+            self._clear_edges()
         if len(self._checked_flags) > self.max_packages:
             self._checked_flags.clear()
 
@@ -721,9 +828,15 @@ class PackageGraph:
         return len(self.cache)
 
 
+def _sources(descriptor: Descriptor) -> tuple[Source, ...]:
+    """What a build fetches, as its node names it."""
+    if not descriptor.fetch:
+        return ()
+    return tuple([Source(f.url, f.sha256, url_basename(f.url)) for f in descriptor.fetch])
+
+
 def _without_realm(key: PackageKey) -> PackageKey:
     """The key of the same package outside any realm."""
     name, flags = key
-    if not any(k == REALM_FLAG for k, _ in flags):
-        return key
-    return name, tuple(kv for kv in flags if kv[0] != REALM_FLAG)
+    kept = tuple([kv for kv in flags if kv[0] != REALM_FLAG])
+    return key if len(kept) == len(flags) else (name, kept)

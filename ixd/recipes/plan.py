@@ -119,6 +119,8 @@ BATCH_BYTES = 2 << 20
 BATCH_NODES = 256
 #: a piece of the plan as text: small, so that the daemon never holds much of it at once
 TEXT_BYTES = 256 << 10
+#: pieces of text made and not compressed yet, at most
+PENDING_PIECES = 4
 
 
 def node_batches(plan: Plan) -> Iterator[list[dict[str, Any]]]:
@@ -190,11 +192,13 @@ def compressed_plan_text(plan: Plan) -> PlanText:
     """The plan's JSON text in compressed pieces (blocking: CPU work). The pieces are
     compressed in a thread of their own while the next ones are made: zlib works without
     the interpreter's lock, so a second core takes it."""
-    compressed = []
+    compressed: list[concurrent.futures.Future[bytes]] = []
     size = 0
     with concurrent.futures.ThreadPoolExecutor(1, "ixd-plan-zlib") as pool:
         for piece in plan_text(plan):
             size += len(piece)
+            if len(compressed) >= PENDING_PIECES:  # a busy machine's compressor lags: the
+                compressed[-PENDING_PIECES].result()  # pieces waiting for it are bounded
             compressed.append(pool.submit(zlib.compress, piece, 1))
         pieces = tuple(f.result() for f in compressed)
     return PlanText(plan.targets, len(plan.nodes), size, pieces)

@@ -7,8 +7,10 @@ their content on disk (device, inode, size, modification time: an editor or a ch
 a new file or a new time), and whether its templates name `target_realm`. A kept render is
 used only while every one of its files is still the file it read; the file as a whole is
 dropped when anything else a render depends on changes (`fingerprint`: the daemon's settings,
-its host, the code that renders). Renders that asked the host something (`isfile`,
-`ix_boot_tool`, `host_versions`) or named another package (`intro`) are never kept.
+its host, the code that renders). A render that asked the host something (`isfile`,
+`ix_boot_tool`, `host_program`, `host_versions`) keeps the questions and answers, for the
+package graph to ask again (`rendercontext.answers_hold`); one that captured host programs or
+named another package (`intro`) is never kept.
 
 Most flag sets of a package render alike (stal/IX's CI set: 27,416 packages, 4,361 renders),
 so a render is kept once, under a digest of its text, and each key names it: the file is a
@@ -51,11 +53,17 @@ PackageKey = tuple[str, tuple[tuple[str, str], ...]]
 Data = bytes
 #: a file's identity on disk: device, inode, size, modification time (ns)
 Identity = tuple[int, int, int, int]
+#: what a render asked the host: the probe's name, its arguments, the answer
+Asked = tuple[str, tuple[Any, ...], Any]
 #: a kept render: the raw descriptor (or None, `RenderStore.get`), the files it read,
-#: whether it names target_realm, a digest of it
-Kept = tuple[dict[str, Any] | None, frozenset[Path], bool, bytes]
+#: whether it names target_realm, a digest of it, what it asked the host
+Kept = tuple[dict[str, Any] | None, frozenset[Path], bool, bytes, tuple[Asked, ...]]
 
-__all__ = ["DEFAULT_STORE_BYTES", "DEFAULT_USER_SHARE", "Kept", "Owner", "RenderStore",
+#: a kept render found unchanged: the files it read, whether it names target_realm, what it
+#: asked the host
+Checked = tuple[frozenset[Path], bool, tuple[Asked, ...]]
+
+__all__ = ["DEFAULT_STORE_BYTES", "DEFAULT_USER_SHARE", "Asked", "Kept", "Owner", "RenderStore",
            "fingerprint"]
 
 #: renders waiting to be written are written once they take this much memory
@@ -71,7 +79,7 @@ DEFAULT_USER_SHARE = 0.25
 #: the packages whose code a render depends on: every module of them is hashed
 _RENDER_PACKAGES = ("recipes", "model")
 #: the file's format (in its header: a file of another format is an empty store)
-_FORMAT = 2
+_FORMAT = 3
 DIGEST_BYTES = 16
 
 
@@ -154,9 +162,12 @@ class RenderStore:
         #: identity once shared)
         self._paths: dict[str, Path] = {}
         self._file_sets: dict[frozenset[Path], frozenset[Path]] = {}
+        #: the text of each set of files a kept render read (`_files_text`), while none of
+        #: them changed
+        self._files_texts: dict[frozenset[Path], tuple[str, frozenset[Path]]] = {}
         #: the renders read or kept in this run whose files were found unchanged (until one
         #: changes): their files and whether they name target_realm
-        self._checked: dict[Data, tuple[frozenset[Path], bool]] = {}
+        self._checked: dict[Data, Checked] = {}
         #: the file, open for reading kept renders (appends do not move what is there)
         self._reader: int | None = None
         self._closer: weakref.finalize[Any, Any] | None = None
@@ -412,12 +423,12 @@ class RenderStore:
                     return None
             self._touch(kb)
             self.used += 1
-            return raw, checked[0], checked[1], digest
+            return raw, checked[0], checked[1], digest, checked[2]
 
-    def _decode(self, digest: Data) -> tuple[dict[str, Any], tuple[frozenset[Path], bool]
-                                              | None]:
-        """A kept render read (and checked against its digest), and its files and whether
-        it names target_realm if they are still the files it read (lock held)."""
+    def _decode(self, digest: Data) -> tuple[dict[str, Any], Checked | None]:
+        """A kept render read (and checked against its digest), and its files, whether it
+        names target_realm and what it asked the host, if its files are still the files it
+        read (lock held)."""
         body = self._bodies[digest]
         text = body.text
         if text is None:
@@ -427,7 +438,7 @@ class RenderStore:
             text = os.pread(self._reader, body.length, body.offset)
             if _digest(text) != digest:
                 raise ValueError("a damaged render")
-        raw, files, reads_realm = json.loads(text)
+        raw, files, reads_realm, asked = json.loads(text)
         if not isinstance(raw, dict):
             raise TypeError("not a descriptor")
         checked = self._checked.get(digest)
@@ -441,33 +452,33 @@ class RenderStore:
                 return raw, None
             read.append(path)
         fileset = frozenset(read)
+        questions = tuple((str(name), tuple(args), answer) for name, args, answer in asked)
         checked = self._checked[digest] = (self._file_sets.setdefault(fileset, fileset),
-                                           bool(reads_realm))
+                                           bool(reads_realm), questions)
         return raw, checked
 
     def put(self, key: PackageKey, raw: dict[str, Any], text: str, files: Iterable[Path],
-            reads_realm: bool, owner: Owner = None) -> Data | None:
+            reads_realm: bool, owner: Owner = None, asked: tuple[Asked, ...] = ()
+            ) -> Data | None:
         """Keep a render made now for `owner`: `raw` its descriptor, `text` the same as JSON
-        (written by the next `flush`). Its digest (for `alias`), or None if not kept."""
+        (written by the next `flush`), what it `asked` the host (used after a restart only
+        while the host answers alike). Its digest (for `alias`), or None if not kept."""
         with self._lock:
-            identified = []
-            for path in files:
-                identity = self._now(path)
-                if identity is None:  # gone already: nothing to check it against
-                    return None
-                identified.append((path, identity))
+            found = self._files_text(files)
+            if found is None:  # a file gone already: nothing to check it against
+                return None
+            read, fileset = found
             # the text as it came, not encoded again (JSON has line breaks and tabs only
             # between tokens: spaces there read the same)
             flat = text.replace("\n", " ").replace("\t", " ")
-            read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
-                            for p, (d, i, n, m) in identified)
-            body = (f"[{flat},[{read}],{'true' if reads_realm else 'false'}]").encode()
+            questions = json.dumps([[name, list(args), answer] for name, args, answer in asked],
+                                   ensure_ascii=True)
+            body = (f"[{flat},[{read}],{'true' if reads_realm else 'false'},{questions}]"
+                    ).encode()
             digest = _digest(body)
             if digest not in self._bodies:
                 self._bodies[digest] = _Body(-1, len(body), body)
-                fileset = frozenset(p for p, _ in identified)
-                self._checked[digest] = (self._file_sets.setdefault(fileset, fileset),
-                                         reads_realm)
+                self._checked[digest] = (fileset, reads_realm, asked)
                 self._pending_bytes += len(body)
                 if not self._name(key, digest, owner, len(body) + 1):
                     self._bodies.pop(digest)
@@ -475,6 +486,25 @@ class RenderStore:
                     return None
                 return digest
             return digest if self._name(key, digest, owner, 0) else None
+
+    def _files_text(self, files: Iterable[Path]) -> tuple[str, frozenset[Path]] | None:
+        """The files a render read as its line names them, with their identities, and their
+        one set; None if one is gone (lock held). Made once a run for each set: the renders
+        of a template family read one."""
+        fileset = frozenset(files)
+        found = self._files_texts.get(fileset)
+        if found is None:
+            identified = []
+            for path in fileset:
+                identity = self._now(path)
+                if identity is None:
+                    return None
+                identified.append((path, identity))
+            read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
+                            for p, (d, i, n, m) in identified)
+            found = self._files_texts[fileset] = (
+                read, self._file_sets.setdefault(fileset, fileset))
+        return found
 
     def alias(self, key: PackageKey, digest: Data, owner: Owner = None) -> bool:
         """Keep `key` as naming the render `put` kept as `digest` (another flag set that
@@ -553,7 +583,9 @@ class RenderStore:
             changed = {Path(p) for p in paths}
             for path in changed:
                 self._seen.pop(path, None)
-            stale = [d for d, (files, _) in self._checked.items()
+            self._files_texts = {fs: t for fs, t in self._files_texts.items()
+                                 if changed.isdisjoint(fs)}
+            stale = [d for d, (files, _, _) in self._checked.items()
                      if not changed.isdisjoint(files)]
             for digest in stale:
                 for kb in self._drop_body(digest):

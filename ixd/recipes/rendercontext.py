@@ -7,7 +7,8 @@ is not). How to key the values a render looked up (`values_key`) is here too: it
 names hold the engine's helpers and which hold platforms.
 
 May import: `ixd.wire`, `ixd.model`, and of `ixd.recipes` the modules below the package graph
-(`package`, `tree`, `hostcapture`, `hostfiles`): never `packages` or what imports it.
+(`package`, `tree`, `hostcapture`, `hostfiles`, `rendercache`): never `packages` or what
+imports it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ixd.model import platforms
 from ixd.recipes.hostcapture import Captured, HostCapture
 from ixd.recipes.hostfiles import find_program
 from ixd.recipes.package import BOOT_PREFIX, Package, norm_name, uniq_id
+from ixd.recipes.rendercache import Asked
 from ixd.recipes.tree import recipe_file
 
 _MISSING = object()
@@ -131,20 +133,15 @@ class HostProbes:
 
 def render_context(name: str, flags: Mapping[str, str], settings: Mapping[str, str],
                    host_name: str, probes: HostProbes, host_versions: Mapping[str, str],
-                   intro: Callable[[str], Package], probed: list[bool] | None
-                   ) -> dict[str, Any]:
+                   intro: Callable[[str], Package]) -> dict[str, Any]:
     """What a recipe sees, in stal/IX's layers: the daemon's settings (`ixd --set`), the
-    names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags.
-    `probed`, if given, gets an item when the render asks the host something (such a render
-    is not kept across restarts)."""
+    names the engine sets, `KIND`/`OS`/`ARCH` as True, then the package's flags. (Made for
+    every package not rendered yet, most of which take a render of another flag set: the
+    probes are marked only for a render made, `mark_probes`.)"""
     boot_tool: Callable[[str], str | None] = probes.boot_tool
     isfile: Callable[[object], bool] = _isfile
     capture: Callable[..., Captured] = probes.capture
     program: Callable[[str], str | None] = probes.program
-    if probed is not None:
-        boot_tool, isfile = _asked(boot_tool, probed), _asked(isfile, probed)
-        capture, program = _asked(capture, probed), _asked(program, probed)
-        host_versions = _AskedMapping(host_versions, probed)
     target = platforms.describe(flags["target"])
     host = platforms.describe(host_name)
     kind = flags["kind"]
@@ -174,26 +171,79 @@ def render_context(name: str, flags: Mapping[str, str], settings: Mapping[str, s
     return context
 
 
-def _asked(call: Callable[..., Any], probed: list[bool]) -> Callable[..., Any]:
+# a question a render asked the host (`mark_probes`, `Asked`): a probe's name "" stands for
+# one whose answer is not kept (`host_capture`'s, arguments or answers other than strings)
+#: the probes whose answers a kept render keeps, to be asked again (`answers_hold`)
+_KEPT_PROBES = frozenset({"ix_boot_tool", "isfile", "host_program", "host_versions"})
+_UNKEPT: Asked = ("", (), None)
+
+
+def mark_probes(context: dict[str, Any], probed: list[Asked]) -> None:
+    """The host's probes of `context` (`render_context`) append to `probed` what the render
+    asks the host: a render is kept across restarts only with these answers, used while the
+    host answers alike (`answers_hold`)."""
+    for name in ("ix_boot_tool", "isfile", "host_capture", "host_program"):
+        context[name] = _asked(name, context[name], probed)
+    context["host_versions"] = _AskedMapping(context["host_versions"], probed)
+
+
+def answers_kept(probed: Sequence[Asked]) -> bool:
+    """Whether every answer a render was given can be asked again (`answers_hold`)."""
+    return all(name for name, _, _ in probed)
+
+
+def answers_hold(asked: Sequence[Asked], probes: HostProbes,
+                 host_versions: Mapping[str, str]) -> bool:
+    """Whether the host answers each question a kept render asked as it did then: the
+    render made now would be the same (it is a function of its files, its context's values
+    and these answers)."""
+    for name, args, answer in asked:
+        try:
+            if name == "ix_boot_tool":
+                now: Any = probes.boot_tool(*args)
+            elif name == "isfile":
+                now = _isfile(*args)
+            elif name == "host_program":
+                now = probes.program(*args)
+            elif name == "host_versions":
+                now = host_versions.get(*args)
+            else:
+                return False
+        except (TypeError, ValueError, OSError):
+            return False
+        if now != answer or type(now) is not type(answer):
+            return False
+    return True
+
+
+def _asked(name: str, call: Callable[..., Any], probed: list[Asked]) -> Callable[..., Any]:
     def asking(*args: Any) -> Any:
-        probed.append(True)
-        return call(*args)
+        answer = call(*args)
+        kept = (name in _KEPT_PROBES and all(type(a) is str for a in args)
+                and (answer is None or type(answer) in (str, bool)))
+        probed.append((name, args, answer) if kept else _UNKEPT)
+        return answer
     return asking
 
 
 class _AskedMapping(Mapping[str, str]):
-    """`host_versions` as a render sees it: a lookup marks the render as asking the host."""
+    """`host_versions` as a render sees it: each lookup is noted with its answer (None: not
+    there), a walk of them all as an answer not kept."""
 
-    def __init__(self, mapping: Mapping[str, str], probed: list[bool]) -> None:
+    def __init__(self, mapping: Mapping[str, str], probed: list[Asked]) -> None:
         self._mapping = mapping
         self._probed = probed
 
     def __getitem__(self, key: str) -> str:
-        self._probed.append(True)
-        return self._mapping[key]
+        answer = self._mapping.get(key) if type(key) is str else None
+        self._probed.append(("host_versions", (key,), answer) if type(key) is str
+                            else _UNKEPT)
+        if answer is None:
+            raise KeyError(key)
+        return answer
 
     def __iter__(self) -> Iterator[str]:
-        self._probed.append(True)
+        self._probed.append(_UNKEPT)
         return iter(self._mapping)
 
     def __len__(self) -> int:

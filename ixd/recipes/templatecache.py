@@ -81,10 +81,16 @@ class _OwnFolder(jinja2.FileSystemBytecodeCache):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.chmod(0o700)
         super().__init__(str(folder))
+        #: the entries there: a new root's folder is empty (and stays so while the daemon
+        #: writes the shared one), and a look for each template would fail to open hundreds
+        self._names = set(os.listdir(folder))
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        path = self._get_cache_filename(bucket)
+        if os.path.basename(path) not in self._names:
+            return
         try:
-            with open(self._get_cache_filename(bucket), "rb") as stream:
+            with open(path, "rb") as stream:
                 data = stream.read()
         except OSError:
             return
@@ -99,6 +105,10 @@ class _OwnFolder(jinja2.FileSystemBytecodeCache):
             bucket.code = marshal.loads(memoryview(data)[header.tell():])
         except (EOFError, ValueError, TypeError, pickle.UnpicklingError):
             bucket.reset()
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        super().dump_bytecode(bucket)
+        self._names.add(os.path.basename(self._get_cache_filename(bucket)))
 
 
 def shared_folder(folder: Path | None) -> Path | None:

@@ -15,8 +15,10 @@ import base64
 import contextvars
 import functools
 import json
+import os
 import posixpath
 import re
+import stat
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
@@ -68,6 +70,19 @@ def recipe_file(package_name: str) -> str:
     return package_name if package_name.endswith(".sh") else f"{package_name}/ix.sh"
 
 
+def _read_regular(path: Path) -> str | None:
+    """The text of a regular file, or None if there is none at `path` (one open, not a stat
+    then an open: a fresh root reads hundreds; never blocking on a fifo)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with open(fd, encoding="utf-8", closefd=True) as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return stream.read()
+
+
 class OverlayLoader(jinja2.BaseLoader):
     """Finds templates in an ordered list of overlays and expands include lines."""
 
@@ -87,8 +102,9 @@ class OverlayLoader(jinja2.BaseLoader):
         name in a folder with a mount (`pip/x/ix.sh`), the mount's files."""
         for overlay in self.overlays:
             candidate = overlay / name
-            if candidate.is_file():
-                return candidate.read_text(), (candidate,)
+            text = _read_regular(candidate)
+            if text is not None:
+                return text, (candidate,)
             first, sep, rest = name.partition("/")
             if sep:
                 mount = self._tree.mount(overlay / first)
