@@ -51,8 +51,13 @@ class Running:
         the ixc it runs)."""
         os.killpg(self.process.pid, signal.SIGINT)
 
-    def finish(self, timeout: float = 300) -> int:
-        status = self.process.wait(timeout=timeout)
+    def finish(self, timeout: float = 300, daemon: RunningDaemon | None = None) -> int:
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:  # what it said, and the daemon's view, to tell why
+            log = daemon.log.read_text(errors="replace").splitlines()[-60:] if daemon else []
+            raise AssertionError(f"ixc still runs after {timeout} s; it said:\n{self.stderr}"
+                                 "\n--- the daemon's log:\n" + "\n".join(log)) from None
         self._reader.join(timeout=30)
         return status
 
@@ -109,7 +114,7 @@ def test_ctrl_c_says_the_build_was_cancelled_and_the_realm_is_unchanged(
     with Running(daemon, "mut", "stopped", "+bin/slow(secs=60,tag=cc)") as mut:
         mut.wait_for_line("building bin/slow(secs=60,tag=cc)")
         mut.interrupt()
-        assert mut.finish(60) == 130
+        assert mut.finish(60, daemon) == 130
     assert "ixc: interrupted: the realm is unchanged" in mut.stderr, mut.stderr
     assert "ixc: bin/slow(secs=60,tag=cc): cancelled (nobody else waited for it)" in mut.stderr
     wait_for(lambda: "tag=cc" not in daemon.ixc("status").stdout, "the build to be cancelled")
@@ -123,7 +128,7 @@ def test_ctrl_c_says_a_shared_build_goes_on_for_the_other_waiter(
         with Running(daemon, "mut", "+bin/slow(secs=60,tag=sh)", user="ixtbob") as bob:
             bob.wait_for_line("waiting for (shared) bin/slow(secs=60,tag=sh)")
             bob.interrupt()
-            assert bob.finish(60) == 130
+            assert bob.finish(60, daemon) == 130
         assert "ixc: bin/slow(secs=60,tag=sh): still being built, for ixtalice" in bob.stderr, \
             bob.stderr
         alice.interrupt()
