@@ -56,7 +56,12 @@ class Running:
             status = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:  # what it said, and the daemon's view, to tell why
             log = daemon.log.read_text(errors="replace").splitlines()[-60:] if daemon else []
+            # how the processes of its group handle SIGINT (blocked, ignored or caught)
+            signals = [f"{pid}: " + " ".join(line for line in Path(
+                f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Sig"))
+                for pid in _group_of(self.process.pid)]
             raise AssertionError(f"ixc still runs after {timeout} s; it said:\n{self.stderr}"
+                                 "\n--- its processes' signals:\n" + "\n".join(signals) +
                                  "\n--- the daemon's log:\n" + "\n".join(log)) from None
         self._reader.join(timeout=30)
         return status
@@ -75,6 +80,20 @@ class Running:
     @property
     def stderr(self) -> str:
         return "\n".join(self.lines)
+
+
+def _group_of(pgid: int) -> list[int]:
+    """The live processes of process group `pgid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                found.append(int(entry.name))
+    return found
 
 
 def test_a_long_build_beats_every_ten_seconds_with_the_eta_from_history(
