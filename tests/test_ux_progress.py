@@ -30,9 +30,19 @@ class Running:
 
     def __init__(self, daemon: RunningDaemon, *words: str, user: str | None = None) -> None:
         argv, env = daemon.ixc_argv(*words, user=user)
-        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, cwd="/",
-                                        start_new_session=True)
+        # A run started in the background of a shell without job control ignores SIGINT, and
+        # its children would inherit that: ixc gets the terminal's default, as a user's does
+        # (a handler of ours is reset to the default in the child; SIG_IGN is inherited).
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, cwd="/",
+                                            start_new_session=True)
+        finally:
+            if ignored:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.lines: list[str] = []
         assert self.process.stderr is not None
         self._reader = threading.Thread(target=self._read, args=(self.process.stderr,))
