@@ -153,7 +153,10 @@ def test_an_index_not_trusted_or_of_racy_files_is_not_used(tmp_path: Path,
     second = tree(tmp_path, "b", shared)
     load(second, tmp_path, "b")
     assert index_hits(second) == 0
-    index.write_bytes(b"ix-template-index 1\n{not json")
+    # every entry damaged (no longer JSON): each template read and hashed again
+    damaged = index.read_bytes().replace(b'"', b"'")
+    index.unlink()
+    index.write_bytes(damaged)
     index.chmod(0o644)
     third = tree(tmp_path, "c", shared)
     assert "echo one" in load(third, tmp_path, "c")

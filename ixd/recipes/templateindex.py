@@ -29,12 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
 #: the first bytes of an index file (its format's version)
-_MAGIC = b"ix-template-index 1\n"
+_MAGIC = b"ix-template-index 2\n"
 #: an index larger than this is not read; names past MAX_NAMES are not indexed
 _MAX_BYTES = 32 << 20
 MAX_NAMES = 50_000
@@ -69,7 +68,9 @@ class TemplateIndex:
         self._read = read
         self._write = write
         self._lock = threading.Lock()
-        self._entries: dict[str, Any] | None = None  # read on first use
+        #: each name's entry as its line holds it (JSON, decoded when looked up: a big tree
+        #: indexes thousands of templates, and a run looks up only those it loads)
+        self._entries: dict[str, str] | None = None  # read on first use
         self._changed = False
         #: templates found through the index (a test's figure)
         self.hits = 0
@@ -80,11 +81,11 @@ class TemplateIndex:
         with self._lock:
             if self._entries is None:
                 self._entries = self._read_index()
-            found = self._entries.get(name)
-        if found is None:
+            line = self._entries.get(name)
+        if line is None:
             return None
         try:
-            entry, realm, files, absent = found
+            entry, realm, files, absent = json.loads(line)
             paths = []
             for path, ident in files:
                 if identity(os.stat(path)) != tuple(ident):
@@ -107,13 +108,15 @@ class TemplateIndex:
              files: dict[Path, Identity | None], absent: Sequence[Path]) -> None:
         """Index `name` as compiled to `entry` from `files` (their identities when read;
         None: not a plain file) while `absent` stay absent, unless a file is racy."""
-        if not self._writable:
+        if not self._writable or "\t" in name or "\n" in name:
             return
         recent = (time.time() - RACY_SECONDS) * 1e9
         if any(i is None or max(i[3], i[4]) >= recent for i in files.values()):
             return
-        value = [entry, reads_realm, [[str(p), list(i)] for p, i in sorted(files.items())
-                                      if i is not None], sorted(map(str, absent))]
+        value = json.dumps([entry, reads_realm,
+                            [[str(p), list(i)] for p, i in sorted(files.items())
+                             if i is not None], sorted(map(str, absent))],
+                           separators=(",", ":"))
         with self._lock:
             if self._entries is None:
                 self._entries = self._read_index()
@@ -130,16 +133,23 @@ class TemplateIndex:
             if not self._changed or self._entries is None:
                 return
             self._changed = False
-            data = _MAGIC + json.dumps(self._entries, separators=(",", ":")).encode()
+            data = _MAGIC + "".join(f"{name}\t{line}\n"
+                                    for name, line in self._entries.items()).encode()
         if len(data) <= _MAX_BYTES:
             self._write(self.path, data)
 
-    def _read_index(self) -> dict[str, Any]:
+    def _read_index(self) -> dict[str, str]:
+        """The index file's lines, `NAME<TAB>ENTRY` (a damaged one: an empty index)."""
         data = self._read(self.path, _MAX_BYTES)
         if data is None or not data.startswith(_MAGIC):
             return {}
         try:
-            entries = json.loads(data[len(_MAGIC):])
-        except ValueError:
+            text = data[len(_MAGIC):].decode()
+        except UnicodeDecodeError:
             return {}
-        return entries if isinstance(entries, dict) else {}
+        entries = {}
+        for line in text.split("\n"):
+            name, tab, entry = line.partition("\t")
+            if tab:
+                entries[name] = entry
+        return entries
