@@ -331,6 +331,7 @@ class PackageGraph:
                 self._walks.clear()
                 if self.render_store is not None:
                     self.render_store.flush()
+                self.tree.flush()
             self._bound()
             return package
 

@@ -165,6 +165,8 @@ class RenderStore:
         #: the text of each set of files a kept render read (`_files_text`), while none of
         #: them changed
         self._files_texts: dict[frozenset[Path], tuple[str, frozenset[Path]]] = {}
+        #: each file's part of those texts (sets of a family share most of their files)
+        self._path_texts: dict[Path, str] = {}
         #: the renders read or kept in this run whose files were found unchanged (until one
         #: changes): their files and whether they name target_realm
         self._checked: dict[Data, Checked] = {}
@@ -494,16 +496,19 @@ class RenderStore:
         fileset = frozenset(files)
         found = self._files_texts.get(fileset)
         if found is None:
-            identified = []
+            texts = self._path_texts
+            parts = []
             for path in fileset:
-                identity = self._now(path)
-                if identity is None:
-                    return None
-                identified.append((path, identity))
-            read = ",".join(f"[{_string(str(p))},{d},{i},{n},{m}]"
-                            for p, (d, i, n, m) in identified)
+                part = texts.get(path)
+                if part is None:
+                    identity = self._now(path)
+                    if identity is None:
+                        return None
+                    d, i, n, m = identity
+                    part = texts[path] = f"[{_string(str(path))},{d},{i},{n},{m}]"
+                parts.append(part)
             found = self._files_texts[fileset] = (
-                read, self._file_sets.setdefault(fileset, fileset))
+                ",".join(parts), self._file_sets.setdefault(fileset, fileset))
         return found
 
     def alias(self, key: PackageKey, digest: Data, owner: Owner = None) -> bool:
@@ -583,6 +588,7 @@ class RenderStore:
             changed = {Path(p) for p in paths}
             for path in changed:
                 self._seen.pop(path, None)
+                self._path_texts.pop(path, None)
             self._files_texts = {fs: t for fs, t in self._files_texts.items()
                                  if changed.isdisjoint(fs)}
             stale = [d for d, (files, _, _) in self._checked.items()

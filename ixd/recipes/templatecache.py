@@ -25,11 +25,14 @@ import pickle
 import secrets
 import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import CodeType
 
 import jinja2
 import jinja2.bccache
+
+from ixd.recipes.templateindex import TemplateIndex
 
 #: the shared folder of a daemon run as root
 DEFAULT_SHARED = Path("/var/cache/ix/templates")
@@ -56,17 +59,41 @@ class TemplateCache(jinja2.BytecodeCache):
                 return
         if self._shared is None:
             return
-        code = _read_shared(self._shared / _shared_name(bucket))
+        code = self.load_entry(_shared_name(bucket))
         if code is not None:
             bucket.code = code
+
+    def load_entry(self, name: str) -> CodeType | None:
+        """The compiled template of the shared folder's entry `name`, if there is one."""
+        if self._shared is None:
+            return None
+        code = _read_shared(self._shared / name)
+        if code is not None:
             self.shared_hits += 1
+        return code
+
+    def shared_entry(self, bucket: jinja2.bccache.Bucket) -> str | None:
+        """The shared folder's entry for the code in `bucket`, if it is there (taken from it,
+        or written there by this daemon)."""
+        if self._shared is None or bucket.code is None:
+            return None
+        name = _shared_name(bucket)
+        return name if self._shared_writable or (self._shared / name).exists() else None
+
+    def index(self, overlays: Sequence[Path]) -> TemplateIndex | None:
+        """The shared folder's index of the templates of `overlays`
+        (`ixd.recipes.templateindex`), if there is a shared folder."""
+        if self._shared is None:
+            return None
+        return TemplateIndex(self._shared, overlays, self._shared_writable, read_trusted,
+                             write_whole)
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         """Into the shared folder if this daemon may write it (the next run finds it there
         too), else into its own."""
         if self._shared_writable and bucket.code is not None:
             assert self._shared is not None
-            _write_whole(self._shared / _shared_name(bucket),
+            write_whole(self._shared / _shared_name(bucket),
                          _SHARED_MAGIC + marshal.dumps(bucket.code))
         elif self._own is not None:
             self._own.dump_bytecode(bucket)
@@ -150,7 +177,9 @@ def _trusted_folder(folder: Path) -> bool:
     return True
 
 
-def _read_shared(path: Path) -> CodeType | None:
+def read_trusted(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of a regular file of ours or root's that nobody else may write, opened
+    without following a link, of at most `max_bytes`; None otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -158,14 +187,18 @@ def _read_shared(path: Path) -> CodeType | None:
     try:
         st = os.fstat(fd)
         if (not stat.S_ISREG(st.st_mode) or st.st_uid not in _owners()
-                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > _MAX_ENTRY):
+                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > max_bytes):
             return None
-        data = os.read(fd, st.st_size + 1)
+        return os.read(fd, st.st_size + 1)
     except OSError:
         return None
     finally:
         os.close(fd)
-    if not data.startswith(_SHARED_MAGIC):
+
+
+def _read_shared(path: Path) -> CodeType | None:
+    data = read_trusted(path, _MAX_ENTRY)
+    if data is None or not data.startswith(_SHARED_MAGIC):
         return None
     try:
         code = marshal.loads(memoryview(data)[len(_SHARED_MAGIC):])
@@ -174,7 +207,7 @@ def _read_shared(path: Path) -> CodeType | None:
     return code if isinstance(code, CodeType) else None
 
 
-def _write_whole(path: Path, data: bytes) -> None:
+def write_whole(path: Path, data: bytes) -> None:
     """`data` at `path`, never seen half written (a failure leaves nothing)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
     try:

@@ -22,7 +22,7 @@ import stat
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ import jinja2
 import jinja2.runtime
 
 from ixd.recipes.filters import FILTERS
-from ixd.recipes.mounts import Mount, load_mount
+from ixd.recipes.mounts import MOUNT_SCRIPT, Mount, load_mount
 from ixd.recipes.templatecache import TemplateCache, shared_folder
+from ixd.recipes.templateindex import Identity, TemplateIndex, identity
 from ixd.wire.errors import RecipeError, RecipeNotFound
 
 _INCLUDE_LINE = re.compile(r"""^[ \t]*\{%-?\s*include\s+(['"])(?P<name>[^'"]+)\1\s*-?%\}[ \t]*$""",
@@ -70,17 +71,31 @@ def recipe_file(package_name: str) -> str:
     return package_name if package_name.endswith(".sh") else f"{package_name}/ix.sh"
 
 
-def _read_regular(path: Path) -> str | None:
+def _read_regular(path: Path, seen: _Seen | None = None) -> str | None:
     """The text of a regular file, or None if there is none at `path` (one open, not a stat
-    then an open: a fresh root reads hundreds; never blocking on a fifo)."""
+    then an open: a fresh root reads hundreds; never blocking on a fifo). Its identity as
+    read goes to `seen`."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
     with open(fd, encoding="utf-8", closefd=True) as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return None
+        if seen is not None:
+            seen.files[path] = identity(st)
         return stream.read()
+
+
+@dataclass
+class _Seen:
+    """What a template's text was read from (`ixd.recipes.templateindex`): each file with
+    its identity when read (None: not a plain file, e.g. a mount's), and the paths that
+    were looked for first and not found."""
+
+    files: dict[Path, Identity | None] = field(default_factory=dict)
+    absent: list[Path] = field(default_factory=list)
 
 
 class OverlayLoader(jinja2.BaseLoader):
@@ -89,42 +104,104 @@ class OverlayLoader(jinja2.BaseLoader):
     def __init__(self, overlays: Sequence[Path], tree: RecipeTree) -> None:
         self.overlays = [Path(o).resolve() for o in overlays]
         self._tree = tree
+        #: the index of compiled templates by their files' identities, if there is one
+        self.index: TemplateIndex | None = None
 
-    def find(self, name: str) -> Path | None:
+    def find(self, name: str, seen: _Seen | None = None) -> Path | None:
         for overlay in self.overlays:
             candidate = overlay / name
-            if candidate.is_file():
+            try:
+                st = os.stat(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                if seen is not None:
+                    seen.absent.append(candidate)
+                continue
+            except OSError:  # there, but not to be looked at: not indexed
+                if seen is not None:
+                    seen.files[candidate] = None
+                continue
+            if stat.S_ISREG(st.st_mode):
+                if seen is not None:
+                    seen.files[candidate] = identity(st)
                 return candidate
+            if seen is not None:  # there, but not a file: not indexed
+                seen.files[candidate] = None
         return None
 
-    def read(self, name: str) -> tuple[str, tuple[Path, ...]] | None:
+    def read(self, name: str, seen: _Seen | None = None
+             ) -> tuple[str, tuple[Path, ...]] | None:
         """The text of a tree file and the files it comes from: the file itself, or, for a
         name in a folder with a mount (`pip/x/ix.sh`), the mount's files."""
         for overlay in self.overlays:
             candidate = overlay / name
-            text = _read_regular(candidate)
+            text = _read_regular(candidate, seen)
             if text is not None:
                 return text, (candidate,)
+            if seen is not None:
+                seen.absent.append(candidate)
             first, sep, rest = name.partition("/")
             if sep:
+                if seen is not None:
+                    seen.absent.append(overlay / first / MOUNT_SCRIPT)
                 mount = self._tree.mount(overlay / first)
                 if mount is not None and (text := mount.serve(rest)) is not None:
+                    if seen is not None:
+                        seen.files.update(dict.fromkeys(mount.files))
                     return text, mount.files
         return None
+
+    def load(self, environment: jinja2.Environment, name: str,
+             globals: MutableMapping[str, Any] | None = None) -> jinja2.Template:
+        """Jinja's `BaseLoader.load`, but a template whose files the index finds unchanged
+        is taken from the shared folder unread, and one compiled or found otherwise is
+        indexed."""
+        cache = environment.bytecode_cache
+        index = self.index if isinstance(cache, TemplateCache) else None
+        template_globals = {} if globals is None else globals
+        if index is not None:
+            assert isinstance(cache, TemplateCache)
+            found = index.lookup(name)
+            code = cache.load_entry(found[0]) if found is not None else None
+            if found is not None and code is not None:
+                self._tree._record_files(name, found[2], found[1])
+                return environment.template_class.from_code(
+                    environment, code, template_globals, self._tree.up_to_date_check(found[2]))
+        seen = _Seen() if index is not None else None
+        source, filename, uptodate = self._source(name, seen)
+        if cache is None:
+            code = environment.compile(source, name, filename)
+        else:
+            bucket = cache.get_bucket(environment, name, filename, source)
+            if bucket.code is None:
+                bucket.code = environment.compile(source, name, filename)
+                cache.set_bucket(bucket)
+            code = bucket.code
+            if index is not None and seen is not None:
+                assert isinstance(cache, TemplateCache)
+                entry = cache.shared_entry(bucket)
+                if entry is not None:
+                    index.note(name, entry, REALM_FLAG in source, seen.files, seen.absent)
+        return environment.template_class.from_code(environment, code, template_globals,
+                                                    uptodate)
 
     def get_source(
         self, environment: jinja2.Environment, template: str
     ) -> tuple[str, str, Callable[[], bool]]:
-        found = self.read(template)
+        return self._source(template, None)
+
+    def _source(self, template: str, seen: _Seen | None
+                ) -> tuple[str, str, Callable[[], bool]]:
+        found = self.read(template, seen)
         if found is None:
             raise jinja2.TemplateNotFound(template)
         text, origin = found
         files: set[Path] = set(origin)
-        source = self._expand_includes(text, template, files, depth=0)
+        source = self._expand_includes(text, template, files, 0, seen)
         self._tree._record_files(template, files, REALM_FLAG in source)
         return source, str(origin[0]), self._tree.up_to_date_check(files)
 
-    def _expand_includes(self, text: str, name: str, files: set[Path], depth: int) -> str:
+    def _expand_includes(self, text: str, name: str, files: set[Path], depth: int,
+                         seen: _Seen | None = None) -> str:
         if depth > _MAX_INCLUDE_DEPTH:
             raise RecipeError(f"{name}: include lines nest deeper than {_MAX_INCLUDE_DEPTH}")
 
@@ -133,19 +210,19 @@ class OverlayLoader(jinja2.BaseLoader):
             as_base64 = target.endswith("/base64")
             file_name = target[: -len("/base64")] if as_base64 else target
             if as_base64:
-                path = self.find(file_name)
+                path = self.find(file_name, seen)
                 if path is None:
                     raise RecipeError(f"{name}: included file {match.group('name')!r} not "
                                       f"found (looked for {file_name} in every overlay)")
                 files.add(path)
                 return base64.b64encode(path.read_bytes()).decode("ascii")
-            found = self.read(file_name)
+            found = self.read(file_name, seen)
             if found is None:
                 raise RecipeError(f"{name}: included file {match.group('name')!r} not found "
                                   f"(looked for {file_name} in every overlay)")
             included, origin = found
             files.update(origin)
-            return self._expand_includes(included, file_name, files, depth + 1).strip()
+            return self._expand_includes(included, file_name, files, depth + 1, seen).strip()
 
         return _INCLUDE_LINE.sub(replace, text)
 
@@ -297,6 +374,14 @@ class RecipeTree:
                             if bytecode_dir or shared_templates else None),
         )
         self.env.filters.update(FILTERS)
+        cache = self.env.bytecode_cache
+        if isinstance(cache, TemplateCache):
+            self.loader.index = cache.index(self.loader.overlays)
+
+    def flush(self) -> None:
+        """Keep what this run added to the index of compiled templates."""
+        if self.loader.index is not None:
+            self.loader.index.flush()
 
     @property
     def overlays(self) -> list[Path]:
