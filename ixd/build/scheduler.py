@@ -7,9 +7,10 @@ queued or running for anybody is joined, not started again; a node nobody waits 
 is cancelled. Flights (one per uid under way) live in the scheduler's own nursery, not in the
 request that started them, so a second waiter keeps a build going after the first left.
 Pools bound parallelism: builds share `jobs` slots, fetches and realm assembly have their own.
-As many builds as there are slots get ready meanwhile (their sandboxes set up, waiting for a
-slot: `BuildSlot`), so a slot's next command starts as the last one ends. Build slots go
-round-robin between the users waiting (by uid), then between each user's
+Up to as many builds as there are slots get ready meanwhile, given build users to spare
+(`ready_ahead`; their sandboxes set up, waiting for a slot: `BuildSlot`), so a slot's next
+command starts as the last one ends. Build slots go round-robin between the users waiting
+(by uid), then between each user's
 requests, and no user holds more than `max_jobs_per_user` of them (`ixd.build.fairness`): a
 user's many requests do not starve another user's one.
 """
