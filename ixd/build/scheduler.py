@@ -88,11 +88,6 @@ class BuildSlot:
         """Whether the build waits for its slot (`start`) before its command runs."""
         return self._slots is not None
 
-    @property
-    def held(self) -> bool:
-        """Whether it holds the slot (or its place in the queue for one)."""
-        return self._ticket is not None
-
     def when_started(self, callback: Callable[[], None]) -> None:
         """Call `callback()` once, when the build starts: it holds its slot (`start`), or it
         leaves this machine's slots (called: it runs on a cluster)."""
