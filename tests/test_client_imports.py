@@ -36,6 +36,8 @@ LIGHT_IMPORTS = frozenset({
     "operator", "_operator",
     # `ixd.wire.packing` reads a float (a reply's times) with it
     "struct", "_struct",
+    # the launcher keeps the collector off while ixc loads (built in: nothing to load)
+    "gc",
 })
 #: `ixc mut` and `ixc let` lex their words into realm patches: the realm model, selectors
 #: (with the platform names a flag may hold), the login (pwd) as the default realm
