@@ -42,10 +42,7 @@ LIGHT_IMPORTS = frozenset({
 #: `ixc mut` and `ixc let` lex their words into realm patches: the realm model, selectors
 #: (with the platform names a flag may hold), the login (pwd) as the default realm
 MUT_IMPORTS = LIGHT_IMPORTS | {"client.lexer", "ixd.model", "ixd.model.realm", "ixd.model.selector",
-                               "ixd.model.platforms", "collections.abc", "pwd",
-                               # the package `collections.abc` is in, and what it imports
-                               "collections", "_collections", "itertools", "keyword",
-                               "reprlib"}
+                               "ixd.model.platforms", "pwd"}
 #: `ixc dep`, `plan`, `build` and `run` read their words as `mut`'s (stal/IX's forms), in
 #: the realm `ephemeral`: no login needed
 PACKAGE_IMPORTS = MUT_IMPORTS - {"pwd"}
@@ -55,7 +52,10 @@ HEAVY = ("typing", "dataclasses", "enum", "re", "json", "inspect", "argparse", "
          "trio", "jinja2", "subprocess", "pathlib",
          # small frames are packed and unpacked by `ixd.wire.packing`: msgpack's import (with
          # datetime and collections) was a quarter of `ixc status`
-         "msgpack", "datetime")
+         "msgpack", "datetime",
+         # `collections.abc` (with `collections`) cost `ixc mut` ~1 ms: the model's types
+         # are for mypy only
+         "collections")
 
 def beyond(modules: set[str], allowed: frozenset[str]) -> list[str]:
     """The modules of `modules` the list `allowed` does not hold, sorted."""
