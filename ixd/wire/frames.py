@@ -257,29 +257,47 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
 # --- bodies: one msgpack map <-> one message ------------------------------------------------
 
 _SCALARS: Final = (str, bytes, bool, float, type(None))
+#: the exact types of `_SCALARS`: most values of a frame are one of them, told by one set
+#: lookup (the check walks every value of every frame both ways)
+_LEAF_TYPES: Final = frozenset(_SCALARS)
 
 
 def _check_plain(value: object, error: type[ProtocolError], depth: int = 1) -> None:
     """Refuse what the other side could not read back: deep nesting, non-string keys, types
     msgpack carries only as extensions, integers msgpack cannot hold. `error`: whose fault
     it is (what we were given to send, or what the peer sent)."""
-    msgpack = sys.modules.get("msgpack")  # no ExtType can exist before msgpack is imported
-    if msgpack is not None and isinstance(value, msgpack.ExtType):
-        # a tuple, but not one that packs as an array
-        raise error("values of type ExtType cannot be sent")
-    if isinstance(value, dict | list | tuple):
+    kind = type(value)
+    if kind in _LEAF_TYPES:
+        return
+    if kind is int:
+        _check_int(value, error)  # type: ignore[arg-type]
+    elif isinstance(value, dict):
         if depth > MAX_DEPTH:
             raise error(f"message nests deeper than {MAX_DEPTH} levels")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            if isinstance(value, dict) and not isinstance(key, str):
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
                 raise error(f"map key {key!r:.60} is not a string")
-            _check_plain(item, error, depth + 1)
+            if type(item) not in _LEAF_TYPES:
+                _check_plain(item, error, depth + 1)
+    elif isinstance(value, list | tuple):
+        msgpack = sys.modules.get("msgpack")  # no ExtType can exist before msgpack is imported
+        if msgpack is not None and isinstance(value, msgpack.ExtType):
+            # a tuple, but not one that packs as an array
+            raise error("values of type ExtType cannot be sent")
+        if depth > MAX_DEPTH:
+            raise error(f"message nests deeper than {MAX_DEPTH} levels")
+        for item in value:
+            if type(item) not in _LEAF_TYPES:
+                _check_plain(item, error, depth + 1)
     elif isinstance(value, int) and not isinstance(value, bool):
-        if not -(2**63) <= value < 2**64:
-            raise error(f"integer {value} does not fit in 64 bits")
+        _check_int(value, error)
     elif not isinstance(value, _SCALARS):
         raise error(f"values of type {type(value).__name__} cannot be sent")
+
+
+def _check_int(value: int, error: type[ProtocolError]) -> None:
+    if not -(2**63) <= value < 2**64:
+        raise error(f"integer {value} does not fit in 64 bits")
 
 
 #: msgpack type bytes 0xc0-0xdf: (what, bytes before the payload, width of the length or
