@@ -116,6 +116,13 @@ PLATFORM_FLAGS = frozenset({"target", "host"})
 MEMO_MAX = 1 << 16
 _good_names: set[str] = set()
 _recipe_selectors: dict[str, Selector] = {}
+#: client selector texts already found good, for the daemon: `ixc mut` re-sends a realm's
+#: selectors (a re-install of 200 parsed them all again: most of its request's cost). Kept
+#: smaller, and only short texts, as clients may send any number of any selectors: at most
+#: CLIENT_MEMO_MAX of at most CLIENT_MEMO_TEXT characters (about 1 MiB at worst)
+CLIENT_MEMO_MAX = 2048
+CLIENT_MEMO_TEXT = 160
+_client_selectors: dict[str, Selector] = {}
 
 
 def _remember(memo: set[str], text: str) -> None:
@@ -335,10 +342,10 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
     naming the text. `from_recipe`: the text is a recipe's (its flag values may also hold
     RECIPE_FLAG_VALUE_CHARS); never for what a client sends.
     """
-    if from_recipe:
-        known = _recipe_selectors.get(text) if isinstance(text, str) else None
-        if known is not None:  # selectors are immutable: the same text, the same one
-            return known
+    memo = _recipe_selectors if from_recipe else _client_selectors
+    known = memo.get(text) if isinstance(text, str) else None
+    if known is not None:  # selectors are immutable: the same text, the same one
+        return known
     if not isinstance(text, str):
         raise BadName(f"selector {text!r} is not a string")
     name, body = _split_selector(text)
@@ -362,7 +369,12 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
             _recipe_selectors.clear()
         _recipe_selectors[text] = selector
         return selector
-    return Selector(name, tuple(flags.items()))
+    selector = Selector(name, tuple(flags.items()))
+    if len(text) <= CLIENT_MEMO_TEXT:
+        if len(_client_selectors) >= CLIENT_MEMO_MAX:
+            _client_selectors.clear()
+        _client_selectors[text] = selector
+    return selector
 
 
 def _recipe_path(name: str) -> str:
