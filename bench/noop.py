@@ -8,7 +8,7 @@ Starts a real ixd on a fresh root, builds realm `noop` of 200 packages
 every answer is checked to say so (`changed: false`, the same generation; no generation is
 added in the whole run). Measured, through the real Unix socket:
 
-  process     the whole `ixc mut ...` command as installed (`bin/ixc`, the launcher pip
+  process     the whole `ixc mut ...` command as installed (`client/ixc`, the launcher pip
               installs), interpreter start, imports, connect, handshake, request and exit
               included (what a user waits); its output is checked to say "unchanged";
   connection  in this process: connect + handshake + the request, a new connection each time;
@@ -86,7 +86,7 @@ def main() -> int:
         request = mut_args(REALM, [front])
         reinstall = mut_args(REALM, packages)
         def ixc(*words: str) -> list[str]:
-            return [PYTHON, str(PROJECT / "bin" / "ixc"), "--socket", str(daemon.socket),
+            return [PYTHON, str(PROJECT / "client" / "ixc"), "--socket", str(daemon.socket),
                     *words]
 
         argv = ixc("mut", REALM, f"+{front}")

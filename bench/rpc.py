@@ -15,7 +15,7 @@ daemon's own CPU time per request (from /proc) shows whether it or the machine i
 Then issue 13's rows:
   cheapest request  `ixc status` as a whole process (interpreter start, imports, connect,
                     handshake, request, exit), run as `python -m client.main` and as the
-                    installed launcher `bin/ixc`; the bare interpreter (`python -c pass`) for
+                    installed launcher `client/ixc`; the bare interpreter (`python -c pass`) for
                     scale;
   waiter's finish   one client starts a shared build (`bin/slow`, 0.5 s); once it has
                     started, a second client asks for the same (`build`, and `mut` of a realm
@@ -113,8 +113,8 @@ def issue_13_rows(daemon: BenchDaemon, repeat: int, rounds: int) -> None:
     rows: dict[str, list[float]] = {}
     for label, argv in [
         ("python -m client.main status", daemon.ixc_argv("status")),
-        ("bin/ixc status (the installed launcher)",
-         [PYTHON, str(PROJECT / "bin" / "ixc"), "--socket", str(daemon.socket), "status"]),
+        ("client/ixc status (the installed launcher)",
+         [PYTHON, str(PROJECT / "client" / "ixc"), "--socket", str(daemon.socket), "status"]),
     ]:
         rows[label] = process_samples(argv, repeat)
         print(f"  {label:<46}{summary(rows[label])}")
@@ -125,7 +125,7 @@ def issue_13_rows(daemon: BenchDaemon, repeat: int, rounds: int) -> None:
                     for n in range(rounds)]
         rows[f"waiter ({op})"] = finishes
         print(f"  waiter's `{op}` reply after the build ended   {summary(finishes)}")
-    launcher = rows["bin/ixc status (the installed launcher)"]
+    launcher = rows["client/ixc status (the installed launcher)"]
     print(f"issue 13 rows: cheapest request, whole client process p50 "
           f"{ms(percentile(launcher, 50))} (goal 35 ms; bare interpreter "
           f"{ms(percentile(bare, 50))}); a waiter's finish after a shared build ends p50 "

@@ -130,5 +130,32 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         tell_interrupted(ctx)
         return 130
 
+def run() -> None:
+    """`ixc` as a program (client/ixc and the launcher runit/install.sh writes): `main()`,
+    then out without the interpreter's teardown, which frees every module and object one by
+    one: about 2 ms of a 15 ms `ixc status`. Nothing of ixc's needs it: the output is flushed
+    here, every file a command writes is closed by its `with`, and ixc starts no thread and
+    registers no exit handler. The launcher turns the cyclic collector off while ixc's modules
+    load (walking their objects again and again finds no garbage); it is back on for the
+    command, with what loaded set aside (`gc.freeze`)."""
+    import gc
+
+    gc.freeze()
+    gc.enable()
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = 141  # as main() answers a reader that went away
+    except OSError as exc:
+        print(f"ixc: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        status = status or 1
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass  # nowhere left to say so
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

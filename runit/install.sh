@@ -86,8 +86,8 @@ WRAPPER
 "$python" - "$python" "$prefix" > "$bin_dir/ixc.tmp" <<'GENERATE'
 import sys
 python, prefix = sys.argv[1:]
-print(f"#!{python} -E\nimport sys\n\nsys.path[0] = {prefix!r}\n"
-      "from client.main import main\n\nsys.exit(main())")
+print(f"#!{python} -E\nimport gc\nimport sys\n\ngc.disable()\nsys.path[0] = {prefix!r}\n"
+      "from client.main import run\n\nrun()")
 GENERATE
 for name in ixd ixc; do
     chmod 755 "$bin_dir/$name.tmp"

@@ -499,3 +499,28 @@ def test_one_level_flags_never_pass_on(edge: EdgeKind, hub: bool, parent: dict[s
 def test_unknown_edge_is_a_bug() -> None:
     with pytest.raises(ValueError, match="unknown edge"):
         child_flags("nope", {}, False, {}, HOST)  # type: ignore[arg-type]
+
+
+def test_the_daemons_memo_of_client_selectors_stays_bounded_and_keeps_only_good_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-sent selector is parsed once (the memo), but clients cannot grow the memo past
+    its bound, long texts are never kept, and a bad text is refused every time."""
+    from ixd.model import selector as module
+
+    memo: dict[str, Selector] = {}
+    monkeypatch.setattr(module, "_client_selectors", memo)
+    monkeypatch.setattr(module, "CLIENT_MEMO_MAX", 8)
+    first = parse_selector("bin/x(a=1)")
+    assert parse_selector("bin/x(a=1)") is first and memo == {"bin/x(a=1)": first}
+    for n in range(20):
+        assert parse_selector(f"bin/x(n={n})").flags == (("n", str(n)),)
+        assert len(memo) <= 8
+    long_text = f"bin/x(v={'y' * module.CLIENT_MEMO_TEXT})"
+    assert parse_selector(long_text).name == "bin/x" and long_text not in memo
+    for _ in range(2):
+        with pytest.raises(BadName, match="unbalanced"):
+            parse_selector("bin/x(a=1")
+    # a recipe's selector (looser flag charset) is never answered from the client's memo
+    assert parse_selector("bin/x(bins=a;b)", from_recipe=True).flags == (("bins", "a;b"),)
+    with pytest.raises(BadFlag):
+        parse_selector("bin/x(bins=a;b)")

@@ -14,8 +14,6 @@ way to the socket).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
 from ixd.model.selector import (
     Flags,
     Selector,
@@ -30,6 +28,10 @@ from ixd.model.selector import (
 )
 from ixd.wire.errors import BadRequest, IxError, NotInRealm, RealmError
 from ixd.wire.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 
 def login_or_uid(uid: int, login: str | None) -> str:

@@ -1,9 +1,9 @@
 """Package names, selectors and flags (docs/recipes.md, "Selectors and flags").
 
 A selector is `name` or `name(k=v,k2=v2)`: a package name plus string flags. Everything here is
-pure and imports only `collections.abc`, `ixd.model.platforms`, `ixd.wire.record` and
-`ixd.wire.errors` (no re, dataclasses or typing at run time: character sets instead of
-patterns), because `ixc` imports it to lex its command line before it reaches the socket.
+pure and imports only `ixd.model.platforms`, `ixd.wire.record` and `ixd.wire.errors` (no re,
+dataclasses, typing or collections at run time: character sets instead of patterns), because
+`ixc` imports it to lex its command line before it reaches the socket.
 
 The canonical text of a selector has its flags sorted by key and every flag written `k=v`, so
 `parse_selector(str(s)) == s` for every `Selector`.
@@ -11,14 +11,13 @@ The canonical text of a selector has its flags sorted by key and every flag writ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from ixd.model import platforms
 from ixd.wire.errors import BadFlag, BadName, BadRealmName
 from ixd.wire.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Literal
 
 __all__ = [
@@ -117,6 +116,13 @@ PLATFORM_FLAGS = frozenset({"target", "host"})
 MEMO_MAX = 1 << 16
 _good_names: set[str] = set()
 _recipe_selectors: dict[str, Selector] = {}
+#: client selector texts already found good, for the daemon: `ixc mut` re-sends a realm's
+#: selectors (a re-install of 200 parsed them all again: most of its request's cost). Kept
+#: smaller, and only short texts, as clients may send any number of any selectors: at most
+#: CLIENT_MEMO_MAX of at most CLIENT_MEMO_TEXT characters (about 1 MiB at worst)
+CLIENT_MEMO_MAX = 2048
+CLIENT_MEMO_TEXT = 160
+_client_selectors: dict[str, Selector] = {}
 
 
 def _remember(memo: set[str], text: str) -> None:
@@ -271,7 +277,8 @@ def normalize_flags(flags: Mapping[str, str] | Iterable[tuple[str, str]], *,
 
     A mapping is taken as it is; pairs must have unique keys (`BadName` otherwise).
     """
-    pairs = list(flags.items()) if isinstance(flags, Mapping) else list(flags)
+    # a mapping is what has `keys`, as `dict.update` tells (collections.abc costs ixc ~1 ms)
+    pairs = list(flags.items()) if hasattr(flags, "keys") else list(flags)  # type: ignore[union-attr]
     seen: set[str] = set()
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2):
@@ -289,7 +296,7 @@ def merge_flags(*layers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[
     """Merge flag layers into one dict; a later layer wins on a shared key."""
     merged: dict[str, str] = {}
     for layer in layers:
-        merged.update(layer.items() if isinstance(layer, Mapping) else layer)
+        merged.update(layer)  # a mapping or (key, value) pairs, as dict.update reads them
     return merged
 
 
@@ -335,10 +342,10 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
     naming the text. `from_recipe`: the text is a recipe's (its flag values may also hold
     RECIPE_FLAG_VALUE_CHARS); never for what a client sends.
     """
-    if from_recipe:
-        known = _recipe_selectors.get(text) if isinstance(text, str) else None
-        if known is not None:  # selectors are immutable: the same text, the same one
-            return known
+    memo = _recipe_selectors if from_recipe else _client_selectors
+    known = memo.get(text) if isinstance(text, str) else None
+    if known is not None:  # selectors are immutable: the same text, the same one
+        return known
     if not isinstance(text, str):
         raise BadName(f"selector {text!r} is not a string")
     name, body = _split_selector(text)
@@ -362,7 +369,12 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
             _recipe_selectors.clear()
         _recipe_selectors[text] = selector
         return selector
-    return Selector(name, tuple(flags.items()))
+    selector = Selector(name, tuple(flags.items()))
+    if len(text) <= CLIENT_MEMO_TEXT:
+        if len(_client_selectors) >= CLIENT_MEMO_MAX:
+            _client_selectors.clear()
+        _client_selectors[text] = selector
+    return selector
 
 
 def _recipe_path(name: str) -> str:

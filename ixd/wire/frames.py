@@ -7,20 +7,22 @@ of `Event`s and one final `Result` or `Error`.
 `Connection` turns bytes into messages (`receive_data`, `next_event`) and messages into bytes
 (`send`). It owns no socket, so the daemon (trio) and `ixc` (blocking) share it, and tests
 drive it with plain bytes. `ixc` imports this module on its way to the socket, so it is kept
-import-light on purpose: at run time it imports only `struct`, msgpack, `ixd.wire.errors` and
-`ixd.wire.record` — no dataclasses, typing, enum or re (messages are `Record`s, the one record
-style of the wire and the model; types are for mypy only). What only the daemon needs
-(request size checks) is in `ixd.wire.protocol`, which re-exports everything here.
+import-light on purpose: at run time it imports only `sys`, `ixd.wire.errors`,
+`ixd.wire.packing` and `ixd.wire.record` — no msgpack, dataclasses, typing, enum or re
+(messages are `Record`s, the one record style of the wire and the model; types are for mypy
+only). A client's connection packs its frames and unpacks small ones with `ixd.wire.packing`
+(plain Python, the same bytes); msgpack is imported for a large reply and by the daemon.
+What only the daemon needs (request size checks) is in `ixd.wire.protocol`, which re-exports
+everything here.
 One module though long, for that reason: it is the whole of the wire `ixc` loads
 (tests/test_client_imports.py fixes the list), codec, messages and `Connection` together.
 """
 
 from __future__ import annotations
 
-import struct
+import sys
 
-import msgpack
-
+from ixd.wire import packing
 from ixd.wire.errors import (
     FrameLimit,
     FrameTooLarge,
@@ -47,7 +49,12 @@ MAX_FRAME: Final = 16 * 1024 * 1024
 #: how deeply maps and lists may nest, the frame's own map counting as level 1
 MAX_DEPTH: Final = 32
 
-_HEADER: Final = struct.Struct(">I")
+#: bytes in a frame's length header (big-endian)
+HEADER_SIZE: Final = 4
+#: the largest body a client unpacks with `ixd.wire.packing`: plain Python reads a reply at
+#: ~40 us per KiB, so 64 KiB take about half of msgpack's import (~5 ms); beyond it, msgpack's
+#: C reader pays for its import
+PLAIN_UNPACK_MAX: Final = 64 * 1024
 
 
 class DecodeLimits:
@@ -250,27 +257,47 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
 # --- bodies: one msgpack map <-> one message ------------------------------------------------
 
 _SCALARS: Final = (str, bytes, bool, float, type(None))
+#: the exact types of `_SCALARS`: most values of a frame are one of them, told by one set
+#: lookup (the check walks every value of every frame both ways)
+_LEAF_TYPES: Final = frozenset(_SCALARS)
 
 
 def _check_plain(value: object, error: type[ProtocolError], depth: int = 1) -> None:
     """Refuse what the other side could not read back: deep nesting, non-string keys, types
     msgpack carries only as extensions, integers msgpack cannot hold. `error`: whose fault
     it is (what we were given to send, or what the peer sent)."""
-    if isinstance(value, msgpack.ExtType):  # a tuple, but not one that packs as an array
-        raise error("values of type ExtType cannot be sent")
-    if isinstance(value, dict | list | tuple):
+    kind = type(value)
+    if kind in _LEAF_TYPES:
+        return
+    if kind is int:
+        _check_int(value, error)  # type: ignore[arg-type]
+    elif isinstance(value, dict):
         if depth > MAX_DEPTH:
             raise error(f"message nests deeper than {MAX_DEPTH} levels")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            if isinstance(value, dict) and not isinstance(key, str):
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
                 raise error(f"map key {key!r:.60} is not a string")
-            _check_plain(item, error, depth + 1)
+            if type(item) not in _LEAF_TYPES:
+                _check_plain(item, error, depth + 1)
+    elif isinstance(value, list | tuple):
+        msgpack = sys.modules.get("msgpack")  # no ExtType can exist before msgpack is imported
+        if msgpack is not None and isinstance(value, msgpack.ExtType):
+            # a tuple, but not one that packs as an array
+            raise error("values of type ExtType cannot be sent")
+        if depth > MAX_DEPTH:
+            raise error(f"message nests deeper than {MAX_DEPTH} levels")
+        for item in value:
+            if type(item) not in _LEAF_TYPES:
+                _check_plain(item, error, depth + 1)
     elif isinstance(value, int) and not isinstance(value, bool):
-        if not -(2**63) <= value < 2**64:
-            raise error(f"integer {value} does not fit in 64 bits")
+        _check_int(value, error)
     elif not isinstance(value, _SCALARS):
         raise error(f"values of type {type(value).__name__} cannot be sent")
+
+
+def _check_int(value: int, error: type[ProtocolError]) -> None:
+    if not -(2**63) <= value < 2**64:
+        raise error(f"integer {value} does not fit in 64 bits")
 
 
 #: msgpack type bytes 0xc0-0xdf: (what, bytes before the payload, width of the length or
@@ -367,11 +394,15 @@ def _too_long(what: str, length: int, limit: int) -> str:
     return f"{article} {what} of {length} bytes exceeds the limit of {limit} bytes"
 
 
-def _unpack(body: bytes, limits: DecodeLimits | None = None) -> object:
+def _unpack(body: bytes, limits: DecodeLimits | None = None, plain: bool = False) -> object:
     if not body:
         raise RemoteProtocolError("empty frame: a frame must hold one msgpack map")
     if limits is not None:
         check_limits(body, limits)
+        if plain and len(body) <= PLAIN_UNPACK_MAX:
+            return packing.unpackb(body)  # after the scan: it bounds what this builds
+    import msgpack
+
     try:
         if limits is None:
             return msgpack.unpackb(body, raw=False, strict_map_key=True)
@@ -390,10 +421,13 @@ def _unpack(body: bytes, limits: DecodeLimits | None = None) -> object:
         raise RemoteProtocolError(f"frame body is not valid msgpack: {exc}") from exc
 
 
-def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
+def decode_body(body: bytes, limits: DecodeLimits | None = None, plain: bool = False
+                ) -> Message:
     """The message one frame body holds; `ProtocolError` says what is wrong with it
-    (`FrameLimit` if it breaks `limits`; without limits, only the frame size bounds it)."""
-    obj = _unpack(body, limits)
+    (`FrameLimit` if it breaks `limits`; without limits, only the frame size bounds it).
+    `plain`: unpack a body within `limits` and `PLAIN_UNPACK_MAX` with `ixd.wire.packing`
+    (no msgpack import)."""
+    obj = _unpack(body, limits, plain)
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"frame must hold a msgpack map, not {type(obj).__name__}")
     _check_plain(obj, RemoteProtocolError)
@@ -413,10 +447,15 @@ def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
     return cls(*(obj[name] for name in names))
 
 
-def encode_body(msg: Message) -> bytes:
-    """The msgpack body of `msg`; `ProtocolError` if it holds what the peer would refuse."""
+def encode_body(msg: Message, plain: bool = False) -> bytes:
+    """The msgpack body of `msg`; `ProtocolError` if it holds what the peer would refuse.
+    `plain`: packed by `ixd.wire.packing` (the same bytes, no msgpack import)."""
     wire = {"t": msg.TYPE, **dict(zip(msg.fields(), msg.values(), strict=True))}
     _check_plain(wire, LocalProtocolError)
+    if plain:
+        return packing.packb(wire)
+    import msgpack
+
     body: bytes = msgpack.packb(wire, use_bin_type=True)
     return body
 
@@ -451,6 +490,9 @@ class Connection:
         #: what a received frame may hold (by default: requests for a server, replies for
         #: a client)
         self.limits = limits or _LIMITS[role]
+        #: frames packed and small ones unpacked in plain Python: a client's, which would
+        #: otherwise pay msgpack's import before its first byte (`ixd.wire.packing`)
+        self.plain = role == "client"
         #: the peer's hello, once received
         self.peer_hello: Hello | None = None
         self.hello_sent = False
@@ -495,30 +537,30 @@ class Connection:
             raise LocalProtocolError("hello may be sent only once")
         if not isinstance(msg, (Hello, *_SENDS[self.role])):
             raise LocalProtocolError(f"a {self.role} cannot send {msg.TYPE} messages")
-        body = encode_body(msg)
+        body = encode_body(msg, self.plain)
         if len(body) > self.max_frame:
             raise FrameTooLarge(
                 f"{msg.TYPE} message of {len(body)} bytes exceeds the limit of"
                 f" {self.max_frame} bytes"
             )
         self.hello_sent = True
-        return _HEADER.pack(len(body)) + body
+        return len(body).to_bytes(HEADER_SIZE, "big") + body
 
     def _next_frame(self) -> Message | Sentinel:
-        if len(self._buffer) < _HEADER.size:
+        if len(self._buffer) < HEADER_SIZE:
             return self._short_read()
-        (length,) = _HEADER.unpack_from(self._buffer)
+        length = int.from_bytes(self._buffer[:HEADER_SIZE], "big")
         if length > self.max_frame:
             raise FrameTooLarge(
                 f"frame of {length} bytes exceeds the limit of {self.max_frame} bytes"
             )
-        end = _HEADER.size + length
+        end = HEADER_SIZE + length
         if len(self._buffer) < end:
             return self._short_read()
         with memoryview(self._buffer) as view:
-            body = bytes(view[_HEADER.size : end])  # one copy, not two
+            body = bytes(view[HEADER_SIZE:end])  # one copy, not two
         del self._buffer[:end]
-        return decode_body(body, self.limits)
+        return decode_body(body, self.limits, self.plain)
 
     def _short_read(self) -> Sentinel:
         if not self._eof:

@@ -50,6 +50,17 @@ class Record:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         fields = self._fields
+        if not kwargs and len(args) == len(fields):  # every field given in order: the most
+            for name, value in zip(fields, args, strict=True):  # common call, made often
+                object.__setattr__(self, name, value)
+        else:
+            self._set_fields(fields, args, kwargs)
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:
+            post_init()
+
+    def _set_fields(self, fields: tuple[str, ...], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> None:
         if len(args) > len(fields):
             raise TypeError(f"{type(self).__name__}() takes {len(fields)} arguments, "
                             f"{len(args)} given")
@@ -65,9 +76,6 @@ class Record:
                     raise TypeError(f"{type(self).__name__}() is missing argument {name!r}")
                 values[name] = self._defaults[name]
             object.__setattr__(self, name, values[name])
-        post_init = getattr(self, "__post_init__", None)
-        if post_init is not None:
-            post_init()
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
