@@ -780,3 +780,51 @@ def test_probe_reports_bwrap_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert reason is not None
     assert "No permissions to create new namespace" in reason
     assert "exit status 1" in reason
+
+
+def test_a_finished_builds_work_is_deleted_small_in_the_daemon_large_by_rm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small work goes without a process (the slot's next build waits for it), a large one
+    by `rm -rf`; either way links in it are removed, never followed, and the output stays."""
+    from ixd.store import scratch
+
+    if os.geteuid() != 0:
+        pytest.skip("the daemon's deletion by rm runs as root")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the build's")
+    spawned: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(argv: list[str], **kwargs: object) -> object:
+        spawned.append(argv)
+        return real_run(argv, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(scratch.subprocess, "run", run)
+    for files, by_rm in ((3, False), (scratch.SMALL_WORK + 1, True)):
+        root = tmp_path / f"scratch-{files}"
+        work = type("Work", (), {"tmp": root / "tmp", "src": root / "src"})()
+        (root / "tmp" / "w" / "deep").mkdir(parents=True)
+        (root / "src").mkdir()
+        (root / "out").mkdir()
+        (root / "tmp" / "w" / "link").symlink_to(outside)
+        (root / "src" / "link").symlink_to(outside / "keep")
+        for n in range(files):
+            (root / "tmp" / "w" / "deep" / f"f{n}").write_text("x")
+        spawned.clear()
+        scratch.clear_work(work, None)  # type: ignore[arg-type]
+        assert not (root / "tmp").exists() and not (root / "src").exists()
+        assert (root / "out").is_dir()
+        assert (outside / "keep").read_text() == "not the build's"
+        assert bool(spawned) == by_rm, spawned
+
+
+def test_counting_a_work_stops_once_past_the_bound(tmp_path: Path) -> None:
+    from ixd.store.scratch import holds_at_most
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "c").write_text("")
+    (tmp_path / "up").symlink_to(tmp_path)  # a loop, were links followed
+    assert holds_at_most([tmp_path], 4)  # a, a/b, a/b/c, up
+    assert not holds_at_most([tmp_path], 3)
+    assert holds_at_most([tmp_path / "missing", tmp_path / "a" / "b" / "c"], 0)
