@@ -27,9 +27,7 @@ import trio
 
 from ixd import __version__
 from ixd.build.cluster import ClusterSettings
-from ixd.cache.format import generate_key
-from ixd.cache.substitute import CacheSettings
-from ixd.daemon.admin_commands import cache_init_main, cluster_certs_main
+from ixd.cache.settings import CacheSettings
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.server import Server, open_unix_listener
 from ixd.daemon.supervision import write_start_hint
@@ -42,7 +40,6 @@ from ixd.store.buildlog import DEFAULT_MAX_LOG, MIN_MAX_LOG
 from ixd.store.buildusers import DEFAULT_GROUP as DEFAULT_BUILD_GROUP
 from ixd.store.buildusers import BuildUserPool, load_pool
 from ixd.store.confine import check_confinement
-from ixd.store.verify import Problem, verify_store
 from ixd.wire.errors import ConfinementUnavailable, IxError, RootUnsafe
 
 log = logging.getLogger("ixd")
@@ -319,6 +316,8 @@ def verify_main(argv: Sequence[str]) -> int:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     args = parser.parse_args(argv)
+    from ixd.store.verify import Problem, verify_store  # see SUBCOMMANDS: loaded when run
+
     layout = Layout(args.root.resolve())
     if not layout.database.is_file():
         print(f"ixd verify: no build database at {layout.database}", file=sys.stderr)
@@ -343,6 +342,8 @@ def keygen_main(argv: Sequence[str]) -> int:
     parser.add_argument("name", help="the key's name, e.g. cache.example.org-1")
     parser.add_argument("--dir", type=Path, default=Path("."))
     args = parser.parse_args(argv)
+    from ixd.cache.format import generate_key  # see SUBCOMMANDS: loaded when run
+
     try:
         key = generate_key(args.name)
     except IxError as exc:
@@ -376,7 +377,21 @@ def check_build_confinement(config: Config) -> None:
             f"others (chmod o+x {unreachable[0]}), or choose a --root under public folders")
 
 
-#: `ixd NAME ...`: what runs instead of the daemon, and what `ixd --help` says of it
+def cache_init_main(argv: Sequence[str]) -> int:
+    from ixd.daemon import admin_commands  # see SUBCOMMANDS: loaded when run
+
+    return admin_commands.cache_init_main(argv)
+
+
+def cluster_certs_main(argv: Sequence[str]) -> int:
+    from ixd.daemon import admin_commands  # see SUBCOMMANDS: loaded when run
+
+    return admin_commands.cluster_certs_main(argv)
+
+
+#: `ixd NAME ...`: what runs instead of the daemon, and what `ixd --help` says of it. A
+#: subcommand's own modules (the cache's, the certificates', verify's) are imported when it
+#: runs, never by the daemon: each module loaded stays in its memory for good.
 SUBCOMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "verify": (verify_main, "check every valid store entry against its content hash "
                             "(--root ROOT)"),
