@@ -1,6 +1,6 @@
-"""What ixd keeps in memory: the modules a daemon without a cache loads.
+"""What ixd keeps in memory: the modules a daemon without a cache loads, and malloc's arenas.
 
-Each check runs in a fresh interpreter (a module once imported stays).
+Each check runs in a fresh interpreter (a module once imported stays; so do malloc's arenas).
 `bench/memory.py` measures what these save (issue 29, item 3).
 """
 
@@ -27,7 +27,8 @@ NOT_FOR_A_PLAIN_DAEMON = ("ixd.cache.substitute", "ixd.cache.format", "ixd.cache
 def python(code: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-W", "ignore", "-c", textwrap.dedent(code)],
                           capture_output=True, text=True, cwd=PROJECT, check=check,
-                          env={**os.environ, "PYTHONPATH": str(PROJECT)})
+                          env={**{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"},
+                               "PYTHONPATH": str(PROJECT)})
 
 
 def loaded_after(code: str) -> set[str]:
@@ -74,3 +75,38 @@ def test_a_bad_cache_option_alone_is_still_refused_at_start(tmp_path: Path) -> N
             print("refused:", exc.code, exc)
     """)
     assert done.stdout.startswith("refused: E_CACHE_KEY --trusted-key"), done.stdout + done.stderr
+
+
+ARENAS = """
+    import threading
+    from pathlib import Path
+    {setup}
+    def allocate() -> None:
+        kept = [bytearray(600) for _ in range(2000)]  # above obmalloc's 512: malloc's
+        ready.wait()
+    ready = threading.Event()
+    threads = [threading.Thread(target=allocate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    reserved = 0
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "---p" and len(fields) == 5:  # anonymous, no access: heap reserves
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            reserved += high - low
+    ready.set()
+    for thread in threads:
+        thread.join()
+    print(reserved >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_one_malloc_arena_keeps_threads_off_arenas_of_their_own() -> None:
+    """Without it, threads that allocate get arenas of their own (64 MiB reserved each, most
+    of it inaccessible); with it, none."""
+    setup = "from ixd.daemon.main import one_malloc_arena; assert one_malloc_arena()"
+    default = int(python(ARENAS.format(setup="")).stdout)
+    one = int(python(ARENAS.format(setup=setup)).stdout)
+    assert default >= 32, f"threads made no arenas of their own ({default} MiB reserved)"
+    assert one < 32, f"{one} MiB reserved for arenas with one_malloc_arena()"
