@@ -9,8 +9,10 @@ it, in the same order, as whole `ixc` processes: `--repeat` `ixc status`, a real
 each step: RSS and PSS (smaps_rollup) at rest after its first answer, after the realm, after
 the quick rows, and the peak of PSS (the figure of bench/nix.py's memory row, goal: <= Nix's
 daemons, 26.0 MiB when measured) and of RSS during each 8 x 40 run; the median of those runs.
-It also prints ixd's start-up until its first answer and the PSS of ixd's child processes
-at the peak (builds and helpers: bench/nix.py does not count them, nor Nix's builders).
+It also prints ixd's start-up until its first answer and the largest summed PSS of ixd's
+child processes seen (builds and helpers: bench/nix.py counts neither them nor Nix's
+builders). ixd runs no Python child; a child caught between vfork and exec shares ixd's
+memory and shows ixd's own PSS there (about ixd's figure: not memory of its own).
 
 `--trace N` runs ixd under `bench/_traced.py` (tracemalloc, N frames): after each step it
 prints the Python objects' total and the 12 largest files by size; tracing itself costs
