@@ -33,12 +33,13 @@ def summary(top: int = 14) -> str:
     lines = [f"traced {total / 1048576:.2f} MiB in {len(snapshot.traces)} blocks (peak since "
              f"the last summary {peak / 1048576:.2f} MiB)"]
     lines += [f"{size / 1048576:6.2f} MiB  {short(name)}" for name, size in shown]
-    if _previous:
-        lines.append("grown since the last summary, by line:")
-        for stat in snapshot.compare_to(_previous[0], "lineno")[:top]:
+    for group in ("filename", "lineno") if _previous else ():
+        lines.append(f"grown since the last summary, by {group}:")
+        for stat in snapshot.compare_to(_previous[0], group)[:top]:
             frame = stat.traceback[0]
+            where = short(frame.filename) + (f":{frame.lineno}" if group == "lineno" else "")
             lines.append(f"{stat.size_diff / 1048576:+6.2f} MiB {stat.count_diff:+7d} blocks  "
-                         f"{short(frame.filename)}:{frame.lineno}")
+                         f"{where}")
     _previous[:] = [snapshot]
     return "\n".join(lines) + "\n"
 
