@@ -17,14 +17,13 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from ixd.build.records import BuildRecords, Row
 from ixd.build.scheduler import BuildSlot, Listener
 from ixd.build.trash import Trash
-from ixd.cache.substitute import Substituter
 from ixd.cache.unpack import unpack_limits, unpack_node
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node
@@ -43,6 +42,9 @@ from ixd.store.debsrc import DebianArchive
 from ixd.store.scratch import ContentMismatch
 from ixd.wire import events
 from ixd.wire.errors import BuildFailed, CacheHashMismatch, CacheUnsafeArchive, FetchError
+
+if TYPE_CHECKING:  # a daemon without a cache never loads the cache's modules
+    from ixd.cache.substitute import Substituter
 
 log = logging.getLogger("ixd.build.runner")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ixd.build.cluster import Cluster
 from ixd.build.noderunners import (
@@ -26,13 +27,15 @@ from ixd.build.remote import RemoteBuilds
 from ixd.build.scheduler import BuildSlot, Listener
 from ixd.build.trash import Trash
 from ixd.build.valid import ValidSet
-from ixd.cache.substitute import Substituter
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node
 from ixd.store.builder import BuildLimits
 from ixd.store.buildusers import BuildUserPool
 from ixd.store.cgroup import Cgroups
 from ixd.store.db import BuildDatabase
+
+if TYPE_CHECKING:  # a daemon without a cache never loads the cache's modules
+    from ixd.cache.substitute import Substituter
 
 
 class StoreRunner:

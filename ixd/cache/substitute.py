@@ -31,6 +31,7 @@ import trio
 from ixd.cache import archive as cachearchive
 from ixd.cache import format as fmt
 from ixd.cache.binarycache import BinaryCache, Hit
+from ixd.cache.settings import CacheSettings
 from ixd.cache.stores import open_store, read_credentials
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan, needed_plan
@@ -59,17 +60,6 @@ def narrow_plan(plan: Plan, hits: Mapping[str, Sequence[str]],
     a substitute node, and the nodes nothing needs any more left out (`needed_plan`). A hit
     whose references are not all in the plan is built as planned."""
     return needed_plan(plan, is_valid, hits)
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """The daemon's cache options, as the administrator set them."""
-
-    caches: tuple[str, ...] = ()
-    push: str | None = None
-    trusted_keys: tuple[str, ...] = ()
-    signing_key: Path | None = None
-    credentials: Path | None = None
 
 
 def load_trusted_keys(specs: Iterable[str]) -> dict[str, fmt.PublicKey]:

@@ -4,12 +4,11 @@ what goes into a cache others trust is the administrator's call."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ixd.build.runner import StoreRunner
-from ixd.cache.substitute import Pusher
 from ixd.daemon import request_args
 from ixd.daemon.catalog import Catalog
 from ixd.daemon.collection import Collector
@@ -23,6 +22,9 @@ from ixd.recipes import plan as planning
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import CacheError, NoSuchRealm, PermissionDenied
 from ixd.wire.ops import NoArgs, PushArgs
+
+if TYPE_CHECKING:  # a daemon without a cache never loads the cache's modules
+    from ixd.cache.substitute import Pusher
 
 log = logging.getLogger("ixd")
 

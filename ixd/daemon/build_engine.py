@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -13,12 +14,15 @@ from ixd.build.cluster import Cluster
 from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import Scheduler, ready_ahead
 from ixd.cache.extras import require
-from ixd.cache.substitute import Pusher, Substituter, open_caches
+from ixd.cache.settings import CacheSettings
 from ixd.daemon.config import Config
 from ixd.store.buildusers import BuildUserPool, load_pool
 from ixd.store.cgroup import probe as probe_cgroups
 from ixd.store.db import BuildDatabase
 from ixd.wire.errors import IxError
+
+if TYPE_CHECKING:  # a daemon without a cache never loads the cache's modules
+    from ixd.cache.substitute import Pusher, Substituter
 
 log = logging.getLogger("ixd")
 
@@ -45,16 +49,22 @@ class BuildEngine:
                             "at once (add build users with runit/build-users.sh)", len(pool),
                             config.build_users, jobs, len(pool))
                 jobs = len(pool)
+        self.substituter: Substituter | None = None
+        self.pusher: Pusher | None = None
         if config.cache.caches or config.cache.push:
             s3 = any(u.startswith("s3://") for u in (*config.cache.caches, config.cache.push or ""))
             require(["cryptography", "zstandard", *(["boto3"] if s3 else [])], "cache",
                     "--cache and --push")
         if config.cluster.enabled:
             require(["distributed"], "cluster", "--dask")
-        caches, push_to = open_caches(config.cache, str(layout.store))
-        self.substituter = substituter = (
-            Substituter(caches, layout, config.limits.max_output_size) if caches else None)
-        self.pusher = Pusher(push_to, db, layout) if push_to else None
+        if config.cache != CacheSettings():  # the cache's modules load only for a cache option
+            from ixd.cache import substitute as caching
+
+            caches, push_to = caching.open_caches(config.cache, str(layout.store))
+            self.substituter = (caching.Substituter(caches, layout, config.limits.max_output_size)
+                                if caches else None)
+            self.pusher = caching.Pusher(push_to, db, layout) if push_to else None
+        substituter = self.substituter
         self.cluster: Cluster | None = None
         if config.cluster.enabled:
             if substituter is None or self.pusher is None:

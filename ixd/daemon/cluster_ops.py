@@ -17,14 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ixd.build.cluster_node import check_cluster_node, inputs_plan
 from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import Scheduler
-from ixd.cache.substitute import Pusher, Substituter
 from ixd.daemon.emit import Emit
 from ixd.daemon.identity import Caller
 from ixd.model.layout import Layout
@@ -39,6 +37,9 @@ from ixd.wire.errors import (
     PermissionDenied,
 )
 from ixd.wire.ops import NodeArgs
+
+if TYPE_CHECKING:  # a daemon without a cache never loads the cache's modules
+    from ixd.cache.substitute import Pusher, Substituter
 
 log = logging.getLogger("ixd")
 
@@ -86,6 +87,9 @@ class ClusterOps:
         if caller.uid != self.account_uid:
             raise PermissionDenied(f"{caller.login} (uid {caller.uid}) may not build for the "
                                    f"cluster: only its worker account {self.account} may")
+        # loaded by the first cluster build: a daemon that builds for no cluster never needs it
+        from ixd.build.cluster_node import check_cluster_node, inputs_plan
+
         try:
             node = check_cluster_node(args.node, self.layout)
         except ClusterRefused as exc:

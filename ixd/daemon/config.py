@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ixd.build.cluster import ClusterSettings
-from ixd.cache.substitute import CacheSettings
+from ixd.cache.settings import CacheSettings
 from ixd.model.layout import Layout
 from ixd.recipes.packages import DEFAULT_CACHE_BYTES
 from ixd.recipes.rendercache import DEFAULT_STORE_BYTES

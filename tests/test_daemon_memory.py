@@ -1,0 +1,112 @@
+"""What ixd keeps in memory: the modules a daemon without a cache loads, and malloc's arenas.
+
+Each check runs in a fresh interpreter (a module once imported stays; so do malloc's arenas).
+`bench/memory.py` measures what these save (issue 29, item 3).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+#: what only a cache, a cluster or a subcommand needs (with the standard modules only they
+#: import): a daemon started without those options never loads them
+NOT_FOR_A_PLAIN_DAEMON = ("ixd.cache.substitute", "ixd.cache.format", "ixd.cache.archive",
+                          "ixd.cache.stores", "ixd.cache.binarycache", "ixd.build.cluster_node",
+                          "ixd.daemon.admin_commands", "ixd.store.verify", "ixd.build.certs",
+                          "tarfile", "configparser")
+
+
+def python(code: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, cwd=PROJECT, check=check,
+                          env={**{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"},
+                               "PYTHONPATH": str(PROJECT)})
+
+
+def loaded_after(code: str) -> set[str]:
+    done = python(f"""
+        import sys
+        {textwrap.indent(textwrap.dedent(code), "        ").strip()}
+        print(" ".join(sorted(sys.modules)))
+    """)
+    return set(done.stdout.split())
+
+
+def test_importing_the_daemon_loads_no_cache_cluster_or_subcommand_module() -> None:
+    loaded = loaded_after("import ixd.daemon.main")
+    assert "ixd.daemon.core" in loaded  # the import did happen
+    assert not loaded & set(NOT_FOR_A_PLAIN_DAEMON), sorted(loaded & set(NOT_FOR_A_PLAIN_DAEMON))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a daemon's root is made as root")
+def test_a_daemon_without_cache_options_loads_no_cache_module(tmp_path: Path) -> None:
+    loaded = loaded_after(f"""
+        from ixd.daemon.main import build_parser, config_from_args
+        from ixd.daemon.core import Daemon
+        args = build_parser().parse_args(["--root", {str(tmp_path / "root")!r}, "--no-confine"])
+        daemon = Daemon(config_from_args(args))
+        assert daemon.engine.substituter is None and daemon.engine.pusher is None
+    """)
+    assert "ixd.daemon.core" in loaded
+    assert not loaded & set(NOT_FOR_A_PLAIN_DAEMON), sorted(loaded & set(NOT_FOR_A_PLAIN_DAEMON))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a daemon's root is made as root")
+def test_a_bad_cache_option_alone_is_still_refused_at_start(tmp_path: Path) -> None:
+    """The cache's modules load for any cache option, so `--trusted-key` without `--cache`
+    is checked as it was when they always loaded."""
+    done = python(f"""
+        from ixd.daemon.main import build_parser, config_from_args
+        from ixd.daemon.core import Daemon
+        from ixd.wire.errors import IxError
+        args = build_parser().parse_args(["--root", {str(tmp_path / "root")!r}, "--no-confine",
+                                          "--trusted-key", "not-a-key"])
+        try:
+            Daemon(config_from_args(args))
+        except IxError as exc:
+            print("refused:", exc.code, exc)
+    """)
+    assert done.stdout.startswith("refused: E_CACHE_KEY --trusted-key"), done.stdout + done.stderr
+
+
+ARENAS = """
+    import threading
+    from pathlib import Path
+    {setup}
+    def allocate() -> None:
+        kept = [bytearray(600) for _ in range(2000)]  # above obmalloc's 512: malloc's
+        ready.wait()
+    ready = threading.Event()
+    threads = [threading.Thread(target=allocate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    reserved = 0
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "---p" and len(fields) == 5:  # anonymous, no access: heap reserves
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            reserved += high - low
+    ready.set()
+    for thread in threads:
+        thread.join()
+    print(reserved >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_one_malloc_arena_keeps_threads_off_arenas_of_their_own() -> None:
+    """Without it, threads that allocate get arenas of their own (64 MiB reserved each, most
+    of it inaccessible); with it, none."""
+    setup = "from ixd.daemon.main import one_malloc_arena; assert one_malloc_arena()"
+    default = int(python(ARENAS.format(setup="")).stdout)
+    one = int(python(ARENAS.format(setup=setup)).stdout)
+    assert default >= 32, f"threads made no arenas of their own ({default} MiB reserved)"
+    assert one < 32, f"{one} MiB reserved for arenas with one_malloc_arena()"
