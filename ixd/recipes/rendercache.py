@@ -3,14 +3,15 @@ speed").
 
 A render is a function of the files it read and of its context. The store keeps, per package
 key (name and flags), the descriptor a render gave, the files it read with what identifies
-their content on disk (device, inode, size, modification time: an editor or a checkout writes
-a new file or a new time), and whether its templates name `target_realm`. A kept render is
-used only while every one of its files is still the file it read; the file as a whole is
-dropped when anything else a render depends on changes (`fingerprint`: the daemon's settings,
-its host, the code that renders). A render that asked the host something (`isfile`,
-`ix_boot_tool`, `host_program`, `host_versions`) keeps the questions and answers, for the
-package graph to ask again (`rendercontext.answers_hold`); one that captured host programs or
-named another package (`intro`) is never kept.
+their content on disk (device, inode, size, modification and change times: an editor or a
+checkout writes a new file or a new time, and a file written in place with its old size and
+modification time put back still has a new change time), and whether its templates name
+`target_realm`. A kept render is used only while every one of its files is still the file it
+read; the file as a whole is dropped when anything else a render depends on changes
+(`fingerprint`: the daemon's settings, its host, the code that renders). A render that asked
+the host something (`isfile`, `ix_boot_tool`, `host_program`, `host_versions`) keeps the
+questions and answers, for the package graph to ask again (`rendercontext.answers_hold`);
+one that captured host programs or named another package (`intro`) is never kept.
 
 Most flag sets of a package render alike (stal/IX's CI set: 27,416 packages, 4,361 renders),
 so a render is kept once, under a digest of its text, and each key names it: the file is a
@@ -51,8 +52,8 @@ from ixd.recipes.owned import OwnedBytes, Owner
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
 #: bytes (within `RenderStore`, whose `bytes` is its count of them)
 Data = bytes
-#: a file's identity on disk: device, inode, size, modification time (ns)
-Identity = tuple[int, int, int, int]
+#: a file's identity on disk: device, inode, size, modification and change times (ns)
+Identity = tuple[int, int, int, int, int]
 #: what a render asked the host: the probe's name, its arguments, the answer
 Asked = tuple[str, tuple[Any, ...], Any]
 #: a kept render: the raw descriptor (or None, `RenderStore.get`), the files it read,
@@ -79,7 +80,7 @@ DEFAULT_USER_SHARE = 0.25
 #: the packages whose code a render depends on: every module of them is hashed
 _RENDER_PACKAGES = ("recipes", "model")
 #: the file's format (in its header: a file of another format is an empty store)
-_FORMAT = 3
+_FORMAT = 4
 DIGEST_BYTES = 16
 
 
@@ -103,7 +104,7 @@ def _identity(path: Path) -> Identity | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _digest(body: bytes) -> bytes:
@@ -448,9 +449,9 @@ class RenderStore:
             return raw, checked
         paths = self._paths
         read = []
-        for p, d, i, n, m in files:
+        for p, d, i, n, m, c in files:
             path = paths.get(p) or paths.setdefault(p, Path(p))
-            if self._now(path) != (d, i, n, m):
+            if self._now(path) != (d, i, n, m, c):
                 return raw, None
             read.append(path)
         fileset = frozenset(read)
@@ -504,8 +505,8 @@ class RenderStore:
                     identity = self._now(path)
                     if identity is None:
                         return None
-                    d, i, n, m = identity
-                    part = texts[path] = f"[{_string(str(path))},{d},{i},{n},{m}]"
+                    d, i, n, m, c = identity
+                    part = texts[path] = f"[{_string(str(path))},{d},{i},{n},{m},{c}]"
                 parts.append(part)
             found = self._files_texts[fileset] = (
                 ",".join(parts), self._file_sets.setdefault(fileset, fileset))
@@ -597,6 +598,16 @@ class RenderStore:
                 for kb in self._drop_body(digest):
                     self._pending.append((kb, False))
                     self._pending_bytes += len(kb) + 1
+
+    def distrust(self, paths: Iterable[Path]) -> None:
+        """Files unchanged that a name no longer resolves to (a file of an earlier overlay
+        shadows them, found by the graph's snapshot): no kept render that read them is
+        served in this run, nor is one kept."""
+        with self._lock:
+            for path in paths:
+                self._seen[Path(path)] = None
+                self._path_texts.pop(Path(path), None)
+            self._files_texts.clear()
 
     def check_invariants(self) -> None:
         """The accounts match the keys and renders kept (raises AssertionError)."""
