@@ -99,6 +99,7 @@ class Descriptor:
             "fix": {"deps": texts(self.fix_deps)},
             "net": self.net,
             "timeout": self.timeout,
+            "host_view": self.host_view,
             "repo": {"version": self.version},
         }
 
