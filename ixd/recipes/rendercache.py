@@ -21,7 +21,9 @@ daemon's own), appended; a line of only a KEY drops that key's render. A restart
 lines by their keys' bytes, decoding nothing (a render is read, and checked against its
 digest, when asked for), and writes the file anew when most of its lines are stale. It lives
 in the daemon's `var/`, which only the daemon's user can write; what it holds is data,
-checked again by the descriptor parser; a damaged render is dropped and made again.
+checked again by the descriptor parser; a damaged render is dropped and made again. It is read
+only if it is a regular file of the daemon's user or root that nobody else may write, not
+through a link (else it is written anew).
 
 Clients choose flags, so the store is bounded by bytes: the file never grows past
 `max_bytes`, the renders kept (live) take at most half of that, and one owner's at most
@@ -41,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 import weakref
 from collections.abc import Container, Iterable, Mapping
@@ -274,10 +277,12 @@ class RenderStore:
     def _read(self) -> int:
         """Index the file (a missing, foreign or damaged file is an empty store); the number
         of its lines. The file is read a piece at a time: it may be a few hundred MiB."""
-        try:
-            stream = open(self.path, "rb")
-        except OSError:
+        fd = _open_trusted(self.path)
+        if fd is None:
             return 1 << 30
+        stream = open(os.dup(fd), "rb")
+        self._reader = fd  # the file indexed: its renders are read from it
+        self._closer = weakref.finalize(self, os.close, fd)
         #: key -> (digest, the Data of its line but the render, owner), in the file's order
         keys: dict[Data, tuple[Data, int, Owner]] = {}
         found: dict[Data, tuple[int, int]] = {}  # the renders' places
@@ -436,7 +441,9 @@ class RenderStore:
         text = body.text
         if text is None:
             if self._reader is None:
-                self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._reader = _open_trusted(self.path)
+                if self._reader is None:
+                    raise OSError(f"{self.path} is not the daemon's")
                 self._closer = weakref.finalize(self, os.close, self._reader)
             text = os.pread(self._reader, body.length, body.offset)
             if _digest(text) != digest:
@@ -621,6 +628,25 @@ class RenderStore:
                 assert self._body_bytes.owner(digest) == self._key_bytes.owner(body.payer)
                 assert all(self._index[kb] == digest for kb in body.refs)
             assert sum(len(b.refs) for b in self._bodies.values()) == len(self._index)
+
+
+def _open_trusted(path: Path) -> int | None:
+    """The file opened for reading if it is a regular file of the daemon's user or root
+    that nobody else may write, not through a link; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.geteuid(), 0)
+            or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _word(owner: Owner) -> bytes:
