@@ -119,13 +119,14 @@ def read(path: Path, fingerprint: str, overlays: Sequence[Path]) -> Snapshot | N
     header = _header(fingerprint, overlays)
     if data is None or not data.startswith(header):
         return None
+    start = len(header) + _DIGEST_BYTES
     view = memoryview(data)
-    digest = view[len(header):len(header) + _DIGEST_BYTES]
-    payload = view[len(header) + _DIGEST_BYTES:]
-    if hashlib.blake2b(payload, digest_size=_DIGEST_BYTES).digest() != digest:
+    if hashlib.blake2b(view[start:], digest_size=_DIGEST_BYTES).digest() != view[len(header):start]:
         return None
+    stream = io.BytesIO(data)  # the bytes themselves, not a copy
+    stream.seek(start)
     try:
-        snapshot = _Unpickler(io.BytesIO(payload)).load()
+        snapshot = _Unpickler(stream).load()
     except Exception:  # damaged past its digest (or made by other code): an empty one
         return None
     return snapshot if _well_formed(snapshot) else None
