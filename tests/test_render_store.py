@@ -3,10 +3,12 @@ packages without rendering, and never a render whose files or host answers chang
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from ixd.model.selector import parse_selector
+from ixd.recipes.descriptor import parse_descriptor
 from ixd.recipes.packages import PackageGraph
 from ixd.recipes.tree import RecipeTree
 from tests.test_stalix_render import recipe
@@ -288,6 +290,46 @@ def test_a_damaged_render_is_made_again_not_trusted(tmp_path: Path) -> None:
     assert again.load(parse_selector("bin/plain")).descriptor.script_data == "plain"
     assert again.renders == 1 and again.render_store is not None
     again.render_store.check_invariants()
+
+
+def test_a_store_file_the_daemon_may_not_trust_is_not_read(tmp_path: Path) -> None:
+    """Writable by others, a link, or another user's: an empty store (written anew)."""
+    recipe(tmp_path / "o", "bin/plain", "'plain'")
+    graph(tmp_path).load(parse_selector("bin/plain"))
+    store = tmp_path / "renders.jsonl"
+    good = store.read_bytes()
+    kept = tmp_path / "kept.jsonl"
+    kept.write_bytes(good)
+
+    def renders() -> int:
+        g = graph(tmp_path)
+        assert g.load(parse_selector("bin/plain")).descriptor.script_data == "plain"
+        return g.renders
+
+    store.chmod(0o666)
+    assert renders() == 1
+    store.unlink()
+    store.symlink_to(kept)
+    assert renders() == 1
+    assert not store.is_symlink() and kept.read_bytes() == good  # replaced, not followed
+    if os.geteuid() == 0:
+        store.write_bytes(good)
+        os.chown(store, 65534, 65534)
+        assert renders() == 1
+    store.write_bytes(good)
+    os.chown(store, os.geteuid(), os.getegid())
+    store.chmod(0o644)
+    assert renders() == 0
+
+
+def test_a_descriptor_reads_back_from_its_raw_form_whole() -> None:
+    """What the store keeps of a render another flag set took (`Descriptor.to_raw`) reads
+    back as the same descriptor, its view of the host included."""
+    raw = {"bld": {"script": {"exec": ["/bin/sh"], "data": "x"}, "deps": ["bin/t(k=v)"]},
+           "host_view": "tool", "timeout": 5, "repo": {"version": "1.0"}}
+    descriptor = parse_descriptor(raw, "bin/x")
+    assert descriptor.host_view == "tool"
+    assert parse_descriptor(json.loads(json.dumps(descriptor.to_raw())), "bin/x") == descriptor
 
 
 def test_the_accounts_stay_true_through_evictions_and_changes(tmp_path: Path) -> None:

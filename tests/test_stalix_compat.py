@@ -195,6 +195,32 @@ def test_ixc_dep_names_hubs_that_share_a_uid(daemon: RunningDaemon) -> None:
     assert "bin/nasm" in names and names[-1] == "bld/nasm"
 
 
+def test_a_restarted_ixd_answers_from_its_snapshot_as_stalix(
+        tree: RecipeTree, tmp_path: Path) -> None:
+    """ixd keeps its loaded graph when it stops (var/graph.snapshot, the daemon's only); the
+    next ixd on the root takes it and answers `dep` and `plan` as the first did, as stal/IX
+    does."""
+    settings = golden("bin_b64")["settings"]
+    sets = [word for k, v in settings.items() for word in ("--set", f"{k}={v}")]
+    root = tmp_path / "root"
+    answers = []
+    for run in range(2):
+        running = start_daemon(root, overlays=(STALIX_PKGS,), extra=sets)
+        try:
+            dep = running.ixc("--json", "dep", "bin/b64").stdout
+            plan = running.ixc("plan", "bin/b64").stdout
+            caches = json.loads(running.ixc("status", "--json").stdout)["caches"]
+        finally:
+            assert running.stop() == 0, running.log.read_text()
+        answers.append((dep, plan))
+        snapshot = root / "var" / "graph.snapshot"
+        assert snapshot.stat().st_mode & 0o777 == 0o600
+        assert (caches["packages_restored"] > 0) == (run == 1)
+    assert answers[0] == answers[1]
+    listed = [selector_text(p["name"], p["flags"]) for p in json.loads(answers[1][0])["packages"]]
+    assert_same_packages(unpacked(golden("bin_b64")), listed)
+
+
 def test_glib_brings_its_fix_up_only_in_a_realm(tree: RecipeTree, tmp_path: Path) -> None:
     """stal/IX's lib/glib/ix adds lib/glib/ix/fix (hooks that compile the realm's GSettings
     schemas) when `target_realm` is set; the realm's node then runs them with bld/glib."""

@@ -39,6 +39,9 @@ log = logging.getLogger("ixd")
 #: a plan as text is kept for the next request if it compresses to at most this many bytes
 MAX_KEPT_PLAN = 64 << 20
 
+#: seconds without a load or change before the graph's snapshot is written
+SNAPSHOT_QUIET = 5.0
+
 #: the realm stal/IX's `ix build` and `ix run` put their packages in: `dep`, `plan`, `build`
 #: and `run` load theirs in it too
 EPHEMERAL_REALM = "ephemeral"
@@ -78,7 +81,8 @@ class Catalog:
             settings=dict(settings), host_tools_cache=layout.var / "host-tools.json",
             render_store=layout.var / "renders.jsonl", max_bytes=cache_bytes,
             render_store_bytes=render_store_bytes, uncapped=(os.getuid(),),
-            host_capture_cache=layout.var / "host-capture.json")
+            host_capture_cache=layout.var / "host-capture.json",
+            snapshot_file=layout.var / "graph.snapshot")
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
         #: the last plan asked for as text (`plan_text`): its request, the changes it saw
@@ -193,7 +197,8 @@ class Catalog:
     def cache_usage(self, uid: int) -> dict[str, int]:
         """The caches' bytes against their bounds, in all and `uid`'s own (for `status`)."""
         graph, store = self.graph, self.graph.render_store
-        usage = {"packages": len(graph), "package_bytes": graph.bytes,
+        usage = {"packages": len(graph), "packages_restored": graph.restored,
+                 "package_bytes": graph.bytes,
                  "package_bytes_max": graph.max_bytes,
                  "package_bytes_yours": graph.owner_bytes.get(uid, 0),
                  "package_bytes_per_user_max": graph.user_bytes}
@@ -206,15 +211,38 @@ class Catalog:
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        """Drop the cached renders that read a changed recipe file; no restart needed."""
-        async with trio.open_nursery() as nursery:
+        """Drop the cached renders that read a changed recipe file; no restart needed. And
+        keep the loaded graph for the next run (`ixd.recipes.snapshot`): once loads have
+        been quiet for a while, and when the daemon stops."""
+        try:
+            async with trio.open_nursery() as nursery:
 
-            def on_change(paths: set[Path]) -> None:
-                # invalidation waits for the graph's lock, which a render may hold: off-loop
-                nursery.start_soon(self._invalidate, paths)
+                def on_change(paths: set[Path]) -> None:
+                    # invalidation waits for the graph's lock, which a render may hold
+                    nursery.start_soon(self._invalidate, paths)
 
-            await nursery.start(functools.partial(watch_tree, self.overlays, on_change))
-            task_status.started()
+                await nursery.start(functools.partial(watch_tree, self.overlays, on_change))
+                nursery.start_soon(self._keep_snapshot)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._save_snapshot)
+
+    async def _keep_snapshot(self) -> None:
+        """Write the graph's snapshot when it changed and then stayed as it was for
+        SNAPSHOT_QUIET seconds (a daemon killed outright keeps what it had then)."""
+        last = self.graph.unsaved
+        while True:
+            await trio.sleep(SNAPSHOT_QUIET)
+            now = self.graph.unsaved
+            if now and now == last:
+                await trio.to_thread.run_sync(self._save_snapshot)
+                now = self.graph.unsaved
+            last = now
+
+    def _save_snapshot(self) -> None:
+        if self.graph.save_snapshot():
+            log.debug("graph snapshot written: %d packages", len(self.graph))
 
     async def _invalidate(self, paths: set[Path]) -> None:
         # made before the change (one made meanwhile has a stale key)

@@ -76,6 +76,11 @@ class Descriptor:
             self.__dict__["_hash"] = cached
         return cached
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled (the graph's snapshot): the hash made once is this process's (strings hash
+        # otherwise in the next)
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     def to_raw(self) -> dict[str, Any]:
         """A descriptor as recipes render it that `parse_descriptor` reads back as this one
         (what the render store keeps of a render taken by another flag set)."""
@@ -94,6 +99,7 @@ class Descriptor:
             "fix": {"deps": texts(self.fix_deps)},
             "net": self.net,
             "timeout": self.timeout,
+            "host_view": self.host_view,
             "repo": {"version": self.version},
         }
 

@@ -78,6 +78,10 @@ class PackageCache(Generic[P]):
                 self._kept.discard(key)
         return package
 
+    def size(self, key: PackageKey) -> int:
+        """The bytes the cached package `key` counts for."""
+        return self._bytes.size(key)
+
     def peek(self, key: PackageKey) -> P | None:
         """The cached package `key`, its place in the use order unchanged."""
         return self._packages.get(key)

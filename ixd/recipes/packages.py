@@ -27,6 +27,7 @@ import gc
 import json
 import operator
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from ixd.model.selector import (
     validate_flag_value,
     validate_package_name,
 )
+from ixd.recipes import snapshot
 from ixd.recipes.descriptor import Descriptor, parse_descriptor
 from ixd.recipes.hostcapture import HostCapture
 from ixd.recipes.hosttools import HostVersions
@@ -96,6 +98,9 @@ from ixd.wire.errors import DependencyCycle
 #: how many packages a graph keeps cached by default: stal/IX's CI set alone loads 27,416
 #: (five platforms), and a warm `dep` of it must not render any of them again
 DEFAULT_MAX_PACKAGES = 60_000
+#: questions to the host a graph's renders may ask in a run and still be kept across a
+#: restart (stal/IX's CI set asks a few hundred)
+MAX_ASKED = 100_000
 #: bytes the cached packages may take (an estimate: `package_bytes`); one user's loads fill
 #: at most DEFAULT_USER_SHARE of them (the daemon's own account is not held to it)
 DEFAULT_CACHE_BYTES = 256 << 20
@@ -206,7 +211,8 @@ class PackageGraph:
                  user_share: float = DEFAULT_USER_SHARE,
                  uncapped: Iterable[Owner] = (),
                  render_store_bytes: int = DEFAULT_STORE_BYTES,
-                 host_capture_cache: Path | None = None) -> None:
+                 host_capture_cache: Path | None = None,
+                 snapshot_file: Path | None = None) -> None:
         self.tree = tree
         self.store = Path(store)
         self.host = host or platforms.host_name()
@@ -266,10 +272,28 @@ class PackageGraph:
         #: each package's render (descriptor and the files it read), kept while no file it
         #: read changes, even when the package is dropped because a dependency changed; and
         #: across restarts (ixd.recipes.rendercache), if given a file
+        self._fingerprint = fingerprint(self.settings, self.host)
         self.render_cache = RenderCache(
-            RenderStore(render_store, fingerprint(self.settings, self.host),
+            RenderStore(render_store, self._fingerprint,
                         max_bytes=render_store_bytes, user_share=user_share,
                         uncapped=self.uncapped) if render_store is not None else None)
+        #: the loaded graph kept across restarts (`ixd.recipes.snapshot`; with a render
+        #: store only: the answers its renders were given are asked only then), taken at
+        #: the first load
+        self.snapshot_file = snapshot_file if render_store is not None else None
+        self._snapshot_due = self.snapshot_file is not None
+        #: packages restored from it (a test's and the benchmark's figure)
+        self.restored = 0
+        #: every file the loaded packages read, as a load first looked at it (None: not to
+        #: be looked at), and the sets of files looked at so far
+        self._seen_files: dict[Path, snapshot.Seen | None] = {}
+        self._seen_sets: set[frozenset[Path]] = set()
+        #: the keys whose render captured something of the host that cannot be asked again
+        self._volatile: set[PackageKey] = set()
+        #: every question the renders of this run asked the host, with its answer
+        self._asked: dict[tuple[str, tuple[Any, ...]], Any] = {}
+        #: packages added or dropped since the snapshot was last written
+        self.unsaved = 0
 
     @property
     def render_store(self) -> RenderStore | None:
@@ -324,6 +348,8 @@ class PackageGraph:
         flags["target"] = platforms.resolve(flags.get("target", "host"), self.host)
         flags.setdefault("kind", kind_of(name))
         with self._lock, collector_paused():
+            if self._snapshot_due:
+                self._restore()
             self._owner = owner
             try:
                 package = self._load(name, flags, ())
@@ -344,6 +370,8 @@ class PackageGraph:
         loaded as along a `bld.deps` edge, with only `target=host` and `kind=bin` under
         their written flags (the recipe charset)."""
         with self._lock, collector_paused():
+            if self._snapshot_due:
+                self._restore()
             self._owner = owner
             loaded = []
             try:
@@ -409,6 +437,7 @@ class PackageGraph:
         cached = self.render_cache.get(key, realm_free_key)
         if cached is None and self.render_store is not None:
             cached = self._stored_render(name, key, realm_free_key)
+        volatile = False
         if cached is None:
             probed: list[Asked] = []
             context = render_context(name, flags, self.settings, self.host, self._probes,
@@ -431,6 +460,11 @@ class PackageGraph:
                 descriptor, files, reads_realm = shared.parsed, shared.files, shared.reads_realm
                 raw, text = None, ""
                 probed = list(shared.probed)
+            if answers_kept(probed):
+                self._note_answers(probed)
+            else:
+                volatile = True
+                self._volatile.update((key, realm_free_key))
             if not introduced:
                 self.render_cache.keep(key, descriptor, files,
                                        None if reads_realm else realm_free_key)
@@ -442,6 +476,13 @@ class PackageGraph:
                                        text)
         else:
             descriptor, files = cached
+            volatile = key in self._volatile or realm_free_key in self._volatile
+        if volatile:
+            self._volatile.add(key)
+        elif self._volatile:
+            self._volatile.discard(key)
+        if files not in self._seen_sets:
+            self._see(files)
         is_hub = descriptor.is_hub
         passed = key[1]  # the flags its edges pass on, as a key
         if not is_hub and (flags.get("boot") or name.startswith(BOOT_PREFIX)):
@@ -526,6 +567,7 @@ class PackageGraph:
         self.cache.add(package, package_bytes(package, build is not None and build.shared),
                        self._owner)
         self.render_cache.index(key, files)
+        self.unsaved += 1
         return package
 
     def _walk(self, roots: Sequence[Package],
@@ -613,8 +655,10 @@ class PackageGraph:
         if stored is None:
             return None
         raw, files, reads_realm, digest, asked = stored
-        if asked and not answers_hold(asked, self._probes, self.host_versions):
-            return None  # the host answers otherwise now: rendered again
+        if asked:
+            if not answers_hold(asked, self._probes, self.host_versions):
+                return None  # the host answers otherwise now: rendered again
+            self._note_answers(asked)
         if raw is None:  # kept alike for another key: parsed then
             descriptor = self._parsed[digest]
         else:
@@ -623,6 +667,30 @@ class PackageGraph:
         files = self.tree.shared_file_set(files)
         self.render_cache.keep(key, descriptor, files, None if reads_realm else realm_free_key)
         return descriptor, files
+
+    def _see(self, files: frozenset[Path]) -> None:
+        """Look at the files a render just read (what the snapshot keeps of them): a file
+        changed since is changed after this look, or so shortly before it that the snapshot
+        leaves it out (`snapshot.racy`)."""
+        seen, now = self._seen_files, time.time_ns()
+        for path in files:
+            if path not in seen:
+                identity = snapshot.look(path)
+                seen[path] = None if identity is None else (identity, now)
+        if len(self._seen_sets) > self.max_packages:
+            self._seen_sets.clear()
+        self._seen_sets.add(files)
+
+    def _note_answers(self, asked: Iterable[Asked]) -> None:
+        """What a render asked the host (the snapshot is taken only while the host answers
+        every question of its renders alike)."""
+        if len(self._asked) > MAX_ASKED:
+            return  # past any tree's: no snapshot this run (`save_snapshot`)
+        for name, args, answer in asked:
+            try:
+                self._asked[(name, args)] = answer
+            except TypeError:  # an argument that cannot be a key: not kept
+                self._asked[("", ())] = None
 
     def _intern(self, descriptor: Descriptor) -> Descriptor:
         """The one copy of an equal descriptor (flag sets that render the same, made again
@@ -749,6 +817,10 @@ class PackageGraph:
                     self.render_cache.forget_package(key, package.files, keep_render=True)
                 self.cache.forget_dependents(key)  # they are all stale too
             changed_set = set(changed)
+            for path in changed_set:
+                self._seen_files.pop(path, None)
+            self._seen_sets.clear()
+            self.unsaved += len(stale) + 1
             self._descriptors.clear()
             self._uids.clear()
             self._parsed.clear()
@@ -768,7 +840,9 @@ class PackageGraph:
     def _bound(self) -> None:
         """After a top-level load (lock held): each owner within their share, the cache
         within its bytes and count; the kept renders at most twice the packages."""
+        evicted = self.cache.evicted
         self.cache.bound(self._forget)
+        self.unsaved += self.cache.evicted - evicted
         if len(self.render_cache) > 2 * len(self.cache) + 1000:
             self._prune_renders()
         self._bound_memos()
@@ -820,6 +894,80 @@ class PackageGraph:
             self._clear_edges()
         if len(self._checked_flags) > self.max_packages:
             self._checked_flags.clear()
+
+    # --- the snapshot across restarts ---------------------------------------------------
+
+    def _restore(self) -> None:
+        """Take the packages of the snapshot an earlier run kept that no change reaches (at
+        the first load, lock held; `ixd.recipes.snapshot`)."""
+        self._snapshot_due = False
+        assert self.snapshot_file is not None
+        kept = snapshot.read(self.snapshot_file, self._fingerprint, self.tree.overlays)
+        if kept is None or len(self.cache):
+            return
+        asked = [(str(name), tuple(args), answer) for name, args, answer in kept.asked]
+        if not answers_hold(asked, self._probes, self.host_versions):
+            return  # the host answers otherwise now: every package loaded again
+        shadowed = {Path(p) for p in snapshot.shadowed_files(kept)}
+        changed = {Path(p) for p in snapshot.changed_files(kept)} | shadowed
+        if shadowed and self.render_store is not None:  # unchanged, but no longer read
+            self.render_store.distrust(shadowed)
+        keys = {p.key for p in kept.packages}
+        stale = {p.key for p in kept.packages
+                 if not changed.isdisjoint(p.files) or not keys.issuperset(p.deps)}
+        stale = snapshot.dependents_closure(kept.packages, stale)
+        cache, nodes = self.cache, self._nodes
+        for package, owner, size in zip(kept.packages, kept.owners, kept.sizes, strict=True):
+            key = package.key
+            if key in stale:
+                continue
+            cache.add(package, size, owner)
+            for dep in package.deps:
+                cache.depend(key, dep)
+            self.render_cache.index(key, package.files)
+            if package.node is not None and package.uid not in nodes:
+                nodes[package.uid] = package.node
+            self.restored += 1
+        seen = self._seen_files
+        for name, (identity, at) in kept.files.items():
+            path = Path(name)
+            if path not in changed:
+                seen[path] = (tuple(identity), at)  # type: ignore[assignment]
+        self._note_answers(asked)
+        self.unsaved = len(stale)
+        self.cache.bound(self._forget)
+
+    def save_snapshot(self) -> bool:
+        """Keep the loaded packages for the next run (blocking: a few tenths of a second for
+        a big graph), if any was added or dropped since the last time; whether it was
+        written."""
+        if self.snapshot_file is None:
+            return False
+        with self._lock:
+            if not self.unsaved:
+                return False
+            self.unsaved = 0
+            if len(self._asked) > MAX_ASKED or ("", ()) in self._asked:
+                snapshot.remove(self.snapshot_file)  # its answers could not all be asked
+                return False
+            packages = self.cache.values()
+            unsafe = snapshot.unsafe_keys(packages, self._seen_files, self._volatile)
+            kept = [p for p in packages if p.key not in unsafe]
+            files: dict[str, snapshot.Seen] = {}
+            for file_set in {p.files for p in kept}:
+                for path in file_set:
+                    seen = self._seen_files[path]
+                    assert seen is not None  # else unsafe
+                    files[str(path)] = seen
+            payload = snapshot.encode(snapshot.Snapshot(
+                packages=kept,
+                owners=[self.cache.owner(p.key) for p in kept],
+                sizes=[self.cache.size(p.key) for p in kept],
+                files=files,
+                absent=snapshot.shadowing(files, self.tree.overlays),
+                asked=[(name, args, answer) for (name, args), answer in self._asked.items()]))
+        return snapshot.write(self.snapshot_file, self._fingerprint, self.tree.overlays,
+                              payload)
 
     def keys_reading(self, path: Path) -> set[PackageKey]:
         """The keys whose kept render or cached package read `path`."""

@@ -3,14 +3,15 @@ speed").
 
 A render is a function of the files it read and of its context. The store keeps, per package
 key (name and flags), the descriptor a render gave, the files it read with what identifies
-their content on disk (device, inode, size, modification time: an editor or a checkout writes
-a new file or a new time), and whether its templates name `target_realm`. A kept render is
-used only while every one of its files is still the file it read; the file as a whole is
-dropped when anything else a render depends on changes (`fingerprint`: the daemon's settings,
-its host, the code that renders). A render that asked the host something (`isfile`,
-`ix_boot_tool`, `host_program`, `host_versions`) keeps the questions and answers, for the
-package graph to ask again (`rendercontext.answers_hold`); one that captured host programs or
-named another package (`intro`) is never kept.
+their content on disk (device, inode, size, modification and change times: an editor or a
+checkout writes a new file or a new time, and a file written in place with its old size and
+modification time put back still has a new change time), and whether its templates name
+`target_realm`. A kept render is used only while every one of its files is still the file it
+read; the file as a whole is dropped when anything else a render depends on changes
+(`fingerprint`: the daemon's settings, its host, the code that renders). A render that asked
+the host something (`isfile`, `ix_boot_tool`, `host_program`, `host_versions`) keeps the
+questions and answers, for the package graph to ask again (`rendercontext.answers_hold`);
+one that captured host programs or named another package (`intro`) is never kept.
 
 Most flag sets of a package render alike (stal/IX's CI set: 27,416 packages, 4,361 renders),
 so a render is kept once, under a digest of its text, and each key names it: the file is a
@@ -20,7 +21,9 @@ daemon's own), appended; a line of only a KEY drops that key's render. A restart
 lines by their keys' bytes, decoding nothing (a render is read, and checked against its
 digest, when asked for), and writes the file anew when most of its lines are stale. It lives
 in the daemon's `var/`, which only the daemon's user can write; what it holds is data,
-checked again by the descriptor parser; a damaged render is dropped and made again.
+checked again by the descriptor parser; a damaged render is dropped and made again. It is read
+only if it is a regular file of the daemon's user or root that nobody else may write, not
+through a link (else it is written anew).
 
 Clients choose flags, so the store is bounded by bytes: the file never grows past
 `max_bytes`, the renders kept (live) take at most half of that, and one owner's at most
@@ -40,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 import weakref
 from collections.abc import Container, Iterable, Mapping
@@ -51,8 +55,8 @@ from ixd.recipes.owned import OwnedBytes, Owner
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
 #: bytes (within `RenderStore`, whose `bytes` is its count of them)
 Data = bytes
-#: a file's identity on disk: device, inode, size, modification time (ns)
-Identity = tuple[int, int, int, int]
+#: a file's identity on disk: device, inode, size, modification and change times (ns)
+Identity = tuple[int, int, int, int, int]
 #: what a render asked the host: the probe's name, its arguments, the answer
 Asked = tuple[str, tuple[Any, ...], Any]
 #: a kept render: the raw descriptor (or None, `RenderStore.get`), the files it read,
@@ -79,7 +83,7 @@ DEFAULT_USER_SHARE = 0.25
 #: the packages whose code a render depends on: every module of them is hashed
 _RENDER_PACKAGES = ("recipes", "model")
 #: the file's format (in its header: a file of another format is an empty store)
-_FORMAT = 3
+_FORMAT = 4
 DIGEST_BYTES = 16
 
 
@@ -103,7 +107,7 @@ def _identity(path: Path) -> Identity | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _digest(body: bytes) -> bytes:
@@ -273,10 +277,12 @@ class RenderStore:
     def _read(self) -> int:
         """Index the file (a missing, foreign or damaged file is an empty store); the number
         of its lines. The file is read a piece at a time: it may be a few hundred MiB."""
-        try:
-            stream = open(self.path, "rb")
-        except OSError:
+        fd = _open_trusted(self.path)
+        if fd is None:
             return 1 << 30
+        stream = open(os.dup(fd), "rb")
+        self._reader = fd  # the file indexed: its renders are read from it
+        self._closer = weakref.finalize(self, os.close, fd)
         #: key -> (digest, the Data of its line but the render, owner), in the file's order
         keys: dict[Data, tuple[Data, int, Owner]] = {}
         found: dict[Data, tuple[int, int]] = {}  # the renders' places
@@ -435,7 +441,9 @@ class RenderStore:
         text = body.text
         if text is None:
             if self._reader is None:
-                self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._reader = _open_trusted(self.path)
+                if self._reader is None:
+                    raise OSError(f"{self.path} is not the daemon's")
                 self._closer = weakref.finalize(self, os.close, self._reader)
             text = os.pread(self._reader, body.length, body.offset)
             if _digest(text) != digest:
@@ -448,9 +456,9 @@ class RenderStore:
             return raw, checked
         paths = self._paths
         read = []
-        for p, d, i, n, m in files:
+        for p, d, i, n, m, c in files:
             path = paths.get(p) or paths.setdefault(p, Path(p))
-            if self._now(path) != (d, i, n, m):
+            if self._now(path) != (d, i, n, m, c):
                 return raw, None
             read.append(path)
         fileset = frozenset(read)
@@ -504,8 +512,8 @@ class RenderStore:
                     identity = self._now(path)
                     if identity is None:
                         return None
-                    d, i, n, m = identity
-                    part = texts[path] = f"[{_string(str(path))},{d},{i},{n},{m}]"
+                    d, i, n, m, c = identity
+                    part = texts[path] = f"[{_string(str(path))},{d},{i},{n},{m},{c}]"
                 parts.append(part)
             found = self._files_texts[fileset] = (
                 ",".join(parts), self._file_sets.setdefault(fileset, fileset))
@@ -598,6 +606,16 @@ class RenderStore:
                     self._pending.append((kb, False))
                     self._pending_bytes += len(kb) + 1
 
+    def distrust(self, paths: Iterable[Path]) -> None:
+        """Files unchanged that a name no longer resolves to (a file of an earlier overlay
+        shadows them, found by the graph's snapshot): no kept render that read them is
+        served in this run, nor is one kept."""
+        with self._lock:
+            for path in paths:
+                self._seen[Path(path)] = None
+                self._path_texts.pop(Path(path), None)
+            self._files_texts.clear()
+
     def check_invariants(self) -> None:
         """The accounts match the keys and renders kept (raises AssertionError)."""
         with self._lock:
@@ -610,6 +628,25 @@ class RenderStore:
                 assert self._body_bytes.owner(digest) == self._key_bytes.owner(body.payer)
                 assert all(self._index[kb] == digest for kb in body.refs)
             assert sum(len(b.refs) for b in self._bodies.values()) == len(self._index)
+
+
+def _open_trusted(path: Path) -> int | None:
+    """The file opened for reading if it is a regular file of the daemon's user or root
+    that nobody else may write, not through a link; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.geteuid(), 0)
+            or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _word(owner: Owner) -> bytes:

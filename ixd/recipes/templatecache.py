@@ -207,14 +207,17 @@ def _read_shared(path: Path) -> CodeType | None:
     return code if isinstance(code, CodeType) else None
 
 
-def write_whole(path: Path, data: bytes) -> None:
-    """`data` at `path`, never seen half written (a failure leaves nothing)."""
+def write_whole(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """`data` at `path`, never seen half written (a failure leaves nothing); whether it
+    was written."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
+                     mode)
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
+        return False
+    return True

@@ -56,7 +56,7 @@ class TemplateIndex:
 
     def __init__(self, folder: Path, overlays: Sequence[Path], writable: bool,
                  read: Callable[[Path, int], bytes | None],
-                 write: Callable[[Path, bytes], None]) -> None:
+                 write: Callable[[Path, bytes], object]) -> None:
         """`read`: a trusted file's bytes (at most so many) or None; `write`: a file whole
         (`ixd.recipes.templatecache`'s, as for its entries)."""
         digest = hashlib.sha256()
