@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import threading
 import weakref
 from collections.abc import Container, Iterable, Mapping
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ixd.recipes.owned import OwnedBytes, Owner
+from ixd.recipes.templatecache import open_trusted
 
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
 #: bytes (within `RenderStore`, whose `bytes` is its count of them)
@@ -277,7 +277,7 @@ class RenderStore:
     def _read(self) -> int:
         """Index the file (a missing, foreign or damaged file is an empty store); the number
         of its lines. The file is read a piece at a time: it may be a few hundred MiB."""
-        fd = _open_trusted(self.path)
+        fd = open_trusted(self.path)
         if fd is None:
             return 1 << 30
         stream = open(os.dup(fd), "rb")
@@ -441,7 +441,7 @@ class RenderStore:
         text = body.text
         if text is None:
             if self._reader is None:
-                self._reader = _open_trusted(self.path)
+                self._reader = open_trusted(self.path)
                 if self._reader is None:
                     raise OSError(f"{self.path} is not the daemon's")
                 self._closer = weakref.finalize(self, os.close, self._reader)
@@ -628,25 +628,6 @@ class RenderStore:
                 assert self._body_bytes.owner(digest) == self._key_bytes.owner(body.payer)
                 assert all(self._index[kb] == digest for kb in body.refs)
             assert sum(len(b.refs) for b in self._bodies.values()) == len(self._index)
-
-
-def _open_trusted(path: Path) -> int | None:
-    """The file opened for reading if it is a regular file of the daemon's user or root
-    that nobody else may write, not through a link; else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        return None
-    if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.geteuid(), 0)
-            or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
-        os.close(fd)
-        return None
-    return fd
 
 
 def _word(owner: Owner) -> bytes:

@@ -177,19 +177,32 @@ def _trusted_folder(folder: Path) -> bool:
     return True
 
 
-def read_trusted(path: Path, max_bytes: int) -> bytes | None:
-    """The bytes of a regular file of ours or root's that nobody else may write, opened
-    without following a link, of at most `max_bytes`; None otherwise."""
+def open_trusted(path: Path, max_bytes: int | None = None) -> int | None:
+    """A regular file of ours or root's that nobody else may write, of at most `max_bytes`
+    (if given), opened for reading without following a link; None otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid not in _owners()
-                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > max_bytes):
-            return None
-        return os.read(fd, st.st_size + 1)
+        if (stat.S_ISREG(st.st_mode) and st.st_uid in _owners()
+                and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                and (max_bytes is None or st.st_size <= max_bytes)):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def read_trusted(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of a file `open_trusted` opens, of at most `max_bytes`; None otherwise."""
+    fd = open_trusted(path, max_bytes)
+    if fd is None:
+        return None
+    try:
+        return os.read(fd, os.fstat(fd).st_size + 1)
     except OSError:
         return None
     finally:
