@@ -420,6 +420,8 @@ class RenderStore:
         """The kept render of `key`, if every file it read is still the one it read: its
         raw descriptor (None if it is one the caller has from another key: its digest is in
         `known`), the files, whether it names target_realm, the digest of the render."""
+        if not self._index:  # a new root's: no key to make (twice a package)
+            return None
         kb = _key_json(key).encode()
         with self._lock:
             digest = self._index.get(kb)
