@@ -3,11 +3,20 @@ packages without rendering, and never a render whose files or host answers chang
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import trio
+
+from ixd.daemon import catalog as catalog_module
+from ixd.daemon.catalog import Catalog
+from ixd.model.layout import Layout
 from ixd.model.selector import parse_selector
+from ixd.recipes import packages
 from ixd.recipes.descriptor import parse_descriptor
 from ixd.recipes.packages import PackageGraph
 from ixd.recipes.tree import RecipeTree
@@ -68,17 +77,23 @@ def test_a_changed_file_is_rendered_again(tmp_path: Path) -> None:
     assert top_file.exists()
 
 
+def edit_keeping_times(tmp_path: Path, text: str) -> Path:
+    """lib/a's recipe written in place with `text` for `'a '` (the same size), its
+    modification time put back; the file."""
+    lib = tmp_path / "o" / "lib" / "a" / "ix.sh"
+    before = lib.stat()
+    lib.write_text(lib.read_text().replace("'a '", text))
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
+    return lib
+
+
 def test_a_file_changed_while_running_is_never_taken_back(tmp_path: Path) -> None:
     """A change seen by the watcher drops the kept renders that read the file, even if the
     next start would find the file looking as it did (same size and time)."""
     overlay(tmp_path)
     g = graph(tmp_path)
     g.load(parse_selector("bin/top"))
-    lib = tmp_path / "o" / "lib" / "a" / "ix.sh"
-    before = lib.stat()
-    lib.write_text(lib.read_text().replace("'a '", "'B '"))
-    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
-    g.invalidate_files([lib])
+    g.invalidate_files([edit_keeping_times(tmp_path, "'B '")])
     again = graph(tmp_path)
     assert again.load(parse_selector("lib/a")).descriptor.script_data == "B "
     assert again.renders == 1
@@ -384,3 +399,124 @@ def test_the_render_cache_shares_a_realm_blind_render_and_forgets_by_file(tmp_pa
         cache.drop(key, ())
     assert cache.get(bob, anywhere) is None and not cache.keys_reading([a, b])
     cache.check_invariants([])
+
+
+# --- writes put off until the daemon is idle (`defer_store_writes`, the daemon's) -----------
+
+
+def deferring(tmp_path: Path) -> PackageGraph:
+    return PackageGraph(RecipeTree([tmp_path / "o"]), tmp_path / "store", host=HOST,
+                        render_store=tmp_path / "renders.jsonl", defer_store_writes=True)
+
+
+def keys_and_owners(store: Path) -> list[tuple[str, str]]:
+    """The keys a store file names, each with its owner's word."""
+    return sorted((line.split("\t")[0], line.split("\t")[1])
+                  for line in store.read_text().splitlines()[1:])
+
+
+def test_renders_put_off_are_kept_as_at_once_with_the_same_accounts(tmp_path: Path) -> None:
+    """A deferring graph puts nothing in the store while it loads; `store_renders` then
+    keeps the keys an immediate one keeps, charged to the same owners (a restart renders
+    none)."""
+    overlay(tmp_path)
+    store = tmp_path / "renders.jsonl"
+    at_once = graph(tmp_path)
+    at_once.load(parse_selector("bin/top"), owner=1001)
+    expected = keys_and_owners(store)
+    assert len(expected) == 4
+    store.unlink()
+
+    g = deferring(tmp_path)
+    first = g.load(parse_selector("bin/top"), owner=1001)
+    assert g.unstored == 4 and g.render_store is not None and g.render_store.bytes == 0
+    assert not store.exists() or keys_and_owners(store) == []
+    g.store_renders(batch=3)  # two holds of the lock
+    assert g.unstored == 0
+    g.render_store.check_invariants()
+    assert set(g.render_store.owner_bytes) == {1001}
+    assert keys_and_owners(store) == expected
+    again = graph(tmp_path)
+    top = again.load(parse_selector("bin/top"))
+    assert again.renders == 0 and top.uid == first.uid and top.node == first.node
+
+
+def test_a_file_changed_before_a_put_off_write_is_never_taken_back(tmp_path: Path) -> None:
+    """A render is kept with its files as the load read them: one edited before the store
+    is written (the daemon stopping before the watcher told it) is rendered again at the
+    next start, even though it looks as it did (same size and modification time)."""
+    overlay(tmp_path)
+    g = deferring(tmp_path)
+    g.load(parse_selector("bin/top"))
+    edit_keeping_times(tmp_path, "'B '")
+    g.store_renders()
+    again = graph(tmp_path)
+    assert again.load(parse_selector("lib/a")).descriptor.script_data == "B "
+    assert again.renders == 1
+
+
+def test_a_change_seen_drops_the_renders_waiting_for_the_store(tmp_path: Path) -> None:
+    """The renders that read a changed file are not written at all (those of the others
+    are)."""
+    overlay(tmp_path)
+    g = deferring(tmp_path)
+    g.load(parse_selector("bin/top"))
+    lib = tmp_path / "o" / "lib" / "a" / "ix.sh"
+    lib.write_text(lib.read_text().replace("'a '", "'C '"))
+    g.invalidate_files([lib])
+    assert g.unstored == 2  # bin/top, bin/x
+    g.store_renders()
+    lines = (tmp_path / "renders.jsonl").read_text().splitlines()[1:]
+    assert sorted(json.loads(line.split("\t")[0])[0] for line in lines) == ["bin/top", "bin/x"]
+
+
+def test_a_stream_of_loads_never_idle_still_keeps_its_renders(tmp_path: Path,
+                                                              monkeypatch: Any) -> None:
+    """Past MAX_UNSTORED waiting renders a load writes them before it returns: a client
+    that never lets the daemon idle cannot grow them without bound."""
+    monkeypatch.setattr(packages, "MAX_UNSTORED", 3)
+    overlay(tmp_path)
+    g = deferring(tmp_path)
+    g.load(parse_selector("bin/top"))
+    assert g.unstored == 0 and g.render_store is not None and g.render_store.bytes > 0
+
+
+@contextlib.asynccontextmanager
+async def daemon_after_dep(tmp_path: Path) -> AsyncIterator[tuple[Catalog, Path]]:
+    """The daemon's catalog (its watcher running) just after `dep bin/top`, and its store
+    file; stopped on leaving."""
+    overlay(tmp_path)
+    layout = Layout(tmp_path / "root")
+    layout.ensure()
+    catalog = Catalog((tmp_path / "o",), layout, {})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(catalog.watch)
+        await catalog.dep([parse_selector("bin/top")])
+        assert catalog.graph.unstored == 4
+        yield catalog, layout.var / "renders.jsonl"
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_daemon_stores_the_renders_once_requests_are_quiet(tmp_path: Path) -> None:
+    async with daemon_after_dep(tmp_path) as (catalog, store):
+        with trio.fail_after(60):  # the idle writer's time: polled, with a deadline
+            while True:
+                if not catalog.graph.unstored:
+                    break
+                await trio.sleep(0.05)
+        assert len(keys_and_owners(store)) == 4
+
+
+async def test_status_and_a_stop_store_the_renders_waiting(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    """`status` tells the store's bytes with every render loaded so far in it, and a daemon
+    stopping writes those still waiting (never idle long enough here)."""
+    monkeypatch.setattr(catalog_module, "RENDERS_QUIET", 3600.0)
+    async with daemon_after_dep(tmp_path) as (catalog, store):
+        usage = await catalog.cache_usage(os.getuid())
+        assert catalog.graph.unstored == 0 and usage["render_store_bytes"] > 0
+        assert len(keys_and_owners(store)) == 4
+        await catalog.plan_text([parse_selector("bin/x(k=2)")])
+        assert catalog.graph.unstored == 2  # bin/x(k=2), lib/a(opt=1,k=2): one render each
+    assert catalog.graph.unstored == 0
+    assert len(keys_and_owners(store)) == 6

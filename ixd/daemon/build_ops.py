@@ -160,7 +160,7 @@ class BuildOps:
                  "jobs_per_user": self.scheduler.build_slots.per_user}
         if self.cluster is not None:
             reply["cluster"] = self.cluster.state()
-        reply["caches"] = self.catalog.cache_usage(caller.uid)
+        reply["caches"] = await self.catalog.cache_usage(caller.uid)
         return reply
 
     async def op_builds(self, args: PageArgs, caller: Caller, emit: Emit) -> Any:

@@ -8,11 +8,12 @@ is stale (the realm ops compare it before answering a change from what they reme
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import posixpath
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,10 @@ MAX_KEPT_PLAN = 64 << 20
 
 #: seconds without a load or change before the graph's snapshot is written
 SNAPSHOT_QUIET = 5.0
+#: seconds without a request for packages before the renders loads made are put in the
+#: render store (`PackageGraph.store_renders`): not while a client's next request (`plan`
+#: after `dep`) may come
+RENDERS_QUIET = 1.0
 
 #: the realm stal/IX's `ix build` and `ix run` put their packages in: `dep`, `plan`, `build`
 #: and `run` load theirs in it too
@@ -82,7 +87,7 @@ class Catalog:
             render_store=layout.var / "renders.jsonl", max_bytes=cache_bytes,
             render_store_bytes=render_store_bytes, uncapped=(os.getuid(),),
             host_capture_cache=layout.var / "host-capture.json",
-            snapshot_file=layout.var / "graph.snapshot")
+            snapshot_file=layout.var / "graph.snapshot", defer_store_writes=True)
         #: batches of recipe changes seen (and dropped from the package cache) so far
         self.changes = 0
         #: the last plan asked for as text (`plan_text`): its request, the changes it saw
@@ -93,14 +98,32 @@ class Catalog:
         self.index = RecipeIndex(self.overlays)
         #: the names (flags) each recipe file reads
         self.names = TemplateNames()
+        #: requests for packages under way, and when the last one ended (trio's clock):
+        #: renders are put in the store once none came for RENDERS_QUIET seconds
+        self._requests = 0
+        self._last_request = 0.0
+        self._renders_due = trio.Event()
+
+    @contextlib.contextmanager
+    def _request(self) -> Iterator[None]:
+        """A request for packages under way (it may make renders for the store)."""
+        self._requests += 1
+        try:
+            yield
+        finally:
+            self._requests -= 1
+            self._last_request = trio.current_time()
+            if self.graph.unstored:
+                self._renders_due.set()
 
     async def load(self, selectors: Sequence[Selector], owner: Owner = None
                    ) -> list[Package]:
         """The packages of `selectors` as stal/IX's `ix build` loads them, in its realm
         `ephemeral`, for `owner`'s request (in a worker thread: rendering is CPU work)."""
-        packages: list[Package] = await trio.to_thread.run_sync(
-            self.explained, lambda: self.graph.load_all(
-                in_realm(EPHEMERAL_REALM, selectors), owner), selectors)
+        with self._request():
+            packages: list[Package] = await trio.to_thread.run_sync(
+                self.explained, lambda: self.graph.load_all(
+                    in_realm(EPHEMERAL_REALM, selectors), owner), selectors)
         return packages
 
     async def dep(self, selectors: Sequence[Selector], owner: Owner = None) -> list[Package]:
@@ -119,8 +142,9 @@ class Catalog:
                 with collector_paused():  # sets and lists by the hundred thousand, no cycle
                     return load_order(packages)
 
-        packages: list[Package] = await trio.to_thread.run_sync(
-            self.explained, ordered, selectors)
+        with self._request():
+            packages: list[Package] = await trio.to_thread.run_sync(
+                self.explained, ordered, selectors)
         self._dep = (key, packages)
         return packages
 
@@ -138,7 +162,8 @@ class Catalog:
         def make() -> planning.PlanText:
             return planning.compressed_plan_text(planning.build_plan(packages, layout))
 
-        text: planning.PlanText = await trio.to_thread.run_sync(make)
+        with self._request():
+            text: planning.PlanText = await trio.to_thread.run_sync(make)
         if sum(len(p) for p in text.pieces) <= MAX_KEPT_PLAN:
             self._plan_text = (key, text)
         return text
@@ -194,8 +219,10 @@ class Catalog:
             return f"{exc.message}; `ixc search WORD` finds packages"
         return f"{exc.message}; did you mean {' or '.join(closest)}?"
 
-    def cache_usage(self, uid: int) -> dict[str, int]:
-        """The caches' bytes against their bounds, in all and `uid`'s own (for `status`)."""
+    async def cache_usage(self, uid: int) -> dict[str, int]:
+        """The caches' bytes against their bounds, in all and `uid`'s own (for `status`):
+        the renders waiting for the store put there first."""
+        await trio.to_thread.run_sync(self.graph.store_renders)
         graph, store = self.graph, self.graph.render_store
         usage = {"packages": len(graph), "packages_restored": graph.restored,
                  "package_bytes": graph.bytes,
@@ -223,10 +250,29 @@ class Catalog:
 
                 await nursery.start(functools.partial(watch_tree, self.overlays, on_change))
                 nursery.start_soon(self._keep_snapshot)
+                nursery.start_soon(self._keep_renders)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.graph.store_renders)
                 await trio.to_thread.run_sync(self._save_snapshot)
+
+    async def _keep_renders(self) -> None:
+        """Put the renders loads made in the render store once requests for packages have
+        been quiet for RENDERS_QUIET seconds (a daemon stopped meanwhile puts them there as
+        it stops; one killed outright makes them again after its restart). Loads outside
+        these requests (a realm's) are looked at every SNAPSHOT_QUIET seconds."""
+        while True:
+            with trio.move_on_after(SNAPSHOT_QUIET):
+                await self._renders_due.wait()
+            self._renders_due = trio.Event()
+            while True:
+                wait = self._last_request + RENDERS_QUIET - trio.current_time()
+                if not self._requests and wait <= 0:
+                    break
+                await trio.sleep(wait if wait > 0 else RENDERS_QUIET)
+            if self.graph.unstored:
+                await trio.to_thread.run_sync(self.graph.store_renders)
 
     async def _keep_snapshot(self) -> None:
         """Write the graph's snapshot when it changed and then stayed as it was for

@@ -7,6 +7,7 @@ same here. They are registered on the recipe environment by `FILTERS`.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os.path
 from collections.abc import Callable, Iterable, Mapping
@@ -84,8 +85,22 @@ def preproc(value: str) -> list[str]:
     return result
 
 
+#: the longest text the list filters remember their answer for, and how many they remember:
+#: the same list blocks render alike in hundreds of packages (bin/curl's 2,109 packages call
+#: them 6,000 times with 700 texts)
+_MEMO_TEXT = 2048
+_MEMO_ENTRIES = 2048
+
+
 def fix_list(value: str) -> str:
     """The items of a list block on one line, one space apart."""
+    if type(value) is str and len(value) <= _MEMO_TEXT:
+        return _fix_list(value)
+    return _fix_list.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
+def _fix_list(value: str) -> str:
     text = " ".join(preproc(value))
     while "  " in text:
         text = text.replace("  ", " ")
@@ -99,6 +114,13 @@ def parse_list(value: str) -> list[str]:
 def list_to_json(value: str) -> str:
     """`json.dumps` of the `preproc` lines, byte for byte (a list of strings needs no
     encoder: each item is quoted by the encoder's own C function)."""
+    if type(value) is str and len(value) <= _MEMO_TEXT:
+        return _list_to_json(value)
+    return _list_to_json.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
+def _list_to_json(value: str) -> str:
     lines = preproc(value)
     if not lines:
         return "[]"

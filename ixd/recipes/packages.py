@@ -104,6 +104,11 @@ MAX_ASKED = 100_000
 #: bytes the cached packages may take (an estimate: `package_bytes`); one user's loads fill
 #: at most DEFAULT_USER_SHARE of them (the daemon's own account is not held to it)
 DEFAULT_CACHE_BYTES = 256 << 20
+#: renders waiting for the render store (`store_renders`) past which a load puts them there
+#: before it returns (a stream of loads with no idle time between them; stal/IX's CI set
+#: makes 27,416 keys); and how many are put there under one hold of the graph's lock
+MAX_UNSTORED = 60_000
+STORE_BATCH = 2_000
 
 
 @dataclass
@@ -212,7 +217,8 @@ class PackageGraph:
                  uncapped: Iterable[Owner] = (),
                  render_store_bytes: int = DEFAULT_STORE_BYTES,
                  host_capture_cache: Path | None = None,
-                 snapshot_file: Path | None = None) -> None:
+                 snapshot_file: Path | None = None,
+                 defer_store_writes: bool = False) -> None:
         self.tree = tree
         self.store = Path(store)
         self.host = host or platforms.host_name()
@@ -294,6 +300,11 @@ class PackageGraph:
         self._asked: dict[tuple[str, tuple[Any, ...]], Any] = {}
         #: packages added or dropped since the snapshot was last written
         self.unsaved = 0
+        #: with `defer_store_writes`, the renders a load made are put in the render store
+        #: later (`store_renders`, once the daemon has answered), not while it loads: the key
+        #: to keep each under, the render, who the load was for
+        self._defer_store = defer_store_writes and self.render_store is not None
+        self._unstored: list[tuple[PackageKey, _SharedRender, Owner]] = []
 
     @property
     def render_store(self) -> RenderStore | None:
@@ -355,6 +366,8 @@ class PackageGraph:
                 package = self._load(name, flags, ())
             finally:
                 self._walks.clear()
+                if len(self._unstored) > MAX_UNSTORED:  # a stream of loads never idle
+                    self._store_unstored(len(self._unstored))
                 if self.render_store is not None:
                     self.render_store.flush()
                 self.tree.flush()
@@ -472,8 +485,11 @@ class PackageGraph:
                 # again
                 if self.render_store is not None and answers_kept(probed):
                     assert shared is not None
-                    self._store_render(key if reads_realm else realm_free_key, shared, raw,
-                                       text)
+                    store_key = key if reads_realm else realm_free_key
+                    if self._defer_store:  # its text made again from the descriptor then
+                        self._unstored.append((store_key, shared, self._owner))
+                    else:
+                        self._store_render(store_key, shared, raw, text, self._owner)
         else:
             descriptor, files = cached
             volatile = key in self._volatile or realm_free_key in self._volatile
@@ -628,18 +644,42 @@ class PackageGraph:
         return resolved
 
     def _store_render(self, key: PackageKey, render: _SharedRender,
-                      raw: dict[str, Any] | None, text: str) -> None:
-        """Keep a render made (or taken from another flag set) now in the render store: a
-        render kept there already is named by this key too (lock held)."""
+                      raw: dict[str, Any] | None, text: str, owner: Owner) -> None:
+        """Keep a render made (or taken from another flag set) in the render store for
+        `owner`: a render kept there already is named by this key too (lock held)."""
         store = self.render_store
         assert store is not None
-        if render.stored is not None and store.alias(key, render.stored, self._owner):
+        if render.stored is not None and store.alias(key, render.stored, owner):
             return
         if raw is None:
             raw = render.parsed.to_raw()
             text = json.dumps(raw)
         render.stored = store.put(key, raw, text, render.files, render.reads_realm,
-                                  self._owner, render.probed)
+                                  owner, render.probed)
+
+    @property
+    def unstored(self) -> int:
+        """Renders loads made that are not yet in the render store (`store_renders`)."""
+        return len(self._unstored)
+
+    def store_renders(self, batch: int = STORE_BATCH) -> None:
+        """Put the renders that loads made since in the render store (with
+        `defer_store_writes`; blocking, for idle time): `batch` at a time under the lock, so
+        a load waits for one batch at most. A daemon stopped before keeps none of them
+        (they are made again after the restart); one stopped while writing, the lines
+        written whole (`RenderStore`)."""
+        while self._unstored:
+            with self._lock:
+                self._store_unstored(batch)
+                if self.render_store is not None:
+                    self.render_store.flush()
+
+    def _store_unstored(self, count: int) -> None:
+        """The first `count` renders waiting for the store, put there (lock held)."""
+        todo = self._unstored[:count]
+        del self._unstored[:count]
+        for key, render, owner in todo:
+            self._store_render(key, render, None, "", owner)
 
     def _stored_render(self, name: str, key: PackageKey, realm_free_key: PackageKey
                        ) -> tuple[Descriptor, frozenset[Path]] | None:
@@ -673,10 +713,13 @@ class PackageGraph:
         changed since is changed after this look, or so shortly before it that the snapshot
         leaves it out (`snapshot.racy`)."""
         seen, now = self._seen_files, time.time_ns()
+        store = self.render_store
         for path in files:
             if path not in seen:
                 identity = snapshot.look(path)
                 seen[path] = None if identity is None else (identity, now)
+                if store is not None:  # what its renders are kept with, written now or later
+                    store.saw(path, identity)
         if len(self._seen_sets) > self.max_packages:
             self._seen_sets.clear()
         self._seen_sets.add(files)
@@ -749,9 +792,10 @@ class PackageGraph:
                    tuple(map(_uid, targets)), input_uids, host_view)
         uid = self._uids.get(made_of)
         env: dict[str, str] | None = None
-        sources = _sources(d)
+        sources: tuple[Source, ...] | None = None
         if uid is None:
             env = build_env(bins, hosts, targets)
+            sources = _sources(d)
             self._memo_bytes += _memo_size(d)  # the memo holds `d` (its package may go)
             uid = self._uids[made_of] = build_uid(name, kind, d.script_exec, d.script_data,
                                                   env, input_uids, sources, d.net, host_view)
@@ -769,6 +813,8 @@ class PackageGraph:
             return Build(uid, same.outputs[0], node, d, True)
         if env is None:
             env = build_env(bins, hosts, targets)
+        if sources is None:
+            sources = _sources(d)
         out = str(entry_path(self.store, uid, pkg_name(name, kind)))
         node = self._nodes[uid] = Node(
             uid=uid,
@@ -830,6 +876,8 @@ class PackageGraph:
                                    if not changed_set.isdisjoint(r.files)]:
                         del renders[values]
             self.tree.invalidate(changed)
+            # a render waiting for the store that read a changed file is not kept
+            self._unstored = [u for u in self._unstored if changed_set.isdisjoint(u[1].files)]
             if self.render_store is not None:
                 self.render_store.forget(changed)
                 self.render_store.flush()

@@ -409,10 +409,19 @@ class RenderStore:
         identity = self._seen[path] = _identity(path)
         return identity
 
+    def saw(self, path: Path, identity: Identity | None) -> None:
+        """A render read `path` when it was `identity` (looked at by the caller): a render
+        kept later that read it is kept with this identity, unless the file was looked at
+        before in this run."""
+        with self._lock:
+            self._seen.setdefault(path, identity)
+
     def get(self, key: PackageKey, known: Container[Data] = ()) -> Kept | None:
         """The kept render of `key`, if every file it read is still the one it read: its
         raw descriptor (None if it is one the caller has from another key: its digest is in
         `known`), the files, whether it names target_realm, the digest of the render."""
+        if not self._index:  # a new root's: no key to make (twice a package)
+            return None
         kb = _key_json(key).encode()
         with self._lock:
             digest = self._index.get(kb)

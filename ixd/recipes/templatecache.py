@@ -67,7 +67,7 @@ class TemplateCache(jinja2.BytecodeCache):
         """The compiled template of the shared folder's entry `name`, if there is one."""
         if self._shared is None:
             return None
-        code = _read_shared(self._shared / name)
+        code = _read_shared(os.path.join(self._shared, name))
         if code is not None:
             self.shared_hits += 1
         return code
@@ -177,9 +177,15 @@ def _trusted_folder(folder: Path) -> bool:
     return True
 
 
-def open_trusted(path: Path, max_bytes: int | None = None) -> int | None:
+def open_trusted(path: str | Path, max_bytes: int | None = None) -> int | None:
     """A regular file of ours or root's that nobody else may write, of at most `max_bytes`
     (if given), opened for reading without following a link; None otherwise."""
+    opened = _open_trusted(path, max_bytes)
+    return None if opened is None else opened[0]
+
+
+def _open_trusted(path: str | Path, max_bytes: int | None) -> tuple[int, int] | None:
+    """`open_trusted`, with the file's size."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -189,27 +195,28 @@ def open_trusted(path: Path, max_bytes: int | None = None) -> int | None:
         if (stat.S_ISREG(st.st_mode) and st.st_uid in _owners()
                 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
                 and (max_bytes is None or st.st_size <= max_bytes)):
-            return fd
+            return fd, st.st_size
     except OSError:
         pass
     os.close(fd)
     return None
 
 
-def read_trusted(path: Path, max_bytes: int) -> bytes | None:
+def read_trusted(path: str | Path, max_bytes: int) -> bytes | None:
     """The bytes of a file `open_trusted` opens, of at most `max_bytes`; None otherwise."""
-    fd = open_trusted(path, max_bytes)
-    if fd is None:
+    opened = _open_trusted(path, max_bytes)
+    if opened is None:
         return None
+    fd, size = opened
     try:
-        return os.read(fd, os.fstat(fd).st_size + 1)
+        return os.read(fd, size + 1)
     except OSError:
         return None
     finally:
         os.close(fd)
 
 
-def _read_shared(path: Path) -> CodeType | None:
+def _read_shared(path: str | Path) -> CodeType | None:
     data = read_trusted(path, _MAX_ENTRY)
     if data is None or not data.startswith(_SHARED_MAGIC):
         return None

@@ -74,6 +74,9 @@ class TemplateIndex:
         self._changed = False
         #: templates found through the index (a test's figure)
         self.hits = 0
+        #: one Path per file named (a Path is slow to make; the templates of a tree read
+        #: the same few hundred files)
+        self._paths: dict[str, Path] = {}
 
     def lookup(self, name: str) -> tuple[str, bool, frozenset[Path]] | None:
         """The entry, whether it names target_realm and the files of `name`, if every file
@@ -87,10 +90,11 @@ class TemplateIndex:
         try:
             entry, realm, files, absent = json.loads(line)
             paths = []
+            known = self._paths
             for path, ident in files:
                 if identity(os.stat(path)) != tuple(ident):
                     return None
-                paths.append(Path(path))
+                paths.append(known.get(path) or known.setdefault(path, Path(path)))
             for path in absent:
                 try:
                     os.stat(path)

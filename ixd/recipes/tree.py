@@ -253,7 +253,11 @@ class RecipeContext(jinja2.runtime.Context):
     def call(__self, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         if (type(__obj) is jinja2.runtime.BlockReference and not args
                 and _RUNTIME_KWARGS.issuperset(kwargs)):
-            return __obj()
+            context = __obj._context
+            if context.eval_ctx.autoescape:  # `{% autoescape %}`: Jinja's own
+                return __obj()
+            # `BlockReference.__call__` of a synchronous environment (RecipeTree's)
+            return "".join(__obj._stack[__obj._depth](context))
         return super().call(__obj, *args, **kwargs)
 
 
