@@ -60,7 +60,8 @@ from ixd.store.cgroup import probe as probe_cgroups
 from ixd.store.confine import build_identity_argv, confinement_argv, sandbox_etc
 from ixd.store.db import BuildDatabase
 from ixd.store.elf import machine_check
-from ixd.store.scratch import Scratch, prepare, sandbox_etc_dir
+from ixd.store.fstree import remove_tree
+from ixd.store.scratch import SMALL_WORK, Scratch, holds_at_most, prepare, sandbox_etc_dir
 
 
 def direct_runs(node: dict[str, Any], count: int, jobs: int) -> float:
@@ -242,9 +243,12 @@ def slot_parts(node: dict[str, Any], repeat: int) -> list[Part]:
                 (scratch / "tmp" / "x").write_text("x")
                 return [scratch / "tmp", scratch / "src"]
 
-            parts.append(Part("work removed: rm -rf tmp src (a process)", True, _median_time(
-                repeat, work_of, lambda w: _run(["rm", "-rf", "--one-file-system", "--",
-                                                 *map(str, w)]))))
+            parts.append(Part("work removed: rm -rf tmp src (a process: a large work)", True,
+                              _median_time(repeat, work_of, lambda w: _run(
+                                  ["rm", "-rf", "--one-file-system", "--", *map(str, w)]))))
+            parts.append(Part("work removed: counted, then shutil.rmtree (a small work)", True,
+                              _median_time(repeat, work_of, lambda w: (
+                                  holds_at_most(w, SMALL_WORK), *map(remove_tree, w)))))
 
             def output_of(index: int) -> Path:
                 scratch = fresh_scratch(user)
