@@ -130,6 +130,7 @@ def _main(argv: list[str], out: TextIO, err: TextIO,
         tell_interrupted(ctx)
         return 130
 
+
 def run() -> None:
     """`ixc` as a program (client/ixc and the launcher runit/install.sh writes): `main()`,
     then out without the interpreter's teardown, which frees every module and object one by
