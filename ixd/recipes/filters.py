@@ -92,15 +92,23 @@ _MEMO_TEXT = 2048
 _MEMO_ENTRIES = 2048
 
 
+def _remembered(function: Callable[[str], str]) -> Callable[[str], str]:
+    """`function`, remembering its answers for texts of at most _MEMO_TEXT characters (the
+    last _MEMO_ENTRIES of them); a longer text, or not a plain string, is worked out anew."""
+    memo = functools.lru_cache(maxsize=_MEMO_ENTRIES)(function)
+
+    @functools.wraps(function)
+    def answer(value: str) -> str:
+        if type(value) is str and len(value) <= _MEMO_TEXT:
+            return memo(value)
+        return function(value)
+
+    return answer
+
+
+@_remembered
 def fix_list(value: str) -> str:
     """The items of a list block on one line, one space apart."""
-    if type(value) is str and len(value) <= _MEMO_TEXT:
-        return _fix_list(value)
-    return _fix_list.__wrapped__(value)
-
-
-@functools.lru_cache(maxsize=_MEMO_ENTRIES)
-def _fix_list(value: str) -> str:
     text = " ".join(preproc(value))
     while "  " in text:
         text = text.replace("  ", " ")
@@ -111,16 +119,10 @@ def parse_list(value: str) -> list[str]:
     return [item for item in fix_list(value).split(" ") if item]
 
 
+@_remembered
 def list_to_json(value: str) -> str:
     """`json.dumps` of the `preproc` lines, byte for byte (a list of strings needs no
     encoder: each item is quoted by the encoder's own C function)."""
-    if type(value) is str and len(value) <= _MEMO_TEXT:
-        return _list_to_json(value)
-    return _list_to_json.__wrapped__(value)
-
-
-@functools.lru_cache(maxsize=_MEMO_ENTRIES)
-def _list_to_json(value: str) -> str:
     lines = preproc(value)
     if not lines:
         return "[]"

@@ -92,6 +92,7 @@ from ixd.recipes.rendercontext import (
     values_key,
 )
 from ixd.recipes.renders import RenderCache
+from ixd.recipes.templateindex import look
 from ixd.recipes.tree import REALM_FLAG, RecipeTree, Rendered, recipe_file
 from ixd.wire.errors import DependencyCycle
 
@@ -716,7 +717,7 @@ class PackageGraph:
         store = self.render_store
         for path in files:
             if path not in seen:
-                identity = snapshot.look(path)
+                identity = look(path)
                 seen[path] = None if identity is None else (identity, now)
                 if store is not None:  # what its renders are kept with, written now or later
                     store.saw(path, identity)

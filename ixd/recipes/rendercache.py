@@ -51,12 +51,11 @@ from typing import Any
 
 from ixd.recipes.owned import OwnedBytes, Owner
 from ixd.recipes.templatecache import open_trusted
+from ixd.recipes.templateindex import Identity, look
 
 PackageKey = tuple[str, tuple[tuple[str, str], ...]]
 #: bytes (within `RenderStore`, whose `bytes` is its count of them)
 Data = bytes
-#: a file's identity on disk: device, inode, size, modification and change times (ns)
-Identity = tuple[int, int, int, int, int]
 #: what a render asked the host: the probe's name, its arguments, the answer
 Asked = tuple[str, tuple[Any, ...], Any]
 #: a kept render: the raw descriptor (or None, `RenderStore.get`), the files it read,
@@ -100,14 +99,6 @@ def fingerprint(settings: Mapping[str, str], host: str) -> str:
                       sort_keys=True)
     digest.update(text.encode())
     return digest.hexdigest()
-
-
-def _identity(path: Path) -> Identity | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _digest(body: bytes) -> bytes:
@@ -406,7 +397,7 @@ class RenderStore:
         """The file's identity, looked at once per daemon run (lock held)."""
         if path in self._seen:
             return self._seen[path]
-        identity = self._seen[path] = _identity(path)
+        identity = self._seen[path] = look(path)
         return identity
 
     def saw(self, path: Path, identity: Identity | None) -> None:

@@ -45,7 +45,7 @@ from ixd.recipes.owned import Owner
 from ixd.recipes.package import Package
 from ixd.recipes.rendercache import Asked
 from ixd.recipes.templatecache import read_trusted, write_whole
-from ixd.recipes.templateindex import RACY_SECONDS, Identity, identity
+from ixd.recipes.templateindex import RACY_SECONDS, Identity, look
 
 #: the first bytes of a snapshot (its format's version)
 MAGIC = b"ix-graph-snapshot 1\n"
@@ -147,14 +147,6 @@ def _well_formed(snapshot: Any) -> bool:
             and len(snapshot.packages) == len(snapshot.owners) == len(snapshot.sizes)
             and isinstance(snapshot.files, dict) and isinstance(snapshot.absent, dict)
             and all(isinstance(p, Package) for p in snapshot.packages))
-
-
-def look(path: Path) -> Identity | None:
-    """A file's identity now (None: missing or not to be looked at)."""
-    try:
-        return identity(os.stat(path))
-    except (OSError, ValueError):
-        return None
 
 
 def _missing(path: str) -> bool:

@@ -51,6 +51,14 @@ def identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def look(path: Path | str) -> Identity | None:
+    """A file's identity now (None: missing or not to be looked at)."""
+    try:
+        return identity(os.stat(path))
+    except (OSError, ValueError):
+        return None
+
+
 class TemplateIndex:
     """The index of one list of overlays in a folder of compiled templates."""
 
