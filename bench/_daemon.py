@@ -55,6 +55,18 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
+def proc_memory(pid: int, fields: Sequence[str]) -> dict[str, int]:
+    """`fields` of /proc/PID/status and smaps_rollup (kB, or a count), each as the first of
+    the two files names it."""
+    found: dict[str, int] = {}
+    for name in ("status", "smaps_rollup"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in fields and key not in found:
+                found[key] = int(value.split()[0])
+    return found
+
+
 def load_average() -> str:
     """The 1-minute load average and the core count (others may share this machine)."""
     return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"

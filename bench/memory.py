@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._daemon import BenchDaemon, load_average
+from bench._daemon import BenchDaemon, load_average, proc_memory
 from bench.nix import CLIENTS, EACH, SHARED, Hung, IxSide, PeakPss, pss_kib, run, together
 from tests.daemon_harness import start_daemon
 
@@ -38,13 +38,7 @@ FIELDS = ("VmRSS", "Pss", "RssAnon", "RssFile")
 
 
 def memory_kib(pid: int) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for name in ("status", "smaps_rollup"):
-        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in FIELDS and key not in found:
-                found[key] = int(value.split()[0])
-    return found
+    return proc_memory(pid, FIELDS)
 
 
 def mappings_kib(pid: int, top: int = 8) -> str:

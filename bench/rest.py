@@ -16,29 +16,18 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from bench._daemon import PYTHON, BenchDaemon, env, load_average
+from bench._daemon import PYTHON, BenchDaemon, env, load_average, proc_memory
 
 #: /proc/PID/status and smaps_rollup fields printed, in kB
 FIELDS = ("VmRSS", "RssAnon", "RssFile", "Pss", "Threads")
 
 
-def memory_of(pid: int) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for name in ("status", "smaps_rollup"):
-        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in FIELDS and key not in found:
-                found[key] = float(value.split()[0])
-    return found
-
-
-def at_rest() -> dict[str, float]:
+def at_rest() -> dict[str, int]:
     with BenchDaemon.start(jobs=2, label="rest") as daemon:
         daemon.request("ping", {})
         time.sleep(1.0)  # its start-up threads done, nothing asked of it
-        return memory_of(daemon.process.pid)
+        return proc_memory(daemon.process.pid, FIELDS)
 
 
 #: VmRSS in kB (not ru_maxrss: Linux carries that high-water mark over exec from the parent)
