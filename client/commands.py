@@ -111,6 +111,8 @@ def change_realms(ctx: Context, words: list[str]) -> int:
     args: dict[str, Any] = {"patches": [patch_to_wire(p) for p in patches]}
     if strict:
         args["strict"] = True
+    if not ctx.as_json:  # the lines printed name no entry of the realms' states
+        args["state"] = False
     return ctx.show(ctx.call(ctx.name, args, idempotent), print_realms)
 
 

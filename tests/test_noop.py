@@ -88,6 +88,21 @@ async def test_a_noop_is_answered_without_planning_or_the_database(daemon: Daemo
     assert await ask(daemon, "mut", mut(f"+{B}")) == again
 
 
+async def test_an_answer_without_the_state_when_not_asked_for(daemon: Daemon) -> None:
+    """`state: false` (what ixc sends without --json): the same answer less each realm's
+    state, from the full change and from the no-op alike; nothing else differs."""
+    brief = (await ask(daemon, "mut", {**mut(f"+{A}"), "state": False}))["realms"][0]
+    assert "state" not in brief and brief["changed"] and brief["generation"] == 1
+    full = (await ask(daemon, "mut", mut(f"+{A}")))["realms"][0]  # the no-op, state asked
+    assert [e["selector"] for e in full["state"]["entries"]] == [A]
+    noop = (await ask(daemon, "mut", {**mut(f"+{A}"), "state": False}))["realms"][0]
+    assert noop == {k: v for k, v in full.items() if k != "state"}
+    assert {k: v for k, v in brief.items() if k != "changed"} == {
+        k: v for k, v in noop.items() if k != "changed"}
+    changed = (await ask(daemon, "let", {**mut(f"+{B}"), "state": False}))["realms"][0]
+    assert "state" not in changed and changed["changed"] and changed["generation"] == 2
+
+
 @pytest.mark.parametrize("words", [
     [f"-{A}", f"+{A}"],  # raises A to the front: the front entry wins file conflicts
     [f"+{B}", "--x=1"],  # a flag on the entry

@@ -85,16 +85,17 @@ class RealmChanges:
         for lock in locks:  # sorted order: no deadlock between two multi-realm requests
             await lock.acquire()
         try:
-            unchanged = await trio.to_thread.run_sync(self.unchanged, patches, caller, fresh)
+            unchanged = await trio.to_thread.run_sync(self.unchanged, patches, caller, fresh,
+                                                      args.state)
             if unchanged is not None:
                 return unchanged
-            return await self._change_locked(patches, caller, emit, fresh, strict)
+            return await self._change_locked(patches, caller, emit, fresh, strict, args.state)
         finally:
             for lock in locks:
                 lock.release()
 
-    def unchanged(self, patches: list[RealmPatch], caller: Caller,
-                  fresh: bool) -> dict[str, Any] | None:
+    def unchanged(self, patches: list[RealmPatch], caller: Caller, fresh: bool,
+                  with_state: bool = True) -> dict[str, Any] | None:
         """The answer to a change that changes nothing, from the realms as they are (no
         rendering, planning or database), or None if it may change something: a realm not
         settled here, a recipe changed since its plan, a state the patches change, an entry
@@ -119,13 +120,13 @@ class RealmChanges:
                 return None
             path = settled.generation.path
             switch_realm_link(self.layout.realm_link(realm), Path(path))  # as it was: no write
-            answers.append({"realm": realm, "path": path,
-                            "generation": settled.generation.number, "changed": False,
-                            "state": state.to_json()})
+            answers.append(_realm_answer(realm, path, settled.generation.number, False,
+                                         state if with_state else None))
         return {"realms": answers}
 
     async def _change_locked(self, patches: list[RealmPatch], caller: Caller,
-                             emit: Listener, fresh: bool, strict: bool = False) -> Any:
+                             emit: Listener, fresh: bool, strict: bool = False,
+                             with_state: bool = True) -> Any:
         # Decide everything, build everything, then switch: a failure switches nothing.
         prepared = [await trio.to_thread.run_sync(self.prepare, realm, realm_patches, caller,
                                                   fresh, strict)
@@ -138,7 +139,8 @@ class RealmChanges:
                 kept.enter_context(self.scheduler.keep(change.plan))
             for change in prepared:
                 await self.scheduler.run(change.plan, emit, caller.uid)
-            return {"realms": [await trio.to_thread.run_sync(self._switch, change, caller)
+            return {"realms": [await trio.to_thread.run_sync(self._switch, change, caller,
+                                                             with_state)
                                for change in prepared]}
 
     def prepare(self, realm: str, patches: list[RealmPatch], caller: Caller,
@@ -175,7 +177,8 @@ class RealmChanges:
         plan = self.catalog.plan_loaded(realm, loaded, state=state.to_json())
         return RealmChange(realm, claim.owner, current, state, plan, recipes, tuple(notices))
 
-    def _switch(self, change: RealmChange, caller: Caller) -> dict[str, Any]:
+    def _switch(self, change: RealmChange, caller: Caller,
+                with_state: bool = True) -> dict[str, Any]:
         """Record the new generation (if anything changed) and switch the link (blocking)."""
         path = change.plan.nodes[-1].outputs[0]
         current = change.current
@@ -192,8 +195,18 @@ class RealmChanges:
         switch_realm_link(self.layout.realm_link(change.realm), Path(path))
         self.cache.settle(change.realm, Settled(generation, change.owner, change.state,
                                                 change.plan, change.recipes))
-        return {"realm": change.realm, "path": path, "generation": number,
-                "changed": changed, "state": change.state.to_json()}
+        return _realm_answer(change.realm, path, number, changed,
+                             change.state if with_state else None)
+
+
+def _realm_answer(realm: str, path: str, generation: int, changed: bool,
+                  state: RealmState | None) -> dict[str, Any]:
+    """One realm's part of a change's answer; its state only if asked for."""
+    answer: dict[str, Any] = {"realm": realm, "path": path, "generation": generation,
+                              "changed": changed}
+    if state is not None:
+        answer["state"] = state.to_json()
+    return answer
 
 
 def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:

@@ -187,10 +187,13 @@ class NoArgs(Record):
 
 
 class ChangeArgs(Record):
-    """`mut`, `let`: the realm patches (wire form) and whether an unread flag is refused."""
+    """`mut`, `let`: the realm patches (wire form), whether an unread flag is refused, and
+    whether each realm's answer carries its state (`ixc` asks for it with --json only: a
+    realm of 200 packages is most of a re-add's answer)."""
 
     patches: list[Any]
     strict: bool = False
+    state: bool = True
 
 
 class PackagesArgs(Record):
@@ -310,13 +313,14 @@ def _realm_arg() -> Arg:
 
 _PACKAGES = Arg("packages", selectors)
 _STRICT = Arg("strict", boolean, False)
+_WITH_STATE = Arg("state", boolean, True)
 _PAGE_OFFSET = Arg("offset", number(0, None, "a number from 0 up"), 0)
 
 #: every op, by name
 OPS: Final[dict[str, Op]] = {op.name: op for op in (
     Op("ping", NoArgs),
-    Op("mut", ChangeArgs, Arg("patches", patches), _STRICT),
-    Op("let", ChangeArgs, Arg("patches", patches), _STRICT),
+    Op("mut", ChangeArgs, Arg("patches", patches), _STRICT, _WITH_STATE),
+    Op("let", ChangeArgs, Arg("patches", patches), _STRICT, _WITH_STATE),
     Op("build", BuildArgs, _PACKAGES, _STRICT),
     Op("run", RunArgs, _PACKAGES, _STRICT, Arg("hold", boolean, False)),
     Op("list", RealmArgs, _realm_arg()),
