@@ -81,14 +81,10 @@ cat > "$bin_dir/ixd.tmp" <<WRAPPER
 PYTHONPATH="$prefix" exec "$python" -m ixd.daemon.main "\$@"
 WRAPPER
 # ixc: a Python script, not sh running `python -m` (runpy): its start is most of what a cheap
-# request costs. -E: no PYTHON* variables, as PYTHONPATH was replaced before; the prefix
-# takes the place of the script's own folder at the head of sys.path.
-"$python" - "$python" "$prefix" > "$bin_dir/ixc.tmp" <<'GENERATE'
-import sys
-python, prefix = sys.argv[1:]
-print(f"#!{python} -E\nimport gc\nimport sys\n\ngc.disable()\nsys.path[0] = {prefix!r}\n"
-      "from client.main import run\n\nrun()")
-GENERATE
+# request costs. client/launcher.py says why it names its folders and skips `site` (-S); -E: no
+# PYTHON* variables, as PYTHONPATH was replaced before.
+PYTHONPATH="$prefix" "$python" -m client.launcher "$bin_dir/ixc.tmp" --prefix "$prefix" \
+    --ignore-environment
 for name in ixd ixc; do
     chmod 755 "$bin_dir/$name.tmp"
     mv -f "$bin_dir/$name.tmp" "$bin_dir/$name"

@@ -118,11 +118,9 @@ def test_light_commands_import_only_the_fixed_list(daemon: RunningDaemon, words:
                        f"{extra}; keep them lazy or add them to LIGHT_IMPORTS with a reason")
 
 
-def test_the_launcher_imports_no_more_than_the_module(daemon: RunningDaemon) -> None:
-    """client/ixc (the installed `ixc`, see pyproject's script-files) is a plain script: no
-    console-script shim importing `re` or `importlib.metadata` first."""
-    text = (PROJECT / "client" / "ixc").read_text()
-    assert text.startswith("#!python\n")
+def launcher_modules(daemon: RunningDaemon, launcher: Path, *options: str) -> set[str]:
+    """The modules the launcher file `launcher` adds running `ixc ping` in an interpreter
+    started with `options` (its first line is not read here: the probe runs the rest)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
            "PYTHONPATH": str(PROJECT)}
     # the launcher leaves by os._exit (no teardown): the probe reports the modules there
@@ -134,10 +132,47 @@ def test_the_launcher_imports_no_more_than_the_module(daemon: RunningDaemon) -> 
              "    sys.stderr.flush()\n"
              "    leave(status)\n"
              "os._exit = report\n"
-             f"exec(compile(open({str(PROJECT / 'client' / 'ixc')!r}).read(), 'ixc', 'exec'))\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env=env, cwd="/", timeout=120)
+             f"exec(compile(open({str(launcher)!r}).read(), 'ixc', 'exec'))\n")
+    result = subprocess.run([sys.executable, *options, "-c", probe], capture_output=True,
+                            text=True, env=env, cwd="/", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "answers" in result.stdout
-    modules = set(result.stderr.strip().splitlines()[-1].split())
+    return set(result.stderr.strip().splitlines()[-1].split())
+
+
+def test_the_launcher_imports_no_more_than_the_module(daemon: RunningDaemon) -> None:
+    """client/ixc (pip's `ixc`, see pyproject's script-files) is a plain script: no
+    console-script shim importing `re` or `importlib.metadata` first."""
+    launcher = PROJECT / "client" / "ixc"
+    assert launcher.read_text().startswith("#!python\n")
+    assert not beyond(launcher_modules(daemon, launcher), LIGHT_IMPORTS)
+
+
+def test_the_written_launcher_skips_site_and_names_its_folders(daemon: RunningDaemon,
+                                                                 tmp_path: Path) -> None:
+    """`python -m client.launcher` (.ci/setup's and runit/install.sh's `ixc`): the
+    interpreter without `site` (-S, with -E for the system's), ix's folder first on the path
+    and the site folders after the standard library's: a real `ixc` answers through it, and
+    loads no more than the module does."""
+    for options, first_line in (([], f"#!{sys.executable} -S\n"),
+                                (["--ignore-environment"], f"#!{sys.executable} -ES\n")):
+        launcher = tmp_path / "ixc"
+        subprocess.run([sys.executable, "-m", "client.launcher", str(launcher), *options],
+                       check=True, cwd=PROJECT)
+        assert launcher.read_text().startswith(first_line)
+        answered = subprocess.run([str(launcher), "--socket", str(daemon.socket), "ping"],
+                                  capture_output=True, text=True, timeout=60,
+                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                                  cwd="/")
+        assert answered.returncode == 0 and "answers" in answered.stdout, answered.stderr
+    modules = launcher_modules(daemon, launcher, "-S")
+    assert "site" not in modules
     assert not beyond(modules, LIGHT_IMPORTS)
+
+
+def test_the_launcher_writer_refuses_a_folder_without_ix(tmp_path: Path) -> None:
+    refused = subprocess.run([sys.executable, "-m", "client.launcher", str(tmp_path / "ixc"),
+                              "--prefix", str(tmp_path)], capture_output=True, text=True,
+                             cwd=PROJECT)
+    assert refused.returncode == 2 and "holds no client/main.py" in refused.stderr
+    assert not (tmp_path / "ixc").exists()
