@@ -151,7 +151,7 @@ def lex_mutation(words: Sequence[str], default_realm: str) -> list[RealmPatch]:
             if context is None:
                 context = _Context(validate_realm_name(default_realm))
             selector, removing = _package(word)
-            op = RemovePackage(selector) if removing else AddPackage(selector)
+            op = RemovePackage(selector) if removing else AddPackage(selector, ())
             patches.setdefault(context.realm, []).append(op)
             context.package, context.removed = selector, removing
         elif word[0] in "+-":

@@ -356,7 +356,8 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
         flags: dict[str, str] = {}
         if body is not None and body.strip():
             for item in body.split(","):
-                key, sep, value = (part.strip(" \t") for part in item.partition("="))
+                key, sep, value = item.partition("=")
+                key, value = key.strip(" \t"), value.strip(" \t")
                 if not key and not sep:
                     raise BadName("an empty flag item")
                 flags[validate_flag_key(key)] = (
@@ -369,7 +370,11 @@ def parse_selector(text: str, *, from_recipe: bool = False) -> Selector:
             _recipe_selectors.clear()
         _recipe_selectors[text] = selector
         return selector
-    selector = Selector(name, tuple(flags.items()))
+    # name, keys and values checked above, keys unique (a dict): what Selector() would check
+    # again, but the order
+    selector = object.__new__(Selector)
+    object.__setattr__(selector, "name", name)
+    object.__setattr__(selector, "flags", tuple(sorted(flags.items())))
     if len(text) <= CLIENT_MEMO_TEXT:
         if len(_client_selectors) >= CLIENT_MEMO_MAX:
             _client_selectors.clear()
