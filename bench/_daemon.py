@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.lexer import lex_mutation
 from ixd.model.realm import patch_to_wire
+from ixd.model.words import lex_mutation
 from ixd.wire.transport import Client
 from tests.daemon_harness import PROJECT, RunningDaemon, read_rows, start_daemon
 

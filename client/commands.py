@@ -73,11 +73,11 @@ def at_most_one(words: list[str], usage: str) -> str | None:
 
 
 def packages(words: list[str], command: str) -> list[str]:
-    """The selectors of the words, read as stal/IX reads `ix build`'s (`client.lexer`:
+    """The selectors of the words, read as stal/IX reads `ix build`'s (`ixd.model.words`:
     `bin/bash --target=linux-aarch64`, realm-wide flags before the first package, ...)."""
     if not words:
         raise UsageError(f"`ixc {command}` needs at least one package, e.g. bin/greet")
-    from client.lexer import expand_embeds, lex_packages
+    from ixd.model.words import expand_embeds, lex_packages
 
     return lex_packages(expand_embeds(words, read_file))
 
@@ -96,24 +96,39 @@ def when(timestamp: float) -> str:
 
 
 def change_realms(ctx: Context, words: list[str]) -> int:
-    # only these commands need the lexer and the realm model: keep the others light
-    from client.lexer import expand_embeds, lex_mutation
-    from ixd.model.realm import AddPackage, SetPackageFlag, SetRealmFlag, own_login, patch_to_wire
-
+    # ixd lexes the words (ixd.model.words, the caller's login the default realm): ixc
+    # loads no realm model for them. A file `--embed:k=FILE` names is read here, as the user.
     strict = take_strict(words)
-    patches = lex_mutation(expand_embeds(words, read_file), own_login())
-    if not patches:
+    if not words:
         raise UsageError(f"`ixc {ctx.name}` needs a realm or a package, e.g. "
                          f"`ixc {ctx.name} +bin/greet`")
-    # adding and setting twice is adding and setting once; removing twice is an error
-    idempotent = all(isinstance(op, (AddPackage, SetPackageFlag, SetRealmFlag))
-                     for p in patches for op in p.ops)
-    args: dict[str, Any] = {"patches": [patch_to_wire(p) for p in patches]}
+    if any(word.startswith(EMBED) for word in words):
+        from ixd.model.words import expand_embeds
+
+        words = expand_embeds(words, read_file)
+    args: dict[str, Any] = {"words": words}
     if strict:
         args["strict"] = True
     if not ctx.as_json:  # the lines printed name no entry of the realms' states
         args["state"] = False
-    return ctx.show(ctx.call(ctx.name, args, idempotent), print_realms)
+    return ctx.show(ctx.call(ctx.name, args, only_adds_and_sets(words)), print_realms)
+
+
+#: `--embed:k=FILE` (ixd.model.words.EMBED_PREFIX; a test holds them equal)
+EMBED = "--embed:"
+
+
+def only_adds_and_sets(words: list[str]) -> bool:
+    """Whether the words only add packages and set flags, which sent twice leave what sent
+    once leaves (so a change whose connection was lost before the answer may be sent
+    again); a removal (`-PKG`, `--k=-`) sent twice fails the second time."""
+    for word in words:
+        if word.startswith("--"):
+            if word.partition("=")[2] == "-":
+                return False
+        elif word.startswith("-"):
+            return False
+    return True
 
 
 def take_strict(words: list[str]) -> bool:

@@ -39,13 +39,14 @@ LIGHT_IMPORTS = frozenset({
     # the launcher keeps the collector off while ixc loads (built in: nothing to load)
     "gc",
 })
-#: `ixc mut` and `ixc let` lex their words into realm patches: the realm model, selectors
-#: (with the platform names a flag may hold), the login (pwd) as the default realm
-MUT_IMPORTS = LIGHT_IMPORTS | {"client.lexer", "ixd.model", "ixd.model.realm", "ixd.model.selector",
-                               "ixd.model.platforms", "pwd"}
+#: `ixc mut` and `ixc let` send their words: ixd lexes them (ixd.model.words), so ixc loads
+#: no realm model and looks no login up
+MUT_IMPORTS = LIGHT_IMPORTS
 #: `ixc dep`, `plan`, `build` and `run` read their words as `mut`'s (stal/IX's forms), in
-#: the realm `ephemeral`: no login needed
-PACKAGE_IMPORTS = MUT_IMPORTS - {"pwd"}
+#: the realm `ephemeral`: the words, the realm model, selectors (with the platform names a
+#: flag may hold)
+PACKAGE_IMPORTS = LIGHT_IMPORTS | {"ixd.model.words", "ixd.model", "ixd.model.realm",
+                                   "ixd.model.selector", "ixd.model.platforms"}
 #: what must never be on the way to the socket (the list above already excludes them; this
 #: names the reason when one comes back)
 HEAVY = ("typing", "dataclasses", "enum", "re", "json", "inspect", "argparse", "socket",

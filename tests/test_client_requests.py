@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from client.commands import change_realms
+from client.commands import EMBED, change_realms, only_adds_and_sets
 from client.context import Context, Options
 
 
@@ -38,6 +38,7 @@ def test_a_change_asks_for_the_states_only_with_json(name: str) -> None:
     assert change_realms(human, ["work", "+bin/greet"]) == 0
     [(op, args)] = human.sent
     assert op == name and args["state"] is False
+    assert args["words"] == ["work", "+bin/greet"]  # ixd lexes them
     assert human.out.getvalue() == "realm work: generation 3 -> /ix/store/x-realm\n"
 
     full = {"realms": [{**BRIEF["realms"][0], "state": {"entries": [], "flags": {}}}]}
@@ -46,3 +47,25 @@ def test_a_change_asks_for_the_states_only_with_json(name: str) -> None:
     [(op, args)] = as_json.sent
     assert "state" not in args  # the daemon's default: with the states
     assert '"state"' in as_json.out.getvalue()
+
+
+@pytest.mark.parametrize("words", [
+    ["+bin/greet"], ["work", "bin/greet", "--k=v", "--shout"], ["-bin/greet"],
+    ["+bin/greet", "--k=-"], ["--k=-"], ["--k=v", "w2", "-bin/a", "+bin/b"], ["--k"],
+    ["bin/a(x=-)"], ["+bin/a", "--k=-x"],
+])
+def test_a_change_is_sent_again_only_if_it_only_adds_and_sets(words: list[str]) -> None:
+    """ixc tells from the words whether a lost change may be sent again: exactly when the
+    patches ixd lexes from them hold no removal."""
+    from ixd.model.realm import AddPackage, SetPackageFlag, SetRealmFlag
+    from ixd.model.words import lex_mutation
+
+    ops = [op for patch in lex_mutation(words, "me") for op in patch.ops]
+    lexed = all(isinstance(op, AddPackage | SetPackageFlag | SetRealmFlag) for op in ops)
+    assert only_adds_and_sets(words) is lexed
+
+
+def test_the_embed_prefix_is_the_lexers() -> None:
+    from ixd.model.words import EMBED_PREFIX
+
+    assert EMBED == EMBED_PREFIX

@@ -14,7 +14,6 @@ import pytest
 import trio
 import trio.testing
 
-from client.lexer import lex_mutation
 from ixd.build.runner import StoreRunner
 from ixd.build.scheduler import BuildSlot, Listener, Scheduler
 from ixd.daemon.build_ops import BuildOps
@@ -29,6 +28,7 @@ from ixd.daemon.realm_ops import RealmOps, rollback_target
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Plan, Source
 from ixd.model.realm import RealmPatch, RealmState, apply_patch
+from ixd.model.words import lex_mutation
 from ixd.store.db import BuildDatabase, Generation
 from ixd.wire.errors import (
     BadRequest,

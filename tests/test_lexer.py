@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from client.lexer import expand_embeds, lex_mutation, lex_packages
 from ixd.model.realm import (
     AddPackage,
     RealmPatch,
@@ -23,6 +22,7 @@ from ixd.model.realm import (
     patch_to_wire,
 )
 from ixd.model.selector import Selector, parse_selector
+from ixd.model.words import expand_embeds, lex_mutation, lex_packages
 from ixd.wire.errors import BadFlag, BadName, BadRealmName, NotInRealm, UsageError
 
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import trio
 
-from client.lexer import lex_mutation
 from ixd.daemon.core import Config, Daemon
 from ixd.daemon.emit import Relay, discard
 from ixd.daemon.identity import Caller
 from ixd.model.realm import patch_to_wire
-from ixd.wire.errors import PermissionDenied
+from ixd.model.words import lex_mutation
+from ixd.wire.errors import BadRequest, IxError, PermissionDenied
 from ixd.wire.ops import check_request
 from tests.daemon_harness import HOST_TOOLS_SETTINGS, MIRROR, PKGS, TEST_OVERLAY
 
@@ -101,6 +101,29 @@ async def test_an_answer_without_the_state_when_not_asked_for(daemon: Daemon) ->
         k: v for k, v in noop.items() if k != "changed"}
     changed = (await ask(daemon, "let", {**mut(f"+{B}"), "state": False}))["realms"][0]
     assert "state" not in changed and changed["changed"] and changed["generation"] == 2
+
+
+async def test_words_are_lexed_as_ixc_would_for_the_caller(daemon: Daemon) -> None:
+    """`words` (what ixc sends): the same change as the patches ixc would have lexed, the
+    caller's login the default realm; a bad word is the lexer's error, and no change."""
+    by_patches = await ask(daemon, "mut", mut(f"+{A}", "--x=1"))
+    daemon.realm_cache.settled.clear()
+    by_words = await ask(daemon, "mut", {"words": [REALM, f"+{A}", "--x=1"]})
+    assert by_words["realms"][0] == {**by_patches["realms"][0], "changed": False}
+    own = (await ask(daemon, "mut", {"words": [f"+{B}"]}))["realms"][0]
+    assert own["realm"] == "root" and own["generation"] == 1  # uid 0's login
+    for words, code, says in (([REALM, "+nope"], "E_USAGE", "'+nope' is neither"),
+                              ([REALM, f"-{A}", "--x=2"], "E_USAGE", "which is being removed"),
+                              ([REALM, "+bin/x", "--kind=lib"], "E_BAD_FLAG", "'kind'"),
+                              (["a:b", "+bin/x"], "E_BAD_REALM_NAME", "a:b")):
+        with pytest.raises(IxError) as caught:
+            await ask(daemon, "mut", {"words": words})
+        assert caught.value.code == code and says in caught.value.message, caught.value
+    for args in ({"words": [REALM], **mut(f"+{A}")}, {}, {"words": []}, {"words": [7]}):
+        with pytest.raises(BadRequest):
+            check_request("mut", args)
+    realm = (await ask(daemon, "list", {"realm": REALM}))["state"]
+    assert [e["selector"] for e in realm["entries"]] == [A]
 
 
 @pytest.mark.parametrize("words", [

@@ -289,6 +289,14 @@ def test_request_size_limits_name_the_limit() -> None:
     flagged = [{"op": "add", "selector": "bin/x", "flags": {f"f{i}": "1" for i in range(500)}}]
     with pytest.raises(BadRequest, match="more than 16384 flags"):
         protocol.check_request_size({"patches": [{"realm": "a", "ops": flagged * 33}]})
+    words = ["+bin/x"] * (protocol.MAX_WORDS + 1)
+    with pytest.raises(BadRequest, match=f"at most {protocol.MAX_WORDS}"):
+        protocol.check_request_size({"words": words})
+    protocol.check_request_size({"words": words[:-1]})
+    with pytest.raises(BadRequest, match="the limit is 1048576"):
+        protocol.check_request_size({"words": wordy})
+    with pytest.raises(BadName, match="the limit is 65536"):
+        protocol.check_request_size({"words": ["--k=" + "x" * 70_000]})
     # malformed shapes are the op's own business
     protocol.check_request_size({"packages": "bin/x", "patches": [7, {"ops": "x"}]})
 
@@ -300,6 +308,7 @@ def test_the_daemon_refuses_oversized_requests_and_keeps_the_connection(
         ("dep", {"packages": ["bin/" + "x" * 290] * 4000}, "E_BAD_REQUEST", "1048576"),
         ("mut", {"patches": [{"realm": "big", "ops": [
             {"op": "remove", "selector": "bin/x"}] * 4097}]}, "E_BAD_REQUEST", "4096"),
+        ("mut", {"words": ["big", "-bin/x"] * 3073}, "E_BAD_REQUEST", "6144"),
     ]
     with Client.connect(daemon.socket) as client:
         for op, args, code, text in cases:

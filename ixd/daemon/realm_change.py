@@ -32,6 +32,7 @@ from ixd.model.realm import (
     effective_selectors,
     patch_from_wire,
 )
+from ixd.model.words import lex_mutation
 from ixd.store.assemble import switch_realm_link
 from ixd.store.db import BuildDatabase, Generation
 from ixd.wire import events
@@ -77,7 +78,10 @@ class RealmChanges:
     async def _change(self, args: ChangeArgs, caller: Caller, emit: Listener,
                       fresh: bool) -> Any:
         strict = args.strict
-        patches = [patch_from_wire(p) for p in args.patches]
+        if args.words is not None:  # the default realm is the caller's login: a look-up
+            patches = await trio.to_thread.run_sync(_lexed, args.words, caller)
+        else:
+            patches = [patch_from_wire(p) for p in args.patches or ()]
         names = sorted({p.realm for p in patches})
         for name in names:  # before any lock; prepare checks again under the locks
             await trio.to_thread.run_sync(self.access.authorize, name, caller, "change")
@@ -207,6 +211,12 @@ def _realm_answer(realm: str, path: str, generation: int, changed: bool,
     if state is not None:
         answer["state"] = state.to_json()
     return answer
+
+
+def _lexed(words: list[str], caller: Caller) -> list[RealmPatch]:
+    """The patches `ixc mut`'s words ask for, as ixc would lex them for the caller (blocking:
+    the caller's login)."""
+    return lex_mutation(words, caller.login)
 
 
 def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:

@@ -5,9 +5,10 @@ a selector, whose flags are part of its identity (`bin/foo(k=v)` and `bin/foo` a
 entries), plus the flags set on it with `--k=v`. The front of the list is the most recently
 added entry and wins when two entries provide the same file.
 
-`client/lexer.py` turns command-line words into `RealmPatch`es; they travel as plain dicts
-(`patch_to_wire`) and the daemon rebuilds and re-validates them (`patch_from_wire`) before
-`apply_patch` computes the new state. `ixd.model.selector`, `ixd.wire.record` and
+`ixd/model/words.py` turns command-line words into `RealmPatch`es (in the daemon: `ixc mut`
+sends its words as typed); patches may also travel as plain dicts (`patch_to_wire`), which
+the daemon rebuilds and re-validates (`patch_from_wire`) before `apply_patch` computes the
+new state. `ixd.model.selector`, `ixd.wire.record` and
 `ixd.wire.errors` only (no dataclasses or typing at run time: `ixc mut` imports this on its
 way to the socket).
 """

@@ -113,6 +113,21 @@ def patches(name: str, value: object) -> list[Any]:
     return value
 
 
+def change_words(name: str, value: object) -> list[str]:
+    """The words of `ixc mut` (a non-empty list of strings; the lexer says what is wrong
+    with a word, the request's size limits bound them)."""
+    if not isinstance(value, list) or not value or not all(isinstance(w, str) for w in value):
+        raise BadRequest(f"'{name}' must be a non-empty list of the words of `ixc mut`, e.g. "
+                         "['work', '+bin/greet', '--shout']")
+    return value
+
+
+def _patches_or_words(args: ChangeArgs) -> None:
+    if (args.patches is None) == (args.words is None):
+        raise BadRequest("this op needs either 'patches' (realm patches) or 'words' (the "
+                         "words of `ixc mut`), not both or neither")
+
+
 def terms(name: str, value: object) -> list[str]:
     if (not isinstance(value, list) or not value or len(value) > MAX_TERMS
             or not all(isinstance(t, str) and 0 < len(t) <= MAX_TERM for t in value)):
@@ -187,11 +202,14 @@ class NoArgs(Record):
 
 
 class ChangeArgs(Record):
-    """`mut`, `let`: the realm patches (wire form), whether an unread flag is refused, and
-    whether each realm's answer carries its state (`ixc` asks for it with --json only: a
-    realm of 200 packages is most of a re-add's answer)."""
+    """`mut`, `let`: the change as realm patches (wire form) or as the words of `ixc mut`
+    (exactly one of them: the daemon lexes words as `ixd.model.words` does, the caller's
+    login the default realm; `ixc` sends its words and so loads no realm model), whether an
+    unread flag is refused, and whether each realm's answer carries its state (`ixc` asks for
+    it with --json only: a realm of 200 packages is most of a re-add's answer)."""
 
-    patches: list[Any]
+    patches: list[Any] | None = None
+    words: list[str] | None = None
     strict: bool = False
     state: bool = True
 
@@ -313,14 +331,15 @@ def _realm_arg() -> Arg:
 
 _PACKAGES = Arg("packages", selectors)
 _STRICT = Arg("strict", boolean, False)
-_WITH_STATE = Arg("state", boolean, True)
+_CHANGE = (Arg("patches", patches, None), Arg("words", change_words, None), _STRICT,
+           Arg("state", boolean, True))
 _PAGE_OFFSET = Arg("offset", number(0, None, "a number from 0 up"), 0)
 
 #: every op, by name
 OPS: Final[dict[str, Op]] = {op.name: op for op in (
     Op("ping", NoArgs),
-    Op("mut", ChangeArgs, Arg("patches", patches), _STRICT, _WITH_STATE),
-    Op("let", ChangeArgs, Arg("patches", patches), _STRICT, _WITH_STATE),
+    Op("mut", ChangeArgs, *_CHANGE, together=_patches_or_words),
+    Op("let", ChangeArgs, *_CHANGE, together=_patches_or_words),
     Op("build", BuildArgs, _PACKAGES, _STRICT),
     Op("run", RunArgs, _PACKAGES, _STRICT, Arg("hold", boolean, False)),
     Op("list", RealmArgs, _realm_arg()),

@@ -72,6 +72,9 @@ if TYPE_CHECKING:
 MAX_SELECTORS: Final = 4096
 #: at most this many flags set in all of one request's `patches`
 MAX_FLAGS: Final = 4 * MAX_SELECTORS
+#: at most this many words of `ixc mut` in one request's `words` (a realm, a selector or a
+#: flag each), below the frames' longest array (frames.REQUEST_LIMITS), so it is said here
+MAX_WORDS: Final = MAX_SELECTORS * 3 // 2
 #: at most this much text (characters) in one request's selectors, flag names and values
 MAX_SELECTOR_TEXT: Final = 1 << 20
 #: one selector longer than this is refused as a bad name before anything parses it
@@ -85,9 +88,10 @@ def error_message(exc: IxError, id: int | None) -> Error:
 
 
 def check_request_size(args: dict[str, Any]) -> None:
-    """Refuse (`BadRequest`, naming the limit) a request whose package list or realm patches
-    are larger than any real one: more than MAX_SELECTORS selectors or operations, more than
-    MAX_FLAGS flags, or more than MAX_SELECTOR_TEXT characters of selectors and flags in all.
+    """Refuse (`BadRequest`, naming the limit) a request whose package list, words or realm
+    patches are larger than any real one: more than MAX_SELECTORS selectors or operations,
+    MAX_WORDS words, MAX_FLAGS flags, or MAX_SELECTOR_TEXT characters of selectors, words
+    and flags in all.
     A single selector or flag longer than MAX_SELECTOR_LEN is a `BadName`. Malformed shapes
     are left to the op's own validation, which says what is wrong with them. The server
     checks this before it hands a request to the daemon."""
@@ -97,6 +101,12 @@ def check_request_size(args: dict[str, Any]) -> None:
             raise BadRequest(f"'packages' holds {len(packages)} selectors; a request may hold "
                              f"at most {MAX_SELECTORS}")
         _RequestText().add_all(packages)
+    words = args.get("words")
+    if isinstance(words, list):
+        if len(words) > MAX_WORDS:
+            raise BadRequest(f"'words' holds {len(words)} words; a request may hold at most "
+                             f"{MAX_WORDS}")
+        _RequestText().add_all(words)
     patches = args.get("patches")
     if isinstance(patches, list):
         if len(patches) > MAX_SELECTORS:

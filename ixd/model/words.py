@@ -1,6 +1,9 @@
 """The words of `ixc mut` as realm patches (docs/recipes.md, "Realms"), and those of `ixc
 dep`, `plan`, `build` and `run` as the packages of an ephemeral realm, both as stal/IX's `ix`
 reads them. Pure: no I/O (`--embed:k=FILE` reads FILE through the function it is given).
+`ixc mut` and `let` send their words as typed (embeds read) and ixd lexes them here, with
+the caller's login as the default realm; `ixc dep`, `plan`, `build` and `run` lex theirs
+in ixc.
 
     ixc mut [REALM] [+|-]PKG [--k=v|--k|--k=-|--embed:k=FILE]... [REALM ...] ...
     ixc build [--k=v...] PKG [--k=v...] ...     (the realm `ephemeral`, as stal/IX's)
