@@ -78,13 +78,7 @@ class RealmChanges:
     async def _change(self, args: ChangeArgs, caller: Caller, emit: Listener,
                       fresh: bool) -> Any:
         strict = args.strict
-        if args.words is not None:  # the default realm is the caller's login: a look-up
-            patches = await trio.to_thread.run_sync(_lexed, args.words, caller)
-        else:
-            patches = [patch_from_wire(p) for p in args.patches or ()]
-        names = sorted({p.realm for p in patches})
-        for name in names:  # before any lock; prepare checks again under the locks
-            await trio.to_thread.run_sync(self.access.authorize, name, caller, "change")
+        patches, names = await trio.to_thread.run_sync(self._read, args, caller)
         locks = [self.access.lock(n) for n in names]
         for lock in locks:  # sorted order: no deadlock between two multi-realm requests
             await lock.acquire()
@@ -97,6 +91,20 @@ class RealmChanges:
         finally:
             for lock in locks:
                 lock.release()
+
+    def _read(self, args: ChangeArgs, caller: Caller) -> tuple[list[RealmPatch], list[str]]:
+        """The patches (lexed from the words, the caller's login the default realm, or
+        rebuilt from their wire form) and the realms they name, sorted, once the caller is
+        known to be allowed to change each (blocking: account look-ups, the database).
+        Before any lock; `prepare` checks again under the locks."""
+        if args.words is not None:
+            patches = lex_mutation(args.words, caller.login)
+        else:
+            patches = [patch_from_wire(p) for p in args.patches or ()]
+        names = sorted({p.realm for p in patches})
+        for name in names:
+            self.access.authorize(name, caller, "change")
+        return patches, names
 
     def unchanged(self, patches: list[RealmPatch], caller: Caller, fresh: bool,
                   with_state: bool = True) -> dict[str, Any] | None:
@@ -211,12 +219,6 @@ def _realm_answer(realm: str, path: str, generation: int, changed: bool,
     if state is not None:
         answer["state"] = state.to_json()
     return answer
-
-
-def _lexed(words: list[str], caller: Caller) -> list[RealmPatch]:
-    """The patches `ixc mut`'s words ask for, as ixc would lex them for the caller (blocking:
-    the caller's login)."""
-    return lex_mutation(words, caller.login)
 
 
 def _by_realm(patches: list[RealmPatch]) -> dict[str, list[RealmPatch]]:
