@@ -115,7 +115,10 @@ async def test_words_are_lexed_as_ixc_would_for_the_caller(daemon: Daemon) -> No
     for words, code, says in (([REALM, "+nope"], "E_USAGE", "'+nope' is neither"),
                               ([REALM, f"-{A}", "--x=2"], "E_USAGE", "which is being removed"),
                               ([REALM, "+bin/x", "--kind=lib"], "E_BAD_FLAG", "'kind'"),
-                              (["a:b", "+bin/x"], "E_BAD_REALM_NAME", "a:b")):
+                              (["a:b", "+bin/x"], "E_BAD_REALM_NAME", "a:b"),
+                              # ixc reads an embed's file as its user: ixd reads none
+                              ([REALM, "+bin/x", "--embed:k=/etc/shadow"], "E_USAGE",
+                               "'embed:k'")):
         with pytest.raises(IxError) as caught:
             await ask(daemon, "mut", {"words": words})
         assert caught.value.code == code and says in caught.value.message, caught.value
