@@ -1008,15 +1008,17 @@ class PackageGraph:
                     seen = self._seen_files[path]
                     assert seen is not None  # else unsafe
                     files[str(path)] = seen
-            payload = snapshot.encode(snapshot.Snapshot(
+            kept_now = snapshot.Snapshot(
                 packages=kept,
                 owners=[self.cache.owner(p.key) for p in kept],
                 sizes=[self.cache.size(p.key) for p in kept],
                 files=files,
                 absent=snapshot.shadowing(files, self.tree.overlays),
-                asked=[(name, args, answer) for (name, args), answer in self._asked.items()]))
+                asked=[(name, args, answer) for (name, args), answer in self._asked.items()])
+        # pickled without the lock: what it holds is new here or never changes (a package
+        # is finished before the graph holds it), and loads need not wait for it
         return snapshot.write(self.snapshot_file, self._fingerprint, self.tree.overlays,
-                              payload)
+                              snapshot.encode(kept_now))
 
     def keys_reading(self, path: Path) -> set[PackageKey]:
         """The keys whose kept render or cached package read `path`."""
