@@ -14,7 +14,8 @@ Both daemons are real multi-user installs started by this benchmark and stopped 
 
 Each row runs the same workload as whole client processes against each daemon, A/B
 interleaved (every sample of one side is followed by one of the other, and which goes first
-alternates), `--reps` repetitions of the timed rows:
+alternates; each starts once both daemons are idle, so neither pays for what the other
+still does after its client exited), `--reps` repetitions of the timed rows:
 
   cheapest request   `ixc status` / `nix-store -q --hash PATH`, with `python -c pass` beside
                      it (the interpreter's own start, ixc's floor);
@@ -74,6 +75,10 @@ BUILD_SECS = "0.5"
 WAITER_LAG = 0.1
 #: PSS is sampled this often during the shared-build row
 PSS_EVERY = 0.25
+#: a daemon is idle once its threads ran for none of this many seconds (`settle`)
+SETTLE_QUIET = 0.003
+#: ... or once this many seconds passed waiting for that
+SETTLE_DEADLINE = 2.0
 
 
 class Hung(Exception):
@@ -427,11 +432,45 @@ class Row:
 
 
 def interleaved(sides: list[Side], count: int, sample: Callable[[Side], None]) -> None:
-    """`count` rounds; each round samples every side once, the first side alternating."""
+    """`count` rounds; each round samples every side once, the first side alternating. Each
+    sample starts once both daemons are done with the one before (`settle`): what a
+    daemon does after its client exited (Nix's per-connection process ending, a write)
+    is not charged to the other side's next sample."""
     for index in range(count):
         order = sides if index % 2 == 0 else sides[::-1]
         for side in order:
+            settle(sides)
             sample(side)
+
+
+def settle(sides: list[Side], deadline: float = SETTLE_DEADLINE) -> None:
+    """Wait until no daemon process of any side works: the same processes, none of their
+    threads run for SETTLE_QUIET seconds (CPU time from /proc's schedstat, in ns). Polling,
+    with a deadline: a daemon busy past it is sampled busy."""
+    end = time.monotonic() + deadline
+    last: tuple[list[int], int] | None = None
+    while time.monotonic() < end:
+        pids = sorted(pid for side in sides for pid in side.daemon_pids())
+        now = (pids, sum(cpu_ns(pid) for pid in pids))
+        if now == last:
+            return
+        last = now
+        time.sleep(SETTLE_QUIET)
+
+
+def cpu_ns(pid: int) -> int:
+    """The CPU time of every thread of `pid` so far, in ns (0 once it is gone)."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def main() -> int:
