@@ -17,8 +17,9 @@ interleaved (every sample of one side is followed by one of the other, and which
 alternates; each starts once both daemons are idle, so neither pays for what the other
 still does after its client exited), `--reps` repetitions of the timed rows:
 
-  cheapest request   `ixc status` / `nix-store -q --hash PATH`, with `python -c pass` beside
-                     it (the interpreter's own start, ixc's floor);
+  cheapest request   `ixc status` / `nix-store -q --hash PATH`, with `python -S -c pass`
+                     beside it (the interpreter's own start without `site`, as ixc's
+                     launcher starts it: ixc's floor);
   re-add 1 of 200    re-add 1 package to a profile/realm of `--packages` distinct packages;
   re-install all     all `--packages` again, same order;
   8 x 40 shared      8 clients at once, each building 40 fresh 0.5 s packages, 30 of them the
@@ -528,8 +529,8 @@ def measure(sides: list[Side], args: argparse.Namespace) -> list[Row]:
     timeout = args.timeout
     rows: list[Row] = []
 
-    floor = Row("python -c pass (ixc's floor)")
-    floor.samples["ix"] = [run([PYTHON, "-c", "pass"], env(), timeout).seconds
+    floor = Row("python -S -c pass (ixc's floor)")
+    floor.samples["ix"] = [run([PYTHON, "-S", "-c", "pass"], env(), timeout).seconds
                            for _ in range(args.repeat)]
     cheapest = Row("cheapest request")
     interleaved(sides, args.repeat,
