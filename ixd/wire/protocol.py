@@ -95,18 +95,14 @@ def check_request_size(args: dict[str, Any]) -> None:
     A single selector or flag longer than MAX_SELECTOR_LEN is a `BadName`. Malformed shapes
     are left to the op's own validation, which says what is wrong with them. The server
     checks this before it hands a request to the daemon."""
-    packages = args.get("packages")
-    if isinstance(packages, list):
-        if len(packages) > MAX_SELECTORS:
-            raise BadRequest(f"'packages' holds {len(packages)} selectors; a request may hold "
-                             f"at most {MAX_SELECTORS}")
-        _RequestText().add_all(packages)
-    words = args.get("words")
-    if isinstance(words, list):
-        if len(words) > MAX_WORDS:
-            raise BadRequest(f"'words' holds {len(words)} words; a request may hold at most "
-                             f"{MAX_WORDS}")
-        _RequestText().add_all(words)
+    for key, what, most in (("packages", "selectors", MAX_SELECTORS),
+                            ("words", "words", MAX_WORDS)):
+        items = args.get(key)
+        if isinstance(items, list):
+            if len(items) > most:
+                raise BadRequest(f"'{key}' holds {len(items)} {what}; a request may hold at "
+                                 f"most {most}")
+            _RequestText().add_all(items)
     patches = args.get("patches")
     if isinstance(patches, list):
         if len(patches) > MAX_SELECTORS:
