@@ -14,6 +14,9 @@ child processes seen (builds and helpers: bench/nix.py counts neither them nor N
 builders). ixd runs no Python child; a child caught between vfork and exec shares ixd's
 memory and shows ixd's own PSS there (about ixd's figure: not memory of its own).
 
+`--allocators` prints, after each step, what glibc's malloc holds (in use, free but kept),
+Python's obmalloc (arenas, blocks), SQLite's own count and the threads, as ixd itself reads
+them (bench/_traced.py, asked by a signal; no tracing: the other figures stay comparable).
 `--trace N` runs ixd under `bench/_traced.py` (tracemalloc, N frames): after each step it
 prints the Python objects' total and the 12 largest files by size; tracing itself costs
 memory and time, so the other figures of such a run are not comparable.
@@ -95,11 +98,12 @@ class Traced:
         return self.report.read_text()
 
 
-def start(jobs: int, trace: int) -> tuple[BenchDaemon, float]:
+def start(jobs: int, trace: int | None) -> tuple[BenchDaemon, float]:
+    """ixd, under bench/_traced.py unless `trace` is None (0: its allocator figures only)."""
     tmp = Path(tempfile.mkdtemp(prefix="ix-memory-", dir="/tmp"))
     tmp.chmod(0o755)
     module = (("bench._traced", str(trace), str(tmp / "traced.txt"), "ixd.daemon.main")
-              if trace else ("ixd.daemon.main",))
+              if trace is not None else ("ixd.daemon.main",))
     began = time.perf_counter()
     running = start_daemon(tmp / "root", extra=["--jobs", str(jobs)], module=module)
     return BenchDaemon(running, jobs, tmp), time.perf_counter() - began
@@ -116,17 +120,21 @@ def main() -> int:
                         help="print ixd's largest mappings by PSS after each step")
     parser.add_argument("--trace", type=int, default=0, metavar="FRAMES",
                         help="run ixd under tracemalloc and print its largest files")
+    parser.add_argument("--allocators", action="store_true",
+                        help="print what malloc, obmalloc and SQLite hold after each step "
+                             "(asked of ixd by a signal: bench/_traced.py without tracing)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/memory.py runs as root (ixd's build users, as bench/nix.py)")
         return 0
     print(f"ixd's memory through bench/nix.py's rows, ix side alone: {args.packages} "
           f"packages, {args.jobs} build slots; {load_average()}")
-    daemon, startup = start(args.jobs, args.trace)
+    probed = args.trace or args.allocators
+    daemon, startup = start(args.jobs, args.trace if probed else None)
     side = IxSide(args.jobs)
     side.daemon = daemon
     pid = daemon.process.pid
-    traced = Traced(pid, daemon.tmp / "traced.txt") if args.trace else None
+    traced = Traced(pid, daemon.tmp / "traced.txt") if probed else None
 
     def step(name: str) -> None:
         now = memory_kib(pid)
