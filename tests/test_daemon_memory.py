@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from ixd.daemon.heap import keep_heap_trimmed
+from ixd.store.db import CACHE_KIB
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -176,3 +177,36 @@ def test_a_trim_gives_the_free_heap_back_to_the_system() -> None:
     assert free > 30 << 20, f"only {free} bytes free in the heap"
     assert before - after > 30 << 10, f"RssAnon {before} -> {after} kB"
     assert free_after <= free
+
+
+PAGE_CACHE = """
+    import ctypes, sqlite3, sys
+    from pathlib import Path
+    from ixd.store.db import BuildDatabase
+    path = Path(sys.argv[1])
+    BuildDatabase(path).close()
+    fill = sqlite3.connect(path)  # 8 MiB of store rows, written by another connection
+    with fill:
+        fill.executemany("INSERT INTO store (uid, path, name, kind, registered, hash) "
+                         "VALUES (?, ?, ?, 'pkg', 0, ?)",
+                         ((f"{n:032x}", "/ix/store/" + "p" * 400 + str(n), "bin/x", "h" * 64)
+                          for n in range(16000)))
+    fill.close()
+    db = BuildDatabase(path)
+    assert len(db.store_refs()) == 16000  # every page of the table read once
+    used, high = ctypes.c_int64(), ctypes.c_int64()
+    ctypes.CDLL("libsqlite3.so.0").sqlite3_status64(0, ctypes.byref(used), ctypes.byref(high), 0)
+    print(used.value)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system's libsqlite3")
+def test_the_build_database_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """A scan of a large table leaves at most CACHE_KIB of its pages in SQLite's memory
+    (SQLite's default keeps up to 2,000 KiB)."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(PAGE_CACHE),
+                           str(tmp_path / "db.sqlite")], capture_output=True, text=True,
+                          cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert done.returncode == 0, done.stderr
+    used = int(done.stdout)
+    assert used < (CACHE_KIB + 300) << 10, f"SQLite holds {used >> 10} KiB"
