@@ -98,14 +98,14 @@ class Traced:
         return self.report.read_text()
 
 
-def start(jobs: int, trace: int | None) -> tuple[BenchDaemon, float]:
+def start(jobs: int, trace: int | None, extra: list[str]) -> tuple[BenchDaemon, float]:
     """ixd, under bench/_traced.py unless `trace` is None (0: its allocator figures only)."""
     tmp = Path(tempfile.mkdtemp(prefix="ix-memory-", dir="/tmp"))
     tmp.chmod(0o755)
     module = (("bench._traced", str(trace), str(tmp / "traced.txt"), "ixd.daemon.main")
               if trace is not None else ("ixd.daemon.main",))
     began = time.perf_counter()
-    running = start_daemon(tmp / "root", extra=["--jobs", str(jobs)], module=module)
+    running = start_daemon(tmp / "root", extra=["--jobs", str(jobs), *extra], module=module)
     return BenchDaemon(running, jobs, tmp), time.perf_counter() - began
 
 
@@ -120,6 +120,9 @@ def main() -> int:
                         help="print ixd's largest mappings by PSS after each step")
     parser.add_argument("--trace", type=int, default=0, metavar="FRAMES",
                         help="run ixd under tracemalloc and print its largest files")
+    parser.add_argument("--ixd", action="append", default=[], metavar="ARG",
+                        help="an argument for ixd, e.g. --ixd=--max-package-cache=4M "
+                             "(repeatable)")
     parser.add_argument("--allocators", action="store_true",
                         help="print what malloc, obmalloc and SQLite hold after each step "
                              "(asked of ixd by a signal: bench/_traced.py without tracing)")
@@ -130,7 +133,7 @@ def main() -> int:
     print(f"ixd's memory through bench/nix.py's rows, ix side alone: {args.packages} "
           f"packages, {args.jobs} build slots; {load_average()}")
     probed = args.trace or args.allocators
-    daemon, startup = start(args.jobs, args.trace if probed else None)
+    daemon, startup = start(args.jobs, args.trace if probed else None, args.ixd)
     side = IxSide(args.jobs)
     side.daemon = daemon
     pid = daemon.process.pid
@@ -162,12 +165,14 @@ def main() -> int:
             run(side.install(everything), side.environ, args.timeout)
         step("after the re-adds and re-installs")
         stamp = time.time_ns()
-        runs = [shared_run(side, pid, f"m{stamp}r{rep}", args.timeout) for rep in range(args.reps)]
-        for rep, (took, pss, rss, children) in enumerate(runs, 1):
+        runs = []
+        for rep in range(1, args.reps + 1):
+            runs.append(shared_run(side, pid, f"m{stamp}r{rep}", args.timeout))
+            took, pss, rss, children = runs[-1]
             print(f"  8 x 40 run {rep}: {'hung' if took is None else f'{took:.1f} s'}, "
                   f"peak PSS {mib(pss)}, peak RSS {mib(rss)}, children's PSS at most "
                   f"{mib(children)}")
-        step("after the 8 x 40 runs")
+            step(f"after 8 x 40 run {rep}")
         print(f"\n  ixd's PSS during {CLIENTS} x {EACH} (median of {args.reps} peaks): "
               f"{mib(statistics.median(r[1] for r in runs))}   (goal <= Nix's daemons, "
               f"26.0 MiB)")
