@@ -23,11 +23,12 @@ from ixd.store.db import CACHE_KIB
 PROJECT = Path(__file__).resolve().parent.parent
 
 #: what only a cache, a cluster or a subcommand needs (with the standard modules only they
-#: import): a daemon started without those options never loads them
+#: import): a daemon started without those options never loads them; nor pyinotify (with
+#: asyncore 0.6 MiB: the recipe watcher reads inotify itself, `ixd.daemon.inotify`)
 NOT_FOR_A_PLAIN_DAEMON = ("ixd.cache.substitute", "ixd.cache.format", "ixd.cache.archive",
                           "ixd.cache.stores", "ixd.cache.binarycache", "ixd.build.cluster_node",
                           "ixd.daemon.admin_commands", "ixd.store.verify", "ixd.build.certs",
-                          "tarfile", "configparser")
+                          "tarfile", "configparser", "pyinotify", "asyncore")
 
 
 def python(code: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
