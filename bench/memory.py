@@ -1,6 +1,7 @@
 """Benchmark: ixd's memory through bench/nix.py's workload, the ix side alone (issue 29, 3).
 
-    python -m bench.memory [--packages 200] [--repeat 50] [--reps 3] [--jobs 2] [--trace N]
+    python -m bench.memory [--packages 200] [--repeat 50] [--reps 3] [--jobs 2]
+                           [--smaps] [--allocators] [--trace N] [--ixd=ARG ...]
 
 One real ixd (`--jobs N`, build users, the bubblewrap sandbox) runs what bench/nix.py asks of
 it, in the same order, as whole `ixc` processes: `--repeat` `ixc status`, a realm of
@@ -14,9 +15,11 @@ child processes seen (builds and helpers: bench/nix.py counts neither them nor N
 builders). ixd runs no Python child; a child caught between vfork and exec shares ixd's
 memory and shows ixd's own PSS there (about ixd's figure: not memory of its own).
 
-`--allocators` prints, after each step, what glibc's malloc holds (in use, free but kept),
-Python's obmalloc (arenas, blocks), SQLite's own count and the threads, as ixd itself reads
-them (bench/_traced.py, asked by a signal; no tracing: the other figures stay comparable).
+`--ixd=ARG` passes ARG to ixd (e.g. `--ixd=--max-package-cache=1M`, to see what a cache
+holds). `--allocators` prints, after each step (and each 8 x 40 run), what glibc's malloc
+holds (in use, free but kept), Python's obmalloc (arenas, blocks), SQLite's own count and the
+threads, as ixd itself reads them (bench/_traced.py, asked by a signal; no tracing: the other
+figures stay comparable).
 `--trace N` runs ixd under `bench/_traced.py` (tracemalloc, N frames): after each step it
 prints the Python objects' total and the 12 largest files by size; tracing itself costs
 memory and time, so the other figures of such a run are not comparable.
