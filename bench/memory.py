@@ -1,6 +1,7 @@
 """Benchmark: ixd's memory through bench/nix.py's workload, the ix side alone (issue 29, 3).
 
-    python -m bench.memory [--packages 200] [--repeat 50] [--reps 3] [--jobs 2] [--trace N]
+    python -m bench.memory [--packages 200] [--repeat 50] [--reps 3] [--jobs 2]
+                           [--smaps] [--allocators] [--trace N] [--ixd=ARG ...]
 
 One real ixd (`--jobs N`, build users, the bubblewrap sandbox) runs what bench/nix.py asks of
 it, in the same order, as whole `ixc` processes: `--repeat` `ixc status`, a realm of
@@ -14,6 +15,11 @@ child processes seen (builds and helpers: bench/nix.py counts neither them nor N
 builders). ixd runs no Python child; a child caught between vfork and exec shares ixd's
 memory and shows ixd's own PSS there (about ixd's figure: not memory of its own).
 
+`--ixd=ARG` passes ARG to ixd (e.g. `--ixd=--max-package-cache=1M`, to see what a cache
+holds). `--allocators` prints, after each step (and each 8 x 40 run), what glibc's malloc
+holds (in use, free but kept), Python's obmalloc (arenas, blocks), SQLite's own count and the
+threads, as ixd itself reads them (bench/_traced.py, asked by a signal; no tracing: the other
+figures stay comparable).
 `--trace N` runs ixd under `bench/_traced.py` (tracemalloc, N frames): after each step it
 prints the Python objects' total and the 12 largest files by size; tracing itself costs
 memory and time, so the other figures of such a run are not comparable.
@@ -95,13 +101,14 @@ class Traced:
         return self.report.read_text()
 
 
-def start(jobs: int, trace: int) -> tuple[BenchDaemon, float]:
+def start(jobs: int, trace: int | None, extra: list[str]) -> tuple[BenchDaemon, float]:
+    """ixd, under bench/_traced.py unless `trace` is None (0: its allocator figures only)."""
     tmp = Path(tempfile.mkdtemp(prefix="ix-memory-", dir="/tmp"))
     tmp.chmod(0o755)
     module = (("bench._traced", str(trace), str(tmp / "traced.txt"), "ixd.daemon.main")
-              if trace else ("ixd.daemon.main",))
+              if trace is not None else ("ixd.daemon.main",))
     began = time.perf_counter()
-    running = start_daemon(tmp / "root", extra=["--jobs", str(jobs)], module=module)
+    running = start_daemon(tmp / "root", extra=["--jobs", str(jobs), *extra], module=module)
     return BenchDaemon(running, jobs, tmp), time.perf_counter() - began
 
 
@@ -116,17 +123,24 @@ def main() -> int:
                         help="print ixd's largest mappings by PSS after each step")
     parser.add_argument("--trace", type=int, default=0, metavar="FRAMES",
                         help="run ixd under tracemalloc and print its largest files")
+    parser.add_argument("--ixd", action="append", default=[], metavar="ARG",
+                        help="an argument for ixd, e.g. --ixd=--max-package-cache=4M "
+                             "(repeatable)")
+    parser.add_argument("--allocators", action="store_true",
+                        help="print what malloc, obmalloc and SQLite hold after each step "
+                             "(asked of ixd by a signal: bench/_traced.py without tracing)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/memory.py runs as root (ixd's build users, as bench/nix.py)")
         return 0
     print(f"ixd's memory through bench/nix.py's rows, ix side alone: {args.packages} "
           f"packages, {args.jobs} build slots; {load_average()}")
-    daemon, startup = start(args.jobs, args.trace)
+    probed = args.trace or args.allocators
+    daemon, startup = start(args.jobs, args.trace if probed else None, args.ixd)
     side = IxSide(args.jobs)
     side.daemon = daemon
     pid = daemon.process.pid
-    traced = Traced(pid, daemon.tmp / "traced.txt") if args.trace else None
+    traced = Traced(pid, daemon.tmp / "traced.txt") if probed else None
 
     def step(name: str) -> None:
         now = memory_kib(pid)
@@ -154,12 +168,14 @@ def main() -> int:
             run(side.install(everything), side.environ, args.timeout)
         step("after the re-adds and re-installs")
         stamp = time.time_ns()
-        runs = [shared_run(side, pid, f"m{stamp}r{rep}", args.timeout) for rep in range(args.reps)]
-        for rep, (took, pss, rss, children) in enumerate(runs, 1):
+        runs = []
+        for rep in range(1, args.reps + 1):
+            runs.append(shared_run(side, pid, f"m{stamp}r{rep}", args.timeout))
+            took, pss, rss, children = runs[-1]
             print(f"  8 x 40 run {rep}: {'hung' if took is None else f'{took:.1f} s'}, "
                   f"peak PSS {mib(pss)}, peak RSS {mib(rss)}, children's PSS at most "
                   f"{mib(children)}")
-        step("after the 8 x 40 runs")
+            step(f"after 8 x 40 run {rep}")
         print(f"\n  ixd's PSS during {CLIENTS} x {EACH} (median of {args.reps} peaks): "
               f"{mib(statistics.median(r[1] for r in runs))}   (goal <= Nix's daemons, "
               f"26.0 MiB)")

@@ -1,4 +1,5 @@
-"""What ixd keeps in memory: the modules a daemon without a cache loads, and malloc's arenas.
+"""What ixd keeps in memory: the modules a daemon without a cache loads, malloc's arenas and
+its free heap.
 
 Each check runs in a fresh interpreter (a module once imported stays; so do malloc's arenas).
 `bench/memory.py` measures what these save (issue 29, item 3).
@@ -13,15 +14,21 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
+
+from ixd.daemon.heap import keep_heap_trimmed
+from ixd.store.db import CACHE_KIB
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 #: what only a cache, a cluster or a subcommand needs (with the standard modules only they
-#: import): a daemon started without those options never loads them
+#: import): a daemon started without those options never loads them; nor pyinotify (with
+#: asyncore 0.6 MiB: the recipe watcher reads inotify itself, `ixd.daemon.inotify`)
 NOT_FOR_A_PLAIN_DAEMON = ("ixd.cache.substitute", "ixd.cache.format", "ixd.cache.archive",
                           "ixd.cache.stores", "ixd.cache.binarycache", "ixd.build.cluster_node",
                           "ixd.daemon.admin_commands", "ixd.store.verify", "ixd.build.certs",
-                          "tarfile", "configparser")
+                          "tarfile", "configparser", "pyinotify", "asyncore")
 
 
 def python(code: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -105,8 +112,102 @@ ARENAS = """
 def test_one_malloc_arena_keeps_threads_off_arenas_of_their_own() -> None:
     """Without it, threads that allocate get arenas of their own (64 MiB reserved each, most
     of it inaccessible); with it, none."""
-    setup = "from ixd.daemon.main import one_malloc_arena; assert one_malloc_arena()"
+    setup = "from ixd.daemon.heap import one_malloc_arena; assert one_malloc_arena()"
     default = int(python(ARENAS.format(setup="")).stdout)
     one = int(python(ARENAS.format(setup=setup)).stdout)
     assert default >= 32, f"threads made no arenas of their own ({default} MiB reserved)"
     assert one < 32, f"{one} MiB reserved for arenas with one_malloc_arena()"
+
+
+class CountingMalloc:
+    """A heap whose free bytes the test sets; counts the trims asked of it."""
+
+    def __init__(self) -> None:
+        self.free = 0
+        self.trims = 0
+
+    def free_bytes(self) -> int:
+        return self.free
+
+    def trim(self) -> None:  # glibc's: the free chunks stay free (their pages go back)
+        self.trims += 1
+
+
+async def test_the_heap_is_trimmed_once_enough_of_it_is_free(
+        autojump_clock: trio.testing.MockClock) -> None:
+    heap = CountingMalloc()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_heap_trimmed, heap, 1.0, 1000)
+        await trio.sleep(5.5)
+        assert heap.trims == 0  # nothing free: nothing asked
+        heap.free = 999
+        await trio.sleep(2)
+        assert heap.trims == 0  # below the floor
+        heap.free = 1000
+        await trio.sleep(1)
+        assert heap.trims == 1
+        await trio.sleep(3)
+        assert heap.trims == 1  # nothing changed since: no trim again
+        heap.free = 5000
+        await trio.sleep(1)
+        assert heap.trims == 2
+        nursery.cancel_scope.cancel()
+
+
+TRIMMED = """
+    from ixd.daemon.heap import glibc_malloc
+    def anon() -> int:
+        return int([l for l in open("/proc/self/status") if l.startswith("RssAnon")][0].split()[1])
+    malloc = glibc_malloc()
+    kept, freed = [], []
+    for _ in range(20000):  # 40 MiB above obmalloc's 512 bytes, a 30th of it kept
+        (kept if len(freed) % 30 == 0 and len(kept) < len(freed) // 30 else freed).append(
+            bytearray(2000))
+    del freed
+    before, free = anon(), malloc.free_bytes()
+    malloc.trim()
+    print(before, free, anon(), malloc.free_bytes())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_trim_gives_the_free_heap_back_to_the_system() -> None:
+    """What the daemon's trimmer reads and calls: glibc's own count of the free heap, and
+    malloc_trim, which returns those pages (the resident anonymous memory drops by them)."""
+    before, free, after, free_after = map(int, python(TRIMMED).stdout.split())
+    assert free > 30 << 20, f"only {free} bytes free in the heap"
+    assert before - after > 30 << 10, f"RssAnon {before} -> {after} kB"
+    assert free_after <= free
+
+
+PAGE_CACHE = """
+    import ctypes, sqlite3, sys
+    from pathlib import Path
+    from ixd.store.db import BuildDatabase
+    path = Path(sys.argv[1])
+    BuildDatabase(path).close()
+    fill = sqlite3.connect(path)  # 8 MiB of store rows, written by another connection
+    with fill:
+        fill.executemany("INSERT INTO store (uid, path, name, kind, registered, hash) "
+                         "VALUES (?, ?, ?, 'pkg', 0, ?)",
+                         ((f"{n:032x}", "/ix/store/" + "p" * 400 + str(n), "bin/x", "h" * 64)
+                          for n in range(16000)))
+    fill.close()
+    db = BuildDatabase(path)
+    assert len(db.store_refs()) == 16000  # every page of the table read once
+    used, high = ctypes.c_int64(), ctypes.c_int64()
+    ctypes.CDLL("libsqlite3.so.0").sqlite3_status64(0, ctypes.byref(used), ctypes.byref(high), 0)
+    print(used.value)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system's libsqlite3")
+def test_the_build_database_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """A scan of a large table leaves at most CACHE_KIB of its pages in SQLite's memory
+    (SQLite's default keeps up to 2,000 KiB)."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(PAGE_CACHE),
+                           str(tmp_path / "db.sqlite")], capture_output=True, text=True,
+                          cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert done.returncode == 0, done.stderr
+    used = int(done.stdout)
+    assert used < (CACHE_KIB + 300) << 10, f"SQLite holds {used >> 10} KiB"

@@ -276,10 +276,7 @@ async def test_watching_invalidates_exactly_the_changed_packages(tmp_path: Path)
 
 
 def test_a_queue_overflow_reports_everything_again(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    import pyinotify
-
+    from ixd.daemon.inotify import IN_Q_OVERFLOW, Event
     from ixd.daemon.watch import _Watcher
 
     (tmp_path / "sub").mkdir()
@@ -288,8 +285,43 @@ def test_a_queue_overflow_reports_everything_again(tmp_path: Path) -> None:
     try:
         watcher.start()
         assert watcher.take() == set()
-        watcher._on_event(SimpleNamespace(mask=pyinotify.IN_Q_OVERFLOW))
+        watcher._on_event(Event(-1, IN_Q_OVERFLOW, ""))
         watcher.read()
         assert watcher.take() == {tmp_path, tmp_path / "sub", tmp_path / "sub" / "a.sh"}
     finally:
-        watcher.notifier.stop()
+        watcher.inotify.close()
+
+
+def test_inotify_events_are_decoded_with_their_names() -> None:
+    import struct
+
+    from ixd.daemon.inotify import IN_CREATE, IN_DELETE_SELF, IN_ISDIR, Event, decode
+
+    name = "caf\xe9".encode() + b"\xff"  # not UTF-8: kept as the os module's names are
+    data = (struct.pack("iIII", 3, IN_CREATE | IN_ISDIR, 0, 16) + name.ljust(16, b"\0")
+            + struct.pack("iIII", 4, IN_DELETE_SELF, 0, 0))
+    assert decode(data) == [Event(3, IN_CREATE | IN_ISDIR, os.fsdecode(name)),
+                            Event(4, IN_DELETE_SELF, "")]
+    assert decode(b"") == []
+
+
+def test_a_folder_gone_leaves_no_watch_behind(tmp_path: Path) -> None:
+    """Its watch goes with it (the kernel's IN_IGNORED): the watcher's own table of watches
+    does not grow with folders made and removed."""
+    from ixd.daemon.watch import _Watcher
+
+    watcher = _Watcher([tmp_path])
+    try:
+        watcher.start()
+        before = dict(watcher.watched)
+        for n in range(20):
+            (tmp_path / f"d{n}").mkdir()
+        watcher.read()
+        assert len(watcher.watched) == len(before) + 20
+        for n in range(20):
+            (tmp_path / f"d{n}").rmdir()
+        watcher.read()
+        assert watcher.watched == before
+        assert {tmp_path / f"d{n}" for n in range(20)} <= watcher.take()
+    finally:
+        watcher.inotify.close()

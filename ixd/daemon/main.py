@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import logging.handlers
@@ -30,6 +29,7 @@ from ixd import __version__
 from ixd.build.cluster import ClusterSettings
 from ixd.cache.settings import CacheSettings
 from ixd.daemon.core import Config, Daemon
+from ixd.daemon.heap import glibc_malloc, keep_heap_trimmed, one_malloc_arena
 from ixd.daemon.server import Server, open_unix_listener
 from ixd.daemon.supervision import write_start_hint
 from ixd.model.layout import Layout
@@ -50,9 +50,6 @@ log = logging.getLogger("ixd")
 SWITCH_INTERVAL = 0.0005
 
 DEFAULT_OVERLAY = Path(__file__).resolve().parents[2] / "pkgs"
-
-#: glibc's mallopt parameter M_ARENA_MAX, and the daemon's value of it
-M_ARENA_MAX, MALLOC_ARENAS = -8, 1
 
 
 def parse_size(text: str) -> int:
@@ -298,6 +295,9 @@ async def _serve(daemon: Daemon, socket_path: Path,
         await nursery.start(server.serve, listener)
         nursery.start_soon(daemon.collector)
         nursery.start_soon(daemon.watch_accounts)
+        malloc = glibc_malloc()
+        if malloc is not None:
+            nursery.start_soon(keep_heap_trimmed, malloc)
         if daemon.pusher is not None:
             nursery.start_soon(daemon.pusher.serve)
         await nursery.start(daemon.watch_recipes)
@@ -454,17 +454,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ixd: {failure}", file=sys.stderr)
         return 1
     return 0
-
-
-def one_malloc_arena() -> bool:
-    """Ask glibc's malloc for one arena for every thread (MALLOC_ARENA_MAX=1); False where
-    the C library has no `mallopt` or refuses. By default each thread that allocates gets an
-    arena of its own, up to 8 per core, and memory freed in one is never reused by another:
-    trio's worker threads come and go by the dozen under builds, and the arenas they leave
-    held 0.7 to 1.1 MiB of ixd's RSS through bench/memory.py's 8 x 40 rows. The interpreter
-    lock already serialises nearly all allocation, so one arena costs no waiting."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    return mallopt is not None and mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1
 
 
 def _log_in_background() -> logging.handlers.QueueListener:

@@ -1,8 +1,8 @@
 """Watch the recipe overlays with inotify and report changed files in batches.
 
 `watch_tree(roots, on_change)` runs inside the trio loop, no thread: it waits for the inotify
-descriptor to become readable (`trio.lowlevel.wait_readable`), lets pyinotify's `Notifier`
-read and decode the events, and handles them itself. After the first event of a batch it
+descriptor to become readable (`trio.lowlevel.wait_readable`), reads and decodes the events
+(`ixd.daemon.inotify`) and handles them itself. After the first event of a batch it
 keeps collecting until `coalesce` seconds pass without a change (at most `max_wait` seconds
 in all), so the 500 files a `git checkout` touches become one `on_change` call.
 
@@ -20,46 +20,33 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import pyinotify
 import trio
+
+from ixd.daemon import inotify
+from ixd.daemon.inotify import Event, Inotify
 
 log = logging.getLogger("ixd.daemon.watch")
 
 #: the events that can change what a recipe renders
 EVENTS: int = (
-    pyinotify.IN_CLOSE_WRITE
-    | pyinotify.IN_MOVED_TO
-    | pyinotify.IN_MOVED_FROM
-    | pyinotify.IN_CREATE
-    | pyinotify.IN_DELETE
-    | pyinotify.IN_ATTRIB
-    | pyinotify.IN_DELETE_SELF
+    inotify.IN_CLOSE_WRITE
+    | inotify.IN_MOVED_TO
+    | inotify.IN_MOVED_FROM
+    | inotify.IN_CREATE
+    | inotify.IN_DELETE
+    | inotify.IN_ATTRIB
+    | inotify.IN_DELETE_SELF
 )
 #: every watch is a directory watch, never through a symlink; one mask for all watches, so a
 #: directory watched for two reasons (a root's parent inside another root) keeps its events
-_MASK: int = EVENTS | pyinotify.IN_ONLYDIR | pyinotify.IN_DONT_FOLLOW
-_APPEARED: int = pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO
-_GONE: int = pyinotify.IN_DELETE | pyinotify.IN_MOVED_FROM
-_SELF_GONE: int = pyinotify.IN_DELETE_SELF | pyinotify.IN_UNMOUNT
-
-
-@contextmanager
-def _pyinotify_quiet() -> Iterator[None]:
-    """pyinotify logs to stderr (its own handler) about races we handle anyway: a folder
-    gone before it could be watched, events left for a watch just removed."""
-    logger = logging.getLogger("pyinotify")
-    before = logger.disabled
-    logger.disabled = True
-    try:
-        yield
-    finally:
-        logger.disabled = before
+_MASK: int = EVENTS | inotify.IN_ONLYDIR | inotify.IN_DONT_FOLLOW
+_APPEARED: int = inotify.IN_CREATE | inotify.IN_MOVED_TO
+_GONE: int = inotify.IN_DELETE | inotify.IN_MOVED_FROM
+_SELF_GONE: int = inotify.IN_DELETE_SELF | inotify.IN_UNMOUNT
 
 
 @dataclass(slots=True)
@@ -84,9 +71,10 @@ class _Watcher:
     def __init__(self, roots: Sequence[Path]) -> None:
         self.roots = [os.path.normpath(str(Path(r).resolve())) for r in roots]
         self._prefixes = tuple(r.rstrip("/") + "/" for r in self.roots)
-        self.wm = pyinotify.WatchManager()
-        self.notifier = pyinotify.Notifier(self.wm, default_proc_fun=self._on_event)
-        self.fd: int = self.wm.get_fd()
+        self.inotify = Inotify()
+        self.fd: int = self.inotify.fd
+        #: each live watch's folder (events of a watch removed meanwhile are dropped)
+        self.watched: dict[int, str] = {}
         self.dirs: dict[str, _Dir] = {}
         #: folders watched only to see a root appear or be replaced (a root's ancestors)
         self.anchors: dict[str, int] = {}
@@ -101,25 +89,22 @@ class _Watcher:
     # --- the loop's side -----------------------------------------------------------------
 
     def start(self) -> None:
-        with _pyinotify_quiet():
-            for root in self.roots:
-                self._check_root(root)
+        for root in self.roots:
+            self._check_root(root)
         self.pending.clear()  # what is there at the start is no change
 
     def read(self) -> None:
         """Read every event waiting on the descriptor and handle it."""
-        with _pyinotify_quiet():
-            if self.notifier.check_events(timeout=0):  # a read of nothing would block
-                self.notifier.read_events()
-            self.notifier.process_events()
-            if self._overflow:
-                self._overflow = False
-                log.warning("inotify queue overflowed: rescanning %s", ", ".join(self.roots))
-                for root in self.roots:
-                    if root in self.dirs:
-                        self._drop_tree(root, unwatch=False)
+        for event in self.inotify.read():
+            self._on_event(event)
+        if self._overflow:
+            self._overflow = False
+            log.warning("inotify queue overflowed: rescanning %s", ", ".join(self.roots))
             for root in self.roots:
-                self._check_root(root)
+                if root in self.dirs:
+                    self._drop_tree(root, unwatch=False)
+        for root in self.roots:
+            self._check_root(root)
 
     def take(self) -> set[Path]:
         changed: set[Path] = set()
@@ -132,22 +117,26 @@ class _Watcher:
 
     def close(self) -> None:
         trio.lowlevel.notify_closing(self.fd)
-        self.notifier.stop()  # closes the inotify descriptor, which drops every watch
+        self.inotify.close()  # which drops every watch
 
     # --- events --------------------------------------------------------------------------
 
     def _relevant(self, path: str) -> bool:
         return path in self.roots or path.startswith(self._prefixes)
 
-    def _on_event(self, event: Any) -> None:
-        mask: int = event.mask
-        if mask & pyinotify.IN_Q_OVERFLOW:
+    def _on_event(self, event: Event) -> None:
+        mask = event.mask
+        if mask & inotify.IN_Q_OVERFLOW:
             self._overflow = True
             self.changes += 1
             return
-        if mask & pyinotify.IN_IGNORED:
+        folder = self.watched.get(event.wd)
+        if folder is None:
+            return  # left in the queue for a watch removed since
+        if mask & inotify.IN_IGNORED:
+            del self.watched[event.wd]  # the kernel dropped the watch
             return
-        path: str = event.pathname
+        path = os.path.join(folder, event.name) if event.name else folder
         if mask & _SELF_GONE:
             # a watched folder itself is gone: forget it (the kernel dropped its watch), unless
             # its path is already watched again (replaced by a rename, seen first)
@@ -161,11 +150,11 @@ class _Watcher:
         if not self._relevant(path):
             return  # a sibling of a root, seen through the root's parent
         self.changes += 1
-        if event.dir:
+        if mask & inotify.IN_ISDIR:
             if mask & _APPEARED:
                 self._add_tree(path)
             elif mask & _GONE:
-                self._drop_tree(path, unwatch=bool(mask & pyinotify.IN_MOVED_FROM))
+                self._drop_tree(path, unwatch=bool(mask & inotify.IN_MOVED_FROM))
             else:
                 self.pending.add(path)
             return
@@ -181,9 +170,10 @@ class _Watcher:
     # --- trees ---------------------------------------------------------------------------
 
     def _watch(self, path: str) -> int:
-        wd: int = self.wm.add_watch(path, _MASK, rec=False, auto_add=False,
-                                    quiet=True).get(path, -1)
-        if wd < 0 and os.path.isdir(path) and not self._warned_limit:
+        wd = self.inotify.add_watch(path, _MASK)
+        if wd >= 0:
+            self.watched[wd] = path
+        elif os.path.isdir(path) and not self._warned_limit:
             self._warned_limit = True
             log.warning("cannot watch %s (is fs.inotify.max_user_watches too low?): recipe "
                         "changes below it go unnoticed until ixd restarts", path)
@@ -248,13 +238,13 @@ class _Watcher:
                 child = os.path.join(folder, name)
                 self.pending.add(child)
                 stack.append(child)
-            if unwatch and entry.wd in self.wm.watches:
-                self.wm.rm_watch(entry.wd, quiet=True)
+            if unwatch and self.watched.pop(entry.wd, None) is not None:
+                self.inotify.rm_watch(entry.wd)
 
     def _anchor(self, folder: str) -> None:
         """Watch `folder` (not its tree) to see a root appear in it or be replaced."""
         wd = self.anchors.get(folder)
-        if wd is not None and wd in self.wm.watches:
+        if wd is not None and wd in self.watched:
             return
         if folder in self.dirs:
             return  # watched as part of a tree already

@@ -24,6 +24,12 @@ from ixd.wire.errors import DatabaseBusy, DatabaseTooNew
 
 SCHEMA_VERSION = 5
 
+#: SQLite's page cache of the connection, in KiB (its default: 2,000). What the daemon reads
+#: again and again (the store's and the realms' indexes, the newest builds) is a few hundred
+#: KiB; past that the cache only keeps pages a collection or `verify` scanned once, which the
+#: system's page cache holds anyway (bench/memory.py --allocators, bench/scale.py)
+CACHE_KIB = 512
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -140,6 +146,7 @@ class BuildDatabase:
         with self._lock, _busy_is_an_error(self.path):
             self._db.enable_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._migrate()
 
     def close(self) -> None:
