@@ -135,9 +135,13 @@ class Running:
         """The reading end of its stdout and stderr (the reader's to close)."""
         return self.child.output
 
-    async def supervise(self, reader: Callable[[int], OutputReader],
-                        watchdog: Watchdog) -> Exit:
+    async def supervise(self, reader: Callable[[int], OutputReader], watchdog: Watchdog,
+                        on_end: Callable[[Exit], None] | None = None) -> Exit:
         """Run the process to its end, its output to `reader(fd)`.
+
+        `on_end(exit)` is called as soon as the process has exited with status 0 and its
+        sandbox's pid namespace is seen gone (nothing of it can run any more), before its
+        output is read to the end and its descriptors closed.
 
         When it exits, what is left of its process group is killed (background processes of
         an unconfined command; a sandbox's pid namespace dies with its pid 1 anyway). While
@@ -177,6 +181,10 @@ class Running:
                 status = child.popen.poll()
                 assert status is not None
                 ended.status = status
+                if on_end is not None and status == 0:
+                    await self._sandbox_ended(sandbox_pidfd)
+                    if ended.sandbox_gone:
+                        on_end(ended)
                 with trio.move_on_after(EOF_GRACE):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
@@ -192,6 +200,15 @@ class Running:
                     await output_done.wait()  # the reader stops soon after `stop`
                     ended.output_error = pump.error
 
+    async def _sandbox_ended(self, sandbox_pidfd: int | None) -> None:
+        """Once bwrap has exited: wait until its sandbox's pid 1 has ended too (it tells bwrap
+        the command's status before it ends itself), if it does within KILL_GRACE."""
+        if self.exit.sandbox_gone or sandbox_pidfd is None:
+            return
+        with trio.move_on_after(KILL_GRACE):
+            await trio.lowlevel.wait_readable(sandbox_pidfd)
+            self.exit.sandbox_gone = True
+
     async def _reap(self, sandbox_pidfd: int | None) -> None:
         """Kill whatever of the process is left and wait for it; close its descriptors."""
         child = self.child
@@ -205,9 +222,7 @@ class Running:
                 await trio.lowlevel.wait_readable(child.pidfd)
             popen.poll()
         if sandbox_pidfd is not None:
-            with trio.move_on_after(KILL_GRACE):
-                await trio.lowlevel.wait_readable(sandbox_pidfd)
-                self.exit.sandbox_gone = True
+            await self._sandbox_ended(sandbox_pidfd)
             os.close(sandbox_pidfd)
         os.close(child.pidfd)
         if child.gate >= 0:  # only now: bwrap reads the closed gate's end as "run it"
