@@ -28,6 +28,7 @@ from ixd.store.builder import BuildLimits, run_build
 from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.store.confine import confinement_argv, probe_confinement
 from ixd.store.fstree import remove_tree
+from ixd.store.process import SETUP_NICE
 from ixd.store.scratch import Built, ContentMismatch
 from ixd.wire.errors import BuildFailed, BuildLimitExceeded, WrongMachine
 from tests.daemon_harness import make_reachable
@@ -652,6 +653,36 @@ async def test_the_command_runs_only_once_its_gate_opens(layout: Layout, confine
         opened.set()
     assert "command ran" in log_of(layout, node)
     assert out_of(node).is_dir()
+
+
+def autogroup_nice(pid: int) -> str | None:
+    """The priority of the session (autogroup) of process `pid`; None without autogroups."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[-1]
+    except FileNotFoundError:
+        return None
+
+
+@needs_bwrap
+async def test_a_sandbox_set_up_ahead_yields_the_processor_its_command_does_not(
+        layout: Layout) -> None:
+    """A sandbox set up while its build waits for its slot runs at SETUP_NICE (its session
+    too, where the kernel shares the processor between sessions first): the builds running
+    meanwhile go first. Its command runs at the normal priority."""
+    if os.geteuid() != 0:
+        pytest.skip("only root gives a set-up its priority back")
+    node = make_node(layout, 'mkdir -p "$out"; nice > "$out/nice"; '
+                             'cat /proc/self/autogroup > "$out/autogroup" || true')
+    opened = trio.Event()
+    async with trio.open_nursery() as nursery:
+        processes = await held_at_gate(nursery, node, layout, confine=True, release=opened)
+        assert processes
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in processes} == {SETUP_NICE}
+        assert {autogroup_nice(pid) for pid in processes} <= {str(SETUP_NICE), None}
+        opened.set()
+    assert (out_of(node) / "nice").read_text() == "0\n"
+    group = (out_of(node) / "autogroup").read_text()
+    assert not group or group.split()[-1] == "0", group
 
 
 @needs_bwrap

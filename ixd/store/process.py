@@ -40,6 +40,10 @@ EOF_GRACE = 5.0
 KILL_GRACE = 10.0
 #: what _sandbox_pidfd says when the sandbox is already over (never a file descriptor)
 SANDBOX_GONE = -1
+#: the CPU priority (nice) of a sandbox being set up ahead of its gate: work that is not
+#: urgent, done while other builds run, whose commands start and end at the very moments the
+#: next set-ups begin; its gate gives it the normal priority back (`_Child.open_gate`)
+SETUP_NICE = 19
 
 
 @dataclass(frozen=True)
@@ -318,11 +322,18 @@ class _Child:
     info: trio.lowlevel.FdStream | None
     #: the writing end of bwrap's --block-fd (-1: none, or opened)
     gate: int = -1
+    #: its set-up runs at SETUP_NICE until the gate opens
+    lowered: bool = False
 
     def open_gate(self) -> None:
-        """Let the sandboxed command run (bwrap reads a byte, then execs it)."""
+        """Let the sandboxed command run (bwrap reads a byte, then execs it), at the normal
+        CPU priority (bwrap starts it in a session of its own, the set-up's processes are
+        given theirs back)."""
         if self.gate < 0:
             return
+        if self.lowered:
+            _set_nice(self.popen.pid, 0)
+            self.lowered = False
         try:
             os.write(self.gate, b"\n")
         except BrokenPipeError:  # bwrap is gone already: its exit tells why
@@ -374,6 +385,10 @@ def _spawn(command: Command) -> _Child:
     finally:
         for fd in child_ends:
             os.close(fd)
+    # A set-up ahead of its gate yields the processor; only root can give it back.
+    lowered = gate_w >= 0 and os.geteuid() == 0
+    if lowered:
+        _set_nice(popen.pid, SETUP_NICE)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except BaseException:
@@ -396,7 +411,19 @@ def _spawn(command: Command) -> _Child:
         stdin_rest=rest,
         info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
         gate=gate_w,
+        lowered=lowered,
     )
+
+
+def _set_nice(pgid: int, nice: int) -> None:
+    """The CPU priority of process group `pgid`, and of its session where the kernel shares
+    the processor between sessions first (autogroups: the session's own priority is what
+    counts there). Best effort: a group already gone, a kernel without autogroups, is no
+    fault. (procfs and a system call: no disk to wait for, on the loop too.)"""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PGRP, pgid, nice)
+    with contextlib.suppress(OSError), open(f"/proc/{pgid}/autogroup", "w") as autogroup:
+        autogroup.write(str(nice))
 
 
 def _write_what_fits(fd: int, data: bytes) -> bytes:
