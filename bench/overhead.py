@@ -19,8 +19,10 @@ time is steadier than wall time).
 Then where that time goes (`--parts N`, each part timed alone N times, one at a time, the
 way the builder does it): the scratch, the cgroup, the exec chain layer by layer (fork+exec
 from Python, `chpst` as the build user, `bwrap` with the node's binds, `sh` entering the
-cgroup, then the node's own command), the sweep of the build user's processes, the removal of
-the build's work, its output canonicalised and hashed, and the database's writes. Parts marked
+cgroup, then the node's own command), the sweep of the build user's processes, the statfs
+that tells whether the build's work may wait in the trash (room for another whole build) or
+must be removed before the slot is handed on (and that removal), its output canonicalised and
+hashed, and the database's writes. Parts marked
 `slot` hold the build slot; `after` parts run once the slot went to the next build (still
 CPU the machine's other builds share). With build users to spare, the exec chain's set-up
 (chpst, bwrap's namespaces and mounts) is done while the build waits for its slot: what the
@@ -62,6 +64,7 @@ from ixd.store.db import BuildDatabase
 from ixd.store.elf import machine_check
 from ixd.store.fstree import remove_tree
 from ixd.store.scratch import SMALL_WORK, Scratch, holds_at_most, prepare, sandbox_etc_dir
+from ixd.store.space import free_bytes
 
 
 def direct_runs(node: dict[str, Any], count: int, jobs: int) -> float:
@@ -243,11 +246,15 @@ def slot_parts(node: dict[str, Any], repeat: int) -> list[Part]:
                 (scratch / "tmp" / "x").write_text("x")
                 return [scratch / "tmp", scratch / "src"]
 
-            parts.append(Part("work removed: rm -rf tmp src (a process: a large work)", True,
+            parts.append(Part("room to spare: statfs of the build file system", True,
+                              _median_time(repeat, lambda i: None,
+                                           lambda _: free_bytes(layout.build))))
+            # with room to spare, the work waits in the trash for one rm -rf of many builds'
+            parts.append(Part("work removed: rm -rf tmp src (no room: a large work)", True,
                               _median_time(repeat, work_of, lambda w: _run(
                                   ["rm", "-rf", "--one-file-system", "--", *map(str, w)]))))
-            parts.append(Part("work removed: counted, then shutil.rmtree (a small work)", True,
-                              _median_time(repeat, work_of, lambda w: (
+            parts.append(Part("work removed: counted, then shutil.rmtree (no room: a small "
+                              "work)", True, _median_time(repeat, work_of, lambda w: (
                                   holds_at_most(w, SMALL_WORK), *map(remove_tree, w)))))
 
             def output_of(index: int) -> Path:

@@ -23,12 +23,14 @@ import trio
 
 from ixd.model.layout import Layout
 from ixd.model.nodes import Node, Source
+from ixd.store import cgroup, space
 from ixd.store.builder import BuildLimits, run_build
 from ixd.store.buildusers import DEFAULT_GROUP, BuildUserPool, load_pool
 from ixd.store.confine import confinement_argv, probe_confinement
 from ixd.store.fstree import remove_tree
+from ixd.store.process import SETUP_NICE
 from ixd.store.scratch import Built, ContentMismatch
-from ixd.wire.errors import BuildFailed, WrongMachine
+from ixd.wire.errors import BuildFailed, BuildLimitExceeded, WrongMachine
 from tests.daemon_harness import make_reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -653,6 +655,36 @@ async def test_the_command_runs_only_once_its_gate_opens(layout: Layout, confine
     assert out_of(node).is_dir()
 
 
+def autogroup_nice(pid: int) -> str | None:
+    """The priority of the session (autogroup) of process `pid`; None without autogroups."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[-1]
+    except FileNotFoundError:
+        return None
+
+
+@needs_bwrap
+async def test_a_sandbox_set_up_ahead_yields_the_processor_its_command_does_not(
+        layout: Layout) -> None:
+    """A sandbox set up while its build waits for its slot runs at SETUP_NICE (its session
+    too, where the kernel shares the processor between sessions first): the builds running
+    meanwhile go first. Its command runs at the normal priority."""
+    if os.geteuid() != 0:
+        pytest.skip("only root gives a set-up its priority back")
+    node = make_node(layout, 'mkdir -p "$out"; nice > "$out/nice"; '
+                             'cat /proc/self/autogroup > "$out/autogroup" || true')
+    opened = trio.Event()
+    async with trio.open_nursery() as nursery:
+        processes = await held_at_gate(nursery, node, layout, confine=True, release=opened)
+        assert processes
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in processes} == {SETUP_NICE}
+        assert {autogroup_nice(pid) for pid in processes} <= {str(SETUP_NICE), None}
+        opened.set()
+    assert (out_of(node) / "nice").read_text() == "0\n"
+    group = (out_of(node) / "autogroup").read_text()
+    assert not group or group.split()[-1] == "0", group
+
+
 @needs_bwrap
 async def test_a_build_cancelled_at_its_gate_leaves_nothing(layout: Layout) -> None:
     """A sandbox waiting for its slot is killed whole when its build is cancelled (its
@@ -662,6 +694,53 @@ async def test_a_build_cancelled_at_its_gate_leaves_nothing(layout: Layout) -> N
         assert await held_at_gate(nursery, node, layout, confine=True, release=trio.Event())
         nursery.cancel_scope.cancel()
     assert processes_of(node) == []
+    assert_cleaned_up(layout, node)
+
+
+@needs_bwrap
+@pytest.mark.parametrize("room", [True, False], ids=["room", "tight"])
+async def test_a_slot_is_handed_on_as_the_sandbox_ends_its_work_deleted_first_only_if_tight(
+        layout: Layout, room: bool) -> None:
+    """A build that ended well hands its slot on once its sandbox is gone, before its output
+    is settled (nobody is told it succeeded until then). Where the file system has room for
+    another whole build (--max-output-size free), its work waits in the trash; where it has
+    not, the work is deleted before the slot's next build may start."""
+    node = make_node(layout, 'mkdir -p "$out" "$tmp/w"; echo work > "$tmp/w/file"')
+    free = space.free_bytes(layout.build)[0]
+    limits = BuildLimits(max_output_size=free // 2 if room else free * 2)
+    work = layout.scratch(node.uid) / "tmp" / "w"
+    seen: dict[str, object] = {}
+
+    def on_exit() -> None:
+        seen.update(work=work.exists(), settled=out_of(node).exists(),
+                    processes=processes_of(node))
+
+    async with BuildUserPool(load_pool(DEFAULT_GROUP)).take() as user:
+        await run_build(node, layout, confine=True, make_thrs=1, user=user, limits=limits,
+                        on_exit=on_exit)
+    assert seen == {"work": room, "settled": False, "processes": []}
+    assert out_of(node).is_dir()
+    assert not layout.scratch(node.uid).exists()
+
+
+@needs_bwrap
+async def test_a_build_that_exits_well_after_the_oom_killer_ended_a_process_fails(
+        layout: Layout) -> None:
+    """A script that goes on after the OOM killer ended a process of it (`|| true`) still
+    broke --max-memory: the build fails naming the bound, its output never in the store."""
+    cgroups, why = cgroup.probe(layout.root)
+    if cgroups is None:
+        pytest.skip(f"this machine gives ixd no cgroup: {why}")
+    node = make_node(layout, "awk 'BEGIN { s = \"x\"; while (length(s) < 256 * 1048576) "
+                             "s = s s }' || true; mkdir -p \"$out\"")
+    try:
+        async with BuildUserPool(load_pool(DEFAULT_GROUP)).take() as user:
+            with pytest.raises(BuildLimitExceeded, match="used more than its --max-memory"):
+                await run_build(node, layout, confine=True, make_thrs=1, user=user,
+                                limits=BuildLimits(max_memory=64 << 20), cgroups=cgroups,
+                                on_exit=lambda: None)
+    finally:
+        cgroups.close()
     assert_cleaned_up(layout, node)
 
 

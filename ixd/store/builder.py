@@ -124,9 +124,10 @@ async def run_build(
     BuildFailed) if the file system filled, DaemonFault if a file of the daemon's own (the
     log, the scratch) could not be made or written. `gate()` is awaited
     before the command runs (its build slot), once its scratch and its sandbox are set up
-    (`process.start`). `on_exit()` is called once the command has ended, no process of it
-    is left and its work folder is deleted, before its output is canonicalised and moved
-    (and, if it exited with status 0, before its end is judged); a build that fails
+    (`process.start`). `on_exit()` is called once the command has ended and no process of
+    it is left, before its output is canonicalised and moved: as soon as that is seen if it
+    exited with status 0 and the file system has room for its work to wait in the trash
+    (`_Build.room_to_spare`), else once its work folder is deleted. A build that fails
     otherwise never calls it (its caller hands its slot on once its files are gone). With
     `expect_hash`, an output of any other content hash is refused
     (BuildFailed caused by ContentMismatch) and never reaches the store. `keep_log`: the
@@ -151,16 +152,19 @@ async def run_build(
             raise BuildFailed(await build.failure(f"could not be run: {exc}", log_file)) from exc
         watch = build.watch()  # its time runs from here: not while it waited for its slot
         # (nothing between the start and its supervision: it kills and reaps what started)
-        ended = await running.supervise(lambda fd: LogPump(fd, log_file, on_log, post), watch)
         handed_on = False
-        if on_exit is not None and ended.status == 0 and ended.broken is None \
-                and ended.sandbox_gone:
-            # It ended well and nothing of it can run: the slot is handed on before its end
-            # is judged (a walk of its scratch) and its output settled, once its work is gone
-            # (the slot's next build starts on the space this one's work took).
-            await build.daemon_work("delete its work", scratch.clear_work, build.scratch, None)
-            on_exit()
-            handed_on = True
+
+        def ended_well(ended: Exit) -> None:
+            # It exited with status 0 and nothing of it can run: where the file system has
+            # room for its work to wait in the trash (`room_to_spare`), its slot goes on now,
+            # before its output is read to the end, its end judged and its output settled.
+            nonlocal handed_on
+            if on_exit is not None and build.room_to_spare():
+                on_exit()
+                handed_on = True
+
+        ended = await running.supervise(lambda fd: LogPump(fd, log_file, on_log, post), watch,
+                                        ended_well)
         await build.judge(ended, watch, log_file)
         if on_exit is not None and not handed_on:
             # the slot's next build starts on the space this one's work took: free first
@@ -168,10 +172,11 @@ async def run_build(
                                     build.live_user(ended))
             on_exit()
         built = await build.settle(ended, log_file, expect_hash, finish)
-        lines = await build.daemon_work("write its log", buildlog.add_notes, log_file,
-                                        built.notes)
-        if on_log is not None and lines:
-            on_log(lines, log_file.written)
+        if built.notes:
+            lines = await build.daemon_work("write its log", buildlog.add_notes, log_file,
+                                            built.notes)
+            if on_log is not None:
+                on_log(lines, log_file.written)
     except BaseException as exc:  # clean-up only: what went wrong is told where it happened
         # a failed build's files are gone before its slot goes to the next (the caller
         # hands the slot on once this raises)
@@ -185,6 +190,16 @@ async def run_build(
         with trio.CancelScope(shield=True):  # its tail in order, unless it fits whole
             await trio.to_thread.run_sync(build.close, log_file)
     return built
+
+
+def _memory_broken(limits: BuildLimits) -> str:
+    """How a build broke its memory bound, in words."""
+    return (f"used more than its --max-memory of {limits.max_memory} bytes (the kernel's "
+            f"OOM killer ended a process of it) and was killed")
+
+
+class _MemoryBroken(Exception):
+    """The OOM killer ended a process of a build that exited well (`_Build.settle`)."""
 
 
 class _OutOfSpace(Exception):
@@ -288,6 +303,18 @@ class _Build:
 
         return process.Command(node.command, env, work.root, node.stdin.encode(), sandbox)
 
+    def room_to_spare(self) -> bool:
+        """Whether the build's file system has room for a whole other build beside this
+        one's work (`--max-output-size` free: all a build may write), so the work need not
+        be gone before the slot's next build starts: it goes to the trash with the rest of
+        the scratch (`settle`). One statfs (the file system's counters, no I/O), on the
+        loop: a worker thread's round trip would cost the slot more."""
+        try:
+            free, _total = space.free_bytes(self.layout.build)
+        except OSError:
+            return False
+        return free >= self.limits.max_output_size
+
     def watch(self) -> _Watch:
         timeout = max(self.limits.timeout, self.node.timeout)
         return _Watch(self.scratch.root, self.limits, timeout,
@@ -308,8 +335,9 @@ class _Build:
         if ended.output_error is not None:
             log.warning("%s: its log could not be written: %s", self.log_path,
                         ended.output_error)
-        if ended.broken is None:  # a bound the kernel held: the build did not end well
-            ended.broken = await watch.broken_at_end(ended.status)
+        if ended.broken is None:
+            if ended.status != 0:  # a bound the kernel held? (ended well: `settle` looks)
+                ended.broken = await watch.broken_at_end()
         elif watch.over_output:  # every process of it is dead: what it left, for the record
             ended.broken += await watch.final_size()
         if ended.broken is not None:
@@ -330,12 +358,25 @@ class _Build:
                      finish: Callable[[Path], None] | None) -> Built:
         """The output canonical and in the store (with the sandbox's pid namespace seen
         gone, no process of the build is left; otherwise every process of its uid is killed
-        first), or the build failed for what it made."""
+        first), or the build failed for what it made, or for a process of it the OOM killer
+        ended (looked at in the same worker thread call: a build that ended well is judged
+        here, not by `judge`)."""
+        cgroup = self.cgroup
+        settle = functools.partial(
+            scratch.settle, self.scratch, self.live_user(ended),
+            max_output_size=self.limits.max_output_size, expect_hash=expect_hash,
+            finish=finish, machine=self.node.elf_machine)
+
+        def judged_and_settled() -> Built:
+            if cgroup is not None and cgroup.oom_kills():
+                raise _MemoryBroken
+            return settle()
+
         try:
-            return await trio.to_thread.run_sync(functools.partial(
-                scratch.settle, self.scratch, self.live_user(ended),
-                max_output_size=self.limits.max_output_size, expect_hash=expect_hash,
-                finish=finish, machine=self.node.elf_machine))
+            return await trio.to_thread.run_sync(judged_and_settled)
+        except _MemoryBroken:
+            raise BuildLimitExceeded(await self.failure(_memory_broken(self.limits),
+                                                        log_file)) from None
         except MachineMismatch as exc:
             raise WrongMachine(await self.failure(
                 f"made a program for another machine: {exc}; {self.node.name} is built "
@@ -473,27 +514,23 @@ class _Watch:
             self.rate = max(self.rate, (used - self.used) / (now - self.at))
         self.used, self.at = used, now
         if oom_kills:
-            return self._memory_broken()
+            return _memory_broken(self.limits)
         if used > self.limits.max_output_size:
             self.over_output = True
             return (f"wrote {used} bytes, more than the --max-output-size of "
                     f"{self.limits.max_output_size}, and was killed")
         return None
 
-    async def broken_at_end(self, status: int) -> str | None:
-        """After the command ended by itself: a bound the kernel held (the OOM killer ended
+    async def broken_at_end(self) -> str | None:
+        """After the command failed by itself: a bound the kernel held (the OOM killer ended
         one of its processes; a file reached the output's size, RLIMIT_FSIZE)."""
         used, oom_kills = await trio.to_thread.run_sync(self._measure)
         if oom_kills:
-            return self._memory_broken()
-        if status != 0 and used >= self.limits.max_output_size:
+            return _memory_broken(self.limits)
+        if used >= self.limits.max_output_size:
             return (f"wrote {used} bytes, as much as the --max-output-size of "
                     f"{self.limits.max_output_size} (a file may be no larger), and failed")
         return None
-
-    def _memory_broken(self) -> str:
-        return (f"used more than its --max-memory of {self.limits.max_memory} bytes (the "
-                f"kernel's OOM killer ended a process of it) and was killed")
 
     async def final_size(self) -> str:
         """After a build killed for its output: what its scratch held when it stopped."""

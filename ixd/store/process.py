@@ -40,6 +40,10 @@ EOF_GRACE = 5.0
 KILL_GRACE = 10.0
 #: what _sandbox_pidfd says when the sandbox is already over (never a file descriptor)
 SANDBOX_GONE = -1
+#: the CPU priority (nice) of a sandbox being set up ahead of its gate: work that is not
+#: urgent, done while other builds run, whose commands start and end at the very moments the
+#: next set-ups begin; its gate gives it the normal priority back (`_Child.open_gate`)
+SETUP_NICE = 19
 
 
 @dataclass(frozen=True)
@@ -135,9 +139,13 @@ class Running:
         """The reading end of its stdout and stderr (the reader's to close)."""
         return self.child.output
 
-    async def supervise(self, reader: Callable[[int], OutputReader],
-                        watchdog: Watchdog) -> Exit:
+    async def supervise(self, reader: Callable[[int], OutputReader], watchdog: Watchdog,
+                        on_end: Callable[[Exit], None] | None = None) -> Exit:
         """Run the process to its end, its output to `reader(fd)`.
+
+        `on_end(exit)` is called as soon as the process has exited with status 0 and its
+        sandbox's pid namespace is seen gone (nothing of it can run any more), before its
+        output is read to the end and its descriptors closed.
 
         When it exits, what is left of its process group is killed (background processes of
         an unconfined command; a sandbox's pid namespace dies with its pid 1 anyway). While
@@ -177,6 +185,10 @@ class Running:
                 status = child.popen.poll()
                 assert status is not None
                 ended.status = status
+                if on_end is not None and status == 0:
+                    await self._sandbox_ended(sandbox_pidfd)
+                    if ended.sandbox_gone:
+                        on_end(ended)
                 with trio.move_on_after(EOF_GRACE):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
@@ -192,6 +204,15 @@ class Running:
                     await output_done.wait()  # the reader stops soon after `stop`
                     ended.output_error = pump.error
 
+    async def _sandbox_ended(self, sandbox_pidfd: int | None) -> None:
+        """Once bwrap has exited: wait until its sandbox's pid 1 has ended too (it tells bwrap
+        the command's status before it ends itself), if it does within KILL_GRACE."""
+        if self.exit.sandbox_gone or sandbox_pidfd is None:
+            return
+        with trio.move_on_after(KILL_GRACE):
+            await trio.lowlevel.wait_readable(sandbox_pidfd)
+            self.exit.sandbox_gone = True
+
     async def _reap(self, sandbox_pidfd: int | None) -> None:
         """Kill whatever of the process is left and wait for it; close its descriptors."""
         child = self.child
@@ -205,9 +226,7 @@ class Running:
                 await trio.lowlevel.wait_readable(child.pidfd)
             popen.poll()
         if sandbox_pidfd is not None:
-            with trio.move_on_after(KILL_GRACE):
-                await trio.lowlevel.wait_readable(sandbox_pidfd)
-                self.exit.sandbox_gone = True
+            await self._sandbox_ended(sandbox_pidfd)
             os.close(sandbox_pidfd)
         os.close(child.pidfd)
         if child.gate >= 0:  # only now: bwrap reads the closed gate's end as "run it"
@@ -303,11 +322,18 @@ class _Child:
     info: trio.lowlevel.FdStream | None
     #: the writing end of bwrap's --block-fd (-1: none, or opened)
     gate: int = -1
+    #: its set-up runs at SETUP_NICE until the gate opens
+    lowered: bool = False
 
     def open_gate(self) -> None:
-        """Let the sandboxed command run (bwrap reads a byte, then execs it)."""
+        """Let the sandboxed command run (bwrap reads a byte, then execs it), at the normal
+        CPU priority (bwrap starts it in a session of its own, the set-up's processes are
+        given theirs back)."""
         if self.gate < 0:
             return
+        if self.lowered:
+            _set_nice(self.popen.pid, 0)
+            self.lowered = False
         try:
             os.write(self.gate, b"\n")
         except BrokenPipeError:  # bwrap is gone already: its exit tells why
@@ -359,6 +385,10 @@ def _spawn(command: Command) -> _Child:
     finally:
         for fd in child_ends:
             os.close(fd)
+    # A set-up ahead of its gate yields the processor; only root can give it back.
+    lowered = gate_w >= 0 and os.geteuid() == 0
+    if lowered:
+        _set_nice(popen.pid, SETUP_NICE)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except BaseException:
@@ -381,7 +411,19 @@ def _spawn(command: Command) -> _Child:
         stdin_rest=rest,
         info=trio.lowlevel.FdStream(info_r) if info_r >= 0 else None,
         gate=gate_w,
+        lowered=lowered,
     )
+
+
+def _set_nice(pgid: int, nice: int) -> None:
+    """The CPU priority of process group `pgid`, and of its session where the kernel shares
+    the processor between sessions first (autogroups: the session's own priority is what
+    counts there). Best effort: a group already gone, a kernel without autogroups, is no
+    fault. (procfs and a system call: no disk to wait for, on the loop too.)"""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PGRP, pgid, nice)
+    with contextlib.suppress(OSError), open(f"/proc/{pgid}/autogroup", "w") as autogroup:
+        autogroup.write(str(nice))
 
 
 def _write_what_fits(fd: int, data: bytes) -> bytes:
