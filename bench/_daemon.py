@@ -3,6 +3,7 @@
 `BenchDaemon.start(jobs=N)` makes a root under /tmp and starts ixd there the way the tests do
 (`tests.daemon_harness.start_daemon`: the test overlay and pkgs, the seeded mirror), with
 `--jobs N`; it returns once the daemon serves. `stop()` stops it and removes the root.
+`BENCH_OVERLAY` holds the benchmarks' own recipes (bench/nix.py's `bin/nap`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ from typing import Any
 from ixd.model.realm import patch_to_wire
 from ixd.model.words import lex_mutation
 from ixd.wire.transport import Client
-from tests.daemon_harness import PROJECT, RunningDaemon, read_rows, start_daemon
+from tests.daemon_harness import (
+    PKGS,
+    PROJECT,
+    TEST_OVERLAY,
+    RunningDaemon,
+    read_rows,
+    start_daemon,
+)
 
 PYTHON = sys.executable
 #: the installed client, as a user runs it (pyproject's script-files; `python -m` is slower)
 IXC = Path(sys.executable).with_name("ixc")
+#: the benchmarks' own recipes, before the test overlay and pkgs
+BENCH_OVERLAY = Path(__file__).resolve().with_name("overlay")
 
 
 def env() -> dict[str, str]:
@@ -38,6 +48,12 @@ def env() -> dict[str, str]:
 def slow(tag: str, secs: str = "0") -> str:
     """The selector of one `bin/slow` package (distinct tags are distinct packages)."""
     return f"bin/slow(secs={secs},tag={tag})"
+
+
+def nap(tag: str, secs: str = "0") -> str:
+    """The selector of one `bin/nap` package (BENCH_OVERLAY: `sleep` and `echo`, the work
+    of bench/nix.py's Nix derivation; distinct tags are distinct packages)."""
+    return f"bin/nap(secs={secs},tag={tag})"
 
 
 def mut_args(realm: str, packages: Sequence[str]) -> dict[str, Any]:
@@ -99,12 +115,13 @@ class BenchDaemon:
         self.tmp = tmp
 
     @classmethod
-    def start(cls, *, jobs: int, label: str = "bench",
-              extra: Sequence[str] = ()) -> BenchDaemon:
+    def start(cls, *, jobs: int, label: str = "bench", extra: Sequence[str] = (),
+              overlays: Sequence[Path] = (TEST_OVERLAY, PKGS)) -> BenchDaemon:
         tmp = Path(tempfile.mkdtemp(prefix=f"ix-{label}-", dir="/tmp"))
         tmp.chmod(0o755)  # build users must reach the store
         try:
-            running = start_daemon(tmp / "root", extra=["--jobs", str(jobs), *extra])
+            running = start_daemon(tmp / "root", overlays=overlays,
+                                   extra=["--jobs", str(jobs), *extra])
         except BaseException:
             _remove_tree(tmp)
             raise

@@ -28,6 +28,9 @@ still does after its client exited), `--reps` repetitions of the timed rows:
   waiter             a client builds a fresh 0.5 s package; 0.1 s later a second asks for the
                      same; how long after the first exits the second does.
 
+Both sides build the same work: `/bin/sleep SECS`, then the shell's `echo` into the output
+(Nix: a derivation with /bin/sh as its builder; ix: bench/overlay's `bin/nap`, whose host
+shell comes through bld/host/sh, as Nix's sandbox shows the host's /bin).
 Packages have distinct names (Nix reads `p-0` ... `p-199` as 200 versions of one package
 `p`: a profile would keep one). A run over `--timeout` seconds is stopped and reported as
 "hung". Every build row checks each package was built exactly once (ix: its `builds`
@@ -57,7 +60,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._daemon import PYTHON, BenchDaemon, env, load_average, percentile, slow
+from bench._daemon import (
+    BENCH_OVERLAY,
+    PYTHON,
+    BenchDaemon,
+    env,
+    load_average,
+    nap,
+    percentile,
+)
+from tests.daemon_harness import PKGS, TEST_OVERLAY
 
 #: the build-user group of the benchmark's Nix daemon (one member per build slot)
 NIX_GROUP = "ixbenchnixbld"
@@ -328,7 +340,8 @@ class IxSide(Side):
         self.daemon: BenchDaemon | None = None
 
     def start(self) -> None:
-        self.daemon = BenchDaemon.start(jobs=self.jobs, label="nix-vs-ix")
+        self.daemon = BenchDaemon.start(jobs=self.jobs, label="nix-vs-ix",
+                                        overlays=(BENCH_OVERLAY, TEST_OVERLAY, PKGS))
 
     def stop(self) -> None:
         if self.daemon is not None:
@@ -342,10 +355,10 @@ class IxSide(Side):
         return self._ixc("status")
 
     def install(self, indices: list[int]) -> list[str]:
-        return self._ixc("mut", "bench", *(f"+{slow(f'pk{n}')}" for n in indices))
+        return self._ixc("mut", "bench", *(f"+{nap(f'pk{n}')}" for n in indices))
 
     def build(self, names: list[str]) -> list[str]:
-        return self._ixc("build", *(slow(n, BUILD_SECS) for n in names))
+        return self._ixc("build", *(nap(n, BUILD_SECS) for n in names))
 
     def daemon_pids(self) -> list[int]:
         assert self.daemon is not None
@@ -356,7 +369,7 @@ class IxSide(Side):
         wanted = set(names)
         built: Counter[str] = Counter()
         for row in self.daemon.build_rows():
-            if not row["name"].startswith("bin/slow") or row["state"] != "valid":
+            if not row["name"].startswith("bin/nap") or row["state"] != "valid":
                 continue
             tag = json.loads(row["flags"] or "{}").get("tag")
             if tag in wanted:
