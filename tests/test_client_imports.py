@@ -33,7 +33,7 @@ LIGHT_IMPORTS = frozenset({
     # the socket's C core (the `socket` module would add enum, selectors, ...)
     "_socket",
     # `ixd.wire.record`'s field getters (C)
-    "operator", "_operator",
+    "_operator",
     # `ixd.wire.packing` reads a float (a reply's times) with it
     "struct", "_struct",
     # the launcher keeps the collector off while ixc loads (built in: nothing to load)

@@ -11,7 +11,8 @@ the base is a `dataclass_transform`, so constructors are type-checked as datacla
 
 from __future__ import annotations
 
-from operator import attrgetter
+# `operator` is a Python module over this C one, and its import ~0.25 ms of `ixc status`
+from _operator import attrgetter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
