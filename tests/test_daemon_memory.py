@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,32 +126,43 @@ class CountingMalloc:
     def __init__(self) -> None:
         self.free = 0
         self.trims = 0
+        #: set by each trim (in the keeper's worker thread)
+        self.trimmed = threading.Event()
 
     def free_bytes(self) -> int:
         return self.free
 
     def trim(self) -> None:  # glibc's: the free chunks stay free (their pages go back)
         self.trims += 1
+        self.trimmed.set()
 
 
 async def test_the_heap_is_trimmed_once_enough_of_it_is_free(
-        autojump_clock: trio.testing.MockClock) -> None:
+        mock_clock: trio.testing.MockClock) -> None:
     heap = CountingMalloc()
+
+    async def after(seconds: float, trims: int) -> None:
+        """Move the clock on by `seconds`, a second at a time; a trim is asked in a worker
+        thread: wait for it (up to 10 s) where one is due."""
+        for _ in range(int(seconds)):
+            mock_clock.jump(1)
+            await trio.testing.wait_all_tasks_blocked()
+        if heap.trims < trims:
+            await trio.to_thread.run_sync(heap.trimmed.wait, 10)
+            heap.trimmed.clear()
+        assert heap.trims == trims
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(keep_heap_trimmed, heap, 1.0, 1000)
-        await trio.sleep(5.5)
-        assert heap.trims == 0  # nothing free: nothing asked
+        await trio.testing.wait_all_tasks_blocked()
+        await after(5, 0)  # nothing free: nothing asked
         heap.free = 999
-        await trio.sleep(2)
-        assert heap.trims == 0  # below the floor
+        await after(2, 0)  # below the floor
         heap.free = 1000
-        await trio.sleep(1)
-        assert heap.trims == 1
-        await trio.sleep(3)
-        assert heap.trims == 1  # nothing changed since: no trim again
+        await after(1, 1)
+        await after(3, 1)  # nothing changed since: no trim again
         heap.free = 5000
-        await trio.sleep(1)
-        assert heap.trims == 2
+        await after(1, 2)
         nursery.cancel_scope.cancel()
 
 

@@ -84,12 +84,13 @@ async def keep_heap_trimmed(malloc: Malloc, period: float = TRIM_PERIOD,
                             free: int = TRIM_FREE) -> None:
     """Every `period` seconds, give the heap's free pages back when `free` bytes or more are
     free and the heap changed since the last trim (a trim leaves the free chunks counted as
-    free: their pages are what it gives back). In the event loop's thread: a trim that has
-    work takes under a millisecond (0.6 ms for 9 MiB free in a 25 MiB heap)."""
+    free: their pages are what it gives back). The trim runs in a worker thread (ctypes lets
+    the interpreter lock go): 0.6 ms for 9 MiB free in a 25 MiB heap, but 4-5 ms for the
+    41 MiB free beside stal/IX's set/ci graph, too long for the event loop."""
     trimmed_at = -1
     while True:
         await trio.sleep(period)
         now = malloc.free_bytes()
         if now >= free and now != trimmed_at:
-            malloc.trim()
+            await trio.to_thread.run_sync(malloc.trim)
             trimmed_at = malloc.free_bytes()
