@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -520,3 +521,29 @@ async def test_status_and_a_stop_store_the_renders_waiting(tmp_path: Path,
         assert catalog.graph.unstored == 2  # bin/x(k=2), lib/a(opt=1,k=2): one render each
     assert catalog.graph.unstored == 0
     assert len(keys_and_owners(store)) == 6
+
+
+def test_storing_without_waiting_leaves_a_held_graph_alone(tmp_path: Path) -> None:
+    """`store_renders(wait=False)` (what `status` asks) puts nothing in the store while a
+    load holds the graph, and everything once it is free."""
+    overlay(tmp_path)
+    g = deferring(tmp_path)
+    g.load(parse_selector("bin/top"), owner=1001)
+    waiting = g.unstored
+    assert waiting == 4
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with g._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    g.store_renders(wait=False)  # returns at once
+    assert g.unstored == waiting
+    release.set()
+    holder.join()
+    g.store_renders(wait=False)
+    assert g.unstored == 0

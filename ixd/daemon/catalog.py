@@ -221,8 +221,11 @@ class Catalog:
 
     async def cache_usage(self, uid: int) -> dict[str, int]:
         """The caches' bytes against their bounds, in all and `uid`'s own (for `status`):
-        the renders waiting for the store put there first."""
-        await trio.to_thread.run_sync(self.graph.store_renders)
+        the renders waiting for the store put there first, unless a load holds the graph
+        (`status` does not wait seconds for it: the store's figures are then as they
+        stand)."""
+        if self.graph.unstored:
+            await trio.to_thread.run_sync(functools.partial(self.graph.store_renders, wait=False))
         graph, store = self.graph, self.graph.render_store
         usage = {"packages": len(graph), "packages_restored": graph.restored,
                  "package_bytes": graph.bytes,

@@ -663,17 +663,22 @@ class PackageGraph:
         """Renders loads made that are not yet in the render store (`store_renders`)."""
         return len(self._unstored)
 
-    def store_renders(self, batch: int = STORE_BATCH) -> None:
+    def store_renders(self, batch: int = STORE_BATCH, wait: bool = True) -> None:
         """Put the renders that loads made since in the render store (with
         `defer_store_writes`; blocking, for idle time): `batch` at a time under the lock, so
-        a load waits for one batch at most. A daemon stopped before keeps none of them
-        (they are made again after the restart); one stopped while writing, the lines
-        written whole (`RenderStore`)."""
+        a load waits for one batch at most. Without `wait`, nothing is put there while a
+        load holds the graph (a load may take seconds). A daemon stopped before keeps none
+        of them (they are made again after the restart); one stopped while writing, the
+        lines written whole (`RenderStore`)."""
         while self._unstored:
-            with self._lock:
+            if not self._lock.acquire(blocking=wait):
+                return
+            try:
                 self._store_unstored(batch)
                 if self.render_store is not None:
                     self.render_store.flush()
+            finally:
+                self._lock.release()
 
     def _store_unstored(self, count: int) -> None:
         """The first `count` renders waiting for the store, put there (lock held)."""
